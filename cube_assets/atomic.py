@@ -1,0 +1,64 @@
+"""Atomic file writes: build the output under a temporary name beside it, then move it into place."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(destination: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``destination``; on success move it onto ``destination``.
+
+    The temporary file lives in the destination's folder so the final ``os.replace`` is an
+    atomic rename on the same filesystem: readers see either the old file or the complete new
+    one, never a partial file. On any exception the temporary file is removed and the
+    exception propagates; ``destination`` is left untouched.
+
+    Returns:
+        A context manager yielding the temporary ``Path`` to write to.
+
+    Raises:
+        Whatever the body raises; ``OSError`` if the move fails.
+    """
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(destination.suffixes)
+    tmp = destination.with_name(f".{destination.stem}.{uuid.uuid4().hex[:12]}.tmp{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, destination)
+    finally:
+        # Sidecar files (.aux.xml, .ovr) that GDAL may leave beside the temporary name.
+        for leftover in tmp.parent.glob(tmp.name + "*"):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+
+
+def atomic_write_bytes(destination: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``destination`` atomically.
+
+    Returns:
+        The destination path.
+
+    Raises:
+        OSError: if the file cannot be written or moved.
+    """
+    with atomic_path(destination) as tmp:
+        tmp.write_bytes(data)
+    return Path(destination)
+
+
+def atomic_write_text(destination: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 ``text`` to ``destination`` atomically.
+
+    Returns:
+        The destination path.
+
+    Raises:
+        OSError: if the file cannot be written or moved.
+    """
+    return atomic_write_bytes(destination, text.encode("utf-8"))

@@ -1,0 +1,294 @@
+"""Data-cube grids and their tiles.
+
+A grid is a regular tiling of a projected CRS: an origin (the upper-left corner of tile
+column 0, row 0), a tile size in pixels and a pixel size. Tile ``(col, row)`` covers
+``x in [ox + col*W*res, ox + (col+1)*W*res)`` and ``y in (oy - (row+1)*H*res, oy - row*H*res]``.
+
+Three kinds are provided:
+
+* ``bdc_grid("SM"|"MD"|"LG")`` — the Brazil Data Cube Albers grid: 10560×10560 px tiles at
+  10 m (SM); MD and LG use tiles 2 and 4 times larger in ground size at the same pixel count
+  (20 m and 40 m pixels). Tile names are ``{col:03d}{row:03d}``.
+* ``utm_grid(zone, hemisphere)`` — MGRS-style 109.8 km tiles aligned on 100 km in one UTM
+  zone, named ``{zone}{hemisphere}_{col:03d}{row:03d}``.
+* ``user_grid(...)`` — any CRS, origin, tile size and resolution.
+
+Tile names become Dagster partition keys, so they may not contain ``|`` (Dagster's
+multi-partition separator) nor ``/`` and whitespace (they are also path components).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from affine import Affine
+from pyproj import CRS, Transformer
+from shapely.geometry import Polygon, box
+from shapely.geometry.base import BaseGeometry
+import numpy as np
+import shapely
+
+from cube_assets.errors import InvalidCubeConfig
+
+BDC_ALBERS = (
+    "+proj=aea +lat_0=-12 +lon_0=-54 +lat_1=-2 +lat_2=-22 "
+    "+x_0=5000000 +y_0=10000000 +ellps=GRS80 +units=m +no_defs"
+)
+# Brazil's extent (lon/lat); the BDC grid origin is its upper-left corner in BDC_ALBERS,
+# snapped down/up to whole metres, so every Brazilian point has non-negative tile indices.
+BRAZIL_BBOX = (-73.9872354804, -33.7683777809, -34.7299934555, 5.24448639569)
+_BDC_TILE_PX = 10560
+_BDC_FACTORS = {"SM": 1, "MD": 2, "LG": 4}
+_FORBIDDEN_NAME = re.compile(r"[|/\\\s]")
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile of a grid: its name, CRS, affine transform and shape in pixels."""
+
+    grid_name: str
+    name: str
+    col: int
+    row: int
+    crs_wkt: str = field(repr=False)
+    transform: Affine
+    width: int
+    height: int
+
+    @property
+    def crs(self) -> CRS:
+        """The tile's CRS as a ``pyproj.CRS``."""
+        return CRS.from_wkt(self.crs_wkt)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(height, width)`` in pixels."""
+        return (self.height, self.width)
+
+    @property
+    def resolution(self) -> float:
+        """Pixel size in CRS units (square pixels)."""
+        return self.transform.a
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(minx, miny, maxx, maxy)`` in the tile's CRS."""
+        minx, maxy = self.transform.c, self.transform.f
+        return (minx, maxy - self.height * self.resolution, minx + self.width * self.resolution, maxy)
+
+    @property
+    def geometry(self) -> Polygon:
+        """The tile's outline as a shapely polygon in its own CRS."""
+        return box(*self.bounds)
+
+    @property
+    def geometry_4326(self) -> Polygon:
+        """The tile's outline in EPSG:4326 (lon, lat), densified so curved edges stay close."""
+        return _to_4326(densify(self.geometry, 32), self.crs)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A regular tiling of a projected CRS (see module docstring for the conventions)."""
+
+    name: str
+    crs_wkt: str
+    origin_x: float
+    origin_y: float
+    tile_width: int
+    tile_height: int
+    resolution: float
+    name_format: str = "{col:03d}{row:03d}"
+
+    def __post_init__(self) -> None:
+        if self.tile_width <= 0 or self.tile_height <= 0:
+            raise InvalidCubeConfig(f"grid {self.name!r}: tile size must be positive, got {self.tile_width}×{self.tile_height}")
+        if not self.resolution > 0:
+            raise InvalidCubeConfig(f"grid {self.name!r}: resolution must be positive, got {self.resolution}")
+        crs = CRS.from_wkt(self.crs_wkt)
+        if not crs.is_projected:
+            raise InvalidCubeConfig(f"grid {self.name!r}: CRS must be projected, got {crs.name}")
+        sample = self.name_format.format(col=0, row=0)
+        if _FORBIDDEN_NAME.search(sample):
+            raise InvalidCubeConfig(f"grid {self.name!r}: tile name format {self.name_format!r} yields {sample!r}, which contains '|', '/' or whitespace")
+
+    @cached_property
+    def crs(self) -> CRS:
+        """The grid's CRS as a ``pyproj.CRS``."""
+        return CRS.from_wkt(self.crs_wkt)
+
+    @property
+    def tile_size_x(self) -> float:
+        """Tile width in CRS units."""
+        return self.tile_width * self.resolution
+
+    @property
+    def tile_size_y(self) -> float:
+        """Tile height in CRS units."""
+        return self.tile_height * self.resolution
+
+    def tile(self, col: int, row: int) -> Tile:
+        """Return the tile at grid column ``col`` and row ``row``.
+
+        Raises:
+            InvalidCubeConfig: if the resulting tile name contains a forbidden character.
+        """
+        name = self.name_format.format(col=col, row=row)
+        if _FORBIDDEN_NAME.search(name):
+            raise InvalidCubeConfig(f"grid {self.name!r}: tile name {name!r} contains '|', '/' or whitespace")
+        transform = Affine(
+            self.resolution, 0.0, self.origin_x + col * self.tile_size_x,
+            0.0, -self.resolution, self.origin_y - row * self.tile_size_y,
+        )
+        return Tile(self.name, name, col, row, self.crs_wkt, transform, self.tile_width, self.tile_height)
+
+    def tile_by_name(self, name: str) -> Tile:
+        """Return the tile called ``name``.
+
+        Raises:
+            InvalidCubeConfig: if ``name`` does not follow this grid's name format.
+        """
+        match = re.fullmatch(self._name_pattern(), name)
+        if not match or self.name_format.format(col=int(match["col"]), row=int(match["row"])) != name:
+            raise InvalidCubeConfig(f"grid {self.name!r}: {name!r} is not a tile name of format {self.name_format!r}")
+        return self.tile(int(match["col"]), int(match["row"]))
+
+    def _name_pattern(self) -> str:
+        # "{col:03d}{row:03d}" -> "(?P<col>-?\d{3})(?P<row>-?\d{3})": a width makes the split unambiguous.
+        pattern = []
+        for part in re.finditer(r"\{(col|row)(?::0?(\d+)d)?\}|[^{]+|\{", self.name_format):
+            if part.group(1):
+                digits = f"\\d{{{int(part.group(2))}}}" if part.group(2) else "\\d+?"
+                pattern.append(f"(?P<{part.group(1)}>-?{digits})")
+            else:
+                pattern.append(re.escape(part.group(0)))
+        return "".join(pattern)
+
+    def tiles_intersecting(self, geometry: BaseGeometry, geometry_crs: CRS | str = "EPSG:4326") -> list[Tile]:
+        """Return every tile whose outline intersects ``geometry`` (given in ``geometry_crs``).
+
+        Returns:
+            Tiles sorted by row then column.
+        """
+        src_crs = CRS.from_user_input(geometry_crs)
+        projected = geometry if src_crs == self.crs else _reproject(densify(geometry, 64), src_crs, self.crs)
+        minx, miny, maxx, maxy = projected.bounds
+        col0 = math.floor((minx - self.origin_x) / self.tile_size_x)
+        col1 = math.floor((maxx - self.origin_x) / self.tile_size_x)
+        row0 = math.floor((self.origin_y - maxy) / self.tile_size_y)
+        row1 = math.floor((self.origin_y - miny) / self.tile_size_y)
+        tiles = []
+        for row in range(row0, row1 + 1):
+            for col in range(col0, col1 + 1):
+                tile = self.tile(col, row)
+                if tile.geometry.intersects(projected):
+                    tiles.append(tile)
+        return tiles
+
+    def tile_at(self, x: float, y: float) -> Tile:
+        """Return the tile containing the point ``(x, y)`` given in the grid's CRS."""
+        col = math.floor((x - self.origin_x) / self.tile_size_x)
+        row = math.floor((self.origin_y - y) / self.tile_size_y)
+        return self.tile(col, row)
+
+    def tiles_frame(self, tiles: Iterable[Tile]):  # -> geopandas.GeoDataFrame
+        """Return the tiles as a GeoDataFrame (columns name, col, row, geometry) in the grid's CRS."""
+        import geopandas as gpd
+
+        tiles = list(tiles)
+        return gpd.GeoDataFrame(
+            {"name": [t.name for t in tiles], "col": [t.col for t in tiles], "row": [t.row for t in tiles]},
+            geometry=[t.geometry for t in tiles],
+            crs=self.crs,
+        )
+
+
+def bdc_grid(size: str = "SM") -> Grid:
+    """Return the Brazil Data Cube Albers grid of the given size (``SM``, ``MD`` or ``LG``).
+
+    Raises:
+        InvalidCubeConfig: for an unknown size.
+    """
+    size = size.upper()
+    if size not in _BDC_FACTORS:
+        raise InvalidCubeConfig(f"BDC grid size {size!r} unknown; expected one of {sorted(_BDC_FACTORS)}")
+    factor = _BDC_FACTORS[size]
+    crs = CRS.from_proj4(BDC_ALBERS)
+    ox, oy = _bdc_origin()
+    return Grid(f"BDC_{size}", crs.to_wkt(), ox, oy, _BDC_TILE_PX, _BDC_TILE_PX, 10.0 * factor)
+
+
+def _bdc_origin() -> tuple[float, float]:
+    crs = CRS.from_proj4(BDC_ALBERS)
+    outline = _reproject(densify(box(*BRAZIL_BBOX), 256), CRS.from_epsg(4326), crs)
+    minx, _, _, maxy = outline.bounds
+    return float(math.floor(minx)), float(math.ceil(maxy))
+
+
+def utm_grid(zone: int, hemisphere: str = "N") -> Grid:
+    """Return an MGRS-style grid in one UTM zone: 10980 px tiles at 10 m, origin on 100 km.
+
+    Tiles overlap nothing (unlike MGRS's 4.9 km overlap); names are ``{zone}{N|S}_{col:03d}{row:03d}``.
+
+    Raises:
+        InvalidCubeConfig: for a zone outside 1..60 or a hemisphere other than N/S.
+    """
+    hemisphere = hemisphere.upper()
+    if not 1 <= zone <= 60 or hemisphere not in ("N", "S"):
+        raise InvalidCubeConfig(f"UTM zone {zone}{hemisphere} is not valid (zones 1..60, hemisphere N or S)")
+    epsg = (32600 if hemisphere == "N" else 32700) + zone
+    return Grid(
+        f"UTM{zone}{hemisphere}", CRS.from_epsg(epsg).to_wkt(),
+        origin_x=100_000.0, origin_y=10_000_000.0, tile_width=10980, tile_height=10980, resolution=10.0,
+        name_format=f"{zone}{hemisphere}_{{col:03d}}{{row:03d}}",
+    )
+
+
+def user_grid(
+    name: str,
+    crs: str | int,
+    origin: tuple[float, float],
+    tile_size: tuple[int, int],
+    resolution: float,
+    name_format: str = "{col:03d}{row:03d}",
+) -> Grid:
+    """Return a user-defined grid.
+
+    Args:
+        crs: anything ``pyproj.CRS.from_user_input`` accepts (EPSG code, PROJ string, WKT).
+        origin: upper-left corner ``(x, y)`` of tile (0, 0) in CRS units.
+        tile_size: ``(width, height)`` in pixels.
+
+    Raises:
+        InvalidCubeConfig: for an unparseable or geographic CRS, or non-positive sizes.
+    """
+    try:
+        parsed = CRS.from_user_input(crs)
+    except Exception as exc:  # pyproj raises CRSError with a long message
+        raise InvalidCubeConfig(f"grid {name!r}: cannot parse CRS {crs!r}: {exc}") from exc
+    return Grid(name, parsed.to_wkt(), float(origin[0]), float(origin[1]), int(tile_size[0]), int(tile_size[1]), float(resolution), name_format)
+
+
+def densify(geometry: BaseGeometry, points_per_edge: int) -> BaseGeometry:
+    """Return ``geometry`` with each polygon edge split into ``points_per_edge`` segments."""
+    minx, miny, maxx, maxy = geometry.bounds
+    longest = max(maxx - minx, maxy - miny) or 1.0
+    return geometry.segmentize(longest / points_per_edge)
+
+
+def _reproject(geometry: BaseGeometry, src: CRS, dst: CRS) -> BaseGeometry:
+    transformer = Transformer.from_crs(src, dst, always_xy=True)
+    return shapely.transform(geometry, lambda xy: _stack(transformer.transform(xy[:, 0], xy[:, 1])))
+
+
+def _stack(xy: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    return np.column_stack(xy)
+
+
+def _to_4326(geometry: BaseGeometry, src: CRS) -> BaseGeometry:
+    return _reproject(geometry, src, CRS.from_epsg(4326))
+
