@@ -1,0 +1,276 @@
+"""Cloud-Optimized GeoTIFFs: write arrays or translate GeoTIFFs into validated COGs.
+
+Every writer builds the COG under a temporary name beside the destination, validates it with
+``rio_cogeo.cogeo.cog_validate`` and only then moves it into place, so a destination path
+either holds a valid COG or is left untouched.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import RasterioIOError
+from rasterio.io import DatasetReader, MemoryFile
+from rio_cogeo.cogeo import cog_translate, cog_validate
+
+from cube_assets.atomic import atomic_path
+from cube_assets.errors import InvalidRaster
+
+COMPRESSIONS = ("DEFLATE", "ZSTD")
+OVERVIEW_RESAMPLINGS = ("nearest", "average", "mode", "bilinear", "cubic")
+_MIN_BLOCKSIZE = 16  # GeoTIFF tiles must be multiples of 16 pixels.
+_GDAL_ENV = {"GDAL_NUM_THREADS": "ALL_CPUS", "GDAL_TIFF_INTERNAL_MASK": True}
+
+
+def write_cog(
+    array: np.ndarray,
+    destination: str | os.PathLike[str],
+    *,
+    crs: CRS | str | int,
+    transform: Affine,
+    nodata: float | int | None,
+    dtype: str | np.dtype | None = None,
+    compress: str = "DEFLATE",
+    predictor: int | None = None,
+    blocksize: int = 512,
+    overview_resampling: str = "nearest",
+    band_descriptions: Sequence[str] | None = None,
+) -> Path:
+    """Write ``array`` as a Cloud-Optimized GeoTIFF at ``destination``.
+
+    ``array`` is ``(bands, height, width)`` or ``(height, width)`` (one band). When ``dtype``
+    differs from the array's, values are cast; a float array cast to an integer type is
+    rounded to the nearest integer and must be finite and inside the type's range.
+    ``predictor=None`` picks 2 (horizontal differencing) for integer types and 3 (floating
+    point) for float types. Rasters smaller than ``blocksize`` get the smallest power-of-two
+    block (at least 16) that covers them, and overviews are only built when the raster's
+    short side is larger than a block.
+
+    Returns:
+        The destination path.
+
+    Raises:
+        InvalidRaster: if the array is not 2-D or 3-D, is empty, cannot be cast to ``dtype``,
+            ``nodata`` does not fit the output type, ``band_descriptions`` has the wrong length,
+            or the written file is not a valid COG.
+        ValueError: if ``compress``, ``overview_resampling``, ``predictor`` or ``blocksize``
+            is not one this module supports.
+    """
+    name = f"array for {Path(destination).name}"
+    bands = _as_bands(array, name)
+    out_dtype = np.dtype(dtype) if dtype is not None else bands.dtype
+    bands = _cast(bands, out_dtype, name)
+    _check_nodata_fits(nodata, out_dtype, name)
+    if band_descriptions is not None and len(band_descriptions) != bands.shape[0]:
+        raise InvalidRaster(
+            f"{name}: {len(band_descriptions)} band descriptions for {bands.shape[0]} bands"
+        )
+    count, height, width = bands.shape
+    profile = {
+        "driver": "GTiff",
+        "count": count,
+        "height": height,
+        "width": width,
+        "dtype": out_dtype.name,
+        "crs": CRS.from_user_input(crs),
+        "transform": transform,
+        "nodata": nodata,
+    }
+    with rasterio.Env(**_GDAL_ENV), MemoryFile() as memfile:
+        with memfile.open(**profile) as staging:
+            staging.write(bands)
+            for index, description in enumerate(band_descriptions or (), start=1):
+                staging.set_band_description(index, description)
+        with memfile.open() as staging:
+            return _translate(
+                staging,
+                destination,
+                compress=compress,
+                predictor=predictor,
+                blocksize=blocksize,
+                overview_resampling=overview_resampling,
+            )
+
+
+def cog_from_file(
+    src_path: str | os.PathLike[str],
+    destination: str | os.PathLike[str],
+    *,
+    compress: str = "DEFLATE",
+    predictor: int | None = None,
+    blocksize: int = 512,
+    overview_resampling: str = "nearest",
+) -> Path:
+    """Translate the GeoTIFF (or any GDAL raster) at ``src_path`` into a COG at ``destination``.
+
+    Pixel values, data type, nodata, band descriptions and dataset tags are kept; the output is
+    tiled, compressed and gets internal overviews when the raster is larger than a block.
+    ``predictor=None`` chooses 2 for integer and 3 for float data.
+
+    Returns:
+        The destination path.
+
+    Raises:
+        InvalidRaster: if ``src_path`` cannot be opened as a raster, or the translated file
+            does not pass ``cog_validate`` (the message names the file and the errors).
+        ValueError: if ``compress``, ``overview_resampling``, ``predictor`` or ``blocksize``
+            is not one this module supports.
+    """
+    src_path = Path(src_path)
+    with rasterio.Env(**_GDAL_ENV):
+        try:
+            source = rasterio.open(src_path)
+        except RasterioIOError as error:
+            raise InvalidRaster(f"{src_path}: cannot be read as a raster ({error})") from error
+        with source:
+            return _translate(
+                source,
+                destination,
+                compress=compress,
+                predictor=predictor,
+                blocksize=blocksize,
+                overview_resampling=overview_resampling,
+            )
+
+
+def is_valid_cog(path: str | os.PathLike[str]) -> bool:
+    """Tell whether ``path`` is a valid Cloud-Optimized GeoTIFF (``cog_validate``, not strict).
+
+    Returns:
+        ``True`` for a valid COG; ``False`` for an invalid one, a file GDAL cannot open, or a
+        path that does not exist.
+
+    Raises:
+        Nothing on purpose.
+    """
+    try:
+        valid, _errors, _warnings = cog_validate(str(path), quiet=True)
+    except (RasterioIOError, OSError):
+        return False
+    return bool(valid)
+
+
+def _translate(
+    source: DatasetReader,
+    destination: str | os.PathLike[str],
+    *,
+    compress: str,
+    predictor: int | None,
+    blocksize: int,
+    overview_resampling: str,
+) -> Path:
+    """Run ``cog_translate`` from an open dataset to a temporary file, validate, move into place."""
+    destination = Path(destination)
+    dst_kwargs = _cog_profile(
+        dtype=np.dtype(source.dtypes[0]),
+        width=source.width,
+        height=source.height,
+        compress=compress,
+        predictor=predictor,
+        blocksize=blocksize,
+    )
+    if overview_resampling not in OVERVIEW_RESAMPLINGS:
+        raise ValueError(
+            f"overview_resampling {overview_resampling!r} is not one of {OVERVIEW_RESAMPLINGS}"
+        )
+    with atomic_path(destination) as tmp:
+        cog_translate(
+            source,
+            tmp,
+            dst_kwargs,
+            overview_resampling=overview_resampling,
+            in_memory=None,
+            quiet=True,
+            config=_GDAL_ENV,
+        )
+        valid, errors, _warnings = cog_validate(tmp, quiet=True)
+        if not valid:
+            raise InvalidRaster(f"{destination}: not a valid COG after translation: {errors}")
+    return destination
+
+
+def _cog_profile(
+    *,
+    dtype: np.dtype,
+    width: int,
+    height: int,
+    compress: str,
+    predictor: int | None,
+    blocksize: int,
+) -> dict[str, Any]:
+    """GeoTIFF creation options of a tiled, compressed COG for rasters of this type and size."""
+    compress = compress.upper()
+    if compress not in COMPRESSIONS:
+        raise ValueError(f"compress {compress!r} is not one of {COMPRESSIONS}")
+    if blocksize < _MIN_BLOCKSIZE or blocksize % _MIN_BLOCKSIZE:
+        raise ValueError(f"blocksize {blocksize} must be a positive multiple of 16")
+    if predictor is None:
+        predictor = 3 if np.issubdtype(dtype, np.floating) else 2
+    if predictor not in (1, 2, 3):
+        raise ValueError(f"predictor {predictor} is not 1, 2 or 3")
+    if predictor == 3 and not np.issubdtype(dtype, np.floating):
+        raise ValueError(f"predictor 3 needs floating point data, not {dtype}")
+    block = min(blocksize, max(_MIN_BLOCKSIZE, 1 << (max(width, height) - 1).bit_length()))
+    return {
+        "driver": "GTiff",
+        "interleave": "pixel",
+        "tiled": True,
+        "blockxsize": block,
+        "blockysize": block,
+        "compress": compress,
+        "predictor": predictor,
+    }
+
+
+def _as_bands(array: np.ndarray, name: str) -> np.ndarray:
+    """``array`` as ``(bands, height, width)``; a 2-D array becomes one band."""
+    array = np.asarray(array)
+    if array.ndim == 2:
+        array = array[np.newaxis]
+    if array.ndim != 3:
+        raise InvalidRaster(
+            f"{name}: expected (bands, height, width) or (height, width), got shape {array.shape}"
+        )
+    if 0 in array.shape:
+        raise InvalidRaster(f"{name}: empty array of shape {array.shape}")
+    if array.dtype == np.bool_ or array.dtype.kind not in "uif":
+        raise InvalidRaster(f"{name}: dtype {array.dtype} cannot be written to a GeoTIFF")
+    return array
+
+
+def _cast(bands: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
+    """Cast ``bands`` to ``dtype``; floats going to integers are rounded and range-checked."""
+    if bands.dtype == dtype:
+        return bands
+    if np.issubdtype(dtype, np.integer) and np.issubdtype(bands.dtype, np.floating):
+        info = np.iinfo(dtype)
+        if not np.isfinite(bands).all():
+            raise InvalidRaster(f"{name}: NaN or infinite values cannot be cast to {dtype}")
+        rounded = np.rint(bands)
+        if rounded.min() < info.min or rounded.max() > info.max:
+            raise InvalidRaster(
+                f"{name}: values {rounded.min()}..{rounded.max()} do not fit {dtype}"
+            )
+        return rounded.astype(dtype)
+    if np.issubdtype(dtype, np.integer) and np.issubdtype(bands.dtype, np.integer):
+        info = np.iinfo(dtype)
+        if bands.min() < info.min or bands.max() > info.max:
+            raise InvalidRaster(f"{name}: values {bands.min()}..{bands.max()} do not fit {dtype}")
+    return bands.astype(dtype)
+
+
+def _check_nodata_fits(nodata: float | int | None, dtype: np.dtype, name: str) -> None:
+    """Raise ``InvalidRaster`` if ``nodata`` cannot be stored exactly in ``dtype``."""
+    if nodata is None:
+        return
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        if not np.isfinite(nodata) or nodata != int(nodata) or not info.min <= nodata <= info.max:
+            raise InvalidRaster(f"{name}: nodata {nodata} does not fit {dtype}")

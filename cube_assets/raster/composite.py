@@ -1,0 +1,527 @@
+"""Blend the merged observations of one tile and period into composites (LCF, MED, AVG).
+
+Pure array functions work on a stack of T observations of one band, shape ``(T, H, W)``, and
+their ``QualityClass`` codes of the same shape:
+
+* ``lcf`` (best pixel): first clear observation in rank order, else first non-nodata one
+  (even cloudy or saturated), else nodata; ``provenance`` and ``composite_quality`` follow the
+  same chosen observation.
+* ``median_clear`` / ``mean_clear``: median / mean of the clear observations, integer results
+  truncated toward zero, nodata where none is clear.
+* ``clear_observation_count`` / ``total_observation_count``: CLEAROB / TOTALOB.
+
+All are vectorised numpy, keep the input dtype and never wrap (sums are taken in 64 bits).
+``blend_band`` and ``blend_quality`` run them window by window over GeoTIFFs so peak memory
+depends on ``block_size`` and T, not on the tile size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
+
+from cube_assets.atomic import atomic_path
+from cube_assets.errors import InvalidCubeConfig, InvalidRaster
+from cube_assets.raster.masks import (
+    QualityClass,
+    QualityRules,
+    classify_quality,
+    propagate_spectral_nodata,
+    rules_from_config,
+)
+
+PathLike = str | os.PathLike[str]
+Finalize = Callable[[Path, Path], None]
+
+FUNCTIONS = ("LCF", "MED", "AVG")
+"""Compositing functions ``blend_band`` knows."""
+
+PROVENANCE_NODATA = -1
+OUTPUT_BLOCK_SIZE = 512
+MAX_COUNT = np.iinfo(np.uint8).max
+
+
+# --------------------------------------------------------------------------- ranking
+
+
+def rank_observations(efficacies: Sequence[float], dates: Sequence[datetime.date]) -> list[int]:
+    """Order a period's observations for best-pixel compositing.
+
+    Rule: highest efficacy first; equal efficacies go to the newer date; equal efficacy and
+    date keep their input order.
+
+    Returns:
+        Observation indices, best first.
+
+    Raises:
+        ValueError: if the sequences differ in length or an efficacy is not a finite number.
+    """
+    if len(efficacies) != len(dates):
+        raise ValueError(f"rank_observations: {len(efficacies)} efficacies for {len(dates)} dates")
+    for position, value in enumerate(efficacies):
+        if not np.isfinite(value):
+            raise ValueError(f"rank_observations: efficacy {value!r} of observation {position} ({dates[position]})")
+    order = sorted(range(len(dates)), key=lambda i: dates[i], reverse=True)  # stable: ties keep input order
+    return sorted(order, key=lambda i: -float(efficacies[i]))
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_stack(values: np.ndarray, classes: np.ndarray, what: str) -> None:
+    if values.ndim != 3:
+        raise InvalidRaster(f"{what}: values must have shape (T, H, W), got {values.shape}")
+    if classes.shape != values.shape:
+        raise InvalidRaster(f"{what}: quality classes have shape {classes.shape}, values {values.shape}")
+    if values.shape[0] == 0:
+        raise InvalidRaster(f"{what}: no observations")
+
+
+def _check_nodata(nodata: float, dtype: np.dtype, what: str) -> None:
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if not np.isfinite(nodata) or float(nodata) != int(nodata) or not info.min <= nodata <= info.max:
+            raise InvalidRaster(f"{what}: nodata {nodata!r} cannot be stored in {dtype}")
+
+
+def _check_order(order: Sequence[int], count: int) -> np.ndarray:
+    order_array = np.asarray(order, dtype=np.intp)
+    if order_array.shape != (count,) or not np.array_equal(np.sort(order_array), np.arange(count)):
+        raise ValueError(f"observation order {list(order)} is not a permutation of 0..{count - 1}")
+    return order_array
+
+
+# --------------------------------------------------------------------------- pure array functions
+
+
+def lcf(
+    values: np.ndarray, classes: np.ndarray, order: Sequence[int], nodata: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best-pixel (LCF) composite.
+
+    Rule: each pixel takes its value from the first CLEAR observation in ``order``; where none
+    is clear, from the first whose class is not NODATA (cloudy or saturated); otherwise
+    ``nodata``.
+
+    Returns:
+        ``(composite, chosen_index)``: the composite in ``values.dtype`` and, per pixel, the
+        chosen observation's index into the stack (``int32``, -1 where none).
+
+    Raises:
+        InvalidRaster: on shapes other than matching ``(T, H, W)`` or a nodata the dtype cannot hold.
+        ValueError: if ``order`` is not a permutation of the observations.
+    """
+    values, classes = np.asarray(values), np.asarray(classes)
+    _check_stack(values, classes, "lcf")
+    _check_nodata(nodata, values.dtype, "lcf")
+    order_array = _check_order(order, values.shape[0])
+    ranked = classes[order_array]
+    clear = ranked == QualityClass.CLEAR
+    present = ranked != QualityClass.NODATA
+    rank = np.where(clear.any(axis=0), clear.argmax(axis=0), present.argmax(axis=0))
+    chosen = np.where(present.any(axis=0), order_array[rank], -1).astype(np.int32)
+    composite = np.take_along_axis(values, np.maximum(chosen, 0)[np.newaxis], axis=0)[0]
+    composite[chosen < 0] = nodata
+    return composite, chosen
+
+
+def provenance(chosen_index: np.ndarray, day_of_year: Sequence[int]) -> np.ndarray:
+    """PROVENANCE band: the day of year of the observation each LCF pixel came from.
+
+    Returns:
+        An ``int16`` array, -1 where ``chosen_index`` is -1.
+
+    Raises:
+        InvalidRaster: if an index does not name one of the ``day_of_year`` entries.
+        ValueError: if a day of year is outside 1..366.
+    """
+    chosen_index = np.asarray(chosen_index)
+    days = np.asarray(day_of_year, dtype=np.int64)
+    if np.any((days < 1) | (days > 366)):
+        raise ValueError(f"provenance: days of year {days.tolist()} must lie in 1..366")
+    if chosen_index.size and (chosen_index.min() < -1 or chosen_index.max() >= len(days)):
+        raise InvalidRaster(f"provenance: chosen indices must lie in -1..{len(days) - 1}")
+    if len(days) == 0:
+        return np.full(chosen_index.shape, PROVENANCE_NODATA, dtype=np.int16)
+    out = days.astype(np.int16)[np.maximum(chosen_index, 0)]
+    out[chosen_index < 0] = PROVENANCE_NODATA
+    return out
+
+
+def composite_quality(quality_values: np.ndarray, chosen_index: np.ndarray, quality_nodata: int) -> np.ndarray:
+    """Composite the raw quality band (e.g. Fmask codes) by the LCF choice.
+
+    Rule: each pixel takes the raw quality value of the observation LCF chose there, and
+    ``quality_nodata`` where none was chosen.
+
+    Returns:
+        An array in ``quality_values.dtype`` of shape ``(H, W)``.
+
+    Raises:
+        InvalidRaster: if the shapes do not match or ``quality_nodata`` does not fit the dtype.
+    """
+    quality_values, chosen_index = np.asarray(quality_values), np.asarray(chosen_index)
+    if quality_values.ndim != 3 or quality_values.shape[1:] != chosen_index.shape:
+        raise InvalidRaster(
+            f"composite_quality: quality {quality_values.shape} does not match chosen index {chosen_index.shape}"
+        )
+    if chosen_index.size and chosen_index.max() >= quality_values.shape[0]:
+        raise InvalidRaster(f"composite_quality: chosen index {chosen_index.max()} exceeds the stack")
+    _check_nodata(quality_nodata, quality_values.dtype, "composite_quality")
+    out = np.take_along_axis(quality_values, np.maximum(chosen_index, 0)[np.newaxis], axis=0)[0]
+    out[chosen_index < 0] = quality_nodata
+    return out
+
+
+def _truncated_midpoint(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """``trunc((low + high) / 2)`` for integer arrays, exact and without overflow in their dtype.
+
+    ``low//2 + high//2 + (low%2 + high%2)//2`` is ``floor((low+high)/2)`` and lies between the
+    two inputs; truncation differs from floor only for a negative odd sum, where we add one.
+    """
+    odd = (low % 2) + (high % 2)
+    floor = low // 2 + high // 2 + odd // 2
+    return floor + ((odd == 1) & (floor < 0)).astype(floor.dtype)
+
+
+def median_clear(values: np.ndarray, classes: np.ndarray, nodata: float) -> np.ndarray:
+    """MED composite: the median of each pixel's CLEAR observations.
+
+    Rule: with an even count, the mean of the two middle values, truncated toward zero for
+    integer dtypes (plain mean for float dtypes); ``nodata`` where no observation is clear.
+
+    Returns:
+        An ``(H, W)`` array in ``values.dtype``.
+
+    Raises:
+        InvalidRaster: on mismatched shapes or a nodata the dtype cannot hold.
+    """
+    values, classes = np.asarray(values), np.asarray(classes)
+    _check_stack(values, classes, "median_clear")
+    _check_nodata(nodata, values.dtype, "median_clear")
+    clear = classes == QualityClass.CLEAR
+    count = clear.sum(axis=0)
+    # Non-clear observations become a sentinel that sorts after every clear value (dtype max
+    # for integers, NaN for floats); the first `count` sorted entries are then exactly the
+    # clear values, so no conversion to float is needed and integers survive exactly.
+    sentinel = np.iinfo(values.dtype).max if values.dtype.kind in "iu" else np.nan
+    ordered = np.sort(np.where(clear, values, sentinel).astype(values.dtype, copy=False), axis=0)
+    low_rank = np.maximum(count - 1, 0) // 2
+    high_rank = count // 2
+    low = np.take_along_axis(ordered, low_rank[np.newaxis], axis=0)[0]
+    high = np.take_along_axis(ordered, high_rank[np.newaxis], axis=0)[0]
+    if values.dtype.kind in "iu":
+        median = _truncated_midpoint(low, high)
+    else:
+        median = ((low.astype(np.float64) + high.astype(np.float64)) / 2.0).astype(values.dtype)
+    median[count == 0] = nodata
+    return median
+
+
+def mean_clear(values: np.ndarray, classes: np.ndarray, nodata: float) -> np.ndarray:
+    """AVG composite: the mean of each pixel's CLEAR observations.
+
+    Rule: integer means are truncated toward zero (sums in int64 / uint64); float means are
+    computed in float64; ``nodata`` where no observation is clear.
+
+    Returns:
+        An ``(H, W)`` array in ``values.dtype``.
+
+    Raises:
+        InvalidRaster: on mismatched shapes or a nodata the dtype cannot hold.
+    """
+    values, classes = np.asarray(values), np.asarray(classes)
+    _check_stack(values, classes, "mean_clear")
+    _check_nodata(nodata, values.dtype, "mean_clear")
+    clear = classes == QualityClass.CLEAR
+    count = clear.sum(axis=0)
+    divisor = np.maximum(count, 1)
+    if values.dtype.kind == "u":
+        total = np.where(clear, values, 0).sum(axis=0, dtype=np.uint64)
+        mean = (total // divisor.astype(np.uint64)).astype(values.dtype)
+    elif values.dtype.kind == "i":
+        total = np.where(clear, values, 0).sum(axis=0, dtype=np.int64)
+        magnitude = np.abs(total) // divisor
+        mean = np.where(total < 0, -magnitude, magnitude).astype(values.dtype)
+    else:
+        total = np.where(clear, values, 0).sum(axis=0, dtype=np.float64)
+        mean = (total / divisor).astype(values.dtype)
+    mean[count == 0] = nodata
+    return mean
+
+
+def clear_observation_count(classes: np.ndarray) -> np.ndarray:
+    """CLEAROB: how many observations are CLEAR at each pixel.
+
+    Returns:
+        A ``uint8`` ``(H, W)`` array, saturating at 255.
+    """
+    count = (np.asarray(classes) == QualityClass.CLEAR).sum(axis=0)
+    return np.minimum(count, MAX_COUNT).astype(np.uint8)
+
+
+def total_observation_count(classes: np.ndarray) -> np.ndarray:
+    """TOTALOB: how many observations are not NODATA at each pixel (clear, cloudy or saturated).
+
+    Returns:
+        A ``uint8`` ``(H, W)`` array, saturating at 255.
+    """
+    count = (np.asarray(classes) != QualityClass.NODATA).sum(axis=0)
+    return np.minimum(count, MAX_COUNT).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- windowed drivers
+
+
+def block_windows(width: int, height: int, block_size: int) -> Iterator[Window]:
+    """Yield row-major windows of at most ``block_size`` x ``block_size`` covering the raster.
+
+    Raises:
+        ValueError: if ``block_size`` is not positive.
+    """
+    if block_size <= 0:
+        raise ValueError(f"block_size must be positive, got {block_size}")
+    for row in range(0, height, block_size):
+        for col in range(0, width, block_size):
+            yield Window(col, row, min(block_size, width - col), min(block_size, height - row))
+
+
+def _open_aligned(stack: contextlib.ExitStack, paths: Sequence[PathLike], reference: Any | None) -> list[Any]:
+    """Open every path; all must share one dtype and the reference grid (shape, CRS, transform)."""
+    datasets = []
+    for path in paths:
+        try:
+            dataset = stack.enter_context(rasterio.open(path))
+        except RasterioIOError as error:
+            raise InvalidRaster(f"{path}: cannot be opened ({error})") from None
+        reference = reference if reference is not None else dataset
+        if (dataset.width, dataset.height) != (reference.width, reference.height):
+            raise InvalidRaster(
+                f"{path}: shape {dataset.height}x{dataset.width} differs from "
+                f"{reference.name} {reference.height}x{reference.width}"
+            )
+        if dataset.crs != reference.crs:
+            raise InvalidRaster(f"{path}: CRS {dataset.crs} differs from {reference.name} {reference.crs}")
+        if not dataset.transform.almost_equals(reference.transform, precision=1e-9):
+            raise InvalidRaster(f"{path}: transform {tuple(dataset.transform)[:6]} differs from {reference.name}")
+        if datasets and dataset.dtypes[0] != datasets[0].dtypes[0]:
+            raise InvalidRaster(
+                f"{path}: dtype {dataset.dtypes[0]} differs from {datasets[0].name} {datasets[0].dtypes[0]}"
+            )
+        datasets.append(dataset)
+    return datasets
+
+
+def _output_profile(reference: Any, dtype: Any, nodata: float | None) -> dict[str, Any]:
+    profile = dict(reference.profile)
+    for key in ("photometric", "interleave", "compress", "predictor", "blockxsize", "blockysize"):
+        profile.pop(key, None)
+    profile.update(
+        driver="GTiff",
+        count=1,
+        dtype=np.dtype(dtype).name,
+        nodata=nodata,
+        tiled=True,
+        blockxsize=OUTPUT_BLOCK_SIZE,
+        blockysize=OUTPUT_BLOCK_SIZE,
+        compress="deflate",
+    )
+    return profile
+
+
+@contextlib.contextmanager
+def _staged_geotiff(destination: PathLike, finalize: Finalize | None) -> Iterator[Path]:
+    """Yield a temporary path for a GeoTIFF; on success put it at ``destination``.
+
+    Without ``finalize`` the temporary file comes from ``atomic_path`` and is renamed onto
+    ``destination``. With ``finalize`` it is called as ``finalize(tmp_tiff, destination)``
+    instead of the rename (it must write ``destination``, atomically if that matters) and the
+    temporary file is removed afterwards. On error nothing is left behind.
+    """
+    destination = Path(destination)
+    if finalize is None:
+        with atomic_path(destination) as tmp:
+            yield tmp
+        return
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    tmp = destination.with_name(f".{destination.stem}.{uuid.uuid4().hex[:12]}.tmp.tif")
+    try:
+        yield tmp
+        finalize(tmp, destination)
+    finally:
+        for leftover in tmp.parent.glob(tmp.name + "*"):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+
+
+def _check_observations(
+    paths: Sequence[Sequence[PathLike]], names: Sequence[str], dates: Sequence[Any], efficacies: Sequence[float]
+) -> None:
+    lengths = {name: len(seq) for name, seq in zip(names, paths, strict=True)}
+    lengths.update(dates=len(dates), efficacies=len(efficacies))
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"one entry per observation is required, got {lengths}")
+    if not dates:
+        raise ValueError("at least one observation is required")
+
+
+def _as_rules(quality_rules: QualityRules | Mapping[str, Any]) -> QualityRules:
+    return rules_from_config(quality_rules) if isinstance(quality_rules, Mapping) else quality_rules
+
+
+def blend_band(
+    merge_paths: Sequence[PathLike],
+    quality_paths: Sequence[PathLike],
+    dates: Sequence[datetime.date],
+    efficacies: Sequence[float],
+    quality_rules: QualityRules | Mapping[str, Any],
+    functions: Sequence[str],
+    out_paths: Mapping[str, PathLike],
+    band_nodata: float,
+    block_size: int = 512,
+    finalize: Finalize | None = None,
+) -> dict[str, Path]:
+    """Composite one band of a tile and period with each of ``functions`` ("LCF", "MED", "AVG").
+
+    Rule: observations are ranked with ``rank_observations``; in each window the quality is
+    classified with ``quality_rules`` (rules object or config mapping), pixels equal to
+    ``band_nodata`` in the band become NODATA for that observation (spectral nodata
+    propagation), and ``lcf`` / ``median_clear`` / ``mean_clear`` are applied. Each output is a
+    tiled (512x512, deflate) GeoTIFF with the first merge's profile and dtype and
+    ``band_nodata``, written under a temporary name and moved into place (or handed to
+    ``finalize(tmp_tiff, final_path)``). Peak memory is about T x ``block_size`` x ``block_size`` pixels per input.
+
+    Returns:
+        ``{function: output path}``.
+
+    Raises:
+        InvalidRaster: naming the file, if an input cannot be opened or its shape, CRS,
+            transform or dtype differs from the first merge; or if ``band_nodata`` does not fit.
+        InvalidCubeConfig: on an unknown function or a function without an output path.
+        ValueError: if the inputs do not have one entry per observation.
+    """
+    _check_observations([merge_paths, quality_paths], ["merge_paths", "quality_paths"], dates, efficacies)
+    for function in functions:
+        if function not in FUNCTIONS:
+            raise InvalidCubeConfig(f"compositing function {function!r} is unknown (expected one of {FUNCTIONS})")
+        if function not in out_paths:
+            raise InvalidCubeConfig(f"compositing function {function!r} has no output path")
+    rules = _as_rules(quality_rules)
+    order = rank_observations(efficacies, dates)
+    composers: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+        "LCF": lambda values, classes: lcf(values, classes, order, band_nodata)[0],
+        "MED": lambda values, classes: median_clear(values, classes, band_nodata),
+        "AVG": lambda values, classes: mean_clear(values, classes, band_nodata),
+    }
+    with contextlib.ExitStack() as inputs:
+        merges = _open_aligned(inputs, merge_paths, None)
+        qualities = _open_aligned(inputs, quality_paths, merges[0])
+        dtype = np.dtype(merges[0].dtypes[0])
+        _check_nodata(band_nodata, dtype, f"{merge_paths[0]}")
+        profile = _output_profile(merges[0], dtype, band_nodata)
+        staged = {name: inputs.enter_context(_staged_geotiff(out_paths[name], finalize)) for name in functions}
+        with contextlib.ExitStack() as outputs:
+            writers = {name: outputs.enter_context(rasterio.open(tmp, "w", **profile)) for name, tmp in staged.items()}
+            for window in block_windows(merges[0].width, merges[0].height, block_size):
+                values = np.stack([dataset.read(1, window=window) for dataset in merges])
+                quality = np.stack([dataset.read(1, window=window) for dataset in qualities])
+                classes = propagate_spectral_nodata(
+                    classify_quality(quality, rules), [values], band_nodata, QualityClass.NODATA
+                )
+                for name, writer in writers.items():
+                    writer.write(composers[name](values, classes), 1, window=window)
+    return {name: Path(out_paths[name]) for name in functions}
+
+
+def blend_quality(
+    quality_paths: Sequence[PathLike],
+    dates: Sequence[datetime.date],
+    efficacies: Sequence[float],
+    quality_rules: QualityRules | Mapping[str, Any],
+    out_quality_path: PathLike,
+    out_provenance_path: PathLike,
+    out_clearob_path: PathLike,
+    out_totalob_path: PathLike,
+    block_size: int = 512,
+    finalize: Finalize | None = None,
+) -> dict[str, Path]:
+    """Composite the quality band and write PROVENANCE, CLEAROB and TOTALOB for a tile and period.
+
+    Rule: observations are ranked with ``rank_observations``; the raw quality values follow
+    the LCF choice (``composite_quality``, nodata = ``quality_rules.quality_nodata``),
+    PROVENANCE holds the chosen observation's day of year (int16, nodata -1), CLEAROB and
+    TOTALOB count clear / non-nodata observations (uint8). Spectral nodata is not read here:
+    the quality files are expected to have been through ``propagate_spectral_nodata`` when the
+    merges were built, so PROVENANCE matches the LCF bands. Outputs are tiled GeoTIFFs as in
+    ``blend_band``.
+
+    Returns:
+        ``{"quality": ..., "provenance": ..., "clearob": ..., "totalob": ...}`` output paths.
+
+    Raises:
+        InvalidRaster: naming the file, if an input cannot be opened or differs in grid or dtype
+            from the first, or if the quality nodata does not fit the quality dtype.
+        ValueError: if the inputs do not have one entry per observation.
+    """
+    _check_observations([quality_paths], ["quality_paths"], dates, efficacies)
+    rules = _as_rules(quality_rules)
+    order = rank_observations(efficacies, dates)
+    days = [date.timetuple().tm_yday for date in dates]
+    outputs_paths = {
+        "quality": Path(out_quality_path),
+        "provenance": Path(out_provenance_path),
+        "clearob": Path(out_clearob_path),
+        "totalob": Path(out_totalob_path),
+    }
+    with contextlib.ExitStack() as inputs:
+        qualities = _open_aligned(inputs, quality_paths, None)
+        quality_dtype = np.dtype(qualities[0].dtypes[0])
+        _check_nodata(rules.quality_nodata, quality_dtype, f"{quality_paths[0]}")
+        profiles = {
+            "quality": _output_profile(qualities[0], quality_dtype, rules.quality_nodata),
+            "provenance": _output_profile(qualities[0], np.int16, PROVENANCE_NODATA),
+            "clearob": _output_profile(qualities[0], np.uint8, None),
+            "totalob": _output_profile(qualities[0], np.uint8, None),
+        }
+        staged = {name: inputs.enter_context(_staged_geotiff(path, finalize)) for name, path in outputs_paths.items()}
+        with contextlib.ExitStack() as outputs:
+            writers = {
+                name: outputs.enter_context(rasterio.open(tmp, "w", **profiles[name])) for name, tmp in staged.items()
+            }
+            for window in block_windows(qualities[0].width, qualities[0].height, block_size):
+                quality = np.stack([dataset.read(1, window=window) for dataset in qualities])
+                classes = classify_quality(quality, rules)
+                # LCF of the raw quality values is composite_quality() of its own choice.
+                quality_composite, chosen = lcf(quality, classes, order, rules.quality_nodata)
+                writers["quality"].write(quality_composite, 1, window=window)
+                writers["provenance"].write(provenance(chosen, days), 1, window=window)
+                writers["clearob"].write(clear_observation_count(classes), 1, window=window)
+                writers["totalob"].write(total_observation_count(classes), 1, window=window)
+    return outputs_paths
+
+
+__all__ = [
+    "FUNCTIONS",
+    "PROVENANCE_NODATA",
+    "blend_band",
+    "blend_quality",
+    "block_windows",
+    "clear_observation_count",
+    "composite_quality",
+    "lcf",
+    "mean_clear",
+    "median_clear",
+    "provenance",
+    "rank_observations",
+    "total_observation_count",
+]

@@ -1,0 +1,389 @@
+"""Band indexes (NDVI, EVI, ...) declared as arithmetic expressions over band names.
+
+An expression is parsed with ``ast`` and checked against a whitelist before anything runs;
+it is then evaluated by walking that checked tree with numpy ufuncs in float64. Nothing is
+ever passed to ``eval``/``exec``.
+
+Allowed: int/float constants, band names, ``+ - * / **``, unary ``-``/``+``, comparisons
+(``== != < <= > >=``, chained comparisons mean "all hold"), and calls of ``sqrt abs log
+exp minimum maximum where clip`` with positional arguments only.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from numbers import Real
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import DTypeLike
+import rasterio
+from rasterio.windows import Window
+
+from cube_assets.atomic import atomic_path
+
+from cube_assets.errors import InvalidExpression, InvalidRaster
+
+_Evaluator = Callable[[Mapping[str, np.ndarray]], np.ndarray | np.float64]
+
+_BINARY_OPS: dict[type[ast.operator], np.ufunc] = {
+    ast.Add: np.add,
+    ast.Sub: np.subtract,
+    ast.Mult: np.multiply,
+    ast.Div: np.true_divide,
+    ast.Pow: np.power,
+}
+_UNARY_OPS: dict[type[ast.unaryop], np.ufunc] = {ast.USub: np.negative, ast.UAdd: np.positive}
+_COMPARE_OPS: dict[type[ast.cmpop], np.ufunc] = {
+    ast.Eq: np.equal,
+    ast.NotEq: np.not_equal,
+    ast.Lt: np.less,
+    ast.LtE: np.less_equal,
+    ast.Gt: np.greater,
+    ast.GtE: np.greater_equal,
+}
+FUNCTIONS: dict[str, tuple[Callable[..., np.ndarray], int]] = {
+    "sqrt": (np.sqrt, 1),
+    "abs": (np.abs, 1),
+    "log": (np.log, 1),
+    "exp": (np.exp, 1),
+    "minimum": (np.minimum, 2),
+    "maximum": (np.maximum, 2),
+    "where": (np.where, 3),
+    "clip": (np.clip, 3),
+}
+"""Functions an expression may call, with their number of positional arguments."""
+
+_MAX_EXPRESSION_LENGTH = 10_000
+
+
+@dataclass(frozen=True)
+class CompiledExpression:
+    """A checked band-index expression.
+
+    ``band_names`` holds the bands the expression actually uses, in order of first use.
+    """
+
+    expression: str
+    band_names: tuple[str, ...]
+    _evaluate: _Evaluator = field(repr=False, compare=False)
+
+    def evaluate_float(self, bands: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Return the expression evaluated in float64 with numpy's IEEE rules (no masking)."""
+        with np.errstate(all="ignore"):
+            return np.asarray(self._evaluate(bands), dtype=np.float64)
+
+
+class _Compiler:
+    """Turn a checked AST into nested closures; reject anything outside the whitelist."""
+
+    def __init__(self, expression: str, band_names: frozenset[str]) -> None:
+        self.expression = expression
+        self.band_names = band_names
+        self.used: dict[str, None] = {}
+
+    def reject(self, node: ast.AST, why: str) -> InvalidExpression:
+        try:
+            part = ast.get_source_segment(self.expression, node) or ast.dump(node)
+        except Exception:  # noqa: BLE001 - only used to word the message
+            part = type(node).__name__
+        return InvalidExpression(f"expression {self.expression!r}: {why}: {part!r}")
+
+    def compile(self, node: ast.AST) -> _Evaluator:
+        if isinstance(node, ast.Constant):
+            return self._constant(node)
+        if isinstance(node, ast.Name):
+            return self._band(node)
+        if isinstance(node, ast.BinOp):
+            ufunc = _BINARY_OPS.get(type(node.op))
+            if ufunc is None:
+                raise self.reject(node, f"operator {type(node.op).__name__} is not allowed")
+            left, right = self.compile(node.left), self.compile(node.right)
+            return lambda bands: ufunc(left(bands), right(bands))
+        if isinstance(node, ast.UnaryOp):
+            ufunc = _UNARY_OPS.get(type(node.op))
+            if ufunc is None:
+                raise self.reject(node, f"operator {type(node.op).__name__} is not allowed")
+            operand = self.compile(node.operand)
+            return lambda bands: ufunc(operand(bands))
+        if isinstance(node, ast.Compare):
+            return self._compare(node)
+        if isinstance(node, ast.Call):
+            return self._call(node)
+        kinds = {
+            ast.Attribute: "attribute access",
+            ast.Subscript: "subscript",
+            ast.Lambda: "lambda",
+            ast.Starred: "starred argument",
+            ast.ListComp: "comprehension",
+            ast.SetComp: "comprehension",
+            ast.DictComp: "comprehension",
+            ast.GeneratorExp: "comprehension",
+            ast.BoolOp: "boolean operator (use where/comparisons)",
+            ast.IfExp: "conditional expression (use where)",
+            ast.NamedExpr: "assignment expression",
+            ast.JoinedStr: "string",
+        }
+        raise self.reject(node, f"{kinds.get(type(node), type(node).__name__)} is not allowed")
+
+    def _constant(self, node: ast.Constant) -> _Evaluator:
+        value = node.value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            what = "string" if isinstance(value, (str, bytes)) else f"constant of type {type(value).__name__}"
+            raise self.reject(node, f"{what} is not allowed")
+        try:
+            number = np.float64(float(value))
+        except OverflowError:
+            raise self.reject(node, "constant is too large for float64") from None
+        return lambda bands: number
+
+    def _band(self, node: ast.Name) -> _Evaluator:
+        name = node.id
+        if name.startswith("__") and name.endswith("__"):
+            raise self.reject(node, "dunder name is not allowed")
+        if name not in self.band_names:
+            if name in FUNCTIONS:
+                raise self.reject(node, f"function {name} must be called, not used as a value")
+            raise self.reject(node, f"unknown name (bands: {', '.join(sorted(self.band_names)) or 'none'})")
+        self.used[name] = None
+        return lambda bands: bands[name]
+
+    def _compare(self, node: ast.Compare) -> _Evaluator:
+        operands = [self.compile(node.left)] + [self.compile(c) for c in node.comparators]
+        ufuncs = []
+        for op in node.ops:
+            ufunc = _COMPARE_OPS.get(type(op))
+            if ufunc is None:
+                raise self.reject(node, f"comparison {type(op).__name__} is not allowed")
+            ufuncs.append(ufunc)
+
+        def evaluate(bands: Mapping[str, np.ndarray]) -> np.ndarray:
+            values = [operand(bands) for operand in operands]
+            result = ufuncs[0](values[0], values[1])
+            for position, ufunc in enumerate(ufuncs[1:], start=1):
+                result = np.logical_and(result, ufunc(values[position], values[position + 1]))
+            return result
+
+        return evaluate
+
+    def _call(self, node: ast.Call) -> _Evaluator:
+        if not isinstance(node.func, ast.Name):
+            raise self.reject(node.func, "only plain function names may be called")
+        name = node.func.id
+        if name not in FUNCTIONS:
+            raise self.reject(node, f"call of {name} is not allowed (allowed: {', '.join(FUNCTIONS)})")
+        if node.keywords:
+            raise self.reject(node, "keyword arguments are not allowed")
+        if any(isinstance(arg, ast.Starred) for arg in node.args):
+            raise self.reject(node, "starred arguments are not allowed")
+        function, arity = FUNCTIONS[name]
+        if len(node.args) != arity:
+            raise self.reject(node, f"{name} takes {arity} argument(s), got {len(node.args)}")
+        arguments = [self.compile(arg) for arg in node.args]
+        return lambda bands: function(*(argument(bands) for argument in arguments))
+
+
+def compile_expression(expression: str, band_names: Iterable[str]) -> CompiledExpression:
+    """Parse and check a band-index expression such as ``10000*(nir-red)/(nir+red)``.
+
+    Rule: only the whitelist described in this module's docstring is accepted; the check runs
+    on the whole tree before anything is evaluated.
+
+    Returns:
+        The compiled expression; ``band_names`` lists the bands it uses.
+
+    Raises:
+        InvalidExpression: naming the expression and the offending part (syntax error,
+            attribute, import, subscript, lambda, call of another function, dunder or unknown
+            name, keyword or starred argument, comprehension, string), or if it uses no band.
+        TypeError: if ``band_names`` is a single string instead of an iterable of names.
+    """
+    if isinstance(band_names, str):
+        raise TypeError(f"band_names must be an iterable of names, not the string {band_names!r}")
+    if not isinstance(expression, str):
+        raise InvalidExpression(f"expression {expression!r}: must be a string")
+    if len(expression) > _MAX_EXPRESSION_LENGTH:
+        raise InvalidExpression(f"expression of {len(expression)} characters is longer than {_MAX_EXPRESSION_LENGTH}")
+    try:
+        tree = ast.parse(expression.strip(), mode="eval")
+    except SyntaxError as error:
+        raise InvalidExpression(f"expression {expression!r}: syntax error: {error.msg}") from None
+    except (RecursionError, MemoryError, ValueError) as error:
+        raise InvalidExpression(f"expression {expression!r}: cannot be parsed ({type(error).__name__})") from None
+    compiler = _Compiler(expression.strip(), frozenset(band_names))
+    try:
+        evaluator = compiler.compile(tree.body)
+    except RecursionError:
+        raise InvalidExpression(f"expression {expression!r}: nested too deeply") from None
+    if not compiler.used:
+        raise InvalidExpression(f"expression {expression!r}: uses no band")
+    return CompiledExpression(expression=expression, band_names=tuple(compiler.used), _evaluate=evaluator)
+
+
+def round_into_dtype(
+    values: np.ndarray,
+    valid: np.ndarray,
+    dtype: DTypeLike,
+    nodata: float,
+    name: str = "result",
+) -> np.ndarray:
+    """Store float results in a cube band's dtype, with ``nodata`` where they are not valid.
+
+    Rule: pixels that are not ``valid`` or not finite become ``nodata``. For integer dtypes the
+    rest are rounded (``np.rint``, ties to even) and clipped to the dtype's range instead of
+    wrapping. A valid pixel never yields ``nodata``: if ``nodata`` is the dtype's minimum
+    (maximum) valid values are clipped to ``[min + 1, max]`` (``[min, max - 1]``); if it lies inside
+    the range, a valid result equal to it moves one step toward zero (up when nodata is 0).
+    Float dtypes are clipped to their finite range and not rounded.
+
+    Returns:
+        An array of ``dtype`` with the shape of ``values``.
+
+    Raises:
+        InvalidRaster: naming ``name`` if ``nodata`` cannot be stored in ``dtype`` or the valid mask
+            has another shape.
+    """
+    dtype = np.dtype(dtype)
+    values = np.asarray(values, dtype=np.float64)
+    valid = np.asarray(valid, dtype=bool)
+    if valid.shape != values.shape:
+        raise InvalidRaster(f"{name}: valid mask shape {valid.shape} differs from values shape {values.shape}")
+    valid = valid & np.isfinite(values)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if (
+            not isinstance(nodata, Real)
+            or not np.isfinite(nodata)
+            or float(nodata) != int(nodata)
+            or not info.min <= nodata <= info.max
+        ):
+            raise InvalidRaster(f"{name}: nodata {nodata!r} cannot be stored in {dtype}")
+        nodata = int(nodata)
+        low = info.min + 1 if nodata == info.min else info.min
+        high = info.max - 1 if nodata == info.max else info.max
+        filled = np.where(valid, values, 0.0)
+        out = np.clip(np.rint(filled), low, high).astype(dtype)
+        step = -1 if nodata > 0 else 1
+        out[valid & (out == nodata)] = nodata + step
+    elif dtype.kind == "f":
+        info = np.finfo(dtype)
+        if not isinstance(nodata, Real):
+            raise InvalidRaster(f"{name}: nodata {nodata!r} cannot be stored in {dtype}")
+        filled = np.where(valid, values, 0.0)
+        out = np.clip(filled, info.min, info.max).astype(dtype)
+        nodata_value = dtype.type(nodata)
+        if not np.isnan(nodata_value):
+            clash = valid & (out == nodata_value)
+            out[clash] = np.nextafter(nodata_value, dtype.type(0))
+    else:
+        raise InvalidRaster(f"{name}: output dtype {dtype} is neither integer nor float")
+    out[~valid] = nodata
+    return out
+
+
+def evaluate_index(
+    compiled: CompiledExpression,
+    bands: Mapping[str, np.ndarray],
+    nodata: Mapping[str, float | None] | float | None,
+    out_dtype: DTypeLike = np.int16,
+    out_nodata: float = -9999,
+) -> np.ndarray:
+    """Evaluate a compiled index over band arrays.
+
+    Rule: evaluated in float64; a pixel where any used band equals its nodata value (NaN
+    nodata matches NaN), or where the result is not finite (division by zero, log of a
+    negative...), gets ``out_nodata``; other results are rounded and clipped into
+    ``out_dtype`` and never equal ``out_nodata`` (see ``round_into_dtype``). ``nodata`` is one
+    value for all bands or a mapping with an entry (possibly ``None``: no nodata) for every
+    used band.
+
+    Returns:
+        An ``out_dtype`` array with the bands' shape.
+
+    Raises:
+        InvalidRaster: if a used band is missing, shapes differ, a used band has no entry in a
+            ``nodata`` mapping, or ``out_nodata`` does not fit ``out_dtype``.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    shape = None
+    for name in compiled.band_names:
+        if name not in bands:
+            raise InvalidRaster(f"index {compiled.expression!r}: band {name!r} is missing")
+        array = np.asarray(bands[name])
+        if shape is None:
+            shape = array.shape
+        elif array.shape != shape:
+            raise InvalidRaster(
+                f"index {compiled.expression!r}: band {name!r} has shape {array.shape}, expected {shape}"
+            )
+        arrays[name] = array
+    valid = np.ones(shape, dtype=bool)
+    for name, array in arrays.items():
+        if isinstance(nodata, Mapping):
+            if name not in nodata:
+                raise InvalidRaster(f"index {compiled.expression!r}: no nodata entry for band {name!r}")
+            band_nodata = nodata[name]
+        else:
+            band_nodata = nodata
+        if band_nodata is None:
+            continue
+        if np.isnan(band_nodata):
+            valid &= ~np.isnan(array)
+        else:
+            valid &= array != band_nodata
+    as_float = {name: array.astype(np.float64, copy=False) for name, array in arrays.items()}
+    result = np.broadcast_to(compiled.evaluate_float(as_float), shape)
+    return round_into_dtype(result, valid, out_dtype, out_nodata, name=f"index {compiled.expression!r}")
+
+
+__all__ = ["FUNCTIONS", "CompiledExpression", "compile_expression", "evaluate_index", "round_into_dtype"]
+
+
+def write_index(
+    compiled: CompiledExpression,
+    band_paths: Mapping[str, str | os.PathLike[str]],
+    destination: str | os.PathLike[str],
+    *,
+    nodata: float | None,
+    out_dtype: DTypeLike = np.int16,
+    out_nodata: float = -9999,
+    block_size: int = 512,
+) -> Path:
+    """Evaluate ``compiled`` window by window over single-band rasters of one grid; write a tiled GeoTIFF.
+
+    ``band_paths`` maps every name the expression uses to a file (extra names are ignored);
+    ``nodata`` is the input bands' nodata. Memory stays at a few windows whatever the raster size.
+
+    Returns:
+        The destination path (written under a temporary name, then moved into place).
+
+    Raises:
+        InvalidRaster: if a used band has no file, or the files differ in shape or grid.
+    """
+    missing = [name for name in compiled.band_names if name not in band_paths]
+    if missing:
+        raise InvalidRaster(f"index {compiled.expression!r}: no file for bands {missing}")
+    sources = {name: rasterio.open(band_paths[name]) for name in compiled.band_names}
+    try:
+        first = next(iter(sources.values()))
+        for name, src in sources.items():
+            if (src.width, src.height, src.transform) != (first.width, first.height, first.transform):
+                raise InvalidRaster(f"index {compiled.expression!r}: band {name} ({src.name}) is not on the grid of {first.name}")
+        profile = {
+            "driver": "GTiff", "width": first.width, "height": first.height, "count": 1,
+            "dtype": np.dtype(out_dtype).name, "nodata": out_nodata, "crs": first.crs, "transform": first.transform,
+            "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "deflate",
+        }
+        with atomic_path(destination) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+            for row in range(0, first.height, block_size):
+                for col in range(0, first.width, block_size):
+                    window = Window(col, row, min(block_size, first.width - col), min(block_size, first.height - row))
+                    arrays = {name: src.read(1, window=window) for name, src in sources.items()}
+                    dst.write(evaluate_index(compiled, arrays, nodata, out_dtype, out_nodata), 1, window=window)
+    finally:
+        for src in sources.values():
+            src.close()
+    return Path(destination)

@@ -1,0 +1,169 @@
+"""Tests of Cloud-Optimized GeoTIFF writing and validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rio_cogeo.cogeo import cog_validate
+
+from cube_assets.errors import InvalidRaster
+from cube_assets.raster import cog
+from cube_assets.raster.cog import cog_from_file, is_valid_cog, write_cog
+
+UTM33 = CRS.from_epsg(32633)
+TRANSFORM = Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 5_000_000.0)
+RGB_BYTE = "rasterio/tests/data/RGB.byte.tif"
+
+
+def test_write_cog_round_trips_values_and_georeferencing(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 10_000, (2, 300, 200), dtype=np.uint16)
+
+    path = write_cog(array, tmp_path / "out.tif", crs=UTM33, transform=TRANSFORM, nodata=0)
+
+    assert path == tmp_path / "out.tif"
+    with rasterio.open(path) as src:
+        np.testing.assert_array_equal(src.read(), array)
+        assert src.crs == UTM33 and src.transform == TRANSFORM and src.nodata == 0
+        assert src.dtypes == ("uint16", "uint16")
+        assert src.compression.name == "deflate"
+        assert src.tags(ns="IMAGE_STRUCTURE")["PREDICTOR"] == "2"
+    assert is_valid_cog(path)
+
+
+def test_write_cog_of_a_raster_larger_than_a_block_is_tiled_512_with_overviews(tmp_path: Path) -> None:
+    array = np.arange(1100 * 1100, dtype=np.uint32).reshape(1100, 1100) % 5000
+
+    path = write_cog(array, tmp_path / "big.tif", crs=UTM33, transform=TRANSFORM, nodata=None)
+
+    with rasterio.open(path) as src:
+        assert src.block_shapes == [(512, 512)]
+        assert src.overviews(1) == [2, 4]  # halve until the coarsest level fits one block
+        np.testing.assert_array_equal(src.read(1), array)
+    valid, errors, warnings = cog_validate(path, quiet=True)
+    assert valid and not errors and not warnings
+
+
+def test_write_cog_of_a_raster_smaller_than_a_block_has_a_small_block_and_no_overviews(tmp_path: Path) -> None:
+    array = np.arange(40 * 70, dtype=np.int16).reshape(40, 70)
+
+    path = write_cog(array, tmp_path / "small.tif", crs=UTM33, transform=TRANSFORM, nodata=-1)
+
+    with rasterio.open(path) as src:
+        assert src.block_shapes == [(128, 128)]  # the smallest power of two covering 70 columns
+        assert src.overviews(1) == []
+        np.testing.assert_array_equal(src.read(1), array)
+    assert is_valid_cog(path)
+
+
+def test_write_cog_float_uses_zstd_and_the_floating_point_predictor(tmp_path: Path) -> None:
+    array = np.linspace(-1, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    array[0, 0] = np.nan
+
+    path = write_cog(array, tmp_path / "f.tif", crs=UTM33, transform=TRANSFORM, nodata=np.nan, compress="zstd")
+
+    with rasterio.open(path) as src:
+        assert src.compression.name == "zstd"
+        assert src.tags(ns="IMAGE_STRUCTURE")["PREDICTOR"] == "3"
+        np.testing.assert_array_equal(src.read(1), array)  # NaN compares equal here
+
+
+def test_write_cog_keeps_band_descriptions_and_accepts_a_2d_array(tmp_path: Path) -> None:
+    path = write_cog(
+        np.ones((20, 20), dtype=np.uint8),
+        tmp_path / "d.tif",
+        crs=UTM33,
+        transform=TRANSFORM,
+        nodata=0,
+        band_descriptions=["B04"],
+    )
+
+    with rasterio.open(path) as src:
+        assert src.count == 1
+        assert src.descriptions == ("B04",)
+
+
+def test_write_cog_rounds_floats_cast_to_an_integer_type(tmp_path: Path) -> None:
+    array = np.array([[0.4, 1.6], [2.5, 99.5]], dtype=np.float64)
+
+    path = write_cog(array, tmp_path / "r.tif", crs=UTM33, transform=TRANSFORM, nodata=0, dtype="uint16")
+
+    with rasterio.open(path) as src:
+        assert src.dtypes[0] == "uint16"
+        np.testing.assert_array_equal(src.read(1), [[0, 2], [2, 100]])
+
+
+def test_write_cog_refuses_values_that_do_not_fit_the_type(tmp_path: Path) -> None:
+    with pytest.raises(InvalidRaster, match="do not fit uint8"):
+        write_cog(np.array([[300.0]]), tmp_path / "x.tif", crs=UTM33, transform=TRANSFORM, nodata=0, dtype="uint8")
+    assert not (tmp_path / "x.tif").exists()
+
+
+def test_write_cog_refuses_nodata_outside_the_type(tmp_path: Path) -> None:
+    with pytest.raises(InvalidRaster, match="nodata -9999"):
+        write_cog(np.ones((4, 4), np.uint16), tmp_path / "x.tif", crs=UTM33, transform=TRANSFORM, nodata=-9999)
+
+
+def test_write_cog_refuses_a_wrong_number_of_band_descriptions(tmp_path: Path) -> None:
+    with pytest.raises(InvalidRaster, match="2 band descriptions for 1 bands"):
+        write_cog(
+            np.ones((4, 4), np.uint8),
+            tmp_path / "x.tif",
+            crs=UTM33,
+            transform=TRANSFORM,
+            nodata=0,
+            band_descriptions=["a", "b"],
+        )
+
+
+def test_cog_that_fails_validation_is_not_moved_into_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    destination = tmp_path / "out.tif"
+    destination.write_bytes(b"previous version")
+    monkeypatch.setattr(cog, "cog_validate", lambda path, quiet: (False, ["broken IFD"], []))
+
+    with pytest.raises(InvalidRaster, match=r"out\.tif.*broken IFD"):
+        write_cog(np.ones((8, 8), np.uint8), destination, crs=UTM33, transform=TRANSFORM, nodata=0)
+
+    assert destination.read_bytes() == b"previous version"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.tif"]  # no temporary file left behind
+
+
+def test_cog_from_unreadable_file_names_it(tmp_path: Path) -> None:
+    source = tmp_path / "garbage.tif"
+    source.write_text("not a tiff")
+    with pytest.raises(InvalidRaster, match="garbage.tif"):
+        cog_from_file(source, tmp_path / "out.tif")
+
+
+def test_is_valid_cog_is_false_for_a_stripped_geotiff_and_a_missing_file(tmp_path: Path) -> None:
+    stripped = tmp_path / "stripped.tif"
+    with rasterio.open(
+        stripped, "w", driver="GTiff", width=700, height=600, count=1, dtype="uint8", crs=UTM33, transform=TRANSFORM
+    ) as dst:
+        dst.write(np.ones((1, 600, 700), np.uint8))
+
+    assert is_valid_cog(stripped) is False
+    assert is_valid_cog(tmp_path / "missing.tif") is False
+
+
+@pytest.mark.real_data
+def test_real_rgb_byte_becomes_a_valid_cog_with_the_same_pixels(real_data: Path, tmp_path: Path) -> None:
+    source = real_data / RGB_BYTE
+    assert is_valid_cog(source) is False  # stripped, 791 x 718: the translation matters
+
+    path = cog_from_file(source, tmp_path / "rgb_cog.tif", overview_resampling="average")
+
+    valid, errors, _warnings = cog_validate(path, quiet=True)
+    assert valid, errors
+    with rasterio.open(source) as src, rasterio.open(path) as out:
+        assert out.block_shapes == [(512, 512)] * 3
+        assert out.overviews(1) == [2]
+        assert out.tags()["OVERVIEW_RESAMPLING"] == "AVERAGE"
+        assert out.nodata == src.nodata == 0
+        assert out.crs == src.crs and out.transform == src.transform
+        np.testing.assert_array_equal(out.read(), src.read())
