@@ -1,0 +1,194 @@
+"""Engines, sessions and schema migrations of the catalog database (SQLite file or PostgreSQL).
+
+Typical use::
+
+    engine = create_catalog_engine(default_catalog_url(root))
+    upgrade_schema(engine)
+    Session = session_factory(engine)
+    with Session.begin() as session:      # commits on success, rolls back on error
+        upsert_image(session, record)
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import Session, sessionmaker
+
+from cube_assets.errors import CatalogError
+
+#: Folder of the Alembic environment, found from this file so it works from an installed package.
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+#: Alembic's version table for the catalog. Not the default ``alembic_version``, so the catalog can
+#: share a PostgreSQL database with other Alembic-managed schemas (Dagster's own storage uses that).
+VERSION_TABLE = "catalog_alembic_version"
+
+#: Alembic keeps the running migration context in module globals, so two threads must not run it at
+#: once; processes are serialized by the database lock taken in ``migrations/env.py``.
+_ALEMBIC_LOCK = threading.Lock()
+
+#: Seconds a SQLite connection waits for another writer's lock before failing with "database is locked".
+SQLITE_BUSY_TIMEOUT_S = 60.0
+
+
+def default_catalog_url(root: Path) -> str:
+    """Return the URL of the SQLite catalog file under ``root``: ``sqlite:///{root}/catalog.sqlite``.
+
+    ``root`` is made absolute (without resolving symlinks) so every process that receives the URL
+    opens the same file whatever its working directory.
+
+    Returns:
+        The SQLAlchemy URL string.
+
+    Raises:
+        Nothing.
+    """
+    return f"sqlite:///{Path(root).absolute()}/catalog.sqlite"
+
+
+def _json_dumps(value: Any) -> str:
+    # Sorted keys make equal documents equal strings, so SQLite (which stores JSON as text) sees
+    # an unchanged dict as unchanged in the upserts' "IS NOT" comparisons, as JSONB does on PostgreSQL.
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def create_catalog_engine(url: str) -> Engine:
+    """Return an engine for the catalog at ``url`` (``sqlite:///...`` or ``postgresql://...``).
+
+    SQLite: every connection gets ``PRAGMA foreign_keys=ON`` (off by default in SQLite),
+    ``journal_mode=WAL`` (readers never block the writer) and ``synchronous=NORMAL``; the driver's
+    ``timeout`` makes concurrent writers wait up to :data:`SQLITE_BUSY_TIMEOUT_S` for the lock.
+    The folder of a SQLite file is created if missing.
+
+    PostgreSQL: ``postgresql://`` and ``postgres://`` are rewritten to ``postgresql+psycopg://``.
+    SQLAlchemy 2.1 already maps a bare ``postgresql://`` to psycopg 3, but 2.0 maps it to psycopg2;
+    naming the driver keeps behaviour (and the one driver we install and test) the same whatever
+    SQLAlchemy version is present. An explicit other driver (``postgresql+psycopg2://``) is kept.
+
+    JSON is serialized with sorted keys and without NaN, on both backends.
+
+    Returns:
+        A new ``Engine``; the caller disposes of it.
+
+    Raises:
+        CatalogError: if the URL cannot be parsed or names a database other than SQLite or PostgreSQL.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise CatalogError(f"catalog URL {url!r} cannot be parsed: {exc}") from exc
+    backend = parsed.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(parsed, json_serializer=_json_dumps, pool_pre_ping=True)
+    if backend == "sqlite":
+        return _create_sqlite_engine(parsed)
+    raise CatalogError(
+        f"catalog URL {parsed.render_as_string(hide_password=True)!r}: only sqlite and postgresql are supported"
+    )
+
+
+def _create_sqlite_engine(url: URL) -> Engine:
+    database = url.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, json_serializer=_json_dumps, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+
+    @event.listens_for(engine, "connect")
+    def _configure_sqlite_connection(dbapi_connection: Any, connection_record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    return engine
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Return a ``sessionmaker`` bound to ``engine``.
+
+    Sessions do not expire objects on commit, so images returned by a search stay readable after
+    the session is closed (relationships not yet loaded then raise ``DetachedInstanceError``).
+
+    Returns:
+        The ``sessionmaker``; use ``with factory.begin() as session:`` for a unit of work.
+
+    Raises:
+        Nothing.
+    """
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def alembic_config() -> Config:
+    """Return an Alembic ``Config`` for the catalog migrations, built in code (no ``alembic.ini``).
+
+    Returns:
+        The ``Config``, with ``script_location`` set to :data:`MIGRATIONS_DIR`.
+
+    Raises:
+        Nothing.
+    """
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("path_separator", "os")
+    return config
+
+
+def _run_alembic(engine_or_url: Engine | str, action: str, revision: str) -> None:
+    engine = create_catalog_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
+    try:
+        with _ALEMBIC_LOCK, engine.connect() as connection:
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            if action == "upgrade":
+                command.upgrade(config, revision)
+            else:
+                command.downgrade(config, revision)
+    finally:
+        if isinstance(engine_or_url, str):
+            engine.dispose()
+
+
+def upgrade_schema(engine_or_url: Engine | str, revision: str = "head") -> None:
+    """Bring the catalog schema up to ``revision`` (default: the latest) with the Alembic migrations.
+
+    Safe to call at every start-up and from several threads or processes at once: already-applied
+    revisions are skipped, and concurrent callers are serialized by a lock (a process-wide lock,
+    then ``BEGIN IMMEDIATE`` on SQLite or an advisory lock on PostgreSQL; see ``migrations/env.py``).
+
+    Returns:
+        None.
+
+    Raises:
+        CatalogError: if the URL is not a supported catalog URL.
+        alembic.util.CommandError: if ``revision`` is unknown.
+        sqlalchemy.exc.SQLAlchemyError: if the database cannot be reached or a migration fails.
+    """
+    _run_alembic(engine_or_url, "upgrade", revision)
+
+
+def downgrade_schema(engine_or_url: Engine | str, revision: str = "base") -> None:
+    """Take the catalog schema down to ``revision``; ``"base"`` drops every catalog table and its data.
+
+    Returns:
+        None.
+
+    Raises:
+        CatalogError: if the URL is not a supported catalog URL.
+        alembic.util.CommandError: if ``revision`` is unknown.
+        sqlalchemy.exc.SQLAlchemyError: if the database cannot be reached or a migration fails.
+    """
+    _run_alembic(engine_or_url, "downgrade", revision)
