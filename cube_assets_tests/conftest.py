@@ -30,3 +30,50 @@ def t29unu_safe(real_data: Path) -> Path:
     """The real Sentinel-2 L2A T29UNU 2022-10-05 ``.SAFE`` product folder."""
     assert T29UNU_SAFE.is_dir(), T29UNU_SAFE
     return T29UNU_SAFE
+
+
+def write_cube_file(folder: Path, cube: dict, providers: list[dict]) -> Path:
+    """Write a cube YAML file with one cube and the given providers; return its path."""
+    import yaml
+
+    path = folder / "cubes.yaml"
+    path.write_text(yaml.safe_dump({"providers": providers, "cubes": [cube]}, sort_keys=False))
+    return path
+
+
+# A small simulated cube: one 256 px tile of a 10 m UTM 23S grid, two dates, two overlapping products.
+SMALL_SIMULATOR = {
+    "name": "simulator",
+    "driver": "simulator",
+    "options": {
+        "archive": "archive",
+        "products": [
+            {"tile_id": "T23LKC", "epsg": 32723, "ulx": 200000, "uly": 8250000, "size_px": 300},
+            {"tile_id": "T23LLC", "epsg": 32723, "ulx": 202000, "uly": 8250000, "size_px": 300},
+        ],
+        "acquisitions": [
+            {"datetime": "2024-01-04T13:12:29Z", "cloud_fraction": 0.4, "swath_edge": ["T23LLC"]},
+            {"datetime": "2024-01-09T13:12:29Z", "cloud_fraction": 0.2},
+        ],
+    },
+}
+
+SMALL_CUBE = {
+    "name": "small",
+    "collection": "sentinel-2-l2a",
+    "providers": ["simulator"],
+    "grid": {"kind": "user", "name": "SMALL", "crs": 32723, "origin": [200500, 8249500], "tile_size": [256, 256], "resolution": 10},
+    "tiles": ["000000"],
+    "start_date": "2024-01-01",
+    "end_date": "2024-01-16",
+    "temporal": {"step": "16D", "restart": "yearly"},
+    "bands": [
+        {"name": "B02", "common_name": "blue"},
+        {"name": "B03", "common_name": "green"},
+        {"name": "B04", "common_name": "red"},
+        {"name": "B08", "common_name": "nir"},
+    ],
+    "quality": {"band": "SCL", "rules": {"preset": "scl"}, "nodata": 0},
+    "indexes": {"NDVI": "10000 * (nir - red) / (nir + red)"},
+    "composites": ["LCF", "MED", "AVG"],
+}

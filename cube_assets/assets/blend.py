@@ -1,0 +1,39 @@
+"""``period_blend``: the temporal composites of a tile and period."""
+
+
+from typing import Any
+
+from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataValue, Output, asset
+
+from cube_assets.assets.common import MANIFEST_IO_MANAGER, cube_partition, quicklook_markdown
+from cube_assets.cube_config import CubeConfig
+from cube_assets.partitions import cube_partitions
+from cube_assets.resources.storage import RasterStoreResource
+from cube_assets.steps.blend import blend_period
+
+
+def build_period_blend(cube: CubeConfig) -> AssetsDefinition:
+    """Return the ``period_blend`` asset of ``cube``."""
+
+    @asset(
+        name="period_blend", key_prefix=[cube.name], group_name=cube.name, partitions_def=cube_partitions(cube),
+        io_manager_key=MANIFEST_IO_MANAGER, ins={"tile_merge": AssetIn(key=[cube.name, "tile_merge"])}, kinds={"python"},
+        description=f"Composites ({', '.join(cube.composites)}) of the period's merges, with provenance and observation counts.",
+    )
+    def period_blend(context: AssetExecutionContext, tile_merge: dict[str, Any], store: RasterStoreResource) -> Output[dict[str, Any]]:
+        part = cube_partition(context, cube)
+        raster_store = store.get_store()
+        blended = blend_period(cube, part.tile, part.period, tile_merge["merges"], raster_store)
+        first = next(iter(blended["composites"].values()), None)
+        quicklook_key = first["quicklook_key"] if first else None
+        return Output(
+            {**blended, "merges": tile_merge["merges"]},
+            metadata={
+                "observations": blended["observations"],
+                "functions": list(blended["composites"]),
+                "paths": MetadataValue.json({f: c["bands"] for f, c in blended["composites"].items()}),
+                "quicklook": quicklook_markdown(raster_store.read_bytes(quicklook_key) if quicklook_key else None, quicklook_key),
+            },
+        )
+
+    return period_blend

@@ -1,0 +1,50 @@
+"""What every cube asset shares: its partition, its tile and period, and UI metadata helpers."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+from dagster import AssetExecutionContext, MetadataValue
+
+from cube_assets.cube_config import CubeConfig
+from cube_assets.grids import Tile
+from cube_assets.partitions import split_partition_key
+from cube_assets.temporal import Period
+
+MANIFEST_IO_MANAGER = "manifest_io_manager"
+CATALOG_IO_MANAGER = "catalog_io_manager"
+# Larger quicklooks are linked by path instead of embedded in the event log.
+MAX_EMBEDDED_QUICKLOOK_BYTES = 400_000
+
+
+@dataclass(frozen=True)
+class CubePartition:
+    """The tile and period one asset partition covers."""
+
+    cube: CubeConfig
+    tile: Tile
+    period: Period
+
+
+def cube_partition(context: AssetExecutionContext, cube: CubeConfig) -> CubePartition:
+    """Return the tile and period of the partition being materialized.
+
+    Raises:
+        InvalidCubeConfig: if the key names a tile or period the cube does not have.
+    """
+    tile_name, period_key = split_partition_key(context.partition_key)
+    return CubePartition(cube, cube.tile(tile_name), cube.period(period_key))
+
+
+def quicklook_markdown(png: bytes | None, where: str | None) -> MetadataValue:
+    """Return Markdown that shows a quicklook PNG in the Dagster UI (embedded as a data URI).
+
+    Quicklooks above ``MAX_EMBEDDED_QUICKLOOK_BYTES`` are named by ``where`` instead, to keep
+    the event log small.
+    """
+    if png is None:
+        return MetadataValue.md("_no quicklook (no valid pixels)_")
+    if len(png) > MAX_EMBEDDED_QUICKLOOK_BYTES:
+        return MetadataValue.md(f"quicklook: `{where}`")
+    return MetadataValue.md(f"![quicklook](data:image/png;base64,{base64.b64encode(png).decode()})")

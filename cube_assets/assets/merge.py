@@ -1,0 +1,50 @@
+"""``tile_merge``: one merge per acquisition date of the period, on the tile's grid."""
+
+
+from collections import defaultdict
+from datetime import date
+from typing import Any
+
+from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataValue, Output, asset
+
+from cube_assets.assets.common import MANIFEST_IO_MANAGER, cube_partition
+from cube_assets.cube_config import CubeConfig
+from cube_assets.partitions import cube_partitions
+from cube_assets.resources.storage import RasterStoreResource
+from cube_assets.steps.merge import merge_date
+
+
+def build_tile_merge(cube: CubeConfig) -> AssetsDefinition:
+    """Return the ``tile_merge`` asset of ``cube``."""
+
+    @asset(
+        name="tile_merge", key_prefix=[cube.name], group_name=cube.name, partitions_def=cube_partitions(cube),
+        io_manager_key=MANIFEST_IO_MANAGER, ins={"scene_cog": AssetIn(key=[cube.name, "scene_cog"])}, kinds={"python"},
+        description="Every scene of each date warped onto the tile (one merge per date), with quality statistics.",
+    )
+    def tile_merge(context: AssetExecutionContext, scene_cog: dict[str, Any], store: RasterStoreResource) -> Output[dict[str, Any]]:
+        part = cube_partition(context, cube)
+        raster_store = store.get_store()
+        by_date: dict[date, list[dict[str, Any]]] = defaultdict(list)
+        for scene in scene_cog["scenes"]:
+            by_date[date.fromisoformat(scene["datetime"][:10])].append(scene)
+        merges = []
+        for day in sorted(by_date):
+            # Within a date, the least cloudy scene has priority where scenes overlap.
+            ordered = sorted(by_date[day], key=lambda s: (s.get("cloud_cover") or 0.0, s["scene_id"]))
+            merges.append(merge_date(cube, part.tile, day, ordered, raster_store))
+            context.log.info(f"merged {len(ordered)} scene(s) of {day} onto tile {part.tile.name}")
+        return Output(
+            {"tile": part.tile.name, "period": part.period.key, "merges": merges},
+            metadata={
+                "merge_count": len(merges),
+                "dates": [m["date"] for m in merges],
+                "efficacy_by_date": MetadataValue.json({m["date"]: m["efficacy"] for m in merges}),
+                "cloud_ratio_by_date": MetadataValue.json({m["date"]: m["cloud_ratio"] for m in merges}),
+                "valid_pixels": sum(m["valid_pixels"] for m in merges),
+                "clear_pixels": sum(m["clear_pixels"] for m in merges),
+                "paths": MetadataValue.json({m["date"]: m["bands"] for m in merges}),
+            },
+        )
+
+    return tile_merge

@@ -1,0 +1,58 @@
+"""The catalog IO manager: ``catalog_item`` partitions are upserted into the catalog database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dagster import ConfigurableIOManager, InputContext, OutputContext
+
+from cube_assets.catalog.database import create_catalog_engine, session_factory, upgrade_schema
+from cube_assets.catalog.repository import search_images, upsert_bands, upsert_image, upsert_product
+from cube_assets.partitions import split_partition_key
+from cube_assets.steps.catalog_records import CatalogBatch
+
+
+class CatalogIOManager(ConfigurableIOManager):
+    """Writes a partition's ``CatalogBatch`` in one transaction of idempotent upserts.
+
+    ``url`` is a SQLAlchemy URL: ``sqlite:///…`` (the embedded default) or ``postgresql://…``.
+    The schema is migrated to the latest revision before the first write.
+    """
+
+    url: str
+
+    def handle_output(self, context: OutputContext, obj: CatalogBatch) -> None:
+        """Upsert the batch's products, bands and images; record counts and ids as metadata."""
+        engine = create_catalog_engine(self.url)
+        try:
+            upgrade_schema(engine)
+            changed = 0
+            with session_factory(engine).begin() as session:
+                for product in obj.products:
+                    upsert_product(session, product)
+                    upsert_bands(session, product.id, obj.bands.get(product.id, ()))
+                for image in obj.images:
+                    changed += bool(upsert_image(session, image))
+        finally:
+            engine.dispose()
+        context.add_output_metadata({
+            "catalog": self.url.split("@")[-1],
+            "image_count": len(obj.images),
+            "images_changed": changed,
+            "image_ids": [image.id for image in obj.images],
+        })
+
+    def load_input(self, context: InputContext) -> list[dict[str, Any]]:
+        """Return the partition's images (id, product, acquired, files) as stored in the catalog."""
+        tile, period = split_partition_key(context.partition_key)
+        engine = create_catalog_engine(self.url)
+        try:
+            with session_factory(engine)() as session:
+                images = [i for i in search_images(session, tile=tile) if i.period_start and i.period_start.isoformat() == period]
+                return [
+                    {"id": i.id, "product_id": i.product_id, "acquired": i.acquired.isoformat(),
+                     "files": {f.band: f.href for f in i.files}}
+                    for i in images
+                ]
+        finally:
+            engine.dispose()

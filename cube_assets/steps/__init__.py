@@ -1,0 +1,1 @@
+"""Per-partition work of each stage: pure code (no dagster) that the assets call."""

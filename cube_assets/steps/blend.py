@@ -1,0 +1,129 @@
+"""Blend: the temporal composites of one tile and period, from that period's merges."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from cube_assets.cube_config import CubeConfig
+from cube_assets.grids import Tile
+from cube_assets.raster.cog import cog_from_file
+from cube_assets.raster.composite import blend_band, blend_quality
+from cube_assets.raster.indexes import compile_expression, write_index
+from cube_assets.raster.quicklook import quicklook_from_files
+from cube_assets.steps.indexes import index_inputs
+from cube_assets.storage.layout import composite_item, composite_key
+from cube_assets.storage.raster_store import RasterStore
+from cube_assets.temporal import Period
+
+COG_CONTENT_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+QUALITY_OUTPUTS = ("PROVENANCE", "CLEAROB", "TOTALOB")
+
+
+def blend_period(
+    cube: CubeConfig,
+    tile: Tile,
+    period: Period,
+    merges: Sequence[Mapping[str, Any]],
+    store: RasterStore,
+) -> dict[str, Any]:
+    """Composite the merges of ``period`` on ``tile`` with each of the cube's functions; publish COGs.
+
+    Every function composites each spectral band; LCF also composites the quality band and
+    writes PROVENANCE (day of year of the chosen observation), and every function's item
+    carries CLEAROB and TOTALOB. Band indexes are computed from each composite's bands.
+    A period without merges produces no composite (an empty ``composites`` mapping).
+
+    Returns:
+        ``{"period", "composites": {function: {"item", "bands", "quicklook", ...}}, "observations"}``.
+
+    Raises:
+        InvalidRaster: when a merge file is unreadable or on another grid.
+    """
+    if not merges:
+        return {"period": period.key, "tile": tile.name, "composites": {}, "observations": 0}
+    days = [date.fromisoformat(m["date"]) for m in merges]
+    efficacies = [float(m["efficacy"]) for m in merges]
+    quality_paths = [store.gdal_path(m["quality"]) for m in merges]
+    composites: dict[str, Any] = {}
+    with store.staging_dir() as staging:
+        local: dict[str, dict[str, Path]] = {f: {} for f in cube.composites}
+        for band in cube.band_names:
+            outs = {f: staging / f"{f}_{band}.tif" for f in cube.composites}
+            blend_band(
+                [store.gdal_path(m["bands"][band]) for m in merges], quality_paths, days, efficacies,
+                cube.quality.rules, cube.composites, outs, cube.nodata, finalize=_to_cog,
+            )
+            for function, path in outs.items():
+                local[function][band] = path
+        quality_outs = {
+            "quality": staging / "quality.tif", "provenance": staging / "PROVENANCE.tif",
+            "clearob": staging / "CLEAROB.tif", "totalob": staging / "TOTALOB.tif",
+        }
+        blend_quality(
+            quality_paths, days, efficacies, cube.quality.rules, quality_outs["quality"],
+            quality_outs["provenance"], quality_outs["clearob"], quality_outs["totalob"], finalize=_to_cog,
+        )
+        for function in cube.composites:
+            files = dict(local[function])
+            files["CLEAROB"] = quality_outs["clearob"]
+            files["TOTALOB"] = quality_outs["totalob"]
+            if function == "LCF":
+                files[cube.quality.band] = quality_outs["quality"]
+                files["PROVENANCE"] = quality_outs["provenance"]
+            for name, expression in cube.indexes.items():
+                compiled = compile_expression(expression, index_inputs(cube, local[function]).keys())
+                files[name] = _to_cog_now(
+                    write_index(compiled, index_inputs(cube, local[function]), staging / f"{function}_{name}_raw.tif", nodata=cube.nodata),
+                    staging / f"{function}_{name}.tif",
+                )
+            quicklook = _quicklook(cube, local[function], staging / f"{function}_quicklook.png")
+            composites[function] = _publish(cube, tile, period, function, files, quicklook, store)
+    return {"period": period.key, "tile": tile.name, "composites": composites, "observations": len(merges),
+            "dates": [d.isoformat() for d in days]}
+
+
+def _publish(cube: CubeConfig, tile: Tile, period: Period, function: str, files: Mapping[str, Path],
+             quicklook: Path | None, store: RasterStore) -> dict[str, Any]:
+    uris = {}
+    for band, path in files.items():
+        key = composite_key(cube.name, tile.name, period.start, function, band)
+        # Shared outputs (CLEAROB, TOTALOB) feed several functions: copy, do not move.
+        uris[band] = store.publish(_private_copy(path), key, content_type=COG_CONTENT_TYPE)
+    entry: dict[str, Any] = {
+        "item": composite_item(cube.name, tile.name, period.start, function),
+        "bands": uris,
+        "quicklook": None,
+        "quicklook_key": None,
+    }
+    if quicklook is not None:
+        key = composite_key(cube.name, tile.name, period.start, function, "quicklook", suffix="png")
+        entry["quicklook"] = store.publish(quicklook, key, content_type="image/png")
+        entry["quicklook_key"] = key
+    return entry
+
+
+def _private_copy(path: Path) -> Path:
+    import shutil
+
+    copy = path.with_name(f".{path.stem}.{id(path)}.publish{path.suffix}")
+    shutil.copyfile(path, copy)
+    return copy
+
+
+def _to_cog(tmp_tiff: Path, final_path: Path) -> None:
+    cog_from_file(tmp_tiff, final_path, overview_resampling="nearest")
+
+
+def _to_cog_now(tiff: Path, final_path: Path) -> Path:
+    cog_from_file(tiff, final_path, overview_resampling="nearest")
+    return final_path
+
+
+def _quicklook(cube: CubeConfig, bands: Mapping[str, Path], destination: Path) -> Path | None:
+    rgb = [cube.band_by_common_name(c) for c in ("red", "green", "blue")]
+    if any(b is None for b in rgb):
+        return None
+    return quicklook_from_files(*(bands[b.name] for b in rgb), destination)  # type: ignore[union-attr]

@@ -1,0 +1,180 @@
+"""Catalog records of one tile and period: the cube's products and bands, its composites, merges and scenes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timezone
+from typing import Any
+
+import numpy as np
+import rasterio
+from shapely.geometry import mapping
+
+from cube_assets.catalog.repository import BandRecord, ImageFileRecord, ImageRecord, ProductRecord
+from cube_assets.cube_config import CubeConfig
+from cube_assets.grids import Tile
+from cube_assets.storage.raster_store import RasterStore
+from cube_assets.temporal import Period
+
+_DTYPE_NAMES = {"uint8": "UInt8", "int16": "Int16", "uint16": "UInt16", "int32": "Int32", "float32": "Float32"}
+SCL_LABELS = {
+    0: "no data", 1: "saturated or defective", 2: "dark area", 3: "cloud shadow", 4: "vegetation",
+    5: "not vegetated", 6: "water", 7: "unclassified", 8: "cloud medium probability",
+    9: "cloud high probability", 10: "thin cirrus", 11: "snow",
+}
+
+
+@dataclass(frozen=True)
+class CatalogBatch:
+    """Everything one ``catalog_item`` partition upserts."""
+
+    products: tuple[ProductRecord, ...]
+    bands: Mapping[str, tuple[BandRecord, ...]]
+    images: tuple[ImageRecord, ...]
+
+
+def composite_product_id(cube: CubeConfig, function: str) -> str:
+    """Catalog id of the product holding ``cube``'s ``function`` composites, e.g. ``s2_demo-LCF``."""
+    return f"{cube.name}-{function}"
+
+
+def merge_product_id(cube: CubeConfig) -> str:
+    """Catalog id of the product holding ``cube``'s per-date merges."""
+    return f"{cube.name}-merge"
+
+
+def catalog_batch(
+    cube: CubeConfig,
+    tile: Tile,
+    period: Period,
+    blend: Mapping[str, Any],
+    scenes: Sequence[Mapping[str, Any]],
+    store: RasterStore,
+) -> CatalogBatch:
+    """Build the records for one partition from the ``period_blend`` and ``scene_cog`` manifests.
+
+    Composite images span the period; their cloud fraction is the share of observed pixels
+    without any clear observation (CLEAROB = 0 where TOTALOB > 0). Merge images carry their
+    cloud ratio; scene images their product's cloud cover. Images are keyed by item name, so
+    re-running a partition updates the same rows.
+
+    Returns:
+        A ``CatalogBatch``.
+
+    Raises:
+        CatalogError: when a record is invalid (it names the image and the field).
+    """
+    start = datetime.combine(cube.start_date, time(), tzinfo=timezone.utc)
+    end = datetime.combine(cube.end_date, time(23, 59, 59), tzinfo=timezone.utc)
+    products = [
+        ProductRecord(
+            id=composite_product_id(cube, function), name=f"{cube.title or cube.name} {function}",
+            description=cube.description, start_datetime=start, end_datetime=end, tags=("cube", function),
+            properties={"collection": cube.collection, "temporal_schema": cube.temporal.step, "grid": tile.grid_name},
+        )
+        for function in cube.composites
+    ]
+    products.append(ProductRecord(
+        id=merge_product_id(cube), name=f"{cube.title or cube.name} merges", description=f"Per-date merges of {cube.name}",
+        start_datetime=start, end_datetime=end, tags=("cube", "merge"),
+        properties={"collection": cube.collection, "grid": tile.grid_name},
+    ))
+    products.append(ProductRecord(id=cube.collection, name=cube.collection, tags=("source",)))
+    bands = {p.id: tuple(_bands(cube, p.id, tile)) for p in products}
+    geometry = mapping(tile.geometry_4326)
+    geotransform = tile.transform.to_gdal()
+    common = {"crs": tile.crs.to_string(), "geotransform": geotransform, "width": tile.width, "height": tile.height,
+              "pixel_size_x": tile.resolution, "pixel_size_y": tile.resolution, "tile": tile.name}
+    period_start = datetime.combine(period.start, time(), tzinfo=timezone.utc)
+    period_end = datetime.combine(period.end, time(), tzinfo=timezone.utc)
+    images = []
+    for function, composite in blend.get("composites", {}).items():
+        cloud, fill = _composite_fractions(store, composite["bands"])
+        images.append(ImageRecord(
+            id=composite["item"], product_id=composite_product_id(cube, function), name=composite["item"],
+            acquired=period_start, acquired_end=period_end, geometry=geometry, cloud_fraction=cloud, fill_fraction=fill,
+            period_start=period.start, files=_files(store, composite["bands"], composite.get("quicklook")),
+            properties={"observations": blend.get("observations", 0), "dates": blend.get("dates", [])}, **common,
+        ))
+    for merge in blend.get("merges", []):
+        day = date.fromisoformat(merge["date"])
+        files = {**merge["bands"], cube.quality.band: merge["quality"], "DATASOURCE": merge["datasource"]}
+        images.append(ImageRecord(
+            id=merge["item"], product_id=merge_product_id(cube), name=merge["item"],
+            acquired=datetime.combine(day, time(), tzinfo=timezone.utc), geometry=geometry,
+            cloud_fraction=merge["cloud_ratio"] / 100.0, fill_fraction=merge["valid_pixels"] / merge["total_pixels"],
+            period_start=period.start, files=_files(store, files),
+            properties={"efficacy": merge["efficacy"], "scenes": merge["scenes"]}, **common,
+        ))
+    for scene in scenes:
+        files = {**scene["bands"], cube.quality.band: scene["quality"], **scene.get("indexes", {})}
+        images.append(ImageRecord(
+            id=scene["scene_id"], product_id=cube.collection, name=scene["scene_id"],
+            acquired=datetime.fromisoformat(scene["datetime"]), geometry=scene["footprint"],
+            crs=_crs_of(store, scene["quality"]), cloud_fraction=_fraction(scene.get("cloud_cover")),
+            provider=scene.get("provider"), provider_id=scene["scene_id"],
+            files=_files(store, files, scene.get("quicklook")),
+            properties={"radiometry": scene.get("radiometry", {})},
+        ))
+    return CatalogBatch(tuple(products), bands, tuple(images))
+
+
+def _bands(cube: CubeConfig, product_id: str, tile: Tile) -> list[BandRecord]:
+    if product_id == cube.collection:
+        return []
+    dtype = _DTYPE_NAMES[cube.dtype]
+    records = [
+        BandRecord(name=b.name, type="spectral", data_type=dtype, resolution=tile.resolution, band_index=i,
+                   data_range=(0, 10000), display_range=(0, 4000), nodata=cube.nodata,
+                   description=b.common_name or "")
+        for i, b in enumerate(cube.bands)
+    ]
+    extra = [(cube.quality.band, "class", "UInt8", float(cube.quality.nodata))]
+    if product_id == merge_product_id(cube):
+        extra.append(("DATASOURCE", "generic", "UInt8", 255.0))
+    else:
+        extra += [("CLEAROB", "generic", "UInt8", None), ("TOTALOB", "generic", "UInt8", None)]
+        if product_id.endswith("-LCF"):
+            extra.append(("PROVENANCE", "generic", "Int16", -1.0))
+        extra += [(name, "generic", "Int16", cube.nodata) for name in cube.indexes]
+    for name, kind, dtype_name, nodata in extra:
+        labels = SCL_LABELS if kind == "class" and cube.quality.band == "SCL" else None
+        if kind == "class" and product_id.endswith(("-MED", "-AVG")):
+            continue  # only LCF and merges carry the quality band
+        records.append(BandRecord(name=name, type=kind, data_type=dtype_name, resolution=tile.resolution,
+                                  band_index=len(records), nodata=nodata, class_labels=labels))
+    return records
+
+
+def _files(store: RasterStore, uris: Mapping[str, str], quicklook: str | None = None) -> list[ImageFileRecord]:
+    files = [ImageFileRecord(band=band, href=uri, size_bytes=store.size(uri)) for band, uri in uris.items()]
+    if quicklook:
+        files.append(ImageFileRecord(band="quicklook", href=quicklook, size_bytes=store.size(quicklook)))
+    return files
+
+
+def _composite_fractions(store: RasterStore, bands: Mapping[str, str]) -> tuple[float | None, float | None]:
+    """(cloud fraction, fill fraction) of a composite from its CLEAROB/TOTALOB, read at ≤ 1024 px."""
+    if "CLEAROB" not in bands or "TOTALOB" not in bands:
+        return None, None
+    clear, total = (_decimated(store.gdal_path(bands[name])) for name in ("CLEAROB", "TOTALOB"))
+    observed = np.count_nonzero(total > 0)
+    if observed == 0:
+        return None, 0.0
+    return float(np.count_nonzero((clear == 0) & (total > 0)) / observed), float(observed / total.size)
+
+
+def _decimated(path: str, max_size: int = 1024) -> np.ndarray:
+    with rasterio.open(path) as src:
+        factor = max(1, int(np.ceil(max(src.width, src.height) / max_size)))
+        return src.read(1, out_shape=(max(1, src.height // factor), max(1, src.width // factor)))
+
+
+def _crs_of(store: RasterStore, uri: str) -> str:
+    with rasterio.open(store.gdal_path(uri)) as src:
+        return src.crs.to_string()
+
+
+def _fraction(percent: float | None) -> float | None:
+    return None if percent is None else min(max(percent / 100.0, 0.0), 1.0)
