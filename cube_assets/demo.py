@@ -18,6 +18,10 @@ from cube_assets.storage.layout import manifest_key
 from cube_assets.storage.raster_store import LocalRasterStore
 
 
+# Every event is still in the instance's event log (see it with `make dev`); the terminal shows warnings only.
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 def run_demo(config_file: str | Path, data_root: str | Path, instance: DagsterInstance, echo: Callable[[str], None] = print) -> dict[str, int]:
     """Run each cube's job for every partition on ``instance``, then print where the outputs are.
 
@@ -36,7 +40,9 @@ def run_demo(config_file: str | Path, data_root: str | Path, instance: DagsterIn
         job = defs.resolve_job_def(cube_job_name(cube.name))
         for key in cube_partitions(cube).get_partition_keys():
             started = time.monotonic()
-            result = job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
+            result = job.execute_in_process(
+                instance=instance, partition_key=key, raise_on_error=False, run_config=QUIET_CONSOLE,
+            )
             if not result.success:
                 raise RuntimeError(f"cube {cube.name}, partition {key}: run {result.run_id} failed; see `dagster dev` or the logs above")
             counts["runs"] += 1

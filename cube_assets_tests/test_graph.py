@@ -143,3 +143,15 @@ def test_rerunning_a_partition_gives_the_same_pixels_and_no_duplicate_rows(built
     with session_factory(engine)() as session:
         assert len(search_images(session, tile="000000")) == 5
     engine.dispose()
+
+
+def test_catalog_io_manager_loads_the_partitions_images_back(built):
+    from dagster import build_input_context
+
+    from cube_assets.io_managers.catalog import CatalogIOManager
+
+    root, _, _ = built
+    context = build_input_context(asset_key=AssetKey(["small", "catalog_item"]), partition_key=PARTITION)
+    images = CatalogIOManager(url=default_catalog_url(root)).load_input(context)
+    assert sorted(i["product_id"] for i in images) == ["small-AVG", "small-LCF", "small-MED", "small-merge", "small-merge"]
+    assert all(Path(href).is_file() for image in images for href in image["files"].values())

@@ -3,11 +3,10 @@
 
 from typing import Any
 
-from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, AssetsDefinition, MetadataValue, Output, asset
 
-from cube_assets.assets.common import MANIFEST_IO_MANAGER, cube_partition, quicklook_markdown
+from cube_assets.assets.common import cube_partition, quicklook_markdown, stage_asset_arguments
 from cube_assets.cube_config import CubeConfig
-from cube_assets.partitions import cube_partitions
 from cube_assets.resources.storage import RasterStoreResource
 from cube_assets.steps.blend import blend_period
 
@@ -15,11 +14,10 @@ from cube_assets.steps.blend import blend_period
 def build_period_blend(cube: CubeConfig) -> AssetsDefinition:
     """Return the ``period_blend`` asset of ``cube``."""
 
-    @asset(
-        name="period_blend", key_prefix=[cube.name], group_name=cube.name, partitions_def=cube_partitions(cube),
-        io_manager_key=MANIFEST_IO_MANAGER, ins={"tile_merge": AssetIn(key=[cube.name, "tile_merge"])}, kinds={"python"},
-        description=f"Composites ({', '.join(cube.composites)}) of the period's merges, with provenance and observation counts.",
-    )
+    @asset(**stage_asset_arguments(
+        cube, "period_blend", f"Composites ({', '.join(cube.composites)}) of the period's merges, with provenance and observation counts.",
+        upstream=("tile_merge",),
+    ))
     def period_blend(context: AssetExecutionContext, tile_merge: dict[str, Any], store: RasterStoreResource) -> Output[dict[str, Any]]:
         part = cube_partition(context, cube)
         raster_store = store.get_store()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from typing import Any
 
-from dagster import AssetExecutionContext, MetadataValue
+from dagster import AssetExecutionContext, AssetIn, MetadataValue
 
 from cube_assets.cube_config import CubeConfig
 from cube_assets.grids import Tile
-from cube_assets.partitions import split_partition_key
+from cube_assets.partitions import cube_partitions, split_partition_key
 from cube_assets.temporal import Period
 
 MANIFEST_IO_MANAGER = "manifest_io_manager"
@@ -48,3 +49,22 @@ def quicklook_markdown(png: bytes | None, where: str | None) -> MetadataValue:
     if len(png) > MAX_EMBEDDED_QUICKLOOK_BYTES:
         return MetadataValue.md(f"quicklook: `{where}`")
     return MetadataValue.md(f"![quicklook](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
+def stage_asset_arguments(
+    cube: CubeConfig, stage: str, description: str, upstream: tuple[str, ...] = (), io_manager_key: str = MANIFEST_IO_MANAGER,
+) -> dict[str, Any]:
+    """Return the ``@asset`` arguments every stage of ``cube`` shares: key, group, partitions, inputs.
+
+    Returns:
+        Keyword arguments for ``dagster.asset``; ``upstream`` stages become inputs of the same name.
+    """
+    return {
+        "name": stage,
+        "key_prefix": [cube.name],
+        "group_name": cube.name,
+        "partitions_def": cube_partitions(cube),
+        "io_manager_key": io_manager_key,
+        "ins": {name: AssetIn(key=[cube.name, name]) for name in upstream},
+        "description": description,
+    }

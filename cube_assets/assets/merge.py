@@ -5,11 +5,10 @@ from collections import defaultdict
 from datetime import date
 from typing import Any
 
-from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, AssetsDefinition, MetadataValue, Output, asset
 
-from cube_assets.assets.common import MANIFEST_IO_MANAGER, cube_partition
+from cube_assets.assets.common import cube_partition, stage_asset_arguments
 from cube_assets.cube_config import CubeConfig
-from cube_assets.partitions import cube_partitions
 from cube_assets.resources.storage import RasterStoreResource
 from cube_assets.steps.merge import merge_date
 
@@ -17,11 +16,10 @@ from cube_assets.steps.merge import merge_date
 def build_tile_merge(cube: CubeConfig) -> AssetsDefinition:
     """Return the ``tile_merge`` asset of ``cube``."""
 
-    @asset(
-        name="tile_merge", key_prefix=[cube.name], group_name=cube.name, partitions_def=cube_partitions(cube),
-        io_manager_key=MANIFEST_IO_MANAGER, ins={"scene_cog": AssetIn(key=[cube.name, "scene_cog"])}, kinds={"python"},
-        description="Every scene of each date warped onto the tile (one merge per date), with quality statistics.",
-    )
+    @asset(**stage_asset_arguments(
+        cube, "tile_merge", "Every scene of each date warped onto the tile (one merge per date), with quality statistics.",
+        upstream=("scene_cog",),
+    ))
     def tile_merge(context: AssetExecutionContext, scene_cog: dict[str, Any], store: RasterStoreResource) -> Output[dict[str, Any]]:
         part = cube_partition(context, cube)
         raster_store = store.get_store()

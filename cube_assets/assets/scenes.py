@@ -3,11 +3,10 @@
 
 from typing import Any
 
-from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, AssetsDefinition, MetadataValue, Output, asset
 
-from cube_assets.assets.common import MANIFEST_IO_MANAGER, cube_partition, quicklook_markdown
+from cube_assets.assets.common import cube_partition, quicklook_markdown, stage_asset_arguments
 from cube_assets.cube_config import CubeConfig
-from cube_assets.partitions import cube_partitions
 from cube_assets.resources.providers import ProvidersResource
 from cube_assets.resources.storage import RasterStoreResource
 from cube_assets.steps.scenes import publish_scene, reflectance_for_scene
@@ -16,11 +15,9 @@ from cube_assets.steps.scenes import publish_scene, reflectance_for_scene
 def build_raw_scene(cube: CubeConfig) -> AssetsDefinition:
     """Return the ``raw_scene`` asset of ``cube``: every scene over the tile in the period, fetched."""
 
-    @asset(
-        name="raw_scene", key_prefix=[cube.name], group_name=cube.name, partitions_def=cube_partitions(cube),
-        io_manager_key=MANIFEST_IO_MANAGER, kinds={"python"},
-        description=f"Raw {cube.collection} scenes over the tile in the period, found and fetched through the providers.",
-    )
+    @asset(**stage_asset_arguments(
+        cube, "raw_scene", f"Raw {cube.collection} scenes over the tile in the period, found and fetched through the providers.",
+    ))
     def raw_scene(context: AssetExecutionContext, providers: ProvidersResource) -> Output[dict[str, Any]]:
         part = cube_partition(context, cube)
         scenes = providers.fetch_scenes(cube, part.tile, part.period)
@@ -40,11 +37,10 @@ def build_raw_scene(cube: CubeConfig) -> AssetsDefinition:
 def build_surface_reflectance(cube: CubeConfig) -> AssetsDefinition:
     """Return the ``surface_reflectance`` asset: each scene's bands as reflectance × 10000 (int16)."""
 
-    @asset(
-        name="surface_reflectance", key_prefix=[cube.name], group_name=cube.name, partitions_def=cube_partitions(cube),
-        io_manager_key=MANIFEST_IO_MANAGER, ins={"raw_scene": AssetIn(key=[cube.name, "raw_scene"])}, kinds={"python"},
-        description="Surface reflectance × 10000 of every scene, with the product's own offset and quantification.",
-    )
+    @asset(**stage_asset_arguments(
+        cube, "surface_reflectance", "Surface reflectance × 10000 of every scene, with the product's own offset and quantification.",
+        upstream=("raw_scene",),
+    ))
     def surface_reflectance(context: AssetExecutionContext, raw_scene: dict[str, Any], store: RasterStoreResource) -> Output[dict[str, Any]]:
         raster_store = store.get_store()
         scenes = [reflectance_for_scene(cube, scene, raster_store) for scene in raw_scene["scenes"]]
@@ -59,12 +55,10 @@ def build_surface_reflectance(cube: CubeConfig) -> AssetsDefinition:
 def build_scene_cog(cube: CubeConfig) -> AssetsDefinition:
     """Return the ``scene_cog`` asset: COGs, quicklook, footprint and band indexes of every scene."""
 
-    @asset(
-        name="scene_cog", key_prefix=[cube.name], group_name=cube.name, partitions_def=cube_partitions(cube),
-        io_manager_key=MANIFEST_IO_MANAGER, ins={"surface_reflectance": AssetIn(key=[cube.name, "surface_reflectance"])},
-        kinds={"python"},
-        description="Cloud-Optimized GeoTIFFs of every scene, with quicklook, footprint and band indexes.",
-    )
+    @asset(**stage_asset_arguments(
+        cube, "scene_cog", "Cloud-Optimized GeoTIFFs of every scene, with quicklook, footprint and band indexes.",
+        upstream=("surface_reflectance",),
+    ))
     def scene_cog(context: AssetExecutionContext, surface_reflectance: dict[str, Any], store: RasterStoreResource) -> Output[dict[str, Any]]:
         raster_store = store.get_store()
         scenes = [publish_scene(cube, scene, raster_store) for scene in surface_reflectance["scenes"]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from dagster import ConfigurableIOManager, InputContext, OutputContext
@@ -48,7 +49,7 @@ class CatalogIOManager(ConfigurableIOManager):
         engine = create_catalog_engine(self.url)
         try:
             with session_factory(engine)() as session:
-                images = [i for i in search_images(session, tile=tile) if i.period_start and i.period_start.isoformat() == period]
+                images = search_images(session, tile=tile, period_start=date.fromisoformat(period))
                 return [
                     {"id": i.id, "product_id": i.product_id, "acquired": i.acquired.isoformat(),
                      "files": {f.band: f.href for f in i.files}}

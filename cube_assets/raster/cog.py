@@ -29,6 +29,9 @@ _MIN_BLOCKSIZE = 16  # GeoTIFF tiles must be multiples of 16 pixels.
 _GDAL_ENV = {"GDAL_NUM_THREADS": "ALL_CPUS", "GDAL_TIFF_INTERNAL_MASK": True}
 
 
+#: The media type of a Cloud-Optimized GeoTIFF, for object stores.
+COG_CONTENT_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+
 def write_cog(
     array: np.ndarray,
     destination: str | os.PathLike[str],

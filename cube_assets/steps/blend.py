@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 from cube_assets.cube_config import CubeConfig
 from cube_assets.grids import Tile
-from cube_assets.raster.cog import cog_from_file
+from cube_assets.raster.cog import COG_CONTENT_TYPE, cog_from_file
 from cube_assets.raster.composite import blend_band, blend_quality
 from cube_assets.raster.indexes import compile_expression, write_index
 from cube_assets.raster.quicklook import quicklook_from_files
@@ -18,7 +19,6 @@ from cube_assets.storage.layout import composite_item, composite_key
 from cube_assets.storage.raster_store import RasterStore
 from cube_assets.temporal import Period
 
-COG_CONTENT_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 QUALITY_OUTPUTS = ("PROVENANCE", "CLEAROB", "TOTALOB")
 
 
@@ -106,8 +106,6 @@ def _publish(cube: CubeConfig, tile: Tile, period: Period, function: str, files:
 
 
 def _private_copy(path: Path) -> Path:
-    import shutil
-
     copy = path.with_name(f".{path.stem}.{id(path)}.publish{path.suffix}")
     shutil.copyfile(path, copy)
     return copy

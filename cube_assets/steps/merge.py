@@ -10,7 +10,7 @@ import numpy as np
 
 from cube_assets.cube_config import CubeConfig
 from cube_assets.grids import Tile
-from cube_assets.raster.cog import write_cog
+from cube_assets.raster.cog import COG_CONTENT_TYPE, write_cog
 from cube_assets.raster.masks import classify_quality, cloud_ratio, efficacy, propagate_spectral_nodata, rules_from_config
 from cube_assets.raster.warp import merge_scenes_to_tile
 from cube_assets.storage.layout import merge_item, merge_key
@@ -66,7 +66,7 @@ def merge_date(
                 array, staging / key.rsplit("/", 1)[-1], crs=tile.crs_wkt, transform=tile.transform,
                 nodata=band_nodata, overview_resampling=resampling_name,
             )
-            files[band] = store.publish(local, key, content_type="image/tiff; application=geotiff; profile=cloud-optimized")
+            files[band] = store.publish(local, key, content_type=COG_CONTENT_TYPE)
     valid = int(np.count_nonzero(classes != 0))
     return {
         "date": day.isoformat(),

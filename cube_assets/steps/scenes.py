@@ -14,7 +14,7 @@ from typing import Any
 
 from cube_assets.cube_config import CubeConfig
 from cube_assets.errors import InvalidScene
-from cube_assets.raster.cog import cog_from_file
+from cube_assets.raster.cog import COG_CONTENT_TYPE, cog_from_file
 from cube_assets.raster.indexes import compile_expression, write_index
 from cube_assets.raster.quicklook import quicklook_from_files
 from cube_assets.raster.reflectance import copy_band, write_reflectance
@@ -23,7 +23,6 @@ from cube_assets.steps.indexes import index_inputs
 from cube_assets.storage.layout import scene_cog_key, scene_reflectance_key
 from cube_assets.storage.raster_store import RasterStore
 
-COG_CONTENT_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 
 
 def reflectance_for_scene(cube: CubeConfig, scene: Mapping[str, Any], store: RasterStore) -> dict[str, Any]:
