@@ -28,7 +28,7 @@ demo: $(STAMP) instance
 test: $(STAMP)
 	$(BIN)/pytest -q
 
-validate: $(STAMP)
+validate: $(STAMP) instance
 	$(BIN)/dagster definitions validate -w workspace.yaml
 
 dev: $(STAMP) instance

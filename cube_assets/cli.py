@@ -3,39 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import os
+import importlib
 import sys
-import time
-from pathlib import Path
 
-from cube_assets.cube_config import DEMO_CONFIG
+# Each module in cube_assets.commands adds its sub-commands.
+COMMAND_MODULES = ("demo",)
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from dagster import DagsterInstance
-
-    from cube_assets.demo import run_demo
-
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve())))
-    home.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    with DagsterInstance.get() as instance:
-        counts = run_demo(args.config, args.data_root, instance)
-    print(f"\n{counts['runs']} runs, {counts['merges']} merges, {counts['composites']} composites, "
-          f"{counts['catalog_images']} catalog images in {time.monotonic() - started:.0f} s; "
-          f"Dagster instance: {home} (open it with `make dev`)")
-    return 0
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser with every sub-command registered."""
+    parser = argparse.ArgumentParser(prog="cube-assets", description="Data cubes from satellite scenes, with Dagster.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"cube_assets.commands.{name}").register(subparsers)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    parser = argparse.ArgumentParser(prog="cube-assets", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="materialize the demo cube end to end and show the outputs")
-    demo.add_argument("--config", default=os.environ.get("CUBE_ASSETS_CONFIG", str(DEMO_CONFIG)), help="cube YAML file")
-    demo.add_argument("--data-root", default=os.environ.get("CUBE_ASSETS_DATA_ROOT", "cube-data"), help="where outputs go")
-    demo.set_defaults(run=_demo)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     return args.run(args)
 
 

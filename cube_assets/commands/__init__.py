@@ -1,0 +1,1 @@
+"""Sub-commands of ``cube-assets``: each module defines ``register(subparsers)``."""
