@@ -1,18 +1,25 @@
 """Blend the merged observations of one tile and period into composites (LCF, MED, AVG).
 
 Pure array functions work on a stack of T observations of one band, shape ``(T, H, W)``, and
-their ``QualityClass`` codes of the same shape:
+their ``QualityClass`` codes of the same shape; each implements one rule of issue 3 ("Blend"):
 
+* ``rank_observations``: merges ranked by efficacy descending, ties to the newer date.
 * ``lcf`` (best pixel): first clear observation in rank order, else first non-nodata one
-  (even cloudy or saturated), else nodata; ``provenance`` and ``composite_quality`` follow the
-  same chosen observation.
+  (even cloudy or saturated), else nodata; ``provenance`` (day of year, int16, nodata -1) and
+  ``composite_quality`` follow the same chosen observation.
 * ``median_clear`` / ``mean_clear``: median / mean of the clear observations, integer results
-  truncated toward zero, nodata where none is clear.
-* ``clear_observation_count`` / ``total_observation_count``: CLEAROB / TOTALOB.
+  truncated toward zero (an even count's median is the mean of the two middle values),
+  nodata where none is clear.
+* ``clear_observation_count`` / ``total_observation_count``: CLEAROB / TOTALOB (uint8).
 
-All are vectorised numpy, keep the input dtype and never wrap (sums are taken in 64 bits).
-``blend_band`` and ``blend_quality`` run them window by window over GeoTIFFs so peak memory
-depends on ``block_size`` and T, not on the tile size.
+All are vectorised numpy, keep the input dtype (uint16 40000 stays 40000) and never wrap (sums
+are taken in 64 bits). They are the reference ("pure numpy") path.
+
+``blend_band`` and ``blend_quality`` run the rules window by window over GeoTIFFs, so peak
+memory depends on ``block_size`` and T, not on the tile size, and write GeoTIFFs (or hand them
+to a ``finalize`` such as a COG conversion). By default they use the compiled kernels of
+``composite_kernels`` (numba), which give the same pixels as the numpy functions, decode the
+input files in parallel threads and skip reading band files no rule needs in a window.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import datetime
 import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +57,16 @@ FUNCTIONS = ("LCF", "MED", "AVG")
 PROVENANCE_NODATA = -1
 OUTPUT_BLOCK_SIZE = 512
 MAX_COUNT = np.iinfo(np.uint8).max
+
+ENGINES = ("auto", "numba", "numpy")
+"""``engine`` choices of ``blend_band`` / ``blend_quality``."""
+
+DEFAULT_IO_THREADS = 4
+"""At most this many input files are decoded at once by default (fewer on fewer CPUs)."""
+
+GDAL_CACHE_MB = 64
+"""GDAL block cache (MB) while blending: every block is read once, so a small cache suffices,
+and GDAL's default (5 % of RAM) would otherwise fill with decoded blocks of a large tile."""
 
 
 # --------------------------------------------------------------------------- ranking
@@ -322,7 +340,8 @@ def _open_aligned(stack: contextlib.ExitStack, paths: Sequence[PathLike], refere
     return datasets
 
 
-def _output_profile(reference: Any, dtype: Any, nodata: float | None) -> dict[str, Any]:
+def _output_profile(reference: Any, dtype: Any, nodata: float | None, compress: bool) -> dict[str, Any]:
+    """A tiled single-band GeoTIFF profile on ``reference``'s grid; DEFLATE unless it is only staging."""
     profile = dict(reference.profile)
     for key in ("photometric", "interleave", "compress", "predictor", "blockxsize", "blockysize"):
         profile.pop(key, None)
@@ -334,8 +353,9 @@ def _output_profile(reference: Any, dtype: Any, nodata: float | None) -> dict[st
         tiled=True,
         blockxsize=OUTPUT_BLOCK_SIZE,
         blockysize=OUTPUT_BLOCK_SIZE,
-        compress="deflate",
     )
+    if compress:
+        profile["compress"] = "deflate"
     return profile
 
 
@@ -379,6 +399,218 @@ def _as_rules(quality_rules: QualityRules | Mapping[str, Any]) -> QualityRules:
     return rules_from_config(quality_rules) if isinstance(quality_rules, Mapping) else quality_rules
 
 
+# --------------------------------------------------------------------------- engines
+
+
+def _numba_available() -> bool:
+    try:
+        from cube_assets.raster import composite_kernels  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _resolve_engine(engine: str, band_dtype: np.dtype | None) -> str:
+    """Pick "numba" or "numpy": ``auto`` takes numba when it imports and the band dtype suits it.
+
+    The kernels are exact for integer bands of at most 32 bits and for float bands; 64-bit
+    integer bands always take the numpy path.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine {engine!r} is not one of {ENGINES}")
+    suitable = band_dtype is None or band_dtype.kind == "f" or (band_dtype.kind in "iu" and band_dtype.itemsize <= 4)
+    if engine == "numpy":
+        return "numpy"
+    if engine == "numba":
+        if not _numba_available():
+            raise ValueError("engine 'numba' was asked for but numba cannot be imported")
+        if not suitable:
+            raise ValueError(f"engine 'numba' does not handle {band_dtype} bands; use 'numpy' or 'auto'")
+        return "numba"
+    return "numba" if suitable and _numba_available() else "numpy"
+
+
+class _QualityLookup:
+    """``QualityClass`` codes of quality values, as a lookup table the kernels index.
+
+    Integer quality bands of at most 16 bits get a table over every code of their dtype, built
+    with ``classify_quality`` itself, so the classes are exactly the numpy path's. Other dtypes
+    are classified window by window with ``classify_quality`` and looked up through an identity
+    table.
+    """
+
+    def __init__(self, rules: QualityRules, dtype: np.dtype) -> None:
+        self.rules = rules
+        if dtype.kind in "iu" and dtype.itemsize <= 2:
+            info = np.iinfo(dtype)
+            codes = np.arange(info.min, info.max + 1, dtype=np.int64).astype(dtype)
+            self.table = classify_quality(codes, rules)
+            self.offset = -int(info.min)
+            self.direct = True
+        else:
+            self.table = np.arange(256, dtype=np.uint8)
+            self.offset = 0
+            self.direct = False
+
+    def prepare(self, quality: np.ndarray) -> np.ndarray:
+        """The array the kernels read: the raw quality, or its classes for non-tabulated dtypes."""
+        return quality if self.direct else classify_quality(quality, self.rules)
+
+
+class _StackReader:
+    """Read one window of several single-band datasets into a ``(T, H, W)`` stack, in threads.
+
+    Each dataset is read by one thread at a time (GDAL handles are not shared between threads);
+    decompression runs outside the GIL, so T files decode on all cores.
+    """
+
+    def __init__(self, datasets: Sequence[Any], pool: ThreadPoolExecutor | None) -> None:
+        self.datasets = datasets
+        self.pool = pool
+        self.dtype = np.dtype(datasets[0].dtypes[0])
+
+    def empty(self, window: Window) -> np.ndarray:
+        return np.empty((len(self.datasets), int(window.height), int(window.width)), dtype=self.dtype)
+
+    def read(self, window: Window, stack: np.ndarray, which: Sequence[int] | None = None) -> np.ndarray:
+        indices = range(len(self.datasets)) if which is None else which
+        if self.pool is None:
+            for t in indices:
+                self.datasets[t].read(1, window=window, out=stack[t])
+        else:
+            futures = [self.pool.submit(self.datasets[t].read, 1, window=window, out=stack[t]) for t in indices]
+            wait(futures)  # every read has finished before an error propagates and datasets close
+            for future in futures:
+                future.result()
+        return stack
+
+
+def _io_pool(io_threads: int | None) -> ThreadPoolExecutor | None:
+    threads = io_threads if io_threads is not None else min(DEFAULT_IO_THREADS, os.cpu_count() or 1)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"io_threads must be an integer of at least 1, got {threads!r}")
+    return None if threads == 1 else ThreadPoolExecutor(max_workers=threads, thread_name_prefix="blend-read")
+
+
+def _pipelined(
+    windows: Sequence[Window],
+    produce: Callable[[Window], Any],
+    consume: Callable[[Window, Any], None],
+    stage: ThreadPoolExecutor | None,
+) -> None:
+    """Run ``produce(window)`` (reading) one window ahead of ``consume(window, item)`` (computing, writing).
+
+    ``produce`` runs in the ``stage`` thread, one call at a time and in window order, so every
+    input dataset is only ever used by one thread at a time; ``consume`` runs in the calling
+    thread. Without a stage thread both run here in turn. An exception in either stops the
+    loop after the window being produced has finished (datasets must not close under it).
+    """
+    if stage is None:
+        for window in windows:
+            consume(window, produce(window))
+        return
+    pending = stage.submit(produce, windows[0]) if windows else None
+    try:
+        for position, window in enumerate(windows):
+            assert pending is not None
+            item = pending.result()
+            pending = stage.submit(produce, windows[position + 1]) if position + 1 < len(windows) else None
+            consume(window, item)
+    finally:
+        if pending is not None and not pending.cancel():
+            with contextlib.suppress(Exception):
+                pending.result()
+
+
+def _band_window_numpy(
+    values: np.ndarray, quality: np.ndarray, rules: QualityRules, order: Sequence[int], band_nodata: float,
+    functions: Sequence[str],
+) -> dict[str, np.ndarray]:
+    """The pure-numpy composites of one window (every observation read)."""
+    classes = propagate_spectral_nodata(classify_quality(quality, rules), [values], band_nodata, QualityClass.NODATA)
+    results = {}
+    for name in functions:
+        if name == "LCF":
+            results[name] = lcf(values, classes, order, band_nodata)[0]
+        elif name == "MED":
+            results[name] = median_clear(values, classes, band_nodata)
+        else:
+            results[name] = mean_clear(values, classes, band_nodata)
+    return results
+
+
+class _NumbaBandWindows:
+    """The compiled path of ``blend_band``: read what a window needs, then composite it.
+
+    ``read`` (producer side) reads the window's quality files, then only the band files some
+    rule needs: MED and AVG need the observations with at least one CLEAR pixel in the window;
+    LCF needs the observations it chooses, found by running it with unread observations
+    assumed valid, reading the chosen ones and running it again until every chosen observation
+    has been read (a read observation whose band value is nodata is then skipped, as the rules
+    say) -- so LCF is finished on the producer side. ``composite`` (consumer side) runs MED / AVG.
+    """
+
+    def __init__(
+        self, band_reader: _StackReader, quality_reader: _StackReader, lookup: _QualityLookup, order: Sequence[int],
+        band_nodata: float, functions: Sequence[str],
+    ) -> None:
+        from cube_assets.raster import composite_kernels
+
+        self.kernels = composite_kernels
+        self.band_reader, self.quality_reader, self.lookup = band_reader, quality_reader, lookup
+        self.order = np.asarray(order, dtype=np.int64)
+        self.functions = functions
+        self.dtype = band_reader.dtype
+        self.fill = self.dtype.type(band_nodata)  # compared in the band's dtype, as numpy compares
+        self.nodata_is_nan = bool(np.isnan(self.fill))
+        self.integer = self.dtype.kind in "iu"
+        self.sentinel = self.dtype.type(np.iinfo(self.dtype).max) if self.integer else self.dtype.type(np.nan)
+        self.network = composite_kernels.sorting_network(len(order))
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        kernels, lookup = self.kernels, self.lookup
+        quality = lookup.prepare(self.quality_reader.read(window, self.quality_reader.empty(window)))
+        count, shape = quality.shape[0], quality.shape[1:]
+        values = self.band_reader.empty(window)
+        loaded = np.zeros(count, dtype=np.bool_)
+        needed = np.zeros(count, dtype=np.bool_)
+        if "MED" in self.functions or "AVG" in self.functions:
+            kernels.observations_with_clear(quality, lookup.table, lookup.offset, needed)
+        results: dict[str, np.ndarray] = {}
+        if "LCF" in self.functions:
+            best = np.empty(shape, dtype=self.dtype)
+            chosen = np.empty(shape, dtype=np.int32)
+            while True:
+                wanted = np.zeros(count, dtype=np.bool_)
+                kernels.lcf_window(
+                    values, quality, lookup.table, lookup.offset, self.order, loaded, True, self.fill,
+                    self.nodata_is_nan, best, chosen, wanted,
+                )
+                missing = np.flatnonzero((wanted | needed) & ~loaded)
+                if missing.size == 0:
+                    break
+                self.band_reader.read(window, values, missing)
+                loaded[missing] = True
+            results["LCF"] = best
+        else:
+            missing = np.flatnonzero(needed)
+            self.band_reader.read(window, values, missing)
+            loaded[missing] = True
+        return quality, values, loaded, results
+
+    def composite(self, quality: np.ndarray, values: np.ndarray, loaded: np.ndarray, results: dict) -> dict:
+        lookup = self.lookup
+        common = (values, quality, lookup.table, lookup.offset, loaded, True, self.fill, self.nodata_is_nan, self.integer)
+        for name in self.functions:
+            if name == "MED":
+                results[name] = np.empty(quality.shape[1:], dtype=self.dtype)
+                self.kernels.median_window(*common, self.sentinel, self.network, results[name])
+            elif name == "AVG":
+                results[name] = np.empty(quality.shape[1:], dtype=self.dtype)
+                self.kernels.mean_window(*common, results[name])
+        return results
+
+
 def blend_band(
     merge_paths: Sequence[PathLike],
     quality_paths: Sequence[PathLike],
@@ -390,16 +622,32 @@ def blend_band(
     band_nodata: float,
     block_size: int = 512,
     finalize: Finalize | None = None,
+    *,
+    engine: str = "auto",
+    io_threads: int | None = None,
 ) -> dict[str, Path]:
     """Composite one band of a tile and period with each of ``functions`` ("LCF", "MED", "AVG").
 
-    Rule: observations are ranked with ``rank_observations``; in each window the quality is
-    classified with ``quality_rules`` (rules object or config mapping), pixels equal to
-    ``band_nodata`` in the band become NODATA for that observation (spectral nodata
-    propagation), and ``lcf`` / ``median_clear`` / ``mean_clear`` are applied. Each output is a
-    tiled (512x512, deflate) GeoTIFF with the first merge's profile and dtype and
-    ``band_nodata``, written under a temporary name and moved into place (or handed to
-    ``finalize(tmp_tiff, final_path)``). Peak memory is about T x ``block_size`` x ``block_size`` pixels per input.
+    Rules (issue 3, "Blend"): observations are ranked with ``rank_observations`` (efficacy
+    descending, ties to the newer date); the quality is classified with ``quality_rules``
+    (rules object or config mapping); a pixel whose band value is ``band_nodata`` is NODATA for
+    that observation (spectral nodata propagation); then LCF = ``lcf``, MED = ``median_clear``,
+    AVG = ``mean_clear``, in the band's dtype.
+
+    The tile is processed window by window (``block_size``), so memory depends on T and
+    ``block_size``, not on the tile size; GDAL's block cache is held to ``GDAL_CACHE_MB``
+    meanwhile. The next window is read while the current one is composited and written.
+    ``engine="numba"`` runs the compiled kernels of ``composite_kernels`` and reads, per
+    window, only the band files a rule needs (``_NumbaBandWindows``); ``engine="numpy"`` reads
+    everything and runs the pure numpy functions; both give identical pixels, and ``"auto"``
+    takes numba when it imports (numpy for 64-bit integer bands). Up to ``io_threads`` files
+    are decoded at once (default: the CPU count, at most ``DEFAULT_IO_THREADS``; 1 reads
+    everything in the calling thread).
+
+    Each output is a tiled 512 x 512 GeoTIFF with the first merge's grid and dtype and
+    ``band_nodata``, DEFLATE-compressed and moved into place under its final name; with
+    ``finalize`` it is an uncompressed temporary file handed to ``finalize(tmp_tiff,
+    final_path)`` (e.g. a COG conversion) and removed afterwards.
 
     Returns:
         ``{function: output path}``.
@@ -408,7 +656,8 @@ def blend_band(
         InvalidRaster: naming the file, if an input cannot be opened or its shape, CRS,
             transform or dtype differs from the first merge; or if ``band_nodata`` does not fit.
         InvalidCubeConfig: on an unknown function or a function without an output path.
-        ValueError: if the inputs do not have one entry per observation.
+        ValueError: if the inputs do not have one entry per observation, or on an unknown
+            ``engine`` or a bad ``io_threads``.
     """
     _check_observations([merge_paths, quality_paths], ["merge_paths", "quality_paths"], dates, efficacies)
     for function in functions:
@@ -416,30 +665,48 @@ def blend_band(
             raise InvalidCubeConfig(f"compositing function {function!r} is unknown (expected one of {FUNCTIONS})")
         if function not in out_paths:
             raise InvalidCubeConfig(f"compositing function {function!r} has no output path")
+    functions = list(dict.fromkeys(functions))
     rules = _as_rules(quality_rules)
     order = rank_observations(efficacies, dates)
-    composers: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-        "LCF": lambda values, classes: lcf(values, classes, order, band_nodata)[0],
-        "MED": lambda values, classes: median_clear(values, classes, band_nodata),
-        "AVG": lambda values, classes: mean_clear(values, classes, band_nodata),
-    }
-    with contextlib.ExitStack() as inputs:
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.ExitStack() as inputs:
         merges = _open_aligned(inputs, merge_paths, None)
         qualities = _open_aligned(inputs, quality_paths, merges[0])
         dtype = np.dtype(merges[0].dtypes[0])
         _check_nodata(band_nodata, dtype, f"{merge_paths[0]}")
-        profile = _output_profile(merges[0], dtype, band_nodata)
+        band_nodata = dtype.type(band_nodata).item()  # the nodata as the band stores it, for both engines
+        chosen_engine = _resolve_engine(engine, dtype)
+        profile = _output_profile(merges[0], dtype, band_nodata, compress=finalize is None)
+        pool = _io_pool(io_threads)
+        stage = None if pool is None else ThreadPoolExecutor(max_workers=1, thread_name_prefix="blend-stage")
+        for executor in (pool, stage):
+            if executor is not None:
+                inputs.callback(executor.shutdown)
+        band_reader, quality_reader = _StackReader(merges, pool), _StackReader(qualities, pool)
         staged = {name: inputs.enter_context(_staged_geotiff(out_paths[name], finalize)) for name in functions}
         with contextlib.ExitStack() as outputs:
             writers = {name: outputs.enter_context(rasterio.open(tmp, "w", **profile)) for name, tmp in staged.items()}
-            for window in block_windows(merges[0].width, merges[0].height, block_size):
-                values = np.stack([dataset.read(1, window=window) for dataset in merges])
-                quality = np.stack([dataset.read(1, window=window) for dataset in qualities])
-                classes = propagate_spectral_nodata(
-                    classify_quality(quality, rules), [values], band_nodata, QualityClass.NODATA
-                )
+
+            def write(window: Window, results: Mapping[str, np.ndarray]) -> None:
                 for name, writer in writers.items():
-                    writer.write(composers[name](values, classes), 1, window=window)
+                    writer.write(results[name], 1, window=window)
+
+            windows = list(block_windows(merges[0].width, merges[0].height, block_size))
+            if chosen_engine == "numba":
+                compiled = _NumbaBandWindows(
+                    band_reader, quality_reader, _QualityLookup(rules, quality_reader.dtype), order, band_nodata,
+                    functions,
+                )
+                _pipelined(windows, compiled.read, lambda w, item: write(w, compiled.composite(*item)), stage)
+            else:
+
+                def read_all(window: Window) -> tuple[np.ndarray, np.ndarray]:
+                    quality = quality_reader.read(window, quality_reader.empty(window))
+                    return band_reader.read(window, band_reader.empty(window)), quality
+
+                def composite(window: Window, item: tuple[np.ndarray, np.ndarray]) -> None:
+                    write(window, _band_window_numpy(item[0], item[1], rules, order, band_nodata, functions))
+
+                _pipelined(windows, read_all, composite, stage)
     return {name: Path(out_paths[name]) for name in functions}
 
 
@@ -454,16 +721,25 @@ def blend_quality(
     out_totalob_path: PathLike,
     block_size: int = 512,
     finalize: Finalize | None = None,
+    *,
+    engine: str = "auto",
+    io_threads: int | None = None,
 ) -> dict[str, Path]:
     """Composite the quality band and write PROVENANCE, CLEAROB and TOTALOB for a tile and period.
 
-    Rule: observations are ranked with ``rank_observations``; the raw quality values follow
-    the LCF choice (``composite_quality``, nodata = ``quality_rules.quality_nodata``),
-    PROVENANCE holds the chosen observation's day of year (int16, nodata -1), CLEAROB and
-    TOTALOB count clear / non-nodata observations (uint8). Spectral nodata is not read here:
-    the quality files are expected to have been through ``propagate_spectral_nodata`` when the
-    merges were built, so PROVENANCE matches the LCF bands. Outputs are tiled GeoTIFFs as in
-    ``blend_band``.
+    Rules (issue 3, "Blend"): observations are ranked with ``rank_observations``; the raw
+    quality values follow the LCF rule applied to the quality band's own classes ("quality
+    composited by the same rule": ``composite_quality``, nodata = ``quality_rules.quality_nodata``);
+    PROVENANCE holds the chosen observation's day of year (int16, nodata -1); CLEAROB and
+    TOTALOB count clear / non-NODATA observations (uint8, saturating at 255). Spectral nodata
+    is not read here: the merges' quality files have been through ``propagate_spectral_nodata``
+    ("before blending, a pixel nodata in any spectral band becomes nodata in the quality band"),
+    so PROVENANCE matches the LCF bands.
+
+    Window by window like ``blend_band``, with the same ``engine`` and ``io_threads`` choices
+    (both engines give identical pixels; the numba engine needs an integer quality band of at
+    most 16 bits, ``"auto"`` takes numpy otherwise) and the same output files (DEFLATE
+    GeoTIFFs, or uncompressed temporary files handed to ``finalize``).
 
     Returns:
         ``{"quality": ..., "provenance": ..., "clearob": ..., "totalob": ...}`` output paths.
@@ -471,7 +747,9 @@ def blend_quality(
     Raises:
         InvalidRaster: naming the file, if an input cannot be opened or differs in grid or dtype
             from the first, or if the quality nodata does not fit the quality dtype.
-        ValueError: if the inputs do not have one entry per observation.
+        ValueError: if the inputs do not have one entry per observation, on an unknown
+            ``engine`` or a bad ``io_threads``, or if ``engine="numba"`` cannot handle the
+            quality dtype.
     """
     _check_observations([quality_paths], ["quality_paths"], dates, efficacies)
     rules = _as_rules(quality_rules)
@@ -483,35 +761,82 @@ def blend_quality(
         "clearob": Path(out_clearob_path),
         "totalob": Path(out_totalob_path),
     }
-    with contextlib.ExitStack() as inputs:
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.ExitStack() as inputs:
         qualities = _open_aligned(inputs, quality_paths, None)
         quality_dtype = np.dtype(qualities[0].dtypes[0])
         _check_nodata(rules.quality_nodata, quality_dtype, f"{quality_paths[0]}")
+        chosen_engine = _resolve_engine(engine, None)
+        if chosen_engine == "numba" and not (quality_dtype.kind in "iu" and quality_dtype.itemsize <= 2):
+            if engine == "numba":
+                raise ValueError(f"engine 'numba' needs an integer quality band of at most 16 bits, not {quality_dtype}")
+            chosen_engine = "numpy"
+        compress = finalize is None
         profiles = {
-            "quality": _output_profile(qualities[0], quality_dtype, rules.quality_nodata),
-            "provenance": _output_profile(qualities[0], np.int16, PROVENANCE_NODATA),
-            "clearob": _output_profile(qualities[0], np.uint8, None),
-            "totalob": _output_profile(qualities[0], np.uint8, None),
+            "quality": _output_profile(qualities[0], quality_dtype, rules.quality_nodata, compress),
+            "provenance": _output_profile(qualities[0], np.int16, PROVENANCE_NODATA, compress),
+            "clearob": _output_profile(qualities[0], np.uint8, None, compress),
+            "totalob": _output_profile(qualities[0], np.uint8, None, compress),
         }
+        pool = _io_pool(io_threads)
+        stage = None if pool is None else ThreadPoolExecutor(max_workers=1, thread_name_prefix="blend-stage")
+        for executor in (pool, stage):
+            if executor is not None:
+                inputs.callback(executor.shutdown)
+        reader = _StackReader(qualities, pool)
         staged = {name: inputs.enter_context(_staged_geotiff(path, finalize)) for name, path in outputs_paths.items()}
         with contextlib.ExitStack() as outputs:
             writers = {
                 name: outputs.enter_context(rasterio.open(tmp, "w", **profiles[name])) for name, tmp in staged.items()
             }
-            for window in block_windows(qualities[0].width, qualities[0].height, block_size):
-                quality = np.stack([dataset.read(1, window=window) for dataset in qualities])
-                classes = classify_quality(quality, rules)
-                # LCF of the raw quality values is composite_quality() of its own choice.
-                quality_composite, chosen = lcf(quality, classes, order, rules.quality_nodata)
-                writers["quality"].write(quality_composite, 1, window=window)
-                writers["provenance"].write(provenance(chosen, days), 1, window=window)
-                writers["clearob"].write(clear_observation_count(classes), 1, window=window)
-                writers["totalob"].write(total_observation_count(classes), 1, window=window)
+            if chosen_engine == "numba":
+                from cube_assets.raster import composite_kernels as kernels
+
+                lookup = _QualityLookup(rules, quality_dtype)
+                order_array = np.asarray(order, dtype=np.int64)
+                days_array = np.asarray(days, dtype=np.int16)
+                fill = quality_dtype.type(rules.quality_nodata)
+
+                def composite(quality: np.ndarray) -> dict[str, np.ndarray]:
+                    shape = quality.shape[1:]
+                    results = {
+                        "quality": np.empty(shape, dtype=quality_dtype),
+                        "provenance": np.empty(shape, dtype=np.int16),
+                        "clearob": np.empty(shape, dtype=np.uint8),
+                        "totalob": np.empty(shape, dtype=np.uint8),
+                    }
+                    kernels.quality_window(
+                        quality, lookup.table, lookup.offset, order_array, days_array, fill, results["quality"],
+                        results["provenance"], results["clearob"], results["totalob"],
+                    )
+                    return results
+
+            else:
+
+                def composite(quality: np.ndarray) -> dict[str, np.ndarray]:
+                    classes = classify_quality(quality, rules)
+                    # LCF of the raw quality values is composite_quality() of its own choice.
+                    quality_composite, chosen = lcf(quality, classes, order, rules.quality_nodata)
+                    return {
+                        "quality": quality_composite,
+                        "provenance": provenance(chosen, days),
+                        "clearob": clear_observation_count(classes),
+                        "totalob": total_observation_count(classes),
+                    }
+
+            def write(window: Window, quality: np.ndarray) -> None:
+                for name, array in composite(quality).items():
+                    writers[name].write(array, 1, window=window)
+
+            windows = list(block_windows(qualities[0].width, qualities[0].height, block_size))
+            _pipelined(windows, lambda window: reader.read(window, reader.empty(window)), write, stage)
     return outputs_paths
 
 
 __all__ = [
+    "DEFAULT_IO_THREADS",
+    "ENGINES",
     "FUNCTIONS",
+    "GDAL_CACHE_MB",
     "PROVENANCE_NODATA",
     "blend_band",
     "blend_quality",

@@ -339,9 +339,6 @@ def evaluate_index(
     return round_into_dtype(result, valid, out_dtype, out_nodata, name=f"index {compiled.expression!r}")
 
 
-__all__ = ["FUNCTIONS", "CompiledExpression", "compile_expression", "evaluate_index", "round_into_dtype"]
-
-
 def write_index(
     compiled: CompiledExpression,
     band_paths: Mapping[str, str | os.PathLike[str]],
@@ -387,3 +384,6 @@ def write_index(
         for src in sources.values():
             src.close()
     return Path(destination)
+
+
+__all__ = ["FUNCTIONS", "CompiledExpression", "compile_expression", "evaluate_index", "round_into_dtype", "write_index"]

@@ -407,6 +407,10 @@ def radsat_saturated(qa_radsat: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- reflectance and nodata
 
 
+LANDSAT_C2_REFLECTANCE_RANGE = (0.0, 10000.0)
+"""Valid range of Landsat C2 surface reflectance x 10000 after rescaling (issue 3: "to 0-10000 clipped")."""
+
+
 def rescale_landsat_c2(
     dn: np.ndarray,
     scale: float = 2.75e-5,
@@ -414,24 +418,36 @@ def rescale_landsat_c2(
     dtype: DTypeLike = np.int16,
     nodata_in: float | None = 0,
     nodata_out: float = -9999,
+    valid_range: tuple[float, float] | None = LANDSAT_C2_REFLECTANCE_RANGE,
 ) -> np.ndarray:
-    """Convert Landsat C2 L2 surface-reflectance DNs to reflectance x 10000.
+    """Convert Landsat C2 L2 surface-reflectance DNs to reflectance x 10000, clipped to 0..10000.
 
-    Rule: ``round((dn * scale + offset) * 10000)`` (``np.rint``, ties to even), clipped to the
+    Rule (issue 3, "Landsat C2 L2 rescale (2.75e-5, -0.2) to 0-10000 clipped"):
+    ``round((dn * scale + offset) * 10000)`` (``np.rint``, ties to even), clipped to
+    ``valid_range`` (default 0..10000; ``None``: no range, only the dtype's) and then to the
     output dtype's range instead of wrapping. Input ``nodata_in`` pixels (and non-finite ones)
     become ``nodata_out``. A valid pixel never yields ``nodata_out``: when it is the dtype's
     minimum (or maximum) valid values are clipped to ``[min + 1, max]`` (``[min, max - 1]``); when
     it lies inside the range, a valid result equal to it is moved one step toward zero (up
-    when ``nodata_out`` is 0).
+    when ``nodata_out`` is 0), so with ``nodata_out=0`` a clipped 0 is stored as 1.
 
     Returns:
         An array of ``dtype`` with the shape of ``dn``.
 
     Raises:
-        InvalidRaster: if ``nodata_out`` cannot be stored in ``dtype``.
+        InvalidRaster: if ``nodata_out`` cannot be stored in ``dtype``, or ``valid_range`` is not
+            a ``(low, high)`` pair with ``low <= high``.
     """
     dn = np.asarray(dn)
     reflectance = (dn.astype(np.float64) * scale + offset) * 10000.0
+    if valid_range is not None:
+        try:
+            low, high = (float(v) for v in valid_range)
+        except (TypeError, ValueError):
+            raise InvalidRaster(f"rescale_landsat_c2: valid_range {valid_range!r} is not a (low, high) pair") from None
+        if not low <= high:
+            raise InvalidRaster(f"rescale_landsat_c2: valid_range {valid_range!r} has low above high")
+        reflectance = np.clip(reflectance, low, high)
     valid = _valid_mask(dn, nodata_in)
     return round_into_dtype(reflectance, valid, dtype, nodata_out, name="rescale_landsat_c2")
 
@@ -516,6 +532,7 @@ __all__ = [
     "CONFIDENCE_LEVELS",
     "FMASK4_RULES",
     "LANDSAT_C2_QA_PIXEL_RULES",
+    "LANDSAT_C2_REFLECTANCE_RANGE",
     "PRESETS",
     "QUALITY_CLASS_DTYPE",
     "SCL_RULES",

@@ -239,21 +239,37 @@ def test_rescale_landsat_c2_gives_reflectance_times_10000():
     assert rescale_landsat_c2(dn).tolist() == [0, 750, 10000, -9999]
 
 
-def test_rescale_landsat_c2_clips_instead_of_wrapping():
+def test_rescale_landsat_c2_clips_to_0_10000():
+    # DN 1 -> -0.19997 -> -2000 below 0; DN 65535 -> 1.602 -> 16022 above 10000.
+    dn = np.array([1, 65535, 7273, 43636], dtype=np.uint16)
+    assert rescale_landsat_c2(dn).tolist() == [0, 10000, 0, 10000]
+
+
+def test_rescale_landsat_c2_with_nodata_0_stores_clipped_zero_as_1():
+    dn = np.array([1, 0, 10000], dtype=np.uint16)
+    assert rescale_landsat_c2(dn, nodata_out=0).tolist() == [1, 0, 750]
+
+
+def test_rescale_landsat_c2_without_range_clips_to_dtype_instead_of_wrapping():
     dn = np.array([65535, 1], dtype=np.uint16)
-    out = rescale_landsat_c2(dn, scale=1.0, offset=0.0)
+    out = rescale_landsat_c2(dn, scale=1.0, offset=0.0, valid_range=None)
     assert out.tolist() == [32767, 10000]
 
 
 def test_rescale_landsat_c2_never_produces_nodata_at_dtype_minimum():
     dn = np.array([1, 0], dtype=np.uint16)
-    out = rescale_landsat_c2(dn, scale=1.0, offset=-100.0, nodata_out=-32768)
+    out = rescale_landsat_c2(dn, scale=1.0, offset=-100.0, nodata_out=-32768, valid_range=None)
     assert out.tolist() == [-32767, -32768]
 
 
 def test_rescale_landsat_c2_moves_valid_pixel_off_interior_nodata():
-    out = rescale_landsat_c2(np.array([1, 0], dtype=np.uint16), scale=0.0, offset=-0.9999)
+    out = rescale_landsat_c2(np.array([1, 0], dtype=np.uint16), scale=0.0, offset=-0.9999, valid_range=None)
     assert out.tolist() == [-9998, -9999]
+
+
+def test_rescale_landsat_c2_rejects_inverted_range():
+    with pytest.raises(InvalidRaster, match=r"valid_range \(10000, 0\) has low above high"):
+        rescale_landsat_c2(np.array([1], dtype=np.uint16), valid_range=(10000, 0))
 
 
 def test_rescale_landsat_c2_rejects_nodata_outside_dtype():

@@ -1,0 +1,287 @@
+"""Compiled (numba) kernels of the composites, one window at a time.
+
+Each kernel walks the pixels of one window once and, per pixel, the T observations of the
+stack, applying exactly the rule of its pure-numpy twin in ``composite``:
+
+* ``lcf_window``: ``composite.lcf`` (first CLEAR in rank order, else first non-NODATA, else
+  nodata) and the chosen observation index;
+* ``median_window``: ``composite.median_clear`` (median of CLEAR values; even count: the two
+  middle values' mean truncated toward zero for integers, ``(a + b) / 2`` in float64 for
+  floats; NaN sorts last like ``numpy.sort``);
+* ``mean_window``: ``composite.mean_clear`` (integer sums in int64, mean truncated toward zero;
+  float sums in float64 in observation order, like numpy's axis-0 sum);
+* ``quality_window``: LCF of the quality band itself with PROVENANCE, CLEAROB and TOTALOB.
+
+The quality band is classified on the fly through a lookup table built by
+``masks.classify_quality`` over every code of its dtype (so classification cannot differ from
+the numpy path), and band values equal to the band's nodata count as NODATA (spectral nodata
+propagation, ``masks.propagate_spectral_nodata``). Observations whose band values were not read
+(``loaded[t]`` false) are never looked at: the caller only skips reading observations that no
+rule needs (see ``composite.blend_band``).
+
+Integer arithmetic is exact for band dtypes of at most 32 bits; ``composite`` sends 64-bit
+integer bands to the numpy path. Kernels are compiled on first use for each combination of
+dtypes (``cache=True`` keeps the machine code under ``__pycache__`` for later processes) and
+release the GIL, so reading the next files can overlap the computation.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_NODATA = 0  # QualityClass.NODATA
+_CLEAR = 1  # QualityClass.CLEAR
+_MAX_COUNT = 255
+
+_JIT = {"cache": True, "nogil": True, "boundscheck": False}
+
+
+@numba.njit(inline="always", **_JIT)
+def _is_band_nodata(value, fill, nodata_is_nan):  # type: ignore[no-untyped-def]
+    """``value`` equals the band's nodata ``fill`` (given in the band's dtype; NaN matches NaN)."""
+    if nodata_is_nan:
+        return value != value
+    return value == fill
+
+
+@numba.njit(inline="always", **_JIT)
+def _sorts_before(a, b):  # type: ignore[no-untyped-def]
+    """``a < b`` with NaN after every number, as ``numpy.sort`` orders them."""
+    if a != a:
+        return False
+    if b != b:
+        return True
+    return a < b
+
+
+@numba.njit(**_JIT)
+def observations_with_clear(quality, lut, lut_offset, out):  # type: ignore[no-untyped-def]
+    """Set ``out[t]`` when observation ``t`` has at least one CLEAR quality pixel in the window."""
+    count, height, width = quality.shape
+    for t in range(count):
+        found = False
+        for row in range(height):
+            for col in range(width):
+                if lut[np.int64(quality[t, row, col]) + lut_offset] == _CLEAR:
+                    found = True
+                    break
+            if found:
+                break
+        out[t] = found
+
+
+@numba.njit(**_JIT)
+def lcf_window(  # type: ignore[no-untyped-def]
+    values, quality, lut, lut_offset, order, loaded, check_band, fill, nodata_is_nan, out, chosen, wanted
+):
+    """Best-pixel composite of one window (``composite.lcf``).
+
+    ``out`` gets the chosen value (``fill``, the band's nodata, where none), ``chosen`` the
+    chosen observation (-1 where none). An observation whose values are not ``loaded`` is
+    assumed to hold data; when it is chosen, ``wanted[t]`` is set and ``out`` is left as is
+    there, so the caller reads it and calls again. Once every chosen observation is loaded,
+    the result is exact.
+    """
+    count, height, width = quality.shape
+    for row in range(height):
+        for col in range(width):
+            first_present = -1
+            pick = -1
+            for rank in range(count):
+                t = order[rank]
+                klass = lut[np.int64(quality[t, row, col]) + lut_offset]
+                if klass == _NODATA:
+                    continue
+                if check_band and loaded[t] and _is_band_nodata(values[t, row, col], fill, nodata_is_nan):
+                    continue
+                if klass == _CLEAR:
+                    pick = t
+                    break
+                if first_present < 0:
+                    first_present = t
+            if pick < 0:
+                pick = first_present
+            chosen[row, col] = pick
+            if pick < 0:
+                out[row, col] = fill
+            elif loaded[pick]:
+                out[row, col] = values[pick, row, col]
+            else:
+                wanted[pick] = True
+
+
+@numba.njit(**_JIT)
+def median_window(  # type: ignore[no-untyped-def]
+    values, quality, lut, lut_offset, loaded, check_band, fill, nodata_is_nan, integer, sentinel, network, out
+):
+    """Median of each pixel's CLEAR observations (``composite.median_clear``) into ``out``.
+
+    Row by row, like the numpy path: values that are not usable become ``sentinel`` (the dtype's
+    maximum, NaN for floats), so they sort after every clear value; the row's T x W values are
+    sorted along T by the compare-exchange ``network`` (pairs i < j, see ``sorting_network``),
+    all pixels of the row at once (min/max for integers, NaN last for floats); the clear count
+    n then picks ranks (n - 1) // 2 and n // 2.
+    """
+    count, height, width = quality.shape
+    ordered = np.empty((count, width), dtype=values.dtype)
+    sizes = np.empty(width, dtype=np.int64)
+    for row in range(height):
+        sizes[:] = 0
+        for t in range(count):
+            if not loaded[t]:
+                ordered[t, :] = sentinel
+                continue
+            for col in range(width):
+                value = values[t, row, col]
+                keep = lut[np.int64(quality[t, row, col]) + lut_offset] == _CLEAR
+                if check_band:
+                    keep = keep and not _is_band_nodata(value, fill, nodata_is_nan)
+                ordered[t, col] = value if keep else sentinel
+                sizes[col] += keep
+        for pair in range(network.shape[0]):
+            i = network[pair, 0]
+            j = network[pair, 1]
+            if integer:
+                for col in range(width):
+                    a = ordered[i, col]
+                    b = ordered[j, col]
+                    ordered[i, col] = min(a, b)
+                    ordered[j, col] = max(a, b)
+            else:
+                for col in range(width):
+                    a = ordered[i, col]
+                    b = ordered[j, col]
+                    if _sorts_before(b, a):
+                        ordered[i, col] = b
+                        ordered[j, col] = a
+        for col in range(width):
+            size = sizes[col]
+            if size == 0:
+                out[row, col] = fill
+                continue
+            low = ordered[(size - 1) // 2, col]
+            high = ordered[size // 2, col]
+            if integer:
+                total = np.int64(low) + np.int64(high)
+                out[row, col] = total // 2 if total >= 0 else -((-total) // 2)
+            else:
+                out[row, col] = (np.float64(low) + np.float64(high)) / 2.0
+
+
+@numba.njit(**_JIT)
+def mean_window(  # type: ignore[no-untyped-def]
+    values, quality, lut, lut_offset, loaded, check_band, fill, nodata_is_nan, integer, out
+):
+    """Mean of each pixel's CLEAR observations (``composite.mean_clear``) into ``out``.
+
+    Row by row, observations in index order (the order numpy's axis-0 sum adds them in);
+    integer sums in int64 with the mean truncated toward zero, float sums in float64.
+    """
+    count, height, width = quality.shape
+    wholes = np.empty(width, dtype=np.int64)
+    reals = np.empty(width, dtype=np.float64)
+    sizes = np.empty(width, dtype=np.int64)
+    for row in range(height):
+        wholes[:] = 0
+        reals[:] = 0.0
+        sizes[:] = 0
+        for t in range(count):
+            if not loaded[t]:
+                continue
+            for col in range(width):
+                value = values[t, row, col]
+                keep = lut[np.int64(quality[t, row, col]) + lut_offset] == _CLEAR
+                if check_band:
+                    keep = keep and not _is_band_nodata(value, fill, nodata_is_nan)
+                if integer:
+                    wholes[col] += np.int64(value) if keep else np.int64(0)
+                else:
+                    reals[col] += np.float64(value) if keep else 0.0
+                sizes[col] += keep
+        for col in range(width):
+            size = sizes[col]
+            if size == 0:
+                out[row, col] = fill
+            elif integer:
+                whole = wholes[col]
+                magnitude = (whole if whole >= 0 else -whole) // size
+                out[row, col] = magnitude if whole >= 0 else -magnitude
+            else:
+                out[row, col] = reals[col] / size
+
+
+@numba.njit(**_JIT)
+def quality_window(  # type: ignore[no-untyped-def]
+    quality, lut, lut_offset, order, days, fill, out_quality, out_provenance, out_clear, out_total
+):
+    """LCF of the quality band, PROVENANCE (day of year, -1), CLEAROB and TOTALOB of one window.
+
+    Row by row, observations in rank order: the first CLEAR one wins, else the first present.
+    """
+    count, height, width = quality.shape
+    classes = np.empty(width, dtype=np.uint8)
+    picks = np.empty(width, dtype=np.int64)
+    presents = np.empty(width, dtype=np.int64)
+    clears = np.empty(width, dtype=np.int64)
+    totals = np.empty(width, dtype=np.int64)
+    for row in range(height):
+        picks[:] = -1
+        presents[:] = -1
+        clears[:] = 0
+        totals[:] = 0
+        for rank in range(count):
+            t = order[rank]
+            for col in range(width):
+                classes[col] = lut[np.int64(quality[t, row, col]) + lut_offset]
+            for col in range(width):
+                present = classes[col] != _NODATA
+                clear = classes[col] == _CLEAR
+                totals[col] += present
+                clears[col] += clear
+                presents[col] = t if present and presents[col] < 0 else presents[col]
+                picks[col] = t if clear and picks[col] < 0 else picks[col]
+        for col in range(width):
+            pick = picks[col] if picks[col] >= 0 else presents[col]
+            out_clear[row, col] = min(clears[col], _MAX_COUNT)
+            out_total[row, col] = min(totals[col], _MAX_COUNT)
+            if pick < 0:
+                out_quality[row, col] = fill
+                out_provenance[row, col] = -1
+            else:
+                out_quality[row, col] = quality[pick, row, col]
+                out_provenance[row, col] = days[pick]
+
+
+def sorting_network(count: int) -> np.ndarray:
+    """Compare-exchange pairs (i, j), i < j, that sort ``count`` values ascending.
+
+    Knuth's merge exchange (Batcher's odd-even merge, TAOCP 5.2.2 algorithm M), valid for any
+    ``count``: applying "if a[j] sorts before a[i], swap them" to the pairs in order sorts.
+
+    Returns:
+        An ``(n_pairs, 2)`` int64 array (empty for ``count`` < 2).
+    """
+    pairs: list[tuple[int, int]] = []
+    if count >= 2:
+        top = 1 << ((count - 1).bit_length() - 1)
+        p = top
+        while p > 0:
+            q, r, d = top, 0, p
+            while True:
+                pairs.extend((i, i + d) for i in range(count - d) if i & p == r)
+                if q == p:
+                    break
+                d, q, r = q - p, q // 2, p
+            p //= 2
+    return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+__all__ = [
+    "lcf_window",
+    "mean_window",
+    "median_window",
+    "observations_with_clear",
+    "quality_window",
+    "sorting_network",
+]
