@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from datetime import date
 from typing import Any
 
 from dagster import ConfigurableIOManager, InputContext, OutputContext
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from cube_assets.catalog.database import create_catalog_engine, session_factory, upgrade_schema
 from cube_assets.catalog.repository import search_images, upsert_bands, upsert_image, upsert_product
 from cube_assets.partitions import split_partition_key
 from cube_assets.steps.catalog_records import CatalogBatch
+
+#: PostgreSQL SQLSTATEs after which the whole transaction can simply run again.
+_RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock_detected, serialization_failure
+_ATTEMPTS = 5
 
 
 class CatalogIOManager(ConfigurableIOManager):
@@ -18,6 +25,11 @@ class CatalogIOManager(ConfigurableIOManager):
 
     ``url`` is a SQLAlchemy URL: ``sqlite:///…`` (the embedded default) or ``postgresql://…``.
     The schema is migrated to the latest revision before the first write.
+
+    Concurrent writers (partitions sharing scenes and products) are safe: rows are written in
+    key order (products, then images, each with its files), so transactions lock shared rows in
+    the same order and wait for each other instead of deadlocking; a transaction PostgreSQL still
+    aborts as a deadlock or serialization failure is retried whole.
     """
 
     url: str
@@ -27,13 +39,7 @@ class CatalogIOManager(ConfigurableIOManager):
         engine = create_catalog_engine(self.url)
         try:
             upgrade_schema(engine)
-            changed = 0
-            with session_factory(engine).begin() as session:
-                for product in obj.products:
-                    upsert_product(session, product)
-                    upsert_bands(session, product.id, obj.bands.get(product.id, ()))
-                for image in obj.images:
-                    changed += bool(upsert_image(session, image))
+            changed = _write_batch(engine, obj)
         finally:
             engine.dispose()
         context.add_output_metadata({
@@ -57,3 +63,23 @@ class CatalogIOManager(ConfigurableIOManager):
                 ]
         finally:
             engine.dispose()
+
+
+def _write_batch(engine: Engine, batch: CatalogBatch) -> int:
+    """Upsert ``batch`` in one transaction, in key order; retry it whole after a deadlock. Return images changed."""
+    attempt = 1
+    while True:
+        try:
+            changed = 0
+            with session_factory(engine).begin() as session:
+                for product in sorted(batch.products, key=lambda p: p.id):
+                    upsert_product(session, product)
+                    upsert_bands(session, product.id, batch.bands.get(product.id, ()))
+                for image in sorted(batch.images, key=lambda i: i.id):
+                    changed += bool(upsert_image(session, image))
+            return changed
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) not in _RETRYABLE_SQLSTATES or attempt >= _ATTEMPTS:
+                raise
+            time.sleep(0.05 * 2**attempt)
+            attempt += 1

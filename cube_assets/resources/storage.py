@@ -1,17 +1,66 @@
-"""The storage resource: which ``RasterStore`` the assets write through."""
+"""The storage resource: which ``RasterStore`` the assets write through (local filesystem or S3)."""
 
 from __future__ import annotations
 
 from dagster import ConfigurableResource
+from pydantic import Field, PrivateAttr
 
 from cube_assets.storage.raster_store import LocalRasterStore, RasterStore
+from cube_assets.storage.s3_store import DEFAULT_MULTIPART_CHUNKSIZE, DEFAULT_MULTIPART_THRESHOLD, S3RasterStore
+
+BACKENDS = ("local", "s3")
 
 
 class RasterStoreResource(ConfigurableResource):
-    """Rasters, quicklooks and manifests: the local filesystem under ``root``."""
+    """Rasters, quicklooks and manifests: the local filesystem under ``root``, or an S3 bucket.
 
-    root: str
+    ``backend="local"`` (the embedded default) needs only ``root``. ``backend="s3"`` needs
+    ``bucket``; ``endpoint_url`` selects an S3-compatible server (MinIO, Ceph …) instead of AWS.
+    Pass secrets as ``EnvVar`` so they never show in the UI; credentials left empty come from
+    boto3's default chain (environment, profile, instance or pod role).
+    """
+
+    backend: str = Field(default="local", description="local | s3")
+    root: str = Field(default="", description="local: the folder everything is stored under")
+    bucket: str = Field(default="", description="s3: the bucket")
+    prefix: str = Field(default="", description="s3: key prefix inside the bucket (no leading or trailing '/')")
+    endpoint_url: str = Field(default="", description="s3: http(s)://host:port of an S3-compatible server; empty for AWS")
+    region: str = Field(default="", description="s3: the bucket's region")
+    access_key_id: str = Field(default="", description="s3: access key id; empty for boto3's default chain")
+    secret_access_key: str = Field(default="", description="s3: secret access key")
+    session_token: str = Field(default="", description="s3: session token of temporary credentials")
+    multipart_threshold: int = Field(
+        default=DEFAULT_MULTIPART_THRESHOLD, description="s3: files of at least this many bytes upload in parts"
+    )
+    multipart_chunksize: int = Field(default=DEFAULT_MULTIPART_CHUNKSIZE, description="s3: part size in bytes (at least 5 MiB)")
+    staging_root: str = Field(default="", description="s3: local folder where files are built before upload; empty for the system's")
+
+    # One store (and so one boto3 client, ~0.15 s to create) per resource instance.
+    _store: RasterStore | None = PrivateAttr(default=None)
 
     def get_store(self) -> RasterStore:
-        """Return the configured store."""
-        return LocalRasterStore(self.root)
+        """Return the configured store (the same object on every call).
+
+        Raises:
+            ValueError: naming the field, when ``backend`` is unknown or a field it needs is missing or invalid.
+        """
+        if self._store is None:
+            self._store = self._build_store()
+        return self._store
+
+    def _build_store(self) -> RasterStore:
+        if self.backend == "local":
+            if not self.root:
+                raise ValueError("RasterStoreResource: backend 'local' needs 'root' (the folder to store under)")
+            return LocalRasterStore(self.root)
+        if self.backend == "s3":
+            if not self.bucket:
+                raise ValueError("RasterStoreResource: backend 's3' needs 'bucket' (e.g. from CUBE_ASSETS_S3_BUCKET)")
+            return S3RasterStore(
+                self.bucket, self.prefix, endpoint_url=self.endpoint_url or None, region=self.region or None,
+                access_key_id=self.access_key_id or None, secret_access_key=self.secret_access_key or None,
+                session_token=self.session_token or None,
+                multipart_threshold=self.multipart_threshold, multipart_chunksize=self.multipart_chunksize,
+                staging_root=self.staging_root or None,
+            )
+        raise ValueError(f"RasterStoreResource: backend {self.backend!r} is not one of {', '.join(BACKENDS)}")

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from cube_assets.atomic import atomic_write_bytes
 
@@ -52,6 +52,14 @@ class RasterStore(Protocol):
 
     def staging_dir(self) -> contextlib.AbstractContextManager[Path]:
         """A temporary folder for building files before ``publish``; removed on exit."""
+        ...
+
+    def gdal_environment(self) -> contextlib.AbstractContextManager[Any]:
+        """The GDAL environment under which ``gdal_path`` results open (credentials, endpoint …).
+
+        Assets enter it around every step that reads rasters through the store; for the local
+        filesystem it changes nothing.
+        """
         ...
 
 
@@ -118,6 +126,10 @@ class LocalRasterStore:
     def size(self, uri: str) -> int:
         """Return the size in bytes of the file at ``uri`` (a path this store returned)."""
         return Path(uri).stat().st_size
+
+    def gdal_environment(self) -> contextlib.AbstractContextManager[None]:
+        """Return a context that changes nothing: GDAL opens local paths without configuration."""
+        return contextlib.nullcontext()
 
     @contextlib.contextmanager
     def staging_dir(self) -> Iterator[Path]:
