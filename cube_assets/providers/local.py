@@ -18,6 +18,10 @@
       }
 
   :func:`read_product_manifest` validates it and :func:`write_product_manifest` writes it.
+* **Landsat Collection 2 Level-2 products**: a folder holding a ``*_MTL.json``, ``*_MTL.xml``
+  or ``*_MTL.txt`` beside its GeoTIFFs (:mod:`cube_assets.sources.landsat`), in the
+  ``landsat-c2-l2`` collection. The footprint is the MTL's product frame; fetching names the
+  copy after the product id, whatever the archive folder is called.
 
 Folders whose name starts with a dot are skipped: they are the temporary folders of
 products being written. Symbolic links to product folders are followed; other symbolic
@@ -57,11 +61,13 @@ from cube_assets.providers.base import (
     check_search_arguments,
     select_scenes,
 )
+from cube_assets.sources.landsat import LANDSAT_C2_L2, MTL_SUFFIXES, is_landsat_folder, open_landsat_product, parse_mtl
 from cube_assets.sources.sentinel2_safe import PRODUCT_METADATA_FILES, parse_product_metadata
 
 logger = logging.getLogger(__name__)
 
 PRODUCT_MANIFEST = "product.json"
+LANDSAT_FORMAT = "LANDSAT_C2"
 _MANIFEST_KEYS = ("id", "collection", "datetime", "footprint", "cloud_cover", "bands")
 
 
@@ -254,6 +260,8 @@ class LocalArchiveProvider(Provider):
                     yield path, "safe"
                 elif (path / PRODUCT_MANIFEST).is_file():
                     yield path, "manifest"
+                elif is_landsat_folder(path):
+                    yield path, "landsat"
                 elif not entry.is_symlink():
                     pending.append(path)
 
@@ -276,6 +284,25 @@ class LocalArchiveProvider(Provider):
                     "processing_baseline": metadata.processing_baseline,
                     "relative_orbit": metadata.relative_orbit,
                     "nodata_pixel_percentage": metadata.nodata_pixel_percentage,
+                },
+            )
+        if kind == "landsat":
+            landsat = parse_mtl(folder)
+            return SceneRef(
+                provider=self.name,
+                collection=LANDSAT_C2_L2,
+                scene_id=landsat.product_id,
+                datetime=landsat.acquired,
+                footprint=landsat.frame,
+                cloud_cover=landsat.cloud_cover,
+                href=str(folder),
+                properties={
+                    "format": LANDSAT_FORMAT,
+                    "spacecraft": landsat.spacecraft,
+                    "processing_level": landsat.processing_level,
+                    "wrs_path": landsat.wrs_path,
+                    "wrs_row": landsat.wrs_row,
+                    "epsg": landsat.epsg,
                 },
             )
         manifest = read_product_manifest(folder)
@@ -340,10 +367,11 @@ class LocalArchiveProvider(Provider):
         if not source.is_dir():
             raise ProviderError(f"{self.name}: scene {scene.scene_id}: product folder {source} no longer exists")
         destination_dir = Path(destination_dir)
-        target = destination_dir / source.name
+        # Landsat archives often keep products in folders not named after them.
+        target = destination_dir / (scene.scene_id if scene.properties.get("format") == LANDSAT_FORMAT else source.name)
         if is_complete_product(target):
             return target
-        staging = destination_dir / f".{source.name}.{uuid.uuid4().hex[:12]}.tmp"
+        staging = destination_dir / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
         try:
             destination_dir.mkdir(parents=True, exist_ok=True)
             _link_or_copy_tree(source, staging)
@@ -363,13 +391,20 @@ class LocalArchiveProvider(Provider):
 
 
 def is_complete_product(folder: Path) -> bool:
-    """Whether ``folder`` is a complete product: a ``.SAFE`` with its product metadata, or a
-    COG-per-band folder whose manifest reads and whose band files all exist.
+    """Whether ``folder`` is a complete product: a ``.SAFE`` with its product metadata, a
+    COG-per-band folder whose manifest reads and whose band files all exist, or a Landsat
+    folder whose MTL reads and whose surface-reflectance and QA_PIXEL files all exist.
     """
     if not folder.is_dir():
         return False
     if folder.name.endswith(".SAFE"):
         return any((folder / name).is_file() for name in PRODUCT_METADATA_FILES)
+    if is_landsat_folder(folder):
+        try:
+            open_landsat_product(folder)
+        except InvalidScene:
+            return False
+        return True
     try:
         read_product_manifest(folder)
     except InvalidScene:
@@ -378,7 +413,10 @@ def is_complete_product(folder: Path) -> bool:
 
 
 def _stamp(folder: Path, kind: str) -> tuple[int, ...]:
-    names = PRODUCT_METADATA_FILES if kind == "safe" else (PRODUCT_MANIFEST,)
+    if kind == "landsat":
+        names = tuple(sorted(p.name for suffix in MTL_SUFFIXES for p in folder.glob(f"*{suffix}")))
+    else:
+        names = PRODUCT_METADATA_FILES if kind == "safe" else (PRODUCT_MANIFEST,)
     stamp = [folder.stat().st_mtime_ns]
     for name in names:
         try:
