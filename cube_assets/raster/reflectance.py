@@ -1,11 +1,16 @@
 """Surface reflectance from Level-2 products, with each product's own scale and offset.
 
 Output convention of the whole cube: reflectance × 10000 as int16, nodata −9999.
+Sentinel-2 L2A: ``(DN + BOA_ADD_OFFSET) / QUANTIFICATION`` (:func:`write_reflectance`), negative
+results becoming nodata and values beyond the type clipped. Landsat Collection 2 Level-2:
+``DN × scale + offset`` with the MTL's scale and offset, by the project's one Landsat rule,
+:func:`cube_assets.raster.masks.rescale_landsat_c2` (:func:`write_landsat_reflectance`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +19,7 @@ from rasterio.windows import Window
 
 from cube_assets.atomic import atomic_path
 from cube_assets.errors import InvalidRaster
+from cube_assets.raster.masks import rescale_landsat_c2
 
 REFLECTANCE_DTYPE = np.int16
 REFLECTANCE_NODATA = -9999
@@ -67,6 +73,68 @@ def write_reflectance(
     Raises:
         InvalidRaster: if ``source`` cannot be opened or has no georeferencing.
     """
+    return _write_converted(
+        source, destination, block_size,
+        lambda dn: scale_to_reflectance(dn, add_offset=add_offset, quantification=quantification, nodata_in=nodata_in),
+    )
+
+
+def scale_landsat_to_reflectance(
+    dn: np.ndarray,
+    *,
+    scale: float,
+    offset: float,
+    nodata_in: float | None = 0,
+    nodata_out: int = REFLECTANCE_NODATA,
+) -> np.ndarray:
+    """Convert Landsat C2 Level-2 surface-reflectance DNs to reflectance × 10000 (int16).
+
+    ``round((dn * scale + offset) * 10000)`` with this product's ``scale`` and ``offset`` (C2:
+    2.75e-5 and −0.2, so DN 7273 is reflectance 0), by the rule of
+    :func:`cube_assets.raster.masks.rescale_landsat_c2` (which clips to 0–10000); input
+    ``nodata_in`` pixels become ``nodata_out``.
+
+    Returns:
+        An int16 array with ``nodata_out`` where the input was nodata.
+    """
+    return rescale_landsat_c2(
+        dn, scale=scale, offset=offset, dtype=REFLECTANCE_DTYPE, nodata_in=nodata_in, nodata_out=nodata_out
+    )
+
+
+def write_landsat_reflectance(
+    source: str | os.PathLike[str],
+    destination: str | os.PathLike[str],
+    *,
+    scale: float,
+    offset: float,
+    nodata_in: float | None = 0,
+    block_size: int = 1024,
+) -> Path:
+    """Write one Landsat C2 Level-2 ``SR_B*`` band as int16 reflectance × 10000 to ``destination``.
+
+    Block by block, tiled DEFLATE GeoTIFF, written under a temporary name and moved into place
+    (see :func:`write_reflectance`); values from :func:`scale_landsat_to_reflectance`.
+
+    Returns:
+        The destination path.
+
+    Raises:
+        InvalidRaster: if ``source`` cannot be opened or has no georeferencing.
+    """
+    return _write_converted(
+        source, destination, block_size,
+        lambda dn: scale_landsat_to_reflectance(dn, scale=scale, offset=offset, nodata_in=nodata_in),
+    )
+
+
+def _write_converted(
+    source: str | os.PathLike[str],
+    destination: str | os.PathLike[str],
+    block_size: int,
+    convert: Callable[[np.ndarray], np.ndarray],
+) -> Path:
+    """Write ``convert(band 1 of source)`` block by block as an int16 reflectance GeoTIFF."""
     try:
         src = rasterio.open(source)
     except rasterio.RasterioIOError as exc:
@@ -83,11 +151,7 @@ def write_reflectance(
             for row in range(0, src.height, block_size):
                 for col in range(0, src.width, block_size):
                     window = Window(col, row, min(block_size, src.width - col), min(block_size, src.height - row))
-                    dn = src.read(1, window=window)
-                    dst.write(
-                        scale_to_reflectance(dn, add_offset=add_offset, quantification=quantification, nodata_in=nodata_in),
-                        1, window=window,
-                    )
+                    dst.write(convert(src.read(1, window=window)), 1, window=window)
     return Path(destination)
 
 

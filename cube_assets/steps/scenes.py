@@ -3,6 +3,11 @@
 Scene outputs are keyed by scene id, not by tile: a scene over two tiles is processed by
 whichever tile partition gets to it first and reused by the other (files appear atomically,
 so an existing key is a complete file).
+
+Inputs: Sentinel-2 L2A ``.SAFE`` products are read with their own offset and quantification;
+Sentinel-2 L1C products first become L2A through the ``to_l2a`` callable (Sen2Cor, see
+``resources/sen2cor.py``); Landsat Collection 2 Level-2 folders are read with the MTL's scale
+and offset, ``QA_PIXEL`` being their quality band.
 """
 
 from __future__ import annotations
@@ -12,12 +17,18 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import rasterio
+from shapely.geometry import mapping
+
 from cube_assets.cube_config import CubeConfig
 from cube_assets.errors import InvalidScene
 from cube_assets.raster.cog import COG_CONTENT_TYPE, cog_from_file
+from cube_assets.raster.footprint import valid_data_footprint
 from cube_assets.raster.indexes import compile_expression, write_index
-from cube_assets.raster.quicklook import quicklook_from_files
-from cube_assets.raster.reflectance import copy_band, write_reflectance
+from cube_assets.raster.quicklook import quicklook_from_files, write_quicklook
+from cube_assets.raster.reflectance import copy_band, write_landsat_reflectance, write_reflectance
+from cube_assets.sources.landsat import is_landsat_folder, normalize_landsat_band, open_landsat_product
+from cube_assets.sources.sen2cor import Sen2CorOutput
 from cube_assets.sources.sentinel2_safe import open_safe
 from cube_assets.steps.indexes import index_inputs
 from cube_assets.storage.layout import scene_cog_key, scene_reflectance_key
@@ -25,39 +36,67 @@ from cube_assets.storage.raster_store import RasterStore
 
 
 
-def reflectance_for_scene(cube: CubeConfig, scene: Mapping[str, Any], store: RasterStore) -> dict[str, Any]:
-    """Write each cube band of a Level-2A ``.SAFE`` scene as reflectance × 10000 and copy its quality band.
+def reflectance_for_scene(
+    cube: CubeConfig,
+    scene: Mapping[str, Any],
+    store: RasterStore,
+    *,
+    to_l2a: Callable[[Path], Sen2CorOutput] | None = None,
+) -> dict[str, Any]:
+    """Write each cube band of a scene as reflectance × 10000 and copy its quality band.
 
-    Each band is read at the cube's read resolution (or the finest coarser one the product
-    has) with the product's own ``BOA_ADD_OFFSET`` and quantification value.
+    Sentinel-2 ``.SAFE``: each band is read at the cube's read resolution (or the finest coarser
+    one the product has) with the product's own ``BOA_ADD_OFFSET`` and quantification value; a
+    Level-1C product is first turned into Level-2A by ``to_l2a`` (Sen2Cor), and the entry gets
+    a ``sen2cor`` record. The product's preview (``pvi``) is passed on for the quicklook.
+    Landsat C2 Level-2 folder: each ``SR_B*`` band with the MTL's scale and offset; the
+    footprint is cleared, because the MTL only knows the image frame, so publishing traces the
+    valid data instead.
 
     Returns:
         The scene entry extended with ``bands`` and ``quality`` URIs and the radiometry used.
 
     Raises:
-        InvalidScene: when the product is not a Level-2A ``.SAFE`` or lacks a band.
+        InvalidScene: when the product is neither a Sentinel-2 ``.SAFE`` nor a Landsat C2
+            Level-2 folder, lacks a band, asks for a non-reflectance Landsat band, or is Level-1C
+            and no ``to_l2a`` is given.
+        Sen2CorError: from ``to_l2a`` when Sen2Cor fails or times out.
     """
     product_path = Path(scene["path"])
+    if product_path.is_dir() and not product_path.name.endswith(".SAFE") and is_landsat_folder(product_path):
+        return _landsat_reflectance(cube, scene, store, product_path)
     if not product_path.name.endswith(".SAFE"):
-        raise InvalidScene(f"{scene['scene_id']}: only Sentinel-2 .SAFE products are supported so far ({product_path})")
+        raise InvalidScene(
+            f"{scene['scene_id']}: neither a Sentinel-2 .SAFE nor a Landsat C2 Level-2 folder with an MTL ({product_path})"
+        )
     product = open_safe(product_path)
+    sen2cor: dict[str, Any] | None = None
+    if product.metadata.product_type == "L1C":
+        if to_l2a is None:
+            raise InvalidScene(
+                f"{product.metadata.product_id}: is Level-1C; it needs Sen2Cor, which runs for cubes "
+                f"of collection sentinel-2-l1c (this cube's is {cube.collection})"
+            )
+        output = to_l2a(product_path)
+        sen2cor = output.as_json()
+        product = open_safe(output.path)
     metadata = product.metadata
     if metadata.product_type != "L2A":
-        raise InvalidScene(f"{metadata.product_id}: is {metadata.product_type}; Level-1C needs Sen2Cor first")
+        raise InvalidScene(f"{metadata.product_id}: is {metadata.product_type}; expected Level-2A")
     resolution = int(round(cube.read_resolution))
     bands = {}
     for band in cube.bands:
         source = product.band_path(band.source_band, resolution)
         offset = metadata.offset(band.source_band)
         bands[band.name] = _produce(
-            store, scene_reflectance_key(cube.name, metadata.product_id, band.name),
+            store, scene_reflectance_key(cube.name, scene["scene_id"], band.name),
             lambda out, source=source, offset=offset: write_reflectance(
                 source, out, add_offset=offset, quantification=metadata.quantification_value
             ),
         )
     quality_source = product.band_path(cube.quality.band, resolution)
     quality = _produce(
-        store, scene_reflectance_key(cube.name, metadata.product_id, cube.quality.band),
+        store, scene_reflectance_key(cube.name, scene["scene_id"], cube.quality.band),
         lambda out: copy_band(quality_source, out, nodata=cube.quality.nodata),
     )
     return {
@@ -69,19 +108,63 @@ def reflectance_for_scene(cube: CubeConfig, scene: Mapping[str, Any], store: Ras
             "quantification_value": metadata.quantification_value,
             "offsets": {b.name: metadata.offset(b.source_band) for b in cube.bands},
         },
+        "pvi": str(product.pvi_path) if product.pvi_path else None,
+        **({"sen2cor": sen2cor} if sen2cor else {}),
+    }
+
+
+def _landsat_reflectance(cube: CubeConfig, scene: Mapping[str, Any], store: RasterStore, folder: Path) -> dict[str, Any]:
+    """The Landsat C2 Level-2 branch of :func:`reflectance_for_scene`."""
+    product = open_landsat_product(folder)
+    metadata = product.metadata
+    bands, scales, offsets = {}, {}, {}
+    for band in cube.bands:
+        name = normalize_landsat_band(band.source_band)
+        if not name.startswith("SR_B"):
+            raise InvalidScene(
+                f"{metadata.product_id}: cube band {band.name} reads {name}, which is not a surface-reflectance "
+                f"band ({', '.join(metadata.surface_reflectance_bands)})"
+            )
+        scale, offset = metadata.scale_and_offset(name)
+        source = product.band_path(name)
+        scales[band.name], offsets[band.name] = scale, offset
+        bands[band.name] = _produce(
+            store, scene_reflectance_key(cube.name, scene["scene_id"], band.name),
+            lambda out, source=source, scale=scale, offset=offset: write_landsat_reflectance(
+                source, out, scale=scale, offset=offset
+            ),
+        )
+    quality_source = product.band_path(cube.quality.band)
+    quality = _produce(
+        store, scene_reflectance_key(cube.name, scene["scene_id"], cube.quality.band),
+        lambda out: copy_band(quality_source, out, nodata=cube.quality.nodata),
+    )
+    return {
+        **scene,
+        "footprint": None,  # the MTL has only the image frame; publish_scene traces the valid data
+        "bands": bands,
+        "quality": quality,
+        "radiometry": {"processing_level": metadata.processing_level, "scales": scales, "offsets": offsets},
+        "pvi": None,
     }
 
 
 def publish_scene(cube: CubeConfig, scene: Mapping[str, Any], store: RasterStore) -> dict[str, Any]:
     """Publish one scene: a COG per band and for the quality band, a quicklook, its footprint and indexes.
 
-    The footprint is the product's own (from its metadata), written as GeoJSON.
+    The quicklook is the product's own preview (``pvi``, e.g. a ``.SAFE``'s PVI) when it has
+    one, else red, green and blue scaled from 0–10000; 768 px on the long side at most,
+    nodata transparent. The footprint is the product's own (from its metadata) when the entry
+    has one, else the outline of the valid pixels of the quality band (``footprint_source``
+    says which); it is written as GeoJSON in EPSG:4326.
 
     Returns:
-        The scene entry with ``bands``, ``quality``, ``indexes``, ``quicklook`` and ``footprint_file`` URIs.
+        The scene entry with ``bands``, ``quality``, ``indexes``, ``quicklook`` and
+        ``footprint_file`` URIs, and the ``footprint`` geometry and its ``footprint_source``.
 
     Raises:
-        InvalidRaster: when a reflectance file is unreadable or a COG fails validation.
+        InvalidRaster: when a reflectance file or preview is unreadable, a COG fails
+            validation, or the quality band has no valid pixel to outline.
     """
     scene_id = scene["scene_id"]
     sr_paths = {band: store.gdal_path(uri) for band, uri in scene["bands"].items()}
@@ -104,16 +187,23 @@ def publish_scene(cube: CubeConfig, scene: Mapping[str, Any], store: RasterStore
         )
     rgb = [cube.band_by_common_name(c) for c in ("red", "green", "blue")]
     quicklook = quicklook_key = None
-    if all(rgb):
+    pvi = scene.get("pvi")
+    if pvi or all(rgb):
         quicklook_key = scene_cog_key(cube.name, scene_id, "quicklook", suffix="png")
         quicklook = _produce(
             store, quicklook_key,
-            lambda out: quicklook_from_files(*(sr_paths[b.name] for b in rgb), out),  # type: ignore[union-attr]
+            (lambda out: _pvi_quicklook(Path(pvi), out)) if pvi
+            else (lambda out: quicklook_from_files(*(sr_paths[b.name] for b in rgb), out)),  # type: ignore[union-attr]
             content_type="image/png",
         )
+    geometry, footprint_source = scene.get("footprint"), "product_metadata"
+    if not geometry:
+        geometry = mapping(valid_data_footprint(store.gdal_path(quality)))
+        footprint_source = "valid_data_outline"
     footprint_key = scene_cog_key(cube.name, scene_id, "footprint", suffix="geojson")
     footprint_file = store.write_bytes(
-        footprint_key, json.dumps({"type": "Feature", "id": scene_id, "properties": {}, "geometry": scene["footprint"]}).encode(),
+        footprint_key,
+        json.dumps({"type": "Feature", "id": scene_id, "properties": {"source": footprint_source}, "geometry": geometry}).encode(),
         content_type="application/geo+json",
     )
     return {
@@ -123,8 +213,19 @@ def publish_scene(cube: CubeConfig, scene: Mapping[str, Any], store: RasterStore
         "indexes": indexes,
         "quicklook": quicklook,
         "quicklook_key": quicklook_key,
+        "footprint": json.loads(json.dumps(geometry)),
+        "footprint_source": footprint_source,
         "footprint_file": footprint_file,
     }
+
+
+def _pvi_quicklook(pvi: Path, out: Path) -> Path:
+    """The quicklook from a product's RGB preview (PVI: 8-bit, 0 where there is no data)."""
+    with rasterio.open(pvi) as src:
+        if src.count < 3:
+            raise InvalidScene(f"{pvi}: preview has {src.count} band(s), expected red, green and blue")
+        red, green, blue = src.read([1, 2, 3])
+    return write_quicklook(red, green, blue, out, nodata=0, value_range=(0.0, 255.0))
 
 
 def _index_cog(compiled, inputs: Mapping[str, str], out: Path, nodata: float) -> Path:
