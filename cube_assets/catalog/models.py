@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Date,
     DateTime,
@@ -33,6 +34,9 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    false,
+    func,
+    literal,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.compiler import compiles
@@ -204,6 +208,8 @@ class Band(Base):
     physical_range: Mapped[list[float] | None] = mapped_column(json_document())
     unit: Mapped[str | None] = mapped_column(String)
     description: Mapped[str] = mapped_column(Text, default="")
+    #: Mask bands only: whether the band is the image's alpha channel (migration 0003).
+    is_alpha: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     product: Mapped[Product] = relationship(back_populates="bands")
 
@@ -266,6 +272,17 @@ class Image(Base):
 
     def __repr__(self) -> str:
         return f"Image(id={self.id!r})"
+
+
+#: PostgreSQL only (migration 0003): one GiST index over the footprint's bounding box and the time
+#: span, so "intersects this tile, during this time" is answered from the index alone. The search
+#: (``cube_assets.catalog.search``) writes its predicates with these same expressions.
+Index(
+    "ix_images_bbox_time_span",
+    func.box(func.point(Image.min_lon, Image.min_lat), func.point(Image.max_lon, Image.max_lat)),
+    func.tstzrange(Image.acquired, func.greatest(Image.acquired, Image.acquired_end), literal("[]", literal_execute=True)),
+    postgresql_using="gist",
+).ddl_if(dialect="postgresql")
 
 
 class ImageFile(Base):

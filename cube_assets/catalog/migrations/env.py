@@ -24,6 +24,7 @@ from sqlalchemy import Connection, text
 from cube_assets.catalog.database import VERSION_TABLE, create_catalog_engine
 from cube_assets.catalog.models import Base
 from cube_assets.errors import CatalogError
+from cube_assets.providers import registry_models  # noqa: F401 - registers the registry tables on Base.metadata
 
 #: Key of the PostgreSQL advisory lock held while migrating (arbitrary, fixed, 63-bit).
 MIGRATION_LOCK_KEY = 0x6375_6265_6361_74  # "cubecat"

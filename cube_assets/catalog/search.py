@@ -1,0 +1,914 @@
+"""Property expressions that compile to SQL, and the lazy :class:`Search` over products and images.
+
+Write filters with the :data:`properties` object (usually imported as ``p``)::
+
+    from cube_assets.catalog.search import properties as p
+
+    search = (
+        Image.search(catalog)
+        .filter(p.product_id == "s2_16d-LCF")
+        .filter((p.acquired >= "2024-01-01") & (p.acquired < "2024-04-01"))
+        .filter((p.cloud_fraction < 0.2) | (p.cloud_fraction == None))  # noqa: E711
+        .intersects(tile)                       # GeoJSON, shapely, a grid Tile or a GeoContext
+        .sort("acquired", ascending=False)
+        .limit(100)
+    )
+    search.count(); list(search); search.collect(); search.summary()
+
+An expression is a small tree (:class:`Comparison`, :class:`And`, :class:`Or`, :class:`Not`, ...)
+that :meth:`Expression.compile` turns into a SQLAlchemy ``WHERE`` clause for the object class's
+table; nothing is evaluated in Python. Values are checked and converted where the expression is
+compiled, against the property's kind:
+
+* datetimes (``acquired``, ``acquired_end``, ``created``, ...): aware ``datetime``, ``date``
+  (midnight UTC) or ISO text (``"2024"``, ``"2024-03"``, ``"2024-03-01"``,
+  ``"2024-03-01T10:00:00+02:00"``; text without a zone is UTC). A naive ``datetime`` is refused,
+  as everywhere in the catalog;
+* numbers, text, dates (``period_start``) as themselves;
+* ``tags``: ``p.tags == "x"`` means "the tags contain x" (``!=``: do not), ``p.tags.in_([...])``
+  any of them;
+* ``properties``: ``p.properties.efficacy > 50`` (or ``p.properties["key with spaces"]``, nested
+  ``p.properties.a.b``) compares the stored JSON value when it has the same JSON type as the
+  given value (number, text or boolean), and is false otherwise.
+
+``p.x == None`` is ``IS NULL``, ``!=`` ``IS NOT NULL``. Comparisons are combined with ``&``, ``|``
+and ``~`` (Python's ``and``/``or``/``not`` and chained comparisons such as ``a < p.x < b``
+cannot be overloaded, so an expression refuses to be used as a truth value).
+
+On PostgreSQL two predicates are compiled so that the GiST index of migration 0003 serves them:
+:meth:`Search.intersects` as ``box(...) && box(...)`` and every ``acquired`` comparison with an
+added, implied ``tstzrange(...) && tstzrange(...)`` (see ``migrations/versions/0003_*``). On
+SQLite they are plain column comparisons.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from numbers import Real
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import shapely.geometry
+from shapely.geometry.base import BaseGeometry
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Float,
+    Select,
+    Text,
+    and_,
+    case,
+    cast,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+    type_coerce,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSTZRANGE
+from sqlalchemy.orm import InstrumentedAttribute
+
+from cube_assets.errors import CatalogError
+
+if TYPE_CHECKING:
+    from cube_assets.catalog.collection import ImageCollection
+    from cube_assets.catalog.objects import Catalog, CatalogObject
+    from cube_assets.catalog.summary import IntervalSummary, Summary
+
+#: Kinds of searchable fields; each decides which values and operators a comparison accepts.
+FIELD_KINDS = ("string", "number", "datetime", "date", "tags", "json")
+
+BBox = tuple[float, float, float, float]
+"""``(min_lon, min_lat, max_lon, max_lat)`` in EPSG:4326 degrees."""
+
+#: Rows fetched per round trip when a search is iterated without a limit.
+ITERATION_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class SearchField:
+    """A searchable property of an object class: its name, ORM column and kind (:data:`FIELD_KINDS`)."""
+
+    name: str
+    column: InstrumentedAttribute[Any]
+    kind: str
+    nullable: bool = True
+
+
+FieldResolver = Callable[[str], SearchField]
+"""Returns the :class:`SearchField` of a property name; raises ``CatalogError`` for unknown names."""
+
+
+# ----------------------------------------------------------------------------------- values
+
+
+def parse_datetime(what: str, value: object) -> dt.datetime:
+    """Return ``value`` as an aware UTC datetime.
+
+    Accepts an aware ``datetime``, a ``date`` (midnight UTC) or ISO 8601 text: ``YYYY``,
+    ``YYYY-MM``, ``YYYY-MM-DD`` or a full timestamp (``Z`` or an offset; none means UTC).
+
+    Returns:
+        The aware UTC datetime.
+
+    Raises:
+        CatalogError: naming ``what``, for a naive ``datetime``, unparseable text or another type.
+    """
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise CatalogError(f"{what}: datetime {value.isoformat()} has no time zone; pass an aware datetime")
+        return value.astimezone(dt.UTC)
+    if isinstance(value, dt.date):
+        return dt.datetime.combine(value, dt.time(), tzinfo=dt.UTC)
+    if isinstance(value, str):
+        text_value = value.strip()
+        if re.fullmatch(r"\d{4}", text_value):
+            text_value += "-01-01"
+        elif re.fullmatch(r"\d{4}-\d{2}", text_value):
+            text_value += "-01"
+        try:
+            parsed = dt.datetime.fromisoformat(text_value)
+        except ValueError:
+            raise CatalogError(f"{what}: {value!r} is not an ISO 8601 date or datetime") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        return parsed.astimezone(dt.UTC)
+    raise CatalogError(f"{what}: expected a datetime, date or ISO 8601 text, got {value!r}")
+
+
+def parse_date(what: str, value: object) -> dt.date:
+    """Return ``value`` (a ``date`` or ``YYYY-MM-DD`` text) as a ``date``.
+
+    Raises:
+        CatalogError: naming ``what``, for a ``datetime``, unparseable text or another type.
+    """
+    if isinstance(value, dt.datetime):
+        raise CatalogError(f"{what}: expected a date, not a datetime, got {value!r}")
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value.strip())
+        except ValueError:
+            raise CatalogError(f"{what}: {value!r} is not an ISO date (YYYY-MM-DD)") from None
+    raise CatalogError(f"{what}: expected a date or YYYY-MM-DD text, got {value!r}")
+
+
+def _number(what: str, value: object) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
+        raise CatalogError(f"{what}: expected a finite number, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def _coerce(field: SearchField, value: object) -> Any:
+    what = f"property {field.name!r}"
+    if field.kind == "datetime":
+        return parse_datetime(what, value)
+    if field.kind == "date":
+        return parse_date(what, value)
+    if field.kind == "number":
+        return _number(what, value)
+    if field.kind in ("string", "tags"):
+        if not isinstance(value, str):
+            raise CatalogError(f"{what}: expected text, got {value!r}")
+        return value
+    raise CatalogError(f"{what}: cannot be compared with a single value")  # json handled elsewhere
+
+
+def geometry_4326(value: object) -> BaseGeometry:
+    """Return ``value`` as a shapely geometry in EPSG:4326 lon/lat.
+
+    Accepts a shapely geometry, a GeoJSON geometry or Feature mapping, any object with
+    ``__geo_interface__``, a grid tile (anything with ``geometry_4326``, e.g.
+    :class:`cube_assets.grids.Tile`) or a GeoContext (anything with ``bbox_4326``). Shapely and
+    GeoJSON inputs must already be lon/lat.
+
+    Returns:
+        The non-empty shapely geometry.
+
+    Raises:
+        CatalogError: if the value is none of these, is empty, or lies outside lon/lat range.
+    """
+    geometry: Any
+    if isinstance(value, BaseGeometry):
+        geometry = value
+    elif hasattr(value, "geometry_4326"):
+        geometry = value.geometry_4326
+    elif hasattr(value, "bbox_4326"):
+        geometry = shapely.geometry.box(*value.bbox_4326)
+    else:
+        if hasattr(value, "__geo_interface__") and not isinstance(value, Mapping):
+            value = value.__geo_interface__
+        if not isinstance(value, Mapping):
+            raise CatalogError(
+                f"geometry must be GeoJSON, shapely, a grid tile or a GeoContext, got {type(value).__name__}"
+            )
+        if value.get("type") == "Feature":
+            value = value.get("geometry") or {}
+        try:
+            geometry = shapely.geometry.shape(value)
+        except Exception as exc:  # noqa: BLE001 - shapely raises several types for malformed GeoJSON
+            raise CatalogError(f"geometry is not valid GeoJSON: {exc}") from exc
+    if geometry.is_empty:
+        raise CatalogError("geometry is empty")
+    min_lon, min_lat, max_lon, max_lat = geometry.bounds
+    if not all(math.isfinite(v) for v in geometry.bounds):
+        raise CatalogError(f"geometry has non-finite bounds {geometry.bounds}")
+    if min_lon < -180 or max_lon > 180 or min_lat < -90 or max_lat > 90:
+        raise CatalogError(f"geometry must be lon/lat (EPSG:4326); its bounds {geometry.bounds} are out of range")
+    return geometry
+
+
+# ------------------------------------------------------------------------------ expressions
+
+
+class Expression:
+    """A boolean filter over catalog properties; combine with ``&``, ``|`` and ``~``."""
+
+    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:
+        """Return the SQLAlchemy clause of this expression.
+
+        ``resolve`` maps property names to :class:`SearchField`; ``dialect`` is ``"sqlite"`` or
+        ``"postgresql"``.
+
+        Returns:
+            A boolean SQL expression.
+
+        Raises:
+            CatalogError: for an unknown property, an operator the property's kind does not
+                support, or a value of the wrong type.
+        """
+        raise NotImplementedError
+
+    def __and__(self, other: object) -> And:
+        return And((self, _expression(other, "&")))
+
+    def __rand__(self, other: object) -> And:
+        return And((_expression(other, "&"), self))
+
+    def __or__(self, other: object) -> Or:
+        return Or((self, _expression(other, "|")))
+
+    def __ror__(self, other: object) -> Or:
+        return Or((_expression(other, "|"), self))
+
+    def __invert__(self) -> Not:
+        return Not(self)
+
+    def __bool__(self) -> bool:
+        raise CatalogError(
+            f"{self!r} has no truth value: combine expressions with & | ~ (not and/or/not), and write"
+            " a range as (p.x > a) & (p.x < b)"
+        )
+
+
+def _expression(value: object, operator: str) -> Expression:
+    if not isinstance(value, Expression):
+        raise CatalogError(f"{operator} combines property expressions, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, eq=False)
+class And(Expression):
+    """All of ``parts``."""
+
+    parts: tuple[Expression, ...]
+
+    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+        return and_(true(), *(part.compile(resolve, dialect) for part in self.parts))
+
+    def __repr__(self) -> str:
+        return "(" + " & ".join(map(repr, self.parts)) + ")"
+
+
+@dataclass(frozen=True, eq=False)
+class Or(Expression):
+    """Any of ``parts``."""
+
+    parts: tuple[Expression, ...]
+
+    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+        return or_(false(), *(part.compile(resolve, dialect) for part in self.parts))
+
+    def __repr__(self) -> str:
+        return "(" + " | ".join(map(repr, self.parts)) + ")"
+
+
+@dataclass(frozen=True, eq=False)
+class Not(Expression):
+    """Not ``part``; a comparison with an unknown (NULL) value stays false under ``~`` too."""
+
+    part: Expression
+
+    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+        inner = self.part.compile(resolve, dialect)
+        # SQL's NOT NULL is NULL; coalesce keeps "~(p.x > 1)" false where x is unknown, both ways.
+        return not_(func.coalesce(inner, false()))
+
+    def __repr__(self) -> str:
+        return f"~{self.part!r}"
+
+
+_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
+
+#: Bounds of the range that ``acquired OP value`` implies the image's time span overlaps.
+_RANGE_BOUNDS = {"==": "[]", "<": "()", "<=": "(]", ">": "()", ">=": "[)"}
+
+
+def _time_span(column_owner: Any) -> ColumnElement[Any]:
+    """``tstzrange(acquired, greatest(acquired, acquired_end), '[]')``: the indexed expression of 0003."""
+    return func.tstzrange(
+        column_owner.acquired,
+        func.greatest(column_owner.acquired, column_owner.acquired_end),
+        literal("[]"),
+        type_=TSTZRANGE,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class Comparison(Expression):
+    """``property OP value`` with OP one of ``== != < <= > >=``."""
+
+    property: Property
+    operator: str
+    value: Any
+
+    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+        field = resolve(self.property._name)
+        if self.property._path:
+            if field.kind != "json":
+                raise CatalogError(f"property {field.name!r} has no keys; {self.property!r} is not searchable")
+            return _json_comparison(field, self.property._path, self.operator, self.value, dialect)
+        if field.kind == "json":
+            raise CatalogError(
+                f"property {field.name!r} is a mapping: compare one of its keys, e.g. p.{field.name}.some_key > 1"
+            )
+        if self.value is None:
+            if self.operator == "==":
+                return _null_test(field, dialect, is_null=True)
+            if self.operator == "!=":
+                return _null_test(field, dialect, is_null=False)
+            raise CatalogError(f"property {field.name!r}: {self.operator} None is meaningless; use == None or != None")
+        if field.kind == "tags":
+            if self.operator not in ("==", "!="):
+                raise CatalogError(f"property {field.name!r} is a list of tags: use == (contains) or != (does not)")
+            contained = _tags_contain(field, [_coerce(field, self.value)], dialect)
+            return contained if self.operator == "==" else not_(contained)
+        value = _coerce(field, self.value)
+        clause = _OPERATORS[self.operator](field.column, value)
+        if dialect == "postgresql" and field.name == "acquired" and self.operator != "!=":
+            model = field.column.class_
+            lower, upper = {
+                "==": (value, value),
+                "<": (None, value),
+                "<=": (None, value),
+                ">": (value, None),
+                ">=": (value, None),
+            }[self.operator]
+            wanted = func.tstzrange(lower, upper, literal(_RANGE_BOUNDS[self.operator]), type_=TSTZRANGE)
+            clause = and_(clause, _time_span(model).op("&&")(wanted))
+        return clause
+
+    def __repr__(self) -> str:
+        return f"({self.property!r} {self.operator} {self.value!r})"
+
+
+def _null_test(field: SearchField, dialect: str, *, is_null: bool) -> ColumnElement[bool]:
+    if field.kind == "tags":
+        raise CatalogError(f"property {field.name!r} is never null; test tags with == or !=")
+    return field.column.is_(None) if is_null else field.column.is_not(None)
+
+
+def _tags_contain(field: SearchField, values: Sequence[str], dialect: str) -> ColumnElement[bool]:
+    """True where the JSON list in ``field`` contains any of ``values``."""
+    if not values:
+        return false()
+    if dialect == "postgresql":
+        document = type_coerce(field.column, JSONB)
+        return or_(*(document.contains([value]) for value in values))
+    entries = func.json_each(field.column).table_valued("value").alias("tag")
+    return exists().select_from(entries).where(entries.c.value.in_(list(values)))
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, Real):
+        _number("JSON property", value)
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    raise CatalogError(f"JSON properties compare with numbers, text or booleans, got {value!r}")
+
+
+def _json_value(field: SearchField, path: tuple[str, ...], kind: str, dialect: str) -> ColumnElement[Any]:
+    """The JSON value at ``path`` as SQL of ``kind``, or NULL where its JSON type differs."""
+    if dialect == "postgresql":
+        document = type_coerce(field.column, JSONB)
+        element = document.op("#>")(_pg_path(path))
+        as_text = document.op("#>>")(_pg_path(path))
+        json_type = func.jsonb_typeof(element)
+        if kind == "number":
+            return case((json_type == "number", cast(as_text, Float)), else_=None)
+        if kind == "boolean":
+            return case((json_type == "boolean", cast(as_text, Boolean)), else_=None)
+        return case((json_type == "string", as_text), else_=None)
+    json_path = "$" + "".join('."' + key.replace('"', '""') + '"' for key in path)
+    json_type = func.json_type(field.column, json_path)
+    extracted = func.json_extract(field.column, json_path)
+    if kind == "number":
+        return case((json_type.in_(["integer", "real"]), extracted), else_=None)
+    if kind == "boolean":
+        return case((json_type == "true", literal(1)), (json_type == "false", literal(0)), else_=None)
+    return case((json_type == "text", extracted), else_=None)
+
+
+def _pg_path(path: tuple[str, ...]) -> ColumnElement[Any]:
+    """The JSON path as a bound ``text[]`` parameter (no quoting of keys needed)."""
+    return literal(list(path), type_=ARRAY(Text))
+
+
+def _json_comparison(
+    field: SearchField, path: tuple[str, ...], operator: str, value: object, dialect: str
+) -> ColumnElement[bool]:
+    what = f"property {field.name}.{'.'.join(path)}"
+    if value is None:
+        if operator not in ("==", "!="):
+            raise CatalogError(f"{what}: {operator} None is meaningless; use == None or != None")
+        present = _json_present(field, path, dialect)
+        return not_(present) if operator == "==" else present
+    kind = _json_kind(value)
+    if kind == "boolean" and operator not in ("==", "!="):
+        raise CatalogError(f"{what}: booleans compare with == and != only")
+    stored = _json_value(field, path, kind, dialect)
+    if kind == "boolean" and dialect != "postgresql":
+        value = 1 if value else 0
+    return func.coalesce(_OPERATORS[operator](stored, value), false())
+
+
+def _json_present(field: SearchField, path: tuple[str, ...], dialect: str) -> ColumnElement[bool]:
+    """True where the JSON value at ``path`` exists and is not JSON null."""
+    if dialect == "postgresql":
+        document = type_coerce(field.column, JSONB)
+        element = document.op("#>")(_pg_path(path))
+        return func.coalesce(func.jsonb_typeof(element) != "null", false())
+    json_path = "$" + "".join('."' + key.replace('"', '""') + '"' for key in path)
+    return func.coalesce(func.json_type(field.column, json_path).not_in(["null"]), false())
+
+
+@dataclass(frozen=True, eq=False)
+class In(Expression):
+    """``property`` equals any of ``values`` (for tags: contains any of them)."""
+
+    property: Property
+    values: tuple[Any, ...]
+
+    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+        field = resolve(self.property._name)
+        if self.property._path or field.kind == "json":
+            return or_(false(), *(Comparison(self.property, "==", v).compile(resolve, dialect) for v in self.values))
+        if any(v is None for v in self.values):
+            raise CatalogError(f"property {field.name!r}: in_ takes values, not None; use | (p.x == None)")
+        values = [_coerce(field, v) for v in self.values]
+        if field.kind == "tags":
+            return _tags_contain(field, values, dialect)
+        if not values:
+            return false()
+        return field.column.in_(values)
+
+    def __repr__(self) -> str:
+        return f"{self.property!r}.in_({list(self.values)!r})"
+
+
+@dataclass(frozen=True, eq=False)
+class Prefix(Expression):
+    """A text property starts with ``prefix`` (case-sensitive on every backend)."""
+
+    property: Property
+    prefix: str
+
+    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+        field = resolve(self.property._name)
+        if self.property._path or field.kind != "string":
+            raise CatalogError(f"prefix needs a text property, {self.property!r} is not one")
+        if not isinstance(self.prefix, str):
+            raise CatalogError(f"property {field.name!r}: prefix must be text, got {self.prefix!r}")
+        # substr, not LIKE: SQLite's LIKE ignores ASCII case and PostgreSQL's does not.
+        return func.substr(field.column, 1, len(self.prefix)) == self.prefix
+
+    def __repr__(self) -> str:
+        return f"{self.property!r}.prefix({self.prefix!r})"
+
+
+class Property:
+    """A property of catalog objects, named by attribute access on :data:`properties`.
+
+    Comparisons (``==``, ``!=``, ``<``, ``<=``, ``>``, ``>=``) build :class:`Expression` objects.
+    Attribute or item access on a JSON property (``p.properties.efficacy``,
+    ``p.properties["a key"]``) names a key inside it.
+    """
+
+    __slots__ = ("_name", "_path")
+    __hash__ = None  # type: ignore[assignment]  # == builds an expression
+
+    def __init__(self, name: str, path: tuple[str, ...] = ()) -> None:
+        self._name = name
+        self._path = path
+
+    def __getattr__(self, key: str) -> Property:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        return Property(self._name, (*self._path, key))
+
+    def __getitem__(self, key: str) -> Property:
+        if not isinstance(key, str) or not key:
+            raise CatalogError(f"JSON property keys are non-empty text, got {key!r}")
+        return Property(self._name, (*self._path, key))
+
+    def __eq__(self, value: object) -> Comparison:  # type: ignore[override]
+        return Comparison(self, "==", value)
+
+    def __ne__(self, value: object) -> Comparison:  # type: ignore[override]
+        return Comparison(self, "!=", value)
+
+    def __lt__(self, value: object) -> Comparison:
+        return Comparison(self, "<", value)
+
+    def __le__(self, value: object) -> Comparison:
+        return Comparison(self, "<=", value)
+
+    def __gt__(self, value: object) -> Comparison:
+        return Comparison(self, ">", value)
+
+    def __ge__(self, value: object) -> Comparison:
+        return Comparison(self, ">=", value)
+
+    def in_(self, values: Iterable[Any]) -> In:
+        """Return the expression "equals any of ``values``" (for tags: contains any)."""
+        if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+            raise CatalogError(f"{self!r}.in_ takes a list of values, got {values!r}")
+        return In(self, tuple(values))
+
+    any_of = in_
+
+    def prefix(self, prefix: str) -> Prefix:
+        """Return the expression "this text property starts with ``prefix``"."""
+        return Prefix(self, prefix)
+
+    def between(self, low: object, high: object) -> And:
+        """Return ``(self >= low) & (self <= high)``."""
+        return And((Comparison(self, ">=", low), Comparison(self, "<=", high)))
+
+    def __repr__(self) -> str:
+        return "p." + ".".join((self._name, *self._path))
+
+
+class Properties:
+    """Factory of :class:`Property` objects: ``properties.acquired``, ``properties.cloud_fraction``."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Property:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return Property(name)
+
+    def __getitem__(self, name: str) -> Property:
+        return Property(name)
+
+
+#: The property factory; by convention imported as ``p``.
+properties = Properties()
+p = properties
+
+# ------------------------------------------------------------------------------------ search
+
+T = TypeVar("T", bound="CatalogObject")
+
+
+class Search(Generic[T]):
+    """A lazy, immutable query over one object class; every method returns a new Search.
+
+    Nothing runs until the search is iterated, counted, collected or summarized; each of those
+    runs in a fresh session (iterating: one statement, images with their files).
+
+    ``Image.search()``, ``Product.search()`` and ``product.images()`` create them.
+    """
+
+    def __init__(
+        self,
+        cls: type[T],
+        catalog: Catalog,
+        *,
+        filters: tuple[Expression, ...] = (),
+        clauses: tuple[ColumnElement[bool], ...] = (),
+        bbox: BBox | None = None,
+        geometry: BaseGeometry | None = None,
+        order: tuple[tuple[str, bool], ...] = (),
+        limit: int | None = None,
+    ) -> None:
+        self._cls = cls
+        self._catalog = catalog
+        self._filters = filters
+        # The compiled filters, kept so a search is compiled once, when each filter is added.
+        self._clauses = clauses if len(clauses) == len(filters) else tuple(
+            expression.compile(self._resolve, self._dialect) for expression in filters
+        )
+        self._bbox = bbox
+        self._geometry = geometry
+        self._order = order
+        self._limit = limit
+
+    def _copy(self, **changes: Any) -> Search[T]:
+        values = {
+            "filters": self._filters,
+            "clauses": self._clauses,
+            "bbox": self._bbox,
+            "geometry": self._geometry,
+            "order": self._order,
+            "limit": self._limit,
+        }
+        values.update(changes)
+        return Search(self._cls, self._catalog, **values)
+
+    @property
+    def catalog(self) -> Catalog:
+        """The catalog this search runs on."""
+        return self._catalog
+
+    @property
+    def object_class(self) -> type[T]:
+        """The class of the objects the search yields (``Image``, ``Product``, a ``Band`` class)."""
+        return self._cls
+
+    @property
+    def geometry(self) -> BaseGeometry | None:
+        """The lon/lat geometry given to :meth:`intersects`, if any."""
+        return self._geometry
+
+    # ------------------------------------------------------------------ building
+
+    def filter(self, expression: Expression) -> Search[T]:
+        """Return a search that also requires ``expression`` (ANDed with earlier filters).
+
+        The expression is compiled now, so unknown properties and bad values raise here.
+
+        Returns:
+            The new Search.
+
+        Raises:
+            CatalogError: if ``expression`` is not a property expression or does not compile.
+        """
+        if not isinstance(expression, Expression):
+            raise CatalogError(
+                f"filter takes a property expression such as p.cloud_fraction < 0.2, got {expression!r}"
+            )
+        clause = expression.compile(self._resolve, self._dialect)
+        return self._copy(filters=(*self._filters, expression), clauses=(*self._clauses, clause))
+
+    def intersects(self, geometry: object) -> Search[T]:
+        """Return a search for images whose footprint's bounding box intersects ``geometry``'s.
+
+        ``geometry`` is GeoJSON, shapely, a grid tile or a GeoContext (see :func:`geometry_4326`).
+        The test is on bounding boxes (touching edges count), in SQL; for the exact share of an
+        area an image covers use ``Image.coverage`` and ``ImageCollection.filter_coverage``.
+        Calling it again replaces the earlier geometry. Bounding boxes that cross the antimeridian
+        are not supported.
+
+        Returns:
+            The new Search.
+
+        Raises:
+            CatalogError: if the object class has no footprint or the geometry is invalid.
+        """
+        if not self._cls._spatial:
+            raise CatalogError(f"{self._cls.__name__} objects have no footprint; intersects is for images")
+        shape = geometry_4326(geometry)
+        return self._copy(bbox=tuple(float(v) for v in shape.bounds), geometry=shape)
+
+    def sort(self, field: str, ascending: bool = True) -> Search[T]:
+        """Return a search ordered by ``field`` (``"-field"`` also means descending); replaces earlier sorts.
+
+        Ties are broken by id, so the order is total and repeatable. Unknown values (NULL) come last.
+
+        Returns:
+            The new Search.
+
+        Raises:
+            CatalogError: if ``field`` is not a sortable (single-valued) property.
+        """
+        if not isinstance(field, str) or not field.strip("-"):
+            raise CatalogError(f"sort takes a property name, got {field!r}")
+        if field.startswith("-"):
+            field, ascending = field[1:], not ascending
+        resolved = self._resolve(field)
+        if resolved.kind in ("tags", "json"):
+            raise CatalogError(f"cannot sort by {field!r}: it holds several values")
+        return self._copy(order=((field, bool(ascending)),))
+
+    def limit(self, count: int | None) -> Search[T]:
+        """Return a search that yields at most ``count`` objects (``None``: no limit).
+
+        Raises:
+            CatalogError: if ``count`` is not a positive integer or None.
+        """
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count <= 0):
+            raise CatalogError(f"limit must be a positive integer or None, got {count!r}")
+        return self._copy(limit=count)
+
+    # ------------------------------------------------------------------ SQL
+
+    @property
+    def _dialect(self) -> str:
+        return self._catalog.dialect
+
+    def _resolve(self, name: str) -> SearchField:
+        return self._cls._search_field(name)
+
+    def where_clause(self) -> ColumnElement[bool]:
+        """Return the SQL condition of every filter and the geometry, for this catalog's dialect."""
+        model = self._cls._model
+        clauses = list(self._clauses)
+        if self._bbox is not None:
+            clauses.append(bbox_intersects(model, self._bbox, self._dialect))
+        return and_(true(), *clauses)
+
+    def statement(self) -> Select[Any]:
+        """Return the ``SELECT`` this search runs (ordered and limited), for inspection or reuse."""
+        statement = self._cls._select(self._dialect).where(self.where_clause())
+        statement = statement.order_by(*self._order_by())
+        if self._limit is not None:
+            statement = statement.limit(self._limit)
+        return statement
+
+    def _order_by(self) -> list[ColumnElement[Any]]:
+        order = self._order or self._cls._default_order
+        clauses = []
+        for name, ascending in order:
+            field = self._resolve(name)
+            clause = field.column.asc() if ascending else field.column.desc()
+            if field.nullable:
+                clause = clause.nulls_last()
+            clauses.append(clause)
+        clauses.extend(column.asc() for column in self._cls._tiebreak())
+        return clauses
+
+    def sql(self) -> str:
+        """Return the SQL text of :meth:`statement` for this catalog's dialect (values bound inline)."""
+        return str(
+            self.statement().compile(
+                dialect=self._catalog.engine.dialect, compile_kwargs={"literal_binds": True}
+            )
+        )
+
+    # ------------------------------------------------------------------ running
+
+    def count(self) -> int:
+        """Return how many objects match the filters and geometry (ignoring :meth:`limit`).
+
+        Returns:
+            The count, computed by the database.
+        """
+        statement = select(func.count()).select_from(self._cls._model).where(self.where_clause())
+        with self._catalog.session() as session:
+            return int(session.execute(statement).scalar_one())
+
+    def __iter__(self) -> Iterator[T]:
+        statement = self.statement()
+        with self._catalog.session() as session:
+            if self._limit is not None and self._limit <= ITERATION_BATCH:
+                yield from self._cls._load(self._catalog, session, statement)
+                return
+            # Stream: the rows come in batches (a server-side cursor on PostgreSQL), objects per batch.
+            result = session.connection().execute(statement.execution_options(yield_per=ITERATION_BATCH))
+            for rows in result.partitions():
+                yield from self._cls._build(rows, self._catalog, session)
+
+    def first(self) -> T | None:
+        """Return the first matching object in order, or None."""
+        for found in self.limit(1):
+            return found
+        return None
+
+    def collect(self, geocontext: Any = None) -> ImageCollection:
+        """Return every matching image as an :class:`~cube_assets.catalog.collection.ImageCollection`.
+
+        ``geocontext`` becomes the collection's default grid for stack/mosaic/download.
+
+        Raises:
+            CatalogError: if this is not a search of images.
+        """
+        from cube_assets.catalog.collection import ImageCollection
+
+        if not self._cls._spatial:
+            raise CatalogError(f"collect gathers images; use list() for {self._cls.__name__} searches")
+        return ImageCollection(list(self), geocontext=geocontext)
+
+    def summary(self) -> Summary:
+        """Return the count, total file bytes and product ids of the matching images, from SQL aggregates.
+
+        Raises:
+            CatalogError: if this is not a search of images.
+        """
+        from cube_assets.catalog.summary import summarize
+
+        return summarize(self)
+
+    def summary_interval(
+        self,
+        interval: str = "month",
+        start_datetime: object = None,
+        end_datetime: object = None,
+        aggregate_date_field: str = "acquired",
+    ) -> list[IntervalSummary]:
+        """Return per-interval counts and bytes of the matching images (see :func:`~cube_assets.catalog.summary.summarize_intervals`).
+
+        Raises:
+            CatalogError: for a search of products, an unknown interval or date field, or bad bounds.
+        """
+        from cube_assets.catalog.summary import summarize_intervals
+
+        return summarize_intervals(
+            self,
+            interval=interval,
+            start_datetime=start_datetime,
+            end_datetime=end_datetime,
+            date_field=aggregate_date_field,
+        )
+
+    def __repr__(self) -> str:
+        parts = [repr(f) for f in self._filters]
+        if self._bbox is not None:
+            parts.append(f"intersects bbox {self._bbox}")
+        if self._order:
+            parts.append("sort " + ", ".join(f"{n} {'asc' if a else 'desc'}" for n, a in self._order))
+        if self._limit is not None:
+            parts.append(f"limit {self._limit}")
+        return f"Search({self._cls.__name__}: {'; '.join(parts) or 'everything'})"
+
+
+def bbox_intersects(model: Any, bbox: BBox, dialect: str) -> ColumnElement[bool]:
+    """SQL for "the row's ``min_lon``..``max_lat`` box intersects ``bbox``" (touching counts).
+
+    PostgreSQL: ``box(point(min_lon, min_lat), point(max_lon, max_lat)) && box(...)``, the
+    expression the GiST index of migration 0003 is built on. Elsewhere: four comparisons.
+
+    Returns:
+        The boolean SQL expression.
+
+    Raises:
+        CatalogError: if the box is not ordered (crossing the antimeridian is not supported).
+    """
+    min_lon, min_lat, max_lon, max_lat = bbox
+    if min_lon > max_lon or min_lat > max_lat:
+        raise CatalogError(f"bbox {bbox} has a minimum above its maximum (the antimeridian is not supported)")
+    if dialect == "postgresql":
+        return image_box(model).op("&&")(
+            func.box(func.point(min_lon, min_lat), func.point(max_lon, max_lat))
+        )
+    return and_(
+        model.min_lon <= max_lon,
+        model.max_lon >= min_lon,
+        model.min_lat <= max_lat,
+        model.max_lat >= min_lat,
+    )
+
+
+def image_box(model: Any) -> ColumnElement[Any]:
+    """``box(point(min_lon, min_lat), point(max_lon, max_lat))`` of the images table (PostgreSQL)."""
+    return func.box(func.point(model.min_lon, model.min_lat), func.point(model.max_lon, model.max_lat))
+
+
+__all__ = [
+    "And",
+    "Comparison",
+    "Expression",
+    "In",
+    "Not",
+    "Or",
+    "Prefix",
+    "Properties",
+    "Property",
+    "Search",
+    "SearchField",
+    "bbox_intersects",
+    "geometry_4326",
+    "p",
+    "parse_date",
+    "parse_datetime",
+    "properties",
+]

@@ -1,0 +1,253 @@
+"""STAC export: products as Collections and images as Items (eo, raster, projection), a static catalogue.
+
+Validation is offline: pystac validates the core STAC 1.1.0 schema with the JSON schemas it
+ships, and :func:`validate_stac` checks the extension fields against schemas written in
+``cube_assets/catalog/stac.py`` from the extensions' specifications (pystac ships no extension
+schemas and would fetch them from the internet, which the tests must not use). odc-stac is not
+installed here; the test that reads pixels through the exported items uses what odc-stac uses
+(``proj:code``, ``proj:transform``, ``proj:shape`` and the asset href) with rasterio.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pystac
+import pytest
+import rasterio
+import shapely.geometry
+from affine import Affine
+from pystac_client import Client
+from pystac_client.warnings import FallbackToPystac, NoConformsTo
+
+from cube_assets import cli
+from cube_assets.catalog.objects import Catalog, File, Image, Product, SpectralBand
+from cube_assets.catalog.stac import (
+    EO_SCHEMA,
+    PROJECTION_SCHEMA,
+    RASTER_SCHEMA,
+    StacValidationError,
+    export_static_catalog,
+    image_to_item,
+    product_to_collection,
+    validate_stac,
+)
+from cube_assets.errors import CatalogError
+from cube_assets.raster.cog import write_cog
+from cube_assets_tests.catalog.objects_fixtures import LCF, MERGE, RECORDS, SCENES, catalog, filled  # noqa: F401
+
+UTC = dt.UTC
+BDC_ALBERS = "+proj=aea +lat_0=-12 +lon_0=-54 +lat_1=-2 +lat_2=-22 +x_0=5000000 +y_0=10000000 +ellps=GRS80 +units=m +no_defs"
+
+
+def _item(filled: Catalog, image_id: str) -> dict[str, Any]:
+    image = Image.get(image_id, catalog=filled)
+    assert image is not None
+    bands = {band.name: band for band in Product.get(image.product_id, catalog=filled).bands()}  # type: ignore[union-attr]
+    return image_to_item(image, bands, collection_href="../collection.json").to_dict(include_self_link=False, transform_hrefs=False)
+
+
+def test_a_composite_becomes_an_item_with_eo_raster_and_projection(filled: Catalog) -> None:
+    item = _item(filled, "lcf_B_202303")
+
+    assert set(item["stac_extensions"]) >= {EO_SCHEMA, RASTER_SCHEMA, PROJECTION_SCHEMA}
+    properties = item["properties"]
+    assert properties["start_datetime"] == "2023-03-01T00:00:00Z"
+    assert properties["end_datetime"] == "2023-03-16T23:00:00Z"
+    assert properties["eo:cloud_cover"] == pytest.approx(15.0)
+    assert properties["proj:code"] == "EPSG:4326"
+    assert properties["proj:transform"] == [0.01, 0.0, -45.0, 0.0, -0.01, -9.0]  # affine order, from GDAL's
+    assert properties["proj:shape"] == [100, 100]
+    assert properties["proj:bbox"] == pytest.approx([-45.0, -10.0, -44.0, -9.0])
+    assert properties["cube_assets:tile"] == "B" and properties["cube_assets:period_start"] == "2023-03-01"
+    assert item["collection"] == LCF and item["bbox"] == [-45.0, -10.0, -44.0, -9.0]
+    assert {"rel": "collection", "href": "../collection.json", "type": "application/json"} in item["links"]
+    red = item["assets"]["B04"]
+    assert red["href"] == "/data/lcf/B/1_B04.tif" and red["file:size"] == 5000
+    assert red["type"] == "image/tiff; application=geotiff; profile=cloud-optimized"
+    assert red["eo:bands"] == [
+        {"name": "B04", "common_name": "red", "description": "red", "center_wavelength": 0.665,
+         "full_width_half_max": pytest.approx(0.03)}
+    ]  # fmt: skip
+    assert red["raster:bands"] == [{"nodata": -9999.0, "data_type": "int16", "spatial_resolution": 10.0}]
+    assert "eo:bands" not in item["assets"]["SCL"]
+    assert item["assets"]["SCL"]["raster:bands"] == [{"nodata": 0.0, "data_type": "uint8", "spatial_resolution": 10.0}]
+
+
+def test_an_instant_image_has_a_datetime_and_no_span(filled: Catalog) -> None:
+    item = _item(filled, "S2B_20240208")
+
+    assert item["properties"]["datetime"] == "2024-02-08T13:10:00Z"
+    assert "start_datetime" not in item["properties"] and "eo:cloud_cover" not in item["properties"]
+    assert "raster:bands" not in item["assets"]["B04"]  # the source product has no band rows
+
+
+@pytest.mark.parametrize("image_id", ["lcf_A_202301", "merge_C_202312", "S2A_20240203", "S2B_20240208"])
+def test_items_are_valid_stac(filled: Catalog, image_id: str) -> None:
+    item = _item(filled, image_id)
+
+    validate_stac(item)
+    pystac.Item.from_dict(item).validate(validator=_core_only())  # pystac's own validator, core schema
+
+
+def _core_only() -> Any:
+    from pystac.validation.stac_validator import JsonSchemaSTACValidator
+
+    class CoreOnly(JsonSchemaSTACValidator):
+        """pystac's validator without the extension schemas, which it would download."""
+
+        def validate_extension(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    return CoreOnly()
+
+
+def test_a_crs_without_an_authority_code_is_given_as_wkt2(catalog: Catalog) -> None:
+    catalog.products(id="bdc", name="BDC").save()
+    image = catalog.images(id="albers", product_id="bdc", acquired="2024-01-01", crs=BDC_ALBERS,
+                           geometry=shapely.geometry.box(-48, -16, -47, -15)).save()  # fmt: skip
+
+    item = image_to_item(image).to_dict(include_self_link=False)
+
+    assert item["properties"]["proj:code"] is None
+    assert "Albers" in item["properties"]["proj:wkt2"] or "ALBERS" in item["properties"]["proj:wkt2"].upper()
+    validate_stac(item)
+
+
+def test_a_product_becomes_a_collection_with_item_assets(filled: Catalog) -> None:
+    product = Product.get(LCF, catalog=filled)
+    assert product is not None
+
+    collection = product_to_collection(product, product.bands(), crs_codes=["EPSG:4326"]).to_dict(include_self_link=False)
+
+    validate_stac(collection)
+    assert collection["license"] == "CC-BY-4.0" and collection["keywords"] == ["cube", "LCF"]
+    assert collection["extent"]["temporal"]["interval"] == [["2023-01-01T00:00:00Z", "2023-12-31T23:59:59Z"]]
+    assert collection["summaries"] == {"proj:code": ["EPSG:4326"]}
+    assets = collection["item_assets"]
+    assert list(assets) == ["B04", "B08", "SCL", "CLEAROB", "ALPHA"]
+    assert assets["B08"]["eo:bands"] == [{"name": "B08", "common_name": "nir", "description": "nir",
+                                          "center_wavelength": pytest.approx(0.8425), "full_width_half_max": pytest.approx(0.115)}]  # fmt: skip
+    assert assets["CLEAROB"]["raster:bands"] == [{"data_type": "uint8", "spatial_resolution": 10.0, "unit": "observations"}]
+    assert assets["ALPHA"]["roles"] == ["data", "data-mask"]
+    assert set(collection["stac_extensions"]) == {EO_SCHEMA, RASTER_SCHEMA, PROJECTION_SCHEMA}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["properties"].update({"eo:cloud_cover": 150}), "eo:cloud_cover: 150 is greater than the maximum"),
+        (lambda d: d["assets"]["B04"]["raster:bands"][0].update({"data_type": "int12"}), "raster:bands/0/data_type"),
+        (lambda d: d["properties"].update({"proj:shape": [1, 2, 3]}), "proj:shape"),
+        (lambda d: d["properties"].update({"proj:transform": "identity"}), "proj:transform"),
+        (lambda d: d["assets"]["B04"]["eo:bands"][0].update({"common_name": "ultraviolet"}), "common_name"),
+        (lambda d: d["properties"].update({"eo:sun_angle": 3}), "'eo:sun_angle' does not match"),
+        (lambda d: d["stac_extensions"].remove(RASTER_SCHEMA), "stac_extensions lacks .*raster"),
+        (lambda d: d.pop("geometry"), "not valid STAC 1.1.0"),
+        (lambda d: d["properties"].update({"datetime": "yesterday"}), "not valid STAC 1.1.0"),
+        (lambda d: d.update({"stac_version": "0.9.0"}), "stac_version must be 1.1.0"),
+    ],
+)
+def test_validation_catches_bad_core_and_extension_fields(filled: Catalog, change: Any, message: str) -> None:
+    item = copy.deepcopy(_item(filled, "lcf_A_202301"))
+    change(item)
+
+    with pytest.raises(StacValidationError, match=message):
+        validate_stac(item)
+
+
+# ------------------------------------------------------------------------------ static export
+
+
+def test_export_writes_a_catalogue_that_pystac_reads_back(filled: Catalog, tmp_path: Path) -> None:
+    result = export_static_catalog(filled, tmp_path / "stac")
+
+    assert (result.collections, result.items) == (3, len(RECORDS))
+    root = pystac.Catalog.from_file(str(result.catalog_path))
+    collections = {collection.id: collection for collection in root.get_collections()}
+    assert sorted(collections) == sorted([LCF, MERGE, SCENES])
+    for product_id, collection in collections.items():
+        items = list(collection.get_items())
+        assert sorted(item.id for item in items) == sorted(r["id"] for r in RECORDS if r["product_id"] == product_id)
+        for item in items:
+            validate_stac(item.to_dict(include_self_link=False, transform_hrefs=False))
+        validate_stac(collection.to_dict(include_self_link=False, transform_hrefs=False))
+    merge = collections[MERGE]
+    assert merge.extent.spatial.bboxes == [[-46.0, -10.0, -43.0, -9.0]]
+    assert merge.extent.temporal.intervals == [[dt.datetime(2023, 1, 5, 13, tzinfo=UTC), dt.datetime(2023, 12, 5, 13, tzinfo=UTC)]]
+    item = merge.get_item("merge_B_202306")
+    assert item is not None and item.properties["cube_assets:properties"]["efficacy"] == 51
+    assert item.assets["B04"].href == "/data/merge/B/5_B04.tif"
+    assert pystac.CatalogType.determine_type(json.loads(result.catalog_path.read_text())) == pystac.CatalogType.SELF_CONTAINED
+
+
+def test_pystac_client_opens_the_static_catalogue(filled: Catalog, tmp_path: Path) -> None:
+    result = export_static_catalog(filled, tmp_path / "stac", product_ids=[SCENES])
+
+    # A static catalogue declares no API conformance: pystac-client says so and walks the files.
+    with pytest.warns(NoConformsTo):
+        client = Client.open(str(result.catalog_path))
+    with pytest.warns(FallbackToPystac):
+        collections = [collection.id for collection in client.get_collections()]
+    with pytest.warns(FallbackToPystac):
+        found = sorted(item.id for item in client.get_items())
+
+    assert collections == [SCENES]
+    assert found == sorted(r["id"] for r in RECORDS if r["product_id"] == SCENES)
+
+
+def test_export_replaces_an_earlier_export_and_refuses_other_folders(filled: Catalog, tmp_path: Path) -> None:
+    target = tmp_path / "stac"
+    export_static_catalog(filled, target)
+    export_static_catalog(filled, target, product_ids=[SCENES])
+
+    assert sorted(p.name for p in target.iterdir()) == ["catalog.json", SCENES]
+    assert [p.name for p in tmp_path.iterdir()] == ["stac"]  # no temporary folder left behind
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "cat.jpg").write_bytes(b"\xff")
+    with pytest.raises(CatalogError, match="not an earlier STAC export or an empty folder"):
+        export_static_catalog(filled, other)
+    with pytest.raises(CatalogError, match="products not in the catalog: 'nope'"):
+        export_static_catalog(filled, tmp_path / "x", product_ids=["nope"])
+    assert not (tmp_path / "x").exists()
+
+
+def test_exported_items_locate_the_pixels_of_their_files(catalog: Catalog, tmp_path: Path) -> None:
+    transform = Affine(20.0, 0.0, 300000.0, 0.0, -20.0, 8250000.0)
+    pixels = np.arange(64 * 48, dtype=np.int16).reshape(48, 64)
+    path = write_cog(pixels, tmp_path / "red.tif", crs="EPSG:32723", transform=transform, nodata=-9999)
+    catalog.products(id="p", name="P").save()
+    SpectralBand(catalog=catalog, product_id="p", name="red", data_type="Int16", resolution=20, band_index=0, nodata=-9999).save()
+    catalog.images(id="one", product_id="p", acquired="2024-05-01T10:00:00Z", crs="EPSG:32723",
+                   geometry=shapely.geometry.box(-46.9, -15.8, -46.8, -15.7), geotransform=transform.to_gdal(),
+                   width=64, height=48, files={"red": File(str(path), path.stat().st_size)}).save()  # fmt: skip
+
+    result = export_static_catalog(catalog, tmp_path / "stac")
+
+    item = next(pystac.Catalog.from_file(str(result.catalog_path)).get_items(recursive=True))
+    with rasterio.open(item.assets["red"].href) as src:
+        assert Affine(*item.properties["proj:transform"]) == src.transform
+        assert tuple(item.properties["proj:shape"]) == (src.height, src.width)
+        assert item.properties["proj:code"] == f"EPSG:{src.crs.to_epsg()}"
+        assert item.assets["red"].extra_fields["raster:bands"][0]["nodata"] == src.nodata
+        np.testing.assert_array_equal(src.read(1), pixels)
+
+
+def test_cli_export_stac(filled: Catalog, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = filled.engine.url.render_as_string(hide_password=False)
+
+    status = cli.main(["catalog", "export-stac", str(tmp_path / "out"), "--url", url, "--product", LCF])
+
+    assert status == 0
+    assert f"1 collections, {sum(r['product_id'] == LCF for r in RECORDS)} items" in capsys.readouterr().out
+    assert (tmp_path / "out" / LCF / "collection.json").is_file()
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    assert cli.main(["catalog", "export-stac", str(tmp_path / "busy"), "--url", url]) == 2
+    assert "not an earlier STAC export" in capsys.readouterr().err
