@@ -7,7 +7,7 @@ DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 DATA_ROOT ?= $(CURDIR)/cube-data
 export DAGSTER_HOME
 
-.PHONY: install demo test dev validate clean instance
+.PHONY: install demo test dev validate clean instance backfill
 
 install: $(STAMP)
 
@@ -33,6 +33,13 @@ validate: $(STAMP) instance
 
 dev: $(STAMP) instance
 	CUBE_ASSETS_DATA_ROOT=$(DATA_ROOT) $(BIN)/dagster dev -w workspace.yaml
+
+# A backfill of one cube's job over the periods overlapping FROM..TO (YYYY-MM-DD), one run per
+# partition, launched by the daemon of `make dev` (or `dagster-daemon run -w workspace.yaml`):
+#   make backfill CUBE=s2_demo FROM=2024-01-01 TO=2024-01-16
+backfill: $(STAMP) instance
+	@test -n "$(CUBE)" -a -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make backfill CUBE=name FROM=YYYY-MM-DD TO=YYYY-MM-DD"; exit 2; }
+	CUBE_ASSETS_DATA_ROOT=$(DATA_ROOT) $(BIN)/cube-assets backfill --cube $(CUBE) --from $(FROM) --to $(TO)
 
 clean:
 	rm -rf $(VENV) .dagster_home cube-data .pytest_cache

@@ -107,7 +107,7 @@ class CubeConfig(_Strict):
     title: str = ""
     description: str = ""
     collection: str
-    providers: list[str] = Field(min_length=1)
+    providers: list[str] = Field(default_factory=list)  # empty: the registry's providers of the collection
     grid: GridConfig
     tiles: list[str] | None = None
     aoi: AoiConfig | None = None
@@ -225,12 +225,25 @@ class CubeConfig(_Strict):
 
 
 class ProviderConfig(_Strict):
-    """A provider: a driver and its options (``root`` for ``local``; scenes for ``simulator``)."""
+    """A provider: a driver and its options (``root`` for ``local``; scenes for ``simulator``;
+    ``url``, asset mapping, retries and credentials for ``stac``, see ``providers/stac.py``)."""
 
     name: str
-    driver: Literal["local", "simulator"]
+    driver: Literal["local", "simulator", "stac"]
     description: str = ""
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_stac_options(self) -> ProviderConfig:
+        if self.driver == "stac":
+            from cube_assets.errors import ProviderError
+            from cube_assets.providers.stac import parse_stac_options
+
+            try:
+                parse_stac_options(self.options, f"provider {self.name}")
+            except ProviderError as exc:
+                raise ValueError(str(exc)) from None
+        return self
 
 
 class ProjectConfig(_Strict):

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# Real servers started by the tests: PostgreSQL (``postgresql_server``), an S3 API (``s3_server``)
+# and the STAC replay server (``stac_server``, shared by the provider and sensor tests).
+pytest_plugins = ["cube_assets_tests.fixtures_postgres", "cube_assets_tests.fixtures_s3", "cube_assets_tests.fixtures_stac"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("CUBE_ASSETS_REAL_DATA", REPO_ROOT.parent / "shared" / "data" / "real"))
 

@@ -21,7 +21,8 @@ def build_period_blend(cube: CubeConfig) -> AssetsDefinition:
     def period_blend(context: AssetExecutionContext, tile_merge: dict[str, Any], store: RasterStoreResource) -> Output[dict[str, Any]]:
         part = cube_partition(context, cube)
         raster_store = store.get_store()
-        blended = blend_period(cube, part.tile, part.period, tile_merge["merges"], raster_store)
+        with raster_store.gdal_environment():
+            blended = blend_period(cube, part.tile, part.period, tile_merge["merges"], raster_store)
         first = next(iter(blended["composites"].values()), None)
         quicklook_key = first["quicklook_key"] if first else None
         return Output(

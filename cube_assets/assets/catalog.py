@@ -22,7 +22,9 @@ def build_catalog_item(cube: CubeConfig) -> AssetsDefinition:
         context: AssetExecutionContext, period_blend: dict[str, Any], scene_cog: dict[str, Any], store: RasterStoreResource,
     ) -> Output[CatalogBatch]:
         part = cube_partition(context, cube)
-        batch = catalog_batch(cube, part.tile, part.period, period_blend, scene_cog["scenes"], store.get_store())
+        raster_store = store.get_store()
+        with raster_store.gdal_environment():
+            batch = catalog_batch(cube, part.tile, part.period, period_blend, scene_cog["scenes"], raster_store)
         return Output(batch, metadata={"products": [p.id for p in batch.products]})
 
     return catalog_item

@@ -30,7 +30,8 @@ def build_tile_merge(cube: CubeConfig) -> AssetsDefinition:
         for day in sorted(by_date):
             # Within a date, the least cloudy scene has priority where scenes overlap.
             ordered = sorted(by_date[day], key=lambda s: (s.get("cloud_cover") or 0.0, s["scene_id"]))
-            merges.append(merge_date(cube, part.tile, day, ordered, raster_store))
+            with raster_store.gdal_environment():
+                merges.append(merge_date(cube, part.tile, day, ordered, raster_store))
             context.log.info(f"merged {len(ordered)} scene(s) of {day} onto tile {part.tile.name}")
         return Output(
             {"tile": part.tile.name, "period": part.period.key, "merges": merges},

@@ -1,23 +1,44 @@
 """Scene stages: raw scene → surface reflectance → scene COG, for every acquisition of a tile and period."""
 
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from dagster import AssetExecutionContext, AssetsDefinition, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, AssetsDefinition, Backoff, Jitter, MetadataValue, Output, RetryPolicy, asset
 
 from cube_assets.assets.common import cube_partition, quicklook_markdown, stage_asset_arguments
 from cube_assets.cube_config import CubeConfig
+from cube_assets.providers.base import SENTINEL2_L1C
 from cube_assets.resources.providers import ProvidersResource
+from cube_assets.resources.sen2cor import Sen2CorResource
 from cube_assets.resources.storage import RasterStoreResource
+from cube_assets.sources.sen2cor import SEN2COR_POOL, Sen2CorOutput
 from cube_assets.steps.scenes import publish_scene, reflectance_for_scene
 
 
-def build_raw_scene(cube: CubeConfig) -> AssetsDefinition:
-    """Return the ``raw_scene`` asset of ``cube``: every scene over the tile in the period, fetched."""
+# Provider downloads fail transiently (timeouts, throttling): retry the partition 4 times,
+# after about 30 s, 90 s, 210 s and 450 s (exponential backoff, ± 30 s of jitter so that
+# partitions that failed together do not retry together).
+DOWNLOAD_RETRY_POLICY = RetryPolicy(max_retries=4, delay=30, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
+# The concurrency pool of every download step; its limit is set on the instance
+# (`dagster instance concurrency set downloads N`, or the instance's `concurrency.pools.default_limit`).
+DOWNLOADS_POOL = "downloads"
 
-    @asset(**stage_asset_arguments(
-        cube, "raw_scene", f"Raw {cube.collection} scenes over the tile in the period, found and fetched through the providers.",
-    ))
+
+def build_raw_scene(cube: CubeConfig, retry_policy: RetryPolicy = DOWNLOAD_RETRY_POLICY) -> AssetsDefinition:
+    """Return the ``raw_scene`` asset of ``cube``: every scene over the tile in the period, fetched.
+
+    The step retries with ``retry_policy`` and runs in the ``downloads`` concurrency pool.
+    """
+
+    @asset(
+        **stage_asset_arguments(
+            cube, "raw_scene", f"Raw {cube.collection} scenes over the tile in the period, found and fetched through the providers.",
+        ),
+        retry_policy=retry_policy,
+        pool=DOWNLOADS_POOL,
+    )
     def raw_scene(context: AssetExecutionContext, providers: ProvidersResource) -> Output[dict[str, Any]]:
         part = cube_partition(context, cube)
         scenes = providers.fetch_scenes(cube, part.tile, part.period)
@@ -27,6 +48,10 @@ def build_raw_scene(cube: CubeConfig) -> AssetsDefinition:
             metadata={
                 "scene_count": len(scenes),
                 "scenes": MetadataValue.json(served),
+                # Providers that failed before the one that served a scene (messages hold no credentials).
+                "provider_failures": MetadataValue.json(
+                    {s["scene_id"]: s["provider_failures"] for s in scenes if s.get("provider_failures")}
+                ),
                 "acquisition_dates": sorted({s["datetime"][:10] for s in scenes}),
             },
         )
@@ -35,21 +60,47 @@ def build_raw_scene(cube: CubeConfig) -> AssetsDefinition:
 
 
 def build_surface_reflectance(cube: CubeConfig) -> AssetsDefinition:
-    """Return the ``surface_reflectance`` asset: each scene's bands as reflectance × 10000 (int16)."""
+    """Return the ``surface_reflectance`` asset: each scene's bands as reflectance × 10000 (int16).
 
-    @asset(**stage_asset_arguments(
-        cube, "surface_reflectance", "Surface reflectance × 10000 of every scene, with the product's own offset and quantification.",
-        upstream=("raw_scene",),
-    ))
-    def surface_reflectance(context: AssetExecutionContext, raw_scene: dict[str, Any], store: RasterStoreResource) -> Output[dict[str, Any]]:
+    For a Level-1C cube (collection ``sentinel-2-l1c``) the asset also takes the ``sen2cor``
+    resource, which turns each scene into Level-2A first, and runs in the ``sen2cor``
+    concurrency pool (its limit is set on the instance, like every pool's).
+    """
+
+    def reflectance(
+        raw_scene: dict[str, Any], store: RasterStoreResource, to_l2a: Callable[[Path], Sen2CorOutput] | None,
+    ) -> Output[dict[str, Any]]:
         raster_store = store.get_store()
-        scenes = [reflectance_for_scene(cube, scene, raster_store) for scene in raw_scene["scenes"]]
-        return Output(
-            {**_partition(raw_scene), "scenes": scenes},
-            metadata={"scene_count": len(scenes), "files": sum(len(s["bands"]) + 1 for s in scenes)},
-        )
+        with raster_store.gdal_environment():
+            scenes = [reflectance_for_scene(cube, scene, raster_store, to_l2a=to_l2a) for scene in raw_scene["scenes"]]
+        metadata: dict[str, Any] = {"scene_count": len(scenes), "files": sum(len(s["bands"]) + 1 for s in scenes)}
+        if to_l2a is not None:
+            metadata["sen2cor"] = MetadataValue.json({s["scene_id"]: s.get("sen2cor") for s in scenes})
+        return Output({**_partition(raw_scene), "scenes": scenes}, metadata=metadata)
 
-    return surface_reflectance
+    if cube.collection != SENTINEL2_L1C:
+        @asset(**stage_asset_arguments(
+            cube, "surface_reflectance", "Surface reflectance × 10000 of every scene, with the product's own offset and quantification.",
+            upstream=("raw_scene",),
+        ))
+        def surface_reflectance(context: AssetExecutionContext, raw_scene: dict[str, Any], store: RasterStoreResource) -> Output[dict[str, Any]]:
+            return reflectance(raw_scene, store, None)
+
+        return surface_reflectance
+
+    @asset(
+        **stage_asset_arguments(
+            cube, "surface_reflectance", "Level-1C scenes through Sen2Cor, then surface reflectance × 10000 with the product's own offset.",
+            upstream=("raw_scene",),
+        ),
+        pool=SEN2COR_POOL,
+    )
+    def surface_reflectance_l1c(
+        context: AssetExecutionContext, raw_scene: dict[str, Any], store: RasterStoreResource, sen2cor: Sen2CorResource,
+    ) -> Output[dict[str, Any]]:
+        return reflectance(raw_scene, store, sen2cor.to_l2a)
+
+    return surface_reflectance_l1c
 
 
 def build_scene_cog(cube: CubeConfig) -> AssetsDefinition:
@@ -61,7 +112,8 @@ def build_scene_cog(cube: CubeConfig) -> AssetsDefinition:
     ))
     def scene_cog(context: AssetExecutionContext, surface_reflectance: dict[str, Any], store: RasterStoreResource) -> Output[dict[str, Any]]:
         raster_store = store.get_store()
-        scenes = [publish_scene(cube, scene, raster_store) for scene in surface_reflectance["scenes"]]
+        with raster_store.gdal_environment():
+            scenes = [publish_scene(cube, scene, raster_store) for scene in surface_reflectance["scenes"]]
         first_quicklook = next((s["quicklook_key"] for s in scenes if s.get("quicklook_key")), None)
         return Output(
             {**_partition(surface_reflectance), "scenes": scenes},
