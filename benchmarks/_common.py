@@ -143,6 +143,28 @@ def measure(function: Callable[[], Any]) -> Measurement:
     return Measurement(seconds=seconds, peak_rss=peak, result=result, start_rss=start_rss)
 
 
+_M_MMAP_THRESHOLD = -3  # mallopt parameter (glibc malloc.h)
+
+
+def pin_mmap_threshold(threshold: int = 128 * 1024) -> bool:
+    """Pin glibc's mmap threshold so every allocation above ``threshold`` bytes is mmapped.
+
+    glibc raises the threshold after the first large block is freed (up to 32 MiB), after
+    which large buffers come from the heap, are reused unevenly and are not returned: a case's
+    peak RSS then depends on which cases ran before it. Pinning the threshold (which also turns
+    the dynamic adjustment off) makes every case start from the same allocator behaviour. It
+    applies to every side of a benchmark alike. Same as ``MALLOC_MMAP_THRESHOLD_=131072``.
+
+    Returns:
+        True if the threshold was set (glibc), False elsewhere.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(threshold)))
+    except (OSError, AttributeError):
+        return False
+
+
 def peak_rss_method() -> str:
     """Describe how ``measure`` obtains the peak RSS on this machine (for the benchmark header)."""
     if kernel_peak_reset_available():
@@ -244,6 +266,7 @@ __all__ = [
     "machine_summary",
     "measure",
     "peak_rss_method",
+    "pin_mmap_threshold",
     "print_results",
     "print_table",
 ]

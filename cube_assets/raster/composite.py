@@ -64,9 +64,11 @@ ENGINES = ("auto", "numba", "numpy")
 DEFAULT_IO_THREADS = 4
 """At most this many input files are decoded at once by default (fewer on fewer CPUs)."""
 
-GDAL_CACHE_MB = 64
-"""GDAL block cache (MB) while blending: every block is read once, so a small cache suffices,
-and GDAL's default (5 % of RAM) would otherwise fill with decoded blocks of a large tile."""
+GDAL_CACHE_BYTES = 64 * 1024 * 1024
+"""GDAL block cache while blending (and finalizing): every block is read once, so a small cache
+suffices, and GDAL's default (5 % of RAM) would otherwise fill with decoded blocks of a large
+tile. Given in bytes: rasterio applies it with ``GDALSetCacheMax64`` (bytes) once GDAL's cache
+exists, while GDAL itself would read a small number such as 64 as megabytes."""
 
 
 # --------------------------------------------------------------------------- ranking
@@ -635,7 +637,7 @@ def blend_band(
     AVG = ``mean_clear``, in the band's dtype.
 
     The tile is processed window by window (``block_size``), so memory depends on T and
-    ``block_size``, not on the tile size; GDAL's block cache is held to ``GDAL_CACHE_MB``
+    ``block_size``, not on the tile size; GDAL's block cache is held to ``GDAL_CACHE_BYTES``
     meanwhile. The next window is read while the current one is composited and written.
     ``engine="numba"`` runs the compiled kernels of ``composite_kernels`` and reads, per
     window, only the band files a rule needs (``_NumbaBandWindows``); ``engine="numpy"`` reads
@@ -668,7 +670,7 @@ def blend_band(
     functions = list(dict.fromkeys(functions))
     rules = _as_rules(quality_rules)
     order = rank_observations(efficacies, dates)
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.ExitStack() as inputs:
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), contextlib.ExitStack() as inputs:
         merges = _open_aligned(inputs, merge_paths, None)
         qualities = _open_aligned(inputs, quality_paths, merges[0])
         dtype = np.dtype(merges[0].dtypes[0])
@@ -761,7 +763,7 @@ def blend_quality(
         "clearob": Path(out_clearob_path),
         "totalob": Path(out_totalob_path),
     }
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.ExitStack() as inputs:
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), contextlib.ExitStack() as inputs:
         qualities = _open_aligned(inputs, quality_paths, None)
         quality_dtype = np.dtype(qualities[0].dtypes[0])
         _check_nodata(rules.quality_nodata, quality_dtype, f"{quality_paths[0]}")
@@ -836,7 +838,7 @@ __all__ = [
     "DEFAULT_IO_THREADS",
     "ENGINES",
     "FUNCTIONS",
-    "GDAL_CACHE_MB",
+    "GDAL_CACHE_BYTES",
     "PROVENANCE_NODATA",
     "blend_band",
     "blend_quality",

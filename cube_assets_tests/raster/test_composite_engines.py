@@ -18,7 +18,7 @@ import rasterio
 from rasterio.transform import from_origin
 
 from cube_assets.raster import composite_kernels
-from cube_assets.raster.composite import blend_band, blend_quality, median_clear
+from cube_assets.raster.composite import GDAL_CACHE_BYTES, blend_band, blend_quality, median_clear
 from cube_assets.raster.masks import FMASK4_RULES, LandsatQAPixelRules, QualityClass, ValueMaskRules
 
 HEIGHT, WIDTH, BLOCK = 150, 140, 64  # 3 x 3 windows, the last ones partial
@@ -213,3 +213,21 @@ def test_median_kernel_matches_numpy_for_long_stacks(count):
     expected = median_clear(values, classes, -9999)
     np.testing.assert_array_equal(out, expected)
     assert (classes == QualityClass.CLEAR).any()
+
+
+def test_blend_holds_gdal_block_cache_small_until_finalized(tmp_path):
+    """GDAL's default cache (5 % of RAM) would fill with a large tile's decoded blocks."""
+    band = [write(tmp_path / f"b{t}.tif", np.ones((HEIGHT, WIDTH), dtype=np.int16), -1) for t in range(2)]
+    quality = [write(tmp_path / f"q{t}.tif", np.zeros((HEIGHT, WIDTH), dtype=np.uint8), None) for t in range(2)]
+    seen = []
+
+    def finalize(staging: Path, final: Path) -> None:
+        seen.append(int(rasterio.env.get_gdal_config("GDAL_CACHEMAX")))
+        staging.rename(final)
+
+    blend_band(band, quality, DATES[:2], EFFICACIES[:2], RULES, ["LCF"], {"LCF": tmp_path / "l.tif"}, -1,
+               finalize=finalize)
+    blend_quality(quality, DATES[:2], EFFICACIES[:2], RULES, *(tmp_path / f"{n}.tif" for n in "abcd"),
+                  finalize=finalize)
+    assert seen == [GDAL_CACHE_BYTES] * 5 and GDAL_CACHE_BYTES == 64 * 1024 * 1024
+    assert rasterio.env.get_gdal_config("GDAL_CACHEMAX") != GDAL_CACHE_BYTES  # restored afterwards
