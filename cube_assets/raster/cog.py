@@ -3,6 +3,13 @@
 Every writer builds the COG under a temporary name beside the destination, validates it with
 ``rio_cogeo.cogeo.cog_validate`` and only then moves it into place, so a destination path
 either holds a valid COG or is left untouched.
+
+Two translators make the same layout (tiled, compressed with a predictor, internal overviews):
+rio-cogeo's ``cog_translate`` (the default, used for scenes) and GDAL's own COG driver
+(``driver="gdal"``), which streams a large raster through a bounded block cache and compresses
+the full resolution once. Whole-tile composites use the latter: on a 10560 x 10560 tile it
+is about 30 % faster and peaks at about 300 MiB where rio-cogeo, which stages tiles under
+120 M pixels in memory, peaks at 1.2 GiB (``benchmarks/blend.py --size 10560``).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import RasterioIOError
 from rasterio.io import DatasetReader, MemoryFile
+from rasterio.shutil import copy as rio_copy
 from rio_cogeo.cogeo import cog_translate, cog_validate
 
 from cube_assets.atomic import atomic_path
@@ -27,6 +35,9 @@ COMPRESSIONS = ("DEFLATE", "ZSTD")
 OVERVIEW_RESAMPLINGS = ("nearest", "average", "mode", "bilinear", "cubic")
 _MIN_BLOCKSIZE = 16  # GeoTIFF tiles must be multiples of 16 pixels.
 _GDAL_ENV = {"GDAL_NUM_THREADS": "ALL_CPUS", "GDAL_TIFF_INTERNAL_MASK": True}
+DRIVERS = ("rio-cogeo", "gdal")
+GDAL_DRIVER_CACHE_BYTES = 64 * 1024 * 1024
+"""GDAL's block cache while its COG driver translates: bounds the memory of a whole-tile COG."""
 
 
 #: The media type of a Cloud-Optimized GeoTIFF, for object stores.
@@ -110,12 +121,16 @@ def cog_from_file(
     predictor: int | None = None,
     blocksize: int = 512,
     overview_resampling: str = "nearest",
+    driver: str = "rio-cogeo",
 ) -> Path:
     """Translate the GeoTIFF (or any GDAL raster) at ``src_path`` into a COG at ``destination``.
 
     Pixel values, data type, nodata, band descriptions and dataset tags are kept; the output is
     tiled, compressed and gets internal overviews when the raster is larger than a block.
-    ``predictor=None`` chooses 2 for integer and 3 for float data.
+    ``predictor=None`` chooses 2 for integer and 3 for float data. ``driver`` picks the
+    translator: ``"rio-cogeo"`` (``cog_translate``) or ``"gdal"`` (GDAL's COG driver, with a
+    64 MiB block cache: for rasters too large to stage in memory). Either output is validated;
+    only rio-cogeo records the ``OVERVIEW_RESAMPLING`` tag.
 
     Returns:
         The destination path.
@@ -123,11 +138,14 @@ def cog_from_file(
     Raises:
         InvalidRaster: if ``src_path`` cannot be opened as a raster, or the translated file
             does not pass ``cog_validate`` (the message names the file and the errors).
-        ValueError: if ``compress``, ``overview_resampling``, ``predictor`` or ``blocksize``
-            is not one this module supports.
+        ValueError: if ``compress``, ``overview_resampling``, ``predictor``, ``blocksize`` or
+            ``driver`` is not one this module supports.
     """
+    if driver not in DRIVERS:
+        raise ValueError(f"driver {driver!r} is not one of {DRIVERS}")
     src_path = Path(src_path)
-    with rasterio.Env(**_GDAL_ENV):
+    env = dict(_GDAL_ENV, GDAL_CACHEMAX=GDAL_DRIVER_CACHE_BYTES) if driver == "gdal" else _GDAL_ENV
+    with rasterio.Env(**env):
         try:
             source = rasterio.open(src_path)
         except RasterioIOError as error:
@@ -140,6 +158,7 @@ def cog_from_file(
                 predictor=predictor,
                 blocksize=blocksize,
                 overview_resampling=overview_resampling,
+                driver=driver,
             )
 
 
@@ -168,8 +187,9 @@ def _translate(
     predictor: int | None,
     blocksize: int,
     overview_resampling: str,
+    driver: str = "rio-cogeo",
 ) -> Path:
-    """Run ``cog_translate`` from an open dataset to a temporary file, validate, move into place."""
+    """Translate an open dataset to a temporary file with ``driver``, validate, move into place."""
     destination = Path(destination)
     dst_kwargs = _cog_profile(
         dtype=np.dtype(source.dtypes[0]),
@@ -184,15 +204,18 @@ def _translate(
             f"overview_resampling {overview_resampling!r} is not one of {OVERVIEW_RESAMPLINGS}"
         )
     with atomic_path(destination) as tmp:
-        cog_translate(
-            source,
-            tmp,
-            dst_kwargs,
-            overview_resampling=overview_resampling,
-            in_memory=None,
-            quiet=True,
-            config=_GDAL_ENV,
-        )
+        if driver == "gdal":
+            rio_copy(source, tmp, **_gdal_cog_options(dst_kwargs, overview_resampling))
+        else:
+            cog_translate(
+                source,
+                tmp,
+                dst_kwargs,
+                overview_resampling=overview_resampling,
+                in_memory=None,
+                quiet=True,
+                config=_GDAL_ENV,
+            )
         valid, errors, _warnings = cog_validate(tmp, quiet=True)
         if not valid:
             raise InvalidRaster(f"{destination}: not a valid COG after translation: {errors}")
@@ -229,6 +252,18 @@ def _cog_profile(
         "blockysize": block,
         "compress": compress,
         "predictor": predictor,
+    }
+
+
+def _gdal_cog_options(profile: dict[str, Any], overview_resampling: str) -> dict[str, Any]:
+    """The COG driver's creation options for the layout ``_cog_profile`` describes."""
+    return {
+        "driver": "COG",
+        "COMPRESS": profile["compress"],
+        "PREDICTOR": {1: "NO", 2: "STANDARD", 3: "FLOATING_POINT"}[profile["predictor"]],
+        "BLOCKSIZE": str(profile["blockxsize"]),
+        "OVERVIEW_RESAMPLING": overview_resampling.upper(),
+        "NUM_THREADS": "ALL_CPUS",
     }
 
 

@@ -112,11 +112,12 @@ def _private_copy(path: Path) -> Path:
 
 
 def _to_cog(tmp_tiff: Path, final_path: Path) -> None:
-    cog_from_file(tmp_tiff, final_path, overview_resampling="nearest")
+    # Whole-tile composites: GDAL's COG driver streams them through a bounded cache.
+    cog_from_file(tmp_tiff, final_path, overview_resampling="nearest", driver="gdal")
 
 
 def _to_cog_now(tiff: Path, final_path: Path) -> Path:
-    cog_from_file(tiff, final_path, overview_resampling="nearest")
+    _to_cog(tiff, final_path)
     return final_path
 
 

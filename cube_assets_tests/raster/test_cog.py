@@ -152,18 +152,53 @@ def test_is_valid_cog_is_false_for_a_stripped_geotiff_and_a_missing_file(tmp_pat
 
 
 @pytest.mark.real_data
-def test_real_rgb_byte_becomes_a_valid_cog_with_the_same_pixels(real_data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("driver", cog.DRIVERS)
+def test_real_rgb_byte_becomes_a_valid_cog_with_the_same_pixels(real_data: Path, tmp_path: Path, driver: str) -> None:
     source = real_data / RGB_BYTE
     assert is_valid_cog(source) is False  # stripped, 791 x 718: the translation matters
 
-    path = cog_from_file(source, tmp_path / "rgb_cog.tif", overview_resampling="average")
+    path = cog_from_file(source, tmp_path / "rgb_cog.tif", overview_resampling="average", driver=driver)
 
     valid, errors, _warnings = cog_validate(path, quiet=True)
     assert valid, errors
     with rasterio.open(source) as src, rasterio.open(path) as out:
         assert out.block_shapes == [(512, 512)] * 3
         assert out.overviews(1) == [2]
-        assert out.tags()["OVERVIEW_RESAMPLING"] == "AVERAGE"
+        if driver == "rio-cogeo":  # rio-cogeo records the resampling; GDAL's COG driver does not
+            assert out.tags()["OVERVIEW_RESAMPLING"] == "AVERAGE"
         assert out.nodata == src.nodata == 0
         assert out.crs == src.crs and out.transform == src.transform
         np.testing.assert_array_equal(out.read(), src.read())
+
+
+@pytest.mark.parametrize("driver", cog.DRIVERS)
+def test_cog_from_file_keeps_type_nodata_description_and_tags_with_either_driver(tmp_path: Path, driver: str) -> None:
+    source = tmp_path / "staging.tif"
+    values = (np.arange(1100 * 1300, dtype=np.int32).reshape(1100, 1300) % 30011 - 9999).astype(np.int16)
+    with rasterio.open(
+        source, "w", driver="GTiff", width=1300, height=1100, count=1, dtype="int16", crs=UTM33,
+        transform=TRANSFORM, nodata=-9999, tiled=True, blockxsize=256, blockysize=256,
+    ) as dst:
+        dst.write(values, 1)
+        dst.set_band_description(1, "PROVENANCE")
+        dst.update_tags(PERIOD="2024-01-01")
+
+    path = cog_from_file(source, tmp_path / "out.tif", overview_resampling="nearest", driver=driver)
+
+    assert is_valid_cog(path)
+    with rasterio.open(path) as out:
+        assert out.dtypes[0] == "int16" and out.nodata == -9999
+        assert out.descriptions == ("PROVENANCE",)
+        assert out.tags()["PERIOD"] == "2024-01-01"
+        assert out.block_shapes == [(512, 512)]
+        assert out.overviews(1) == [2, 4]
+        assert out.compression.name == "deflate"
+        assert out.tags(ns="IMAGE_STRUCTURE")["PREDICTOR"] == "2"
+        np.testing.assert_array_equal(out.read(1), values)
+        # nearest overviews take existing pixels, never averages of them
+        np.testing.assert_array_equal(out.read(1, out_shape=(275, 325)), values[::4, ::4])
+
+
+def test_cog_from_file_refuses_an_unknown_driver(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="driver 'pillow'"):
+        cog_from_file(tmp_path / "any.tif", tmp_path / "out.tif", driver="pillow")
