@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import uuid
 from collections.abc import Iterator
@@ -62,3 +63,20 @@ def atomic_write_text(destination: str | os.PathLike[str], text: str) -> Path:
         OSError: if the file cannot be written or moved.
     """
     return atomic_write_bytes(destination, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created if missing) for the ``with`` block.
+
+    ``flock`` serializes processes and threads alike (each call opens its own handle).
+
+    Raises:
+        OSError: if the lock file cannot be created or opened.
+    """
+    with open(lock_path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

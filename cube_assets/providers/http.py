@@ -76,7 +76,14 @@ def redact_url(url: str) -> str:
 # --------------------------------------------------------------------------------------------
 # Multihash (the STAC file extension's ``file:checksum``)
 
-#: Multihash codes this module can verify, with their hashlib constructor and digest length.
+def _blake3() -> Any:
+    from blake3 import blake3
+
+    return blake3()
+
+
+#: Multihash codes this module can verify, with their name and hasher constructor (hashlib's,
+#: or the ``blake3`` package's, whose objects have the same ``update``/``digest`` interface).
 _MULTIHASH_ALGORITHMS: dict[int, tuple[str, Callable[[], Any]]] = {
     0x11: ("sha1", hashlib.sha1),
     0x12: ("sha2-256", hashlib.sha256),
@@ -89,9 +96,21 @@ _MULTIHASH_ALGORITHMS: dict[int, tuple[str, Callable[[], Any]]] = {
     0xB220: ("blake2b-256", lambda: hashlib.blake2b(digest_size=32)),
     0xB240: ("blake2b-512", lambda: hashlib.blake2b(digest_size=64)),
     0xB260: ("blake2s-256", lambda: hashlib.blake2s(digest_size=32)),
+    0x1E: ("blake3", _blake3),
 }
+#: Algorithms with an extendable output: a multihash may hold a digest of any length (BLAKE3's
+#: default, and what a length-less ``digest()`` gives, is 32 bytes).
+_EXTENDABLE_OUTPUT = frozenset({0x1E})
 
 SHA2_256 = 0x12
+BLAKE3 = 0x1E
+
+
+def _finish(hasher: Any, code: int, length: int | None = None) -> bytes:
+    """The digest of ``hasher``, ``length`` bytes long for an extendable-output algorithm."""
+    if code in _EXTENDABLE_OUTPUT and length is not None:
+        return hasher.digest(length=length)
+    return hasher.digest()
 
 
 def _read_varint(data: bytes, position: int, where: str) -> tuple[int, int]:
@@ -135,7 +154,7 @@ class Multihash:
         return self.code in _MULTIHASH_ALGORITHMS
 
     def new_hasher(self) -> Any:
-        """Return a fresh hashlib object for the algorithm.
+        """Return a fresh hasher (hashlib or ``blake3``) for the algorithm.
 
         Raises:
             ProviderError: if the algorithm is not supported.
@@ -143,6 +162,10 @@ class Multihash:
         if not self.supported:
             raise ProviderError(f"multihash code 0x{self.code:x} is not supported")
         return _MULTIHASH_ALGORITHMS[self.code][1]()
+
+    def matches(self, hasher: Any) -> bool:
+        """Whether ``hasher`` (from :meth:`new_hasher`, fed the file's bytes) gives this digest."""
+        return _finish(hasher, self.code, len(self.digest)) == self.digest
 
     def hex(self) -> str:
         """The multihash as hex text, as in ``file:checksum``."""
@@ -154,7 +177,8 @@ def parse_multihash(text: str, where: str = "file:checksum") -> Multihash:
 
     Returns:
         The :class:`Multihash`; ``algorithm`` is ``None`` for a well-formed multihash whose
-        algorithm this module cannot compute (e.g. BLAKE3).
+        algorithm this module cannot compute (e.g. Keccak). BLAKE3 (code ``0x1e``) digests
+        may have any length.
 
     Raises:
         ProviderError: naming ``where``, if the text is not hex or the multihash is malformed
@@ -170,13 +194,18 @@ def parse_multihash(text: str, where: str = "file:checksum") -> Multihash:
     if len(digest) != length:
         raise ProviderError(f"{where}: multihash declares a {length}-byte digest but holds {len(digest)} bytes")
     algorithm = _MULTIHASH_ALGORITHMS.get(code)
-    if algorithm is not None and algorithm[1]().digest_size != length:
+    if code in _EXTENDABLE_OUTPUT and length == 0:
+        raise ProviderError(f"{where}: {algorithm[0] if algorithm else 'multihash'} digest is empty")
+    if algorithm is not None and code not in _EXTENDABLE_OUTPUT and algorithm[1]().digest_size != length:
         raise ProviderError(f"{where}: {algorithm[0]} digests are {algorithm[1]().digest_size} bytes, not {length}")
     return Multihash(code=code, digest=digest, algorithm=algorithm[0] if algorithm else None)
 
 
-def file_multihash(path: str | os.PathLike[str], code: int = SHA2_256) -> str:
+def file_multihash(path: str | os.PathLike[str], code: int = SHA2_256, length: int | None = None) -> str:
     """Return the hex multihash of the file at ``path`` with algorithm ``code`` (default SHA2-256).
+
+    ``length`` is the digest length in bytes of an extendable-output algorithm (BLAKE3;
+    default 32); other algorithms have one length and ignore it.
 
     Raises:
         ProviderError: if the algorithm is not supported.
@@ -188,7 +217,7 @@ def file_multihash(path: str | os.PathLike[str], code: int = SHA2_256) -> str:
     with open(path, "rb") as stream:
         for chunk in iter(lambda: stream.read(CHUNK_SIZE), b""):
             hasher.update(chunk)
-    return Multihash(code=code, digest=hasher.digest(), algorithm=_MULTIHASH_ALGORITHMS[code][0]).hex()
+    return Multihash(code=code, digest=_finish(hasher, code, length), algorithm=_MULTIHASH_ALGORITHMS[code][0]).hex()
 
 
 # --------------------------------------------------------------------------------------------
@@ -510,12 +539,17 @@ class _Permanent(Exception):
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """A file a provider can download: where, and what it must be (size in bytes, multihash hex)."""
+    """A file a provider can download: where, and what it must be (size in bytes, multihash hex).
+
+    ``asset`` is the key of the STAC asset it is, when it is one (recorded by the raw store, so
+    that a band's radiometry can be read from its asset later).
+    """
 
     href: str
     size: int | None = None
     checksum: str | None = None
     media_type: str | None = None
+    asset: str | None = None
 
 
 @dataclass(frozen=True)
@@ -734,7 +768,7 @@ class HttpClient:
                 with open(partial, "rb") as stream:
                     for chunk in iter(lambda: stream.read(CHUNK_SIZE), b""):
                         hasher.update(chunk)
-            if hasher.digest() != checksum.digest:
+            if not checksum.matches(hasher):
                 partial.unlink()
                 raise _Retryable(f"checksum mismatch ({checksum.algorithm})")
         return size

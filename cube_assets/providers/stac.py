@@ -19,7 +19,10 @@ product differently agree on its id and a provider chain can fall back from one 
 
 **Bands → assets.** A cube band is found in an Item's assets by, in order: the ``assets``
 option (a key or a list of candidate keys); an asset whose key is the band name; a single-band
-asset whose ``eo:bands`` (or STAC 1.1 ``bands``) name is the band name, GeoTIFFs first. With
+asset whose ``eo:bands`` (or STAC 1.1 ``bands``) name is the band name, GeoTIFFs first; then
+:func:`~cube_assets.sources.stac_item.asset_key_for_band` (the key in another case, Earth
+Search's key of a Sentinel-2 band such as ``red`` for ``B04``, the asset of Landsat ``SR_Bn``).
+With
 ``alternate`` (``"https"`` for the Copernicus Data Space, whose main hrefs are ``s3://``), the
 asset's ``alternate.{name}.href`` is used when present.
 
@@ -46,6 +49,7 @@ from shapely.geometry.base import BaseGeometry
 
 from cube_assets.errors import ProviderError
 from cube_assets.providers.base import Provider, SceneRef, check_search_arguments, select_scenes
+from cube_assets.sources.stac_item import asset_key_for_band
 from cube_assets.providers.http import (
     Credentials,
     DownloadResult,
@@ -60,6 +64,11 @@ from cube_assets.providers.http import (
 logger = logging.getLogger(__name__)
 
 CLOUD_COVER = "eo:cloud_cover"
+#: Band names looked up with ``asset_key_for_band`` when no asset has them as key or band name.
+_USUAL_BAND_NAMES = (
+    "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12", "SCL", "AOT", "WVP",
+    "SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7", "QA_PIXEL",
+)
 _SCENE_PROPERTY_EXCLUDES = frozenset({"format", "assets", "stac_item", "bands"})
 
 
@@ -358,7 +367,8 @@ class StacProvider(Provider):
 
         Returns:
             Band name → :class:`~cube_assets.providers.http.RemoteFile`; bands named in the
-            ``assets`` option first, then every asset key, then single-band ``eo:bands`` names.
+            ``assets`` option first, then every asset key, then single-band ``eo:bands`` names,
+            then the usual names of Sentinel-2 and Landsat bands whose asset is keyed otherwise.
 
         Raises:
             ProviderError: if ``scene`` is not from this provider.
@@ -372,17 +382,22 @@ class StacProvider(Provider):
         for band, keys in self.options.assets.items():
             for key in [keys] if isinstance(keys, str) else keys:
                 if key in assets:
-                    files[band] = self._remote(assets[key], base)
+                    files[band] = self._remote(assets[key], base, key)
                     break
         for key, asset in assets.items():
-            files.setdefault(key, self._remote(asset, base))
+            files.setdefault(key, self._remote(asset, base, key))
         by_type = sorted(assets.items(), key=lambda kv: "tiff" not in str(kv[1].get("type", "")))
-        for _, asset in by_type:
+        for key, asset in by_type:
             for band in _asset_band_names(asset):
-                files.setdefault(band, self._remote(asset, base))
+                files.setdefault(band, self._remote(asset, base, key))
+        for band in _USUAL_BAND_NAMES:
+            if band not in files:
+                key = asset_key_for_band(item, band)
+                if key is not None:
+                    files[band] = self._remote(assets[key], base, key)
         return files
 
-    def _remote(self, asset: Mapping[str, Any], base: str) -> RemoteFile:
+    def _remote(self, asset: Mapping[str, Any], base: str, key: str | None = None) -> RemoteFile:
         chosen = asset
         if self.options.alternate:
             alternate = (asset.get("alternate") or {}).get(self.options.alternate)
@@ -396,6 +411,7 @@ class StacProvider(Provider):
             size=int(size) if isinstance(size, int | float) and not isinstance(size, bool) else None,
             checksum=checksum if isinstance(checksum, str) and checksum else None,
             media_type=asset.get("type"),
+            asset=key,
         )
 
     def fetch_band(self, scene: SceneRef, band: str, destination: Path) -> DownloadResult:

@@ -7,7 +7,11 @@ so an existing key is a complete file).
 Inputs: Sentinel-2 L2A ``.SAFE`` products are read with their own offset and quantification;
 Sentinel-2 L1C products first become L2A through the ``to_l2a`` callable (Sen2Cor, see
 ``resources/sen2cor.py``); Landsat Collection 2 Level-2 folders are read with the MTL's scale
-and offset, ``QA_PIXEL`` being their quality band.
+and offset, ``QA_PIXEL`` being their quality band. Zipped ``.SAFE`` products (a ``.zip`` file,
+or the band files of a raw-store scene that are zips, as a Copernicus Data Space ``Product``
+asset is) are extracted first (``sources/safe_archive.py``). Scenes a ``stac`` provider stored
+band by band (a ``product.json`` folder with the ``item.json`` they came from) are read with
+the radiometry their STAC Item gives each band (``sources/stac_item.py``).
 """
 
 from __future__ import annotations
@@ -26,14 +30,27 @@ from cube_assets.raster.cog import COG_CONTENT_TYPE, cog_from_file
 from cube_assets.raster.footprint import valid_data_footprint
 from cube_assets.raster.indexes import compile_expression, write_index
 from cube_assets.raster.quicklook import quicklook_from_files, write_quicklook
+from cube_assets.providers.base import SENTINEL2_L1C
+from cube_assets.providers.local import PRODUCT_MANIFEST, ProductManifest, read_product_manifest
 from cube_assets.raster.reflectance import copy_band, write_landsat_reflectance, write_reflectance
-from cube_assets.sources.landsat import is_landsat_folder, normalize_landsat_band, open_landsat_product
+from cube_assets.sources.landsat import LANDSAT_C2_L2, is_landsat_folder, normalize_landsat_band, open_landsat_product
+from cube_assets.sources.safe_archive import extract_safe_zip, safe_members
 from cube_assets.sources.sen2cor import Sen2CorOutput
 from cube_assets.sources.sentinel2_safe import open_safe
+from cube_assets.sources.stac_item import (
+    BandRadiometry,
+    asset_key_for_band,
+    generic_radiometry,
+    landsat_radiometry,
+    sentinel2_radiometry,
+)
 from cube_assets.steps.indexes import index_inputs
 from cube_assets.storage.layout import scene_cog_key, scene_reflectance_key
 from cube_assets.storage.raster_store import RasterStore
 
+#: Key of the raw store's record inside ``product.json`` properties (``storage/raw_store.py``).
+_RAW_STORE_PROPERTY = "raw_store"
+_STAC_ITEM_FILE = "item.json"
 
 
 def reflectance_for_scene(
@@ -51,18 +68,31 @@ def reflectance_for_scene(
     a ``sen2cor`` record. The product's preview (``pvi``) is passed on for the quicklook.
     Landsat C2 Level-2 folder: each ``SR_B*`` band with the MTL's scale and offset; the
     footprint is cleared, because the MTL only knows the image frame, so publishing traces the
-    valid data instead.
+    valid data instead. A zipped ``.SAFE`` (the scene's ``.zip``, or zips as its raw-store band
+    files) is extracted beside it first and read as a ``.SAFE``. A raw-store scene stored band
+    by band is read file by file, each band with the scale and offset of its STAC Item (see
+    :func:`_stac_band_reflectance`).
 
     Returns:
         The scene entry extended with ``bands`` and ``quality`` URIs and the radiometry used.
 
     Raises:
-        InvalidScene: when the product is neither a Sentinel-2 ``.SAFE`` nor a Landsat C2
-            Level-2 folder, lacks a band, asks for a non-reflectance Landsat band, or is Level-1C
-            and no ``to_l2a`` is given.
+        InvalidScene: when the product is neither a Sentinel-2 ``.SAFE`` (or a zip of one), a
+            Landsat C2 Level-2 folder nor a band-by-band raw-store scene, lacks a band, asks
+            for a non-reflectance Landsat band, is Level-1C and no ``to_l2a`` is given, or its
+            STAC Item does not tell the band's radiometry.
+        UnsafeArchive: when a zipped product has a member that would land outside its folder.
         Sen2CorError: from ``to_l2a`` when Sen2Cor fails or times out.
     """
     product_path = Path(scene["path"])
+    if product_path.is_file() and product_path.name.lower().endswith(".zip"):
+        product_path = extract_safe_zip(product_path, product_path.parent)
+    elif product_path.is_dir() and (product_path / PRODUCT_MANIFEST).is_file():
+        manifest = read_product_manifest(product_path)
+        archive = _product_archive(product_path, manifest)
+        if archive is None:
+            return _stac_band_reflectance(cube, scene, store, product_path, manifest)
+        product_path = extract_safe_zip(archive, product_path)
     if product_path.is_dir() and not product_path.name.endswith(".SAFE") and is_landsat_folder(product_path):
         return _landsat_reflectance(cube, scene, store, product_path)
     if not product_path.name.endswith(".SAFE"):
@@ -145,6 +175,112 @@ def _landsat_reflectance(cube: CubeConfig, scene: Mapping[str, Any], store: Rast
         "bands": bands,
         "quality": quality,
         "radiometry": {"processing_level": metadata.processing_level, "scales": scales, "offsets": offsets},
+        "pvi": None,
+    }
+
+
+def _product_archive(folder: Path, manifest: ProductManifest) -> Path | None:
+    """The zipped ``.SAFE`` among the band files of a raw-store scene, or ``None`` if they are rasters.
+
+    A provider that only delivers whole products (the Copernicus Data Space ``Product`` asset)
+    gives every band the same zip; they must all hold the same ``.SAFE``.
+
+    Raises:
+        InvalidScene: naming the scene, when some band files are zips and others not, or
+            the zips hold different products.
+    """
+    zips = {band: folder / name for band, name in manifest.bands.items() if name.lower().endswith(".zip")}
+    if not zips:
+        return None
+    others = sorted(set(manifest.bands) - set(zips))
+    if others:
+        raise InvalidScene(f"{manifest.id}: bands {sorted(zips)} are zipped products but {others} are not")
+    names = {safe_members(path)[0] for path in dict.fromkeys(zips.values())}
+    if len(names) != 1:
+        raise InvalidScene(f"{manifest.id}: its zipped bands hold different products ({', '.join(sorted(names))})")
+    return next(iter(zips.values()))
+
+
+def _stored_item(folder: Path, manifest: ProductManifest) -> dict[str, Any]:
+    """The STAC Item a raw-store scene came from; without ``item.json``, its manifest's properties."""
+    try:
+        item = json.loads((folder / _STAC_ITEM_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {"id": manifest.id, "properties": dict(manifest.properties), "assets": {}}
+    except (OSError, ValueError) as exc:
+        raise InvalidScene(f"{manifest.id}: {_STAC_ITEM_FILE} cannot be read ({exc})") from exc
+    if not isinstance(item, dict):
+        raise InvalidScene(f"{manifest.id}: {_STAC_ITEM_FILE} is not a STAC Item")
+    return item
+
+
+def _band_file(folder: Path, manifest: ProductManifest, band: str) -> Path:
+    if band not in manifest.bands:
+        raise InvalidScene(
+            f"{manifest.id}: band {band} is not in the raw store ({', '.join(sorted(manifest.bands))})"
+        )
+    return folder / manifest.bands[band]
+
+
+def _stac_band_reflectance(
+    cube: CubeConfig, scene: Mapping[str, Any], store: RasterStore, folder: Path, manifest: ProductManifest
+) -> dict[str, Any]:
+    """The band-by-band branch of :func:`reflectance_for_scene`: a raw-store scene and its STAC Item.
+
+    Each cube band is read from its own file, at the resolution the provider delivered it (the
+    merge warps it onto the grid), with the radiometry of its Item asset: which asset served the
+    band is recorded by the raw store (else found by :func:`~cube_assets.sources.stac_item.
+    asset_key_for_band`); Sentinel-2 offsets follow :func:`~cube_assets.sources.stac_item.
+    sentinel2_radiometry` (the BOA offset applied exactly once), Landsat C2 L2 bands the C2 rule.
+    The quality band (SCL, QA_PIXEL…) is copied unchanged with the cube's quality nodata.
+    """
+    collection = str(scene.get("collection") or cube.collection)
+    scene_id = scene["scene_id"]
+    if collection == SENTINEL2_L1C:
+        raise InvalidScene(
+            f"{scene_id}: a Level-1C scene stored band by band cannot go through Sen2Cor, which needs the whole "
+            ".SAFE; configure the provider to deliver the zipped product"
+        )
+    item = _stored_item(folder, manifest)
+    entries = (manifest.properties.get(_RAW_STORE_PROPERTY) or {}).get("bands") or {}
+    if collection == LANDSAT_C2_L2 or collection.startswith("landsat"):
+        radiometry_of = landsat_radiometry
+    elif collection.startswith("sentinel-2"):
+        radiometry_of = sentinel2_radiometry
+    else:
+        radiometry_of = generic_radiometry
+    bands: dict[str, str] = {}
+    radiometry: dict[str, BandRadiometry] = {}
+    for band in cube.bands:
+        name = band.source_band
+        source = _band_file(folder, manifest, name)
+        entry = entries.get(name) if isinstance(entries.get(name), Mapping) else {}
+        asset = entry.get("asset") or asset_key_for_band(item, name)
+        found = radiometry[band.name] = radiometry_of(item, name, asset)
+        if found.kind == "landsat":
+            def make(out: Path, source: Path = source, found: BandRadiometry = found) -> Path:
+                return write_landsat_reflectance(source, out, scale=found.scale, offset=found.offset, nodata_in=found.nodata)
+        else:
+            def make(out: Path, source: Path = source, found: BandRadiometry = found) -> Path:
+                return write_reflectance(
+                    source, out, add_offset=found.add_offset, quantification=found.quantification, nodata_in=found.nodata
+                )
+        bands[band.name] = _produce(store, scene_reflectance_key(cube.name, scene_id, band.name), make)
+    quality_source = _band_file(folder, manifest, cube.quality.band)
+    quality = _produce(
+        store, scene_reflectance_key(cube.name, scene_id, cube.quality.band),
+        lambda out: copy_band(quality_source, out, nodata=cube.quality.nodata),
+    )
+    return {
+        **scene,
+        "bands": bands,
+        "quality": quality,
+        "radiometry": {
+            "source": f"STAC Item {item.get('id', manifest.id)}",
+            "offsets": {name: r.add_offset for name, r in radiometry.items()},
+            "quantification_values": {name: r.quantification for name, r in radiometry.items()},
+            "bands": {name: r.as_json() for name, r in radiometry.items()},
+        },
         "pvi": None,
     }
 

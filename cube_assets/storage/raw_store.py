@@ -23,6 +23,10 @@ provider that served it and the (redacted) source URL.
   its end-of-codestream marker); a truncated or corrupt file is removed and fetched again;
 * a downloaded file is written under a temporary name, checked the same way, and only then
   moved onto its final name, and the manifest is rewritten atomically after each band;
+* bands the provider serves from one file (every band of a zipped ``.SAFE`` product) are
+  downloaded once and stored as hard links of each other, and checked once per load;
+* a band's manifest entry records the STAC asset it came from (``asset``), so its radiometry
+  can be read from ``item.json`` later (``sources/stac_item.py``);
 * offline (``offline=True``), nothing is fetched: a scene whose requested bands are all stored
   and sound is returned, anything else raises :class:`SceneNotStored` naming the missing bands;
 * a scene comes from one provider: loading it through a different provider than the one that
@@ -38,7 +42,6 @@ COG-per-band products of a local archive are copied band by band too. Other prod
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -57,7 +60,7 @@ from urllib.parse import urlsplit
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
-from cube_assets.atomic import atomic_write_text
+from cube_assets.atomic import atomic_write_text, exclusive_lock
 from cube_assets.errors import InvalidScene, ProviderError
 from cube_assets.providers.base import Provider, SceneRef, check_search_arguments, select_scenes
 from cube_assets.providers.http import DownloadResult, RemoteFile, file_multihash, parse_multihash, redact_url
@@ -183,7 +186,7 @@ def verify_file(
         raise CorruptFile(f"{where}: empty file")
     if checksum:
         expected = parse_multihash(checksum, f"{where}: checksum")
-        if expected.supported and file_multihash(path, expected.code) != expected.hex():
+        if expected.supported and file_multihash(path, expected.code, len(expected.digest)) != expected.hex():
             raise CorruptFile(f"{where}: {expected.algorithm} checksum mismatch")
     kind = (kind or _suffix_of(path.name)).lower()
     if kind == ".zip":
@@ -345,12 +348,8 @@ def _scene_lock(folder: Path) -> Iterator[None]:
     """
     lock_path = folder.parent / f".{folder.name}.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive_lock(lock_path):
+        yield
 
 
 def load_bands_into(
@@ -369,6 +368,32 @@ def load_bands_into(
     for band in wanted:
         _check_name(band, "band")
     return RawStore(Path(folder).parent)._load_bands(scene, wanted, source, Path(folder), force=force, offline=False)
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _link_band(folder: Path, band: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """Store ``band`` as a hard link (else a copy) of the file of ``entry``, fetched for another band.
+
+    Returns:
+        The band's manifest entry: ``entry`` with its own file name.
+    """
+    final = folder / f"{band}{_suffix_of(entry['file'])}"
+    if final.name != entry["file"]:
+        staging = folder / f".{final.name}.link"
+        staging.unlink(missing_ok=True)
+        try:
+            os.link(folder / entry["file"], staging)
+        except OSError:
+            shutil.copyfile(folder / entry["file"], staging)
+        os.replace(staging, final)
+    return {**entry, "file": final.name}
 
 
 def _check_name(value: str, what: str) -> str:
@@ -546,17 +571,22 @@ class RawStore:
             record = self._record(folder)
             entries = self._entries(record)
             to_fetch = []
+            verified: set[tuple[int, int]] = set()  # (device, inode): bands sharing one file are checked once
             for band in bands:
                 entry = entries.get(band)
                 if force or entry is None:
                     to_fetch.append(band)
                     continue
                 try:
-                    verify_file(
-                        folder / entry["file"],
-                        size=entry.get("size"),
-                        checksum=entry.get("checksum") if self.verify_checksums else None,
-                    )
+                    identity = _file_identity(folder / entry["file"])
+                    if identity is None or identity not in verified:
+                        verify_file(
+                            folder / entry["file"],
+                            size=entry.get("size"),
+                            checksum=entry.get("checksum") if self.verify_checksums else None,
+                        )
+                        if identity is not None:
+                            verified.add(identity)
                 except CorruptFile as exc:
                     logger.warning("raw store: %s band %s is corrupt (%s); removing it", scene.scene_id, band, exc)
                     (folder / entry["file"]).unlink(missing_ok=True)
@@ -581,9 +611,15 @@ class RawStore:
                 )
             folder.mkdir(parents=True, exist_ok=True)
             self._write_stac_item(folder, scene)
+            fetched_files: dict[str, dict[str, Any]] = {}  # href → entry: one download per file
             for band in to_fetch:
                 previous = entries.get(band)
-                entries[band] = self._fetch_band(source, scene, band, available[band], folder)
+                remote = available[band]
+                first = fetched_files.get(remote.href)
+                if first is None:
+                    entries[band] = fetched_files[remote.href] = self._fetch_band(source, scene, band, remote, folder)
+                else:  # e.g. every band served by one zipped product: link the file already fetched
+                    entries[band] = _link_band(folder, band, first)
                 self._write_record(folder, scene, record, entries)
                 if previous is not None and previous["file"] != entries[band]["file"]:
                     (folder / previous["file"]).unlink(missing_ok=True)
@@ -628,6 +664,7 @@ class RawStore:
                 "checksum": checksum,
                 "provider": source.name,
                 "source": redact_url(remote.href) if "://" in remote.href else remote.href,
+                **({"asset": remote.asset} if remote.asset else {}),
             }
         raise RawStoreError(f"{source.name}: scene {scene.scene_id} band {band} is corrupt twice: {'; '.join(problems)}")
 
