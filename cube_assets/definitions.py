@@ -20,7 +20,8 @@ Environment (read here, at load time, and nowhere deeper):
     session (~40 ms) for every GDAL environment it opens (rio-cogeo opens two per COG);
   * ``CUBE_ASSETS_CATALOG_URL`` (required), e.g. ``postgresql://user:password@host:5432/catalog``.
 
-  The data root then only holds raw scenes and the local staging folder of uploads.
+  The data root is then only each process's scratch: its copy of the raw scenes it reads (kept
+  in S3 under ``_raw/``, see ``storage/raw_s3.py``) and the staging folder of uploads.
 * ``CUBE_ASSETS_EXECUTOR``: how a run executes its steps (see ``EXECUTORS``): ``multiprocess``
   (Dagster's default), ``in_process``, ``k8s`` (a Kubernetes pod per step) or ``dask``.
 * ``CUBE_ASSETS_SENSOR_INTERVAL_S``, ``CUBE_ASSETS_BLEND_CRON``, ``CUBE_ASSETS_LATE_SCENE_DELAY_HOURS``:
@@ -166,6 +167,8 @@ def build_definitions(
                 config_file=str(Path(config_file).resolve()), data_root=str(data_root),
                 # The provider registry lives in the catalog database.
                 catalog_url=catalog_url or (EnvVar("CUBE_ASSETS_CATALOG_URL") if env == "prod" else default_catalog_url(data_root)),
+                # prod: raw scenes are kept in S3 too, so no step needs the disk of the step that fetched them.
+                raw_scenes_in_store=env == "prod",
             ),
             # Level-1C cubes only; the defaults (image, versions, 5400 s timeout) are in sources/sen2cor.py.
             "sen2cor": Sen2CorResource(output_dir=str(data_root / "sen2cor")),

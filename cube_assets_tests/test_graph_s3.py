@@ -98,7 +98,9 @@ def test_prod_definitions_use_the_s3_store_and_the_catalog_url_from_the_environm
 
 def test_rasters_and_manifests_are_objects_under_the_prefix_and_not_local_files(built: Built, s3_server: S3Server) -> None:
     keys = s3_server.object_keys(built.bucket)
-    assert all(key.startswith(f"{PREFIX}/small/") for key in keys)
+    # The cube's products, and the raw scenes it read (kept in S3 so that no step needs another's disk).
+    assert all(key.startswith((f"{PREFIX}/small/", f"{PREFIX}/_raw/sentinel-2-l2a/")) for key in keys)
+    assert sum(key.startswith(f"{PREFIX}/_raw/sentinel-2-l2a/_scenes/") for key in keys) == 4
     assert f"{PREFIX}/{manifest_key('small', 'period_blend', '000000', '2024-01-01')}" in keys
     assert sum(key.endswith("_LCF_B04.tif") for key in keys) == 1
     # The simulator's archive and the fetched raw scenes are the only local files.

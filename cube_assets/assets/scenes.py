@@ -14,6 +14,7 @@ from cube_assets.resources.providers import ProvidersResource
 from cube_assets.resources.sen2cor import Sen2CorResource
 from cube_assets.resources.storage import RasterStoreResource
 from cube_assets.sources.sen2cor import SEN2COR_POOL, Sen2CorOutput
+from cube_assets.steps.previews import local_preview, share_preview
 from cube_assets.steps.scenes import publish_scene, reflectance_for_scene
 
 
@@ -39,9 +40,10 @@ def build_raw_scene(cube: CubeConfig, retry_policy: RetryPolicy = DOWNLOAD_RETRY
         retry_policy=retry_policy,
         pool=DOWNLOADS_POOL,
     )
-    def raw_scene(context: AssetExecutionContext, providers: ProvidersResource) -> Output[dict[str, Any]]:
+    def raw_scene(context: AssetExecutionContext, providers: ProvidersResource, store: RasterStoreResource) -> Output[dict[str, Any]]:
         part = cube_partition(context, cube)
-        scenes = providers.fetch_scenes(cube, part.tile, part.period)
+        # The store keeps the raw scenes too when the providers resource says so (prod).
+        scenes = providers.fetch_scenes(cube, part.tile, part.period, store=store.get_store())
         served = {s["scene_id"]: s["provider"] for s in scenes}
         return Output(
             {"tile": part.tile.name, "period": part.period.key, "scenes": scenes},
@@ -68,11 +70,17 @@ def build_surface_reflectance(cube: CubeConfig) -> AssetsDefinition:
     """
 
     def reflectance(
-        raw_scene: dict[str, Any], store: RasterStoreResource, to_l2a: Callable[[Path], Sen2CorOutput] | None,
+        raw_scene: dict[str, Any], store: RasterStoreResource, providers: ProvidersResource,
+        to_l2a: Callable[[Path], Sen2CorOutput] | None,
     ) -> Output[dict[str, Any]]:
         raster_store = store.get_store()
         with raster_store.gdal_environment():
-            scenes = [reflectance_for_scene(cube, scene, raster_store, to_l2a=to_l2a) for scene in raw_scene["scenes"]]
+            scenes = []
+            for scene in raw_scene["scenes"]:
+                # This process's copy of the raw scene (pulled from S3 in prod), and the product's
+                # preview handed on through the store, for scene_cog wherever it runs.
+                entry = reflectance_for_scene(cube, providers.local_scene(scene, raster_store), raster_store, to_l2a=to_l2a)
+                scenes.append(share_preview(cube.name, entry, raster_store))
         metadata: dict[str, Any] = {"scene_count": len(scenes), "files": sum(len(s["bands"]) + 1 for s in scenes)}
         if to_l2a is not None:
             metadata["sen2cor"] = MetadataValue.json({s["scene_id"]: s.get("sen2cor") for s in scenes})
@@ -83,8 +91,10 @@ def build_surface_reflectance(cube: CubeConfig) -> AssetsDefinition:
             cube, "surface_reflectance", "Surface reflectance × 10000 of every scene, with the product's own offset and quantification.",
             upstream=("raw_scene",),
         ))
-        def surface_reflectance(context: AssetExecutionContext, raw_scene: dict[str, Any], store: RasterStoreResource) -> Output[dict[str, Any]]:
-            return reflectance(raw_scene, store, None)
+        def surface_reflectance(
+            context: AssetExecutionContext, raw_scene: dict[str, Any], store: RasterStoreResource, providers: ProvidersResource,
+        ) -> Output[dict[str, Any]]:
+            return reflectance(raw_scene, store, providers, None)
 
         return surface_reflectance
 
@@ -97,8 +107,9 @@ def build_surface_reflectance(cube: CubeConfig) -> AssetsDefinition:
     )
     def surface_reflectance_l1c(
         context: AssetExecutionContext, raw_scene: dict[str, Any], store: RasterStoreResource, sen2cor: Sen2CorResource,
+        providers: ProvidersResource,
     ) -> Output[dict[str, Any]]:
-        return reflectance(raw_scene, store, sen2cor.to_l2a)
+        return reflectance(raw_scene, store, providers, sen2cor.to_l2a)
 
     return surface_reflectance_l1c
 
@@ -112,8 +123,11 @@ def build_scene_cog(cube: CubeConfig) -> AssetsDefinition:
     ))
     def scene_cog(context: AssetExecutionContext, surface_reflectance: dict[str, Any], store: RasterStoreResource) -> Output[dict[str, Any]]:
         raster_store = store.get_store()
+        scenes = []
         with raster_store.gdal_environment():
-            scenes = [publish_scene(cube, scene, raster_store) for scene in surface_reflectance["scenes"]]
+            for scene in surface_reflectance["scenes"]:
+                with local_preview(scene, raster_store) as readable:  # the preview as a local file, if shared
+                    scenes.append({**publish_scene(cube, readable, raster_store), "pvi": scene.get("pvi")})
         first_quicklook = next((s["quicklook_key"] for s in scenes if s.get("quicklook_key")), None)
         return Output(
             {**_partition(surface_reflectance), "scenes": scenes},

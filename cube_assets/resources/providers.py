@@ -12,7 +12,10 @@ Credentials of ``stac`` providers are references to environment variables; this 
 Dagster-facing edge, resolves them from the process environment when it builds the providers
 for a run. Raw scenes go to the raw store under ``{data_root}/raw`` (``storage/raw_store.py``);
 with ``offline`` no provider is asked and only scenes already stored (with all their bands) are
-used.
+used. With ``raw_scenes_in_store`` (``CUBE_ENV=prod``) that folder is only this process's copy:
+scenes are pushed to the S3 store the caller passes once fetched, and
+:meth:`ProvidersResource.local_scene` pulls them into the raw folder of whichever process reads
+them next (``storage/raw_s3.py``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from cube_assets.providers.base import SENTINEL2_L1C, Provider
 from cube_assets.providers.chain import load_stored, search_and_fetch
 from cube_assets.providers.local import LocalArchiveProvider
 from cube_assets.providers.simulator import SimulatorProvider, simulated_scenes
+from cube_assets.storage.raster_store import RasterStore
+from cube_assets.storage.raw_s3 import MirroredRawStore, RawMirrorError, RawSceneMirror
 from cube_assets.storage.raw_store import RawStore
 from cube_assets.temporal import Period
 
@@ -59,6 +64,59 @@ class ProvidersResource(ConfigurableResource):
     data_root: str
     catalog_url: str | None = None  # the provider registry; default: the SQLite catalog under data_root
     offline: bool = False  # use only scenes already in the raw store
+    # Keep raw scenes in the (S3) raster store as well, so that steps on other machines read them.
+    raw_scenes_in_store: bool = False
+
+    def _mirror(self, store: RasterStore | None) -> RawSceneMirror:
+        if store is None:
+            raise RawMirrorError("ProvidersResource: raw_scenes_in_store is set but no raster store was given")
+        return RawSceneMirror(store, Path(self.data_root) / "raw")  # type: ignore[arg-type]
+
+    def raw_store(self, store: RasterStore | None = None) -> RawStore:
+        """The raw store under ``{data_root}/raw``; with ``raw_scenes_in_store``, mirrored in ``store``.
+
+        Raises:
+            RawMirrorError: with ``raw_scenes_in_store``, when ``store`` is missing or not an S3 store.
+        """
+        root = Path(self.data_root) / "raw"
+        if not self.raw_scenes_in_store:
+            return RawStore(root, offline=self.offline)
+        return MirroredRawStore(root, self._mirror(store), offline=self.offline)
+
+    def local_scene(self, scene: dict[str, Any], store: RasterStore | None = None) -> dict[str, Any]:
+        """Return a ``raw_scene`` entry whose ``path`` and ``raw_bands`` are this process's copy of the scene.
+
+        Without ``raw_scenes_in_store`` the entry is returned as it is (steps share the data
+        root). With it, the scene is pulled from ``store`` (S3) into this process's raw folder
+        (only files missing or different) and the paths are rewritten to point there.
+
+        Raises:
+            RawMirrorError: when S3 has no record of the scene (naming it), ``store`` is missing
+                or not an S3 store, or a pull fails.
+        """
+        if not self.raw_scenes_in_store:
+            return scene
+        mirror = self._mirror(store)
+        local = mirror.pull(scene["collection"], scene["scene_id"])
+        if local is None:
+            record = mirror.store.uri(mirror.record_key(scene["collection"], scene["scene_id"]))
+            raise RawMirrorError(
+                f"{scene['scene_id']}: not in the raw scenes in S3 ({record} is missing); "
+                "materialize its raw_scene partition again"
+            )
+        fetched_at = Path(scene["path"])
+
+        def moved(path: str) -> str:
+            try:
+                return str(local / Path(path).relative_to(fetched_at))
+            except ValueError:
+                return path
+
+        return {
+            **scene,
+            "path": str(local),
+            "raw_bands": {band: moved(path) for band, path in (scene.get("raw_bands") or {}).items()},
+        }
 
     def build_provider(self, config: ProviderConfig) -> Provider:
         """Return the provider ``config`` describes (relative paths are under ``data_root``).
@@ -120,8 +178,10 @@ class ProvidersResource(ConfigurableResource):
             return [project.provider(name) for name in cube.providers]
         return self.registry_provider_configs(cube.collection)
 
-    def fetch_scenes(self, cube: CubeConfig, tile: Tile, period: Period) -> list[dict[str, Any]]:
+    def fetch_scenes(self, cube: CubeConfig, tile: Tile, period: Period, store: RasterStore | None = None) -> list[dict[str, Any]]:
         """Find and fetch every scene of ``cube``'s collection over ``tile`` during ``period``.
+
+        With ``raw_scenes_in_store``, scenes are also pushed to ``store`` (see :meth:`raw_store`).
 
         Returns:
             JSON-able scene entries (id, collection, datetime, provider, local path, cloud
@@ -136,18 +196,18 @@ class ProvidersResource(ConfigurableResource):
         project = load_project_config(self.config_file)
         start = datetime.combine(period.start, time(), tzinfo=timezone.utc)
         end = datetime.combine(period.end, time(), tzinfo=timezone.utc)
-        store = RawStore(Path(self.data_root) / "raw", offline=self.offline)
+        raw_store = self.raw_store(store)
         bands = raw_bands(cube)
         if self.offline:
-            fetched = load_stored(store, cube.collection, tile.geometry_4326, start, end, bands, cube.max_cloud_cover)
+            fetched = load_stored(raw_store, cube.collection, tile.geometry_4326, start, end, bands, cube.max_cloud_cover)
         else:
             providers = [self.build_provider(config) for config in self.cube_provider_configs(project, cube)]
-            raw_dir = store.collection_dir(cube.collection)
+            raw_dir = raw_store.collection_dir(cube.collection)
             raw_dir.mkdir(parents=True, exist_ok=True)
             try:
                 fetched = search_and_fetch(
                     providers, cube.collection, tile.geometry_4326, start, end, raw_dir, cube.max_cloud_cover,
-                    store=store, bands=bands,
+                    store=raw_store, bands=bands,
                 )
             finally:
                 for provider in providers:

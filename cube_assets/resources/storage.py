@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
 
+from cube_assets.storage.cleanup import DEFAULT_STALE_AFTER, clean_stale_writes
 from cube_assets.storage.raster_store import LocalRasterStore, RasterStore
 from cube_assets.storage.s3_store import DEFAULT_MULTIPART_CHUNKSIZE, DEFAULT_MULTIPART_THRESHOLD, S3RasterStore
 
@@ -34,6 +37,10 @@ class RasterStoreResource(ConfigurableResource):
     )
     multipart_chunksize: int = Field(default=DEFAULT_MULTIPART_CHUNKSIZE, description="s3: part size in bytes (at least 5 MiB)")
     staging_root: str = Field(default="", description="s3: local folder where files are built before upload; empty for the system's")
+    stale_after_hours: float = Field(
+        default=DEFAULT_STALE_AFTER.total_seconds() / 3600,
+        description="on opening the store, remove staging folders and abort multipart uploads older than this (0: never)",
+    )
 
     # One store (and so one boto3 client, ~0.15 s to create) per resource instance.
     _store: RasterStore | None = PrivateAttr(default=None)
@@ -41,11 +48,19 @@ class RasterStoreResource(ConfigurableResource):
     def get_store(self) -> RasterStore:
         """Return the configured store (the same object on every call).
 
+        The first call also cleans up after killed writers (``stale_after_hours``): staging
+        folders untouched for that long, and multipart uploads under the prefix started that
+        long ago, are removed (failures are logged, never raised).
+
         Raises:
             ValueError: naming the field, when ``backend`` is unknown or a field it needs is missing or invalid.
         """
         if self._store is None:
-            self._store = self._build_store()
+            store = self._build_store()
+            if self.stale_after_hours > 0:
+                # What writers killed earlier left behind (never read; see storage/cleanup.py).
+                clean_stale_writes(store, timedelta(hours=self.stale_after_hours))
+            self._store = store
         return self._store
 
     def _build_store(self) -> RasterStore:

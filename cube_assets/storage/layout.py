@@ -14,6 +14,11 @@ def scene_reflectance_key(cube: str, scene_id: str, band: str) -> str:
     return f"{cube}/scenes/{scene_id}/sr/{scene_id}_{band}.tif"
 
 
+def scene_preview_key(cube: str, scene_id: str, suffix: str) -> str:
+    """Key of a copy of a scene's own preview image (a ``.SAFE``'s PVI), beside its surface reflectance."""
+    return f"{cube}/scenes/{scene_id}/sr/{scene_id}_PVI{suffix}"
+
+
 def scene_cog_key(cube: str, scene_id: str, band: str, suffix: str = "tif") -> str:
     """Key of a scene's published file: a COG band, ``quicklook`` (png) or ``footprint`` (geojson)."""
     return f"{cube}/scenes/{scene_id}/{scene_id}_{band}.{suffix}"

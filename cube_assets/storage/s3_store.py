@@ -5,8 +5,10 @@ Writes: every file is built locally in ``staging_dir()`` and uploaded only when 
 bytes); S3 makes an object visible only when its single PUT or its ``CompleteMultipartUpload``
 succeeds, so a reader never sees a partial object under a final key. An upload that is
 interrupted (a failure, or a killed process) leaves at most an incomplete multipart upload, which
-is invisible to readers and listings; boto3 aborts it on failure, and a bucket lifecycle rule
-(``AbortIncompleteMultipartUpload``) cleans up after killed processes.
+is invisible to readers and listings; boto3 aborts it on failure, and after killed processes
+:meth:`S3RasterStore.abort_stale_multipart_uploads` (run when the storage resource opens the
+store, see ``storage/cleanup.py``) or a bucket lifecycle rule (``AbortIncompleteMultipartUpload``)
+does.
 
 Reads: GDAL opens ``/vsis3/{bucket}/{key}`` and fetches only the byte ranges it needs (the COG
 header, then the blocks of the windows read), under the options of :meth:`S3RasterStore.gdal_environment`:
@@ -19,7 +21,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator, Mapping
+from datetime import datetime, timedelta, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -240,20 +244,150 @@ class S3RasterStore:
             OSError: when the upload fails; nothing is then visible under ``key``
                 (or the previous object still is).
         """
+        uri = self.upload_file(local_file, key, content_type)
+        Path(local_file).unlink(missing_ok=True)
+        return uri
+
+    def upload_file(self, local_file: Path, key: str, content_type: str | None = None) -> str:
+        """Upload a copy of the finished ``local_file`` to ``key`` (multipart when large); keep the local file.
+
+        The object appears only when the upload completes; a failed multipart upload is aborted.
+
+        Returns:
+            The object's ``s3://`` URI.
+
+        Raises:
+            FileNotFoundError: when ``local_file`` does not exist.
+            OSError: when the upload fails; nothing is then visible under ``key``
+                (or the previous object still is).
+        """
         from boto3.exceptions import S3UploadFailedError
         from botocore.exceptions import BotoCoreError, ClientError
 
         local_file = Path(local_file)
         if not local_file.is_file():
-            raise FileNotFoundError(f"cannot publish {local_file} to {self.uri(key)}: no such file")
+            raise FileNotFoundError(f"cannot upload {local_file} to {self.uri(key)}: no such file")
         extra = {"ContentType": content_type} if content_type else {}
         object_key = self.object_key(key)
         try:
             self.client.upload_file(str(local_file), self.bucket, object_key, ExtraArgs=extra, Config=self._transfer_config())
         except (S3UploadFailedError, ClientError, BotoCoreError, OSError) as exc:
             raise OSError(f"upload of {local_file} to s3://{self.bucket}/{object_key} failed: {exc}") from exc
-        local_file.unlink(missing_ok=True)
         return f"s3://{self.bucket}/{object_key}"
+
+    def download_file(self, key: str, destination: Path) -> Path:
+        """Download the object under ``key`` to ``destination`` atomically (a hidden temporary name, then a rename).
+
+        Returns:
+            ``destination``.
+
+        Raises:
+            FileNotFoundError: when nothing is stored under ``key``.
+            OSError: on any other S3 or filesystem error; ``destination`` is then unchanged.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        destination = Path(destination)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        object_key = self.object_key(key)
+        tmp = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:12]}.download")
+        try:
+            self.client.download_file(self.bucket, object_key, str(tmp), Config=self._transfer_config())
+            os.replace(tmp, destination)
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in _MISSING:
+                raise FileNotFoundError(f"s3://{self.bucket}/{object_key} not found") from exc
+            raise OSError(f"download of s3://{self.bucket}/{object_key} failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise OSError(f"download of s3://{self.bucket}/{object_key} failed: {exc}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+        return destination
+
+    def list_keys(self, key_prefix: str) -> list[str]:
+        """Return the store keys of every complete object whose key starts with ``key_prefix``, sorted.
+
+        Raises:
+            OSError: when S3 refuses the listing.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        strip = f"{self.prefix}/" if self.prefix else ""
+        full = f"{strip}{key_prefix}"
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
+            keys = [item["Key"][len(strip):] for page in pages for item in page.get("Contents", [])]
+        except (ClientError, BotoCoreError) as exc:
+            raise OSError(f"listing s3://{self.bucket}/{full} failed: {exc}") from exc
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        """Delete the object under ``key`` (nothing happens when there is none).
+
+        Raises:
+            OSError: when S3 refuses the deletion.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        object_key = self.object_key(key)
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=object_key)
+        except (ClientError, BotoCoreError) as exc:
+            raise OSError(f"DELETE s3://{self.bucket}/{object_key} failed: {exc}") from exc
+
+    def _latest_part(self, key: str, upload_id: str) -> datetime | None:
+        """When the most recent part of an open multipart upload was sent (``None`` if it has none)."""
+        latest = None
+        listing: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id}
+        while True:
+            page = self.client.list_parts(**listing)
+            for part in page.get("Parts", []):
+                latest = part["LastModified"] if latest is None else max(latest, part["LastModified"])
+            if not page.get("IsTruncated"):
+                return latest
+            listing["PartNumberMarker"] = page["NextPartNumberMarker"]
+
+    def abort_stale_multipart_uploads(self, older_than: timedelta, now: datetime | None = None) -> list[str]:
+        """Abort the multipart uploads under this store's prefix that nothing touched for ``older_than`` before ``now``.
+
+        A process killed during an upload leaves its multipart upload open: invisible to
+        readers, but its parts are stored (and billed) until it is aborted. An upload is stale
+        when it was started, and its last part sent, more than ``older_than`` ago; a younger
+        one may still be running and is left alone. (Parts are looked at too because some
+        S3-compatible servers, moto among them, report a fixed start time for every upload.)
+
+        Returns:
+            The object keys (with the store prefix) of the uploads aborted, sorted.
+
+        Raises:
+            ValueError: when ``older_than`` is negative.
+            OSError: when S3 refuses the listing or an abort.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if older_than < timedelta(0):
+            raise ValueError(f"abort_stale_multipart_uploads: older_than {older_than} must not be negative")
+        cutoff = (now or datetime.now(timezone.utc)) - older_than
+        listing: dict[str, Any] = {"Bucket": self.bucket, "Prefix": f"{self.prefix}/" if self.prefix else ""}
+        aborted = []
+        try:
+            while True:
+                page = self.client.list_multipart_uploads(**listing)
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"] >= cutoff:
+                        continue
+                    latest = self._latest_part(upload["Key"], upload["UploadId"])
+                    if latest is not None and latest >= cutoff:
+                        continue
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                    aborted.append(upload["Key"])
+                if not page.get("IsTruncated"):
+                    break
+                listing["KeyMarker"] = page.get("NextKeyMarker", "")
+                listing["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
+        except (ClientError, BotoCoreError) as exc:
+            raise OSError(f"cleaning up multipart uploads in s3://{self.bucket}/{self.prefix} failed: {exc}") from exc
+        return sorted(aborted)
 
     def read_bytes(self, key: str) -> bytes:
         """Return the object's bytes.

@@ -1,0 +1,68 @@
+"""A scene's own preview image (a ``.SAFE``'s PVI) handed from one step to the next through the store.
+
+``surface_reflectance`` finds the preview inside the raw product and ``scene_cog`` turns it into
+the quicklook. On the local store both steps see the same disk, so the entry just names the
+file. On any other store (S3) the next step may run on another machine: :func:`share_preview`
+publishes a copy of the preview and the entry names that instead (``pvi`` its URI, ``pvi_key`` its
+key), and :func:`local_preview` fetches it into a staging folder for the step that reads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from cube_assets.storage.layout import scene_preview_key
+from cube_assets.storage.raster_store import LocalRasterStore, RasterStore
+
+_CONTENT_TYPES = {".jp2": "image/jp2", ".png": "image/png", ".jpg": "image/jpeg", ".tif": "image/tiff"}
+
+
+def share_preview(cube_name: str, scene: Mapping[str, Any], store: RasterStore) -> dict[str, Any]:
+    """Return the scene entry with its preview published to ``store`` when the store is not the local filesystem.
+
+    The copy goes to :func:`~cube_assets.storage.layout.scene_preview_key` (once: an existing
+    object is complete and reused). Entries without a preview, and every entry on a
+    ``LocalRasterStore``, are returned unchanged.
+
+    Raises:
+        FileNotFoundError: when the entry's ``pvi`` file does not exist.
+        OSError: when publishing fails.
+    """
+    pvi = scene.get("pvi")
+    if not pvi or isinstance(store, LocalRasterStore) or scene.get("pvi_key"):
+        return dict(scene)
+    source = Path(pvi)
+    if not source.is_file():
+        raise FileNotFoundError(f"{scene['scene_id']}: preview {source} does not exist")
+    suffix = source.suffix.lower()
+    key = scene_preview_key(cube_name, scene["scene_id"], suffix)
+    if not store.exists(key):
+        with store.staging_dir() as staging:
+            copy = staging / source.name
+            shutil.copyfile(source, copy)
+            store.publish(copy, key, content_type=_CONTENT_TYPES.get(suffix, "application/octet-stream"))
+    return {**scene, "pvi": store.uri(key), "pvi_key": key}
+
+
+@contextlib.contextmanager
+def local_preview(scene: Mapping[str, Any], store: RasterStore) -> Iterator[dict[str, Any]]:
+    """Yield the scene entry with ``pvi`` naming a local file: the shared copy fetched into a staging folder.
+
+    Entries whose preview was not shared (no ``pvi_key``) are yielded unchanged. The staging
+    folder is removed on exit.
+
+    Raises:
+        FileNotFoundError: when the shared copy is missing from the store.
+    """
+    key = scene.get("pvi_key")
+    if not key:
+        yield dict(scene)
+        return
+    with store.staging_dir() as staging:
+        local = staging / key.rsplit("/", 1)[-1]
+        local.write_bytes(store.read_bytes(key))
+        yield {**scene, "pvi": str(local)}

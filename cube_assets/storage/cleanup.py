@@ -1,0 +1,116 @@
+"""Clean up what killed writers leave behind: staging folders on the local disk, open multipart uploads in S3.
+
+Every writer builds its file in a staging folder (``{root}/.staging/`` for the local store, the
+``staging_root`` of the S3 store) and moves or uploads it only when finished; a process killed
+in between (SIGKILL, out of memory, an evicted pod) leaves its staging folder on the disk, and
+an S3 upload killed half-way leaves an open multipart upload whose parts are stored until it is
+aborted. Neither is ever read, so anything older than a generous age (longer than any write
+takes) can go: :func:`clean_stale_writes` does both, and the storage resource calls it when it
+opens the store (``RasterStoreResource.stale_after_hours``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import stat
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+#: Default age after which a staging folder or a multipart upload is considered abandoned.
+DEFAULT_STALE_AFTER = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class CleanupReport:
+    """What :func:`clean_stale_writes` removed: local staging entries and S3 multipart uploads (object keys)."""
+
+    staging_removed: tuple[Path, ...] = ()
+    uploads_aborted: tuple[str, ...] = ()
+
+
+def _newest_mtime(entry: Path) -> float:
+    """The most recent modification time of ``entry`` and, for a folder, of everything in it (symlinks not followed)."""
+    newest = entry.lstat().st_mtime
+    if stat.S_ISDIR(entry.lstat().st_mode):
+        for folder, dirs, files in os.walk(entry):
+            for name in dirs + files:
+                try:
+                    newest = max(newest, os.lstat(os.path.join(folder, name)).st_mtime)
+                except FileNotFoundError:  # removed while we looked: its writer is alive
+                    return time.time()
+    return newest
+
+
+def remove_stale_staging(staging_root: str | os.PathLike[str], older_than: timedelta, now: float | None = None) -> list[Path]:
+    """Remove the entries of ``staging_root`` in which nothing changed for ``older_than``.
+
+    Each entry (one writer's temporary folder, or a stray file) is judged by the newest
+    modification time found in it, so a folder whose writer is still adding or growing files is
+    kept. ``now`` is a POSIX timestamp (default: the current time).
+
+    Returns:
+        The entries removed, sorted; empty when ``staging_root`` does not exist.
+
+    Raises:
+        ValueError: when ``older_than`` is negative.
+    """
+    if older_than < timedelta(0):
+        raise ValueError(f"remove_stale_staging: older_than {older_than} must not be negative")
+    root = Path(staging_root)
+    if not root.is_dir():
+        return []
+    cutoff = (time.time() if now is None else now) - older_than.total_seconds()
+    removed = []
+    for entry in sorted(root.iterdir()):
+        try:
+            if _newest_mtime(entry) >= cutoff:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except FileNotFoundError:  # another process cleaned it first
+            continue
+        removed.append(entry)
+    return removed
+
+
+def clean_stale_writes(store: Any, older_than: timedelta = DEFAULT_STALE_AFTER, now: datetime | None = None) -> CleanupReport:
+    """Remove ``store``'s abandoned staging entries and abort its abandoned multipart uploads.
+
+    ``store`` is a ``LocalRasterStore`` (its ``{root}/.staging``) or an ``S3RasterStore`` (its
+    ``staging_root``, when set, and the multipart uploads under its prefix). Failures are logged
+    as warnings and skipped: a cleanup never stops the write that opened the store.
+
+    Returns:
+        The :class:`CleanupReport` of what was removed.
+    """
+    now = now or datetime.now(timezone.utc)
+    staging_root = getattr(store, "staging_root", None)
+    if staging_root is None and hasattr(store, "root"):
+        staging_root = Path(store.root) / ".staging"
+    staging: list[Path] = []
+    if staging_root is not None:
+        try:
+            staging = remove_stale_staging(staging_root, older_than, now=now.timestamp())
+        except OSError as exc:
+            logger.warning("could not clean stale staging entries in %s: %s", staging_root, exc)
+    uploads: list[str] = []
+    if hasattr(store, "abort_stale_multipart_uploads"):
+        try:
+            uploads = store.abort_stale_multipart_uploads(older_than, now=now)
+        except OSError as exc:
+            logger.warning("could not abort stale multipart uploads of %r: %s", store, exc)
+    if staging or uploads:
+        logger.info(
+            "removed %d abandoned staging entries and aborted %d abandoned multipart uploads (older than %s): %s",
+            len(staging), len(uploads), older_than, [str(p) for p in staging] + uploads,
+        )
+    return CleanupReport(tuple(staging), tuple(uploads))
