@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import date
+from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from cube_assets.cube_config import CubeConfig
 from cube_assets.grids import Tile
-from cube_assets.raster.cog import COG_CONTENT_TYPE, write_cog
-from cube_assets.raster.masks import classify_quality, cloud_ratio, efficacy, propagate_spectral_nodata, rules_from_config
-from cube_assets.raster.warp import merge_scenes_to_tile
+from cube_assets.raster.cog import COG_CONTENT_TYPE, cog_from_file
+from cube_assets.raster.warp import DATASOURCE, DATASOURCE_NODATA, WARP_BLOCK, merge_scenes_to_files
 from cube_assets.storage.layout import merge_item, merge_key
 from cube_assets.storage.raster_store import RasterStore
 
-DATASOURCE = "DATASOURCE"
-DATASOURCE_NODATA = 255
+__all__ = ["DATASOURCE", "DATASOURCE_NODATA", "MERGE_WINDOW", "merge_date"]
+
+MERGE_WINDOW = WARP_BLOCK
+"""Side, in pixels, of the windows a merge is processed in (a multiple of ``warp.WARP_BLOCK``)."""
 
 
 def merge_date(
@@ -26,6 +26,8 @@ def merge_date(
     day: date,
     scenes: Sequence[Mapping[str, Any]],
     store: RasterStore,
+    *,
+    window_size: int = MERGE_WINDOW,
 ) -> dict[str, Any]:
     """Warp the scenes of ``day`` onto ``tile``, mosaic them (first valid scene wins) and publish COGs.
 
@@ -34,40 +36,46 @@ def merge_date(
     band, so every later stage sees one consistent validity mask. A date whose scenes do not
     reach the tile still gets an (all-nodata) merge so the timeline stays regular.
 
+    The tile is merged window by window (``raster.warp.merge_scenes_to_files``, ``window_size``
+    pixels a side): each band goes to an uncompressed staging GeoTIFF, then to a COG through
+    GDAL's COG driver (overviews: average for spectral bands, nearest for the quality band and
+    DATASOURCE), so memory does not grow with the tile. Nothing is published until every COG
+    of the merge is written; the pixels and statistics do not depend on ``window_size``.
+
     Returns:
         The merge's manifest entry: date, item, band and quality URIs, DATASOURCE URI, the
         scene ids in DATASOURCE order, efficacy, cloud ratio and pixel counts.
 
     Raises:
-        InvalidRaster: from the warp when a scene file cannot be read.
+        InvalidScene: naming the scene file, when a scene file cannot be read; nothing of the
+            merge is published then.
+        ValueError: if ``window_size`` is not a positive multiple of ``warp.WARP_BLOCK``.
     """
     quality_band = cube.quality.band
-    rules = rules_from_config(cube.quality.rules)
     sources = [
         {**{band: store.gdal_path(uri) for band, uri in scene["bands"].items()}, quality_band: store.gdal_path(scene["quality"])}
         for scene in scenes
     ]
     nodata = {band: cube.nodata for band in cube.band_names} | {quality_band: cube.quality.nodata}
     resampling = {band.name: band.resampling for band in cube.bands} | {quality_band: "nearest"}
-    merged = merge_scenes_to_tile(
-        sources, bands=cube.band_names, quality_band=quality_band, dst_crs=tile.crs_wkt,
-        dst_transform=tile.transform, dst_shape=tile.shape, band_nodata=nodata, resampling=resampling,
-        block_size=1024,
-    )
-    merged[quality_band] = propagate_spectral_nodata(
-        merged[quality_band], [merged[b] for b in cube.band_names], cube.nodata, cube.quality.nodata
-    )
-    classes = classify_quality(merged[quality_band], rules)
+    overview_resampling = {band: "average" for band in cube.band_names} | {quality_band: "nearest", DATASOURCE: "nearest"}
+    keys = {band: merge_key(cube.name, tile.name, day, band) for band in overview_resampling}
     files: dict[str, str] = {}
     with store.staging_dir() as staging:
-        for band, array, band_nodata, resampling_name in _outputs(cube, merged):
-            key = merge_key(cube.name, tile.name, day, band)
-            local = write_cog(
-                array, staging / key.rsplit("/", 1)[-1], crs=tile.crs_wkt, transform=tile.transform,
-                nodata=band_nodata, overview_resampling=resampling_name,
-            )
-            files[band] = store.publish(local, key, content_type=COG_CONTENT_TYPE)
-    valid = int(np.count_nonzero(classes != 0))
+        local = {band: staging / key.rsplit("/", 1)[-1] for band, key in keys.items()}
+        band_of = {path: band for band, path in local.items()}
+
+        def to_cog(tmp_tiff: Path, final_path: Path) -> None:
+            # Whole-tile merges: GDAL's COG driver streams the staging file through a bounded cache.
+            cog_from_file(tmp_tiff, final_path, overview_resampling=overview_resampling[band_of[final_path]], driver="gdal")
+
+        statistics = merge_scenes_to_files(
+            sources, bands=cube.band_names, quality_band=quality_band, quality_rules=cube.quality.rules,
+            dst_crs=tile.crs_wkt, dst_transform=tile.transform, dst_shape=tile.shape, band_nodata=nodata,
+            out_paths=local, resampling=resampling, window_size=window_size, finalize=to_cog,
+        )
+        for band, path in local.items():
+            files[band] = store.publish(path, keys[band], content_type=COG_CONTENT_TYPE)
     return {
         "date": day.isoformat(),
         "item": merge_item(cube.name, tile.name, day),
@@ -75,16 +83,9 @@ def merge_date(
         "quality": files[quality_band],
         "datasource": files[DATASOURCE],
         "scenes": [scene["scene_id"] for scene in scenes],
-        "efficacy": round(efficacy(classes), 4),
-        "cloud_ratio": round(cloud_ratio(classes), 4),
-        "valid_pixels": valid,
-        "clear_pixels": int(np.count_nonzero(classes == 1)),
-        "total_pixels": int(classes.size),
+        "efficacy": round(statistics.efficacy, 4),
+        "cloud_ratio": round(statistics.cloud_ratio, 4),
+        "valid_pixels": statistics.valid_pixels,
+        "clear_pixels": statistics.clear_pixels,
+        "total_pixels": statistics.total_pixels,
     }
-
-
-def _outputs(cube: CubeConfig, merged: Mapping[str, np.ndarray]):
-    for band in cube.bands:
-        yield band.name, merged[band.name], cube.nodata, "average"
-    yield cube.quality.band, merged[cube.quality.band], cube.quality.nodata, "nearest"
-    yield DATASOURCE, merged[DATASOURCE], DATASOURCE_NODATA, "nearest"
