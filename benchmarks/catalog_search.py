@@ -5,27 +5,33 @@ Run::
     .venv/bin/python benchmarks/catalog_search.py [--images 1000000] [--searches 200]
 
 It starts its own PostgreSQL server with ``initdb``/``pg_ctl`` in a temporary folder (Unix socket
-only; as the ``postgres`` user when run as root), migrates the catalog schema to head, and
-bulk-loads with ``COPY``: 5 products, 1,000 tiles of 0.5° × 0.5° (a 40 × 25 block over Brazil),
-``--images`` images spread evenly over the tiles and uniformly over 2020-2024 (composite products
-carry a 16-day ``acquired_end``), cloud fractions uniform in [0, 1], and two files (B04, B08) of
-20-21 MB per image. Rows are loaded in the order the graph writes them: ``catalog_item`` upserts
-one tile × 16-day-period partition at a time, so the catalog fills period after period and, within
-a period, tile after tile.
+only; as the ``postgres`` user when run as root), migrates the catalog schema to head (with
+PostGIS when the server has it, unless ``--no-postgis``), and bulk-loads with ``COPY``: 5
+products, 1,000 tiles of 0.5° × 0.5° (a 40 × 25 block over Brazil), ``--images`` images spread
+evenly over the tiles and uniformly over 2020-2024 (composite products carry a 16-day
+``acquired_end``), cloud fractions uniform in [0, 1], and two files (B04, B08) of 20-21 MB per
+image (each image's ``size_bytes`` is their sum, as the upserts write it). Rows are loaded in the
+order the graph writes them: ``catalog_item`` upserts one tile × 16-day-period partition at a
+time, so the catalog fills period after period and, within a period, tile after tile. With
+PostGIS, the migration's trigger fills ``images.footprint`` during the load.
 
 Then it times, through the public API (``Image.search()``, objects built, files loaded):
 
 * ``--searches`` typical searches: a tile's geometry (so its 8 touching neighbours count too),
-  a random time range of 1 to 6 months, ``cloud_fraction < 0.2``, ``limit(100)``;
+  a random time range of 1 to 6 months, ``cloud_fraction < 0.2``, ``limit(100)``; with PostGIS,
+  also the same searches on the same data by the portable exact SQL test
+  (``Catalog(url, postgis=False)``, the path of a server without PostGIS);
 * the same searches with ``repository.search_images`` (the project's first search, which filters
-  with plain column comparisons and so only has the B-tree indexes of migration 0001) as the
-  reference, on ``--reference-searches`` of them;
+  bounding boxes with plain column comparisons and so only has the B-tree indexes of migration
+  0001) as the reference, on ``--reference-searches`` of them;
 * ``summary_interval("month")`` of one tile's clear images (cloud < 0.2) over the five years,
-  the summary a user draws for an area, ``--summaries`` times; and, for scale, once each over a
-  whole product and over the whole catalogue.
+  the summary a user draws for an area, ``--summaries`` times (both paths with PostGIS);
+* ``summary_interval("month")`` of a whole product (200,000 images) and of the whole catalogue,
+  and ``summary()`` of the whole catalogue, ``--scale-summaries`` times each.
 
-It prints a table (p50/p95/max milliseconds, peak RSS of this process during the case) and, last,
-``search_p95_ms: X``. Targets: search p95 ≤ 50 ms, summary ≤ 500 ms.
+It prints a table (p50/p95/max milliseconds, peak RSS of this process during the case), the load
+average before and after, with ``--explain`` the plans of one search and of the scale summaries,
+and, last, ``search_p95_ms: X``. Targets: search p95 ≤ 50 ms, summary ≤ 500 ms.
 """
 
 from __future__ import annotations
@@ -135,6 +141,7 @@ def load(url: str, images: int, seed: int = 0) -> float:
     product_of = rng.integers(0, len(PRODUCTS), images)
     cloud = rng.random(images)
     fill = 0.5 + rng.random(images) / 2
+    file_sizes = rng.integers(20_000_000, 21_048_576, (images, 2))
     geometries = []
     for tile in range(tiles):
         x0, y0, x1, y1 = tile_box(tile)
@@ -149,8 +156,9 @@ def load(url: str, images: int, seed: int = 0) -> float:
             )
         columns = (
             "id, product_id, name, acquired, acquired_end, geometry, min_lon, min_lat, max_lon, max_lat, crs,"
-            " cloud_fraction, fill_fraction, tile, period_start, properties, tags"
+            " cloud_fraction, fill_fraction, tile, period_start, properties, tags, size_bytes"
         )
+        image_ids = []
         with connection.cursor() as cursor, cursor.copy(f"COPY images ({columns}) FROM STDIN") as copy:
             batch = io.StringIO()
             for index in range(images):
@@ -160,21 +168,27 @@ def load(url: str, images: int, seed: int = 0) -> float:
                 end = moment + dt.timedelta(days=16) if product in COMPOSITES else None
                 x0, y0, x1, y1 = tile_box(tile)
                 image_id = f"{product}_{tile:04d}_{index:07d}"
+                image_ids.append(image_id)
                 row = (
                     image_id, product, image_id, moment.isoformat(), _copy_text(end and end.isoformat()),
                     geometries[tile], x0, y0, x1, y1, "EPSG:4326", f"{cloud[index]:.4f}", f"{fill[index]:.4f}",
                     f"{tile:04d}", _copy_text(end and moment.date().isoformat()), "{}", "[]",
+                    int(file_sizes[index].sum()),
                 )  # fmt: skip
                 batch.write("\t".join(str(v) for v in row) + "\n")
                 if index % 50_000 == 49_999:
                     copy.write(batch.getvalue())
                     batch = io.StringIO()
             copy.write(batch.getvalue())
-        connection.execute(
-            "INSERT INTO image_files (image_id, band, href, size_bytes)"
-            " SELECT id, band, '/cube-data/' || id || '_' || band || '.tif', 20000000 + (hashtext(id || band) & 1048575)"
-            " FROM images CROSS JOIN (VALUES ('B04'), ('B08')) AS bands (band)"
-        )
+        with connection.cursor() as cursor, cursor.copy("COPY image_files (image_id, band, href, size_bytes) FROM STDIN") as copy:
+            batch = io.StringIO()
+            for index, image_id in enumerate(image_ids):
+                for band_number, band in enumerate(("B04", "B08")):
+                    batch.write(f"{image_id}\t{band}\t/cube-data/{image_id}_{band}.tif\t{file_sizes[index, band_number]}\n")
+                if index % 50_000 == 49_999:
+                    copy.write(batch.getvalue())
+                    batch = io.StringIO()
+            copy.write(batch.getvalue())
         connection.execute("VACUUM ANALYZE")
     return time.perf_counter() - started
 
@@ -202,9 +216,47 @@ def _timed(calls: list[Callable[[], Any]]) -> tuple[list[float], list[Any], int]
     return times, results, measurement.peak_rss
 
 
+def _explain(catalog: Catalog, search: Any, what: str) -> None:
+    """Print ``EXPLAIN (ANALYZE, BUFFERS)`` of a search's statement."""
+    from sqlalchemy import text
+
+    sql = search.sql()
+    with catalog.engine.connect() as connection:
+        plan = [row[0] for row in connection.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + sql))]
+    print(f"# plan of {what}:")
+    for line in plan:
+        if "Filter:" in line and len(line) > 160:
+            line = line[:160] + " ..."
+        print("#   " + line)
+
+
+def _explain_last_statement(catalog: Catalog, call: Callable[[], Any], what: str) -> None:
+    """Run ``call`` and print ``EXPLAIN (ANALYZE, BUFFERS)`` of the last statement it sent, with its parameters."""
+    from sqlalchemy import event
+
+    sent: list[tuple[str, Any]] = []
+
+    def listener(conn: Any, cursor: Any, statement: str, parameters: Any, *rest: Any) -> None:
+        sent.append((statement, parameters))
+
+    event.listen(catalog.engine, "before_cursor_execute", listener)
+    try:
+        call()
+    finally:
+        event.remove(catalog.engine, "before_cursor_execute", listener)
+    statement, parameters = sent[-1]
+    with catalog.engine.connect() as connection:
+        plan = [row[0] for row in connection.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters)]
+    print(f"# plan of {what} (its last statement):")
+    for line in plan:
+        print("#   " + (line if len(line) <= 200 else line[:200] + " ..."))
+
+
 def run_cases(catalog: Catalog, args: argparse.Namespace) -> None:
     """Time every case on the filled ``catalog``; print the table and, last, ``search_p95_ms``."""
     rng = np.random.default_rng(args.seed)
+    postgis = catalog.postgis_schema is not None
+    portable = Catalog(catalog.engine, migrate=False, postgis=False)  # same data, no PostGIS
     queries = []
     for _ in range(args.searches):
         tile = int(rng.integers(0, TILE_COLUMNS * TILE_ROWS))
@@ -212,10 +264,10 @@ def run_cases(catalog: Catalog, args: argparse.Namespace) -> None:
         start = START + dt.timedelta(days=int(rng.integers(0, 5 * 365 - months * 31)))
         queries.append((tile, start, start + dt.timedelta(days=30 * months)))
 
-    def search(tile: int, start: dt.datetime, end: dt.datetime) -> list[Image]:
+    def typical(on: Catalog, tile: int, start: dt.datetime, end: dt.datetime) -> Any:
         geometry = shapely.geometry.box(*tile_box(tile))
-        return list(
-            Image.search(catalog)
+        return (
+            Image.search(on)
             .intersects(geometry)
             .filter(p.acquired >= start)
             .filter(p.acquired < end)
@@ -223,46 +275,76 @@ def run_cases(catalog: Catalog, args: argparse.Namespace) -> None:
             .limit(100)
         )
 
+    def search(tile: int, start: dt.datetime, end: dt.datetime, on: Catalog = catalog) -> list[Image]:
+        return list(typical(on, tile, start, end))
+
     def reference(tile: int, start: dt.datetime, end: dt.datetime) -> list[Any]:
         with catalog.session() as session:
             return search_images(session, bbox=tile_box(tile), start=start, end=end, max_cloud_fraction=0.2, limit=100)
 
+    print(f"# load average before the cases: {_load_average()}")
     search(*queries[0])  # one warm-up round trip (connection, statement caches)
+    search(*queries[0], on=portable)
+    path = "PostGIS" if postgis else "exact SQL, no PostGIS"
+    cases: list[tuple[str, list[float], int]] = []
     search_ms, found, search_peak = _timed([lambda q=q: search(*q) for q in queries])
+    cases.append((f"search x{len(search_ms)} [{path}] (tile, 1-6 months, cloud < 0.2, limit 100)", search_ms, search_peak))
+    if postgis:
+        portable_ms, portable_found, portable_peak = _timed([lambda q=q: search(*q, on=portable) for q in queries])
+        cases.append((f"search x{len(portable_ms)} [exact SQL, no PostGIS] same data", portable_ms, portable_peak))
+        same = all([i.id for i in a] == [i.id for i in b] for a, b in zip(found, portable_found, strict=True))
+        print(f"# PostGIS and exact-SQL searches returned the same images: {same}")
     reference_ms, _, reference_peak = _timed([lambda q=q: reference(*q) for q in queries[: args.reference_searches]])
+    cases.append((f"reference search_images x{len(reference_ms)} (bbox only, 0001's B-trees)", reference_ms, reference_peak))
 
     summary_tiles = [int(t) for t in rng.integers(0, TILE_COLUMNS * TILE_ROWS, args.summaries)]
 
-    def tile_summary(tile: int) -> Any:
+    def tile_search(tile: int, on: Catalog = catalog) -> Any:
         geometry = shapely.geometry.box(*tile_box(tile))
-        return Image.search(catalog).intersects(geometry).filter(p.cloud_fraction < 0.2).summary_interval("month")
+        return Image.search(on).intersects(geometry).filter(p.cloud_fraction < 0.2)
 
-    summary_ms, summaries, summary_peak = _timed([lambda t=t: tile_summary(t) for t in summary_tiles])
-    product_ms, _, product_peak = _timed(
-        [lambda: Image.search(catalog).filter(p.product_id == PRODUCTS[0]).summary_interval("month")]
-    )
-    catalog_ms, whole, catalog_peak = _timed([lambda: Image.search(catalog).summary_interval("month")])
+    summary_ms, summaries, summary_peak = _timed([lambda t=t: tile_search(t).summary_interval("month") for t in summary_tiles])
+    cases.append((f"summary_interval(month) of a tile x{len(summary_ms)} [{path}]", summary_ms, summary_peak))
+    if postgis:
+        times, _, peak = _timed([lambda t=t: tile_search(t, portable).summary_interval("month") for t in summary_tiles])
+        cases.append((f"summary_interval(month) of a tile x{len(times)} [exact SQL, no PostGIS]", times, peak))
+    repeat = args.scale_summaries
+    product_search = Image.search(catalog).filter(p.product_id == PRODUCTS[0])
+    product_ms, _, product_peak = _timed([lambda: product_search.summary_interval("month")] * repeat)
+    cases.append((f"summary_interval(month) of a whole product x{repeat}", product_ms, product_peak))
+    catalog_ms, whole, catalog_peak = _timed([lambda: Image.search(catalog).summary_interval("month")] * repeat)
+    cases.append((f"summary_interval(month) of the whole catalog x{repeat}", catalog_ms, catalog_peak))
+    total_ms, totals, total_peak = _timed([lambda: Image.search(catalog).summary()] * repeat)
+    cases.append((f"summary() of the whole catalog x{repeat}", total_ms, total_peak))
+    print(f"# load average after the cases: {_load_average()}")
 
     counts = [len(result) for result in found]
     rows = []
-    for case, times, peak in (
-        (f"search x{len(search_ms)} (tile, 1-6 months, cloud < 0.2, limit 100)", search_ms, search_peak),
-        (f"reference search_images x{len(reference_ms)}", reference_ms, reference_peak),
-        (f"summary_interval(month) of a tile x{len(summary_ms)}", summary_ms, summary_peak),
-        ("summary_interval(month) of a whole product (scale)", product_ms, product_peak),
-        ("summary_interval(month) of the whole catalog (scale)", catalog_ms, catalog_peak),
-    ):
+    for case, times, peak in cases:
         p50, p95, worst = _percentiles(times)
         rows.append((case, f"{p50:.1f}", f"{p95:.1f}", f"{worst:.1f}", format_bytes(peak)))
     print_table(rows, ("case", "p50_ms", "p95_ms", "max_ms", "peak_rss"))
     months = len(summaries[0]) if summaries else 0
     print(
         f"# results per search: median {int(np.median(counts))}, max {max(counts)};"
-        f" tile summaries: {months} months each; catalog summary: {sum(s.count for s in whole[0])} images"
+        f" tile summaries: {months} months each; catalog summary: {sum(s.count for s in whole[0])} images,"
+        f" {totals[0].bytes / 1e12:.2f} TB"
     )
     print(f"# reference/search p95 ratio: {_percentiles(reference_ms)[1] / _percentiles(search_ms)[1]:.1f}")
+    if args.explain:
+        heaviest = queries[int(np.argmax(search_ms))]
+        _explain(catalog, typical(catalog, *heaviest), f"the slowest search [{path}]")
+        if postgis:
+            _explain(portable, typical(portable, *heaviest), "the same search [exact SQL, no PostGIS]")
+        for what, search_ in (("a whole product", product_search), ("the whole catalog", Image.search(catalog))):
+            _explain_last_statement(catalog, lambda s=search_: s.summary_interval("month"), f"summary_interval(month) of {what}")
     print(f"summary_p95_ms: {_percentiles(summary_ms)[1]:.1f}")
     print(f"search_p95_ms: {_percentiles(search_ms)[1]:.1f}")
+
+
+def _load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f} (1, 5, 15 min; {os.cpu_count()} cores)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,12 +354,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--searches", type=int, default=200)
     parser.add_argument("--reference-searches", type=int, default=40)
     parser.add_argument("--summaries", type=int, default=20)
+    parser.add_argument("--scale-summaries", type=int, default=5)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-postgis", action="store_true", help="migrate without PostGIS even if the server has it")
+    parser.add_argument("--explain", action="store_true", help="print EXPLAIN ANALYZE of one search and the scale summaries")
     args = parser.parse_args(argv)
 
     print(f"# catalog_search: {machine_summary()}")
     print(f"# peak RSS: {peak_rss_method()}")
-    with postgresql_server() as url, Catalog(url) as catalog:
+    with postgresql_server() as url, Catalog(url, postgis=not args.no_postgis) as catalog:
+        schema = catalog.postgis_schema
+        print(f"# footprints: {'PostGIS in schema ' + repr(schema) if schema else 'no PostGIS (bbox index + exact SQL test)'}")
         seconds = load(url, args.images)
         print(f"# loaded {args.images} images, {2 * args.images} files into PostgreSQL in {seconds:.0f} s")
         run_cases(catalog, args)

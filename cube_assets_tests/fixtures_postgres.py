@@ -11,7 +11,10 @@ Tests isolate themselves with a fresh schema (:meth:`PostgresServer.schema_url`,
 fresh database (:meth:`PostgresServer.create_database`, for tools such as Dagster's storage
 that always work in the ``public`` schema).
 
-If PostgreSQL cannot be used, its tests are skipped locally but fail when ``CI=true``.
+If PostgreSQL cannot be used, its tests are skipped locally but fail when ``CI=true``. The same
+holds for PostGIS (:meth:`PostgresServer.require_postgis`): the catalog migrations create the
+extension where the server has its files (Debian package ``postgresql-15-postgis-3``, which
+``.ci/run`` installs).
 """
 
 from __future__ import annotations
@@ -35,6 +38,14 @@ from sqlalchemy import make_url
 def postgres_unavailable(reason: str) -> NoReturn:
     """Skip the test, or fail it on CI (``CI=true``) where PostgreSQL must be tested."""
     message = f"PostgreSQL unavailable: {reason}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def postgis_unavailable(reason: str) -> NoReturn:
+    """Skip a test that needs PostGIS, or fail it on CI (``CI=true``), where ``.ci/run`` installs it."""
+    message = f"PostGIS unavailable: {reason} (Debian: apt-get install postgresql-15-postgis-3)"
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
     pytest.skip(message)
@@ -93,6 +104,20 @@ class PostgresServer:
     def drop_database(self, name: str) -> None:
         """Drop database ``name``, disconnecting whoever still uses it."""
         self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def has_postgis(self) -> bool:
+        """Whether the server can create the PostGIS extension (its files are installed)."""
+        import psycopg
+
+        conninfo = make_url(self.admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(conninfo, autocommit=True) as connection:
+            row = connection.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'postgis'").fetchone()
+        return row is not None
+
+    def require_postgis(self) -> None:
+        """Skip the calling test (fail it on CI) unless the server offers PostGIS."""
+        if not self.has_postgis():
+            postgis_unavailable("the server's pg_available_extensions has no postgis")
 
 
 def free_tcp_port() -> int:

@@ -18,7 +18,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
@@ -73,6 +73,7 @@ def create_catalog_engine(url: str) -> Engine:
     SQLAlchemy 2.1 already maps a bare ``postgresql://`` to psycopg 3, but 2.0 maps it to psycopg2;
     naming the driver keeps behaviour (and the one driver we install and test) the same whatever
     SQLAlchemy version is present. An explicit other driver (``postgresql+psycopg2://``) is kept.
+    Every connection runs ``SET jit = off`` (see :func:`_configure_postgresql_connection`).
 
     JSON is serialized with sorted keys and without NaN, on both backends.
 
@@ -90,12 +91,30 @@ def create_catalog_engine(url: str) -> Engine:
     if backend in ("postgresql", "postgres"):
         if parsed.drivername in ("postgresql", "postgres"):
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, json_serializer=_json_dumps, pool_pre_ping=True)
+        engine = create_engine(parsed, json_serializer=_json_dumps, pool_pre_ping=True)
+        event.listen(engine, "connect", _configure_postgresql_connection)
+        return engine
     if backend == "sqlite":
         return _create_sqlite_engine(parsed)
     raise CatalogError(
         f"catalog URL {parsed.render_as_string(hide_password=True)!r}: only sqlite and postgresql are supported"
     )
+
+
+def _configure_postgresql_connection(dbapi_connection: Any, connection_record: Any) -> None:
+    """Switch off PostgreSQL's JIT compilation for the catalog's connections.
+
+    JIT starts when a plan's estimated cost is high, and the planner assumes 100 to 1000 rows for
+    every JSON set-returning function: the footprint test over GeoJSON
+    (:mod:`cube_assets.catalog.footprints`) is estimated at millions, then spends seconds
+    compiling to run in milliseconds. Catalog queries are short or index-only; none gains from JIT.
+    """
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SET jit = off")
+    finally:
+        cursor.close()
+    dbapi_connection.commit()  # a plain SET inside a transaction would be undone by the pool's rollback
 
 
 def _create_sqlite_engine(url: URL) -> Engine:
@@ -147,12 +166,13 @@ def alembic_config() -> Config:
     return config
 
 
-def _run_alembic(engine_or_url: Engine | str, action: str, revision: str) -> None:
+def _run_alembic(engine_or_url: Engine | str, action: str, revision: str, *, postgis: bool = True) -> None:
     engine = create_catalog_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
     try:
         with _ALEMBIC_LOCK, engine.connect() as connection:
             config = alembic_config()
             config.attributes["connection"] = connection
+            config.attributes["postgis"] = postgis
             if action == "upgrade":
                 command.upgrade(config, revision)
             else:
@@ -162,12 +182,17 @@ def _run_alembic(engine_or_url: Engine | str, action: str, revision: str) -> Non
             engine.dispose()
 
 
-def upgrade_schema(engine_or_url: Engine | str, revision: str = "head") -> None:
+def upgrade_schema(engine_or_url: Engine | str, revision: str = "head", *, postgis: bool = True) -> None:
     """Bring the catalog schema up to ``revision`` (default: the latest) with the Alembic migrations.
 
     Safe to call at every start-up and from several threads or processes at once: already-applied
     revisions are skipped, and concurrent callers are serialized by a lock (a process-wide lock,
     then ``BEGIN IMMEDIATE`` on SQLite or an advisory lock on PostgreSQL; see ``migrations/env.py``).
+
+    ``postgis`` matters on PostgreSQL, when migration 0004 runs: True (the default) gives the
+    images a PostGIS footprint column if the extension is installed or can be created; False keeps
+    the portable bounding-box path even where PostGIS exists. Searches give the same answers either
+    way (see :mod:`cube_assets.catalog.footprints`); the choice is made once, by 0004.
 
     Returns:
         None.
@@ -177,7 +202,7 @@ def upgrade_schema(engine_or_url: Engine | str, revision: str = "head") -> None:
         alembic.util.CommandError: if ``revision`` is unknown.
         sqlalchemy.exc.SQLAlchemyError: if the database cannot be reached or a migration fails.
     """
-    _run_alembic(engine_or_url, "upgrade", revision)
+    _run_alembic(engine_or_url, "upgrade", revision, postgis=postgis)
 
 
 def downgrade_schema(engine_or_url: Engine | str, revision: str = "base") -> None:
@@ -192,3 +217,29 @@ def downgrade_schema(engine_or_url: Engine | str, revision: str = "base") -> Non
         sqlalchemy.exc.SQLAlchemyError: if the database cannot be reached or a migration fails.
     """
     _run_alembic(engine_or_url, "downgrade", revision)
+
+
+def postgis_footprint_schema(engine: Engine) -> str | None:
+    """Return the schema of PostGIS if this catalog's images have the footprint column of migration 0004.
+
+    The column ``images.footprint`` (``geometry(Geometry, 4326)``) exists only on PostgreSQL
+    databases where 0004 found PostGIS; searches then use ``ST_Intersects`` on it, qualified with
+    this schema (the catalog's ``search_path`` need not include it).
+
+    Returns:
+        The schema name (e.g. ``"public"``), or None on SQLite, without PostGIS, or before 0004.
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: if the database cannot be reached.
+    """
+    if engine.dialect.name != "postgresql":
+        return None
+    query = text(
+        "SELECT n.nspname FROM pg_attribute AS a"
+        " JOIN pg_type AS t ON t.oid = a.atttypid JOIN pg_namespace AS n ON n.oid = t.typnamespace"
+        " WHERE a.attrelid = to_regclass('images') AND a.attname = 'footprint' AND NOT a.attisdropped"
+        " AND t.typname = 'geometry'"
+    )
+    with engine.connect() as connection:
+        schema = connection.execute(query).scalar()
+    return None if schema is None else str(schema)

@@ -5,8 +5,15 @@ The schema is portable between SQLite and PostgreSQL:
 * JSON columns are ``JSON`` on SQLite and ``JSONB`` on PostgreSQL (``JSONB`` has equality, which
   the idempotent upserts need, and can be GIN-indexed later).
 * Timestamps are timezone-aware ``datetime`` objects in UTC on the Python side (:class:`UTCDateTime`).
-* Image footprints are GeoJSON in EPSG:4326 plus four indexed bounding-box columns, so spatial
-  filtering works in plain SQL on both backends; a PostGIS geometry column can be added later.
+* Image footprints are GeoJSON in EPSG:4326 plus four bounding-box columns, so spatial filtering
+  works in plain SQL on both backends (see :mod:`cube_assets.catalog.footprints`). Migration 0004
+  adds what each backend indexes them with: on SQLite the R*Tree ``images_bbox_rtree``, kept in
+  sync by triggers (declared below, so ``create_all`` builds the same schema); on PostgreSQL with
+  PostGIS a ``geometry(Geometry, 4326)`` column ``images.footprint`` with a GiST index, filled by a
+  trigger. The PostGIS column exists only where the extension does, so it is not modelled here:
+  :func:`is_modelled` tells the migration tools which schema objects to leave out of comparisons.
+* ``images.size_bytes`` is the sum of the image's known file sizes, written with the files by the
+  upserts, so summaries of bytes read the images alone.
 * ``created`` and ``modified`` are set by the database clock (:class:`utcnow`), never by callers.
 
 The schema is created by the Alembic migrations in ``migrations/`` (see
@@ -20,6 +27,7 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import (
+    DDL,
     JSON,
     BigInteger,
     Boolean,
@@ -34,9 +42,11 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    event,
     false,
     func,
     literal,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.compiler import compiles
@@ -220,7 +230,7 @@ class Band(Base):
 class Image(Base):
     """One catalogued raster: a tile-by-period composite, a tile-by-date merge, or a source scene.
 
-    ``geometry`` is the footprint as a GeoJSON Polygon/MultiPolygon in EPSG:4326 and
+    ``geometry`` is the footprint as a GeoJSON Polygon/MultiPolygon in EPSG:4326 (rings closed) and
     ``min_lon``..``max_lat`` its bounding box, used for portable spatial filtering.
     ``acquired``..``acquired_end`` is the time covered (``acquired_end`` is ``None`` for a single
     instant). ``crs``, ``geotransform``, ``width`` and ``height`` describe the raster grid.
@@ -231,7 +241,11 @@ class Image(Base):
         CheckConstraint("cloud_fraction >= 0 AND cloud_fraction <= 1", name="cloud_fraction_range"),
         CheckConstraint("fill_fraction >= 0 AND fill_fraction <= 1", name="fill_fraction_range"),
         CheckConstraint("min_lon <= max_lon AND min_lat <= max_lat", name="bbox_ordered"),
-        Index(None, "product_id", "acquired"),
+        # "Images of product P between t0 and t1" ordered by time; with size_bytes, summaries of a
+        # product are index-only scans (migration 0004).
+        Index(None, "product_id", "acquired", "size_bytes"),
+        # Summaries over every product (the whole catalogue, or a time range of it), index-only.
+        Index(None, "acquired", "size_bytes"),
         Index(None, "provider", "provider_id"),
     )
 
@@ -261,6 +275,9 @@ class Image(Base):
     tags: Mapped[list[str]] = mapped_column(json_document(), default=list)
     created: Mapped[dt.datetime] = mapped_column(UTCDateTime(), server_default=utcnow())
     modified: Mapped[dt.datetime] = mapped_column(UTCDateTime(), server_default=utcnow(), onupdate=utcnow())
+    #: Sum of the known sizes of the image's files (unknown sizes count as 0), written with the files
+    #: by :func:`~cube_assets.catalog.repository.upsert_image` (migration 0004).
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
 
     product: Mapped[Product] = relationship(back_populates="images")
     files: Mapped[list[ImageFile]] = relationship(
@@ -283,6 +300,68 @@ Index(
     func.tstzrange(Image.acquired, func.greatest(Image.acquired, Image.acquired_end), literal("[]", literal_execute=True)),
     postgresql_using="gist",
 ).ddl_if(dialect="postgresql")
+
+
+#: SQLite only (migration 0004): an R*Tree over the images' bounding boxes. R*Tree entries are keyed
+#: by integers and ``images`` has a text key, so ``images_bbox_rtree_ids`` gives each image a
+#: stable integer (a rowid of a table without an INTEGER PRIMARY KEY may change on VACUUM).
+#: Triggers keep both in step with every write to ``images``, whoever makes it. Statements in order;
+#: the migration holds a frozen copy, and a test checks that both build the same schema.
+SQLITE_BBOX_RTREE_DDL: tuple[str, ...] = (
+    "CREATE VIRTUAL TABLE images_bbox_rtree USING rtree(id, min_lon, max_lon, min_lat, max_lat)",
+    "CREATE TABLE images_bbox_rtree_ids (id INTEGER NOT NULL PRIMARY KEY, image_id VARCHAR NOT NULL UNIQUE)",
+    """CREATE TRIGGER images_bbox_rtree_insert AFTER INSERT ON images BEGIN
+  INSERT OR IGNORE INTO images_bbox_rtree_ids (image_id) VALUES (new.id);
+  INSERT OR REPLACE INTO images_bbox_rtree (id, min_lon, max_lon, min_lat, max_lat)
+    VALUES ((SELECT id FROM images_bbox_rtree_ids WHERE image_id = new.id),
+            new.min_lon, new.max_lon, new.min_lat, new.max_lat);
+END""",
+    """CREATE TRIGGER images_bbox_rtree_update AFTER UPDATE OF id, min_lon, min_lat, max_lon, max_lat ON images
+WHEN old.id IS NOT new.id OR old.min_lon IS NOT new.min_lon OR old.min_lat IS NOT new.min_lat
+  OR old.max_lon IS NOT new.max_lon OR old.max_lat IS NOT new.max_lat BEGIN
+  UPDATE images_bbox_rtree_ids SET image_id = new.id WHERE image_id = old.id;
+  UPDATE images_bbox_rtree
+    SET min_lon = new.min_lon, max_lon = new.max_lon, min_lat = new.min_lat, max_lat = new.max_lat
+    WHERE id = (SELECT id FROM images_bbox_rtree_ids WHERE image_id = new.id);
+END""",
+    """CREATE TRIGGER images_bbox_rtree_delete AFTER DELETE ON images BEGIN
+  DELETE FROM images_bbox_rtree WHERE id = (SELECT id FROM images_bbox_rtree_ids WHERE image_id = old.id);
+  DELETE FROM images_bbox_rtree_ids WHERE image_id = old.id;
+END""",
+)
+for _statement in SQLITE_BBOX_RTREE_DDL:
+    event.listen(Image.__table__, "after_create", DDL(_statement).execute_if(dialect="sqlite"))
+for _statement in ("DROP TABLE IF EXISTS images_bbox_rtree", "DROP TABLE IF EXISTS images_bbox_rtree_ids"):
+    event.listen(Image.__table__, "after_drop", DDL(_statement).execute_if(dialect="sqlite"))
+
+#: Prefix of the SQLite R*Tree's tables (its own, the shadow tables SQLite makes for it, and the ids).
+SQLITE_BBOX_RTREE_PREFIX = "images_bbox_rtree"
+#: PostgreSQL with PostGIS only (migration 0004): the footprint geometry column and its GiST index.
+POSTGIS_FOOTPRINT_COLUMN = "footprint"
+POSTGIS_FOOTPRINT_INDEX = "ix_images_footprint"
+
+
+def is_modelled(name: str | None, type_: str, parent_names: dict[str, str | None]) -> bool:
+    """Return whether a schema object is described by these models (Alembic's ``include_name`` hook).
+
+    False for what migration 0004 creates outside the models: the SQLite R*Tree tables and the
+    PostGIS footprint column and index, which exist only on some databases. Comparisons between
+    the migrated schema and the models (autogenerate, the drift tests) skip them.
+
+    Returns:
+        True unless the object is one of those.
+
+    Raises:
+        Nothing.
+    """
+    if type_ == "table" and name is not None and name.startswith(SQLITE_BBOX_RTREE_PREFIX):
+        return False
+    if parent_names.get("table_name") == "images":
+        if type_ == "column" and name == POSTGIS_FOOTPRINT_COLUMN:
+            return False
+        if type_ == "index" and name == POSTGIS_FOOTPRINT_INDEX:
+            return False
+    return True
 
 
 class ImageFile(Base):

@@ -52,7 +52,12 @@ from sqlalchemy import JSON, Engine, Select, Text, cast, delete, func, select, t
 from sqlalchemy.orm import Session, sessionmaker
 
 from cube_assets.catalog import models
-from cube_assets.catalog.database import create_catalog_engine, session_factory, upgrade_schema
+from cube_assets.catalog.database import (
+    create_catalog_engine,
+    postgis_footprint_schema,
+    session_factory,
+    upgrade_schema,
+)
 from cube_assets.catalog.models import BAND_DATA_TYPES, MAX_PROPERTIES, MAX_TAGS
 from cube_assets.catalog.repository import (
     BandRecord,
@@ -101,7 +106,10 @@ class Catalog:
     """A connection to one catalog database (SQLite file or PostgreSQL), and the objects bound to it.
 
     ``Catalog(url)`` creates the engine and, unless ``migrate=False``, brings the schema to the
-    latest revision. ``catalog.products``, ``catalog.bands`` and ``catalog.images`` give the
+    latest revision. ``postgis=False`` keeps PostGIS out on PostgreSQL: the migration does not add
+    the footprint column, and searches use the portable exact test even where the column exists
+    (same answers; see :mod:`cube_assets.catalog.footprints`). ``catalog.products``,
+    ``catalog.bands`` and ``catalog.images`` give the
     class methods (``get``, ``get_many``, ``get_or_create``, ``exists``, ``search``) bound to
     this catalog, and create new objects bound to it: ``catalog.products(id=..., name=...)``.
     Use it as a context manager, or call :meth:`close`, to release its connections.
@@ -111,7 +119,8 @@ class Catalog:
         sqlalchemy.exc.SQLAlchemyError: if the database cannot be reached while migrating.
     """
 
-    def __init__(self, url: str | Engine, *, migrate: bool = True) -> None:
+    def __init__(self, url: str | Engine, *, migrate: bool = True, postgis: bool = True) -> None:
+        self._use_postgis = postgis
         if isinstance(url, Engine):
             self.engine = url
             self._owns_engine = False
@@ -120,7 +129,7 @@ class Catalog:
             self._owns_engine = True
         self.url = self.engine.url.render_as_string(hide_password=True)
         if migrate:
-            upgrade_schema(self.engine)
+            upgrade_schema(self.engine, postgis=postgis)
         self._sessions: sessionmaker[Session] = session_factory(self.engine)
         self.products = BoundClass(Product, self)
         self.bands = BoundClass(Band, self)
@@ -130,6 +139,20 @@ class Catalog:
     def dialect(self) -> str:
         """The database's SQLAlchemy dialect name: ``"sqlite"`` or ``"postgresql"``."""
         return self.engine.dialect.name
+
+    @property
+    def postgis_schema(self) -> str | None:
+        """The schema of PostGIS if searches use its footprint column (migration 0004), else None.
+
+        Asked of the database once per catalog, on first use (see
+        :func:`cube_assets.catalog.database.postgis_footprint_schema`); always None for a catalog
+        opened with ``postgis=False``.
+        """
+        if not self._use_postgis:
+            return None
+        if not hasattr(self, "_postgis_schema"):
+            self._postgis_schema = postgis_footprint_schema(self.engine)
+        return self._postgis_schema
 
     @property
     def sessions(self) -> sessionmaker[Session]:

@@ -171,6 +171,7 @@ def _check_geometry(what: str, value: object) -> tuple[dict[str, Any], BBox]:
     geojson = {"type": kind, "coordinates": _json_copy(what, "geometry", value["coordinates"])}
     try:
         shape = shapely.geometry.shape(geojson)
+        _close_rings(geojson)
     except (GEOSException, ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
         raise CatalogError(f"{what}: geometry is not a valid GeoJSON {kind}: {exc}") from exc
     if shape.is_empty:
@@ -185,6 +186,19 @@ def _check_geometry(what: str, value: object) -> tuple[dict[str, Any], BBox]:
     if not shape.is_valid:
         raise CatalogError(f"{what}: geometry is invalid: {explain_validity(shape)}")
     return geojson, (min_lon, min_lat, max_lon, max_lat)
+
+
+def _close_rings(geojson: dict[str, Any]) -> None:
+    """Repeat the first position at the end of every ring that lacks it (GeoJSON rings are closed).
+
+    Shapely closes rings silently; PostGIS, which reads the stored GeoJSON into the footprint
+    column (migration 0004), refuses unclosed rings.
+    """
+    polygons = [geojson["coordinates"]] if geojson["type"] == "Polygon" else geojson["coordinates"]
+    for polygon in polygons:
+        for ring in polygon:
+            if ring and ring[0] != ring[-1]:
+                ring.append(list(ring[0]))
 
 
 def _check_bbox(value: object) -> BBox:
@@ -346,7 +360,7 @@ class ImageRecord:
     """An image to upsert, with its files.
 
     ``geometry`` is a GeoJSON Polygon/MultiPolygon (or an object with ``__geo_interface__``) in
-    EPSG:4326 lon/lat; it is stored as ``{"type", "coordinates"}`` and ``bbox`` is derived from it.
+    EPSG:4326 lon/lat; it is stored as ``{"type", "coordinates"}`` (rings closed) and ``bbox`` is derived from it.
     ``acquired``/``acquired_end`` must be timezone-aware and are converted to UTC.
     ``geotransform`` is the GDAL 6-tuple. ``files`` lists every file of the image: upserting
     replaces the stored list.
@@ -571,8 +585,9 @@ def _as_list(value: Sequence[float] | None) -> list[float] | None:
 def upsert_image(session: Session, record: ImageRecord) -> bool:
     """Insert the image or update it where it differs, and make its files exactly ``record.files``.
 
-    Files no longer listed are deleted, new ones inserted, changed ones updated. ``modified``
-    moves when the image row or any of its files changed, and only then.
+    Files no longer listed are deleted, new ones inserted, changed ones updated, and the image's
+    ``size_bytes`` becomes the sum of their known sizes. ``modified`` moves when the image row or
+    any of its files changed, and only then.
 
     Returns:
         True if the image or any of its files was inserted, changed or deleted; False if all
@@ -611,6 +626,8 @@ def upsert_image(session: Session, record: ImageRecord) -> bool:
         "period_start": record.period_start,
         "properties": record.properties,
         "tags": list(record.tags),
+        # The image's bytes for summaries: its files are exactly record.files after this upsert.
+        "size_bytes": sum(file.size_bytes or 0 for file in record.files),
     }
     image_written = _upsert_rows(session, _IMAGES, [row], ["id"]) > 0
 

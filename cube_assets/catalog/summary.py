@@ -1,8 +1,15 @@
 """Summaries of image searches, computed by the database: counts, bytes, products, per time interval.
 
-``Image.search()...summary()`` and ``...summary_interval("month")`` call these. Each runs a few
-aggregate queries over the search's ``WHERE`` clause; no image row is sent to Python. Bytes are
-the sum of the images' known file sizes (``image_files.size_bytes``; unknown sizes count as 0).
+``Image.search()...summary()`` and ``...summary_interval("month")`` call these. Each runs one or
+two aggregate queries over the search's ``WHERE`` clause, on the images table alone; no image row
+is sent to Python. Bytes are the sum of the images' known file sizes, which the upserts store
+with each image (``images.size_bytes``, migration 0004; unknown sizes count as 0), so no file row
+is read.
+
+On PostgreSQL, the interval summary of whole products or of the whole catalogue (no filter but
+``product_id``, no geometry; at most :data:`MAX_RANGE_INTERVALS` intervals) counts and adds one
+``acquired`` range per interval, each an index-only scan of ``(product_id, acquired, size_bytes)``
+or ``(acquired, size_bytes)``; other searches are one grouped pass over what their indexes find.
 
 Intervals are calendar intervals in UTC: ``year`` (1 January), ``month`` (the 1st), ``week``
 (ISO weeks, starting on Monday) and ``day``. The bucket of an image is the interval holding its
@@ -15,7 +22,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, func, literal, select
+from sqlalchemy import ColumnElement, column, func, literal, select, true, values
 
 from cube_assets.catalog import models
 from cube_assets.catalog.search import properties as p
@@ -60,18 +67,21 @@ def summarize(search: Search[Any]) -> Summary:
         CatalogError: if the search is not over images.
     """
     _require_images(search)
-    where = search.where_clause()
-    image, files = models.Image, models.ImageFile
-    count_query = select(func.count()).select_from(image).where(where)
-    bytes_query = (
-        select(func.coalesce(func.sum(files.size_bytes), 0)).select_from(image).join(files, files.image_id == image.id).where(where)
+    image = models.Image
+    # One pass: per product, its images and their bytes; the totals are sums of those.
+    per_product = (
+        select(image.product_id, func.count(), func.coalesce(func.sum(image.size_bytes), 0))
+        .where(search.where_clause())
+        .group_by(image.product_id)
+        .order_by(image.product_id)
     )
-    products_query = select(image.product_id).where(where).distinct().order_by(image.product_id)
     with search.catalog.session() as session:
-        count = int(session.execute(count_query).scalar_one())
-        total = int(session.execute(bytes_query).scalar_one()) if count else 0
-        products = list(session.scalars(products_query)) if count else []
-    return Summary(count=count, bytes=total, products=products)
+        rows = session.execute(per_product).all()
+    return Summary(
+        count=sum(int(count) for _, count, _ in rows),
+        bytes=sum(int(size) for _, _, size in rows),
+        products=[product for product, _, _ in rows],
+    )
 
 
 def summarize_intervals(
@@ -114,21 +124,26 @@ def summarize_intervals(
         restricted = restricted.filter(p[date_field] >= start)
     if end is not None:
         restricted = restricted.filter(p[date_field] < end)
+    if _range_aligned(search, date_field):
+        by_ranges = _summarize_by_ranges(search, restricted, interval, start, end)
+        if by_ranges is not None:
+            return by_ranges
     where = restricted.where_clause()
-    image, files = models.Image, models.ImageFile
-    column = getattr(image, date_field)
-    bucket = _bucket(column, interval, search.catalog.dialect).label("bucket")
-    counts_query = select(bucket, func.count()).select_from(image).where(where).group_by(bucket)
-    bytes_query = (
-        select(bucket, func.coalesce(func.sum(files.size_bytes), 0))
+    image = models.Image
+    date_column = getattr(image, date_field)
+    bucket = _bucket(date_column, interval, search.catalog.dialect).label("bucket")
+    query = (
+        select(bucket, func.count(), func.coalesce(func.sum(image.size_bytes), 0))
         .select_from(image)
-        .join(files, files.image_id == image.id)
         .where(where)
         .group_by(bucket)
     )
+    counts: dict[dt.datetime, int] = {}
+    sizes: dict[dt.datetime, int] = {}
     with search.catalog.session() as session:
-        counts = {_bucket_start(value): int(n) for value, n in session.execute(counts_query)}
-        sizes = {_bucket_start(value): int(n) for value, n in session.execute(bytes_query)} if counts else {}
+        for value, count, size in session.execute(query):
+            counts[_bucket_start(value)] = int(count)
+            sizes[_bucket_start(value)] = int(size)
     first = _floor(start, interval) if start is not None else min(counts, default=None)
     if end is not None:
         last = _floor(end - dt.timedelta(microseconds=1), interval)
@@ -142,6 +157,97 @@ def summarize_intervals(
         series.append(IntervalSummary(current, counts.get(current, 0), sizes.get(current, 0)))
         current = _next(current, interval)
     return series
+
+
+#: Properties whose filters an index on ``(product_id, acquired, size_bytes)`` answers within a
+#: time range (see :func:`_range_aligned`). Not ``acquired`` itself: its comparisons carry the
+#: ``tstzrange`` condition for the GiST index, which a B-tree cannot check without the table;
+#: time bounds are given as ``start_datetime``/``end_datetime`` instead.
+_RANGE_PROPERTIES = frozenset({"product_id"})
+#: Most intervals summarized range by range; each costs a little (about 0.1 ms), so a long
+#: series of short intervals (days over years) is one grouped pass instead.
+MAX_RANGE_INTERVALS = 120
+
+
+def _range_aligned(search: Search[Any], date_field: str) -> bool:
+    """Whether an index range scan per interval summarizes ``search`` faster than one grouped pass.
+
+    True on PostgreSQL for ``acquired`` intervals of searches with no geometry whose filters only
+    name ``product_id`` (products, or the whole catalogue, within the summary's bounds): each
+    interval is then an index-only range scan of ``(product_id, acquired, size_bytes)`` or
+    ``(acquired, size_bytes)``, which only counts and adds, where a grouped pass would compute
+    and hash every row's interval (2 to 4 times slower at a million images). Spatial and other
+    filters select fewer images, found by their own indexes: one grouped pass is best for them.
+    """
+    if search.catalog.dialect != "postgresql" or date_field != "acquired" or search.geometry is not None:
+        return False
+    return all(_property_names(expression) <= _RANGE_PROPERTIES for expression in search.filters)
+
+
+def _property_names(expression: Any) -> set[str]:
+    """The names of the properties ``expression`` compares (``"?"`` for JSON keys and unknown kinds)."""
+    from cube_assets.catalog import search as search_module
+
+    if isinstance(expression, search_module.And | search_module.Or):
+        return set().union(*(_property_names(part) for part in expression.parts))
+    if isinstance(expression, search_module.Not):
+        return _property_names(expression.part)
+    prop = getattr(expression, "property", None)
+    if isinstance(prop, search_module.Property) and not prop._path:
+        return {prop._name}
+    return {"?"}
+
+
+def _summarize_by_ranges(
+    search: Search[Any], restricted: Search[Any], interval: str, start: dt.datetime | None, end: dt.datetime | None
+) -> list[IntervalSummary] | None:
+    """:func:`summarize_intervals` by one aggregate per interval, over ``acquired`` ranges (PostgreSQL).
+
+    The intervals run from ``start`` (else the earliest match's) to just before ``end`` (else the
+    latest match's), each clipped to ``[start, end)``; one statement joins them with a ``LATERAL``
+    count and sum of the search's matches in each. Returns None, having run at most a min/max
+    query, when there are more than :data:`MAX_RANGE_INTERVALS` intervals.
+    """
+    image = models.Image
+    earliest = latest = None
+    with search.catalog.session() as session:
+        if start is None or end is None:
+            earliest, latest = session.execute(
+                select(func.min(image.acquired), func.max(image.acquired)).where(restricted.where_clause())
+            ).one()
+            if earliest is None:  # nothing matches and the series has an open end
+                return []
+        first = _floor(start if start is not None else earliest, interval)
+        last = _floor(end - dt.timedelta(microseconds=1) if end is not None else latest, interval)
+        starts = []
+        current = first
+        while current <= last:
+            starts.append(current)
+            current = _next(current, interval)
+            if len(starts) > MAX_RANGE_INTERVALS:
+                return None
+        ranges = [
+            (bucket, max(bucket, start) if start else bucket, min(_next(bucket, interval), end) if end else _next(bucket, interval))
+            for bucket in starts
+        ]
+        intervals = values(
+            column("interval_start", models.UTCDateTime()),
+            column("range_start", models.UTCDateTime()),
+            column("range_end", models.UTCDateTime()),
+            name="intervals",
+        ).data(ranges)
+        totals = (
+            select(func.count().label("images"), func.coalesce(func.sum(image.size_bytes), 0).label("size"))
+            .where(search.where_clause(), image.acquired >= intervals.c.range_start, image.acquired < intervals.c.range_end)
+            .lateral("totals")
+        )
+        query = (
+            select(intervals.c.interval_start, totals.c.images, totals.c.size)
+            .select_from(intervals.join(totals, true()))
+            .order_by(intervals.c.interval_start)
+        )
+        rows = session.execute(query).all()
+    return [IntervalSummary(_bucket_start(bucket), int(count), int(size)) for bucket, count, size in rows]
 
 
 def _require_images(search: Search[Any]) -> None:

@@ -5,12 +5,17 @@ SQLite file in ``tmp_path`` and on PostgreSQL, in a fresh schema (selected throu
 ``search_path`` option) of the throw-away server that ``cube_assets_tests/fixtures_postgres.py``
 starts once per session (``postgresql_server``; it skips locally but fails when ``CI=true`` if
 PostgreSQL cannot be used).
+
+Tests of ``intersects`` and of migration 0004 use ``footprint_backend`` instead: the three ways a
+catalog finds footprints (SQLite with its R*Tree, PostgreSQL without PostGIS, PostgreSQL with
+PostGIS), each on a new, unmigrated database.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -35,6 +40,41 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
     server.admin(f'CREATE SCHEMA "{schema}"')
     try:
         yield server.schema_url(schema)
+    finally:
+        server.admin(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+#: The three ways a catalog answers ``intersects`` (see ``cube_assets/catalog/footprints.py``).
+FOOTPRINT_BACKENDS = ("sqlite", "postgresql_bbox", "postgresql_postgis")
+
+
+@dataclass(frozen=True)
+class FootprintBackend:
+    """A new, empty catalog database and how to migrate it: ``upgrade_schema(url, postgis=postgis)``."""
+
+    name: str
+    url: str
+    postgis: bool
+
+
+@pytest.fixture(params=FOOTPRINT_BACKENDS)
+def footprint_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FootprintBackend]:
+    """An unmigrated catalog on SQLite, on PostgreSQL without PostGIS, and on PostgreSQL with PostGIS.
+
+    ``postgresql_postgis`` skips locally when the server has no PostGIS files (and fails on CI);
+    ``postgresql_bbox`` is migrated with ``postgis=False`` on the same server.
+    """
+    if request.param == "sqlite":
+        yield FootprintBackend("sqlite", f"sqlite:///{tmp_path}/catalog.sqlite", postgis=False)
+        return
+    server: PostgresServer = request.getfixturevalue("postgresql_server")
+    postgis = request.param == "postgresql_postgis"
+    if postgis:
+        server.require_postgis()
+    schema = f"footprints_{uuid.uuid4().hex[:12]}"
+    server.admin(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield FootprintBackend(request.param, server.schema_url(schema), postgis=postgis)
     finally:
         server.admin(f'DROP SCHEMA "{schema}" CASCADE')
 

@@ -27,9 +27,14 @@ from cube_assets.catalog.objects import (
     MaskBand,
     SpectralBand,
 )
+from cube_assets.catalog.database import upgrade_schema
 from cube_assets.catalog.repository import upsert_image
 
 BACKENDS = ("sqlite", "postgresql")
+#: The filled catalog also runs on PostgreSQL migrated without PostGIS (``postgresql_bbox``), so
+#: every search test checks that both PostgreSQL footprint paths give the same answers.
+#: ``postgresql`` uses PostGIS where the test server has it (CI installs it).
+FILLED_BACKENDS = ("sqlite", "postgresql", "postgresql_bbox")
 UTC = dt.UTC
 
 #: Three tiles in a row; neighbours share an edge (A|B at lon -45, B|C at lon -44).
@@ -200,6 +205,8 @@ def _build_filled(request: pytest.FixtureRequest, backend: str) -> Catalog:
         server = request.getfixturevalue("postgresql_server")
         schema = f"catalog_objects_{uuid.uuid4().hex[:12]}"
         server.admin(f'CREATE SCHEMA "{schema}"')
+        if backend == "postgresql_bbox":
+            upgrade_schema(server.schema_url(schema), postgis=False)
         catalog = Catalog(server.schema_url(schema))
 
         def drop() -> None:
@@ -212,7 +219,7 @@ def _build_filled(request: pytest.FixtureRequest, backend: str) -> Catalog:
     return catalog
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=FILLED_BACKENDS)
 def filled(request: pytest.FixtureRequest) -> Catalog:
     """A catalog holding :data:`RECORDS` on each backend (built once per session): tests must not change it."""
     if request.param not in _FILLED:
@@ -220,4 +227,4 @@ def filled(request: pytest.FixtureRequest) -> Catalog:
     return _FILLED[request.param]
 
 
-__all__ = ["BACKENDS", "LCF", "MERGE", "RECORDS", "SCENES", "TILES", "catalog", "expected_ids", "fill", "filled"]
+__all__ = ["BACKENDS", "FILLED_BACKENDS", "LCF", "MERGE", "RECORDS", "SCENES", "TILES", "catalog", "expected_ids", "fill", "filled"]

@@ -187,18 +187,27 @@ def test_filter_takes_only_expressions(filled: Catalog) -> None:
 # ------------------------------------------------------------------------------ geometry
 
 
-def _bbox_intersects(record: dict[str, Any], bounds: tuple[float, float, float, float]) -> bool:
-    min_lon, min_lat, max_lon, max_lat = record["geometry"].bounds
-    return min_lon <= bounds[2] and max_lon >= bounds[0] and min_lat <= bounds[3] and max_lat >= bounds[1]
+def _intersects(record: dict[str, Any], bounds: tuple[float, float, float, float]) -> bool:
+    """The oracle: shapely's exact intersection of the footprint and the box (touching counts)."""
+    return bool(record["geometry"].intersects(shapely.geometry.box(*bounds)))
 
 
-def test_intersects_geojson_matches_bounding_boxes(filled: Catalog) -> None:
-    area = (-43.6, -9.8, -43.3, -9.6)  # inside tile C, and inside the bbox (not the parts) of the MultiPolygon scene
+def test_intersects_geojson_matches_footprints_exactly(filled: Catalog) -> None:
+    area = (-43.6, -9.8, -43.3, -9.6)  # inside tile C, and inside one part of the MultiPolygon scene
 
     found = ids(Image.search(filled).intersects(shapely.geometry.mapping(shapely.geometry.box(*area))))
 
-    assert found == expected_ids(lambda r: _bbox_intersects(r, area))
+    assert found == expected_ids(lambda r: _intersects(r, area))
     assert "S2A_20240203" in found and not any(i.startswith(("merge_A", "merge_B")) for i in found)
+
+
+def test_intersects_ignores_a_footprint_whose_bounding_box_alone_meets_the_geometry(filled: Catalog) -> None:
+    between_parts = (-44.8, -9.8, -44.6, -9.6)  # in the MultiPolygon scene's bbox, between its two parts
+
+    found = ids(Image.search(filled).filter(p.product_id == SCENES).intersects(shapely.geometry.box(*between_parts)))
+
+    assert found == ["S2B_20240208"]  # the scene over tile B; S2A_20240203's parts are at -45.5 and -43.5
+    assert found == expected_ids(lambda r: r["product_id"] == SCENES and _intersects(r, between_parts))
 
 
 def test_intersects_counts_touching_edges(filled: Catalog) -> None:
@@ -218,7 +227,7 @@ def test_intersects_accepts_a_feature_a_grid_tile_and_a_geocontext(filled: Catal
 
     results = [ids(Image.search(filled).intersects(g)) for g in (feature, tile, context, shapely.geometry.box(*bounds))]
 
-    assert results[0] == results[1] == results[2] == results[3] == expected_ids(lambda r: _bbox_intersects(r, bounds))
+    assert results[0] == results[1] == results[2] == results[3] == expected_ids(lambda r: _intersects(r, bounds))
 
 
 def _wkt(epsg: int) -> str:
@@ -345,7 +354,23 @@ def test_postgresql_search_uses_the_gist_index_for_bbox_and_time(filled: Catalog
 
     assert "ix_images_bbox_time_span" in plan
     assert ids(search) == expected_ids(
-        lambda r: _bbox_intersects(r, TILES["B"])
+        lambda r: _intersects(r, TILES["B"])
+        and dt.datetime(2023, 3, 1, tzinfo=UTC) <= r["acquired"] < dt.datetime(2023, 6, 1, tzinfo=UTC)
+    )
+
+
+@pytest.mark.parametrize("filled", ["postgresql", "postgresql_bbox"], indirect=True)
+def test_postgresql_spatial_searches_bound_time_through_the_gist_index_only(filled: Catalog) -> None:
+    # With a geometry, the acquired comparison is wrapped so that no B-tree on acquired joins the
+    # GiST index in the plan; without one, B-trees (product_id, acquired, ...) may serve it.
+    dates = (p.acquired >= "2023-03-01") & (p.acquired < "2023-06-01")
+    spatial = Image.search(filled).intersects(shapely.geometry.box(*TILES["B"])).filter(dates)
+    temporal = Image.search(filled).filter(p.product_id == MERGE).filter(dates)
+
+    assert "coalesce(images.acquired >=" in spatial.sql() and "tstzrange(" in spatial.sql()
+    assert "coalesce(images.acquired" not in temporal.sql() and "images.acquired >=" in temporal.sql()
+    assert ids(spatial) == expected_ids(
+        lambda r: _intersects(r, TILES["B"])
         and dt.datetime(2023, 3, 1, tzinfo=UTC) <= r["acquired"] < dt.datetime(2023, 6, 1, tzinfo=UTC)
     )
 

@@ -22,7 +22,7 @@ from alembic import context
 from sqlalchemy import Connection, text
 
 from cube_assets.catalog.database import VERSION_TABLE, create_catalog_engine
-from cube_assets.catalog.models import Base
+from cube_assets.catalog.models import Base, is_modelled
 from cube_assets.errors import CatalogError
 from cube_assets.providers import registry_models  # noqa: F401 - registers the registry tables on Base.metadata
 
@@ -53,6 +53,8 @@ def _run(connection: Connection) -> None:
             # SQLite DDL is transactional too; one transaction makes the lock below cover everything.
             transactional_ddl=True,
             compare_type=True,
+            # The R*Tree (SQLite) and the PostGIS footprint (0004) exist outside the models.
+            include_name=is_modelled,
         )
         with context.begin_transaction():
             if is_sqlite:
@@ -79,6 +81,7 @@ def run_migrations_offline() -> None:
         literal_binds=True,
         render_as_batch=True,
         version_table=VERSION_TABLE,
+        include_name=is_modelled,
     )
     with context.begin_transaction():
         context.run_migrations()
