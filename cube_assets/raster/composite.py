@@ -362,28 +362,41 @@ def _output_profile(reference: Any, dtype: Any, nodata: float | None, compress: 
 
 
 @contextlib.contextmanager
-def _staged_geotiff(destination: PathLike, finalize: Finalize | None) -> Iterator[Path]:
-    """Yield a temporary path for a GeoTIFF; on success put it at ``destination``.
+def _staged_geotiffs(destinations: Mapping[str, PathLike], finalize: Finalize | None) -> Iterator[dict[str, Path]]:
+    """Yield a temporary GeoTIFF path per output name; on success put each at its destination.
 
-    Without ``finalize`` the temporary file comes from ``atomic_path`` and is renamed onto
-    ``destination``. With ``finalize`` it is called as ``finalize(tmp_tiff, destination)``
-    instead of the rename (it must write ``destination``, atomically if that matters) and the
-    temporary file is removed afterwards. On error nothing is left behind.
+    Without ``finalize`` each temporary file comes from ``atomic_path`` and is renamed onto its
+    destination. With ``finalize``, ``finalize(tmp_tiff, destination)`` is called instead of the
+    rename (it must write ``destination``, atomically if that matters), for all outputs at once
+    in threads (a COG conversion is mostly GDAL work outside the GIL, so several outputs use
+    several cores), and the temporary files are removed afterwards. On error, in the block or
+    in any ``finalize``, no temporary file is left behind (destinations already finalized stay).
     """
-    destination = Path(destination)
     if finalize is None:
-        with atomic_path(destination) as tmp:
-            yield tmp
+        with contextlib.ExitStack() as stack:
+            yield {name: stack.enter_context(atomic_path(Path(path))) for name, path in destinations.items()}
         return
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    tmp = destination.with_name(f".{destination.stem}.{uuid.uuid4().hex[:12]}.tmp.tif")
+    staged: dict[str, Path] = {}
+    for name, path in destinations.items():
+        destination = Path(path)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        staged[name] = destination.with_name(f".{destination.stem}.{uuid.uuid4().hex[:12]}.tmp.tif")
     try:
-        yield tmp
-        finalize(tmp, destination)
+        yield staged
+        jobs = [(staged[name], Path(destinations[name])) for name in destinations]
+        if len(jobs) == 1:
+            finalize(*jobs[0])
+        else:
+            with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1), thread_name_prefix="blend-cog") as pool:
+                futures = [pool.submit(finalize, tmp, destination) for tmp, destination in jobs]
+                wait(futures)
+                for future in futures:
+                    future.result()
     finally:
-        for leftover in tmp.parent.glob(tmp.name + "*"):
-            with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
+        for tmp in staged.values():
+            for leftover in tmp.parent.glob(tmp.name + "*"):
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
 
 
 def _check_observations(
@@ -649,7 +662,8 @@ def blend_band(
     Each output is a tiled 512 x 512 GeoTIFF with the first merge's grid and dtype and
     ``band_nodata``, DEFLATE-compressed and moved into place under its final name; with
     ``finalize`` it is an uncompressed temporary file handed to ``finalize(tmp_tiff,
-    final_path)`` (e.g. a COG conversion) and removed afterwards.
+    final_path)`` (e.g. a COG conversion; several outputs are finalized at once, in threads)
+    and removed afterwards.
 
     Returns:
         ``{function: output path}``.
@@ -684,7 +698,7 @@ def blend_band(
             if executor is not None:
                 inputs.callback(executor.shutdown)
         band_reader, quality_reader = _StackReader(merges, pool), _StackReader(qualities, pool)
-        staged = {name: inputs.enter_context(_staged_geotiff(out_paths[name], finalize)) for name in functions}
+        staged = inputs.enter_context(_staged_geotiffs({name: out_paths[name] for name in functions}, finalize))
         with contextlib.ExitStack() as outputs:
             writers = {name: outputs.enter_context(rasterio.open(tmp, "w", **profile)) for name, tmp in staged.items()}
 
@@ -785,7 +799,7 @@ def blend_quality(
             if executor is not None:
                 inputs.callback(executor.shutdown)
         reader = _StackReader(qualities, pool)
-        staged = {name: inputs.enter_context(_staged_geotiff(path, finalize)) for name, path in outputs_paths.items()}
+        staged = inputs.enter_context(_staged_geotiffs(outputs_paths, finalize))
         with contextlib.ExitStack() as outputs:
             writers = {
                 name: outputs.enter_context(rasterio.open(tmp, "w", **profiles[name])) for name, tmp in staged.items()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -394,6 +395,27 @@ def test_blend_band_leaves_no_file_when_writing_fails(synthetic_period, tmp_path
             BAND_NODATA, finalize=broken_finalize,
         )
     assert list(out.iterdir()) == []
+
+
+def test_blend_quality_finalizes_its_outputs_in_threads_and_cleans_up_when_one_fails(synthetic_period, tmp_path):
+    _, _, _, qualities = synthetic_period
+    out = tmp_path / "out"
+    names = ("quality", "PROVENANCE", "CLEAROB", "TOTALOB")
+    threads = {}
+
+    def finalize(tmp: Path, final: Path) -> None:
+        threads[final.stem] = threading.current_thread().name
+        if final.stem == "CLEAROB":
+            raise RuntimeError("COG conversion of CLEAROB failed")
+        tmp.rename(final)
+
+    with pytest.raises(RuntimeError, match="CLEAROB failed"):
+        blend_quality(qualities, SYNTH_DATES, SYNTH_EFFICACIES, FMASK4_RULES, *(out / f"{n}.tif" for n in names),
+                      finalize=finalize)
+    assert set(threads) == set(names)  # every output was finalized, not only those before the failure
+    assert all(name.startswith("blend-cog") for name in threads.values())
+    assert not list(out.glob(".*"))  # no temporary file left behind
+    assert not (out / "CLEAROB.tif").exists()
 
 
 def test_blend_band_uint16_reflectance_does_not_wrap(tmp_path):
