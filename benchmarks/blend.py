@@ -50,6 +50,7 @@ import json
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -216,15 +217,31 @@ def build_synthetic_period(directory: Path, size: int, dates: int = 10, seed: in
 
 
 class TimedCog:
-    """The finalize every side uses: ``cog_from_file`` as in ``steps/blend.py``, timed apart."""
+    """The finalize every side uses: ``cog_from_file`` as in ``steps/blend.py``, timed apart.
+
+    ``seconds`` is the wall time from the first conversion's start to the last one's end (the
+    outputs of one pass are converted at once, in threads), not the sum of their times.
+    """
 
     def __init__(self) -> None:
-        self.seconds = 0.0
+        self._lock = threading.Lock()
+        self._spans: list[tuple[float, float]] = []
 
     def __call__(self, staging: Path, destination: Path) -> None:
         start = time.perf_counter()
         cog_from_file(staging, destination, overview_resampling="nearest", driver="gdal")
-        self.seconds += time.perf_counter() - start
+        with self._lock:
+            self._spans.append((start, time.perf_counter()))
+
+    @property
+    def seconds(self) -> float:
+        """Wall seconds during which at least one conversion ran (spans merged)."""
+        total, end = 0.0, float("-inf")
+        for span_start, span_end in sorted(self._spans):
+            if span_end > end:
+                total += span_end - max(span_start, end)
+                end = span_end
+        return total
 
 
 @dataclass(frozen=True)

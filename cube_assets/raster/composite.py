@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -62,7 +63,8 @@ ENGINES = ("auto", "numba", "numpy")
 """``engine`` choices of ``blend_band`` / ``blend_quality``."""
 
 DEFAULT_IO_THREADS = 4
-"""At most this many input files are decoded at once by default (fewer on fewer CPUs)."""
+"""At most this many windows (each decoding one file at a time) are composited at once by
+default (fewer on fewer CPUs)."""
 
 GDAL_CACHE_BYTES = 64 * 1024 * 1024
 """GDAL block cache while blending (and finalizing): every block is read once, so a small cache
@@ -473,68 +475,76 @@ class _QualityLookup:
 
 
 class _StackReader:
-    """Read one window of several single-band datasets into a ``(T, H, W)`` stack, in threads.
+    """Read one window of several single-band datasets into a ``(T, H, W)`` stack.
 
-    Each dataset is read by one thread at a time (GDAL handles are not shared between threads);
-    decompression runs outside the GIL, so T files decode on all cores.
+    A reader belongs to one window worker (GDAL handles are never shared between threads).
     """
 
-    def __init__(self, datasets: Sequence[Any], pool: ThreadPoolExecutor | None) -> None:
+    def __init__(self, datasets: Sequence[Any]) -> None:
         self.datasets = datasets
-        self.pool = pool
         self.dtype = np.dtype(datasets[0].dtypes[0])
 
     def empty(self, window: Window) -> np.ndarray:
         return np.empty((len(self.datasets), int(window.height), int(window.width)), dtype=self.dtype)
 
     def read(self, window: Window, stack: np.ndarray, which: Sequence[int] | None = None) -> np.ndarray:
-        indices = range(len(self.datasets)) if which is None else which
-        if self.pool is None:
-            for t in indices:
-                self.datasets[t].read(1, window=window, out=stack[t])
-        else:
-            futures = [self.pool.submit(self.datasets[t].read, 1, window=window, out=stack[t]) for t in indices]
-            wait(futures)  # every read has finished before an error propagates and datasets close
-            for future in futures:
-                future.result()
+        for t in range(len(self.datasets)) if which is None else which:
+            self.datasets[t].read(1, window=window, out=stack[t])
         return stack
 
 
-def _io_pool(io_threads: int | None) -> ThreadPoolExecutor | None:
+def _window_workers(io_threads: int | None) -> int:
     threads = io_threads if io_threads is not None else min(DEFAULT_IO_THREADS, os.cpu_count() or 1)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"io_threads must be an integer of at least 1, got {threads!r}")
-    return None if threads == 1 else ThreadPoolExecutor(max_workers=threads, thread_name_prefix="blend-read")
+    return threads
 
 
-def _pipelined(
+def _reopened(stack: contextlib.ExitStack, datasets: Sequence[Any]) -> list[Any]:
+    """Another handle on each of ``datasets`` (already checked by ``_open_aligned``), for another thread."""
+    return [stack.enter_context(rasterio.open(dataset.name)) for dataset in datasets]
+
+
+def _run_windows(
     windows: Sequence[Window],
-    produce: Callable[[Window], Any],
-    consume: Callable[[Window, Any], None],
-    stage: ThreadPoolExecutor | None,
+    workers: Sequence[Callable[[Window], Mapping[str, np.ndarray]]],
+    write: Callable[[Window, Mapping[str, np.ndarray]], None],
 ) -> None:
-    """Run ``produce(window)`` (reading) one window ahead of ``consume(window, item)`` (computing, writing).
+    """Composite every window with one of ``workers`` and ``write`` its results.
 
-    ``produce`` runs in the ``stage`` thread, one call at a time and in window order, so every
-    input dataset is only ever used by one thread at a time; ``consume`` runs in the calling
-    thread. Without a stage thread both run here in turn. An exception in either stops the
-    loop after the window being produced has finished (datasets must not close under it).
+    Each worker (its own dataset handles and buffers) runs in a thread of its own and takes the
+    next window not yet taken, so decoding, the GIL-free kernels and the writes of different
+    windows overlap on all cores; ``write`` calls are serialized by a lock (one output handle).
+    With one worker everything runs here, in window order. The first exception stops every
+    worker after its current window and is raised once all have stopped.
     """
-    if stage is None:
+    if len(workers) == 1:
         for window in windows:
-            consume(window, produce(window))
+            write(window, workers[0](window))
         return
-    pending = stage.submit(produce, windows[0]) if windows else None
-    try:
-        for position, window in enumerate(windows):
-            assert pending is not None
-            item = pending.result()
-            pending = stage.submit(produce, windows[position + 1]) if position + 1 < len(windows) else None
-            consume(window, item)
-    finally:
-        if pending is not None and not pending.cancel():
-            with contextlib.suppress(Exception):
-                pending.result()
+    pending = iter(windows)
+    lock = threading.Lock()
+    failed = threading.Event()
+
+    def run(worker: Callable[[Window], Mapping[str, np.ndarray]]) -> None:
+        try:
+            while not failed.is_set():
+                with lock:
+                    window = next(pending, None)
+                if window is None:
+                    return
+                results = worker(window)
+                with lock:
+                    write(window, results)
+        except BaseException:
+            failed.set()
+            raise
+
+    with ThreadPoolExecutor(max_workers=len(workers), thread_name_prefix="blend-window") as pool:
+        futures = [pool.submit(run, worker) for worker in workers]
+        wait(futures)
+    for future in futures:
+        future.result()
 
 
 def _band_window_numpy(
@@ -557,12 +567,12 @@ def _band_window_numpy(
 class _NumbaBandWindows:
     """The compiled path of ``blend_band``: read what a window needs, then composite it.
 
-    ``read`` (producer side) reads the window's quality files, then only the band files some
-    rule needs: MED and AVG need the observations with at least one CLEAR pixel in the window;
-    LCF needs the observations it chooses, found by running it with unread observations
-    assumed valid, reading the chosen ones and running it again until every chosen observation
-    has been read (a read observation whose band value is nodata is then skipped, as the rules
-    say) -- so LCF is finished on the producer side. ``composite`` (consumer side) runs MED / AVG.
+    ``read`` reads the window's quality files, then only the band files some rule needs: MED
+    and AVG need the observations with at least one CLEAR pixel in the window; LCF needs the
+    observations it chooses, found by running it with unread observations assumed valid,
+    reading the chosen ones and running it again until every chosen observation has been read
+    (a read observation whose band value is nodata is then skipped, as the rules say) -- so LCF
+    is finished while reading. ``composite`` then runs MED / AVG. One instance per window worker.
     """
 
     def __init__(
@@ -613,6 +623,10 @@ class _NumbaBandWindows:
             loaded[missing] = True
         return quality, values, loaded, results
 
+    def __call__(self, window: Window) -> dict[str, np.ndarray]:
+        """Every function's composite of ``window``."""
+        return self.composite(*self.read(window))
+
     def composite(self, quality: np.ndarray, values: np.ndarray, loaded: np.ndarray, results: dict) -> dict:
         lookup = self.lookup
         common = (values, quality, lookup.table, lookup.offset, loaded, True, self.fill, self.nodata_is_nan, self.integer)
@@ -651,13 +665,13 @@ def blend_band(
 
     The tile is processed window by window (``block_size``), so memory depends on T and
     ``block_size``, not on the tile size; GDAL's block cache is held to ``GDAL_CACHE_BYTES``
-    meanwhile. The next window is read while the current one is composited and written.
+    meanwhile. Windows are composited by up to ``io_threads`` workers at once, each with its
+    own handles on the files (``_run_windows``).
     ``engine="numba"`` runs the compiled kernels of ``composite_kernels`` and reads, per
     window, only the band files a rule needs (``_NumbaBandWindows``); ``engine="numpy"`` reads
     everything and runs the pure numpy functions; both give identical pixels, and ``"auto"``
-    takes numba when it imports (numpy for 64-bit integer bands). Up to ``io_threads`` files
-    are decoded at once (default: the CPU count, at most ``DEFAULT_IO_THREADS``; 1 reads
-    everything in the calling thread).
+    takes numba when it imports (numpy for 64-bit integer bands). ``io_threads`` defaults to
+    the CPU count, at most ``DEFAULT_IO_THREADS``; 1 runs everything in the calling thread.
 
     Each output is a tiled 512 x 512 GeoTIFF with the first merge's grid and dtype and
     ``band_nodata``, DEFLATE-compressed and moved into place under its final name; with
@@ -692,12 +706,25 @@ def blend_band(
         band_nodata = dtype.type(band_nodata).item()  # the nodata as the band stores it, for both engines
         chosen_engine = _resolve_engine(engine, dtype)
         profile = _output_profile(merges[0], dtype, band_nodata, compress=finalize is None)
-        pool = _io_pool(io_threads)
-        stage = None if pool is None else ThreadPoolExecutor(max_workers=1, thread_name_prefix="blend-stage")
-        for executor in (pool, stage):
-            if executor is not None:
-                inputs.callback(executor.shutdown)
-        band_reader, quality_reader = _StackReader(merges, pool), _StackReader(qualities, pool)
+        windows = list(block_windows(merges[0].width, merges[0].height, block_size))
+        lookup = _QualityLookup(rules, np.dtype(qualities[0].dtypes[0])) if chosen_engine == "numba" else None
+
+        def band_worker(band_datasets: Sequence[Any], quality_datasets: Sequence[Any]) -> Callable[[Window], Any]:
+            band_reader, quality_reader = _StackReader(band_datasets), _StackReader(quality_datasets)
+            if lookup is not None:
+                return _NumbaBandWindows(band_reader, quality_reader, lookup, order, band_nodata, functions)
+
+            def composite(window: Window) -> dict[str, np.ndarray]:
+                quality = quality_reader.read(window, quality_reader.empty(window))
+                values = band_reader.read(window, band_reader.empty(window))
+                return _band_window_numpy(values, quality, rules, order, band_nodata, functions)
+
+            return composite
+
+        workers = [band_worker(merges, qualities)] + [
+            band_worker(_reopened(inputs, merges), _reopened(inputs, qualities))
+            for _ in range(min(_window_workers(io_threads), len(windows)) - 1)
+        ]
         staged = inputs.enter_context(_staged_geotiffs({name: out_paths[name] for name in functions}, finalize))
         with contextlib.ExitStack() as outputs:
             writers = {name: outputs.enter_context(rasterio.open(tmp, "w", **profile)) for name, tmp in staged.items()}
@@ -706,23 +733,7 @@ def blend_band(
                 for name, writer in writers.items():
                     writer.write(results[name], 1, window=window)
 
-            windows = list(block_windows(merges[0].width, merges[0].height, block_size))
-            if chosen_engine == "numba":
-                compiled = _NumbaBandWindows(
-                    band_reader, quality_reader, _QualityLookup(rules, quality_reader.dtype), order, band_nodata,
-                    functions,
-                )
-                _pipelined(windows, compiled.read, lambda w, item: write(w, compiled.composite(*item)), stage)
-            else:
-
-                def read_all(window: Window) -> tuple[np.ndarray, np.ndarray]:
-                    quality = quality_reader.read(window, quality_reader.empty(window))
-                    return band_reader.read(window, band_reader.empty(window)), quality
-
-                def composite(window: Window, item: tuple[np.ndarray, np.ndarray]) -> None:
-                    write(window, _band_window_numpy(item[0], item[1], rules, order, band_nodata, functions))
-
-                _pipelined(windows, read_all, composite, stage)
+            _run_windows(windows, workers, write)
     return {name: Path(out_paths[name]) for name in functions}
 
 
@@ -793,12 +804,10 @@ def blend_quality(
             "clearob": _output_profile(qualities[0], np.uint8, None, compress),
             "totalob": _output_profile(qualities[0], np.uint8, None, compress),
         }
-        pool = _io_pool(io_threads)
-        stage = None if pool is None else ThreadPoolExecutor(max_workers=1, thread_name_prefix="blend-stage")
-        for executor in (pool, stage):
-            if executor is not None:
-                inputs.callback(executor.shutdown)
-        reader = _StackReader(qualities, pool)
+        windows = list(block_windows(qualities[0].width, qualities[0].height, block_size))
+        handles = [qualities] + [
+            _reopened(inputs, qualities) for _ in range(min(_window_workers(io_threads), len(windows)) - 1)
+        ]
         staged = inputs.enter_context(_staged_geotiffs(outputs_paths, finalize))
         with contextlib.ExitStack() as outputs:
             writers = {
@@ -839,12 +848,15 @@ def blend_quality(
                         "totalob": total_observation_count(classes),
                     }
 
-            def write(window: Window, quality: np.ndarray) -> None:
-                for name, array in composite(quality).items():
+            def quality_worker(datasets: Sequence[Any]) -> Callable[[Window], dict[str, np.ndarray]]:
+                reader = _StackReader(datasets)
+                return lambda window: composite(reader.read(window, reader.empty(window)))
+
+            def write(window: Window, results: Mapping[str, np.ndarray]) -> None:
+                for name, array in results.items():
                     writers[name].write(array, 1, window=window)
 
-            windows = list(block_windows(qualities[0].width, qualities[0].height, block_size))
-            _pipelined(windows, lambda window: reader.read(window, reader.empty(window)), write, stage)
+            _run_windows(windows, [quality_worker(datasets) for datasets in handles], write)
     return outputs_paths
 
 
