@@ -480,9 +480,9 @@ class _StackReader:
     A reader belongs to one window worker (GDAL handles are never shared between threads).
     """
 
-    def __init__(self, datasets: Sequence[Any]) -> None:
+    def __init__(self, datasets: Sequence[Any], dtype: np.dtype | None = None) -> None:
         self.datasets = datasets
-        self.dtype = np.dtype(datasets[0].dtypes[0])
+        self.dtype = dtype if dtype is not None else np.dtype(datasets[0].dtypes[0])
 
     def empty(self, window: Window) -> np.ndarray:
         return np.empty((len(self.datasets), int(window.height), int(window.width)), dtype=self.dtype)
@@ -500,9 +500,33 @@ def _window_workers(io_threads: int | None) -> int:
     return threads
 
 
-def _reopened(stack: contextlib.ExitStack, datasets: Sequence[Any]) -> list[Any]:
-    """Another handle on each of ``datasets`` (already checked by ``_open_aligned``), for another thread."""
-    return [stack.enter_context(rasterio.open(dataset.name)) for dataset in datasets]
+class _Reopened(Sequence[Any]):
+    """Other handles on ``datasets`` (already checked by ``_open_aligned``), for another worker.
+
+    Each file is opened on first use, in the thread of the worker that uses it (opening costs a
+    few milliseconds a file, which would otherwise be spent in turn before any window starts);
+    all are closed when ``stack`` closes.
+    """
+
+    def __init__(self, stack: contextlib.ExitStack, datasets: Sequence[Any]) -> None:
+        self._names = [dataset.name for dataset in datasets]
+        self._opened: list[Any] = [None] * len(datasets)
+        stack.callback(self._close)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if self._opened[index] is None:
+            self._opened[index] = rasterio.open(self._names[index])
+        return self._opened[index]
+
+    def _close(self) -> None:
+        for dataset in self._opened:
+            if dataset is not None:
+                dataset.close()
 
 
 def _run_windows(
@@ -710,7 +734,8 @@ def blend_band(
         lookup = _QualityLookup(rules, np.dtype(qualities[0].dtypes[0])) if chosen_engine == "numba" else None
 
         def band_worker(band_datasets: Sequence[Any], quality_datasets: Sequence[Any]) -> Callable[[Window], Any]:
-            band_reader, quality_reader = _StackReader(band_datasets), _StackReader(quality_datasets)
+            band_reader = _StackReader(band_datasets, dtype)
+            quality_reader = _StackReader(quality_datasets, np.dtype(qualities[0].dtypes[0]))
             if lookup is not None:
                 return _NumbaBandWindows(band_reader, quality_reader, lookup, order, band_nodata, functions)
 
@@ -722,7 +747,7 @@ def blend_band(
             return composite
 
         workers = [band_worker(merges, qualities)] + [
-            band_worker(_reopened(inputs, merges), _reopened(inputs, qualities))
+            band_worker(_Reopened(inputs, merges), _Reopened(inputs, qualities))
             for _ in range(min(_window_workers(io_threads), len(windows)) - 1)
         ]
         staged = inputs.enter_context(_staged_geotiffs({name: out_paths[name] for name in functions}, finalize))
@@ -806,7 +831,7 @@ def blend_quality(
         }
         windows = list(block_windows(qualities[0].width, qualities[0].height, block_size))
         handles = [qualities] + [
-            _reopened(inputs, qualities) for _ in range(min(_window_workers(io_threads), len(windows)) - 1)
+            _Reopened(inputs, qualities) for _ in range(min(_window_workers(io_threads), len(windows)) - 1)
         ]
         staged = inputs.enter_context(_staged_geotiffs(outputs_paths, finalize))
         with contextlib.ExitStack() as outputs:
@@ -849,7 +874,7 @@ def blend_quality(
                     }
 
             def quality_worker(datasets: Sequence[Any]) -> Callable[[Window], dict[str, np.ndarray]]:
-                reader = _StackReader(datasets)
+                reader = _StackReader(datasets, quality_dtype)
                 return lambda window: composite(reader.read(window, reader.empty(window)))
 
             def write(window: Window, results: Mapping[str, np.ndarray]) -> None:
