@@ -948,7 +948,25 @@ class Product(CatalogObject):
 # ------------------------------------------------------------------------------ bands
 
 
-class Band(CatalogObject):
+class _InProduct:
+    """What a band and an image share: they belong to a product (``product_id``)."""
+
+    product_id: str
+    catalog: Catalog
+
+    def product(self) -> Product:
+        """Return the product this band or image belongs to.
+
+        Raises:
+            NotFoundError: if the product is not in the catalog.
+        """
+        found = Product.get(self.product_id, catalog=self.catalog)
+        if found is None:
+            raise NotFoundError(f"{self._label()}: product {self.product_id!r} is not in the catalog")  # type: ignore[attr-defined]
+        return found
+
+
+class Band(_InProduct, CatalogObject):
     """A band of a product; use its subclasses :class:`SpectralBand`, :class:`MaskBand`,
     :class:`ClassBand` and :class:`GenericBand`.
 
@@ -1065,17 +1083,6 @@ class Band(CatalogObject):
     def _write(self, session: Session, records: BandRecord) -> None:
         upsert_bands(session, self.product_id, [records])
 
-    def product(self) -> Product:
-        """Return the band's product.
-
-        Raises:
-            NotFoundError: if the product is not in the catalog.
-        """
-        found = Product.get(self.product_id, catalog=self.catalog)
-        if found is None:
-            raise NotFoundError(f"{self._label()}: product {self.product_id!r} is not in the catalog")
-        return found
-
 
 class SpectralBand(Band):
     """A band of reflectance or radiance, with its wavelengths in micrometres."""
@@ -1129,7 +1136,7 @@ _BAND_CLASSES: dict[str, type[Band]] = {
 # ------------------------------------------------------------------------------ image
 
 
-class Image(CatalogObject):
+class Image(_InProduct, CatalogObject):
     """One catalogued raster of a product: a composite, a merge or a scene.
 
     ``geometry`` is the footprint (a shapely polygon in EPSG:4326; GeoJSON is accepted),
@@ -1242,17 +1249,6 @@ class Image(CatalogObject):
     def size_bytes(self) -> int:
         """Total size of the image's files whose size is known, in bytes."""
         return sum(file.size_bytes or 0 for file in self.files.values())
-
-    def product(self) -> Product:
-        """Return the image's product.
-
-        Raises:
-            NotFoundError: if the product is not in the catalog.
-        """
-        found = Product.get(self.product_id, catalog=self.catalog)
-        if found is None:
-            raise NotFoundError(f"{self._label()}: product {self.product_id!r} is not in the catalog")
-        return found
 
     def coverage(self, geometry: object) -> float:
         """Return the share of ``geometry``'s area that this image's footprint covers, 0..1.

@@ -54,6 +54,16 @@ def _is_band_value(value, fill, nodata_is_nan):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(inline="always", **_JIT)
+def _is_clear(code, lut, lut_offset, value, check_band, fill, nodata_is_nan):  # type: ignore[no-untyped-def]
+    """The observation is CLEAR by its quality ``code`` and (with ``check_band``) its band ``value`` is data."""
+    keep = lut[np.int64(code) + lut_offset] == _CLEAR
+    if check_band:
+        # ``&``, not ``and``: no branch per pixel, which cloud edges would mispredict
+        keep = keep & _is_band_value(value, fill, nodata_is_nan)
+    return keep
+
+
+@numba.njit(inline="always", **_JIT)
 def _sorts_before(a, b):  # type: ignore[no-untyped-def]
     """``a < b`` with NaN after every number, as ``numpy.sort`` orders them."""
     if a != a:
@@ -142,10 +152,7 @@ def median_window(  # type: ignore[no-untyped-def]
                 continue
             for col in range(width):
                 value = values[t, row, col]
-                keep = lut[np.int64(quality[t, row, col]) + lut_offset] == _CLEAR
-                if check_band:
-                    # ``&``, not ``and``: no branch per pixel, which cloud edges would mispredict
-                    keep = keep & _is_band_value(value, fill, nodata_is_nan)
+                keep = _is_clear(quality[t, row, col], lut, lut_offset, value, check_band, fill, nodata_is_nan)
                 ordered[t, col] = value if keep else sentinel
                 sizes[col] += keep
         for pair in range(network.shape[0]):
@@ -200,10 +207,7 @@ def mean_window(  # type: ignore[no-untyped-def]
                 continue
             for col in range(width):
                 value = values[t, row, col]
-                keep = lut[np.int64(quality[t, row, col]) + lut_offset] == _CLEAR
-                if check_band:
-                    # ``&``, not ``and``: no branch per pixel, which cloud edges would mispredict
-                    keep = keep & _is_band_value(value, fill, nodata_is_nan)
+                keep = _is_clear(quality[t, row, col], lut, lut_offset, value, check_band, fill, nodata_is_nan)
                 if integer:
                     wholes[col] += np.int64(value) * np.int64(keep)
                 else:

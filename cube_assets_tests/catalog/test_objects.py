@@ -281,6 +281,19 @@ def test_an_image_of_an_unknown_product_is_refused(catalog: Catalog) -> None:
         _image(catalog).save()
 
 
+def test_an_image_and_a_band_return_their_product_or_name_it_when_missing(catalog: Catalog) -> None:
+    _product(catalog, name="Cube LCF").save()
+    image = _image(catalog)
+    image.save()
+    band = _bands(catalog)[0]
+
+    assert image.product().name == "Cube LCF"
+    assert band.product().id == "cube-LCF"
+    orphan = _image(catalog, "img-2", product_id="cube-MED")  # never saved: its product does not exist
+    with pytest.raises(NotFoundError, match="product 'cube-MED' is not in the catalog"):
+        orphan.product()
+
+
 # ------------------------------------------------------------------------------ get, exists, get_or_create
 
 

@@ -41,7 +41,7 @@ from cube_assets.sources.sen2cor import (
 )
 from cube_assets.sources.sentinel2_safe import open_safe, parse_product_metadata
 from cube_assets.storage.layout import manifest_key
-from cube_assets_tests.conftest import write_cube_file
+from cube_assets_tests.conftest import SMALL_CUBE, write_cube_file
 
 pytestmark = pytest.mark.real_data
 
@@ -214,23 +214,14 @@ def test_missing_auxiliary_data_is_named(standin_docker, l1c, tmp_path):
 # -- through the asset graph -------------------------------------------------------------------
 
 CUBE = {
+    **SMALL_CUBE,  # its bands, quality rules, NDVI and temporal schema
     "name": "l1c",
     "collection": "sentinel-2-l1c",
     "providers": ["archive"],
     # one 600 m tile at the upper-left corner of T46RER, where the stand-in's L2A product lies
     "grid": {"kind": "user", "name": "T46RER10", "crs": 32646, "origin": [499980, 3100020], "tile_size": [60, 60], "resolution": 10},
-    "tiles": ["000000"],
     "start_date": "2021-08-29",
     "end_date": "2021-09-13",
-    "temporal": {"step": "16D", "restart": "yearly"},
-    "bands": [
-        {"name": "B02", "common_name": "blue"},
-        {"name": "B03", "common_name": "green"},
-        {"name": "B04", "common_name": "red"},
-        {"name": "B08", "common_name": "nir"},
-    ],
-    "quality": {"band": "SCL", "rules": {"preset": "scl"}, "nodata": 0},
-    "indexes": {"NDVI": "10000 * (nir - red) / (nir + red)"},
     "composites": ["LCF"],
 }
 STAGES = ("surface_reflectance", "scene_cog", "tile_merge")
