@@ -7,7 +7,7 @@ DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 DATA_ROOT ?= $(CURDIR)/cube-data
 export DAGSTER_HOME
 
-.PHONY: install demo test dev validate clean instance backfill
+.PHONY: install demo test dev validate clean instance backfill system-packages
 
 install: $(STAMP)
 
@@ -25,7 +25,26 @@ instance:
 demo: $(STAMP) instance
 	CUBE_ASSETS_DATA_ROOT=$(DATA_ROOT) $(BIN)/cube-assets demo
 
-test: $(STAMP)
+# The servers the tests start for real (PostgreSQL with PostGIS), from Debian's packages where
+# they are missing and apt-get can install them (as root); otherwise say what to install.
+PG_CTL_GLOB := /usr/lib/postgresql/*/bin/pg_ctl
+POSTGIS_GLOB := /usr/share/postgresql/*/extension/postgis.control
+system-packages:
+	@if ! command -v pg_ctl >/dev/null 2>&1 && [ -z "$$(ls $(PG_CTL_GLOB) 2>/dev/null)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing PostgreSQL (Debian package postgresql) for the tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "PostgreSQL server missing: install Debian's postgresql package (its tests skip, or fail with CI=true)"; fi; \
+	fi
+	@if [ -n "$$(ls $(PG_CTL_GLOB) 2>/dev/null)" ] && [ -z "$$(ls $(POSTGIS_GLOB) 2>/dev/null)" ]; then \
+	  pg_major="$$(ls /usr/lib/postgresql | sort -n | tail -n 1)"; \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing PostGIS (Debian package postgresql-$$pg_major-postgis-3) for the tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "postgresql-$$pg_major-postgis-3" >/dev/null; \
+	  else echo "PostGIS missing: install Debian's postgresql-$$pg_major-postgis-3 (its tests skip, or fail with CI=true)"; fi; \
+	fi
+
+test: $(STAMP) system-packages
 	$(BIN)/pytest -q
 
 validate: $(STAMP) instance

@@ -11,16 +11,21 @@ Typical use::
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cube_assets.errors import CatalogError
@@ -38,6 +43,15 @@ _ALEMBIC_LOCK = threading.Lock()
 
 #: Seconds a SQLite connection waits for another writer's lock before failing with "database is locked".
 SQLITE_BUSY_TIMEOUT_S = 60.0
+
+#: How many busy timeouts a locked ``BEGIN IMMEDIATE`` (or the switch to WAL) waits through.
+SQLITE_LOCK_ATTEMPTS = 5
+
+#: Execution option that marks the engine of writing sessions (``BEGIN IMMEDIATE`` on SQLite).
+_WRITE_OPTION = "catalog_writes"
+
+#: ``Connection.info`` key of the lock file a writing SQLite transaction holds until it ends.
+_WRITER_TURN = "catalog_writer_turn"
 
 
 def default_catalog_url(root: Path) -> str:
@@ -64,10 +78,12 @@ def _json_dumps(value: Any) -> str:
 def create_catalog_engine(url: str) -> Engine:
     """Return an engine for the catalog at ``url`` (``sqlite:///...`` or ``postgresql://...``).
 
-    SQLite: every connection gets ``PRAGMA foreign_keys=ON`` (off by default in SQLite),
-    ``journal_mode=WAL`` (readers never block the writer) and ``synchronous=NORMAL``; the driver's
-    ``timeout`` makes concurrent writers wait up to :data:`SQLITE_BUSY_TIMEOUT_S` for the lock.
-    The folder of a SQLite file is created if missing.
+    SQLite: the folder and the file are created if missing, and the file is put in WAL mode
+    once (readers never block the writer). Every connection sets its busy timeout first
+    (:data:`SQLITE_BUSY_TIMEOUT_S`), then ``foreign_keys=ON`` (off by default in SQLite) and
+    ``synchronous=NORMAL``. Writing sessions (:func:`session_factory`'s ``begin()``) start with
+    ``BEGIN IMMEDIATE``, retried while locked, so any number of processes writing one catalog
+    wait for each other and never fail with "database is locked".
 
     PostgreSQL: ``postgresql://`` and ``postgres://`` are rewritten to ``postgresql+psycopg://``.
     SQLAlchemy 2.1 already maps a bare ``postgresql://`` to psycopg 3, but 2.0 maps it to psycopg2;
@@ -119,36 +135,188 @@ def _configure_postgresql_connection(dbapi_connection: Any, connection_record: A
 
 def _create_sqlite_engine(url: URL) -> Engine:
     database = url.database
-    if database and database != ":memory:" and not database.startswith("file:"):
+    on_disk = bool(database) and database != ":memory:" and not database.startswith("file:")
+    if on_disk:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
+        _ensure_sqlite_wal(Path(database))
     engine = create_engine(url, json_serializer=_json_dumps, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
-
-    @event.listens_for(engine, "connect")
-    def _configure_sqlite_connection(dbapi_connection: Any, connection_record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-        finally:
-            cursor.close()
-
+    event.listen(engine, "connect", _configure_sqlite_connection)
+    event.listen(engine, "begin", _begin_sqlite_transaction)
+    event.listen(engine, "commit", _end_writer_turn)
+    event.listen(engine, "rollback", _end_writer_turn)
+    # A connection returned to the pool in any other way must not keep other writers waiting.
+    event.listen(engine.pool, "checkin", lambda dbapi_connection, record: _close_writer_turn(record.info))
     return engine
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Return a ``sessionmaker`` bound to ``engine``.
+def _configure_sqlite_connection(dbapi_connection: Any, connection_record: Any) -> None:
+    """Set the per-connection pragmas; the busy timeout comes first so every later statement waits for locks.
+
+    ``journal_mode`` is not set here: WAL is a property of the file, set once by
+    :func:`_ensure_sqlite_wal`, and asking for it on every connection takes a lock that can fail
+    with "database is locked" without waiting.
+    """
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def _ensure_sqlite_wal(database: Path) -> None:
+    """Put the SQLite file ``database`` in WAL mode once, creating it if missing.
+
+    Processes that open a new catalog at the same moment are serialized by an exclusive
+    ``flock`` on a lock file beside it, so exactly one of them switches the journal mode; the
+    others find the file already in WAL mode. A lock that is still busy after the busy timeout is
+    retried (:data:`SQLITE_LOCK_ATTEMPTS`).
+
+    Raises:
+        CatalogError: if the file cannot be put in WAL mode (named, with SQLite's reason).
+    """
+    if _sqlite_header_says_wal(database):
+        return
+    lock_path = database.with_name(database.name + ".lock")
+    with open(lock_path, "a+b") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            _retry_when_locked(lambda: _set_wal(database), f"SQLite catalog {database}: setting journal_mode=WAL")
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _sqlite_header_says_wal(database: Path) -> bool:
+    """Whether ``database`` is a SQLite file already in WAL mode, read from its header without a lock.
+
+    Bytes 18 and 19 of the header (the file format's write and read versions) are 2 in WAL mode.
+    """
+    try:
+        with open(database, "rb") as file:
+            header = file.read(20)
+    except FileNotFoundError:
+        return False
+    return len(header) == 20 and header.startswith(b"SQLite format 3\x00") and header[18:20] == b"\x02\x02"
+
+
+def _set_wal(database: Path) -> None:
+    connection = sqlite3.connect(database, timeout=SQLITE_BUSY_TIMEOUT_S)
+    try:
+        mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() != "wal":
+            mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise CatalogError(f"SQLite catalog {database}: journal_mode stayed {mode!r}, WAL is required")
+    finally:
+        connection.close()
+
+
+def _begin_sqlite_transaction(connection: Connection) -> None:
+    """Start a writing unit of work (see :func:`session_factory`): queue for the writer's turn, then ``BEGIN IMMEDIATE``.
+
+    A deferred transaction that reads, then writes, fails at once with "database is locked" when
+    another process committed in between (SQLite cannot wait for a snapshot that is already
+    stale); taking the write lock up front makes the writer wait, with the busy timeout, instead.
+    Before that, writers queue on an ``flock`` of the catalog's lock file: SQLite's own busy
+    handler polls with sleeps of up to 100 ms, which leaves the lock idle most of the time when
+    several processes wait for it, while the kernel hands the ``flock`` on at once. Reading
+    connections keep the driver's deferred behaviour and take neither lock.
+    """
+    if not connection.get_execution_options().get(_WRITE_OPTION):
+        return
+    database = connection.engine.url.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        _take_writer_turn(connection, Path(database))
+    try:
+        _retry_when_locked(lambda: connection.exec_driver_sql("BEGIN IMMEDIATE"), f"catalog {database}: BEGIN IMMEDIATE")
+    except BaseException:
+        _end_writer_turn(connection)
+        raise
+
+
+def _take_writer_turn(connection: Connection, database: Path) -> None:
+    """Wait (at most the busy timeout × attempts) for the exclusive ``flock`` of ``database``'s lock file."""
+    lock_file = open(database.with_name(database.name + ".lock"), "a+b")  # noqa: SIM115 - held until commit or rollback
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S * SQLITE_LOCK_ATTEMPTS
+    while True:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                lock_file.close()
+                raise CatalogError(
+                    f"catalog {database}: another writer held the catalog for more than "
+                    f"{SQLITE_BUSY_TIMEOUT_S * SQLITE_LOCK_ATTEMPTS:.0f} s"
+                ) from None
+            time.sleep(0.002)
+    connection.info[_WRITER_TURN] = lock_file
+
+
+def _end_writer_turn(connection: Connection) -> None:
+    """Release the writer's ``flock`` taken by :func:`_begin_sqlite_transaction`, if this connection holds it."""
+    _close_writer_turn(connection.info)
+
+
+def _close_writer_turn(info: dict[Any, Any]) -> None:
+    lock_file = info.pop(_WRITER_TURN, None)
+    if lock_file is not None:
+        lock_file.close()  # closing the descriptor releases its flock
+
+
+def _retry_when_locked(action: Callable[[], object], what: str) -> None:
+    """Run ``action``; when SQLite still reports a lock after its busy timeout, wait and try again.
+
+    Raises:
+        CatalogError: naming ``what`` after :data:`SQLITE_LOCK_ATTEMPTS` locked attempts.
+        sqlite3.Error, sqlalchemy.exc.OperationalError: any other database error, unchanged.
+    """
+    for attempt in range(1, SQLITE_LOCK_ATTEMPTS + 1):
+        try:
+            action()
+            return
+        except (sqlite3.OperationalError, OperationalError) as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if attempt == SQLITE_LOCK_ATTEMPTS:
+                raise CatalogError(
+                    f"{what}: the database stayed locked through {SQLITE_LOCK_ATTEMPTS} waits of "
+                    f"{SQLITE_BUSY_TIMEOUT_S:.0f} s"
+                ) from exc
+            time.sleep(min(0.05 * 2**attempt, 2.0))
+
+
+class CatalogSessions(sessionmaker[Session]):
+    """A ``sessionmaker`` whose :meth:`begin` starts a writing unit of work.
+
+    ``factory()`` gives a session for reading; ``factory.begin()`` a session in a transaction that
+    commits on success. On SQLite that transaction starts with ``BEGIN IMMEDIATE``, so concurrent
+    writers (parallel Dagster steps, several processes) queue for the lock instead of failing.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(bind=engine, expire_on_commit=False)
+        self._writer = sessionmaker(bind=engine.execution_options(**{_WRITE_OPTION: True}), expire_on_commit=False)
+
+    def begin(self) -> contextlib.AbstractContextManager[Session]:
+        """Return a context manager: a new session in a writing transaction, committed on success."""
+        return self._writer.begin()
+
+
+def session_factory(engine: Engine) -> CatalogSessions:
+    """Return a session factory bound to ``engine`` (see :class:`CatalogSessions`).
 
     Sessions do not expire objects on commit, so images returned by a search stay readable after
     the session is closed (relationships not yet loaded then raise ``DetachedInstanceError``).
 
     Returns:
-        The ``sessionmaker``; use ``with factory.begin() as session:`` for a unit of work.
+        The factory; use ``with factory.begin() as session:`` for a unit of work that writes.
 
     Raises:
         Nothing.
     """
-    return sessionmaker(bind=engine, expire_on_commit=False)
+    return CatalogSessions(engine)
 
 
 def alembic_config() -> Config:
