@@ -143,7 +143,7 @@ class _MemberSet:
         self.total += size
         if self.total > self.max_bytes:
             raise UnsafeArchive(
-                f"{self.archive.name}: unpacks to more than {self.total} bytes, more than the limit of {self.max_bytes}"
+                f"{self.archive.name}: unpacks to at least {self.total} bytes, more than the limit of {self.max_bytes}"
             )
 
 
