@@ -44,7 +44,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -53,6 +53,7 @@ from shapely.geometry.base import BaseGeometry
 
 from cube_assets.atomic import atomic_write_text
 from cube_assets.errors import InvalidScene, ProviderError
+from cube_assets.names import check_name, quoted, relative_path_problem
 from cube_assets.providers.base import (
     SENTINEL2_L1C,
     SENTINEL2_L2A,
@@ -190,10 +191,12 @@ def read_product_manifest(folder: str | os.PathLike[str]) -> ProductManifest:
 
 def _check_relative_band_path(where: str, band: object, relative: object) -> None:
     if not isinstance(relative, str) or not relative:
-        raise InvalidScene(f"{where}: band {band} file must be a non-empty string, got {relative!r}")
-    pure = PurePosixPath(relative)
-    if pure.is_absolute() or ".." in pure.parts:
-        raise InvalidScene(f"{where}: band {band} file {relative!r} must be relative to the product folder")
+        raise InvalidScene(f"{where}: band {quoted(band)} file must be a non-empty string, got {quoted(relative)}")
+    problem = relative_path_problem(relative, "the product folder")
+    if problem is not None:
+        raise InvalidScene(
+            f"{where}: band {quoted(band)} file {quoted(relative)} must be relative to the product folder: it {problem}"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,8 +361,10 @@ class LocalArchiveProvider(Provider):
             ``destination_dir / <product folder name>``.
 
         Raises:
-            ProviderError: if ``scene`` comes from another provider, its folder is gone, or
-                the copy fails.
+            ProviderError: if ``scene`` comes from another provider, its folder is gone, the
+                name of its copy (the scene id of a Landsat product, else the folder's name)
+                cannot be a folder name under the rule of :mod:`cube_assets.names`, or the
+                copy fails.
         """
         if scene.provider != self.name:
             raise ProviderError(f"{self.name}: scene {scene.scene_id} belongs to provider {scene.provider!r}")
@@ -367,8 +372,10 @@ class LocalArchiveProvider(Provider):
         if not source.is_dir():
             raise ProviderError(f"{self.name}: scene {scene.scene_id}: product folder {source} no longer exists")
         destination_dir = Path(destination_dir)
-        # Landsat archives often keep products in folders not named after them.
-        target = destination_dir / (scene.scene_id if scene.properties.get("format") == LANDSAT_FORMAT else source.name)
+        # Landsat archives often keep products in folders not named after them. The name comes
+        # from the product's metadata, so it is checked before anything is created or removed.
+        name = scene.scene_id if scene.properties.get("format") == LANDSAT_FORMAT else source.name
+        target = destination_dir / check_name(name, f"{self.name}: scene {quoted(scene.scene_id)}: product folder")
         if is_complete_product(target):
             return target
         staging = destination_dir / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"

@@ -48,6 +48,7 @@ from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from cube_assets.errors import ProviderError
+from cube_assets.names import check_name, name_problem, quoted
 from cube_assets.providers.base import Provider, SceneRef, check_search_arguments, select_scenes
 from cube_assets.sources.stac_item import asset_key_for_band
 from cube_assets.providers.http import (
@@ -101,6 +102,15 @@ class StacOptions(BaseModel):
         if parts.username or parts.password:
             raise ValueError("the URL must not hold user info; declare credentials with environment variables")
         return value.rstrip("/")
+
+    @field_validator("assets")
+    @classmethod
+    def _check_band_names(cls, value: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
+        for band in value:
+            problem = name_problem(band)
+            if problem is not None:
+                raise ValueError(f"band {quoted(band)} cannot be a file name: it {problem}")
+        return value
 
     @property
     def retry(self) -> RetryPolicy:
@@ -312,18 +322,22 @@ class StacProvider(Provider):
         """Turn a STAC Item (a dict) into a :class:`SceneRef` of ``collection``.
 
         Raises:
-            ProviderError: naming the Item, if it has no id, datetime or geometry.
+            ProviderError: naming the provider and the Item, if it has no id, datetime or
+                geometry, or if its id (or the ``scene_id_property`` value) cannot be a folder
+                name under the rule of :mod:`cube_assets.names` (``..``, ``/``, ``\\``,
+                control characters, over 255 bytes…): scene ids become folder names.
         """
         item_id = item.get("id")
         if not isinstance(item_id, str) or not item_id:
             raise ProviderError(f"{self.name}: an Item has no id")
+        check_name(item_id, f"{self.name}: Item id")
         where = f"{self.name}: Item {item_id}"
         properties = item.get("properties") or {}
         scene_id = item_id
         if self.options.scene_id_property:
             value = properties.get(self.options.scene_id_property)
             if isinstance(value, str) and value:
-                scene_id = value.removesuffix(".SAFE")
+                scene_id = check_name(value.removesuffix(".SAFE"), f"{where}: {self.options.scene_id_property}")
         if item.get("geometry"):
             try:
                 footprint = shape(item["geometry"])
@@ -367,8 +381,9 @@ class StacProvider(Provider):
 
         Returns:
             Band name → :class:`~cube_assets.providers.http.RemoteFile`; bands named in the
-            ``assets`` option first, then every asset key, then single-band ``eo:bands`` names,
-            then the usual names of Sentinel-2 and Landsat bands whose asset is keyed otherwise.
+            ``assets`` option first, then every asset key that can be a file name, then
+            single-band ``eo:bands`` names that can, then the usual names of Sentinel-2 and
+            Landsat bands whose asset is keyed otherwise.
 
         Raises:
             ProviderError: if ``scene`` is not from this provider.
@@ -385,11 +400,13 @@ class StacProvider(Provider):
                     files[band] = self._remote(assets[key], base, key)
                     break
         for key, asset in assets.items():
-            files.setdefault(key, self._remote(asset, base, key))
+            if name_problem(key) is None:  # an asset key that cannot be a file name is never a band name
+                files.setdefault(key, self._remote(asset, base, key))
         by_type = sorted(assets.items(), key=lambda kv: "tiff" not in str(kv[1].get("type", "")))
         for key, asset in by_type:
             for band in _asset_band_names(asset):
-                files.setdefault(band, self._remote(asset, base, key))
+                if name_problem(band) is None:
+                    files.setdefault(band, self._remote(asset, base, key))
         for band in _USUAL_BAND_NAMES:
             if band not in files:
                 key = asset_key_for_band(item, band)
@@ -432,18 +449,27 @@ class StacProvider(Provider):
         """Download the bands named in the ``assets`` option (else every asset with the ``data``
         role) of ``scene`` into ``destination_dir/{scene id}`` as a COG-per-band product.
 
+        The scene id and the band names (asset keys, without the ``assets`` option) are checked
+        with the name rule of :mod:`cube_assets.names` before anything is written, so that every
+        file lands inside ``destination_dir/{scene id}``.
+
         Returns:
             The product folder.
 
         Raises:
-            ProviderError: if a download fails or a file is corrupt.
+            ProviderError: naming the provider and the Item, if the scene id or an asset key
+                cannot be a file or folder name; if a download fails or a file is corrupt.
         """
         from cube_assets.storage.raw_store import load_bands_into
 
         item = scene.properties.get("stac_item") or {}
+        where = f"{self.name}: Item {quoted(scene.properties.get('stac_item_id', scene.scene_id))}"
+        check_name(scene.scene_id, f"{where}: scene id")
         bands = list(self.options.assets) or [
             key for key, asset in (item.get("assets") or {}).items() if "data" in (asset.get("roles") or [])
         ]
         if not bands:
-            raise ProviderError(f"{self.name}: scene {scene.scene_id}: no band to fetch (set the 'assets' option)")
+            raise ProviderError(f"{where}: scene {scene.scene_id}: no band to fetch (set the 'assets' option)")
+        for band in bands:
+            check_name(band, f"{where}: asset key")
         return load_bands_into(Path(destination_dir) / scene.scene_id, scene, bands, self).path

@@ -81,18 +81,19 @@ def reflectance_for_scene(
             Landsat C2 Level-2 folder nor a band-by-band raw-store scene, lacks a band, asks
             for a non-reflectance Landsat band, is Level-1C and no ``to_l2a`` is given, or its
             STAC Item does not tell the band's radiometry.
-        UnsafeArchive: when a zipped product has a member that would land outside its folder.
+        UnsafeArchive: when a zipped product has a member that would land outside its folder,
+            is a bomb, or holds another product than the scene (its id is the ``.SAFE`` name).
         Sen2CorError: from ``to_l2a`` when Sen2Cor fails or times out.
     """
     product_path = Path(scene["path"])
     if product_path.is_file() and product_path.name.lower().endswith(".zip"):
-        product_path = extract_safe_zip(product_path, product_path.parent)
+        product_path = extract_safe_zip(product_path, product_path.parent, product_id=scene.get("scene_id"))
     elif product_path.is_dir() and (product_path / PRODUCT_MANIFEST).is_file():
         manifest = read_product_manifest(product_path)
         archive = _product_archive(product_path, manifest)
         if archive is None:
             return _stac_band_reflectance(cube, scene, store, product_path, manifest)
-        product_path = extract_safe_zip(archive, product_path)
+        product_path = extract_safe_zip(archive, product_path, product_id=manifest.id)
     if product_path.is_dir() and not product_path.name.endswith(".SAFE") and is_landsat_folder(product_path):
         return _landsat_reflectance(cube, scene, store, product_path)
     if not product_path.name.endswith(".SAFE"):

@@ -42,6 +42,7 @@ from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from cube_assets.errors import ProviderError
+from cube_assets.names import name_problem, quoted, relative_path_problem
 from cube_assets.providers.base import Provider, SceneRef, select_scenes
 from cube_assets.providers.local import PRODUCT_MANIFEST, read_product_manifest
 from cube_assets.storage.raw_store import STAC_ITEM_FILE, RawStore, StoredScene
@@ -60,8 +61,10 @@ class RawMirrorError(ProviderError):
 
 
 def _check_component(value: str, what: str) -> str:
-    if not value or "/" in value or value in (".", "..") or value.startswith(".") or value != value.strip():
-        raise RawMirrorError(f"raw mirror: {what} {value!r} cannot be a key component")
+    """``value`` if it passes the name rule of :mod:`cube_assets.names` (the raw store's rule too)."""
+    problem = name_problem(value)
+    if problem is not None:
+        raise RawMirrorError(f"raw mirror: {what} {quoted(value)} cannot be a key component: it {problem}")
     return value
 
 
@@ -162,6 +165,9 @@ class RawSceneMirror:
         uploaded = []
         for path in self._scene_files(entry):
             relative = path.relative_to(collection_dir).as_posix()
+            problem = relative_path_problem(relative, root)
+            if problem is not None:
+                raise RawMirrorError(f"raw mirror: {scene.scene_id}: file {quoted(relative)} cannot be a key: it {problem}")
             status = path.stat()
             files[relative] = {"size": status.st_size, "mtime_ns": status.st_mtime_ns}
             if before.get(relative) != files[relative]:
@@ -223,9 +229,11 @@ class RawSceneMirror:
         root = _check_component(str(record["root"]), "stored scene")
         files: Mapping[str, Mapping[str, Any]] = record["files"]
         for relative in files:
-            parts = PurePosixPath(relative).parts
-            if not parts or parts[0] != root or ".." in parts or relative.startswith("/"):
-                raise RawMirrorError(f"raw mirror: record of {scene_id} lists {relative!r}, outside {root}")
+            problem = relative_path_problem(relative, root)
+            if problem is not None:
+                raise RawMirrorError(f"raw mirror: record of {scene_id} lists {quoted(relative)}, which {problem}")
+            if PurePosixPath(relative).parts[0] != root:
+                raise RawMirrorError(f"raw mirror: record of {scene_id} lists {quoted(relative)}, outside {root}")
         collection_dir = self.local_root / _check_component(collection, "collection")
         entry = collection_dir / root
         # Metadata last: a folder being updated must not look complete before its data is there.

@@ -62,6 +62,7 @@ from shapely.geometry.base import BaseGeometry
 
 from cube_assets.atomic import atomic_write_text, exclusive_lock
 from cube_assets.errors import InvalidScene, ProviderError
+from cube_assets.names import check_name, quoted
 from cube_assets.providers.base import Provider, SceneRef, check_search_arguments, select_scenes
 from cube_assets.providers.http import DownloadResult, RemoteFile, file_multihash, parse_multihash, redact_url
 from cube_assets.providers.local import (
@@ -71,6 +72,7 @@ from cube_assets.providers.local import (
     ProductManifest,
     is_complete_product,
 )
+from cube_assets.sources.archives import ArchiveMember, UnsafeArchive, tar_members, zip_members
 from cube_assets.sources.landsat import is_landsat_folder, open_landsat_product
 
 logger = logging.getLogger(__name__)
@@ -78,7 +80,6 @@ logger = logging.getLogger(__name__)
 #: Key of the store's own record inside ``product.json`` ``properties``.
 STORE_PROPERTY = "raw_store"
 STAC_ITEM_FILE = "item.json"
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _MEDIA_SUFFIXES = {
     "image/jp2": ".jp2",
     "image/tiff": ".tif",
@@ -167,6 +168,9 @@ def verify_file(
     then by kind: every zip member's CRC, every tar member read to its end, a GeoTIFF opened
     with GDAL and its last row read (the tiles written last), a JPEG 2000 file's box structure
     (box lengths add up to the file size, the codestream ends with its EOC marker) and header.
+    Zip and tar files are first checked member by member with the rules of
+    :mod:`cube_assets.sources.archives` (safe member paths, no links, size bound and
+    compression ratio), so an archive that could not be extracted safely is never stored.
 
     Returns:
         None.
@@ -201,25 +205,40 @@ def verify_file(
 
 def _verify_zip(path: Path, where: str) -> None:
     try:
+        members = zip_members(path)
         with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
+            for member, info in members:
+                if not member.is_dir:
+                    _read_to_end(path, member, archive.open(info))
+    except UnsafeArchive as exc:
+        raise CorruptFile(f"{exc} (an unsafe archive)") from exc
+    except InvalidScene as exc:  # already names the file: "B04.zip: not a readable zip archive (…)"
+        raise CorruptFile(str(exc)) from exc
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise CorruptFile(f"{where}: not a readable zip archive ({exc})") from None
-    if bad is not None:
-        raise CorruptFile(f"{where}: zip member {bad} fails its CRC check")
+        raise CorruptFile(f"{where}: zip member fails its CRC check or cannot be read ({exc})") from exc
+
+
+def _read_to_end(path: Path, member: ArchiveMember, stream: Any) -> None:
+    """Read ``stream`` to its end (the CRC is checked there), refusing more bytes than the member declares."""
+    read = 0
+    with stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            read += len(chunk)
+            if read > member.size:
+                raise UnsafeArchive(f"{path.name}: member {quoted(member.name)} holds more than the {member.size} bytes it declares")
 
 
 def _verify_tar(path: Path, where: str) -> None:
     try:
-        with tarfile.open(path, "r:*") as archive:
-            for member in archive:
-                if member.isfile():
-                    stream = archive.extractfile(member)
-                    if stream is not None:
-                        while stream.read(1 << 20):
-                            pass
+        for member, stream in tar_members(path, read=True):
+            if stream is not None:
+                _read_to_end(path, member, stream)
+    except UnsafeArchive as exc:
+        raise CorruptFile(f"{exc} (an unsafe archive)") from exc
+    except InvalidScene as exc:  # already names the file: "B04.tar: not a readable tar archive (…)"
+        raise CorruptFile(str(exc)) from exc
     except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
-        raise CorruptFile(f"{where}: not a readable tar archive ({exc})") from None
+        raise CorruptFile(f"{where}: not a readable tar archive ({exc})") from exc
 
 
 def _verify_geotiff(path: Path, where: str) -> None:
@@ -361,9 +380,11 @@ def load_bands_into(
         The :class:`StoredScene`.
 
     Raises:
-        RawStoreError: if the source has no file for a band or a file is corrupt twice.
+        RawStoreError: if the folder's name or a band name cannot be a file name (the rule of
+            :mod:`cube_assets.names`), the source has no file for a band, or a file is corrupt twice.
         ProviderError: if the source fails to deliver.
     """
+    _check_name(Path(folder).name, "scene folder")
     wanted = list(dict.fromkeys(bands))
     for band in wanted:
         _check_name(band, "band")
@@ -397,9 +418,7 @@ def _link_band(folder: Path, band: str, entry: Mapping[str, Any]) -> dict[str, A
 
 
 def _check_name(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _SAFE_NAME.match(value) or value in (".", ".."):
-        raise RawStoreError(f"raw store: {what} {value!r} cannot be a folder name (letters, digits, . _ + - only)")
-    return value
+    return check_name(value, f"raw store: {what}", RawStoreError)
 
 
 def _json_scalar_properties(properties: Mapping[str, Any]) -> dict[str, Any]:
