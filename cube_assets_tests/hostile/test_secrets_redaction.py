@@ -7,17 +7,21 @@ class. Nothing is mocked.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from dagster import AssetKey, asset, instance_for_test, materialize
+from shapely.geometry import box
 from sqlalchemy import make_url, text
 
 from cube_assets.catalog.database import create_catalog_engine
 from cube_assets.catalog.objects import Catalog
 from cube_assets.checks import missing_files
-from cube_assets.errors import CatalogError
+from cube_assets.errors import CatalogError, ProviderError
 from cube_assets.io_managers.catalog import CatalogIOManager
+from cube_assets.providers.base import Provider, SceneRef
+from cube_assets.providers.chain import search_and_fetch
 from cube_assets.redaction import SECRET_QUERY_KEYS, is_secret_query_key, redact_url, redact_urls_in_text
 from cube_assets.steps.catalog_records import CatalogBatch
 from cube_assets.storage.raster_store import LocalRasterStore
@@ -205,3 +209,31 @@ def test_files_exist_check_names_a_missing_signed_href_without_its_signature(tmp
     missing = missing_files(images, LocalRasterStore(tmp_path))
     assert len(missing) == 1 and "img-1/B04: https://bucket.example/B04.tif?sig=***" in missing[0]
     assert SECRET not in missing[0]
+
+
+# --------------------------------------------------------------------------------------------
+# The provider chain: failures are logged and recorded in run metadata
+
+
+class _SignedHrefProvider(Provider):
+    """A provider whose scene lives at a signed URL that cannot be read, failing as GDAL does."""
+
+    name = "signed"
+
+    def search(self, collection, geometry, start, end, max_cloud_cover=None):  # type: ignore[no-untyped-def]
+        return [SceneRef(
+            provider=self.name, collection=collection, scene_id="S2_SIGNED", datetime=start,
+            footprint=geometry, cloud_cover=0.0, href=f"https://bucket.example/S2_SIGNED.tif?X-Amz-Signature={SECRET}",
+        )]
+
+    def fetch(self, scene: SceneRef, destination_dir: Path) -> Path:
+        raise OSError(f"'/vsicurl/{scene.href}' not recognized as being in a supported file format")
+
+
+def test_chain_failures_quote_no_signature_in_logs_or_errors(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    with pytest.raises(ProviderError, match="S2_SIGNED: no provider could deliver it") as raised:
+        search_and_fetch([_SignedHrefProvider()], "sentinel-2-l2a", box(0, 0, 1, 1), start, start + timedelta(days=1), tmp_path)
+    assert "X-Amz-Signature=***" in str(raised.value)
+    assert SECRET not in str(raised.value) and SECRET not in caplog.text
+    assert list(tmp_path.iterdir()) == []
