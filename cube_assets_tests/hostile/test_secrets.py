@@ -3,7 +3,9 @@
 The definitions are built the way a deployment loads them (``definitions._from_environment``)
 with the variables of ``CUBE_ENV=prod``: the loopback S3 server of ``fixtures_s3`` and a real
 PostgreSQL server whose URL carries a password (the test server trusts loopback connections,
-so any password is accepted and the run really uses the URL). Nothing is mocked.
+so any password is accepted and the run really uses the URL). The UI's view is read from
+Dagster's GraphQL over a real code-server subprocess loading ``cube_assets/definitions.py``.
+Nothing is mocked.
 """
 
 from __future__ import annotations
@@ -150,3 +152,43 @@ def test_local_without_the_variable_keeps_the_sqlite_default(tmp_path: Path, mon
     defs = definitions.build_definitions(write_cube_file(tmp_path, SMALL_CUBE, [SMALL_SIMULATOR]), tmp_path / "data")
 
     assert defs.resources["catalog_io_manager"].url == f"sqlite:///{(tmp_path / 'data').resolve()}/catalog.sqlite"
+
+
+RESOURCES_QUERY = """
+query Resources($selector: RepositorySelector!) {
+  allTopLevelResourceDetailsOrError(repositorySelector: $selector) {
+    __typename
+    ... on ResourceDetailsList { results { name configuredValues { key value type } } }
+  }
+}
+"""
+DEFAULT_CONFIG_QUERY = """
+query DefaultConfig($selector: PipelineSelector!) {
+  runConfigSchemaOrError(selector: $selector) { __typename ... on RunConfigSchema { rootDefaultYaml } }
+}
+"""
+
+
+def test_catalog_password_is_not_in_what_the_dagster_ui_shows(prod_run: ProdRun, tmp_path: Path) -> None:
+    from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
+
+    repository = Path(definitions.__file__).resolve().parents[1]
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in prod_run.environment.items():
+            patch.setenv(name, value)
+        # The code server is a subprocess: it must import this checkout's package.
+        patch.setenv("PYTHONPATH", str(repository))
+        with instance_for_test(temp_dir=str(tmp_path)) as instance, define_out_of_process_context(
+            definitions.__file__, "defs", instance
+        ) as context:
+            location = next(iter(context.get_code_location_entries()))
+            selector = {"repositoryLocationName": location, "repositoryName": "__repository__"}
+            resources = execute_dagster_graphql(context, RESOURCES_QUERY, {"selector": selector}).data
+            default_config = execute_dagster_graphql(
+                context, DEFAULT_CONFIG_QUERY, {"selector": {**selector, "pipelineName": definitions.cube_job_name("small")}},
+            ).data
+    shown = json.dumps([resources, default_config])
+    assert PASSWORD not in shown
+    assert resources["allTopLevelResourceDetailsOrError"]["__typename"] == "ResourceDetailsList"
+    assert default_config["runConfigSchemaOrError"]["__typename"] == "RunConfigSchema"
+    assert "CUBE_ASSETS_CATALOG_URL" in shown, "the UI names the variable the URL comes from"
