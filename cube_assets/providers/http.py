@@ -267,11 +267,15 @@ def credentials_may_travel_to(url: str, allow_insecure_loopback: bool) -> bool:
         True for ``https`` URLs, and for ``http`` URLs to a loopback host when
         ``allow_insecure_loopback``; False for anything else.
     """
-    parts = urlsplit(str(url))
+    try:
+        parts = urlsplit(str(url))
+        host = parts.hostname
+    except ValueError:  # not a URL requests could send either
+        return False
     scheme = parts.scheme.lower()
     if scheme == "https":
         return True
-    return scheme == "http" and allow_insecure_loopback and is_loopback_host(parts.hostname)
+    return scheme == "http" and allow_insecure_loopback and is_loopback_host(host)
 
 
 def _insecure_transport_message(where: str, url: str) -> str:
