@@ -62,6 +62,7 @@ from cube_assets.partitions import cube_partitions
 from cube_assets.raster.cog import is_valid_cog
 from cube_assets.raster.composite import block_windows
 from cube_assets.raster.masks import QualityClass, classify_quality, rules_from_config
+from cube_assets.redaction import redact_url
 from cube_assets.resources.storage import RasterStoreResource
 from cube_assets.storage.raster_store import RasterStore
 
@@ -292,7 +293,7 @@ def missing_files(images: Sequence[Mapping[str, Any]], store: RasterStore) -> li
             try:
                 store.size(href)
             except Exception as exc:  # noqa: BLE001 - any failure to stat the object means it is unusable
-                missing.append(f"{image['id']}/{band}: {href} ({type(exc).__name__})")
+                missing.append(f"{image['id']}/{band}: {redact_url(href)} ({type(exc).__name__})")
     return missing
 
 

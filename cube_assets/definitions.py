@@ -5,6 +5,8 @@ Environment (read here, at load time, and nowhere deeper):
 * ``CUBE_ASSETS_CONFIG``: the cube YAML (default: the packaged demo cube).
 * ``CUBE_ASSETS_DATA_ROOT``: where rasters, raw scenes and the SQLite catalog go (default ``./cube-data``).
 * ``CUBE_ASSETS_CATALOG_URL``: the catalog database (default ``sqlite:///{data_root}/catalog.sqlite``).
+  It goes to the resources as an ``EnvVar`` in every environment, resolved when a run starts, so
+  its password is in no repository or job snapshot.
 * ``CUBE_ENV``: ``local`` (the embedded default: files under the data root, SQLite catalog) or
   ``prod``: rasters and manifests in S3, the catalog on PostgreSQL, from these variables (secrets
   and endpoints go through ``EnvVar``, so they are resolved when a run starts and never shown):
@@ -95,6 +97,23 @@ def _env_var_if_set(*names: str) -> EnvVar | str:
     return ""
 
 
+def catalog_url_setting(catalog_url: str | None, env: str, data_root: Path) -> EnvVar | str:
+    """The catalog URL the resources get: ``catalog_url`` if given, else ``EnvVar("CUBE_ASSETS_CATALOG_URL")``.
+
+    Without either, ``env="local"`` gets the SQLite catalog under ``data_root``. An explicit
+    ``catalog_url`` (tests, the command line) is a plain string and so shown in the run's
+    snapshots as it is: deployments set the variable instead.
+
+    Returns:
+        The URL string, or the ``EnvVar`` a run resolves when it starts.
+    """
+    if catalog_url:
+        return catalog_url
+    if os.environ.get("CUBE_ASSETS_CATALOG_URL") or env == "prod":
+        return EnvVar("CUBE_ASSETS_CATALOG_URL")
+    return default_catalog_url(data_root)
+
+
 def prod_store(data_root: Path) -> RasterStoreResource:
     """Return the S3 store resource of ``CUBE_ENV=prod`` (see the module docstring for its variables)."""
     family = "CUBE_ASSETS_S3" if os.environ.get("CUBE_ASSETS_S3_ACCESS_KEY_ID") else "AWS"
@@ -120,9 +139,13 @@ def build_definitions(
     Each cube gets its assets, asset checks, a job, a new-scene sensor and a blend schedule
     (timed by ``automation``); runs execute their steps with the executor named ``executor``.
 
-    ``env="local"`` stores under ``data_root`` with a SQLite catalog (unless ``catalog_url``);
-    ``env="prod"`` stores in S3 and catalogs into ``catalog_url`` or ``CUBE_ASSETS_CATALOG_URL``
-    (see the module docstring).
+    ``env="local"`` stores under ``data_root`` with a SQLite catalog (unless ``catalog_url`` or
+    ``CUBE_ASSETS_CATALOG_URL``); ``env="prod"`` stores in S3 and catalogs into ``catalog_url``
+    or ``CUBE_ASSETS_CATALOG_URL`` (see the module docstring and :func:`catalog_url_setting`).
+
+    Returns:
+        The ``Definitions``.
+
 
     Raises:
         InvalidCubeConfig: when the cube file is invalid, ``env`` is unknown, or a variable
@@ -139,10 +162,9 @@ def build_definitions(
         if missing:
             raise InvalidCubeConfig(f"CUBE_ENV=prod: set {', '.join(missing)} (see README, Production storage)")
         store = prod_store(data_root)
-        catalog_io_manager = CatalogIOManager(url=catalog_url or EnvVar("CUBE_ASSETS_CATALOG_URL"))
     else:
         store = RasterStoreResource(root=str(data_root))
-        catalog_io_manager = CatalogIOManager(url=catalog_url or default_catalog_url(data_root))
+    catalog = catalog_url_setting(catalog_url, env, data_root)
     automation = automation or AutomationSettings()
     assets, jobs, checks, sensors, schedules = [], [], [], [], []
     for cube in project.cubes:
@@ -166,14 +188,14 @@ def build_definitions(
             "providers": ProvidersResource(
                 config_file=str(Path(config_file).resolve()), data_root=str(data_root),
                 # The provider registry lives in the catalog database.
-                catalog_url=catalog_url or (EnvVar("CUBE_ASSETS_CATALOG_URL") if env == "prod" else default_catalog_url(data_root)),
+                catalog_url=catalog,
                 # prod: raw scenes are kept in S3 too, so no step needs the disk of the step that fetched them.
                 raw_scenes_in_store=env == "prod",
             ),
             # Level-1C cubes only; the defaults (image, versions, 5400 s timeout) are in sources/sen2cor.py.
             "sen2cor": Sen2CorResource(output_dir=str(data_root / "sen2cor")),
             MANIFEST_IO_MANAGER: ManifestIOManager(store=store),
-            CATALOG_IO_MANAGER: catalog_io_manager,
+            CATALOG_IO_MANAGER: CatalogIOManager(url=catalog),
         },
     )
 
@@ -183,7 +205,7 @@ def _from_environment() -> Definitions:
     return build_definitions(
         os.environ.get("CUBE_ASSETS_CONFIG", str(DEMO_CONFIG)),
         data_root,
-        os.environ.get("CUBE_ASSETS_CATALOG_URL"),
+        None,  # CUBE_ASSETS_CATALOG_URL travels as an EnvVar (catalog_url_setting), never as its value
         os.environ.get("CUBE_ENV", "local"),
         automation=AutomationSettings.from_environment(os.environ),
         executor=os.environ.get("CUBE_ASSETS_EXECUTOR", "multiprocess"),

@@ -29,6 +29,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cube_assets.errors import CatalogError
+from cube_assets.redaction import is_secret_query_key, redact_url
 
 #: Folder of the Alembic environment, found from this file so it works from an installed package.
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -75,7 +76,7 @@ def _json_dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def create_catalog_engine(url: str) -> Engine:
+def create_catalog_engine(url: str | URL) -> Engine:
     """Return an engine for the catalog at ``url`` (``sqlite:///...`` or ``postgresql://...``).
 
     SQLite: the folder and the file are created if missing, and the file is put in WAL mode
@@ -90,6 +91,10 @@ def create_catalog_engine(url: str) -> Engine:
     naming the driver keeps behaviour (and the one driver we install and test) the same whatever
     SQLAlchemy version is present. An explicit other driver (``postgresql+psycopg2://``) is kept.
     Every connection runs ``SET jit = off`` (see :func:`_configure_postgresql_connection`).
+    Secret query parameters (``?password=…``, see :func:`~cube_assets.redaction.is_secret_query_key`)
+    are moved out of the engine's URL into the driver's connect arguments, so the URL the engine
+    holds (and ``repr(engine)`` shows) carries no secret; the user-info password stays in the URL,
+    where SQLAlchemy renders it as ``***``.
 
     JSON is serialized with sorted keys and without NaN, on both backends.
 
@@ -97,24 +102,56 @@ def create_catalog_engine(url: str) -> Engine:
         A new ``Engine``; the caller disposes of it.
 
     Raises:
-        CatalogError: if the URL cannot be parsed or names a database other than SQLite or PostgreSQL.
+        CatalogError: naming the redacted URL (only its scheme when it cannot be parsed), if it
+            cannot be parsed, has an unencoded ``@`` in its user info, names a database other
+            than SQLite or PostgreSQL, or is a SQLite URL with a secret query parameter.
     """
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise CatalogError(f"catalog URL {url!r} cannot be parsed: {exc}") from exc
+    except (ArgumentError, ValueError):
+        # Not chained, and only the scheme shown: the text may hold a password, and the parser's
+        # message may quote a piece of it.
+        raise CatalogError(
+            f"catalog URL starting {_scheme_of(url)!r} cannot be parsed: expected sqlite:///PATH or "
+            "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE (percent-encode '@', ':' and '/' in the password)"
+        ) from None
+    if parsed.host and "@" in parsed.host:
+        # SQLAlchemy ends the password at its first "@": the rest would become the host name, and
+        # the driver's "cannot resolve host" message would then quote part of the password.
+        raise CatalogError(
+            f"catalog URL {redact_url(url)[:200]!r}: the user name or password holds an unencoded '@'; write it as %40"
+        )
     backend = parsed.get_backend_name()
     if backend in ("postgresql", "postgres"):
         if parsed.drivername in ("postgresql", "postgres"):
             parsed = parsed.set(drivername="postgresql+psycopg")
-        engine = create_engine(parsed, json_serializer=_json_dumps, pool_pre_ping=True)
+        parsed, secret_arguments = _split_secret_query(parsed)
+        engine = create_engine(parsed, json_serializer=_json_dumps, pool_pre_ping=True, connect_args=secret_arguments)
         event.listen(engine, "connect", _configure_postgresql_connection)
         return engine
     if backend == "sqlite":
+        if _split_secret_query(parsed)[1]:
+            raise CatalogError(f"catalog URL {redact_url(parsed)[:200]!r}: SQLite takes no password, key or token")
         return _create_sqlite_engine(parsed)
-    raise CatalogError(
-        f"catalog URL {parsed.render_as_string(hide_password=True)!r}: only sqlite and postgresql are supported"
-    )
+    raise CatalogError(f"catalog URL {redact_url(parsed)[:200]!r}: only sqlite and postgresql are supported")
+
+
+def _scheme_of(url: str | URL) -> str:
+    """The text of ``url`` up to its first ``:`` when that looks like a URL scheme, else ``""``."""
+    scheme, colon, _rest = str(url).partition(":")
+    return f"{scheme}:" if colon and scheme.replace("+", "").isalnum() and len(scheme) <= 30 else ""
+
+
+def _split_secret_query(url: URL) -> tuple[URL, dict[str, str]]:
+    """``url`` without its secret query parameters, and those parameters (the last value of each)."""
+    secret_keys = [key for key in url.query if is_secret_query_key(key)]
+    if not secret_keys:
+        return url, {}
+    arguments = {}
+    for key in secret_keys:
+        value = url.query[key]
+        arguments[key] = value[-1] if isinstance(value, tuple) else value
+    return url.difference_update_query(secret_keys), arguments
 
 
 def _configure_postgresql_connection(dbapi_connection: Any, connection_record: Any) -> None:

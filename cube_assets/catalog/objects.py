@@ -71,6 +71,7 @@ from cube_assets.catalog.repository import (
 from cube_assets.catalog.search import Search, SearchField, geometry_4326, parse_date, parse_datetime
 from cube_assets.catalog.search import properties as p
 from cube_assets.errors import CatalogError
+from cube_assets.redaction import redact_url
 
 if TYPE_CHECKING:
     from cube_assets.catalog.collection import ImageCollection
@@ -127,7 +128,7 @@ class Catalog:
         else:
             self.engine = create_catalog_engine(url)
             self._owns_engine = True
-        self.url = self.engine.url.render_as_string(hide_password=True)
+        self.url = redact_url(self.engine.url)  # shown in repr and messages: never a password or token
         if migrate:
             upgrade_schema(self.engine, postgis=postgis)
         self._sessions: sessionmaker[Session] = session_factory(self.engine)

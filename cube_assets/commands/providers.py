@@ -20,6 +20,8 @@ import os
 import sys
 from pathlib import Path
 
+from cube_assets.redaction import redact_url
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``providers`` command and its sub-commands."""
@@ -126,7 +128,7 @@ def run_list(args: argparse.Namespace) -> int:
         engine.dispose()
     for definition in definitions:
         secured = f", credentials: {definition.credentials['type']}" if definition.credentials else ""
-        print(f"{definition.name}  [{definition.driver}]  {definition.url or ''}{secured}")
+        print(f"{definition.name}  [{definition.driver}]  {redact_url(definition.url or '')}{secured}")
     for entry in priorities:
         state = "" if entry.enabled else "  (disabled)"
         print(f"{entry.collection}  {entry.priority:3d}  {entry.provider.name}{state}")

@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from cube_assets.catalog.database import create_catalog_engine, session_factory, upgrade_schema
 from cube_assets.catalog.repository import search_images, upsert_bands, upsert_image, upsert_product
 from cube_assets.partitions import split_partition_key
+from cube_assets.redaction import redact_url
 from cube_assets.steps.catalog_records import CatalogBatch
 
 #: PostgreSQL SQLSTATEs after which the whole transaction can simply run again.
@@ -43,7 +44,7 @@ class CatalogIOManager(ConfigurableIOManager):
         finally:
             engine.dispose()
         context.add_output_metadata({
-            "catalog": self.url.split("@")[-1],
+            "catalog": redact_url(self.url),
             "image_count": len(obj.images),
             "images_changed": changed,
             "image_ids": [image.id for image in obj.images],

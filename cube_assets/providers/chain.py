@@ -18,6 +18,7 @@ from shapely.geometry.base import BaseGeometry
 
 from cube_assets.errors import ProviderError
 from cube_assets.providers.base import Provider, SceneRef
+from cube_assets.redaction import redact_urls_in_text
 from cube_assets.storage.raw_store import RawStore
 
 logger = logging.getLogger(__name__)
@@ -74,8 +75,9 @@ def search_and_fetch(
         try:
             found = provider.search(collection, geometry, start, end, max_cloud_cover)
         except ProviderError as exc:
-            logger.warning("provider %s: search failed: %s", provider.name, exc)
-            search_errors.append(f"{provider.name}: {exc}")
+            reason = redact_urls_in_text(str(exc))
+            logger.warning("provider %s: search failed: %s", provider.name, reason)
+            search_errors.append(f"{provider.name}: {reason}")
             continue
         for scene in found:
             offers.setdefault(scene.scene_id, []).append((provider, scene))
@@ -94,8 +96,10 @@ def search_and_fetch(
                         scene, provider.name, stored.path, dict(stored.bands), stored.fetched, tuple(errors)
                     ))
             except (ProviderError, OSError) as exc:
-                logger.warning("provider %s: fetching %s failed: %s", provider.name, scene_id, exc)
-                errors.append(f"{provider.name}: {exc}")
+                # GDAL's and the OS's messages may quote a signed href: the failures go to run metadata.
+                reason = redact_urls_in_text(str(exc))
+                logger.warning("provider %s: fetching %s failed: %s", provider.name, scene_id, reason)
+                errors.append(f"{provider.name}: {reason}")
                 continue
             break
         else:

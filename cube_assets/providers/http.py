@@ -8,7 +8,10 @@ Three pieces, used by the ``stac`` driver and usable by any HTTP-based provider:
   environment). Secret values live in :class:`Secret` objects whose ``repr``/``str`` are
   ``***`` and which refuse to be pickled, so they cannot end up in logs, metadata or exception
   messages by accident. They are sent only to the hosts the credentials name (by default the
-  provider's own host), never to a host a redirect leads to.
+  provider's own host), never to a host a redirect leads to, and only over https: a request
+  that would carry them over plain http fails with a :class:`~cube_assets.errors.ProviderError`
+  before anything is sent. ``allow_insecure_loopback: true`` in the declaration lets them go
+  over http to loopback hosts (127.0.0.0/8, ::1, ``localhost``) only, for local test servers.
 * :class:`RetryPolicy`: attempts, exponential backoff (honouring ``Retry-After``) and timeouts.
 * :class:`HttpClient`: :meth:`HttpClient.download` streams a file to disk under a hidden
   ``.{name}.part`` name, resumes an interrupted transfer with an HTTP ``Range`` request, checks
@@ -19,14 +22,15 @@ Three pieces, used by the ``stac`` driver and usable by any HTTP-based provider:
   the caller gets a :class:`DownloadError` (a :class:`~cube_assets.errors.ProviderError`) so a
   provider chain can fall through to the next provider.
 
-URLs in log lines and error messages go through :func:`redact_url` (no user info, query values
-masked), so signed URLs do not leak their signatures either.
+URLs in log lines and error messages go through :func:`~cube_assets.redaction.redact_url` (no
+user info, query values masked), so signed URLs do not leak their signatures either.
 """
 
 from __future__ import annotations
 
 import email.utils
 import hashlib
+import ipaddress
 import logging
 import os
 import threading
@@ -36,13 +40,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from cube_assets.errors import ProviderError
+from cube_assets.redaction import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -50,27 +55,6 @@ logger = logging.getLogger(__name__)
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 CHUNK_SIZE = 1 << 20
-
-
-# --------------------------------------------------------------------------------------------
-# Redaction
-
-
-def redact_url(url: str) -> str:
-    """Return ``url`` without user info and with every query value replaced by ``***``.
-
-    Returns:
-        A URL safe to log: ``https://host/path?sig=***``.
-    """
-    try:
-        parts = urlsplit(str(url))
-    except ValueError:
-        return "<unparseable URL>"
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    query = urlencode([(key, "***") for key, _ in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,11 +245,52 @@ _CREDENTIAL_FIELDS: dict[str, tuple[frozenset[str], frozenset[str], frozenset[st
 }
 
 
+def is_loopback_host(host: str | None) -> bool:
+    """Whether ``host`` is ``localhost`` or a loopback address (127.0.0.0/8, ``::1``).
+
+    Returns:
+        True for those hosts only; names that merely resolve to loopback do not count.
+    """
+    name = (host or "").strip("[]").rstrip(".").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def credentials_may_travel_to(url: str, allow_insecure_loopback: bool) -> bool:
+    """Whether credentials may be sent to ``url`` as far as the transport goes (the host list aside).
+
+    Returns:
+        True for ``https`` URLs, and for ``http`` URLs to a loopback host when
+        ``allow_insecure_loopback``; False for anything else.
+    """
+    try:
+        parts = urlsplit(str(url))
+        host = parts.hostname
+    except ValueError:  # not a URL requests could send either
+        return False
+    scheme = parts.scheme.lower()
+    if scheme == "https":
+        return True
+    return scheme == "http" and allow_insecure_loopback and is_loopback_host(host)
+
+
+def _insecure_transport_message(where: str, url: str) -> str:
+    return (
+        f"{where}: credentials are sent over https only, not to {redact_url(url)}"
+        " (allow_insecure_loopback: true in the credentials permits http to a loopback test server)"
+    )
+
+
 def check_credentials_spec(spec: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
     """Validate a credentials declaration without resolving it.
 
     The forms (``hosts`` is optional everywhere: the hosts that may receive the credentials,
-    by default the host of the provider's URL)::
+    by default the host of the provider's URL; ``allow_insecure_loopback`` is optional
+    everywhere: ``true`` lets them go over plain http to loopback hosts, for test servers)::
 
         {}                                                   anonymous
         {"type": "basic", "username": {"env": "U"}, "password": {"env": "P"}}
@@ -279,8 +304,9 @@ def check_credentials_spec(spec: Mapping[str, Any] | None, where: str) -> dict[s
 
     Raises:
         ProviderError: naming ``where`` and the field, if the type is unknown, a field is
-            missing or unexpected, or a secret field holds a literal value instead of an
-            ``{"env": NAME}`` reference (the message never repeats the value).
+            missing or unexpected, a secret field holds a literal value instead of an
+            ``{"env": NAME}`` reference (the message never repeats the value), or the
+            ``token_url`` is not https (nor http to loopback with ``allow_insecure_loopback``).
     """
     if spec is None or spec == {}:
         return {}
@@ -290,7 +316,7 @@ def check_credentials_spec(spec: Mapping[str, Any] | None, where: str) -> dict[s
     if kind not in _CREDENTIAL_FIELDS:
         raise ProviderError(f"{where}: credentials.type must be one of {sorted(_CREDENTIAL_FIELDS)}, got {kind!r}")
     required, optional_secrets, plain = _CREDENTIAL_FIELDS[kind]
-    allowed = required | optional_secrets | plain | {"type", "hosts"}
+    allowed = required | optional_secrets | plain | {"type", "hosts", "allow_insecure_loopback"}
     unexpected = sorted(set(spec) - allowed)
     if unexpected:
         raise ProviderError(f"{where}: credentials of type {kind!r} do not take {unexpected}")
@@ -317,22 +343,45 @@ def check_credentials_spec(spec: Mapping[str, Any] | None, where: str) -> dict[s
     hosts = spec.get("hosts", [])
     if not isinstance(hosts, list) or not all(isinstance(h, str) and h for h in hosts):
         raise ProviderError(f"{where}: credentials.hosts must be a list of host names")
+    insecure_loopback = spec.get("allow_insecure_loopback", False)
+    if not isinstance(insecure_loopback, bool):
+        raise ProviderError(f"{where}: credentials.allow_insecure_loopback must be true or false")
+    if "token_url" in spec and not credentials_may_travel_to(spec["token_url"], insecure_loopback):
+        raise ProviderError(_insecure_transport_message(f"{where}: credentials.token_url", spec["token_url"]))
     return {key: (dict(value) if isinstance(value, Mapping) else value) for key, value in spec.items()}
 
 
 @dataclass(frozen=True)
 class Credentials:
-    """Resolved credentials of one provider and the hosts allowed to receive them."""
+    """Resolved credentials of one provider, the hosts allowed to receive them and over what.
+
+    ``allow_insecure_loopback`` lets them go over plain http to loopback hosts; otherwise they
+    travel over https only.
+    """
 
     kind: CredentialKind
     hosts: frozenset[str]
     secrets: Mapping[str, Secret] = field(repr=False)
     settings: Mapping[str, str] = field(default_factory=dict)
+    allow_insecure_loopback: bool = False
 
     def applies_to(self, url: str) -> bool:
-        """Whether a request to ``url`` may carry these credentials (its host is one of :attr:`hosts`)."""
+        """Whether a request to ``url`` is meant to carry these credentials (its host is one of :attr:`hosts`)."""
         host = (urlsplit(url).hostname or "").lower()
         return host in self.hosts
+
+    def check_transport(self, url: str, where: str) -> None:
+        """Refuse to send these credentials to ``url`` unless it is https (or opted-in loopback http).
+
+        Returns:
+            None when the credentials may go to ``url``.
+
+        Raises:
+            ProviderError: naming ``where`` and the redacted URL, for a plain-http URL (to a
+                non-loopback host, or without ``allow_insecure_loopback``) or any other scheme.
+        """
+        if not credentials_may_travel_to(url, self.allow_insecure_loopback):
+            raise ProviderError(_insecure_transport_message(where, url))
 
 
 def credentials_from_spec(
@@ -367,7 +416,10 @@ def credentials_from_spec(
     settings = {name: checked[name] for name in plain if name in checked}
     if kind == "oauth2_password":
         settings.setdefault("client_id", "")
-    return Credentials(kind=kind, hosts=frozenset(hosts), secrets=secrets, settings=settings)
+    return Credentials(
+        kind=kind, hosts=frozenset(hosts), secrets=secrets, settings=settings,
+        allow_insecure_loopback=checked.get("allow_insecure_loopback", False),
+    )
 
 
 class _TokenCache:
@@ -399,8 +451,10 @@ class _TokenCache:
         if "client_secret" in secrets:
             form["client_secret"] = secrets["client_secret"].reveal()
         url = settings["token_url"]
+        self._credentials.check_transport(url, f"{self._provider}: token request")
         try:
-            response = requests.post(url, data=form, timeout=self._timeout)
+            # No redirects: requests re-posts the form (the password) to wherever a 307/308 points.
+            response = requests.post(url, data=form, timeout=self._timeout, allow_redirects=False)
         except requests.RequestException as exc:
             raise ProviderError(
                 f"{self._provider}: token request to {redact_url(url)} failed ({type(exc).__name__})"
@@ -421,13 +475,16 @@ class _CredentialAdapter(HTTPAdapter):
 
     Adding them here rather than in the session's headers or ``auth`` keeps them out of the
     prepared request that clients such as pystac-client log at DEBUG level, and out of any
-    request to another host (a redirect to a bucket, a link to another API).
+    request to another host (a redirect to a bucket, a link to another API). A request to an
+    allowed host over plain http is refused here, before anything is sent
+    (:meth:`Credentials.check_transport`), whether it is the first request or a redirect.
     """
 
-    def __init__(self, credentials: Credentials | None, tokens: _TokenCache | None, **kwargs: Any) -> None:
+    def __init__(self, credentials: Credentials | None, tokens: _TokenCache | None, provider: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._credentials = credentials
         self._tokens = tokens
+        self._provider = provider
 
     def _authorize(self, request: requests.PreparedRequest, *, renew: bool = False) -> None:
         credentials = self._credentials
@@ -445,10 +502,16 @@ class _CredentialAdapter(HTTPAdapter):
             request.headers["Authorization"] = f"Bearer {self._tokens.token(renew=renew).reveal()}"
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        """Send ``request``, with credentials when its host is allowed; renew an OAuth2 token once on 401."""
+        """Send ``request``, with credentials when its host is allowed; renew an OAuth2 token once on 401.
+
+        Raises:
+            ProviderError: naming the provider and the redacted URL, when the request is for a
+                host of the credentials but not over https (see :meth:`Credentials.check_transport`).
+        """
         credentials = self._credentials
         if credentials is None or not credentials.applies_to(request.url or ""):
             return super().send(request, **kwargs)
+        credentials.check_transport(request.url or "", self._provider or "request")
         self._authorize(request)
         response = super().send(request, **kwargs)
         if response.status_code == 401 and credentials.kind == "oauth2_password" and request.body is None:
@@ -618,7 +681,7 @@ class HttpClient:
     def _session(self, max_retries: int | Retry, user_agent: str) -> requests.Session:
         session = requests.Session()
         session.headers["User-Agent"] = user_agent
-        adapter = _CredentialAdapter(self.credentials, self._tokens, max_retries=max_retries)
+        adapter = _CredentialAdapter(self.credentials, self._tokens, self.provider, max_retries=max_retries)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         return session
@@ -655,7 +718,8 @@ class HttpClient:
             DownloadError: naming the provider and the (redacted) URL, after the retry policy's
                 attempts for transient failures, or at once for permanent ones (HTTP 4xx other
                 than 408/425/429, HTTP 202 "accepted but not ready", unsupported URL schemes).
-            ProviderError: if ``remote.checksum`` is not a valid multihash.
+            ProviderError: if ``remote.checksum`` is not a valid multihash, or the request would
+                carry the credentials over plain http (nothing is sent, no file is written).
         """
         destination = Path(destination)
         partial = destination.with_name(f".{destination.name}.part")

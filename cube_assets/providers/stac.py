@@ -61,6 +61,7 @@ from cube_assets.providers.http import (
     credentials_from_spec,
     redact_url,
 )
+from cube_assets.redaction import redact_urls_in_text
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class StacOptions(BaseModel):
     def _check_url(cls, value: str) -> str:
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{value!r} is not an http(s) URL")
+            raise ValueError(f"{redact_url(value)[:200]!r} is not an http(s) URL")
         if parts.username or parts.password:
             raise ValueError("the URL must not hold user info; declare credentials with environment variables")
         return value.rstrip("/")
@@ -153,12 +154,16 @@ def build_stac_provider(
         The provider (no request is made yet).
 
     Raises:
-        ProviderError: if an option is invalid or a credentials variable is not set.
+        ProviderError: if an option is invalid, a credentials variable is not set, or the
+            provider has credentials for its own host but its URL is not https (nor http to a
+            loopback host with ``allow_insecure_loopback``).
     """
     parsed = parse_stac_options(options, f"provider {name}")
     credentials = credentials_from_spec(
         parsed.credentials, environ, f"provider {name}", default_host=urlsplit(parsed.url).hostname
     )
+    if credentials is not None and credentials.applies_to(parsed.url):
+        credentials.check_transport(parsed.url, f"provider {name}: option url")
     return StacProvider(name, parsed, credentials, sleep=sleep)
 
 
@@ -276,7 +281,7 @@ class StacProvider(Provider):
         except ProviderError:
             raise
         except Exception as exc:  # noqa: BLE001 - pystac-client raises many types; all mean "this provider failed"
-            message = " ".join(str(exc).split())[:300]
+            message = redact_urls_in_text(" ".join(str(exc).split()))[:300]
             raise ProviderError(f"{where} failed: {type(exc).__name__}: {message}") from None
 
     def search(

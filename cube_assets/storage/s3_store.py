@@ -28,6 +28,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
+from cube_assets.redaction import redact_url
+
 #: Default size above which ``publish`` switches to a multipart upload, and the part size.
 DEFAULT_MULTIPART_THRESHOLD = 64 * 1024 * 1024
 DEFAULT_MULTIPART_CHUNKSIZE = 16 * 1024 * 1024
@@ -74,8 +76,15 @@ class S3RasterStore:
         self.endpoint_url = endpoint_url or None
         if self.endpoint_url is not None:
             parts = urlsplit(self.endpoint_url)
-            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
-                raise ValueError(f"S3 endpoint_url {endpoint_url!r}: must be http(s)://host[:port] with no path")
+            if (
+                parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/")
+                or "@" in parts.netloc or parts.query or parts.fragment
+            ):
+                # Keys go in access_key_id/secret_access_key (EnvVar), never in the endpoint, which is shown.
+                raise ValueError(
+                    f"S3 endpoint_url {redact_url(endpoint_url)[:200]!r}: must be http(s)://host[:port] "
+                    "with no user info, path or query"
+                )
         if multipart_threshold < 1:
             raise ValueError(f"S3 multipart_threshold {multipart_threshold}: must be at least 1 byte")
         if multipart_chunksize < MIN_MULTIPART_CHUNKSIZE:
@@ -95,7 +104,7 @@ class S3RasterStore:
         self._client: Any = None
 
     def __repr__(self) -> str:
-        return f"S3RasterStore(s3://{self.bucket}/{self.prefix}, endpoint_url={self.endpoint_url!r})"
+        return f"S3RasterStore(s3://{self.bucket}/{self.prefix}, endpoint_url={redact_url(self.endpoint_url or '')!r})"
 
     # -- keys and URIs -----------------------------------------------------------------------
 
@@ -121,10 +130,10 @@ class S3RasterStore:
             ValueError: when ``uri`` is not an ``s3://bucket/key`` URI.
         """
         if not uri.startswith("s3://"):
-            raise ValueError(f"{uri!r} is not an s3:// URI (this store is s3://{self.bucket}/{self.prefix})")
+            raise ValueError(f"{redact_url(uri)[:200]!r} is not an s3:// URI (this store is s3://{self.bucket}/{self.prefix})")
         bucket, _, key = uri[len("s3://"):].partition("/")
         if not bucket or not key:
-            raise ValueError(f"{uri!r} is not an s3://bucket/key URI")
+            raise ValueError(f"{redact_url(uri)[:200]!r} is not an s3://bucket/key URI")
         return bucket, key
 
     def gdal_path(self, uri: str) -> str:

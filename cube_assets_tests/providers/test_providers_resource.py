@@ -44,7 +44,8 @@ JUNE_SCENES = 6  # the real 35MNM Items of June 2020
 
 
 def _basic(user_var: str, password_var: str) -> dict:
-    return {"type": "basic", "username": {"env": user_var}, "password": {"env": password_var}}
+    # The loopback test server speaks http: credentials go there only with this opt-in.
+    return {"type": "basic", "username": {"env": user_var}, "password": {"env": password_var}, "allow_insecure_loopback": True}
 
 
 @pytest.fixture
