@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import multiprocessing
-import queue
 import time
-import traceback
 from typing import Any
 
 import pytest
@@ -29,6 +26,7 @@ from cube_assets.catalog.repository import (
     upsert_product,
 )
 from cube_assets.errors import CatalogError
+from cube_assets_tests.processes import run_in_processes
 
 CUBE = "cube:S2-16D"
 SCENES = "sentinel-2-l2a"
@@ -685,51 +683,21 @@ def _concurrent_item(n: int) -> ImageRecord:
     )
 
 
-def _concurrent_writer(url: str, worker: int, start: Any, results: Any) -> None:
+def _concurrent_writer(worker: int, url: str) -> None:
     """Run in a separate process: migrate, then upsert this worker's items one transaction each."""
-    try:
-        start.wait(timeout=60)
-        upgrade_schema(url)
-        engine = create_catalog_engine(url)
-        sessions = session_factory(engine)
-        for n in range(worker * STRIDE, worker * STRIDE + ITEMS_PER_WORKER):
-            with sessions.begin() as session:
-                upsert_product(session, _product())
-                upsert_image(session, _concurrent_item(n))
-        engine.dispose()
-        results.put((worker, None))
-    except BaseException:  # noqa: BLE001 - reported to the parent process
-        results.put((worker, traceback.format_exc()))
+    upgrade_schema(url)
+    engine = create_catalog_engine(url)
+    sessions = session_factory(engine)
+    for n in range(worker * STRIDE, worker * STRIDE + ITEMS_PER_WORKER):
+        with sessions.begin() as session:
+            upsert_product(session, _product())
+            upsert_image(session, _concurrent_item(n))
+    engine.dispose()
 
 
 def test_concurrent_writers_of_overlapping_items_store_each_item_once(catalog_url: str) -> None:
     # Separate processes, so SQLite file locking is exercised, not just one process's threads.
-    # fork starts them in milliseconds (spawn re-imports everything: seconds); nothing is open in
-    # the parent to be inherited, as the catalog has only been given as a URL.
-    if "fork" in multiprocessing.get_all_start_methods():
-        context: Any = multiprocessing.get_context("fork")
-    else:
-        context = multiprocessing.get_context("spawn")
-    start = context.Barrier(WORKERS)
-    results = context.Queue()
-    processes = [
-        context.Process(target=_concurrent_writer, args=(catalog_url, worker, start, results))
-        for worker in range(WORKERS)
-    ]
-    for process in processes:
-        process.start()
-    outcomes = {}
-    try:
-        for _ in processes:
-            worker, error = results.get(timeout=120)
-            outcomes[worker] = error
-    except queue.Empty:
-        pytest.fail(f"workers did not finish; reported so far: {outcomes}")
-    finally:
-        for process in processes:
-            process.join(timeout=30)
-            if process.is_alive():
-                process.kill()
+    outcomes = run_in_processes(_concurrent_writer, WORKERS, catalog_url, timeout_s=120)
 
     assert outcomes == {worker: None for worker in range(WORKERS)}, "\n".join(filter(None, outcomes.values()))
     expected = range((WORKERS - 1) * STRIDE + ITEMS_PER_WORKER)

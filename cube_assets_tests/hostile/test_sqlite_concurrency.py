@@ -7,13 +7,10 @@ every writer must wait for the lock, none may fail with "database is locked".
 from __future__ import annotations
 
 import datetime as dt
-import multiprocessing
 import os
-import queue
 import sqlite3
 import threading
 import time
-import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,7 @@ from sqlalchemy import func, select
 from cube_assets.catalog.database import create_catalog_engine, session_factory, upgrade_schema
 from cube_assets.catalog.models import Image, ImageFile, Product
 from cube_assets.catalog.repository import ImageFileRecord, ImageRecord, ProductRecord, search_images, upsert_image, upsert_product
+from cube_assets_tests.processes import CONTEXT, run_in_processes
 
 WRITERS = 8
 UPSERTS_PER_WRITER = 200
@@ -33,8 +31,6 @@ STRIDE = UPSERTS_PER_WRITER // 2
 PRODUCT = "cube:S2-16D"
 UTC = dt.UTC
 
-# Fork starts a writer in milliseconds; nothing is open in the parent to be inherited.
-CONTEXT: Any = multiprocessing.get_context("fork")
 
 
 def _product() -> ProductRecord:
@@ -58,23 +54,18 @@ def _image(n: int, writer: int) -> ImageRecord:
     )
 
 
-def _writer(url: str, writer: int, start: Any, results: Any) -> None:
+def _writer(writer: int, url: str) -> None:
     """Open a fresh engine, then upsert this writer's images one transaction each, reading before writing."""
-    try:
-        start.wait(timeout=120)
-        upgrade_schema(url)
-        engine = create_catalog_engine(url)
-        sessions = session_factory(engine)
-        for n in range(writer * STRIDE, writer * STRIDE + UPSERTS_PER_WRITER):
-            with sessions.begin() as session:
-                # A read before the write: the case where a deferred transaction's snapshot goes stale.
-                search_images(session, tile=f"{n:04d}")
-                upsert_product(session, _product())
-                upsert_image(session, _image(n, writer))
-        engine.dispose()
-        results.put((writer, None))
-    except BaseException:  # noqa: BLE001 - the traceback is reported to the parent process
-        results.put((writer, traceback.format_exc()))
+    upgrade_schema(url)
+    engine = create_catalog_engine(url)
+    sessions = session_factory(engine)
+    for n in range(writer * STRIDE, writer * STRIDE + UPSERTS_PER_WRITER):
+        with sessions.begin() as session:
+            # A read before the write: the case where a deferred transaction's snapshot goes stale.
+            search_images(session, tile=f"{n:04d}")
+            upsert_product(session, _product())
+            upsert_image(session, _image(n, writer))
+    engine.dispose()
 
 
 def _burn(stop: Any) -> None:
@@ -99,34 +90,13 @@ def busy_cores() -> Iterator[None]:
                 burner.kill()
 
 
-def _run_writers(url: str) -> dict[int, str | None]:
-    start = CONTEXT.Barrier(WRITERS)
-    results = CONTEXT.Queue()
-    processes = [CONTEXT.Process(target=_writer, args=(url, k, start, results)) for k in range(WRITERS)]
-    for process in processes:
-        process.start()
-    outcomes: dict[int, str | None] = {}
-    try:
-        for _ in processes:
-            writer, error = results.get(timeout=600)
-            outcomes[writer] = error
-    except queue.Empty:
-        pytest.fail(f"writers did not finish; reported so far: {outcomes}")
-    finally:
-        for process in processes:
-            process.join(timeout=60)
-            if process.is_alive():
-                process.kill()
-    return outcomes
-
-
 def test_eight_processes_upserting_a_new_sqlite_catalog_under_load_never_fail(tmp_path: Path, busy_cores: None) -> None:
     database = tmp_path / "catalog.sqlite"
     url = f"sqlite:///{database}"
     # The file does not exist yet: the writers also race to create it and switch it to WAL.
     assert not database.exists()
 
-    outcomes = _run_writers(url)
+    outcomes = run_in_processes(_writer, WRITERS, url)
 
     assert outcomes == {k: None for k in range(WRITERS)}, "\n".join(filter(None, outcomes.values()))
     expected = [f"S2-16D:{n:04d}:2024-01-01" for n in range((WRITERS - 1) * STRIDE + UPSERTS_PER_WRITER)]
