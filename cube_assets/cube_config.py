@@ -84,13 +84,13 @@ def _raise_any(problems: list[tuple[tuple[str | int, ...], str]]) -> None:
         raise _Problems(problems)
 
 
-def _name_problem(value: str, what: str, pattern: re.Pattern[str] = _NAME, max_length: int = 64) -> str | None:
-    if pattern.match(value) and value not in (".", ".."):
+def _name_problem(value: str, what: str, pattern: re.Pattern[str] = _NAME) -> str | None:
+    if pattern.fullmatch(value) and value not in (".", ".."):
         return None
     if pattern is _COMMON_NAME:
         return f"{what} {quoted(value)} must be 1 to 32 lower-case letters, digits and '_', starting with a letter"
     return (
-        f"{what} {quoted(value)} must be 1 to {max_length} letters, digits, '_', '.' and '-', "
+        f"{what} {quoted(value)} must be 1 to 64 letters, digits, '_', '.' and '-', "
         "starting with a letter or digit"
     )
 
@@ -357,7 +357,7 @@ class CubeConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _check_cube_name(cls, value: str) -> str:
-        if not _CUBE_NAME.match(value):
+        if not _CUBE_NAME.fullmatch(value):
             raise ValueError(
                 f"{quoted(value)} must be 1 to 63 lower-case letters, digits and '_', starting with a letter "
                 "(it becomes a Dagster asset key prefix)"
@@ -719,7 +719,9 @@ def _validation_problems(path: Path, exc: ValidationError) -> list[str]:
         else:
             message = error["msg"]
             value = error.get("input")
-            if error["type"] != "missing" and (value is None or isinstance(value, (str, int, float))):
+            # Providers hold credentials and an unknown key may be a misplaced one: neither is echoed.
+            echo = error["type"] not in ("missing", "extra_forbidden") and loc[:1] != ("providers",)
+            if echo and (value is None or isinstance(value, (str, int, float))):
                 message += f" (got {quoted(value)})"
             lines.append(_problem_line(path, loc, message))
     return lines
@@ -740,7 +742,7 @@ def field_path(loc: Iterable[str | int]) -> str:
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif _PLAIN_KEY.match(str(item)):
+        elif _PLAIN_KEY.fullmatch(str(item)):
             parts.append(f".{item}" if parts else str(item))
         else:
             parts.append(f"[{quoted(str(item), 60)}]")

@@ -172,7 +172,7 @@ class Grid:
         Raises:
             InvalidCubeConfig: if ``name`` does not follow this grid's name format.
         """
-        match = re.fullmatch(self._name_pattern(), name) if isinstance(name, str) and _TILE_NAME.match(name) else None
+        match = re.fullmatch(self._name_pattern(), name) if isinstance(name, str) and _TILE_NAME.fullmatch(name) else None
         if not match or self.name_format.format(col=int(match["col"]), row=int(match["row"])) != name:
             raise InvalidCubeConfig(
                 f"grid {quoted(self.name)}: {quoted(name)} is not a tile name of format {quoted(self.name_format)}"
@@ -286,7 +286,7 @@ def check_name_format(name_format: str, grid_name: str) -> None:
         raise InvalidCubeConfig(f"{where}: {exc}") from exc
     fields = []
     for literal, field_name, spec, conversion in parts:
-        if not _FORMAT_LITERAL.match(literal):
+        if not _FORMAT_LITERAL.fullmatch(literal):
             raise InvalidCubeConfig(f"{where}: literal text {quoted(literal)} may hold only letters, digits, '_', '.' and '-'")
         if field_name is None:
             continue
@@ -294,7 +294,7 @@ def check_name_format(name_format: str, grid_name: str) -> None:
             raise InvalidCubeConfig(f"{where}: unknown field {quoted(field_name)} (only {{col}} and {{row}})")
         if conversion is not None:
             raise InvalidCubeConfig(f"{where}: conversion !{conversion} of {{{field_name}}} is not allowed")
-        match = _FORMAT_SPEC.match(spec or "")
+        match = _FORMAT_SPEC.fullmatch(spec or "")
         if not match:
             raise InvalidCubeConfig(f"{where}: format spec {quoted(spec)} of {{{field_name}}}: give none or a zero-padded width like '03d'")
         if match["width"] and not 1 <= int(match["width"]) <= MAX_NAME_FORMAT_WIDTH:

@@ -60,7 +60,7 @@ class TemporalSchema:
     restart: str = "yearly"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.step, str) or not _STEP.match(self.step):
+        if not isinstance(self.step, str) or not _STEP.fullmatch(self.step):
             raise InvalidCubeConfig(f"temporal schema step {quoted(self.step)}: expected a count and a unit, like '16D' or '1M'")
         if self.restart not in ("yearly", "none"):
             raise InvalidCubeConfig(f"temporal schema restart {quoted(self.restart)}: expected 'yearly' or 'none'")
@@ -72,12 +72,12 @@ class TemporalSchema:
     @property
     def count(self) -> int:
         """The step's count (16 in ``16D``)."""
-        return int(_STEP.match(self.step)["n"])  # type: ignore[index]
+        return int(_STEP.fullmatch(self.step)["n"])  # type: ignore[index]
 
     @property
     def unit(self) -> str:
         """The step's unit, ``D`` or ``M``."""
-        return _STEP.match(self.step)["unit"]  # type: ignore[index]
+        return _STEP.fullmatch(self.step)["unit"]  # type: ignore[index]
 
     def period_of(self, moment: date | datetime, anchor: date | None = None) -> Period:
         """Return the period containing ``moment``.

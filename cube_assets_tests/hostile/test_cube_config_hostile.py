@@ -380,9 +380,19 @@ def test_long_input_is_quoted_in_at_most_about_200_characters(tmp_path):
     assert "x" * 201 not in message and "nir +" * 100 not in message
 
 
-def test_secret_given_as_provider_options_is_not_echoed(tmp_path):
-    provider = {**SMALL_SIMULATOR, "options": "token-s3cr3t-value"}
-    message = _assert_refused_at(_write(tmp_path, [_cube()], providers=[provider]), "providers[0].options")
+@pytest.mark.parametrize(
+    ("provider", "field"),
+    [({**SMALL_SIMULATOR, "options": "token-s3cr3t-value"}, "providers[0].options"),
+     ({**SMALL_SIMULATOR, "password": "token-s3cr3t-value"}, "providers[0].password"),
+     ({**SMALL_SIMULATOR, "driver": "token-s3cr3t-value"}, "providers[0].driver")],
+)
+def test_secret_in_a_malformed_provider_is_not_echoed(tmp_path, provider, field):
+    message = _assert_refused_at(_write(tmp_path, [_cube()], providers=[provider]), field)
+    assert "s3cr3t" not in message
+
+
+def test_value_of_an_unknown_key_is_not_echoed(tmp_path):
+    message = _assert_refused_at(_write(tmp_path, [_cube(aws_secret_access_key="token-s3cr3t-value")]), "cubes[0].aws_secret_access_key")
     assert "s3cr3t" not in message
 
 
