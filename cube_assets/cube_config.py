@@ -481,7 +481,7 @@ class CubeConfig(_Strict):
             limits = np.iinfo(kind)
             if not (math.isfinite(value) and value == int(value) and limits.min <= value <= limits.max):
                 raise ValueError(f"nodata {value} cannot be stored in {dtype} (whole numbers {limits.min}..{limits.max})")
-        elif not math.isnan(value) and not abs(value) <= np.finfo(kind).max:
+        elif not math.isnan(value) and not abs(value) <= float(np.finfo(kind).max):
             raise ValueError(f"nodata {value} cannot be stored in {dtype} (a finite {dtype} or .nan)")
         return value
 
