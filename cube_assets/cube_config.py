@@ -1,47 +1,186 @@
 """Cube declarations: one YAML file lists the cubes and the providers that feed them.
 
 See ``cube_assets/cubes/demo.yaml`` for a complete example and README.md for every field.
+
+The whole file is checked when it is loaded (``load_project_config``, which ``Definitions``
+use), so nothing it declares fails later in a run: names that become keys or paths follow
+``_NAME``; numbers are finite; dates lie in ``FIRST_YEAR``..``LAST_YEAR``; grids, tile names,
+areas, quality rules, resampling names, ``nodata`` against the dtype and every index expression
+are built or compiled once; the tiles of a cube (at most ``MAX_TILES_PER_CUBE``, counted before
+any is made) and its partitions are bounded. Every problem is reported, each as
+``FILE: cubes[0].temporal.step: what is wrong`` (``check_project_config``).
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+import numpy as np
+from pydantic import (
+    BaseModel, ConfigDict, Field, StrictInt, ValidationError, ValidationInfo, field_validator, model_validator,
+)
+from rasterio.warp import SUPPORTED_RESAMPLING
 from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 
-from cube_assets.errors import InvalidCubeConfig
-from cube_assets.grids import Grid, Tile, bdc_grid, user_grid, utm_grid
+from cube_assets.config_file import read_cube_file
+from cube_assets.errors import InvalidCubeConfig, InvalidExpression, InvalidQualityRule
+from cube_assets.grids import MAX_TILE_SIDE_PX, MAX_TILES_PER_CUBE, Grid, Tile, bdc_grid, check_name_format, user_grid, utm_grid
+from cube_assets.quoting import quoted, shortened
+from cube_assets.raster.indexes import compile_expression
+from cube_assets.raster.masks import rules_from_config
 from cube_assets.temporal import Period, TemporalSchema
 
 _CUBE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+"""Names that become path components, store keys or registry keys: bands, quality bands, indexes,
+collections, providers and grids."""
+_COMMON_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 COMPOSITE_FUNCTIONS = ("LCF", "MED", "AVG")
 _DTYPES = ("uint8", "int16", "uint16", "int32", "float32")
+RESAMPLING_NAMES = tuple(method.name for method in SUPPORTED_RESAMPLING)
+# Scene files published beside the bands share their key space (storage/layout.py).
+RESERVED_BAND_NAMES = ("quicklook", "footprint", "PVI")
+FIRST_YEAR, LAST_YEAR = 1970, 2100
+MAX_CUBES = 100
+MAX_PROVIDERS = 100
+MAX_BANDS = 64
+MAX_INDEXES = 64
+MAX_PARTITIONS_PER_CUBE = 5_000_000
+MAX_CRS_CHARACTERS = 20_000
+MAX_PROBLEMS_IN_MESSAGE = 20
+MAX_PROBLEMS_PER_VALUE = 50
+
+
+class _Problems(ValueError):
+    """Problems a validator found, each at a path relative to the value it validated.
+
+    Pydantic keeps the exception in the error's context, so the file's report can give each
+    problem its full field path (``cubes[0].tiles[3]``) instead of the validated value's.
+    """
+
+    def __init__(self, problems: list[tuple[tuple[str | int, ...], str]]) -> None:
+        super().__init__("; ".join(message for _, message in problems))
+        self.problems = problems
+
+
+def _problem(message: str, *at: str | int) -> _Problems:
+    return _Problems([(at, message)])
+
+
+def _raise_any(problems: list[tuple[tuple[str | int, ...], str]]) -> None:
+    if len(problems) > MAX_PROBLEMS_PER_VALUE:
+        more = len(problems) - MAX_PROBLEMS_PER_VALUE
+        problems = problems[:MAX_PROBLEMS_PER_VALUE] + [((), f"… and {more:,} more problems of this value")]
+    if problems:
+        raise _Problems(problems)
+
+
+def _name_problem(value: str, what: str, pattern: re.Pattern[str] = _NAME) -> str | None:
+    if pattern.fullmatch(value) and value not in (".", ".."):
+        return None
+    if pattern is _COMMON_NAME:
+        return f"{what} {quoted(value)} must be 1 to 32 lower-case letters, digits and '_', starting with a letter"
+    return (
+        f"{what} {quoted(value)} must be 1 to 64 letters, digits, '_', '.' and '-', "
+        "starting with a letter or digit"
+    )
+
+
+def _check_name(value: str | None, what: str, pattern: re.Pattern[str] = _NAME) -> str | None:
+    if value is not None and (message := _name_problem(value, what, pattern)):
+        raise ValueError(message)
+    return value
+
+
+def _repeats(values: Iterable[Any]) -> dict[int, int]:
+    """``{index: index of its first occurrence}`` for every value that repeats an earlier one."""
+    first: dict[Any, int] = {}
+    repeats = {}
+    for position, value in enumerate(values):
+        if value in first:
+            repeats[position] = first[value]
+        else:
+            first[value] = position
+    return repeats
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class GridConfig(_Strict):
     """Which grid the cube's tiles come from."""
 
     kind: Literal["bdc", "utm", "user"]
-    size: str = "SM"  # bdc
-    zone: int | None = None  # utm
-    hemisphere: str = "N"  # utm
+    size: str = Field("SM", max_length=8)  # bdc
+    zone: StrictInt | None = None  # utm
+    hemisphere: str = Field("N", max_length=8)  # utm
     name: str | None = None  # user
     crs: str | int | None = None  # user
     origin: tuple[float, float] | None = None  # user
-    tile_size: tuple[int, int] | None = None  # user
-    resolution: float | None = None  # user
+    tile_size: tuple[StrictInt, StrictInt] | None = None  # user
+    resolution: float | None = Field(None, gt=0)  # user
     name_format: str = "{col:03d}{row:03d}"
+
+    @field_validator("name")
+    @classmethod
+    def _check_grid_name(cls, value: str | None) -> str | None:
+        return _check_name(value, "grid name")
+
+    @field_validator("crs", mode="before")
+    @classmethod
+    def _check_crs(cls, value: Any) -> Any:
+        if value is None:
+            return value
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ValueError(f"CRS must be an EPSG code or a PROJ/WKT string, got {quoted(value)}")
+        if isinstance(value, str) and len(value) > MAX_CRS_CHARACTERS:
+            raise ValueError(f"CRS of {len(value):,} characters is longer than {MAX_CRS_CHARACTERS:,}")
+        return value
+
+    @field_validator("tile_size")
+    @classmethod
+    def _check_tile_size(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and not all(1 <= side <= MAX_TILE_SIDE_PX for side in value):
+            raise ValueError(f"tile size {list(value)} must be two pixel counts in 1..{MAX_TILE_SIDE_PX}")
+        return value
+
+    @field_validator("name_format")
+    @classmethod
+    def _check_name_format(cls, value: str) -> str:
+        try:
+            check_name_format(value, "")
+        except InvalidCubeConfig as exc:
+            raise ValueError(str(exc).removeprefix("grid '': ")) from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_grid(self) -> GridConfig:
+        needs = {"utm": ("zone",), "user": ("name", "crs", "origin", "tile_size", "resolution")}.get(self.kind, ())
+        _raise_any([((name,), f"required for grid kind {self.kind!r}") for name in needs if getattr(self, name) is None])
+        try:
+            _ = self.definition
+        except InvalidCubeConfig as exc:
+            raise _problem(str(exc)) from None
+        return self
+
+    @cached_property
+    def definition(self) -> Grid:
+        """The configured ``Grid``, built once.
+
+        Raises:
+            InvalidCubeConfig: when a field the kind needs is missing or invalid.
+        """
+        return self.build()
 
     def build(self) -> Grid:
         """Return the configured ``Grid``.
@@ -69,6 +208,30 @@ class BandConfig(_Strict):
     common_name: str | None = None  # blue, green, red, nir, swir16 … (used by indexes and quicklooks)
     resampling: str = "bilinear"
 
+    @field_validator("name")
+    @classmethod
+    def _check_band_name(cls, value: str) -> str:
+        if value in RESERVED_BAND_NAMES:
+            raise ValueError(f"band name {value!r} is reserved for scene files ({', '.join(RESERVED_BAND_NAMES)})")
+        return _check_name(value, "band name")
+
+    @field_validator("source")
+    @classmethod
+    def _check_source(cls, value: str | None) -> str | None:
+        return _check_name(value, "source band name")
+
+    @field_validator("common_name")
+    @classmethod
+    def _check_common_name(cls, value: str | None) -> str | None:
+        return _check_name(value, "common name", _COMMON_NAME)
+
+    @field_validator("resampling")
+    @classmethod
+    def _check_resampling(cls, value: str) -> str:
+        if value not in RESAMPLING_NAMES:
+            raise ValueError(f"unknown resampling {quoted(value)}; use one of {', '.join(RESAMPLING_NAMES)}")
+        return value
+
     @property
     def source_band(self) -> str:
         """The band's name in the source product."""
@@ -80,7 +243,23 @@ class QualityConfig(_Strict):
 
     band: str
     rules: dict[str, Any] = Field(default_factory=lambda: {"preset": "scl"})
-    nodata: int = 0
+    nodata: StrictInt = Field(0, ge=0, le=65535)
+
+    @field_validator("band")
+    @classmethod
+    def _check_band(cls, value: str) -> str:
+        if value in RESERVED_BAND_NAMES:
+            raise ValueError(f"quality band name {value!r} is reserved for scene files")
+        return _check_name(value, "quality band name")
+
+    @field_validator("rules")
+    @classmethod
+    def _check_rules(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            rules_from_config(value)
+        except InvalidQualityRule as exc:
+            raise ValueError(shortened(str(exc))) from None
+        return value
 
 
 class AoiConfig(_Strict):
@@ -88,6 +267,37 @@ class AoiConfig(_Strict):
 
     bbox: tuple[float, float, float, float] | None = None
     geometry: dict[str, Any] | None = None
+
+    @field_validator("bbox")
+    @classmethod
+    def _check_bbox(cls, value: tuple[float, float, float, float] | None) -> tuple[float, float, float, float] | None:
+        if value is None:
+            return value
+        minlon, minlat, maxlon, maxlat = value
+        if not (-180 <= minlon < maxlon <= 180 and -90 <= minlat < maxlat <= 90):
+            raise ValueError(
+                f"bbox {list(value)} must be [minlon, minlat, maxlon, maxlat] with -180 <= minlon < maxlon <= 180 "
+                "and -90 <= minlat < maxlat <= 90 (an area, not a line or a point)"
+            )
+        return value
+
+    @field_validator("geometry")
+    @classmethod
+    def _check_geometry(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return value
+        try:
+            geometry = shape(value)
+        except Exception as exc:  # noqa: BLE001 - shapely raises many types for malformed GeoJSON
+            raise ValueError(f"not a GeoJSON geometry ({type(exc).__name__}: {shortened(str(exc), 120)})") from None
+        if geometry.geom_type not in ("Polygon", "MultiPolygon"):
+            raise ValueError(f"must be a Polygon or MultiPolygon, got {quoted(geometry.geom_type)}")
+        if geometry.is_empty or not geometry.is_valid or not geometry.area > 0:
+            raise ValueError("must be a valid polygon of non-zero area (closed rings that do not cross themselves)")
+        minlon, minlat, maxlon, maxlat = geometry.bounds
+        if not (-180 <= minlon and maxlon <= 180 and -90 <= minlat and maxlat <= 90):
+            raise ValueError(f"coordinates must be lon/lat in EPSG:4326; bounds are {[minlon, minlat, maxlon, maxlat]}")
+        return value
 
     @model_validator(mode="after")
     def _one_of(self) -> AoiConfig:
@@ -100,87 +310,224 @@ class AoiConfig(_Strict):
         return box(*self.bbox) if self.bbox is not None else shape(self.geometry)
 
 
+def _temporal_schema(value: Any) -> TemporalSchema:
+    """The ``TemporalSchema`` of a cube's ``temporal`` value: a step string or ``{step, restart}``."""
+    if isinstance(value, TemporalSchema):
+        return value
+    if isinstance(value, str):
+        value = {"step": value}
+    if not isinstance(value, dict):
+        raise _problem(f"expected a step like '16D' or a mapping {{step, restart}}, got {quoted(value)}")
+    _raise_any([((key,) if isinstance(key, str) else (), f"unknown field {quoted(key)} (fields: step, restart)")
+                for key in value if key not in ("step", "restart")])
+    step, restart = value.get("step", "16D"), value.get("restart", "yearly")
+    if restart not in ("yearly", "none"):
+        raise _problem(f"restart {quoted(restart)}: expected 'yearly' or 'none'", "restart")
+    try:
+        return TemporalSchema(step=step, restart=restart)
+    except InvalidCubeConfig as exc:
+        raise _problem(str(exc), "step") from None
+
+
 class CubeConfig(_Strict):
     """A data cube: its source collection, bands, quality rules, grid, tiles, periods and composites."""
 
     name: str
-    title: str = ""
-    description: str = ""
+    title: str = Field("", max_length=200)
+    description: str = Field("", max_length=10_000)
     collection: str
-    providers: list[str] = Field(default_factory=list)  # empty: the registry's providers of the collection
+    providers: list[str] = Field(default_factory=list, max_length=MAX_PROVIDERS)  # empty: the registry's providers of the collection
     grid: GridConfig
-    tiles: list[str] | None = None
+    tiles: list[str] | None = Field(None, max_length=MAX_TILES_PER_CUBE)
     aoi: AoiConfig | None = None
     start_date: date
     end_date: date
     temporal: TemporalSchema = Field(default_factory=TemporalSchema)
-    bands: list[BandConfig] = Field(min_length=1)
+    bands: list[BandConfig] = Field(min_length=1, max_length=MAX_BANDS)
     quality: QualityConfig
-    indexes: dict[str, str] = Field(default_factory=dict)
+    indexes: dict[str, str] = Field(default_factory=dict, max_length=MAX_INDEXES)
     composites: list[str] = Field(default_factory=lambda: ["LCF"])
     dtype: str = "int16"
-    nodata: float = -9999
-    source_resolution: float | None = None  # which product resolution to read; default: the grid's
-    max_cloud_cover: float | None = None
+    nodata: float = Field(-9999, allow_inf_nan=True)
+    source_resolution: float | None = Field(None, gt=0)  # which product resolution to read; default: the grid's
+    max_cloud_cover: float | None = Field(None, ge=0, le=100)
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, allow_inf_nan=False)
 
     @field_validator("name")
     @classmethod
-    def _check_name(cls, value: str) -> str:
-        if not _CUBE_NAME.match(value):
-            raise ValueError(f"{value!r} must be lower-case letters, digits and '_' (it becomes a Dagster asset key prefix)")
+    def _check_cube_name(cls, value: str) -> str:
+        if not _CUBE_NAME.fullmatch(value):
+            raise ValueError(
+                f"{quoted(value)} must be 1 to 63 lower-case letters, digits and '_', starting with a letter "
+                "(it becomes a Dagster asset key prefix)"
+            )
+        return value
+
+    @field_validator("collection")
+    @classmethod
+    def _check_collection(cls, value: str) -> str:
+        return _check_name(value, "collection")
+
+    @field_validator("providers")
+    @classmethod
+    def _check_provider_names(cls, value: list[str]) -> list[str]:
+        problems = [((i,), message) for i, name in enumerate(value) if (message := _name_problem(name, "provider name"))]
+        problems += [((i,), f"provider {quoted(value[i])} repeats providers[{j}]") for i, j in _repeats(value).items()]
+        _raise_any(problems)
+        return value
+
+    @field_validator("tiles")
+    @classmethod
+    def _check_tiles(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if value is None:
+            return value
+        grid = info.data.get("grid")
+        problems = [((i,), f"tile {quoted(value[i])} repeats tiles[{j}]") for i, j in _repeats(value).items()]
+        for position, name in enumerate(value if grid is not None else ()):
+            try:
+                grid.definition.tile_by_name(name)
+            except InvalidCubeConfig as exc:
+                problems.append(((position,), str(exc)))
+        _raise_any(sorted(problems))
+        return value
+
+    @field_validator("start_date", "end_date")
+    @classmethod
+    def _check_year(cls, value: date, info: ValidationInfo) -> date:
+        if not FIRST_YEAR <= value.year <= LAST_YEAR:
+            raise ValueError(f"{value} is outside the years {FIRST_YEAR}..{LAST_YEAR}")
+        start = info.data.get("start_date")
+        if info.field_name == "end_date" and start is not None and value < start:
+            raise ValueError(f"end_date {value} precedes start_date {start}")
         return value
 
     @field_validator("temporal", mode="before")
     @classmethod
-    def _temporal(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return TemporalSchema(**value)
-        if isinstance(value, str):
-            return TemporalSchema(step=value)
+    def _temporal(cls, value: Any) -> TemporalSchema:
+        return _temporal_schema(value)
+
+    @field_validator("bands")
+    @classmethod
+    def _check_bands(cls, value: list[BandConfig]) -> list[BandConfig]:
+        names = [band.name for band in value]
+        problems = [((i, "name"), f"band {quoted(names[i])} repeats bands[{j}]") for i, j in _repeats(names).items()]
+        common = [band.common_name for band in value]
+        problems += [
+            ((i, "common_name"), f"common name {quoted(common[i])} repeats bands[{j}]")
+            for i, j in _repeats(common).items() if common[i] is not None
+        ]
+        problems += [
+            ((i, "common_name"), f"common name {quoted(band.common_name)} is the name of bands[{names.index(band.common_name)}]")
+            for i, band in enumerate(value)
+            if band.common_name in names and names.index(band.common_name) != i
+        ]
+        _raise_any(problems)
+        return value
+
+    @field_validator("quality")
+    @classmethod
+    def _check_quality_band(cls, value: QualityConfig, info: ValidationInfo) -> QualityConfig:
+        bands = info.data.get("bands") or []
+        if value.band in {band.name for band in bands}:
+            raise _problem(f"quality band {quoted(value.band)} is also listed as a spectral band", "band")
+        return value
+
+    @field_validator("indexes")
+    @classmethod
+    def _check_indexes(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        bands = info.data.get("bands")
+        quality = info.data.get("quality")
+        taken = {band.name for band in bands or []} | {quality.band if quality else None} | set(RESERVED_BAND_NAMES)
+        inputs = [name for band in bands or [] for name in (band.name, band.common_name) if name]
+        problems = []
+        for name, expression in value.items():
+            if message := _name_problem(name, "index name"):
+                problems.append(((name,), message))
+            elif name in taken:
+                problems.append(((name,), f"index name {quoted(name)} is already a band name or reserved"))
+            elif bands is not None:
+                try:
+                    compile_expression(expression, inputs)
+                except InvalidExpression as exc:
+                    problems.append(((name,), shortened(str(exc))))
+        _raise_any(problems)
         return value
 
     @field_validator("composites")
     @classmethod
     def _check_composites(cls, value: list[str]) -> list[str]:
-        unknown = sorted(set(value) - set(COMPOSITE_FUNCTIONS))
+        unknown = [name for name in value if name not in COMPOSITE_FUNCTIONS]
         if unknown:
-            raise ValueError(f"unknown composite functions {unknown}; expected some of {list(COMPOSITE_FUNCTIONS)}")
+            raise ValueError(f"unknown composite functions {quoted(unknown)}; expected some of {list(COMPOSITE_FUNCTIONS)}")
+        _raise_any([((i,), f"{value[i]} repeats composites[{j}]") for i, j in _repeats(value).items()])
         return value
 
     @field_validator("dtype")
     @classmethod
     def _check_dtype(cls, value: str) -> str:
         if value not in _DTYPES:
-            raise ValueError(f"dtype {value!r} not one of {list(_DTYPES)}")
+            raise ValueError(f"dtype {quoted(value)} not one of {list(_DTYPES)}")
+        return value
+
+    @field_validator("nodata")
+    @classmethod
+    def _check_nodata(cls, value: float, info: ValidationInfo) -> float:
+        dtype = info.data.get("dtype")
+        if dtype is None:
+            return value
+        kind = np.dtype(dtype)
+        if kind.kind in "iu":
+            limits = np.iinfo(kind)
+            if not (math.isfinite(value) and value == int(value) and limits.min <= value <= limits.max):
+                raise ValueError(f"nodata {value} cannot be stored in {dtype} (whole numbers {limits.min}..{limits.max})")
+        elif not math.isnan(value) and not abs(value) <= float(np.finfo(kind).max):
+            raise ValueError(f"nodata {value} cannot be stored in {dtype} (a finite {dtype} or .nan)")
         return value
 
     @model_validator(mode="after")
-    def _check(self) -> CubeConfig:
-        if self.end_date < self.start_date:
-            raise ValueError(f"end_date {self.end_date} precedes start_date {self.start_date}")
+    def _check_tiles_and_periods(self) -> CubeConfig:
         if (self.tiles is None) == (self.aoi is None):
             raise ValueError("give exactly one of 'tiles' or 'aoi'")
-        names = [b.name for b in self.bands]
-        if len(set(names)) != len(names):
-            raise ValueError(f"band names repeat: {names}")
-        if self.quality.band in names:
-            raise ValueError(f"quality band {self.quality.band!r} is also listed as a spectral band")
+        where = "tiles" if self.tiles is not None else "aoi"
+        try:
+            tiles = self.tile_list
+        except InvalidCubeConfig as exc:
+            raise _problem(str(exc), where) from None
+        if not tiles:
+            raise _problem("the area intersects no tile of the grid", where)
+        repeated = _repeats(tile.name for tile in tiles)
+        if repeated:
+            i, j = next(iter(repeated.items()))
+            raise _problem(
+                f"tiles ({tiles[j].col}, {tiles[j].row}) and ({tiles[i].col}, {tiles[i].row}) are both named "
+                f"{quoted(tiles[i].name)}; give the format fixed widths", "grid", "name_format",
+            )
+        partitions = len(tiles) * len(self.periods)
+        if partitions > MAX_PARTITIONS_PER_CUBE:
+            raise _problem(
+                f"{len(tiles):,} tiles × {len(self.periods):,} periods = {partitions:,} partitions, more than the limit "
+                f"of {MAX_PARTITIONS_PER_CUBE:,} per cube"
+            )
         return self
 
     @cached_property
     def grid_definition(self) -> Grid:
         """The cube's grid."""
-        return self.grid.build()
+        return self.grid.definition
 
     @cached_property
     def tile_list(self) -> list[Tile]:
-        """The cube's tiles: those listed, or every grid tile intersecting the AOI."""
+        """The cube's tiles: those listed, or every grid tile intersecting the AOI.
+
+        Raises:
+            InvalidCubeConfig: when a listed name is not a tile name of the grid, or the AOI spans
+                more than ``MAX_TILES_PER_CUBE`` tiles or cannot be placed on the grid.
+        """
         grid = self.grid_definition
         if self.tiles is not None:
             return [grid.tile_by_name(name) for name in self.tiles]
-        return grid.tiles_intersecting(self.aoi.shape(), "EPSG:4326")  # type: ignore[union-attr]
+        return grid.tiles_intersecting(self.aoi.shape(), "EPSG:4326", max_tiles=MAX_TILES_PER_CUBE)  # type: ignore[union-attr]
 
     @cached_property
     def periods(self) -> list[Period]:
@@ -230,8 +577,13 @@ class ProviderConfig(_Strict):
 
     name: str
     driver: Literal["local", "simulator", "stac"]
-    description: str = ""
+    description: str = Field("", max_length=10_000)
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _check_provider_name(cls, value: str) -> str:
+        return _check_name(value, "provider name")
 
     @model_validator(mode="after")
     def _check_stac_options(self) -> ProviderConfig:
@@ -242,27 +594,37 @@ class ProviderConfig(_Strict):
             try:
                 parse_stac_options(self.options, f"provider {self.name}")
             except ProviderError as exc:
-                raise ValueError(str(exc)) from None
+                raise _problem(shortened(str(exc)), "options") from None
         return self
 
 
 class ProjectConfig(_Strict):
     """The whole cube file: providers and cubes."""
 
-    providers: list[ProviderConfig] = Field(default_factory=list)
-    cubes: list[CubeConfig] = Field(min_length=1)
+    providers: list[ProviderConfig] = Field(default_factory=list, max_length=MAX_PROVIDERS)
+    cubes: list[CubeConfig] = Field(min_length=1, max_length=MAX_CUBES)
 
-    @model_validator(mode="after")
-    def _check(self) -> ProjectConfig:
-        known = {p.name for p in self.providers}
-        cube_names = [c.name for c in self.cubes]
-        if len(set(cube_names)) != len(cube_names):
-            raise ValueError(f"cube names repeat: {cube_names}")
-        for cube in self.cubes:
-            unknown = [p for p in cube.providers if p not in known]
-            if unknown:
-                raise ValueError(f"cube {cube.name!r} names unknown providers {unknown}; declared: {sorted(known)}")
-        return self
+    @field_validator("providers")
+    @classmethod
+    def _check_provider_names(cls, value: list[ProviderConfig]) -> list[ProviderConfig]:
+        names = [provider.name for provider in value]
+        _raise_any([((i, "name"), f"provider {quoted(names[i])} repeats providers[{j}]") for i, j in _repeats(names).items()])
+        return value
+
+    @field_validator("cubes")
+    @classmethod
+    def _check_cubes(cls, value: list[CubeConfig], info: ValidationInfo) -> list[CubeConfig]:
+        names = [cube.name for cube in value]
+        problems = [((i, "name"), f"cube {quoted(names[i])} repeats cubes[{j}]") for i, j in _repeats(names).items()]
+        declared = info.data.get("providers")
+        if declared is not None:
+            known = {provider.name for provider in declared}
+            problems += [
+                ((i, "providers", j), f"unknown provider {quoted(name)}; declared: {sorted(known)}")
+                for i, cube in enumerate(value) for j, name in enumerate(cube.providers) if name not in known
+            ]
+        _raise_any(problems)
+        return value
 
     def cube(self, name: str) -> CubeConfig:
         """Return the cube called ``name``.
@@ -273,7 +635,7 @@ class ProjectConfig(_Strict):
         for cube in self.cubes:
             if cube.name == name:
                 return cube
-        raise InvalidCubeConfig(f"no cube called {name!r}; cubes: {[c.name for c in self.cubes]}")
+        raise InvalidCubeConfig(f"no cube called {quoted(name)}; cubes: {[c.name for c in self.cubes]}")
 
     def provider(self, name: str) -> ProviderConfig:
         """Return the provider called ``name``.
@@ -284,10 +646,48 @@ class ProjectConfig(_Strict):
         for provider in self.providers:
             if provider.name == name:
                 return provider
-        raise InvalidCubeConfig(f"no provider called {name!r}")
+        raise InvalidCubeConfig(f"no provider called {quoted(name)}")
 
 
 DEMO_CONFIG = Path(__file__).parent / "cubes" / "demo.yaml"
+
+
+@dataclass(frozen=True)
+class CubeFileCheck:
+    """The outcome of checking a cube file: its configuration, or every problem found in it."""
+
+    path: Path
+    config: ProjectConfig | None
+    problems: tuple[str, ...] = ()
+    cause: BaseException | None = field(default=None, repr=False, compare=False)
+
+    def message(self) -> str:
+        """Return the problems as one message: at most ``MAX_PROBLEMS_IN_MESSAGE`` lines, then how many more."""
+        lines = list(self.problems[:MAX_PROBLEMS_IN_MESSAGE])
+        if len(self.problems) > MAX_PROBLEMS_IN_MESSAGE:
+            more = len(self.problems) - MAX_PROBLEMS_IN_MESSAGE
+            lines.append(f"{self.path}: … and {more:,} more problems (`cube-assets config check {self.path}` lists them all)")
+        return "\n".join(lines)
+
+
+def check_project_config(path: str | Path = DEMO_CONFIG) -> CubeFileCheck:
+    """Read and validate a cube YAML file, collecting every problem instead of stopping at the first.
+
+    Returns:
+        A ``CubeFileCheck`` with the ``ProjectConfig`` (grids, tiles and periods built) and no
+        problems, or with ``config=None`` and one line per problem, each
+        ``FILE: field.path: what is wrong`` quoting at most about 200 characters of input.
+    """
+    path = Path(path)
+    try:
+        raw = read_cube_file(path)
+    except InvalidCubeConfig as exc:
+        return CubeFileCheck(path, None, (str(exc),), exc)
+    try:
+        config = ProjectConfig.model_validate(raw)
+    except ValidationError as exc:
+        return CubeFileCheck(path, None, tuple(_validation_problems(path, exc)), exc)
+    return CubeFileCheck(path, config)
 
 
 def load_project_config(path: str | Path = DEMO_CONFIG) -> ProjectConfig:
@@ -298,26 +698,52 @@ def load_project_config(path: str | Path = DEMO_CONFIG) -> ProjectConfig:
         a bad grid or tile name fails here, not in the middle of a run.
 
     Raises:
-        InvalidCubeConfig: naming the file and the first problem found.
+        InvalidCubeConfig: naming the file and listing every problem found, one per line, as
+            ``FILE: cubes[0].temporal.step: what is wrong``.
     """
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidCubeConfig(f"{path}: cannot read cube file: {exc}") from exc
-    try:
-        config = ProjectConfig.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidCubeConfig(f"{path}: {where}: {first['msg']}") from exc
-    except InvalidCubeConfig as exc:
-        raise InvalidCubeConfig(f"{path}: {exc}") from exc
-    for cube in config.cubes:
-        try:
-            if not cube.tile_list:
-                raise InvalidCubeConfig(f"cube {cube.name!r} has no tiles (the AOI intersects none)")
-            _ = cube.periods
-        except InvalidCubeConfig as exc:
-            raise InvalidCubeConfig(f"{path}: {exc}") from exc
-    return config
+    check = check_project_config(path)
+    if check.config is None:
+        raise InvalidCubeConfig(check.message()) from check.cause
+    return check.config
+
+
+def _validation_problems(path: Path, exc: ValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(error["loc"])
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, _Problems):
+            lines += [_problem_line(path, loc + at, message) for at, message in cause.problems]
+        elif isinstance(cause, ValueError):
+            lines.append(_problem_line(path, loc, shortened(str(cause))))
+        else:
+            message = error["msg"]
+            value = error.get("input")
+            # Providers hold credentials and an unknown key may be a misplaced one: neither is echoed.
+            echo = error["type"] not in ("missing", "extra_forbidden") and loc[:1] != ("providers",)
+            if echo and (value is None or isinstance(value, (str, int, float))):
+                message += f" (got {quoted(value)})"
+            lines.append(_problem_line(path, loc, message))
+    return lines
+
+
+def _problem_line(path: Path, loc: tuple[str | int, ...], message: str) -> str:
+    where = field_path(loc)
+    return f"{path}: {where}: {message}" if where else f"{path}: {message}"
+
+
+def field_path(loc: Iterable[str | int]) -> str:
+    """Return a pydantic location as a field path: ``("cubes", 0, "temporal", "step")`` is ``cubes[0].temporal.step``.
+
+    Returns:
+        The path; keys that are not plain names are quoted in brackets, at most 60 characters.
+    """
+    parts = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif _PLAIN_KEY.fullmatch(str(item)):
+            parts.append(f".{item}" if parts else str(item))
+        else:
+            parts.append(f"[{quoted(str(item), 60)}]")
+    return "".join(parts)

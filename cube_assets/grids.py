@@ -13,14 +13,19 @@ Three kinds are provided:
   zone, named ``{zone}{hemisphere}_{col:03d}{row:03d}``.
 * ``user_grid(...)`` — any CRS, origin, tile size and resolution.
 
-Tile names become Dagster partition keys, so they may not contain ``|`` (Dagster's
-multi-partition separator) nor ``/`` and whitespace (they are also path components).
+Tile names become Dagster partition keys and path components, so a ``name_format`` is
+checked before any tile is named: its only fields are ``{col}`` and ``{row}``, each once, each
+without a conversion and with no format spec or a zero-padded width ``0Nd`` (N at most
+``MAX_NAME_FORMAT_WIDTH``); its literal text is letters, digits, ``_``, ``.`` and ``-``; a
+rendered name is at most ``MAX_TILE_NAME_LENGTH`` characters. The tiles of an area are counted
+from its bounds before any is made: more than ``MAX_TILES_PER_CUBE`` is refused.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import string
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -33,6 +38,7 @@ import numpy as np
 import shapely
 
 from cube_assets.errors import InvalidCubeConfig
+from cube_assets.quoting import quoted, shortened
 
 BDC_ALBERS = (
     "+proj=aea +lat_0=-12 +lon_0=-54 +lat_1=-2 +lat_2=-22 "
@@ -43,7 +49,14 @@ BDC_ALBERS = (
 BRAZIL_BBOX = (-73.9872354804, -33.7683777809, -34.7299934555, 5.24448639569)
 _BDC_TILE_PX = 10560
 _BDC_FACTORS = {"SM": 1, "MD": 2, "LG": 4}
-_FORBIDDEN_NAME = re.compile(r"[|/\\\s]")
+MAX_TILES_PER_CUBE = 100_000
+"""The most tiles one area (a cube's AOI) may cover, counted from its bounds before any tile is made."""
+MAX_TILE_NAME_LENGTH = 128
+MAX_NAME_FORMAT_WIDTH = 64
+MAX_TILE_SIDE_PX = 65_536
+_TILE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,%d}$" % MAX_TILE_NAME_LENGTH)
+_FORMAT_LITERAL = re.compile(r"^[A-Za-z0-9_.-]*$")
+_FORMAT_SPEC = re.compile(r"^(?:0(?P<width>[0-9]{1,6})d)?$")
 
 
 @dataclass(frozen=True)
@@ -105,16 +118,20 @@ class Grid:
     name_format: str = "{col:03d}{row:03d}"
 
     def __post_init__(self) -> None:
-        if self.tile_width <= 0 or self.tile_height <= 0:
-            raise InvalidCubeConfig(f"grid {self.name!r}: tile size must be positive, got {self.tile_width}×{self.tile_height}")
+        for what, value in (("origin x", self.origin_x), ("origin y", self.origin_y), ("resolution", self.resolution)):
+            if not math.isfinite(value):
+                raise InvalidCubeConfig(f"grid {quoted(self.name)}: {what} must be a finite number, got {value}")
+        for what, value in (("tile width", self.tile_width), ("tile height", self.tile_height)):
+            if not 1 <= value <= MAX_TILE_SIDE_PX:
+                raise InvalidCubeConfig(f"grid {quoted(self.name)}: {what} must lie in 1..{MAX_TILE_SIDE_PX} px, got {value}")
         if not self.resolution > 0:
-            raise InvalidCubeConfig(f"grid {self.name!r}: resolution must be positive, got {self.resolution}")
+            raise InvalidCubeConfig(f"grid {quoted(self.name)}: resolution must be positive, got {self.resolution}")
+        if not (math.isfinite(self.tile_size_x) and math.isfinite(self.tile_size_y)):
+            raise InvalidCubeConfig(f"grid {quoted(self.name)}: resolution {self.resolution} makes tiles of infinite size")
         crs = CRS.from_wkt(self.crs_wkt)
         if not crs.is_projected:
-            raise InvalidCubeConfig(f"grid {self.name!r}: CRS must be projected, got {crs.name}")
-        sample = self.name_format.format(col=0, row=0)
-        if _FORBIDDEN_NAME.search(sample):
-            raise InvalidCubeConfig(f"grid {self.name!r}: tile name format {self.name_format!r} yields {sample!r}, which contains '|', '/' or whitespace")
+            raise InvalidCubeConfig(f"grid {quoted(self.name)}: CRS must be projected, got {quoted(crs.name)}")
+        check_name_format(self.name_format, self.name)
 
     @cached_property
     def crs(self) -> CRS:
@@ -135,11 +152,14 @@ class Grid:
         """Return the tile at grid column ``col`` and row ``row``.
 
         Raises:
-            InvalidCubeConfig: if the resulting tile name contains a forbidden character.
+            InvalidCubeConfig: if the resulting tile name is longer than ``MAX_TILE_NAME_LENGTH``.
         """
         name = self.name_format.format(col=col, row=row)
-        if _FORBIDDEN_NAME.search(name):
-            raise InvalidCubeConfig(f"grid {self.name!r}: tile name {name!r} contains '|', '/' or whitespace")
+        if len(name) > MAX_TILE_NAME_LENGTH:
+            raise InvalidCubeConfig(
+                f"grid {quoted(self.name)}: tile ({col}, {row}) would be named {quoted(name)}, longer than "
+                f"{MAX_TILE_NAME_LENGTH} characters"
+            )
         transform = Affine(
             self.resolution, 0.0, self.origin_x + col * self.tile_size_x,
             0.0, -self.resolution, self.origin_y - row * self.tile_size_y,
@@ -152,9 +172,11 @@ class Grid:
         Raises:
             InvalidCubeConfig: if ``name`` does not follow this grid's name format.
         """
-        match = re.fullmatch(self._name_pattern(), name)
+        match = re.fullmatch(self._name_pattern(), name) if isinstance(name, str) and _TILE_NAME.fullmatch(name) else None
         if not match or self.name_format.format(col=int(match["col"]), row=int(match["row"])) != name:
-            raise InvalidCubeConfig(f"grid {self.name!r}: {name!r} is not a tile name of format {self.name_format!r}")
+            raise InvalidCubeConfig(
+                f"grid {quoted(self.name)}: {quoted(name)} is not a tile name of format {quoted(self.name_format)}"
+            )
         return self.tile(int(match["col"]), int(match["row"]))
 
     def _name_pattern(self) -> str:
@@ -168,32 +190,69 @@ class Grid:
                 pattern.append(re.escape(part.group(0)))
         return "".join(pattern)
 
-    def tiles_intersecting(self, geometry: BaseGeometry, geometry_crs: CRS | str = "EPSG:4326") -> list[Tile]:
+    def tiles_intersecting(
+        self, geometry: BaseGeometry, geometry_crs: CRS | str = "EPSG:4326", max_tiles: int = MAX_TILES_PER_CUBE,
+    ) -> list[Tile]:
         """Return every tile whose outline intersects ``geometry`` (given in ``geometry_crs``).
+
+        The tiles of the geometry's bounding box are counted before any is made.
 
         Returns:
             Tiles sorted by row then column.
+
+        Raises:
+            InvalidCubeConfig: when the geometry has no finite bounds in the grid's CRS, or its
+                bounding box spans more than ``max_tiles`` tiles (the message says how many).
         """
         src_crs = CRS.from_user_input(geometry_crs)
         projected = geometry if src_crs == self.crs else _reproject(densify(geometry, 64), src_crs, self.crs)
-        minx, miny, maxx, maxy = projected.bounds
-        col0 = math.floor((minx - self.origin_x) / self.tile_size_x)
-        col1 = math.floor((maxx - self.origin_x) / self.tile_size_x)
-        row0 = math.floor((self.origin_y - maxy) / self.tile_size_y)
-        row1 = math.floor((self.origin_y - miny) / self.tile_size_y)
+        cols, rows = self.tile_span(projected.bounds)
+        count = len(cols) * len(rows)
+        if count > max_tiles:
+            raise InvalidCubeConfig(
+                f"grid {quoted(self.name)}: the area spans {len(cols):,} columns × {len(rows):,} rows = {count:,} tiles, "
+                f"more than the limit of {max_tiles:,} tiles"
+            )
         tiles = []
-        for row in range(row0, row1 + 1):
-            for col in range(col0, col1 + 1):
+        for row in rows:
+            for col in cols:
                 tile = self.tile(col, row)
                 if tile.geometry.intersects(projected):
                     tiles.append(tile)
         return tiles
 
+    def tile_span(self, bounds: tuple[float, float, float, float]) -> tuple[range, range]:
+        """Return the columns and rows of the tiles that ``bounds`` (in the grid's CRS) touch.
+
+        Returns:
+            ``(columns, rows)`` as ranges; their lengths multiply to the number of tiles.
+
+        Raises:
+            InvalidCubeConfig: when a bound is not finite (e.g. an area outside the projection's
+                domain), or the indices are too large to be tile indices.
+        """
+        minx, miny, maxx, maxy = bounds
+        if not all(math.isfinite(v) for v in bounds):
+            raise InvalidCubeConfig(
+                f"grid {quoted(self.name)}: the area has no finite bounds in the grid's CRS (it lies outside the projection's domain)"
+            )
+        spans = (
+            (minx - self.origin_x) / self.tile_size_x, (maxx - self.origin_x) / self.tile_size_x,
+            (self.origin_y - maxy) / self.tile_size_y, (self.origin_y - miny) / self.tile_size_y,
+        )
+        if not all(math.isfinite(v) and abs(v) < 1e15 for v in spans):
+            raise InvalidCubeConfig(f"grid {quoted(self.name)}: the area lies too far from the grid's origin for tile indices")
+        col0, col1, row0, row1 = (math.floor(v) for v in spans)
+        return range(col0, col1 + 1), range(row0, row1 + 1)
+
     def tile_at(self, x: float, y: float) -> Tile:
-        """Return the tile containing the point ``(x, y)`` given in the grid's CRS."""
-        col = math.floor((x - self.origin_x) / self.tile_size_x)
-        row = math.floor((self.origin_y - y) / self.tile_size_y)
-        return self.tile(col, row)
+        """Return the tile containing the point ``(x, y)`` given in the grid's CRS.
+
+        Raises:
+            InvalidCubeConfig: when the point is not finite or too far from the origin.
+        """
+        cols, rows = self.tile_span((x, y, x, y))
+        return self.tile(cols[0], rows[0])
 
     def tiles_frame(self, tiles: Iterable[Tile]):  # -> geopandas.GeoDataFrame
         """Return the tiles as a GeoDataFrame (columns name, col, row, geometry) in the grid's CRS."""
@@ -207,6 +266,47 @@ class Grid:
         )
 
 
+def check_name_format(name_format: str, grid_name: str) -> None:
+    """Check a tile name format against the rule in the module docstring.
+
+    Raises:
+        InvalidCubeConfig: naming the grid and quoting the format, on an unparseable format, an
+            unknown field, a conversion, a format spec other than ``0Nd``, a width over
+            ``MAX_NAME_FORMAT_WIDTH``, literal text outside ``[A-Za-z0-9_.-]``, ``col`` or ``row``
+            missing or repeated, or a rendered name longer than ``MAX_TILE_NAME_LENGTH``.
+    """
+    where = f"grid {quoted(grid_name)}: tile name format {quoted(name_format)}"
+    if not isinstance(name_format, str):
+        raise InvalidCubeConfig(f"{where}: must be a string")
+    if len(name_format) > MAX_TILE_NAME_LENGTH:
+        raise InvalidCubeConfig(f"{where}: longer than {MAX_TILE_NAME_LENGTH} characters")
+    try:
+        parts = list(string.Formatter().parse(name_format))
+    except ValueError as exc:
+        raise InvalidCubeConfig(f"{where}: {exc}") from exc
+    fields = []
+    for literal, field_name, spec, conversion in parts:
+        if not _FORMAT_LITERAL.fullmatch(literal):
+            raise InvalidCubeConfig(f"{where}: literal text {quoted(literal)} may hold only letters, digits, '_', '.' and '-'")
+        if field_name is None:
+            continue
+        if field_name not in ("col", "row"):
+            raise InvalidCubeConfig(f"{where}: unknown field {quoted(field_name)} (only {{col}} and {{row}})")
+        if conversion is not None:
+            raise InvalidCubeConfig(f"{where}: conversion !{conversion} of {{{field_name}}} is not allowed")
+        match = _FORMAT_SPEC.fullmatch(spec or "")
+        if not match:
+            raise InvalidCubeConfig(f"{where}: format spec {quoted(spec)} of {{{field_name}}}: give none or a zero-padded width like '03d'")
+        if match["width"] and not 1 <= int(match["width"]) <= MAX_NAME_FORMAT_WIDTH:
+            raise InvalidCubeConfig(f"{where}: width {int(match['width'])} of {{{field_name}}} is not in 1..{MAX_NAME_FORMAT_WIDTH}")
+        fields.append(field_name)
+    if sorted(fields) != ["col", "row"]:
+        raise InvalidCubeConfig(f"{where}: must use {{col}} and {{row}} once each")
+    sample = name_format.format(col=0, row=0)
+    if len(sample) > MAX_TILE_NAME_LENGTH:
+        raise InvalidCubeConfig(f"{where}: renders names of {len(sample)} characters, more than {MAX_TILE_NAME_LENGTH}")
+
+
 def bdc_grid(size: str = "SM") -> Grid:
     """Return the Brazil Data Cube Albers grid of the given size (``SM``, ``MD`` or ``LG``).
 
@@ -215,7 +315,7 @@ def bdc_grid(size: str = "SM") -> Grid:
     """
     size = size.upper()
     if size not in _BDC_FACTORS:
-        raise InvalidCubeConfig(f"BDC grid size {size!r} unknown; expected one of {sorted(_BDC_FACTORS)}")
+        raise InvalidCubeConfig(f"BDC grid size {quoted(size)} unknown; expected one of {sorted(_BDC_FACTORS)}")
     factor = _BDC_FACTORS[size]
     crs = CRS.from_proj4(BDC_ALBERS)
     ox, oy = _bdc_origin()
@@ -239,7 +339,7 @@ def utm_grid(zone: int, hemisphere: str = "N") -> Grid:
     """
     hemisphere = hemisphere.upper()
     if not 1 <= zone <= 60 or hemisphere not in ("N", "S"):
-        raise InvalidCubeConfig(f"UTM zone {zone}{hemisphere} is not valid (zones 1..60, hemisphere N or S)")
+        raise InvalidCubeConfig(f"UTM zone {quoted(zone)} {quoted(hemisphere)} is not valid (zones 1..60, hemisphere N or S)")
     epsg = (32600 if hemisphere == "N" else 32700) + zone
     return Grid(
         f"UTM{zone}{hemisphere}", CRS.from_epsg(epsg).to_wkt(),
@@ -269,7 +369,7 @@ def user_grid(
     try:
         parsed = CRS.from_user_input(crs)
     except Exception as exc:  # pyproj raises CRSError with a long message
-        raise InvalidCubeConfig(f"grid {name!r}: cannot parse CRS {crs!r}: {exc}") from exc
+        raise InvalidCubeConfig(f"grid {quoted(name)}: cannot parse CRS {quoted(crs)}: {shortened(str(exc))}") from exc
     return Grid(name, parsed.to_wkt(), float(origin[0]), float(origin[1]), int(tile_size[0]), int(tile_size[1]), float(resolution), name_format)
 
 

@@ -7,6 +7,8 @@ A period's key is its start date (ISO ``YYYY-MM-DD``); its end is exclusive.
   the last from 2024-12-18 to 2024-12-31 inclusive).
 * ``1M`` (or ``{n}M``): calendar months (or n-month blocks starting in January).
 * ``{n}D`` with ``restart: none``: a continuous step of n days from the cube's start date.
+
+A day step is at most ``MAX_DAY_STEP`` days; a month step divides 12.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from cube_assets.errors import InvalidCubeConfig
+from cube_assets.quoting import quoted
 
-_STEP = re.compile(r"^(?P<n>[1-9]\d*)(?P<unit>[DM])$")
+_STEP = re.compile(r"^(?P<n>[1-9]\d{0,5})(?P<unit>[DM])$")
+MAX_DAY_STEP = 366
 
 
 @dataclass(frozen=True, order=True)
@@ -56,22 +60,24 @@ class TemporalSchema:
     restart: str = "yearly"
 
     def __post_init__(self) -> None:
-        if not _STEP.match(self.step):
-            raise InvalidCubeConfig(f"temporal schema step {self.step!r}: expected a count and a unit, like '16D' or '1M'")
+        if not isinstance(self.step, str) or not _STEP.fullmatch(self.step):
+            raise InvalidCubeConfig(f"temporal schema step {quoted(self.step)}: expected a count and a unit, like '16D' or '1M'")
         if self.restart not in ("yearly", "none"):
-            raise InvalidCubeConfig(f"temporal schema restart {self.restart!r}: expected 'yearly' or 'none'")
+            raise InvalidCubeConfig(f"temporal schema restart {quoted(self.restart)}: expected 'yearly' or 'none'")
         if self.unit == "M" and 12 % self.count:
-            raise InvalidCubeConfig(f"temporal schema step {self.step!r}: month steps must divide 12")
+            raise InvalidCubeConfig(f"temporal schema step {quoted(self.step)}: month steps must divide 12")
+        if self.unit == "D" and self.count > MAX_DAY_STEP:
+            raise InvalidCubeConfig(f"temporal schema step {quoted(self.step)}: day steps are at most {MAX_DAY_STEP} days")
 
     @property
     def count(self) -> int:
         """The step's count (16 in ``16D``)."""
-        return int(_STEP.match(self.step)["n"])  # type: ignore[index]
+        return int(_STEP.fullmatch(self.step)["n"])  # type: ignore[index]
 
     @property
     def unit(self) -> str:
         """The step's unit, ``D`` or ``M``."""
-        return _STEP.match(self.step)["unit"]  # type: ignore[index]
+        return _STEP.fullmatch(self.step)["unit"]  # type: ignore[index]
 
     def period_of(self, moment: date | datetime, anchor: date | None = None) -> Period:
         """Return the period containing ``moment``.

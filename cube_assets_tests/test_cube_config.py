@@ -30,8 +30,8 @@ def test_aoi_selects_the_tiles_it_touches(tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"name": "S2-16D"}, r"cubes\.0\.name"),
-        ({"providers": ["nowhere"]}, "unknown providers"),
+        ({"name": "S2-16D"}, r"cubes\[0\]\.name"),
+        ({"providers": ["nowhere"]}, r"cubes\[0\]\.providers\[0\]: unknown provider"),
         ({"composites": ["LCF", "MAX"]}, "unknown composite functions"),
         ({"end_date": "2023-01-01"}, "precedes start_date"),
         ({"tiles": ["12"]}, "not a tile name"),

@@ -81,12 +81,13 @@ def earth_search_landsat(real_data: Path) -> dict:
     return recorded_item(real_data, "test_item_search/test_multiple_collections.yaml", "LC08_L2SP_033032_20231008_02_T1")
 
 
-def _cube(collection: str, bands: list[dict], quality: dict) -> CubeConfig:
+def _cube(collection: str, bands: list[dict], quality: dict, indexes: dict | None = None) -> CubeConfig:
     return CubeConfig.model_validate({
         "name": "stac_scenes", "collection": collection, "providers": ["api"],
         "grid": {"kind": "user", "name": "G60", "crs": 32629, "origin": [499980, 5900040], "tile_size": [256, 256], "resolution": 60},
         "tiles": ["000000"], "start_date": "2020-01-01", "end_date": "2025-12-31",
-        "bands": bands, "quality": quality, "indexes": {"NDVI": "10000 * (nir - red) / (nir + red)"},
+        "bands": bands, "quality": quality,
+        "indexes": {"NDVI": "10000 * (nir - red) / (nir + red)"} if indexes is None else indexes,
     })
 
 
@@ -207,7 +208,8 @@ def test_landsat_scene_is_read_with_the_c2_scale_and_offset(stac_server, real_da
 
 
 def test_a_thermal_landsat_band_is_refused(stac_server, real_data, tmp_path) -> None:
-    cube = _cube("landsat-c2-l2", [{"name": "st", "source": "lwir11"}], {"band": "QA_PIXEL", "rules": {"preset": "landsat_c2_qa_pixel"}, "nodata": 1})
+    # No index: NDVI needs nir and red, which this cube lacks (refused when the cube is validated).
+    cube = _cube("landsat-c2-l2", [{"name": "st", "source": "lwir11"}], {"band": "QA_PIXEL", "rules": {"preset": "landsat_c2_qa_pixel"}, "nodata": 1}, indexes={})
     files = {**REAL_LANDSAT_ASSET_FILES, "lwir11": REAL_LANDSAT_ASSET_FILES["red"]}
     with pytest.raises(InvalidScene, match="LC08_L2SP_033032_20231008_02_T1 band lwir11: asset lwir11 is not a surface-reflectance band"):
         _fetch_and_publish(stac_server, tmp_path, earth_search_landsat(real_data), files, cube)
