@@ -20,29 +20,16 @@ from __future__ import annotations
 import re
 
 from cube_assets.errors import CubeAssetsError, ProviderError
+from cube_assets.quoting import quoted
 
 #: The longest name in bytes most filesystems accept (ext4, XFS, APFS, NTFS in UTF-16 units).
 MAX_NAME_BYTES = 255
 #: The longest relative path accepted, in bytes, and the deepest.
 MAX_PATH_BYTES = 1024
 MAX_PATH_PARTS = 16
-#: How much of an offending input a message quotes.
-QUOTE_CHARS = 200
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 _DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-def quoted(value: object, limit: int = QUOTE_CHARS) -> str:
-    """The ``repr`` of ``value``, cut to about ``limit`` characters (for error messages).
-
-    Returns:
-        The text, with ``…`` and the full length appended when it was cut.
-    """
-    text = repr(value)
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}… ({len(text)} characters)"
 
 
 def name_problem(value: object) -> str | None:

@@ -53,7 +53,8 @@ from shapely.geometry.base import BaseGeometry
 
 from cube_assets.atomic import atomic_write_text
 from cube_assets.errors import InvalidScene, ProviderError
-from cube_assets.names import check_name, quoted, relative_path_problem
+from cube_assets.names import check_name, relative_path_problem
+from cube_assets.quoting import quoted
 from cube_assets.providers.base import (
     SENTINEL2_L1C,
     SENTINEL2_L2A,

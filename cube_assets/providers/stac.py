@@ -48,7 +48,8 @@ from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from cube_assets.errors import ProviderError
-from cube_assets.names import check_name, name_problem, quoted
+from cube_assets.names import check_name, name_problem
+from cube_assets.quoting import quoted
 from cube_assets.providers.base import Provider, SceneRef, check_search_arguments, select_scenes
 from cube_assets.sources.stac_item import asset_key_for_band
 from cube_assets.providers.http import (

@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import IO, BinaryIO
 
 from cube_assets.errors import InvalidScene
-from cube_assets.names import quoted, relative_parts, relative_path_problem
+from cube_assets.names import relative_parts, relative_path_problem
+from cube_assets.quoting import quoted
 
 GIB = 1024**3
 #: Upper bounds of the uncompressed size of one product, by kind. A full Sentinel-2 L2A tile

@@ -33,7 +33,8 @@ from pathlib import Path
 
 from cube_assets.atomic import exclusive_lock
 from cube_assets.errors import InvalidScene
-from cube_assets.names import name_problem, quoted
+from cube_assets.names import name_problem
+from cube_assets.quoting import quoted
 from cube_assets.sources.archives import ArchiveMember, UnsafeArchive, copy_member, zip_members
 
 __all__ = ["EXTRACTED_FROM", "UnsafeArchive", "extract_safe_zip", "safe_members"]

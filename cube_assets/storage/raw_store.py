@@ -62,7 +62,8 @@ from shapely.geometry.base import BaseGeometry
 
 from cube_assets.atomic import atomic_write_text, exclusive_lock
 from cube_assets.errors import InvalidScene, ProviderError
-from cube_assets.names import check_name, quoted
+from cube_assets.names import check_name
+from cube_assets.quoting import quoted
 from cube_assets.providers.base import Provider, SceneRef, check_search_arguments, select_scenes
 from cube_assets.providers.http import DownloadResult, RemoteFile, file_multihash, parse_multihash, redact_url
 from cube_assets.providers.local import (
