@@ -21,7 +21,6 @@ import contextlib
 import math
 import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window
 
-from cube_assets.atomic import atomic_path
+from cube_assets.atomic import atomic_path, temporary_path
 from cube_assets.errors import InvalidRaster, InvalidScene
 from cube_assets.raster.inputs import open_input
 from cube_assets.raster.masks import (
@@ -619,7 +618,7 @@ def _staged_output(destination: str | os.PathLike[str], *, in_place: bool) -> It
             yield tmp
         return
     destination.parent.mkdir(parents=True, exist_ok=True)
-    tmp = destination.with_name(f".{destination.stem}.{uuid.uuid4().hex[:12]}.staging.tif")
+    tmp = temporary_path(destination.with_suffix(".tif"), "staging")
     try:
         yield tmp
     finally:
