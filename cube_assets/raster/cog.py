@@ -30,6 +30,8 @@ from rio_cogeo.cogeo import cog_translate, cog_validate
 
 from cube_assets.atomic import atomic_path
 from cube_assets.errors import InvalidRaster
+from cube_assets.raster.inputs import open_input, reading_from
+from cube_assets.raster.product_limits import ProductLimits
 
 COMPRESSIONS = ("DEFLATE", "ZSTD")
 OVERVIEW_RESAMPLINGS = ("nearest", "average", "mode", "bilinear", "cubic")
@@ -122,6 +124,7 @@ def cog_from_file(
     blocksize: int = 512,
     overview_resampling: str = "nearest",
     driver: str = "rio-cogeo",
+    limits: ProductLimits | None = None,
 ) -> Path:
     """Translate the GeoTIFF (or any GDAL raster) at ``src_path`` into a COG at ``destination``.
 
@@ -130,14 +133,17 @@ def cog_from_file(
     ``predictor=None`` chooses 2 for integer and 3 for float data. ``driver`` picks the
     translator: ``"rio-cogeo"`` (``cog_translate``) or ``"gdal"`` (GDAL's COG driver, with a
     64 MiB block cache: for rasters too large to stage in memory). Either output is validated;
-    only rio-cogeo records the ``OVERVIEW_RESAMPLING`` tag.
+    only rio-cogeo records the ``OVERVIEW_RESAMPLING`` tag. The source must have a CRS; with
+    ``limits`` (a product's, for files from outside) its declared size is checked before any
+    pixel is read. On any error ``destination`` is left untouched and no temporary file remains.
 
     Returns:
         The destination path.
 
     Raises:
-        InvalidRaster: if ``src_path`` cannot be opened as a raster, or the translated file
-            does not pass ``cog_validate`` (the message names the file and the errors).
+        InvalidRaster: naming the file, if ``src_path`` cannot be opened as a raster, has no
+            CRS, declares more than ``limits`` allow, cannot be read to its end (truncated or
+            corrupt), or the translated file does not pass ``cog_validate``.
         ValueError: if ``compress``, ``overview_resampling``, ``predictor``, ``blocksize`` or
             ``driver`` is not one this module supports.
     """
@@ -145,21 +151,16 @@ def cog_from_file(
         raise ValueError(f"driver {driver!r} is not one of {DRIVERS}")
     src_path = Path(src_path)
     env = dict(_GDAL_ENV, GDAL_CACHEMAX=GDAL_DRIVER_CACHE_BYTES) if driver == "gdal" else _GDAL_ENV
-    with rasterio.Env(**env):
-        try:
-            source = rasterio.open(src_path)
-        except RasterioIOError as error:
-            raise InvalidRaster(f"{src_path}: cannot be read as a raster ({error})") from error
-        with source:
-            return _translate(
-                source,
-                destination,
-                compress=compress,
-                predictor=predictor,
-                blocksize=blocksize,
-                overview_resampling=overview_resampling,
-                driver=driver,
-            )
+    with rasterio.Env(**env), open_input(src_path, limits=limits) as source, reading_from(src_path, "all bands"):
+        return _translate(
+            source,
+            destination,
+            compress=compress,
+            predictor=predictor,
+            blocksize=blocksize,
+            overview_resampling=overview_resampling,
+            driver=driver,
+        )
 
 
 def is_valid_cog(path: str | os.PathLike[str]) -> bool:

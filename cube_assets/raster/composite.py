@@ -28,7 +28,6 @@ import contextlib
 import datetime
 import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
@@ -39,7 +38,7 @@ import rasterio
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
-from cube_assets.atomic import atomic_path
+from cube_assets.atomic import atomic_path, temporary_path
 from cube_assets.errors import InvalidCubeConfig, InvalidRaster
 from cube_assets.raster.masks import (
     QualityClass,
@@ -382,7 +381,7 @@ def _staged_geotiffs(destinations: Mapping[str, PathLike], finalize: Finalize | 
     for name, path in destinations.items():
         destination = Path(path)
         destination.parent.mkdir(parents=True, exist_ok=True)
-        staged[name] = destination.with_name(f".{destination.stem}.{uuid.uuid4().hex[:12]}.tmp.tif")
+        staged[name] = temporary_path(destination.with_suffix(".tif"))
     try:
         yield staged
         jobs = [(staged[name], Path(destinations[name])) for name in destinations]

@@ -12,6 +12,7 @@ exp minimum maximum where clip`` with positional arguments only.
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,11 +22,13 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import DTypeLike
 import rasterio
+from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from cube_assets.atomic import atomic_path
 
 from cube_assets.errors import InvalidExpression, InvalidRaster
+from cube_assets.raster.inputs import open_input, reading_from
 
 _Evaluator = Callable[[Mapping[str, np.ndarray]], np.ndarray | np.float64]
 
@@ -353,21 +356,26 @@ def write_index(
 
     ``band_paths`` maps every name the expression uses to a file (extra names are ignored);
     ``nodata`` is the input bands' nodata. Memory stays at a few windows whatever the raster size.
+    Every file must have a CRS and share the first one's grid (CRS, shape and transform).
 
     Returns:
         The destination path (written under a temporary name, then moved into place).
 
     Raises:
-        InvalidRaster: if a used band has no file, or the files differ in shape or grid.
+        InvalidRaster: naming the file, if a used band has no file, a file cannot be opened or
+            read to its end (truncated or corrupt), has no CRS, or is not on the first file's
+            grid; ``destination`` is then left untouched.
     """
     missing = [name for name in compiled.band_names if name not in band_paths]
     if missing:
         raise InvalidRaster(f"index {compiled.expression!r}: no file for bands {missing}")
-    sources = {name: rasterio.open(band_paths[name]) for name in compiled.band_names}
-    try:
+    with contextlib.ExitStack() as stack:
+        sources = {
+            name: stack.enter_context(open_input(band_paths[name], limits=None)) for name in compiled.band_names
+        }
         first = next(iter(sources.values()))
         for name, src in sources.items():
-            if (src.width, src.height, src.transform) != (first.width, first.height, first.transform):
+            if (src.crs, src.width, src.height, src.transform) != (first.crs, first.width, first.height, first.transform):
                 raise InvalidRaster(f"index {compiled.expression!r}: band {name} ({src.name}) is not on the grid of {first.name}")
         profile = {
             "driver": "GTiff", "width": first.width, "height": first.height, "count": 1,
@@ -378,12 +386,15 @@ def write_index(
             for row in range(0, first.height, block_size):
                 for col in range(0, first.width, block_size):
                     window = Window(col, row, min(block_size, first.width - col), min(block_size, first.height - row))
-                    arrays = {name: src.read(1, window=window) for name, src in sources.items()}
+                    arrays = {name: _read_window(band_paths[name], src, window) for name, src in sources.items()}
                     dst.write(evaluate_index(compiled, arrays, nodata, out_dtype, out_nodata), 1, window=window)
-    finally:
-        for src in sources.values():
-            src.close()
     return Path(destination)
+
+
+def _read_window(path: str | os.PathLike[str], src: DatasetReader, window: Window) -> np.ndarray:
+    """Band 1 of ``src`` in ``window``; a failed read names ``path``."""
+    with reading_from(path, 1):
+        return src.read(1, window=window)
 
 
 __all__ = ["FUNCTIONS", "CompiledExpression", "compile_expression", "evaluate_index", "round_into_dtype", "write_index"]

@@ -12,14 +12,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
+from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from cube_assets.atomic import atomic_path
-from cube_assets.errors import InvalidRaster
+from cube_assets.raster.inputs import open_input, reading_from
 from cube_assets.raster.masks import rescale_landsat_c2
+from cube_assets.raster.product_limits import ANY_SCENE, LANDSAT_C2, SENTINEL2, ProductLimits
 
 REFLECTANCE_DTYPE = np.int16
 REFLECTANCE_NODATA = -9999
@@ -61,20 +64,24 @@ def write_reflectance(
     quantification: float,
     nodata_in: float | None = 0,
     block_size: int = 1024,
+    limits: ProductLimits = SENTINEL2,
 ) -> Path:
     """Write ``source`` (one band of a Level-2 product) as int16 reflectance × 10000 to ``destination``.
 
-    Reads and writes block by block, so memory stays bounded whatever the scene size; the
-    output is a tiled DEFLATE GeoTIFF written under a temporary name and moved into place.
+    The header is checked first (``raster.inputs.open_input``): a CRS, and a declared size
+    within ``limits``, the product's (default Sentinel-2). Reads and writes block by block, so
+    memory stays bounded whatever the scene size; the output is a tiled DEFLATE GeoTIFF written
+    under a temporary name and moved into place, and nothing is left when a read fails.
 
     Returns:
         The destination path.
 
     Raises:
-        InvalidRaster: if ``source`` cannot be opened or has no georeferencing.
+        InvalidRaster: naming ``source``, if it cannot be opened, has no CRS, declares more
+            pixels or ground than ``limits`` allow, or a block of it cannot be read.
     """
     return _write_converted(
-        source, destination, block_size,
+        source, destination, block_size, limits,
         lambda dn: scale_to_reflectance(dn, add_offset=add_offset, quantification=quantification, nodata_in=nodata_in),
     )
 
@@ -110,20 +117,22 @@ def write_landsat_reflectance(
     offset: float,
     nodata_in: float | None = 0,
     block_size: int = 1024,
+    limits: ProductLimits = LANDSAT_C2,
 ) -> Path:
     """Write one Landsat C2 Level-2 ``SR_B*`` band as int16 reflectance × 10000 to ``destination``.
 
-    Block by block, tiled DEFLATE GeoTIFF, written under a temporary name and moved into place
-    (see :func:`write_reflectance`); values from :func:`scale_landsat_to_reflectance`.
+    Header checked against ``limits`` (default Landsat C2), then block by block, tiled DEFLATE
+    GeoTIFF, written under a temporary name and moved into place (see :func:`write_reflectance`);
+    values from :func:`scale_landsat_to_reflectance`.
 
     Returns:
         The destination path.
 
     Raises:
-        InvalidRaster: if ``source`` cannot be opened or has no georeferencing.
+        InvalidRaster: as :func:`write_reflectance`.
     """
     return _write_converted(
-        source, destination, block_size,
+        source, destination, block_size, limits,
         lambda dn: scale_landsat_to_reflectance(dn, scale=scale, offset=offset, nodata_in=nodata_in),
     )
 
@@ -132,50 +141,59 @@ def _write_converted(
     source: str | os.PathLike[str],
     destination: str | os.PathLike[str],
     block_size: int,
+    limits: ProductLimits,
     convert: Callable[[np.ndarray], np.ndarray],
 ) -> Path:
     """Write ``convert(band 1 of source)`` block by block as an int16 reflectance GeoTIFF."""
-    try:
-        src = rasterio.open(source)
-    except rasterio.RasterioIOError as exc:
-        raise InvalidRaster(f"{source}: cannot open: {exc}") from exc
-    with src:
-        if src.crs is None:
-            raise InvalidRaster(f"{source}: has no CRS")
+    with open_input(source, limits=limits) as src:
         profile = {
-            "driver": "GTiff", "width": src.width, "height": src.height, "count": 1,
-            "dtype": "int16", "nodata": REFLECTANCE_NODATA, "crs": src.crs, "transform": src.transform,
-            "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "deflate", "predictor": 2,
+            **_grid_profile(src), "dtype": "int16", "nodata": REFLECTANCE_NODATA, "compress": "deflate", "predictor": 2,
         }
         with atomic_path(destination) as tmp, rasterio.open(tmp, "w", **profile) as dst:
             for row in range(0, src.height, block_size):
                 for col in range(0, src.width, block_size):
                     window = Window(col, row, min(block_size, src.width - col), min(block_size, src.height - row))
-                    dst.write(convert(src.read(1, window=window)), 1, window=window)
+                    with reading_from(source, 1):
+                        dn = src.read(1, window=window)
+                    dst.write(convert(dn), 1, window=window)
     return Path(destination)
 
 
-def copy_band(source: str | os.PathLike[str], destination: str | os.PathLike[str], *, nodata: float | None = None) -> Path:
+def copy_band(
+    source: str | os.PathLike[str],
+    destination: str | os.PathLike[str],
+    *,
+    nodata: float | None = None,
+    limits: ProductLimits = ANY_SCENE,
+) -> Path:
     """Copy a class or quality band unchanged into a tiled GeoTIFF (setting ``nodata`` if given).
+
+    The header is checked as :func:`write_reflectance` does, against ``limits`` (the product's;
+    default any scene).
 
     Returns:
         The destination path.
 
     Raises:
-        InvalidRaster: if ``source`` cannot be opened.
+        InvalidRaster: naming ``source``, if it cannot be opened, has no CRS, declares more
+            pixels or ground than ``limits`` allow, or a block of it cannot be read.
     """
-    try:
-        src = rasterio.open(source)
-    except rasterio.RasterioIOError as exc:
-        raise InvalidRaster(f"{source}: cannot open: {exc}") from exc
-    with src:
+    with open_input(source, limits=limits) as src:
         profile = {
-            "driver": "GTiff", "width": src.width, "height": src.height, "count": 1,
-            "dtype": src.dtypes[0], "nodata": nodata if nodata is not None else src.nodata,
-            "crs": src.crs, "transform": src.transform,
-            "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "deflate",
+            **_grid_profile(src), "dtype": src.dtypes[0], "nodata": nodata if nodata is not None else src.nodata,
+            "compress": "deflate",
         }
         with atomic_path(destination) as tmp, rasterio.open(tmp, "w", **profile) as dst:
             for _, window in src.block_windows(1):
-                dst.write(src.read(1, window=window), 1, window=window)
+                with reading_from(source, 1):
+                    block = src.read(1, window=window)
+                dst.write(block, 1, window=window)
     return Path(destination)
+
+
+def _grid_profile(src: DatasetReader) -> dict[str, Any]:
+    """A one-band tiled GeoTIFF profile on ``src``'s grid (type, nodata and compression left to the caller)."""
+    return {
+        "driver": "GTiff", "width": src.width, "height": src.height, "count": 1, "crs": src.crs,
+        "transform": src.transform, "tiled": True, "blockxsize": 512, "blockysize": 512,
+    }

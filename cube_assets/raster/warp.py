@@ -21,7 +21,6 @@ import contextlib
 import math
 import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -31,16 +30,18 @@ from typing import Any
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioIOError
+from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.io import DatasetReader
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window
 
-from cube_assets.atomic import atomic_path
+from cube_assets.atomic import atomic_path, temporary_path
 from cube_assets.errors import InvalidRaster, InvalidScene
+from cube_assets.raster.inputs import open_input
 from cube_assets.raster.masks import (
     QualityClass,
     QualityRules,
@@ -48,6 +49,7 @@ from cube_assets.raster.masks import (
     propagate_spectral_nodata,
     rules_from_config,
 )
+from cube_assets.raster.product_limits import ANY_SCENE
 
 DATASOURCE = "DATASOURCE"
 """Name of the band recording which scene (index in priority order) gave each pixel."""
@@ -70,6 +72,12 @@ OUTPUT_BLOCK_SIZE = 512
 """Tile side of the merge's GeoTIFFs (staging files and DEFLATE outputs)."""
 DEFAULT_WARP_THREADS = 4
 """At most this many bands of a scene are warped at once by default (fewer on fewer CPUs)."""
+MIN_BAND_OVERLAP = 0.5
+"""Share of the smaller extent that the bands of one scene must have in common with its quality band.
+
+The bands of a product cover the same ground (a Sentinel-2 tile at 10, 20 and 60 m has the same
+bounds), so a band that, transformed into the quality band's CRS, covers less than this is not
+of the same scene: merged, it would blank every pixel it misses."""
 MERGE_GDAL_CACHE_BYTES = 64 * 1024 * 1024
 """GDAL block cache while merging: it holds decoded scene blocks and output blocks waiting to be
 written, so a bounded cache bounds the merge's memory (GDAL's default is 5 % of the RAM). In
@@ -266,6 +274,8 @@ class SceneMosaic:
             {band: _open_scene_band(stack, scene, index, band) for band in all_bands}
             for index, scene in enumerate(scenes)
         ]
+        for index, (paths, datasets) in enumerate(zip(self._paths, self._datasets, strict=True)):
+            _check_bands_agree(index, paths, datasets, all_bands[0])
         band_dtypes = _band_dtypes(self._datasets, all_bands, band_nodata)
         self._quality_band, self._spectral = all_bands[0], list(all_bands[1:])
         self._crs, self._transform, self.shape = dst_crs, dst_transform, dst_shape
@@ -608,7 +618,7 @@ def _staged_output(destination: str | os.PathLike[str], *, in_place: bool) -> It
             yield tmp
         return
     destination.parent.mkdir(parents=True, exist_ok=True)
-    tmp = destination.with_name(f".{destination.stem}.{uuid.uuid4().hex[:12]}.staging.tif")
+    tmp = temporary_path(destination.with_suffix(".tif"), "staging")
     try:
         yield tmp
     finally:
@@ -791,14 +801,64 @@ def _check_merge_arguments(
 def _open_scene_band(
     stack: contextlib.ExitStack, scene: Mapping[str, str | os.PathLike[str]], index: int, band: str
 ) -> DatasetReader:
-    """Open one band file of a scene for the length of the merge."""
+    """Open one band file of a scene for the length of the merge, its header checked (``raster.inputs.open_input``)."""
     path = Path(scene[band])
     try:
-        return stack.enter_context(rasterio.open(path))
-    except RasterioIOError as error:
+        return stack.enter_context(open_input(path, limits=ANY_SCENE))
+    except InvalidRaster as error:
+        raise InvalidScene(f"merge scene {index}: band {band} file {error}") from error
+
+
+def _check_bands_agree(
+    index: int, paths: Mapping[str, Path], datasets: Mapping[str, DatasetReader], quality_band: str
+) -> None:
+    """Refuse a scene a band of which lies elsewhere than its quality band (see ``MIN_BAND_OVERLAP``).
+
+    Raises:
+        InvalidScene: naming the scene, both files, their CRSs and bounds.
+    """
+    reference = datasets[quality_band]
+    for band, dataset in datasets.items():
+        if band == quality_band:
+            continue
+        try:
+            bounds = transform_bounds(dataset.crs, reference.crs, *dataset.bounds, densify_pts=21)
+        except (RasterioError, CPLE_BaseError, ValueError):
+            bounds = None
+        if bounds is not None and _overlap_share(bounds, tuple(reference.bounds)) >= MIN_BAND_OVERLAP:
+            continue
+        where = (
+            f"in the quality band's CRS it covers {_bounds_text(bounds)}" if bounds is not None
+            else "it cannot be transformed into the quality band's CRS"
+        )
         raise InvalidScene(
-            f"merge scene {index}: band {band} file {path} cannot be read ({error})"
-        ) from error
+            f"merge scene {index}: band {band} file {paths[band]} ({_crs_text(dataset.crs)}, bounds "
+            f"{_bounds_text(dataset.bounds)}) is not on the ground of its quality band {quality_band} file "
+            f"{paths[quality_band]} ({_crs_text(reference.crs)}, bounds {_bounds_text(reference.bounds)}): {where}"
+        )
+
+
+def _overlap_share(a: Sequence[float], b: Sequence[float]) -> float:
+    """Area of the intersection of two ``(left, bottom, right, top)`` boxes over the smaller box's area (0 if degenerate)."""
+    if not all(math.isfinite(value) for value in (*a, *b)):
+        return 0.0
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    if width <= 0 or height <= 0 or smaller <= 0:
+        return 0.0
+    return width * height / smaller
+
+
+def _bounds_text(bounds: Sequence[float]) -> str:
+    """``(left, bottom, right, top)`` for messages: whole metres, or four decimals of degrees."""
+    return "(" + ", ".join(f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4f}" for value in tuple(bounds)[:4]) + ")"
+
+
+def _crs_text(crs: CRS) -> str:
+    """``EPSG:n`` when the CRS has a code, else the start of its WKT."""
+    code = crs.to_epsg()
+    return f"EPSG:{code}" if code else crs.to_string()[:80]
 
 
 def _band_dtypes(

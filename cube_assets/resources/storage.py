@@ -7,7 +7,7 @@ from datetime import timedelta
 from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
 
-from cube_assets.storage.cleanup import DEFAULT_STALE_AFTER, clean_stale_writes
+from cube_assets.storage.cleanup import DEFAULT_STALE_AFTER, TEMPORARIES_SWEEP_INTERVAL, clean_stale_writes
 from cube_assets.storage.raster_store import LocalRasterStore, RasterStore
 from cube_assets.storage.s3_store import DEFAULT_MULTIPART_CHUNKSIZE, DEFAULT_MULTIPART_THRESHOLD, S3RasterStore
 
@@ -59,7 +59,9 @@ class RasterStoreResource(ConfigurableResource):
             store = self._build_store()
             if self.stale_after_hours > 0:
                 # What writers killed earlier left behind (never read; see storage/cleanup.py).
-                clean_stale_writes(store, timedelta(hours=self.stale_after_hours))
+                clean_stale_writes(
+                    store, timedelta(hours=self.stale_after_hours), temporaries_every=TEMPORARIES_SWEEP_INTERVAL
+                )
             self._store = store
         return self._store
 

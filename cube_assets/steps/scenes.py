@@ -21,7 +21,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import rasterio
 from shapely.geometry import mapping
 
 from cube_assets.cube_config import CubeConfig
@@ -29,6 +28,8 @@ from cube_assets.errors import InvalidScene
 from cube_assets.raster.cog import COG_CONTENT_TYPE, cog_from_file
 from cube_assets.raster.footprint import valid_data_footprint
 from cube_assets.raster.indexes import compile_expression, write_index
+from cube_assets.raster.inputs import open_input, reading_from
+from cube_assets.raster.product_limits import LANDSAT_C2, SENTINEL2, ProductLimits, limits_for_collection
 from cube_assets.raster.quicklook import quicklook_from_files, write_quicklook
 from cube_assets.providers.base import SENTINEL2_L1C
 from cube_assets.providers.local import PRODUCT_MANIFEST, ProductManifest, read_product_manifest
@@ -128,7 +129,7 @@ def reflectance_for_scene(
     quality_source = product.band_path(cube.quality.band, resolution)
     quality = _produce(
         store, scene_reflectance_key(cube.name, scene["scene_id"], cube.quality.band),
-        lambda out: copy_band(quality_source, out, nodata=cube.quality.nodata),
+        lambda out: copy_band(quality_source, out, nodata=cube.quality.nodata, limits=SENTINEL2),
     )
     return {
         **scene,
@@ -168,7 +169,7 @@ def _landsat_reflectance(cube: CubeConfig, scene: Mapping[str, Any], store: Rast
     quality_source = product.band_path(cube.quality.band)
     quality = _produce(
         store, scene_reflectance_key(cube.name, scene["scene_id"], cube.quality.band),
-        lambda out: copy_band(quality_source, out, nodata=cube.quality.nodata),
+        lambda out: copy_band(quality_source, out, nodata=cube.quality.nodata, limits=LANDSAT_C2),
     )
     return {
         **scene,
@@ -258,19 +259,27 @@ def _stac_band_reflectance(
         entry = entries.get(name) if isinstance(entries.get(name), Mapping) else {}
         asset = entry.get("asset") or asset_key_for_band(item, name)
         found = radiometry[band.name] = radiometry_of(item, name, asset)
+        band_limits = _asset_limits(item, asset, limits_for_collection(collection))
         if found.kind == "landsat":
-            def make(out: Path, source: Path = source, found: BandRadiometry = found) -> Path:
-                return write_landsat_reflectance(source, out, scale=found.scale, offset=found.offset, nodata_in=found.nodata)
+            def make(out: Path, source: Path = source, found: BandRadiometry = found, limits: ProductLimits = band_limits) -> Path:
+                return write_landsat_reflectance(
+                    source, out, scale=found.scale, offset=found.offset, nodata_in=found.nodata, limits=limits
+                )
         else:
-            def make(out: Path, source: Path = source, found: BandRadiometry = found) -> Path:
+            def make(out: Path, source: Path = source, found: BandRadiometry = found, limits: ProductLimits = band_limits) -> Path:
                 return write_reflectance(
-                    source, out, add_offset=found.add_offset, quantification=found.quantification, nodata_in=found.nodata
+                    source, out, add_offset=found.add_offset, quantification=found.quantification, nodata_in=found.nodata,
+                    limits=limits,
                 )
         bands[band.name] = _produce(store, scene_reflectance_key(cube.name, scene_id, band.name), make)
     quality_source = _band_file(folder, manifest, cube.quality.band)
+    quality_entry = entries.get(cube.quality.band) if isinstance(entries.get(cube.quality.band), Mapping) else {}
+    quality_limits = _asset_limits(
+        item, quality_entry.get("asset") or asset_key_for_band(item, cube.quality.band), limits_for_collection(collection)
+    )
     quality = _produce(
         store, scene_reflectance_key(cube.name, scene_id, cube.quality.band),
-        lambda out: copy_band(quality_source, out, nodata=cube.quality.nodata),
+        lambda out: copy_band(quality_source, out, nodata=cube.quality.nodata, limits=quality_limits),
     )
     return {
         **scene,
@@ -284,6 +293,21 @@ def _stac_band_reflectance(
         },
         "pvi": None,
     }
+
+
+def _asset_limits(item: Mapping[str, Any], asset: str | None, limits: ProductLimits) -> ProductLimits:
+    """``limits`` narrowed to the ``proj:shape`` the Item declares for ``asset`` (else for the whole Item).
+
+    Raises:
+        InvalidRaster: naming the Item and field, when that ``proj:shape`` is not two positive integers.
+    """
+    assets = item.get("assets") if isinstance(item.get("assets"), Mapping) else {}
+    declared = assets.get(asset) if asset and isinstance(assets.get(asset), Mapping) else {}
+    properties = item.get("properties") if isinstance(item.get("properties"), Mapping) else {}
+    item_id = str(item.get("id"))[:100]
+    if declared.get("proj:shape") is not None:
+        return limits.narrowed_to(declared["proj:shape"], f"STAC Item {item_id}: assets.{str(asset)[:100]}.proj:shape")
+    return limits.narrowed_to(properties.get("proj:shape"), f"STAC Item {item_id}: properties.proj:shape")
 
 
 def publish_scene(cube: CubeConfig, scene: Mapping[str, Any], store: RasterStore) -> dict[str, Any]:
@@ -357,11 +381,12 @@ def publish_scene(cube: CubeConfig, scene: Mapping[str, Any], store: RasterStore
 
 
 def _pvi_quicklook(pvi: Path, out: Path) -> Path:
-    """The quicklook from a product's RGB preview (PVI: 8-bit, 0 where there is no data)."""
-    with rasterio.open(pvi) as src:
+    """The quicklook from a product's RGB preview (PVI: 8-bit, 0 where there is no data), its size checked first."""
+    with open_input(pvi, limits=SENTINEL2, require_crs=False) as src:
         if src.count < 3:
             raise InvalidScene(f"{pvi}: preview has {src.count} band(s), expected red, green and blue")
-        red, green, blue = src.read([1, 2, 3])
+        with reading_from(pvi, "bands 1-3"):
+            red, green, blue = src.read([1, 2, 3])
     return write_quicklook(red, green, blue, out, nodata=0, value_range=(0.0, 255.0))
 
 

@@ -61,7 +61,7 @@ from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 from cube_assets.atomic import atomic_write_text, exclusive_lock
-from cube_assets.errors import InvalidScene, ProviderError
+from cube_assets.errors import InvalidRaster, InvalidScene, ProviderError
 from cube_assets.names import check_name
 from cube_assets.quoting import quoted
 from cube_assets.providers.base import Provider, SceneRef, check_search_arguments, select_scenes
@@ -167,9 +167,10 @@ def verify_file(
     ``kind`` is a suffix (``.zip``, ``.tar.gz``, ``.tif``, ``.jp2``…; default: the file's own).
     Checks, cheapest first: the size (when given); the multihash ``checksum`` (when given);
     then by kind: every zip member's CRC, every tar member read to its end, a GeoTIFF opened
-    with GDAL and its last row read (the tiles written last), a JPEG 2000 file's box structure
-    (box lengths add up to the file size, the codestream ends with its EOC marker) and header.
-    Zip and tar files are first checked member by member with the rules of
+    with GDAL, its declared size checked against the largest scene (``raster.product_limits.
+    ANY_SCENE``) and its last row read (the tiles written last), a JPEG 2000 file's box
+    structure (box lengths add up to the file size, the codestream ends with its EOC marker)
+    and header. Zip and tar files are first checked member by member with the rules of
     :mod:`cube_assets.sources.archives` (safe member paths, no links, size bound and
     compression ratio), so an archive that could not be extracted safely is never stored.
 
@@ -247,11 +248,16 @@ def _verify_geotiff(path: Path, where: str) -> None:
     from rasterio.errors import RasterioError
     from rasterio.windows import Window
 
+    from cube_assets.raster.product_limits import ANY_SCENE, check_declared_size
+
     try:
         with rasterio.open(path) as dataset:
+            check_declared_size(dataset, where, ANY_SCENE)  # before the last row is read
             dataset.read(window=Window(0, dataset.height - 1, dataset.width, 1))
     except RasterioError as exc:
         raise CorruptFile(f"{where}: GDAL cannot read it ({exc})") from None
+    except InvalidRaster as exc:
+        raise CorruptFile(str(exc)) from exc
 
 
 def _verify_jpeg2000(path: Path, where: str) -> None:

@@ -69,6 +69,28 @@ def test_opening_the_local_store_removes_stale_staging_unless_disabled(tmp_path:
     assert (tmp_path / "data" / ".staging" / "running-writer").is_dir(), "younger than stale_after_hours"
 
 
+def test_opening_the_store_walks_it_for_temporary_files_at_most_once_an_hour(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    first = root / "cube" / "scenes" / ".S2A_B04.0123456789ab.tmp.tif"
+    first.parent.mkdir(parents=True)
+    first.write_bytes(b"killed")
+    _age(first, 2 * DAY)
+    RasterStoreResource(root=str(root)).get_store()
+    assert not first.exists()
+
+    # A second step opening the store within the hour does not walk it again...
+    second = root / "cube" / "scenes" / ".S2A_B08.0123456789ab.tmp.tif"
+    second.write_bytes(b"killed")
+    _age(second, 2 * DAY)
+    RasterStoreResource(root=str(root)).get_store()
+    assert second.exists()
+
+    # ...one opening it after the hour does.
+    _age(root / ".temporaries-swept", 2 * 3600)
+    RasterStoreResource(root=str(root)).get_store()
+    assert not second.exists()
+
+
 def _abandoned_upload(s3_server: S3Server, bucket: str, key: str) -> str:
     """Start a multipart upload of ``key`` and send one part, as a writer killed mid-upload leaves it."""
     client = s3_server.client()
