@@ -71,9 +71,11 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import shapely.geometry
 from shapely.geometry.base import BaseGeometry
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     ColumnElement,
     Float,
+    Integer,
     Select,
     Text,
     and_,
@@ -288,6 +290,18 @@ def _coerce(field: SearchField, value: object) -> Any:
     raise CatalogError(f"{what}: cannot be compared with a single value")  # json handled elsewhere
 
 
+def _bound(field: SearchField, value: Any) -> Any:
+    """``value`` ready to compare with ``field``'s column.
+
+    A number compared with an integer column is bound as ``BIGINT`` (or ``FLOAT``), not as the
+    column's own type: PostgreSQL would cast ``width < 3000000000`` to a 32-bit ``INTEGER`` and
+    fail, and ``width <= 1.5`` to ``width <= 2``.
+    """
+    if field.kind == "number" and isinstance(field.column.type, Integer):
+        return literal(value, BigInteger() if isinstance(value, int) else Float())
+    return value
+
+
 def geometry_4326(value: object) -> BaseGeometry:
     """Return ``value`` as a shapely geometry in EPSG:4326 lon/lat.
 
@@ -359,6 +373,23 @@ class Expression:
                 support, or a value of the wrong type.
         """
         raise NotImplementedError
+
+    def compile_negated(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:
+        """Return the SQLAlchemy clause of ``~self``: true where this expression is not true (false or unknown).
+
+        :class:`And`, :class:`Or` and :class:`Not` push the negation down to the comparisons
+        (De Morgan), so ``~`` adds no nesting to the SQL, whose parsers bound it (SQLite's to a
+        few dozen levels). Which rows match is unchanged: every node's truth depends only on
+        which of its parts are true, and an unknown part is never true.
+
+        Returns:
+            A boolean SQL expression.
+
+        Raises:
+            CatalogError: as :meth:`compile`.
+        """
+        # SQL's NOT NULL is NULL; coalesce keeps "~(p.x > 1)" false where x is unknown, both ways.
+        return not_(func.coalesce(self.compile(resolve, dialect), false()))
 
     def __and__(self, other: object) -> And:
         return And((self, _expression(other, "&")))
@@ -432,6 +463,9 @@ class And(Expression):
     def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
         return and_(true(), *(part.compile(resolve, dialect) for part in self.parts))
 
+    def compile_negated(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+        return or_(false(), *(part.compile_negated(resolve, dialect) for part in self.parts))
+
     def __repr__(self) -> str:
         return "(" + " & ".join(map(repr, self.parts)) + ")"
 
@@ -447,6 +481,9 @@ class Or(Expression):
 
     def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
         return or_(false(), *(part.compile(resolve, dialect) for part in self.parts))
+
+    def compile_negated(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+        return and_(true(), *(part.compile_negated(resolve, dialect) for part in self.parts))
 
     def __repr__(self) -> str:
         return "(" + " | ".join(map(repr, self.parts)) + ")"
@@ -465,9 +502,11 @@ class Not(Expression):
         _check_bounds(self, "~")
 
     def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
-        inner = self.part.compile(resolve, dialect)
-        # SQL's NOT NULL is NULL; coalesce keeps "~(p.x > 1)" false where x is unknown, both ways.
-        return not_(func.coalesce(inner, false()))
+        return self.part.compile_negated(resolve, dialect)
+
+    def compile_negated(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+        # "not (not x)" is true exactly where x is; an unknown x matches neither way.
+        return self.part.compile(resolve, dialect)
 
     def __repr__(self) -> str:
         return f"~{self.part!r}"
@@ -538,7 +577,7 @@ class Comparison(Expression):
             contained = _tags_contain(field, [_coerce(field, self.value)], dialect)
             return contained if self.operator == "==" else not_(contained)
         value = _coerce(field, self.value)
-        clause = _OPERATORS[self.operator](field.column, value)
+        clause = _OPERATORS[self.operator](field.column, _bound(field, value))
         if dialect == "postgresql" and field.name == "acquired" and self.operator != "!=":
             model = field.column.class_
             lower, upper = {
@@ -668,7 +707,7 @@ class In(Expression):
             return _tags_contain(field, values, dialect)
         if not values:
             return false()
-        return field.column.in_(values)
+        return field.column.in_([_bound(field, value) for value in values])
 
     def __repr__(self) -> str:
         return f"{self.property!r}.in_({list(self.values)!r})"
