@@ -23,6 +23,7 @@ import shapely.geometry
 from sqlalchemy import event
 
 from cube_assets.catalog.objects import Catalog, File, Image
+from cube_assets.catalog.repository import search_images
 from cube_assets.catalog.search import (
     MAX_EXPRESSION_DEPTH,
     MAX_LIMIT,
@@ -385,3 +386,26 @@ def test_daily_summary_of_exactly_the_interval_limit_is_listed(filled: Catalog) 
 
     assert len(series) == MAX_INTERVALS
     assert sum(entry.count for entry in series) == len(RECORDS)
+
+
+# ------------------------------------------------------------------ the repository's search
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        ({"limit": 10**30}, "limit"),
+        ({"limit": 2**63}, "limit"),
+        ({"tile": "\ud800"}, "tile"),
+        ({"product_id": "cube\x00merge"}, "product_id"),
+    ],
+    ids=["limit 10**30", "limit 2**63", "surrogate tile", "NUL in product_id"],
+)
+def test_repository_search_refuses_arguments_no_database_takes(filled: Catalog, arguments: dict[str, Any], named: str) -> None:
+    with filled.session() as session, statements(filled) as sent, pytest.raises(CatalogError) as error:
+        search_images(session, **arguments)
+
+    assert_catalog_refusal(error, named)
+    assert sent == []
+    with filled.session() as session:
+        assert [image.id for image in search_images(session, tile="B", limit=1000)] == expected_ids(lambda r: r["tile"] == "B")
