@@ -59,8 +59,8 @@ comparisons are plain.
 from __future__ import annotations
 
 import contextvars
-import itertools
 import datetime as dt
+import itertools
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
