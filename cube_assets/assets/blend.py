@@ -9,6 +9,7 @@ from cube_assets.assets.common import cube_partition, quicklook_markdown, stage_
 from cube_assets.cube_config import CubeConfig
 from cube_assets.resources.storage import RasterStoreResource
 from cube_assets.steps.blend import blend_period
+from cube_assets.steps.indexes import total_nodata_pixels
 
 
 def build_period_blend(cube: CubeConfig) -> AssetsDefinition:
@@ -31,6 +32,8 @@ def build_period_blend(cube: CubeConfig) -> AssetsDefinition:
                 "observations": blended["observations"],
                 "functions": list(blended["composites"]),
                 "paths": MetadataValue.json({f: c["bands"] for f, c in blended["composites"].items()}),
+                "index_nodata_pixels": total_nodata_pixels(c["index_pixels"] for c in blended["composites"].values()),
+                "index_pixels": MetadataValue.json({f: c["index_pixels"] for f, c in blended["composites"].items()}),
                 "quicklook": quicklook_markdown(raster_store.read_bytes(quicklook_key) if quicklook_key else None, quicklook_key),
             },
         )

@@ -15,6 +15,7 @@ from cube_assets.resources.sen2cor import Sen2CorResource
 from cube_assets.resources.storage import RasterStoreResource
 from cube_assets.sources.sen2cor import SEN2COR_POOL, Sen2CorOutput
 from cube_assets.steps.previews import local_preview, share_preview
+from cube_assets.steps.indexes import total_nodata_pixels
 from cube_assets.steps.scenes import publish_scene, reflectance_for_scene
 
 
@@ -134,6 +135,8 @@ def build_scene_cog(cube: CubeConfig) -> AssetsDefinition:
             metadata={
                 "scene_count": len(scenes),
                 "cog_paths": MetadataValue.json({s["scene_id"]: s["bands"] for s in scenes}),
+                "index_nodata_pixels": total_nodata_pixels(s["index_pixels"] for s in scenes),
+                "index_pixels": MetadataValue.json({s["scene_id"]: s["index_pixels"] for s in scenes}),
                 "quicklook": quicklook_markdown(
                     raster_store.read_bytes(first_quicklook) if first_quicklook else None, first_quicklook
                 ),

@@ -692,6 +692,7 @@ def search_images(
             is not a date or ``limit`` is not a positive integer.
     """
     what = "search_images"
+    _check_search_text(what, product_id=product_id, tile=tile)
     statement = select(Image).options(selectinload(Image.files))
     if product_id is not None:
         statement = statement.where(Image.product_id == product_id)
@@ -722,8 +723,29 @@ def search_images(
         statement = statement.where(Image.cloud_fraction <= cloud)
     statement = statement.order_by(Image.acquired, Image.id)
     if limit is not None:
+        if isinstance(limit, int) and limit > _MAX_SEARCH_LIMIT:
+            raise CatalogError(f"{what}: limit must be at most {_MAX_SEARCH_LIMIT}, got an integer of {limit.bit_length()} bits")
         statement = statement.limit(_check_positive_int(what, "limit", limit))
     return list(session.scalars(statement))
+
+
+#: Largest ``limit`` of :func:`search_images`: the largest 64-bit integer the databases accept.
+_MAX_SEARCH_LIMIT = 2**63 - 1
+
+
+def _check_search_text(what: str, **values: str | None) -> None:
+    """Refuse search text that is not a string, holds NUL or cannot be encoded as UTF-8."""
+    for name, value in values.items():
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise CatalogError(f"{what}: {name} must be text, got {type(value).__name__}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise CatalogError(f"{what}: {name} is not encodable as UTF-8: {value[:200]!r}") from exc
+        if "\x00" in value:
+            raise CatalogError(f"{what}: {name} contains a NUL character: {value[:200]!r}")
 
 
 def image_files(session: Session, image_id: str) -> dict[str, str]:

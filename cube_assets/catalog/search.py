@@ -35,6 +35,16 @@ compiled, against the property's kind:
 and ``~`` (Python's ``and``/``or``/``not`` and chained comparisons such as ``a < p.x < b``
 cannot be overloaded, so an expression refuses to be used as a truth value).
 
+Limits, checked when an expression or argument is built (values that need the property's kind,
+such as dates given as text, when the filter is added): property names are identifiers and JSON
+keys a strict rule (:data:`PROPERTY_NAME`, :data:`JSON_KEY`, at most :data:`MAX_JSON_PATH` keys
+deep); numbers are finite and integers fit 64 bits; text is at most :data:`MAX_TEXT_LENGTH`
+characters of encodable UTF-8 without NUL; datetimes lie in years 1 to 9999 once in UTC; ``&``
+and ``|`` chains are flattened into one node, nesting is at most :data:`MAX_EXPRESSION_DEPTH`
+deep and a search holds at most :data:`MAX_SEARCH_TERMS` comparisons (each ``in_`` value counts
+as one); ``limit`` is at most :data:`MAX_LIMIT`. Every value reaches SQL as a bound parameter.
+Each refusal is a ``CatalogError`` naming the argument and quoting at most 200 characters of it.
+
 :meth:`Search.intersects` is exact (footprint and geometry share a point; touching counts) and
 gives the same answers on every backend: ``ST_Intersects`` on PostgreSQL with PostGIS, an exact
 test in plain SQL elsewhere, each behind a spatial index (:mod:`cube_assets.catalog.footprints`).
@@ -50,19 +60,22 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
+import itertools
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from numbers import Real
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import shapely.geometry
 from shapely.geometry.base import BaseGeometry
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     ColumnElement,
     Float,
+    Integer,
     Select,
     Text,
     and_,
@@ -98,6 +111,43 @@ BBox = tuple[float, float, float, float]
 #: Rows fetched per round trip when a search is iterated without a limit.
 ITERATION_BATCH = 1000
 
+#: Deepest nesting of ``&``, ``|`` and ``~`` in one expression (a flat chain ``a & b & c`` is one level).
+MAX_EXPRESSION_DEPTH = 64
+#: Most comparisons a search holds over all its filters; each value of an ``in_`` counts as one.
+#: SQL engines parse a chain of n ``AND``s n levels deep (SQLite refuses 1000 levels).
+MAX_SEARCH_TERMS = 256
+#: Longest text value of a comparison, in characters.
+MAX_TEXT_LENGTH = 4096
+#: Most keys in a JSON property path (``p.properties.a.b`` has two).
+MAX_JSON_PATH = 8
+#: Largest ``limit`` (the largest 64-bit integer, what the databases accept).
+MAX_LIMIT = 2**63 - 1
+#: Range of integers a comparison may hold (64-bit, the widest integer column of every backend).
+INT64_RANGE = (-(2**63), 2**63 - 1)
+#: A searchable property name: an ASCII identifier of at most 64 characters.
+PROPERTY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+#: A JSON property key: 1 to 64 ASCII letters, digits and ``_ - : .`` (STAC-style ``eo:cloud_cover``),
+#: with inner spaces; no quote, backslash, bracket, ``$`` or control character can reach a JSON path.
+JSON_KEY = re.compile(r"[A-Za-z0-9_:.\-](?:[A-Za-z0-9_:. \-]{0,62}[A-Za-z0-9_:.\-])?")
+#: Characters of an offending input quoted in error messages.
+_QUOTED_CHARACTERS = 200
+
+
+def quote(value: object) -> str:
+    """Return ``repr(value)`` for an error message, cut to its first 200 characters.
+
+    Huge integers are described by their size instead (their ``repr`` may itself be refused).
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"<an integer of {value.bit_length()} bits>"
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - only used to word a message
+        return f"<a {type(value).__name__}>"
+    if len(text) <= _QUOTED_CHARACTERS:
+        return text
+    return text[:_QUOTED_CHARACTERS] + f"... ({len(text)} characters)"
+
 
 @dataclass(frozen=True)
 class SearchField:
@@ -131,10 +181,11 @@ def parse_datetime(what: str, value: object) -> dt.datetime:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise CatalogError(f"{what}: datetime {value.isoformat()} has no time zone; pass an aware datetime")
-        return value.astimezone(dt.UTC)
+        return _in_utc(what, value)
     if isinstance(value, dt.date):
         return dt.datetime.combine(value, dt.time(), tzinfo=dt.UTC)
     if isinstance(value, str):
+        _check_text(what, value)
         text_value = value.strip()
         if re.fullmatch(r"\d{4}", text_value):
             text_value += "-01-01"
@@ -143,11 +194,21 @@ def parse_datetime(what: str, value: object) -> dt.datetime:
         try:
             parsed = dt.datetime.fromisoformat(text_value)
         except ValueError:
-            raise CatalogError(f"{what}: {value!r} is not an ISO 8601 date or datetime") from None
+            raise CatalogError(f"{what}: {quote(value)} is not an ISO 8601 date or datetime") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=dt.UTC)
-        return parsed.astimezone(dt.UTC)
-    raise CatalogError(f"{what}: expected a datetime, date or ISO 8601 text, got {value!r}")
+        return _in_utc(what, parsed)
+    raise CatalogError(f"{what}: expected a datetime, date or ISO 8601 text, got {quote(value)}")
+
+
+def _in_utc(what: str, moment: dt.datetime) -> dt.datetime:
+    """``moment`` (aware) in UTC; refused when its offset moves it out of years 1 to 9999."""
+    try:
+        return moment.astimezone(dt.UTC)
+    except OverflowError as exc:
+        raise CatalogError(
+            f"{what}: {moment.isoformat()} is outside the supported range (years 1 to 9999 in UTC)"
+        ) from exc
 
 
 def parse_date(what: str, value: object) -> dt.date:
@@ -161,17 +222,57 @@ def parse_date(what: str, value: object) -> dt.date:
     if isinstance(value, dt.date):
         return value
     if isinstance(value, str):
+        _check_text(what, value)
         try:
             return dt.date.fromisoformat(value.strip())
         except ValueError:
-            raise CatalogError(f"{what}: {value!r} is not an ISO date (YYYY-MM-DD)") from None
-    raise CatalogError(f"{what}: expected a date or YYYY-MM-DD text, got {value!r}")
+            raise CatalogError(f"{what}: {quote(value)} is not an ISO date (YYYY-MM-DD)") from None
+    raise CatalogError(f"{what}: expected a date or YYYY-MM-DD text, got {quote(value)}")
 
 
 def _number(what: str, value: object) -> float | int:
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
-        raise CatalogError(f"{what}: expected a finite number, got {value!r}")
-    return value  # type: ignore[return-value]
+    """``value`` as a Python int within 64 bits or a finite float; refused otherwise."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise CatalogError(f"{what}: expected a finite number, got {quote(value)}")
+    if isinstance(value, Integral):
+        number = int(value)
+        if not INT64_RANGE[0] <= number <= INT64_RANGE[1]:
+            raise CatalogError(f"{what}: expected a finite number within 64-bit integers, got {quote(number)}")
+        return number
+    try:
+        real = float(value)
+    except (OverflowError, ValueError) as exc:
+        raise CatalogError(f"{what}: expected a finite number, got {quote(value)}") from exc
+    if not math.isfinite(real):
+        raise CatalogError(f"{what}: expected a finite number, got {quote(value)}")
+    return real
+
+
+def _check_text(what: str, value: str) -> str:
+    """``value`` if it is at most :data:`MAX_TEXT_LENGTH` characters of encodable UTF-8 without NUL."""
+    if len(value) > MAX_TEXT_LENGTH:
+        raise CatalogError(f"{what}: text of {len(value)} characters, at most {MAX_TEXT_LENGTH} allowed: {quote(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise CatalogError(
+            f"{what}: text is not encodable as UTF-8 (lone surrogate at position {exc.start}): {quote(value)}"
+        ) from exc
+    if "\x00" in value:
+        raise CatalogError(f"{what}: text contains a NUL character: {quote(value)}")
+    return value
+
+
+def _check_value(what: str, value: object) -> None:
+    """Refuse, at build time, a value no property kind can hold: what each kind checks regardless of it."""
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, Real):
+        _number(what, value)
+    elif isinstance(value, str):
+        _check_text(what, value)
+    elif isinstance(value, dt.datetime) and value.tzinfo is not None and value.utcoffset() is not None:
+        _in_utc(what, value)
 
 
 def _coerce(field: SearchField, value: object) -> Any:
@@ -184,9 +285,21 @@ def _coerce(field: SearchField, value: object) -> Any:
         return _number(what, value)
     if field.kind in ("string", "tags"):
         if not isinstance(value, str):
-            raise CatalogError(f"{what}: expected text, got {value!r}")
-        return value
+            raise CatalogError(f"{what}: expected text, got {quote(value)}")
+        return _check_text(what, value)
     raise CatalogError(f"{what}: cannot be compared with a single value")  # json handled elsewhere
+
+
+def _bound(field: SearchField, value: Any) -> Any:
+    """``value`` ready to compare with ``field``'s column.
+
+    A number compared with an integer column is bound as ``BIGINT`` (or ``FLOAT``), not as the
+    column's own type: PostgreSQL would cast ``width < 3000000000`` to a 32-bit ``INTEGER`` and
+    fail, and ``width <= 1.5`` to ``width <= 2``.
+    """
+    if field.kind == "number" and isinstance(field.column.type, Integer):
+        return literal(value, BigInteger() if isinstance(value, int) else Float())
+    return value
 
 
 def geometry_4326(value: object) -> BaseGeometry:
@@ -237,7 +350,14 @@ def geometry_4326(value: object) -> BaseGeometry:
 
 
 class Expression:
-    """A boolean filter over catalog properties; combine with ``&``, ``|`` and ``~``."""
+    """A boolean filter over catalog properties; combine with ``&``, ``|`` and ``~``.
+
+    Every expression knows, from its parts, how deep it nests (``_depth``) and how many
+    comparisons it holds (``_terms``), so the bounds are checked without walking the tree.
+    """
+
+    _depth: int = 1
+    _terms: int = 1
 
     def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:
         """Return the SQLAlchemy clause of this expression.
@@ -253,6 +373,23 @@ class Expression:
                 support, or a value of the wrong type.
         """
         raise NotImplementedError
+
+    def compile_negated(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:
+        """Return the SQLAlchemy clause of ``~self``: true where this expression is not true (false or unknown).
+
+        :class:`And`, :class:`Or` and :class:`Not` push the negation down to the comparisons
+        (De Morgan), so ``~`` adds no nesting to the SQL, whose parsers bound it (SQLite's to a
+        few dozen levels). Which rows match is unchanged: every node's truth depends only on
+        which of its parts are true, and an unknown part is never true.
+
+        Returns:
+            A boolean SQL expression.
+
+        Raises:
+            CatalogError: as :meth:`compile`.
+        """
+        # SQL's NOT NULL is NULL; coalesce keeps "~(p.x > 1)" false where x is unknown, both ways.
+        return not_(func.coalesce(self.compile(resolve, dialect), false()))
 
     def __and__(self, other: object) -> And:
         return And((self, _expression(other, "&")))
@@ -271,25 +408,63 @@ class Expression:
 
     def __bool__(self) -> bool:
         raise CatalogError(
-            f"{self!r} has no truth value: combine expressions with & | ~ (not and/or/not), and write"
+            f"{quote(self)} has no truth value: combine expressions with & | ~ (not and/or/not), and write"
             " a range as (p.x > a) & (p.x < b)"
         )
 
 
 def _expression(value: object, operator: str) -> Expression:
     if not isinstance(value, Expression):
-        raise CatalogError(f"{operator} combines property expressions, got {value!r}")
+        raise CatalogError(f"{operator} combines property expressions, got {quote(value)}")
     return value
+
+
+def _check_bounds(expression: Expression, operator: str) -> None:
+    """Refuse ``expression`` if it nests deeper than allowed or holds too many comparisons."""
+    if expression._depth > MAX_EXPRESSION_DEPTH:
+        raise CatalogError(
+            f"expression: {operator} nests expressions more than {MAX_EXPRESSION_DEPTH} deep"
+        )
+    if expression._terms > MAX_SEARCH_TERMS:
+        raise CatalogError(
+            f"expression: {operator} combines {expression._terms} comparisons, at most {MAX_SEARCH_TERMS} allowed"
+        )
+
+
+def _flatten(kind: type[Expression], parts: Iterable[object], operator: str) -> tuple[Expression, ...]:
+    """``parts`` with every part of the same ``kind`` replaced by its own parts (one level: those are flat already)."""
+    flat: list[Expression] = []
+    for part in parts:
+        if isinstance(part, kind):
+            flat.extend(part.parts)  # type: ignore[attr-defined]
+        else:
+            flat.append(_expression(part, operator))
+    return tuple(flat)
+
+
+def _combine(expression: Expression, operator: str) -> None:
+    """Flatten an ``And``/``Or`` node's parts, record its depth and terms, check the bounds."""
+    parts = _flatten(type(expression), expression.parts, operator)  # type: ignore[attr-defined]
+    object.__setattr__(expression, "parts", parts)
+    object.__setattr__(expression, "_depth", 1 + max((part._depth for part in parts), default=0))
+    object.__setattr__(expression, "_terms", sum(part._terms for part in parts))
+    _check_bounds(expression, operator)
 
 
 @dataclass(frozen=True, eq=False)
 class And(Expression):
-    """All of ``parts``."""
+    """All of ``parts`` (nested ``And`` parts are merged into this one)."""
 
     parts: tuple[Expression, ...]
 
+    def __post_init__(self) -> None:
+        _combine(self, "&")
+
     def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
         return and_(true(), *(part.compile(resolve, dialect) for part in self.parts))
+
+    def compile_negated(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+        return or_(false(), *(part.compile_negated(resolve, dialect) for part in self.parts))
 
     def __repr__(self) -> str:
         return "(" + " & ".join(map(repr, self.parts)) + ")"
@@ -297,12 +472,18 @@ class And(Expression):
 
 @dataclass(frozen=True, eq=False)
 class Or(Expression):
-    """Any of ``parts``."""
+    """Any of ``parts`` (nested ``Or`` parts are merged into this one)."""
 
     parts: tuple[Expression, ...]
 
+    def __post_init__(self) -> None:
+        _combine(self, "|")
+
     def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
         return or_(false(), *(part.compile(resolve, dialect) for part in self.parts))
+
+    def compile_negated(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+        return and_(true(), *(part.compile_negated(resolve, dialect) for part in self.parts))
 
     def __repr__(self) -> str:
         return "(" + " | ".join(map(repr, self.parts)) + ")"
@@ -314,10 +495,18 @@ class Not(Expression):
 
     part: Expression
 
+    def __post_init__(self) -> None:
+        part = _expression(self.part, "~")
+        object.__setattr__(self, "_depth", part._depth + 1)
+        object.__setattr__(self, "_terms", part._terms)
+        _check_bounds(self, "~")
+
     def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
-        inner = self.part.compile(resolve, dialect)
-        # SQL's NOT NULL is NULL; coalesce keeps "~(p.x > 1)" false where x is unknown, both ways.
-        return not_(func.coalesce(inner, false()))
+        return self.part.compile_negated(resolve, dialect)
+
+    def compile_negated(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+        # "not (not x)" is true exactly where x is; an unknown x matches neither way.
+        return self.part.compile(resolve, dialect)
 
     def __repr__(self) -> str:
         return f"~{self.part!r}"
@@ -361,6 +550,11 @@ class Comparison(Expression):
     operator: str
     value: Any
 
+    def __post_init__(self) -> None:
+        if self.operator not in _OPERATORS:
+            raise CatalogError(f"{self.property!r}: operator {quote(self.operator)} is not one of {' '.join(_OPERATORS)}")
+        _check_value(f"property {self.property._label()!r}", self.value)
+
     def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
         field = resolve(self.property._name)
         if self.property._path:
@@ -383,7 +577,7 @@ class Comparison(Expression):
             contained = _tags_contain(field, [_coerce(field, self.value)], dialect)
             return contained if self.operator == "==" else not_(contained)
         value = _coerce(field, self.value)
-        clause = _OPERATORS[self.operator](field.column, value)
+        clause = _OPERATORS[self.operator](field.column, _bound(field, value))
         if dialect == "postgresql" and field.name == "acquired" and self.operator != "!=":
             model = field.column.class_
             lower, upper = {
@@ -495,6 +689,13 @@ class In(Expression):
     property: Property
     values: tuple[Any, ...]
 
+    def __post_init__(self) -> None:
+        what = f"property {self.property._label()!r}: in_"
+        for value in self.values:
+            _check_value(what, value)
+        object.__setattr__(self, "_terms", max(1, len(self.values)))
+        _check_bounds(self, "in_")
+
     def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
         field = resolve(self.property._name)
         if self.property._path or field.kind == "json":
@@ -506,7 +707,7 @@ class In(Expression):
             return _tags_contain(field, values, dialect)
         if not values:
             return false()
-        return field.column.in_(values)
+        return field.column.in_([_bound(field, value) for value in values])
 
     def __repr__(self) -> str:
         return f"{self.property!r}.in_({list(self.values)!r})"
@@ -519,12 +720,16 @@ class Prefix(Expression):
     property: Property
     prefix: str
 
+    def __post_init__(self) -> None:
+        if isinstance(self.prefix, str):
+            _check_text(f"property {self.property._label()!r}: prefix", self.prefix)
+
     def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
         field = resolve(self.property._name)
         if self.property._path or field.kind != "string":
             raise CatalogError(f"prefix needs a text property, {self.property!r} is not one")
         if not isinstance(self.prefix, str):
-            raise CatalogError(f"property {field.name!r}: prefix must be text, got {self.prefix!r}")
+            raise CatalogError(f"property {field.name!r}: prefix must be text, got {quote(self.prefix)}")
         # substr, not LIKE: SQLite's LIKE ignores ASCII case and PostgreSQL's does not.
         return func.substr(field.column, 1, len(self.prefix)) == self.prefix
 
@@ -544,6 +749,18 @@ class Property:
     __hash__ = None  # type: ignore[assignment]  # == builds an expression
 
     def __init__(self, name: str, path: tuple[str, ...] = ()) -> None:
+        if not isinstance(name, str) or not PROPERTY_NAME.fullmatch(name):
+            raise CatalogError(
+                f"property name must be an ASCII identifier of at most 64 characters, got {quote(name)}"
+            )
+        if len(path) > MAX_JSON_PATH:
+            raise CatalogError(f"property {name!r}: a JSON path of at most {MAX_JSON_PATH} keys, got {len(path)}")
+        for key in path:
+            if not isinstance(key, str) or not JSON_KEY.fullmatch(key):
+                raise CatalogError(
+                    f"property {name!r}: JSON key must be 1 to 64 ASCII letters, digits, spaces or _ - : ."
+                    f" (not starting or ending with a space), got {quote(key)}"
+                )
         self._name = name
         self._path = path
 
@@ -554,7 +771,7 @@ class Property:
 
     def __getitem__(self, key: str) -> Property:
         if not isinstance(key, str) or not key:
-            raise CatalogError(f"JSON property keys are non-empty text, got {key!r}")
+            raise CatalogError(f"JSON property keys are non-empty text, got {quote(key)}")
         return Property(self._name, (*self._path, key))
 
     def __eq__(self, value: object) -> Comparison:  # type: ignore[override]
@@ -578,8 +795,11 @@ class Property:
     def in_(self, values: Iterable[Any]) -> In:
         """Return the expression "equals any of ``values``" (for tags: contains any)."""
         if isinstance(values, str | bytes) or not isinstance(values, Iterable):
-            raise CatalogError(f"{self!r}.in_ takes a list of values, got {values!r}")
-        return In(self, tuple(values))
+            raise CatalogError(f"{self!r}.in_ takes a list of values, got {quote(values)}")
+        chosen = tuple(itertools.islice(values, MAX_SEARCH_TERMS + 1))
+        if len(chosen) > MAX_SEARCH_TERMS:
+            raise CatalogError(f"{self!r}.in_ takes at most {MAX_SEARCH_TERMS} values")
+        return In(self, chosen)
 
     any_of = in_
 
@@ -591,8 +811,11 @@ class Property:
         """Return ``(self >= low) & (self <= high)``."""
         return And((Comparison(self, ">=", low), Comparison(self, "<=", high)))
 
+    def _label(self) -> str:
+        return ".".join((self._name, *self._path))
+
     def __repr__(self) -> str:
-        return "p." + ".".join((self._name, *self._path))
+        return "p." + self._label()
 
 
 class Properties:
@@ -694,12 +917,16 @@ class Search(Generic[T]):
             The new Search.
 
         Raises:
-            CatalogError: if ``expression`` is not a property expression or does not compile.
+            CatalogError: if ``expression`` is not a property expression, does not compile, or
+                would bring the search's comparisons beyond :data:`MAX_SEARCH_TERMS`.
         """
         if not isinstance(expression, Expression):
             raise CatalogError(
-                f"filter takes a property expression such as p.cloud_fraction < 0.2, got {expression!r}"
+                f"filter takes a property expression such as p.cloud_fraction < 0.2, got {quote(expression)}"
             )
+        terms = sum(f._terms for f in self._filters) + expression._terms
+        if terms > MAX_SEARCH_TERMS:
+            raise CatalogError(f"filter: the search would hold {terms} comparisons, at most {MAX_SEARCH_TERMS} allowed")
         clause = expression.compile(self._resolve, self._dialect)
         return self._copy(filters=(*self._filters, expression), clauses=(*self._clauses, clause))
 
@@ -737,9 +964,11 @@ class Search(Generic[T]):
             CatalogError: if ``field`` is not a sortable (single-valued) property.
         """
         if not isinstance(field, str) or not field.strip("-"):
-            raise CatalogError(f"sort takes a property name, got {field!r}")
+            raise CatalogError(f"sort takes a property name, got {quote(field)}")
         if field.startswith("-"):
             field, ascending = field[1:], not ascending
+        if not PROPERTY_NAME.fullmatch(field):
+            raise CatalogError(f"sort takes a property name (an ASCII identifier), got {quote(field)}")
         resolved = self._resolve(field)
         if resolved.kind in ("tags", "json"):
             raise CatalogError(f"cannot sort by {field!r}: it holds several values")
@@ -749,10 +978,12 @@ class Search(Generic[T]):
         """Return a search that yields at most ``count`` objects (``None``: no limit).
 
         Raises:
-            CatalogError: if ``count`` is not a positive integer or None.
+            CatalogError: if ``count`` is not a positive integer of at most :data:`MAX_LIMIT`, or None.
         """
-        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count <= 0):
-            raise CatalogError(f"limit must be a positive integer or None, got {count!r}")
+        if count is not None and (
+            isinstance(count, bool) or not isinstance(count, int) or not 0 < count <= MAX_LIMIT
+        ):
+            raise CatalogError(f"limit must be a positive integer of at most {MAX_LIMIT}, or None, got {quote(count)}")
         return self._copy(limit=count)
 
     # ------------------------------------------------------------------ SQL
@@ -934,6 +1165,14 @@ def image_box(model: Any) -> ColumnElement[Any]:
 
 
 __all__ = [
+    "INT64_RANGE",
+    "JSON_KEY",
+    "MAX_EXPRESSION_DEPTH",
+    "MAX_JSON_PATH",
+    "MAX_LIMIT",
+    "MAX_SEARCH_TERMS",
+    "MAX_TEXT_LENGTH",
+    "PROPERTY_NAME",
     "And",
     "Comparison",
     "Expression",
@@ -951,4 +1190,5 @@ __all__ = [
     "parse_date",
     "parse_datetime",
     "properties",
+    "quote",
 ]

@@ -13,7 +13,8 @@ or ``(acquired, size_bytes)``; other searches are one grouped pass over what the
 
 Intervals are calendar intervals in UTC: ``year`` (1 January), ``month`` (the 1st), ``week``
 (ISO weeks, starting on Monday) and ``day``. The bucket of an image is the interval holding its
-``acquired`` (or ``created``/``modified``) timestamp.
+``acquired`` (or ``created``/``modified``) timestamp. A series holds at most
+:data:`MAX_INTERVALS` intervals: a longer one is refused, from its bounds, before any row is built.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import ColumnElement, column, func, literal, select, true, values
 
 from cube_assets.catalog import models
+from cube_assets.catalog.search import parse_datetime, quote
 from cube_assets.catalog.search import properties as p
 from cube_assets.errors import CatalogError
 
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 INTERVALS = ("year", "month", "week", "day")
 #: Image timestamps an interval summary can be aggregated on.
 DATE_FIELDS = ("acquired", "created", "modified")
+#: Most intervals one summary lists (days over about 270 years).
+MAX_INTERVALS = 100_000
 
 
 @dataclass(frozen=True)
@@ -106,19 +110,20 @@ def summarize_intervals(
 
     Raises:
         CatalogError: for an unknown ``interval`` or ``date_field``, bad bounds, ``start`` not
-            before ``end``, or a search not over images.
+            before ``end``, a series of more than :data:`MAX_INTERVALS` intervals, or a search
+            not over images.
     """
     _require_images(search)
-    if interval not in INTERVALS:
-        raise CatalogError(f"interval must be one of {INTERVALS}, got {interval!r}")
-    if date_field not in DATE_FIELDS:
-        raise CatalogError(f"aggregate_date_field must be one of {DATE_FIELDS}, got {date_field!r}")
-    from cube_assets.catalog.search import parse_datetime
-
+    if not isinstance(interval, str) or interval not in INTERVALS:
+        raise CatalogError(f"interval must be one of {INTERVALS}, got {quote(interval)}")
+    if not isinstance(date_field, str) or date_field not in DATE_FIELDS:
+        raise CatalogError(f"aggregate_date_field must be one of {DATE_FIELDS}, got {quote(date_field)}")
     start = None if start_datetime is None else parse_datetime("start_datetime", start_datetime)
     end = None if end_datetime is None else parse_datetime("end_datetime", end_datetime)
     if start is not None and end is not None and start >= end:
         raise CatalogError(f"start_datetime {start.isoformat()} must be before end_datetime {end.isoformat()}")
+    if start is not None and end is not None:
+        _check_interval_count(_floor(start, interval), _last_before(end, interval), interval)
     restricted = search
     if start is not None:
         restricted = restricted.filter(p[date_field] >= start)
@@ -145,18 +150,45 @@ def summarize_intervals(
             counts[_bucket_start(value)] = int(count)
             sizes[_bucket_start(value)] = int(size)
     first = _floor(start, interval) if start is not None else min(counts, default=None)
-    if end is not None:
-        last = _floor(end - dt.timedelta(microseconds=1), interval)
-    else:
-        last = max(counts, default=None)
+    last = _last_before(end, interval) if end is not None else max(counts, default=None)
     if first is None or last is None:
         return []
     series = []
     current = first
-    while current <= last:
+    for position in range(_check_interval_count(first, last, interval)):
+        if position:
+            current = _next(current, interval)
         series.append(IntervalSummary(current, counts.get(current, 0), sizes.get(current, 0)))
-        current = _next(current, interval)
     return series
+
+
+def _last_before(end: dt.datetime, interval: str) -> dt.datetime:
+    """The start of the last interval before ``end`` (exclusive)."""
+    return _floor(end - dt.timedelta(microseconds=1), interval)
+
+
+def _interval_count(first: dt.datetime, last: dt.datetime, interval: str) -> int:
+    """How many intervals run from the one starting at ``first`` to the one starting at ``last``."""
+    if last < first:
+        return 0
+    if interval == "year":
+        return last.year - first.year + 1
+    if interval == "month":
+        return (last.year - first.year) * 12 + last.month - first.month + 1
+    days = (last.date() - first.date()).days
+    return days // 7 + 1 if interval == "week" else days + 1
+
+
+def _check_interval_count(first: dt.datetime, last: dt.datetime, interval: str) -> int:
+    """The number of intervals from ``first`` to ``last``; refused beyond :data:`MAX_INTERVALS`."""
+    count = _interval_count(first, last, interval)
+    if count > MAX_INTERVALS:
+        raise CatalogError(
+            f"summary_interval: {count} {interval} intervals from {first.date().isoformat()} to"
+            f" {last.date().isoformat()}, at most {MAX_INTERVALS} allowed; choose a longer interval or"
+            " narrower start_datetime/end_datetime"
+        )
+    return count
 
 
 #: Properties whose filters an index on ``(product_id, acquired, size_bytes)`` answers within a
@@ -206,7 +238,8 @@ def _summarize_by_ranges(
     The intervals run from ``start`` (else the earliest match's) to just before ``end`` (else the
     latest match's), each clipped to ``[start, end)``; one statement joins them with a ``LATERAL``
     count and sum of the search's matches in each. Returns None, having run at most a min/max
-    query, when there are more than :data:`MAX_RANGE_INTERVALS` intervals.
+    query, when there are more than :data:`MAX_RANGE_INTERVALS` intervals or the last one lies
+    in year 9999 (its end may be beyond what ``datetime`` holds).
     """
     image = models.Image
     earliest = latest = None
@@ -218,14 +251,12 @@ def _summarize_by_ranges(
             if earliest is None:  # nothing matches and the series has an open end
                 return []
         first = _floor(start if start is not None else earliest, interval)
-        last = _floor(end - dt.timedelta(microseconds=1) if end is not None else latest, interval)
-        starts = []
-        current = first
-        while current <= last:
-            starts.append(current)
-            current = _next(current, interval)
-            if len(starts) > MAX_RANGE_INTERVALS:
-                return None
+        last = _last_before(end, interval) if end is not None else _floor(latest, interval)
+        if _interval_count(first, last, interval) > MAX_RANGE_INTERVALS or last.year == dt.MAXYEAR:
+            return None  # the grouped pass (whose last interval may end beyond datetime's range)
+        starts = [first]
+        while starts[-1] < last:
+            starts.append(_next(starts[-1], interval))
         ranges = [
             (bucket, max(bucket, start) if start else bucket, min(_next(bucket, interval), end) if end else _next(bucket, interval))
             for bucket in starts
@@ -299,4 +330,4 @@ def _next(moment: dt.datetime, interval: str) -> dt.datetime:
     return moment + dt.timedelta(days=1)
 
 
-__all__ = ["DATE_FIELDS", "INTERVALS", "IntervalSummary", "Summary", "summarize", "summarize_intervals"]
+__all__ = ["DATE_FIELDS", "INTERVALS", "MAX_INTERVALS", "IntervalSummary", "Summary", "summarize", "summarize_intervals"]

@@ -7,6 +7,14 @@ ever passed to ``eval``/``exec``.
 Allowed: int/float constants, band names, ``+ - * / **``, unary ``-``/``+``, comparisons
 (``== != < <= > >=``, chained comparisons mean "all hold"), and calls of ``sqrt abs log
 exp minimum maximum where clip`` with positional arguments only.
+
+Limits, checked on the source and the tree before anything is evaluated: at most
+:data:`MAX_EXPRESSION_LENGTH` characters, all ASCII (Python's parser folds full-width and other
+compatibility letters onto ASCII names, so ``ｎｉｒ`` would silently mean ``nir``), at most
+:data:`MAX_EXPRESSION_NODES` nodes nested at most :data:`MAX_EXPRESSION_DEPTH` deep (evaluation
+recurses once per level), and a constant exponent of ``**`` of at most :data:`MAX_EXPONENT` in
+absolute value. Parts without a band are folded into one constant when compiled; a part that
+overflows or is not a finite number (``9**9**9``, ``1/0``, ``log(0)``) is refused.
 """
 
 from __future__ import annotations
@@ -60,7 +68,23 @@ FUNCTIONS: dict[str, tuple[Callable[..., np.ndarray], int]] = {
 }
 """Functions an expression may call, with their number of positional arguments."""
 
-_MAX_EXPRESSION_LENGTH = 10_000
+#: Longest expression source accepted, in characters.
+MAX_EXPRESSION_LENGTH = 4096
+#: Most AST expression nodes (band names, constants, operators, calls) an expression may have.
+MAX_EXPRESSION_NODES = 256
+#: Deepest nesting of expression nodes (``a+b+c`` is 3 deep: each ``+`` nests the one before).
+MAX_EXPRESSION_DEPTH = 32
+#: Largest absolute value of a constant exponent of ``**``.
+MAX_EXPONENT = 64.0
+#: Characters of an expression (or of one of its parts) quoted in error messages.
+_QUOTED_CHARACTERS = 200
+
+
+def _quote(text: str) -> str:
+    """``repr`` of ``text``, cut to its first :data:`_QUOTED_CHARACTERS` characters."""
+    if len(text) <= _QUOTED_CHARACTERS:
+        return repr(text)
+    return repr(text[:_QUOTED_CHARACTERS]) + f"... ({len(text)} characters)"
 
 
 @dataclass(frozen=True)
@@ -80,8 +104,36 @@ class CompiledExpression:
             return np.asarray(self._evaluate(bands), dtype=np.float64)
 
 
+@dataclass(frozen=True)
+class IndexPixelCounts:
+    """Pixels with valid inputs whose index value was lost.
+
+    ``nodata_pixels``: the result was not finite (overflow, division by zero, log of a negative)
+    and became nodata. ``clipped_pixels``: the result was finite but outside the output dtype's
+    range and was clipped to it.
+    """
+
+    nodata_pixels: int = 0
+    clipped_pixels: int = 0
+
+    def __add__(self, other: IndexPixelCounts) -> IndexPixelCounts:
+        return IndexPixelCounts(self.nodata_pixels + other.nodata_pixels, self.clipped_pixels + other.clipped_pixels)
+
+
+@dataclass(frozen=True)
+class IndexWrite:
+    """A written index raster: its ``path`` and the pixels it lost (see :class:`IndexPixelCounts`)."""
+
+    path: Path
+    nodata_pixels: int
+    clipped_pixels: int
+
+
 class _Compiler:
-    """Turn a checked AST into nested closures; reject anything outside the whitelist."""
+    """Turn a checked AST into nested closures; reject anything outside the whitelist.
+
+    Parts that use no band are evaluated once, here, and replaced by their value.
+    """
 
     def __init__(self, expression: str, band_names: frozenset[str]) -> None:
         self.expression = expression
@@ -93,9 +145,31 @@ class _Compiler:
             part = ast.get_source_segment(self.expression, node) or ast.dump(node)
         except Exception:  # noqa: BLE001 - only used to word the message
             part = type(node).__name__
-        return InvalidExpression(f"expression {self.expression!r}: {why}: {part!r}")
+        return InvalidExpression(f"expression {_quote(self.expression)}: {why}: {_quote(part)}")
 
     def compile(self, node: ast.AST) -> _Evaluator:
+        """Return the evaluator of ``node``, folded into a constant when it uses no band."""
+        evaluator = self._compile(node)
+        if isinstance(node, (ast.Constant, ast.Name)) or self._uses_band(node):
+            return evaluator
+        return self._fold(node, evaluator)
+
+    def _uses_band(self, node: ast.AST) -> bool:
+        return any(isinstance(child, ast.Name) and child.id in self.band_names for child in ast.walk(node))
+
+    def _fold(self, node: ast.AST, evaluator: _Evaluator) -> _Evaluator:
+        """Evaluate a band-free part now; refuse it if it overflows or is not a finite number."""
+        try:
+            with np.errstate(all="raise"):
+                value = np.asarray(evaluator({}), dtype=np.float64)
+        except (FloatingPointError, OverflowError, ZeroDivisionError) as error:
+            raise self.reject(node, f"constant part is not a finite float64 ({error})") from error
+        if not np.all(np.isfinite(value)):
+            raise self.reject(node, "constant part is not a finite float64")
+        number = value[()] if value.ndim == 0 else value
+        return lambda bands: number
+
+    def _compile(self, node: ast.AST) -> _Evaluator:
         if isinstance(node, ast.Constant):
             return self._constant(node)
         if isinstance(node, ast.Name):
@@ -105,6 +179,8 @@ class _Compiler:
             if ufunc is None:
                 raise self.reject(node, f"operator {type(node.op).__name__} is not allowed")
             left, right = self.compile(node.left), self.compile(node.right)
+            if isinstance(node.op, ast.Pow) and self._uses_band(node.left) and not self._uses_band(node.right):
+                self._check_exponent(node, right)
             return lambda bands: ufunc(left(bands), right(bands))
         if isinstance(node, ast.UnaryOp):
             ufunc = _UNARY_OPS.get(type(node.op))
@@ -132,6 +208,11 @@ class _Compiler:
         }
         raise self.reject(node, f"{kinds.get(type(node), type(node).__name__)} is not allowed")
 
+    def _check_exponent(self, node: ast.BinOp, exponent: _Evaluator) -> None:
+        value = float(np.asarray(exponent({}), dtype=np.float64))
+        if abs(value) > MAX_EXPONENT:
+            raise self.reject(node, f"exponent {value:g} is beyond +-{MAX_EXPONENT:g}")
+
     def _constant(self, node: ast.Constant) -> _Evaluator:
         value = node.value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -141,6 +222,8 @@ class _Compiler:
             number = np.float64(float(value))
         except OverflowError:
             raise self.reject(node, "constant is too large for float64") from None
+        if not np.isfinite(number):
+            raise self.reject(node, "constant is too large for float64")
         return lambda bands: number
 
     def _band(self, node: ast.Name) -> _Evaluator:
@@ -192,38 +275,69 @@ class _Compiler:
 def compile_expression(expression: str, band_names: Iterable[str]) -> CompiledExpression:
     """Parse and check a band-index expression such as ``10000*(nir-red)/(nir+red)``.
 
-    Rule: only the whitelist described in this module's docstring is accepted; the check runs
-    on the whole tree before anything is evaluated.
+    Rule: only the whitelist described in this module's docstring is accepted, within its limits
+    (length, ASCII, node count, depth, exponents, finite constant parts); the check runs on the
+    whole tree before anything is evaluated.
 
     Returns:
         The compiled expression; ``band_names`` lists the bands it uses.
 
     Raises:
-        InvalidExpression: naming the expression and the offending part (syntax error,
-            attribute, import, subscript, lambda, call of another function, dunder or unknown
-            name, keyword or starred argument, comprehension, string), or if it uses no band.
+        InvalidExpression: naming the expression (its first 200 characters) and the offending part:
+            syntax error, non-ASCII character, too long, too many nodes or too deep, attribute,
+            import, subscript, lambda, call of another function, dunder or unknown name, keyword
+            or starred argument, comprehension, string, an exponent beyond the limit or a
+            constant part that overflows; or if it uses no band.
         TypeError: if ``band_names`` is a single string instead of an iterable of names.
     """
     if isinstance(band_names, str):
-        raise TypeError(f"band_names must be an iterable of names, not the string {band_names!r}")
-    if not isinstance(expression, str):
-        raise InvalidExpression(f"expression {expression!r}: must be a string")
-    if len(expression) > _MAX_EXPRESSION_LENGTH:
-        raise InvalidExpression(f"expression of {len(expression)} characters is longer than {_MAX_EXPRESSION_LENGTH}")
+        raise TypeError(f"band_names must be an iterable of names, not the string {_quote(band_names)}")
+    source = _checked_source(expression)
     try:
-        tree = ast.parse(expression.strip(), mode="eval")
+        tree = ast.parse(source, mode="eval")
     except SyntaxError as error:
-        raise InvalidExpression(f"expression {expression!r}: syntax error: {error.msg}") from None
-    except (RecursionError, MemoryError, ValueError) as error:
-        raise InvalidExpression(f"expression {expression!r}: cannot be parsed ({type(error).__name__})") from None
-    compiler = _Compiler(expression.strip(), frozenset(band_names))
-    try:
-        evaluator = compiler.compile(tree.body)
-    except RecursionError:
-        raise InvalidExpression(f"expression {expression!r}: nested too deeply") from None
+        raise InvalidExpression(f"expression {_quote(expression)}: syntax error: {error.msg}") from error
+    except (RecursionError, MemoryError) as error:
+        raise InvalidExpression(f"expression {_quote(expression)}: cannot be parsed (nested too deeply)") from error
+    except ValueError as error:
+        raise InvalidExpression(f"expression {_quote(expression)}: cannot be parsed ({error})") from error
+    _check_size(expression, tree.body)
+    compiler = _Compiler(source, frozenset(band_names))
+    evaluator = compiler.compile(tree.body)
     if not compiler.used:
-        raise InvalidExpression(f"expression {expression!r}: uses no band")
+        raise InvalidExpression(f"expression {_quote(expression)}: uses no band")
     return CompiledExpression(expression=expression, band_names=tuple(compiler.used), _evaluate=evaluator)
+
+
+def _checked_source(expression: object) -> str:
+    """Return the stripped source of ``expression`` if it is ASCII text of at most the maximum length."""
+    if not isinstance(expression, str):
+        raise InvalidExpression(f"expression {_quote(repr(expression))}: must be a string")
+    if len(expression) > MAX_EXPRESSION_LENGTH:
+        raise InvalidExpression(
+            f"expression {_quote(expression)}: {len(expression)} characters, at most {MAX_EXPRESSION_LENGTH} allowed"
+        )
+    for position, character in enumerate(expression):
+        if not character.isascii():
+            raise InvalidExpression(
+                f"expression {_quote(expression)}: non-ASCII character {character!r} (U+{ord(character):04X}) at"
+                f" position {position}; band names, functions and numbers are ASCII"
+            )
+    return expression.strip()
+
+
+def _check_size(expression: str, root: ast.expr) -> None:
+    """Refuse a tree of more than the maximum nodes or depth, walking it without recursion."""
+    nodes = 0
+    pending: list[tuple[ast.AST, int]] = [(root, 1)]
+    while pending:
+        node, depth = pending.pop()
+        nodes += 1
+        if nodes > MAX_EXPRESSION_NODES:
+            raise InvalidExpression(f"expression {_quote(expression)}: more than {MAX_EXPRESSION_NODES} nodes")
+        if depth > MAX_EXPRESSION_DEPTH:
+            raise InvalidExpression(f"expression {_quote(expression)}: nested more than {MAX_EXPRESSION_DEPTH} deep")
+        pending.extend((child, depth + 1) for child in ast.iter_child_nodes(node) if isinstance(child, ast.expr))
 
 
 def round_into_dtype(
@@ -310,24 +424,41 @@ def evaluate_index(
         InvalidRaster: if a used band is missing, shapes differ, a used band has no entry in a
             ``nodata`` mapping, or ``out_nodata`` does not fit ``out_dtype``.
     """
+    return _evaluate_counted(compiled, bands, nodata, out_dtype, out_nodata)[0]
+
+
+def _used_bands(
+    compiled: CompiledExpression, bands: Mapping[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], tuple[int, ...]]:
+    """The arrays of the bands ``compiled`` uses, and their common shape."""
     arrays: dict[str, np.ndarray] = {}
-    shape = None
+    shape: tuple[int, ...] = ()
     for name in compiled.band_names:
         if name not in bands:
-            raise InvalidRaster(f"index {compiled.expression!r}: band {name!r} is missing")
+            raise InvalidRaster(f"index {_quote(compiled.expression)}: band {name!r} is missing")
         array = np.asarray(bands[name])
-        if shape is None:
+        if not arrays:
             shape = array.shape
         elif array.shape != shape:
             raise InvalidRaster(
-                f"index {compiled.expression!r}: band {name!r} has shape {array.shape}, expected {shape}"
+                f"index {_quote(compiled.expression)}: band {name!r} has shape {array.shape}, expected {shape}"
             )
         arrays[name] = array
+    return arrays, shape
+
+
+def _valid_inputs(
+    compiled: CompiledExpression,
+    arrays: Mapping[str, np.ndarray],
+    shape: tuple[int, ...],
+    nodata: Mapping[str, float | None] | float | None,
+) -> np.ndarray:
+    """Where no used band holds its nodata value."""
     valid = np.ones(shape, dtype=bool)
     for name, array in arrays.items():
         if isinstance(nodata, Mapping):
             if name not in nodata:
-                raise InvalidRaster(f"index {compiled.expression!r}: no nodata entry for band {name!r}")
+                raise InvalidRaster(f"index {_quote(compiled.expression)}: no nodata entry for band {name!r}")
             band_nodata = nodata[name]
         else:
             band_nodata = nodata
@@ -337,9 +468,37 @@ def evaluate_index(
             valid &= ~np.isnan(array)
         else:
             valid &= array != band_nodata
+    return valid
+
+
+def _lost_pixels(values: np.ndarray, valid: np.ndarray, dtype: DTypeLike) -> IndexPixelCounts:
+    """Count the valid pixels whose result is not finite, and those outside ``dtype``'s range."""
+    dtype = np.dtype(dtype)
+    finite = np.isfinite(values)
+    limits = np.iinfo(dtype) if dtype.kind in "iu" else np.finfo(dtype)
+    with np.errstate(invalid="ignore"):
+        rounded = np.rint(values) if dtype.kind in "iu" else values
+        outside = finite & ((rounded < limits.min) | (rounded > limits.max))
+    return IndexPixelCounts(
+        nodata_pixels=int(np.count_nonzero(valid & ~finite)),
+        clipped_pixels=int(np.count_nonzero(valid & outside)),
+    )
+
+
+def _evaluate_counted(
+    compiled: CompiledExpression,
+    bands: Mapping[str, np.ndarray],
+    nodata: Mapping[str, float | None] | float | None,
+    out_dtype: DTypeLike,
+    out_nodata: float,
+) -> tuple[np.ndarray, IndexPixelCounts]:
+    """:func:`evaluate_index`, with the count of the pixels the result lost."""
+    arrays, shape = _used_bands(compiled, bands)
+    valid = _valid_inputs(compiled, arrays, shape, nodata)
     as_float = {name: array.astype(np.float64, copy=False) for name, array in arrays.items()}
     result = np.broadcast_to(compiled.evaluate_float(as_float), shape)
-    return round_into_dtype(result, valid, out_dtype, out_nodata, name=f"index {compiled.expression!r}")
+    out = round_into_dtype(result, valid, out_dtype, out_nodata, name=f"index {_quote(compiled.expression)}")
+    return out, _lost_pixels(result, valid, out_dtype)
 
 
 def write_index(
@@ -351,7 +510,7 @@ def write_index(
     out_dtype: DTypeLike = np.int16,
     out_nodata: float = -9999,
     block_size: int = 512,
-) -> Path:
+) -> IndexWrite:
     """Evaluate ``compiled`` window by window over single-band rasters of one grid; write a tiled GeoTIFF.
 
     ``band_paths`` maps every name the expression uses to a file (extra names are ignored);
@@ -359,7 +518,9 @@ def write_index(
     Every file must have a CRS and share the first one's grid (CRS, shape and transform).
 
     Returns:
-        The destination path (written under a temporary name, then moved into place).
+        The destination path (written under a temporary name, then moved into place) and how
+        many pixels with valid inputs became nodata (result not finite, e.g. ``exp`` of a large
+        reflectance) or were clipped into ``out_dtype``.
 
     Raises:
         InvalidRaster: naming the file, if a used band has no file, a file cannot be opened or
@@ -368,7 +529,7 @@ def write_index(
     """
     missing = [name for name in compiled.band_names if name not in band_paths]
     if missing:
-        raise InvalidRaster(f"index {compiled.expression!r}: no file for bands {missing}")
+        raise InvalidRaster(f"index {_quote(compiled.expression)}: no file for bands {missing}")
     with contextlib.ExitStack() as stack:
         sources = {
             name: stack.enter_context(open_input(band_paths[name], limits=None)) for name in compiled.band_names
@@ -376,19 +537,22 @@ def write_index(
         first = next(iter(sources.values()))
         for name, src in sources.items():
             if (src.crs, src.width, src.height, src.transform) != (first.crs, first.width, first.height, first.transform):
-                raise InvalidRaster(f"index {compiled.expression!r}: band {name} ({src.name}) is not on the grid of {first.name}")
+                raise InvalidRaster(f"index {_quote(compiled.expression)}: band {name} ({src.name}) is not on the grid of {first.name}")
         profile = {
             "driver": "GTiff", "width": first.width, "height": first.height, "count": 1,
             "dtype": np.dtype(out_dtype).name, "nodata": out_nodata, "crs": first.crs, "transform": first.transform,
             "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "deflate",
         }
+        counts = IndexPixelCounts()
         with atomic_path(destination) as tmp, rasterio.open(tmp, "w", **profile) as dst:
             for row in range(0, first.height, block_size):
                 for col in range(0, first.width, block_size):
                     window = Window(col, row, min(block_size, first.width - col), min(block_size, first.height - row))
                     arrays = {name: _read_window(band_paths[name], src, window) for name, src in sources.items()}
-                    dst.write(evaluate_index(compiled, arrays, nodata, out_dtype, out_nodata), 1, window=window)
-    return Path(destination)
+                    out, lost = _evaluate_counted(compiled, arrays, nodata, out_dtype, out_nodata)
+                    dst.write(out, 1, window=window)
+                    counts = counts + lost
+    return IndexWrite(Path(destination), counts.nodata_pixels, counts.clipped_pixels)
 
 
 def _read_window(path: str | os.PathLike[str], src: DatasetReader, window: Window) -> np.ndarray:
@@ -397,4 +561,17 @@ def _read_window(path: str | os.PathLike[str], src: DatasetReader, window: Windo
         return src.read(1, window=window)
 
 
-__all__ = ["FUNCTIONS", "CompiledExpression", "compile_expression", "evaluate_index", "round_into_dtype", "write_index"]
+__all__ = [
+    "FUNCTIONS",
+    "MAX_EXPONENT",
+    "MAX_EXPRESSION_DEPTH",
+    "MAX_EXPRESSION_LENGTH",
+    "MAX_EXPRESSION_NODES",
+    "CompiledExpression",
+    "IndexPixelCounts",
+    "IndexWrite",
+    "compile_expression",
+    "evaluate_index",
+    "round_into_dtype",
+    "write_index",
+]

@@ -14,7 +14,7 @@ from cube_assets.raster.cog import COG_CONTENT_TYPE, cog_from_file
 from cube_assets.raster.composite import blend_band, blend_quality
 from cube_assets.raster.indexes import compile_expression, write_index
 from cube_assets.raster.quicklook import quicklook_from_files
-from cube_assets.steps.indexes import index_inputs
+from cube_assets.steps.indexes import index_inputs, index_pixel_counts
 from cube_assets.storage.layout import composite_item, composite_key
 from cube_assets.storage.raster_store import RasterStore
 from cube_assets.temporal import Period
@@ -37,7 +37,9 @@ def blend_period(
     A period without merges produces no composite (an empty ``composites`` mapping).
 
     Returns:
-        ``{"period", "composites": {function: {"item", "bands", "quicklook", ...}}, "observations"}``.
+        ``{"period", "composites": {function: {"item", "bands", "quicklook", ...}}, "observations"}``;
+        each composite's ``index_pixels`` gives, per index, the pixels with valid inputs it turned
+        into nodata or clipped (:func:`~cube_assets.steps.indexes.index_pixel_counts`).
 
     Raises:
         InvalidRaster: when a merge file is unreadable or on another grid.
@@ -73,14 +75,14 @@ def blend_period(
             if function == "LCF":
                 files[cube.quality.band] = quality_outs["quality"]
                 files["PROVENANCE"] = quality_outs["provenance"]
+            index_pixels = {}
             for name, expression in cube.indexes.items():
                 compiled = compile_expression(expression, index_inputs(cube, local[function]).keys())
-                files[name] = _to_cog_now(
-                    write_index(compiled, index_inputs(cube, local[function]), staging / f"{function}_{name}_raw.tif", nodata=cube.nodata),
-                    staging / f"{function}_{name}.tif",
-                )
+                written = write_index(compiled, index_inputs(cube, local[function]), staging / f"{function}_{name}_raw.tif", nodata=cube.nodata)
+                files[name] = _to_cog_now(written.path, staging / f"{function}_{name}.tif")
+                index_pixels[name] = index_pixel_counts(written)
             quicklook = _quicklook(cube, local[function], staging / f"{function}_quicklook.png")
-            composites[function] = _publish(cube, tile, period, function, files, quicklook, store)
+            composites[function] = {**_publish(cube, tile, period, function, files, quicklook, store), "index_pixels": index_pixels}
     return {"period": period.key, "tile": tile.name, "composites": composites, "observations": len(merges),
             "dates": [d.isoformat() for d in days]}
 

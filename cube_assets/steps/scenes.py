@@ -27,7 +27,7 @@ from cube_assets.cube_config import CubeConfig
 from cube_assets.errors import InvalidScene
 from cube_assets.raster.cog import COG_CONTENT_TYPE, cog_from_file
 from cube_assets.raster.footprint import valid_data_footprint
-from cube_assets.raster.indexes import compile_expression, write_index
+from cube_assets.raster.indexes import CompiledExpression, IndexWrite, compile_expression, write_index
 from cube_assets.raster.inputs import open_input, reading_from
 from cube_assets.raster.product_limits import LANDSAT_C2, SENTINEL2, ProductLimits, limits_for_collection
 from cube_assets.raster.quicklook import quicklook_from_files, write_quicklook
@@ -45,7 +45,7 @@ from cube_assets.sources.stac_item import (
     landsat_radiometry,
     sentinel2_radiometry,
 )
-from cube_assets.steps.indexes import index_inputs
+from cube_assets.steps.indexes import index_inputs, index_pixel_counts
 from cube_assets.storage.layout import scene_cog_key, scene_reflectance_key
 from cube_assets.storage.raster_store import RasterStore
 
@@ -321,7 +321,10 @@ def publish_scene(cube: CubeConfig, scene: Mapping[str, Any], store: RasterStore
 
     Returns:
         The scene entry with ``bands``, ``quality``, ``indexes``, ``quicklook`` and
-        ``footprint_file`` URIs, and the ``footprint`` geometry and its ``footprint_source``.
+        ``footprint_file`` URIs, the ``footprint`` geometry and its ``footprint_source``, and
+        ``index_pixels``: per index, the pixels with valid inputs it turned into nodata or clipped
+        (:func:`~cube_assets.steps.indexes.index_pixel_counts`; None for an index COG an earlier
+        run had already published).
 
     Raises:
         InvalidRaster: when a reflectance file or preview is unreadable, a COG fails
@@ -339,13 +342,16 @@ def publish_scene(cube: CubeConfig, scene: Mapping[str, Any], store: RasterStore
         lambda out: cog_from_file(store.gdal_path(scene["quality"]), out, overview_resampling="nearest"),
     )
     indexes = {}
+    index_pixels: dict[str, dict[str, int] | None] = {}
     inputs = index_inputs(cube, sr_paths)
     for name, expression in cube.indexes.items():
         compiled = compile_expression(expression, inputs.keys())
+        written: list[IndexWrite] = []
         indexes[name] = _produce(
             store, scene_cog_key(cube.name, scene_id, name),
-            lambda out, compiled=compiled: _index_cog(compiled, inputs, out, cube.nodata),
+            lambda out, compiled=compiled, written=written: _index_cog(compiled, inputs, out, cube.nodata, written),
         )
+        index_pixels[name] = index_pixel_counts(written[0]) if written else None
     rgb = [cube.band_by_common_name(c) for c in ("red", "green", "blue")]
     quicklook = quicklook_key = None
     pvi = scene.get("pvi")
@@ -372,6 +378,7 @@ def publish_scene(cube: CubeConfig, scene: Mapping[str, Any], store: RasterStore
         "bands": bands,
         "quality": quality,
         "indexes": indexes,
+        "index_pixels": index_pixels,
         "quicklook": quicklook,
         "quicklook_key": quicklook_key,
         "footprint": json.loads(json.dumps(geometry)),
@@ -390,9 +397,11 @@ def _pvi_quicklook(pvi: Path, out: Path) -> Path:
     return write_quicklook(red, green, blue, out, nodata=0, value_range=(0.0, 255.0))
 
 
-def _index_cog(compiled, inputs: Mapping[str, str], out: Path, nodata: float) -> Path:
+def _index_cog(
+    compiled: CompiledExpression, inputs: Mapping[str, str], out: Path, nodata: float, written: list[IndexWrite]
+) -> Path:
     raw = out.with_name(out.stem + ".raw.tif")
-    write_index(compiled, inputs, raw, nodata=nodata)
+    written.append(write_index(compiled, inputs, raw, nodata=nodata))
     try:
         return cog_from_file(raw, out, overview_resampling="average")
     finally:
