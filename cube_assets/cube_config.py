@@ -1,6 +1,6 @@
 """Cube declarations: one YAML file lists the cubes and the providers that feed them.
 
-See ``cube_assets/cubes/demo.yaml`` for a complete example and README.md for every field.
+See ``cube_assets/cubes/demo.yaml`` for a complete example and docs/configuration.md for every field.
 """
 
 from __future__ import annotations
