@@ -1,13 +1,15 @@
 # The two set-up commands of the README: `make demo` and `make test`. Both create .venv first.
+# `make docs` builds the documentation site (docs/, mkdocs.yml) into DOCS_SITE, failing on any warning.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 DATA_ROOT ?= $(CURDIR)/cube-data
+DOCS_SITE ?= site
 export DAGSTER_HOME
 
-.PHONY: install demo test dev validate clean instance backfill system-packages
+.PHONY: install demo test dev validate docs clean instance backfill system-packages
 
 install: $(STAMP)
 
@@ -50,6 +52,10 @@ test: $(STAMP) system-packages
 validate: $(STAMP) instance
 	$(BIN)/dagster definitions validate -w workspace.yaml
 
+# NO_MKDOCS_2_WARNING: silences the banner mkdocs-material prints about MkDocs 2 on every build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(DOCS_SITE)
+
 dev: $(STAMP) instance
 	CUBE_ASSETS_DATA_ROOT=$(DATA_ROOT) $(BIN)/dagster dev -w workspace.yaml
 
@@ -61,4 +67,4 @@ backfill: $(STAMP) instance
 	CUBE_ASSETS_DATA_ROOT=$(DATA_ROOT) $(BIN)/cube-assets backfill --cube $(CUBE) --from $(FROM) --to $(TO)
 
 clean:
-	rm -rf $(VENV) .dagster_home cube-data .pytest_cache
+	rm -rf $(VENV) .dagster_home cube-data .pytest_cache site

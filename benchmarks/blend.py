@@ -19,10 +19,10 @@ them). Then, per case, it runs from reading the merges to a written COG:
 
 for this project and for the references of ``reference_blend.py`` (same rules, numpy.ma, one
 block window at a time): ``reference`` is the cube builder's blend loop ported statement by
-statement (the issue's reference), ``lean`` the same rules in lean numpy.ma. Every side writes
+statement (the reference implementation), ``lean`` the same rules in lean numpy.ma. Every side writes
 an uncompressed staging GeoTIFF and hands it to the same COG conversion (``cog_from_file`` with
 GDAL's COG driver, as ``steps/blend.py`` does). ``seconds`` and ``reference_s`` run from reading
-the merges to the written, validated COGs, as the issue times them; ``compositing_s`` and
+the merges to the written, validated COGs, the whole of what a blend step does; ``compositing_s`` and
 ``compositing_ratio`` leave the (identical) COG conversion out. The outputs of every side are
 compared pixel for pixel (an ``AssertionError`` stops the run if any differs).
 

@@ -3,7 +3,7 @@
 Two styles, both giving exactly the pixels of ``cube_assets.raster.composite`` (the benchmark
 asserts it) and both writing their outputs window by window:
 
-``cube_builder`` -- the issue's reference: the per-window loop of the BDC cube builder's
+``cube_builder`` -- the reference this project is measured against: the per-window loop of the BDC cube builder's
     ``blend`` (``cube_builder/utils/processing.py``), ported statement by statement. One
     composite function per run; per window the ranked merges are read one after the other,
     the quality read as a masked array and masked with ``numpy.isin`` (not clear, band nodata,

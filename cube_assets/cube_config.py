@@ -1,6 +1,6 @@
 """Cube declarations: one YAML file lists the cubes and the providers that feed them.
 
-See ``cube_assets/cubes/demo.yaml`` for a complete example and README.md for every field.
+See ``cube_assets/cubes/demo.yaml`` for a complete example and docs/configuration.md for every field.
 
 The whole file is checked when it is loaded (``load_project_config``, which ``Definitions``
 use), so nothing it declares fails later in a run: names that become keys or paths follow

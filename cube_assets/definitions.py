@@ -160,7 +160,7 @@ def build_definitions(
         if catalog_url and "CUBE_ASSETS_CATALOG_URL" in missing:
             missing.remove("CUBE_ASSETS_CATALOG_URL")
         if missing:
-            raise InvalidCubeConfig(f"CUBE_ENV=prod: set {', '.join(missing)} (see README, Production storage)")
+            raise InvalidCubeConfig(f"CUBE_ENV=prod: set {', '.join(missing)} (see docs/operations.md, Production storage)")
         store = prod_store(data_root)
     else:
         store = RasterStoreResource(root=str(data_root))

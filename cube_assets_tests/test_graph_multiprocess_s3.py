@@ -14,8 +14,8 @@ that read anything from another step's disk would fail; the test checks from the
 log that the deletions did happen before each step. Dagster's compute logs are switched off, so
 the instance's folder is not written by the steps either.
 
-**Executor.** Dagster's multiprocess executor. The issue suggested dagster-dask's executor on a
-local Dask cluster, but dagster-dask 0.29.27 cannot run this job with Dagster 1.13: it passes the
+**Executor.** Dagster's multiprocess executor. dagster-dask's executor on a local Dask cluster
+would be the other candidate, but dagster-dask 0.29.27 cannot run this job with Dagster 1.13: it passes the
 ``DagsterRun`` to ``Client.submit``, distributed walks every tuple argument looking for futures,
 and the run (a ``NamedTuple``) holds a ``RunOpConcurrency`` ``@record`` whenever a step declares a
 concurrency pool (``raw_scene`` runs in the ``downloads`` pool), whose iteration Dagster forbids:

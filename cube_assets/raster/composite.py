@@ -1,7 +1,7 @@
 """Blend the merged observations of one tile and period into composites (LCF, MED, AVG).
 
 Pure array functions work on a stack of T observations of one band, shape ``(T, H, W)``, and
-their ``QualityClass`` codes of the same shape; each implements one rule of issue 3 ("Blend"):
+their ``QualityClass`` codes of the same shape; each implements one compositing rule:
 
 * ``rank_observations``: merges ranked by efficacy descending, ties to the newer date.
 * ``lcf`` (best pixel): first clear observation in rank order, else first non-nodata one
@@ -680,7 +680,7 @@ def blend_band(
 ) -> dict[str, Path]:
     """Composite one band of a tile and period with each of ``functions`` ("LCF", "MED", "AVG").
 
-    Rules (issue 3, "Blend"): observations are ranked with ``rank_observations`` (efficacy
+    Rules: observations are ranked with ``rank_observations`` (efficacy
     descending, ties to the newer date); the quality is classified with ``quality_rules``
     (rules object or config mapping); a pixel whose band value is ``band_nodata`` is NODATA for
     that observation (spectral nodata propagation); then LCF = ``lcf``, MED = ``median_clear``,
@@ -778,7 +778,7 @@ def blend_quality(
 ) -> dict[str, Path]:
     """Composite the quality band and write PROVENANCE, CLEAROB and TOTALOB for a tile and period.
 
-    Rules (issue 3, "Blend"): observations are ranked with ``rank_observations``; the raw
+    Rules: observations are ranked with ``rank_observations``; the raw
     quality values follow the LCF rule applied to the quality band's own classes ("quality
     composited by the same rule": ``composite_quality``, nodata = ``quality_rules.quality_nodata``);
     PROVENANCE holds the chosen observation's day of year (int16, nodata -1); CLEAROB and

@@ -408,7 +408,7 @@ def radsat_saturated(qa_radsat: np.ndarray) -> np.ndarray:
 
 
 LANDSAT_C2_REFLECTANCE_RANGE = (0.0, 10000.0)
-"""Valid range of Landsat C2 surface reflectance x 10000 after rescaling (issue 3: "to 0-10000 clipped")."""
+"""Valid range of Landsat C2 surface reflectance x 10000 after rescaling; values outside it are clipped to it."""
 
 
 def rescale_landsat_c2(
@@ -422,7 +422,7 @@ def rescale_landsat_c2(
 ) -> np.ndarray:
     """Convert Landsat C2 L2 surface-reflectance DNs to reflectance x 10000, clipped to 0..10000.
 
-    Rule (issue 3, "Landsat C2 L2 rescale (2.75e-5, -0.2) to 0-10000 clipped"):
+    Rule (the Collection 2 Level-2 scale 2.75e-5 and offset -0.2, then clipped to 0-10000):
     ``round((dn * scale + offset) * 10000)`` (``np.rint``, ties to even), clipped to
     ``valid_range`` (default 0..10000; ``None``: no range, only the dtype's) and then to the
     output dtype's range instead of wrapping. Input ``nodata_in`` pixels (and non-finite ones)

@@ -305,7 +305,7 @@ class SceneMosaic:
     def read(self, window: Window) -> dict[str, np.ndarray]:
         """Merge ``window`` of the grid: every band of each pixel from the first scene with a valid quality.
 
-        Rule (issue 3, "Merge"): scenes are in priority order; at each pixel the winner is the
+        Rule: scenes are in priority order; at each pixel the winner is the
         first scene whose warped quality band is not nodata there, and every band of that
         pixel is taken from it, so bands stay consistent (a winner's spectral band may still
         be nodata there, e.g. where bilinear found no valid neighbour). Pixels no scene's
@@ -462,7 +462,7 @@ def open_scene_mosaic(
 
 @dataclass(frozen=True)
 class MergeStatistics:
-    """Pixel counts of a merge's classified quality band, and the issue's statistics from them."""
+    """Pixel counts of a merge's classified quality band, and the efficacy and cloud ratio derived from them."""
 
     total_pixels: int
     """Every pixel of the tile."""
@@ -520,7 +520,7 @@ def merge_scenes_to_files(
 ) -> MergeStatistics:
     """Merge the scenes of one date onto a tile grid window by window, writing one file per band.
 
-    Rules (issue 3, "Merge"): each window is merged by ``SceneMosaic.read`` (first scene
+    Rules: each window is merged by ``SceneMosaic.read`` (first scene
     with a valid quality wins every band of a pixel; DATASOURCE says which); a pixel that is
     nodata in any spectral band becomes nodata in the quality band
     (``propagate_spectral_nodata``); the quality is classified with ``quality_rules`` and
