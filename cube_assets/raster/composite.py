@@ -26,20 +26,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import os
 import threading
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
-from cube_assets.atomic import atomic_path
 from cube_assets.errors import InvalidCubeConfig, InvalidRaster
 from cube_assets.raster.masks import (
     QualityClass,
@@ -48,15 +46,23 @@ from cube_assets.raster.masks import (
     propagate_spectral_nodata,
     rules_from_config,
 )
+from cube_assets.raster.windowed_io import (
+    Finalize,
+    PathLike,
+    block_windows,
+    check_nodata_fits,
+    open_aligned,
+    open_writers,
+    output_profile,
+    staged_outputs,
+    write_window,
+)
 
-PathLike = str | os.PathLike[str]
-Finalize = Callable[[Path, Path], None]
 
 FUNCTIONS = ("LCF", "MED", "AVG")
 """Compositing functions ``blend_band`` knows."""
 
 PROVENANCE_NODATA = -1
-OUTPUT_BLOCK_SIZE = 512
 MAX_COUNT = np.iinfo(np.uint8).max
 
 ENGINES = ("auto", "numba", "numpy")
@@ -109,13 +115,6 @@ def _check_stack(values: np.ndarray, classes: np.ndarray, what: str) -> None:
         raise InvalidRaster(f"{what}: no observations")
 
 
-def _check_nodata(nodata: float, dtype: np.dtype, what: str) -> None:
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        if not np.isfinite(nodata) or float(nodata) != int(nodata) or not info.min <= nodata <= info.max:
-            raise InvalidRaster(f"{what}: nodata {nodata!r} cannot be stored in {dtype}")
-
-
 def _check_order(order: Sequence[int], count: int) -> np.ndarray:
     order_array = np.asarray(order, dtype=np.intp)
     if order_array.shape != (count,) or not np.array_equal(np.sort(order_array), np.arange(count)):
@@ -145,7 +144,7 @@ def lcf(
     """
     values, classes = np.asarray(values), np.asarray(classes)
     _check_stack(values, classes, "lcf")
-    _check_nodata(nodata, values.dtype, "lcf")
+    check_nodata_fits(nodata, values.dtype, "lcf")
     order_array = _check_order(order, values.shape[0])
     ranked = classes[order_array]
     clear = ranked == QualityClass.CLEAR
@@ -199,7 +198,7 @@ def composite_quality(quality_values: np.ndarray, chosen_index: np.ndarray, qual
         )
     if chosen_index.size and chosen_index.max() >= quality_values.shape[0]:
         raise InvalidRaster(f"composite_quality: chosen index {chosen_index.max()} exceeds the stack")
-    _check_nodata(quality_nodata, quality_values.dtype, "composite_quality")
+    check_nodata_fits(quality_nodata, quality_values.dtype, "composite_quality")
     out = np.take_along_axis(quality_values, np.maximum(chosen_index, 0)[np.newaxis], axis=0)[0]
     out[chosen_index < 0] = quality_nodata
     return out
@@ -230,7 +229,7 @@ def median_clear(values: np.ndarray, classes: np.ndarray, nodata: float) -> np.n
     """
     values, classes = np.asarray(values), np.asarray(classes)
     _check_stack(values, classes, "median_clear")
-    _check_nodata(nodata, values.dtype, "median_clear")
+    check_nodata_fits(nodata, values.dtype, "median_clear")
     clear = classes == QualityClass.CLEAR
     count = clear.sum(axis=0)
     # Non-clear observations become a sentinel that sorts after every clear value (dtype max
@@ -264,7 +263,7 @@ def mean_clear(values: np.ndarray, classes: np.ndarray, nodata: float) -> np.nda
     """
     values, classes = np.asarray(values), np.asarray(classes)
     _check_stack(values, classes, "mean_clear")
-    _check_nodata(nodata, values.dtype, "mean_clear")
+    check_nodata_fits(nodata, values.dtype, "mean_clear")
     clear = classes == QualityClass.CLEAR
     count = clear.sum(axis=0)
     divisor = np.maximum(count, 1)
@@ -305,100 +304,17 @@ def total_observation_count(classes: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- windowed drivers
 
 
-def block_windows(width: int, height: int, block_size: int) -> Iterator[Window]:
-    """Yield row-major windows of at most ``block_size`` x ``block_size`` covering the raster.
-
-    Raises:
-        ValueError: if ``block_size`` is not positive.
-    """
-    if block_size <= 0:
-        raise ValueError(f"block_size must be positive, got {block_size}")
-    for row in range(0, height, block_size):
-        for col in range(0, width, block_size):
-            yield Window(col, row, min(block_size, width - col), min(block_size, height - row))
-
-
-def _open_aligned(stack: contextlib.ExitStack, paths: Sequence[PathLike], reference: Any | None) -> list[Any]:
-    """Open every path; all must share one dtype and the reference grid (shape, CRS, transform)."""
-    datasets = []
-    for path in paths:
-        try:
-            dataset = stack.enter_context(rasterio.open(path))
-        except RasterioIOError as error:
-            raise InvalidRaster(f"{path}: cannot be opened ({error})") from None
-        reference = reference if reference is not None else dataset
-        if (dataset.width, dataset.height) != (reference.width, reference.height):
-            raise InvalidRaster(
-                f"{path}: shape {dataset.height}x{dataset.width} differs from "
-                f"{reference.name} {reference.height}x{reference.width}"
-            )
-        if dataset.crs != reference.crs:
-            raise InvalidRaster(f"{path}: CRS {dataset.crs} differs from {reference.name} {reference.crs}")
-        if not dataset.transform.almost_equals(reference.transform, precision=1e-9):
-            raise InvalidRaster(f"{path}: transform {tuple(dataset.transform)[:6]} differs from {reference.name}")
-        if datasets and dataset.dtypes[0] != datasets[0].dtypes[0]:
-            raise InvalidRaster(
-                f"{path}: dtype {dataset.dtypes[0]} differs from {datasets[0].name} {datasets[0].dtypes[0]}"
-            )
-        datasets.append(dataset)
-    return datasets
-
-
 def _output_profile(reference: Any, dtype: Any, nodata: float | None, compress: bool) -> dict[str, Any]:
     """A tiled single-band GeoTIFF profile on ``reference``'s grid; DEFLATE unless it is only staging."""
-    profile = dict(reference.profile)
-    for key in ("photometric", "interleave", "compress", "predictor", "blockxsize", "blockysize"):
-        profile.pop(key, None)
-    profile.update(
-        driver="GTiff",
-        count=1,
-        dtype=np.dtype(dtype).name,
-        nodata=nodata,
-        tiled=True,
-        blockxsize=OUTPUT_BLOCK_SIZE,
-        blockysize=OUTPUT_BLOCK_SIZE,
+    return output_profile(
+        dtype, nodata, crs=reference.crs, transform=reference.transform, shape=(reference.height, reference.width),
+        compress=compress, predictor=False,
     )
-    if compress:
-        profile["compress"] = "deflate"
-    return profile
 
 
-@contextlib.contextmanager
-def _staged_geotiffs(destinations: Mapping[str, PathLike], finalize: Finalize | None) -> Iterator[dict[str, Path]]:
-    """Yield a temporary GeoTIFF path per output name; on success put each at its destination.
-
-    Without ``finalize`` each temporary file comes from ``atomic_path`` and is renamed onto its
-    destination. With ``finalize``, ``finalize(tmp_tiff, destination)`` is called instead of the
-    rename (it must write ``destination``, atomically if that matters), for all outputs at once
-    in threads (a COG conversion is mostly GDAL work outside the GIL, so several outputs use
-    several cores), and the temporary files are removed afterwards. On error, in the block or
-    in any ``finalize``, no temporary file is left behind (destinations already finalized stay).
-    """
-    if finalize is None:
-        with contextlib.ExitStack() as stack:
-            yield {name: stack.enter_context(atomic_path(Path(path))) for name, path in destinations.items()}
-        return
-    staged: dict[str, Path] = {}
-    for name, path in destinations.items():
-        destination = Path(path)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        staged[name] = destination.with_name(f".{destination.stem}.{uuid.uuid4().hex[:12]}.tmp.tif")
-    try:
-        yield staged
-        jobs = [(staged[name], Path(destinations[name])) for name in destinations]
-        if len(jobs) == 1:
-            finalize(*jobs[0])
-        else:
-            with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1), thread_name_prefix="blend-cog") as pool:
-                futures = [pool.submit(finalize, tmp, destination) for tmp, destination in jobs]
-                wait(futures)
-                for future in futures:
-                    future.result()
-    finally:
-        for tmp in staged.values():
-            for leftover in tmp.parent.glob(tmp.name + "*"):
-                with contextlib.suppress(FileNotFoundError):
-                    leftover.unlink()
+def _staged_outputs(destinations: Mapping[str, PathLike], finalize: Finalize | None) -> Any:
+    """``staged_outputs`` of the composites: several outputs are finalized at once, in threads."""
+    return staged_outputs(destinations, finalize, finalize_threads=os.cpu_count() or 1, thread_name_prefix="blend-cog")
 
 
 def _check_observations(
@@ -723,10 +639,10 @@ def blend_band(
     rules = _as_rules(quality_rules)
     order = rank_observations(efficacies, dates)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), contextlib.ExitStack() as inputs:
-        merges = _open_aligned(inputs, merge_paths, None)
-        qualities = _open_aligned(inputs, quality_paths, merges[0])
+        merges = open_aligned(inputs, merge_paths, None)
+        qualities = open_aligned(inputs, quality_paths, merges[0])
         dtype = np.dtype(merges[0].dtypes[0])
-        _check_nodata(band_nodata, dtype, f"{merge_paths[0]}")
+        check_nodata_fits(band_nodata, dtype, f"{merge_paths[0]}")
         band_nodata = dtype.type(band_nodata).item()  # the nodata as the band stores it, for both engines
         chosen_engine = _resolve_engine(engine, dtype)
         profile = _output_profile(merges[0], dtype, band_nodata, compress=finalize is None)
@@ -750,15 +666,10 @@ def blend_band(
             band_worker(_Reopened(inputs, merges), _Reopened(inputs, qualities))
             for _ in range(min(_window_workers(io_threads), len(windows)) - 1)
         ]
-        staged = inputs.enter_context(_staged_geotiffs({name: out_paths[name] for name in functions}, finalize))
+        staged = inputs.enter_context(_staged_outputs({name: out_paths[name] for name in functions}, finalize))
         with contextlib.ExitStack() as outputs:
-            writers = {name: outputs.enter_context(rasterio.open(tmp, "w", **profile)) for name, tmp in staged.items()}
-
-            def write(window: Window, results: Mapping[str, np.ndarray]) -> None:
-                for name, writer in writers.items():
-                    writer.write(results[name], 1, window=window)
-
-            _run_windows(windows, workers, write)
+            writers = open_writers(outputs, staged, {name: profile for name in staged})
+            _run_windows(windows, workers, functools.partial(write_window, writers))
     return {name: Path(out_paths[name]) for name in functions}
 
 
@@ -814,9 +725,9 @@ def blend_quality(
         "totalob": Path(out_totalob_path),
     }
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), contextlib.ExitStack() as inputs:
-        qualities = _open_aligned(inputs, quality_paths, None)
+        qualities = open_aligned(inputs, quality_paths, None)
         quality_dtype = np.dtype(qualities[0].dtypes[0])
-        _check_nodata(rules.quality_nodata, quality_dtype, f"{quality_paths[0]}")
+        check_nodata_fits(rules.quality_nodata, quality_dtype, f"{quality_paths[0]}")
         chosen_engine = _resolve_engine(engine, None)
         if chosen_engine == "numba" and not (quality_dtype.kind in "iu" and quality_dtype.itemsize <= 2):
             if engine == "numba":
@@ -833,11 +744,9 @@ def blend_quality(
         handles = [qualities] + [
             _Reopened(inputs, qualities) for _ in range(min(_window_workers(io_threads), len(windows)) - 1)
         ]
-        staged = inputs.enter_context(_staged_geotiffs(outputs_paths, finalize))
+        staged = inputs.enter_context(_staged_outputs(outputs_paths, finalize))
         with contextlib.ExitStack() as outputs:
-            writers = {
-                name: outputs.enter_context(rasterio.open(tmp, "w", **profiles[name])) for name, tmp in staged.items()
-            }
+            writers = open_writers(outputs, staged, profiles)
             if chosen_engine == "numba":
                 from cube_assets.raster import composite_kernels as kernels
 
@@ -877,11 +786,8 @@ def blend_quality(
                 reader = _StackReader(datasets, quality_dtype)
                 return lambda window: composite(reader.read(window, reader.empty(window)))
 
-            def write(window: Window, results: Mapping[str, np.ndarray]) -> None:
-                for name, array in results.items():
-                    writers[name].write(array, 1, window=window)
-
-            _run_windows(windows, [quality_worker(datasets) for datasets in handles], write)
+            workers = [quality_worker(datasets) for datasets in handles]
+            _run_windows(windows, workers, functools.partial(write_window, writers))
     return outputs_paths
 
 
@@ -893,7 +799,6 @@ __all__ = [
     "PROVENANCE_NODATA",
     "blend_band",
     "blend_quality",
-    "block_windows",
     "clear_observation_count",
     "composite_quality",
     "lcf",
