@@ -1,25 +1,16 @@
-"""Blend the merged observations of one tile and period into composites (LCF, MED, AVG).
+"""The window engine of the composites: blend a tile and period's merges window by window.
 
-Pure array functions work on a stack of T observations of one band, shape ``(T, H, W)``, and
-their ``QualityClass`` codes of the same shape; each implements one rule of issue 3 ("Blend"):
+``blend_band`` composites one band with the rules it names ("LCF", "MED", "AVG"), taken by name
+from ``composite_rules.COMPOSITE_FUNCTIONS``; ``blend_quality`` writes the quality outputs
+(quality, PROVENANCE, CLEAROB, TOTALOB). Both go through the same phases: check the inputs,
+open the aligned stack of merges (``windowed_io.open_aligned``), choose the rules and the engine,
+run the windows in parallel workers (``_run_windows``) and finalize the staged outputs
+(``windowed_io.staged_outputs``). Peak memory depends on ``block_size`` and T, not on the tile
+size; the outputs are GeoTIFFs, or are handed to a ``finalize`` such as a COG conversion.
 
-* ``rank_observations``: merges ranked by efficacy descending, ties to the newer date.
-* ``lcf`` (best pixel): first clear observation in rank order, else first non-nodata one
-  (even cloudy or saturated), else nodata; ``provenance`` (day of year, int16, nodata -1) and
-  ``composite_quality`` follow the same chosen observation.
-* ``median_clear`` / ``mean_clear``: median / mean of the clear observations, integer results
-  truncated toward zero (an even count's median is the mean of the two middle values),
-  nodata where none is clear.
-* ``clear_observation_count`` / ``total_observation_count``: CLEAROB / TOTALOB (uint8).
-
-All are vectorised numpy, keep the input dtype (uint16 40000 stays 40000) and never wrap (sums
-are taken in 64 bits). They are the reference ("pure numpy") path.
-
-``blend_band`` and ``blend_quality`` run the rules window by window over GeoTIFFs, so peak
-memory depends on ``block_size`` and T, not on the tile size, and write GeoTIFFs (or hand them
-to a ``finalize`` such as a COG conversion). By default they use the compiled kernels of
-``composite_kernels`` (numba), which give the same pixels as the numpy functions, decode the
-input files in parallel threads and skip reading band files no rule needs in a window.
+By default the workers run the compiled kernels of ``composite_kernels`` (numba), which give the
+same pixels as the numpy rules, decode the input files in parallel threads and skip reading
+band files no rule needs in a window.
 """
 
 from __future__ import annotations
@@ -31,6 +22,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +30,17 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from cube_assets.errors import InvalidCubeConfig, InvalidRaster
+from cube_assets.errors import InvalidCubeConfig
+from cube_assets.raster.composite_rules import (
+    COMPOSITE_FUNCTIONS,
+    FUNCTIONS,
+    PROVENANCE_NODATA,
+    CompositeRule,
+    KernelWindow,
+    composite_quality_kernel,
+    composite_quality_window,
+    rank_observations,
+)
 from cube_assets.raster.masks import (
     QualityClass,
     QualityRules,
@@ -59,12 +61,6 @@ from cube_assets.raster.windowed_io import (
 )
 
 
-FUNCTIONS = ("LCF", "MED", "AVG")
-"""Compositing functions ``blend_band`` knows."""
-
-PROVENANCE_NODATA = -1
-MAX_COUNT = np.iinfo(np.uint8).max
-
 ENGINES = ("auto", "numba", "numpy")
 """``engine`` choices of ``blend_band`` / ``blend_quality``."""
 
@@ -77,228 +73,6 @@ GDAL_CACHE_BYTES = 64 * 1024 * 1024
 suffices, and GDAL's default (5 % of RAM) would otherwise fill with decoded blocks of a large
 tile. Given in bytes: rasterio applies it with ``GDALSetCacheMax64`` (bytes) once GDAL's cache
 exists, while GDAL itself would read a small number such as 64 as megabytes."""
-
-
-# --------------------------------------------------------------------------- ranking
-
-
-def rank_observations(efficacies: Sequence[float], dates: Sequence[datetime.date]) -> list[int]:
-    """Order a period's observations for best-pixel compositing.
-
-    Rule: highest efficacy first; equal efficacies go to the newer date; equal efficacy and
-    date keep their input order.
-
-    Returns:
-        Observation indices, best first.
-
-    Raises:
-        ValueError: if the sequences differ in length or an efficacy is not a finite number.
-    """
-    if len(efficacies) != len(dates):
-        raise ValueError(f"rank_observations: {len(efficacies)} efficacies for {len(dates)} dates")
-    for position, value in enumerate(efficacies):
-        if not np.isfinite(value):
-            raise ValueError(f"rank_observations: efficacy {value!r} of observation {position} ({dates[position]})")
-    order = sorted(range(len(dates)), key=lambda i: dates[i], reverse=True)  # stable: ties keep input order
-    return sorted(order, key=lambda i: -float(efficacies[i]))
-
-
-# --------------------------------------------------------------------------- checks
-
-
-def _check_stack(values: np.ndarray, classes: np.ndarray, what: str) -> None:
-    if values.ndim != 3:
-        raise InvalidRaster(f"{what}: values must have shape (T, H, W), got {values.shape}")
-    if classes.shape != values.shape:
-        raise InvalidRaster(f"{what}: quality classes have shape {classes.shape}, values {values.shape}")
-    if values.shape[0] == 0:
-        raise InvalidRaster(f"{what}: no observations")
-
-
-def _check_order(order: Sequence[int], count: int) -> np.ndarray:
-    order_array = np.asarray(order, dtype=np.intp)
-    if order_array.shape != (count,) or not np.array_equal(np.sort(order_array), np.arange(count)):
-        raise ValueError(f"observation order {list(order)} is not a permutation of 0..{count - 1}")
-    return order_array
-
-
-# --------------------------------------------------------------------------- pure array functions
-
-
-def lcf(
-    values: np.ndarray, classes: np.ndarray, order: Sequence[int], nodata: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Best-pixel (LCF) composite.
-
-    Rule: each pixel takes its value from the first CLEAR observation in ``order``; where none
-    is clear, from the first whose class is not NODATA (cloudy or saturated); otherwise
-    ``nodata``.
-
-    Returns:
-        ``(composite, chosen_index)``: the composite in ``values.dtype`` and, per pixel, the
-        chosen observation's index into the stack (``int32``, -1 where none).
-
-    Raises:
-        InvalidRaster: on shapes other than matching ``(T, H, W)`` or a nodata the dtype cannot hold.
-        ValueError: if ``order`` is not a permutation of the observations.
-    """
-    values, classes = np.asarray(values), np.asarray(classes)
-    _check_stack(values, classes, "lcf")
-    check_nodata_fits(nodata, values.dtype, "lcf")
-    order_array = _check_order(order, values.shape[0])
-    ranked = classes[order_array]
-    clear = ranked == QualityClass.CLEAR
-    present = ranked != QualityClass.NODATA
-    rank = np.where(clear.any(axis=0), clear.argmax(axis=0), present.argmax(axis=0))
-    chosen = np.where(present.any(axis=0), order_array[rank], -1).astype(np.int32)
-    composite = np.take_along_axis(values, np.maximum(chosen, 0)[np.newaxis], axis=0)[0]
-    composite[chosen < 0] = nodata
-    return composite, chosen
-
-
-def provenance(chosen_index: np.ndarray, day_of_year: Sequence[int]) -> np.ndarray:
-    """PROVENANCE band: the day of year of the observation each LCF pixel came from.
-
-    Returns:
-        An ``int16`` array, -1 where ``chosen_index`` is -1.
-
-    Raises:
-        InvalidRaster: if an index does not name one of the ``day_of_year`` entries.
-        ValueError: if a day of year is outside 1..366.
-    """
-    chosen_index = np.asarray(chosen_index)
-    days = np.asarray(day_of_year, dtype=np.int64)
-    if np.any((days < 1) | (days > 366)):
-        raise ValueError(f"provenance: days of year {days.tolist()} must lie in 1..366")
-    if chosen_index.size and (chosen_index.min() < -1 or chosen_index.max() >= len(days)):
-        raise InvalidRaster(f"provenance: chosen indices must lie in -1..{len(days) - 1}")
-    if len(days) == 0:
-        return np.full(chosen_index.shape, PROVENANCE_NODATA, dtype=np.int16)
-    out = days.astype(np.int16)[np.maximum(chosen_index, 0)]
-    out[chosen_index < 0] = PROVENANCE_NODATA
-    return out
-
-
-def composite_quality(quality_values: np.ndarray, chosen_index: np.ndarray, quality_nodata: int) -> np.ndarray:
-    """Composite the raw quality band (e.g. Fmask codes) by the LCF choice.
-
-    Rule: each pixel takes the raw quality value of the observation LCF chose there, and
-    ``quality_nodata`` where none was chosen.
-
-    Returns:
-        An array in ``quality_values.dtype`` of shape ``(H, W)``.
-
-    Raises:
-        InvalidRaster: if the shapes do not match or ``quality_nodata`` does not fit the dtype.
-    """
-    quality_values, chosen_index = np.asarray(quality_values), np.asarray(chosen_index)
-    if quality_values.ndim != 3 or quality_values.shape[1:] != chosen_index.shape:
-        raise InvalidRaster(
-            f"composite_quality: quality {quality_values.shape} does not match chosen index {chosen_index.shape}"
-        )
-    if chosen_index.size and chosen_index.max() >= quality_values.shape[0]:
-        raise InvalidRaster(f"composite_quality: chosen index {chosen_index.max()} exceeds the stack")
-    check_nodata_fits(quality_nodata, quality_values.dtype, "composite_quality")
-    out = np.take_along_axis(quality_values, np.maximum(chosen_index, 0)[np.newaxis], axis=0)[0]
-    out[chosen_index < 0] = quality_nodata
-    return out
-
-
-def _truncated_midpoint(low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """``trunc((low + high) / 2)`` for integer arrays, exact and without overflow in their dtype.
-
-    ``low//2 + high//2 + (low%2 + high%2)//2`` is ``floor((low+high)/2)`` and lies between the
-    two inputs; truncation differs from floor only for a negative odd sum, where we add one.
-    """
-    odd = (low % 2) + (high % 2)
-    floor = low // 2 + high // 2 + odd // 2
-    return floor + ((odd == 1) & (floor < 0)).astype(floor.dtype)
-
-
-def median_clear(values: np.ndarray, classes: np.ndarray, nodata: float) -> np.ndarray:
-    """MED composite: the median of each pixel's CLEAR observations.
-
-    Rule: with an even count, the mean of the two middle values, truncated toward zero for
-    integer dtypes (plain mean for float dtypes); ``nodata`` where no observation is clear.
-
-    Returns:
-        An ``(H, W)`` array in ``values.dtype``.
-
-    Raises:
-        InvalidRaster: on mismatched shapes or a nodata the dtype cannot hold.
-    """
-    values, classes = np.asarray(values), np.asarray(classes)
-    _check_stack(values, classes, "median_clear")
-    check_nodata_fits(nodata, values.dtype, "median_clear")
-    clear = classes == QualityClass.CLEAR
-    count = clear.sum(axis=0)
-    # Non-clear observations become a sentinel that sorts after every clear value (dtype max
-    # for integers, NaN for floats); the first `count` sorted entries are then exactly the
-    # clear values, so no conversion to float is needed and integers survive exactly.
-    sentinel = np.iinfo(values.dtype).max if values.dtype.kind in "iu" else np.nan
-    ordered = np.sort(np.where(clear, values, sentinel).astype(values.dtype, copy=False), axis=0)
-    low_rank = np.maximum(count - 1, 0) // 2
-    high_rank = count // 2
-    low = np.take_along_axis(ordered, low_rank[np.newaxis], axis=0)[0]
-    high = np.take_along_axis(ordered, high_rank[np.newaxis], axis=0)[0]
-    if values.dtype.kind in "iu":
-        median = _truncated_midpoint(low, high)
-    else:
-        median = ((low.astype(np.float64) + high.astype(np.float64)) / 2.0).astype(values.dtype)
-    median[count == 0] = nodata
-    return median
-
-
-def mean_clear(values: np.ndarray, classes: np.ndarray, nodata: float) -> np.ndarray:
-    """AVG composite: the mean of each pixel's CLEAR observations.
-
-    Rule: integer means are truncated toward zero (sums in int64 / uint64); float means are
-    computed in float64; ``nodata`` where no observation is clear.
-
-    Returns:
-        An ``(H, W)`` array in ``values.dtype``.
-
-    Raises:
-        InvalidRaster: on mismatched shapes or a nodata the dtype cannot hold.
-    """
-    values, classes = np.asarray(values), np.asarray(classes)
-    _check_stack(values, classes, "mean_clear")
-    check_nodata_fits(nodata, values.dtype, "mean_clear")
-    clear = classes == QualityClass.CLEAR
-    count = clear.sum(axis=0)
-    divisor = np.maximum(count, 1)
-    if values.dtype.kind == "u":
-        total = np.where(clear, values, 0).sum(axis=0, dtype=np.uint64)
-        mean = (total // divisor.astype(np.uint64)).astype(values.dtype)
-    elif values.dtype.kind == "i":
-        total = np.where(clear, values, 0).sum(axis=0, dtype=np.int64)
-        magnitude = np.abs(total) // divisor
-        mean = np.where(total < 0, -magnitude, magnitude).astype(values.dtype)
-    else:
-        total = np.where(clear, values, 0).sum(axis=0, dtype=np.float64)
-        mean = (total / divisor).astype(values.dtype)
-    mean[count == 0] = nodata
-    return mean
-
-
-def clear_observation_count(classes: np.ndarray) -> np.ndarray:
-    """CLEAROB: how many observations are CLEAR at each pixel.
-
-    Returns:
-        A ``uint8`` ``(H, W)`` array, saturating at 255.
-    """
-    count = (np.asarray(classes) == QualityClass.CLEAR).sum(axis=0)
-    return np.minimum(count, MAX_COUNT).astype(np.uint8)
-
-
-def total_observation_count(classes: np.ndarray) -> np.ndarray:
-    """TOTALOB: how many observations are not NODATA at each pixel (clear, cloudy or saturated).
-
-    Returns:
-        A ``uint8`` ``(H, W)`` array, saturating at 255.
-    """
-    count = (np.asarray(classes) != QualityClass.NODATA).sum(axis=0)
-    return np.minimum(count, MAX_COUNT).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------- windowed drivers
@@ -487,97 +261,98 @@ def _run_windows(
         future.result()
 
 
-def _band_window_numpy(
-    values: np.ndarray, quality: np.ndarray, rules: QualityRules, order: Sequence[int], band_nodata: float,
-    functions: Sequence[str],
-) -> dict[str, np.ndarray]:
-    """The pure-numpy composites of one window (every observation read)."""
-    classes = propagate_spectral_nodata(classify_quality(quality, rules), [values], band_nodata, QualityClass.NODATA)
-    results = {}
-    for name in functions:
-        if name == "LCF":
-            results[name] = lcf(values, classes, order, band_nodata)[0]
-        elif name == "MED":
-            results[name] = median_clear(values, classes, band_nodata)
-        else:
-            results[name] = mean_clear(values, classes, band_nodata)
-    return results
+@dataclass(frozen=True)
+class _BandJob:
+    """What every worker of ``blend_band`` composites: classification, ranking and the chosen rules."""
+
+    quality_rules: QualityRules
+    order: Sequence[int]
+    rules: Sequence[CompositeRule]
 
 
-class _NumbaBandWindows:
+class _NumpyBandWindows:
+    """The numpy path of ``blend_band``: read every observation of a window, run the numpy rules."""
+
+    def __init__(self, band_reader: _StackReader, quality_reader: _StackReader, job: _BandJob, nodata: float) -> None:
+        self.band_reader, self.quality_reader, self.job, self.nodata = band_reader, quality_reader, job, nodata
+
+    def __call__(self, window: Window) -> dict[str, np.ndarray]:
+        """Every rule's composite of ``window``."""
+        quality = self.quality_reader.read(window, self.quality_reader.empty(window))
+        values = self.band_reader.read(window, self.band_reader.empty(window))
+        classes = classify_quality(quality, self.job.quality_rules)
+        classes = propagate_spectral_nodata(classes, [values], self.nodata, QualityClass.NODATA)
+        return {rule.name: rule.numpy(values, classes, self.job.order, self.nodata) for rule in self.job.rules}
+
+
+class _CompiledBandWindows:
     """The compiled path of ``blend_band``: read what a window needs, then composite it.
 
-    ``read`` reads the window's quality files, then only the band files some rule needs: MED
-    and AVG need the observations with at least one CLEAR pixel in the window; LCF needs the
-    observations it chooses, found by running it with unread observations assumed valid,
-    reading the chosen ones and running it again until every chosen observation has been read
-    (a read observation whose band value is nodata is then skipped, as the rules say) -- so LCF
-    is finished while reading. ``composite`` then runs MED / AVG. One instance per window worker.
+    ``read`` reads the window's quality files, then only the band files some rule needs: rules
+    that read ``"clear"`` (MED, AVG) need the observations with at least one CLEAR pixel in the
+    window; rules that read ``"chosen"`` (LCF) need the observations they choose, found by running
+    them with unread observations assumed valid, reading the chosen ones and running them again
+    until every chosen observation has been read (a read observation whose band value is nodata
+    is then skipped, as the rules say) -- so they are finished while reading. ``composite`` then
+    runs the ``"clear"`` rules. One instance per window worker.
     """
 
     def __init__(
-        self, band_reader: _StackReader, quality_reader: _StackReader, lookup: _QualityLookup, order: Sequence[int],
-        band_nodata: float, functions: Sequence[str],
+        self, band_reader: _StackReader, quality_reader: _StackReader, lookup: _QualityLookup, job: _BandJob,
+        nodata: float,
     ) -> None:
         from cube_assets.raster import composite_kernels
 
         self.kernels = composite_kernels
         self.band_reader, self.quality_reader, self.lookup = band_reader, quality_reader, lookup
-        self.order = np.asarray(order, dtype=np.int64)
-        self.functions = functions
-        self.dtype = band_reader.dtype
-        self.fill = self.dtype.type(band_nodata)  # compared in the band's dtype, as numpy compares
-        self.nodata_is_nan = bool(np.isnan(self.fill))
-        self.integer = self.dtype.kind in "iu"
-        self.sentinel = self.dtype.type(np.iinfo(self.dtype).max) if self.integer else self.dtype.type(np.nan)
-        self.network = composite_kernels.sorting_network(len(order))
-
-    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        kernels, lookup = self.kernels, self.lookup
-        quality = lookup.prepare(self.quality_reader.read(window, self.quality_reader.empty(window)))
-        count, shape = quality.shape[0], quality.shape[1:]
-        values = self.band_reader.empty(window)
-        loaded = np.zeros(count, dtype=np.bool_)
-        needed = np.zeros(count, dtype=np.bool_)
-        if "MED" in self.functions or "AVG" in self.functions:
-            kernels.observations_with_clear(quality, lookup.table, lookup.offset, needed)
-        results: dict[str, np.ndarray] = {}
-        if "LCF" in self.functions:
-            best = np.empty(shape, dtype=self.dtype)
-            chosen = np.empty(shape, dtype=np.int32)
-            while True:
-                wanted = np.zeros(count, dtype=np.bool_)
-                kernels.lcf_window(
-                    values, quality, lookup.table, lookup.offset, self.order, loaded, True, self.fill,
-                    self.nodata_is_nan, best, chosen, wanted,
-                )
-                missing = np.flatnonzero((wanted | needed) & ~loaded)
-                if missing.size == 0:
-                    break
-                self.band_reader.read(window, values, missing)
-                loaded[missing] = True
-            results["LCF"] = best
-        else:
-            missing = np.flatnonzero(needed)
-            self.band_reader.read(window, values, missing)
-            loaded[missing] = True
-        return quality, values, loaded, results
+        self.chosen_rules = [rule for rule in job.rules if rule.reads == "chosen"]
+        self.clear_rules = [rule for rule in job.rules if rule.reads == "clear"]
+        dtype = band_reader.dtype
+        fill = dtype.type(nodata)  # compared in the band's dtype, as numpy compares
+        sentinel = dtype.type(np.iinfo(dtype).max) if dtype.kind in "iu" else dtype.type(np.nan)
+        self.constants = {
+            "table": lookup.table, "offset": lookup.offset, "order": np.asarray(job.order, dtype=np.int64),
+            "fill": fill, "nodata_is_nan": bool(np.isnan(fill)), "sentinel": sentinel,
+            "network": composite_kernels.sorting_network(len(job.order)),
+        }
 
     def __call__(self, window: Window) -> dict[str, np.ndarray]:
-        """Every function's composite of ``window``."""
+        """Every rule's composite of ``window``."""
         return self.composite(*self.read(window))
 
-    def composite(self, quality: np.ndarray, values: np.ndarray, loaded: np.ndarray, results: dict) -> dict:
-        lookup = self.lookup
-        common = (values, quality, lookup.table, lookup.offset, loaded, True, self.fill, self.nodata_is_nan, self.integer)
-        for name in self.functions:
-            if name == "MED":
-                results[name] = np.empty(quality.shape[1:], dtype=self.dtype)
-                self.kernels.median_window(*common, self.sentinel, self.network, results[name])
-            elif name == "AVG":
-                results[name] = np.empty(quality.shape[1:], dtype=self.dtype)
-                self.kernels.mean_window(*common, results[name])
+    def read(self, window: Window) -> tuple[KernelWindow, dict[str, np.ndarray]]:
+        """Read the quality and the band files the rules need; return them and the ``"chosen"`` rules' results."""
+        quality = self.lookup.prepare(self.quality_reader.read(window, self.quality_reader.empty(window)))
+        count = quality.shape[0]
+        stack = KernelWindow(
+            values=self.band_reader.empty(window), quality=quality, loaded=np.zeros(count, dtype=np.bool_),
+            **self.constants,
+        )
+        needed = np.zeros(count, dtype=np.bool_)
+        if self.clear_rules:
+            self.kernels.observations_with_clear(quality, self.lookup.table, self.lookup.offset, needed)
+        if not self.chosen_rules:
+            self._load(window, stack, np.flatnonzero(needed))
+            return stack, {}
+        while True:
+            wanted = np.zeros(count, dtype=np.bool_)
+            results = {rule.name: rule.kernel(stack, wanted) for rule in self.chosen_rules}
+            missing = np.flatnonzero((wanted | needed) & ~stack.loaded)
+            if missing.size == 0:
+                return stack, results
+            self._load(window, stack, missing)
+
+    def composite(self, stack: KernelWindow, results: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Add the ``"clear"`` rules' results of a window ``read`` has loaded; return all results."""
+        unused = np.zeros(stack.loaded.shape, dtype=np.bool_)
+        for rule in self.clear_rules:
+            results[rule.name] = rule.kernel(stack, unused)
         return results
+
+    def _load(self, window: Window, stack: KernelWindow, which: np.ndarray) -> None:
+        """Read the band values of observations ``which`` into ``stack``."""
+        self.band_reader.read(window, stack.values, which)
+        stack.loaded[which] = True
 
 
 def blend_band(
@@ -631,13 +406,14 @@ def blend_band(
     """
     _check_observations([merge_paths, quality_paths], ["merge_paths", "quality_paths"], dates, efficacies)
     for function in functions:
-        if function not in FUNCTIONS:
+        if function not in COMPOSITE_FUNCTIONS:
             raise InvalidCubeConfig(f"compositing function {function!r} is unknown (expected one of {FUNCTIONS})")
         if function not in out_paths:
             raise InvalidCubeConfig(f"compositing function {function!r} has no output path")
     functions = list(dict.fromkeys(functions))
-    rules = _as_rules(quality_rules)
-    order = rank_observations(efficacies, dates)
+    job = _BandJob(_as_rules(quality_rules), rank_observations(efficacies, dates),
+                   [COMPOSITE_FUNCTIONS[name] for name in functions])
+    rules = job.quality_rules
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), contextlib.ExitStack() as inputs:
         merges = open_aligned(inputs, merge_paths, None)
         qualities = open_aligned(inputs, quality_paths, merges[0])
@@ -653,14 +429,8 @@ def blend_band(
             band_reader = _StackReader(band_datasets, dtype)
             quality_reader = _StackReader(quality_datasets, np.dtype(qualities[0].dtypes[0]))
             if lookup is not None:
-                return _NumbaBandWindows(band_reader, quality_reader, lookup, order, band_nodata, functions)
-
-            def composite(window: Window) -> dict[str, np.ndarray]:
-                quality = quality_reader.read(window, quality_reader.empty(window))
-                values = band_reader.read(window, band_reader.empty(window))
-                return _band_window_numpy(values, quality, rules, order, band_nodata, functions)
-
-            return composite
+                return _CompiledBandWindows(band_reader, quality_reader, lookup, job, band_nodata)
+            return _NumpyBandWindows(band_reader, quality_reader, job, band_nodata)
 
         workers = [band_worker(merges, qualities)] + [
             band_worker(_Reopened(inputs, merges), _Reopened(inputs, qualities))
@@ -748,39 +518,20 @@ def blend_quality(
         with contextlib.ExitStack() as outputs:
             writers = open_writers(outputs, staged, profiles)
             if chosen_engine == "numba":
-                from cube_assets.raster import composite_kernels as kernels
-
                 lookup = _QualityLookup(rules, quality_dtype)
                 order_array = np.asarray(order, dtype=np.int64)
                 days_array = np.asarray(days, dtype=np.int16)
                 fill = quality_dtype.type(rules.quality_nodata)
 
                 def composite(quality: np.ndarray) -> dict[str, np.ndarray]:
-                    shape = quality.shape[1:]
-                    results = {
-                        "quality": np.empty(shape, dtype=quality_dtype),
-                        "provenance": np.empty(shape, dtype=np.int16),
-                        "clearob": np.empty(shape, dtype=np.uint8),
-                        "totalob": np.empty(shape, dtype=np.uint8),
-                    }
-                    kernels.quality_window(
-                        quality, lookup.table, lookup.offset, order_array, days_array, fill, results["quality"],
-                        results["provenance"], results["clearob"], results["totalob"],
-                    )
-                    return results
+                    return composite_quality_kernel(quality, lookup.table, lookup.offset, order_array, days_array, fill)
 
             else:
 
                 def composite(quality: np.ndarray) -> dict[str, np.ndarray]:
-                    classes = classify_quality(quality, rules)
-                    # LCF of the raw quality values is composite_quality() of its own choice.
-                    quality_composite, chosen = lcf(quality, classes, order, rules.quality_nodata)
-                    return {
-                        "quality": quality_composite,
-                        "provenance": provenance(chosen, days),
-                        "clearob": clear_observation_count(classes),
-                        "totalob": total_observation_count(classes),
-                    }
+                    return composite_quality_window(
+                        quality, classify_quality(quality, rules), order, days, rules.quality_nodata
+                    )
 
             def quality_worker(datasets: Sequence[Any]) -> Callable[[Window], dict[str, np.ndarray]]:
                 reader = _StackReader(datasets, quality_dtype)
@@ -794,17 +545,7 @@ def blend_quality(
 __all__ = [
     "DEFAULT_IO_THREADS",
     "ENGINES",
-    "FUNCTIONS",
     "GDAL_CACHE_BYTES",
-    "PROVENANCE_NODATA",
     "blend_band",
     "blend_quality",
-    "clear_observation_count",
-    "composite_quality",
-    "lcf",
-    "mean_clear",
-    "median_clear",
-    "provenance",
-    "rank_observations",
-    "total_observation_count",
 ]
