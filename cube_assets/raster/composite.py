@@ -20,7 +20,7 @@ import datetime
 import functools
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from cube_assets.errors import InvalidCubeConfig
@@ -35,6 +36,7 @@ from cube_assets.raster.composite_rules import (
     COMPOSITE_FUNCTIONS,
     FUNCTIONS,
     PROVENANCE_NODATA,
+    QUALITY_OUTPUTS,
     CompositeRule,
     KernelWindow,
     composite_quality_kernel,
@@ -60,7 +62,6 @@ from cube_assets.raster.windowed_io import (
     write_window,
 )
 
-
 ENGINES = ("auto", "numba", "numpy")
 """``engine`` choices of ``blend_band`` / ``blend_quality``."""
 
@@ -74,8 +75,207 @@ suffices, and GDAL's default (5 % of RAM) would otherwise fill with decoded bloc
 tile. Given in bytes: rasterio applies it with ``GDALSetCacheMax64`` (bytes) once GDAL's cache
 exists, while GDAL itself would read a small number such as 64 as megabytes."""
 
+WindowWorker = Callable[[Window], Mapping[str, np.ndarray]]
+"""Composites one window: ``{output name: (H, W) array}``."""
 
-# --------------------------------------------------------------------------- windowed drivers
+
+# --------------------------------------------------------------------------- the public drivers
+
+
+def blend_band(
+    merge_paths: Sequence[PathLike],
+    quality_paths: Sequence[PathLike],
+    dates: Sequence[datetime.date],
+    efficacies: Sequence[float],
+    quality_rules: QualityRules | Mapping[str, Any],
+    functions: Sequence[str],
+    out_paths: Mapping[str, PathLike],
+    band_nodata: float,
+    block_size: int = 512,
+    finalize: Finalize | None = None,
+    *,
+    engine: str = "auto",
+    io_threads: int | None = None,
+) -> dict[str, Path]:
+    """Composite one band of a tile and period with each of ``functions`` ("LCF", "MED", "AVG").
+
+    Rules: observations are ranked with ``rank_observations`` (efficacy descending, ties to the
+    newer date); the quality is classified with ``quality_rules`` (rules object or config
+    mapping); a pixel whose band value is ``band_nodata`` is NODATA for that observation
+    (spectral nodata propagation); then each function is its rule of ``COMPOSITE_FUNCTIONS``
+    (LCF = ``lcf``, MED = ``median_clear``, AVG = ``mean_clear``), in the band's dtype.
+
+    The tile is processed window by window (``block_size``), so memory depends on T and
+    ``block_size``, not on the tile size; GDAL's block cache is held to ``GDAL_CACHE_BYTES``
+    meanwhile. Windows are composited by up to ``io_threads`` workers at once, each with its
+    own handles on the files (``_run_windows``).
+    ``engine="numba"`` runs the compiled twins of the rules and reads, per window, only the
+    band files a rule needs (``_CompiledBandWindows``); ``engine="numpy"`` reads everything and
+    runs the numpy rules; both give identical pixels, and ``"auto"`` takes numba when it imports
+    (numpy for 64-bit integer bands). ``io_threads`` defaults to the CPU count, at most
+    ``DEFAULT_IO_THREADS``; 1 runs everything in the calling thread.
+
+    Each output is a tiled 512 x 512 GeoTIFF with the first merge's grid and dtype and
+    ``band_nodata``, DEFLATE-compressed and moved into place under its final name; with
+    ``finalize`` it is an uncompressed temporary file handed to ``finalize(tmp_tiff,
+    final_path)`` (e.g. a COG conversion; several outputs are finalized at once, in threads)
+    and removed afterwards. If one ``finalize`` fails, the outputs already finalized are removed.
+
+    Returns:
+        ``{function: output path}``.
+
+    Raises:
+        InvalidRaster: naming the file, if an input cannot be opened or its shape, CRS,
+            transform or dtype differs from the first merge; or if ``band_nodata`` does not fit.
+        InvalidCubeConfig: on an unknown function or a function without an output path.
+        ValueError: if the inputs do not have one entry per observation, or on an unknown
+            ``engine`` or a bad ``io_threads``.
+    """
+    _check_observations([merge_paths, quality_paths], ["merge_paths", "quality_paths"], dates, efficacies)
+    rules = _choose_rules(functions, out_paths)
+    quality_rules = _as_rules(quality_rules)
+    order = rank_observations(efficacies, dates)
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), contextlib.ExitStack() as inputs:
+        stack = _BandStack.open(inputs, merge_paths, quality_paths, band_nodata)
+        chosen_engine = _resolve_engine(engine, stack.dtype)
+        windows = list(block_windows(stack.merges[0].width, stack.merges[0].height, block_size))
+        workers = _band_workers(
+            inputs, stack, _BandJob(quality_rules, order, rules), chosen_engine, _worker_count(io_threads, windows)
+        )
+        profile = _output_profile(stack.merges[0], stack.dtype, stack.nodata, compress=finalize is None)
+        destinations = {rule.name: out_paths[rule.name] for rule in rules}
+        _composite_windows(inputs, windows, workers, destinations, dict.fromkeys(destinations, profile), finalize)
+    return {rule.name: Path(out_paths[rule.name]) for rule in rules}
+
+
+def blend_quality(
+    quality_paths: Sequence[PathLike],
+    dates: Sequence[datetime.date],
+    efficacies: Sequence[float],
+    quality_rules: QualityRules | Mapping[str, Any],
+    out_quality_path: PathLike,
+    out_provenance_path: PathLike,
+    out_clearob_path: PathLike,
+    out_totalob_path: PathLike,
+    block_size: int = 512,
+    finalize: Finalize | None = None,
+    *,
+    engine: str = "auto",
+    io_threads: int | None = None,
+) -> dict[str, Path]:
+    """Composite the quality band and write PROVENANCE, CLEAROB and TOTALOB for a tile and period.
+
+    Rules: observations are ranked with ``rank_observations``; the raw quality values follow
+    the LCF rule applied to the quality band's own classes ("quality composited by the same
+    rule": ``composite_quality``, nodata = ``quality_rules.quality_nodata``); PROVENANCE holds
+    the chosen observation's day of year (int16, nodata -1); CLEAROB and TOTALOB count clear /
+    non-NODATA observations (uint8, saturating at 255). Spectral nodata is not read here: the
+    merges' quality files have been through ``propagate_spectral_nodata`` ("before blending, a
+    pixel nodata in any spectral band becomes nodata in the quality band"), so PROVENANCE
+    matches the LCF bands.
+
+    Window by window like ``blend_band``, with the same ``engine`` and ``io_threads`` choices
+    (both engines give identical pixels; the numba engine needs an integer quality band of at
+    most 16 bits, ``"auto"`` takes numpy otherwise) and the same output files (DEFLATE
+    GeoTIFFs, or uncompressed temporary files handed to ``finalize``).
+
+    Returns:
+        ``{"quality": ..., "provenance": ..., "clearob": ..., "totalob": ...}`` output paths.
+
+    Raises:
+        InvalidRaster: naming the file, if an input cannot be opened or differs in grid or dtype
+            from the first, or if the quality nodata does not fit the quality dtype.
+        ValueError: if the inputs do not have one entry per observation, on an unknown
+            ``engine`` or a bad ``io_threads``, or if ``engine="numba"`` cannot handle the
+            quality dtype.
+    """
+    _check_observations([quality_paths], ["quality_paths"], dates, efficacies)
+    rules = _as_rules(quality_rules)
+    order = rank_observations(efficacies, dates)
+    days = [date.timetuple().tm_yday for date in dates]
+    destinations = dict(
+        zip(QUALITY_OUTPUTS, map(Path, (out_quality_path, out_provenance_path, out_clearob_path, out_totalob_path)),
+            strict=True)
+    )
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), contextlib.ExitStack() as inputs:
+        qualities = open_aligned(inputs, quality_paths, None)
+        quality_dtype = np.dtype(qualities[0].dtypes[0])
+        check_nodata_fits(rules.quality_nodata, quality_dtype, f"{quality_paths[0]}")
+        chosen_engine = _resolve_quality_engine(engine, quality_dtype)
+        profiles = _quality_profiles(qualities[0], quality_dtype, rules.quality_nodata, compress=finalize is None)
+        windows = list(block_windows(qualities[0].width, qualities[0].height, block_size))
+        job = _QualityJob(rules, order, days)
+        workers = _quality_workers(inputs, qualities, job, chosen_engine, _worker_count(io_threads, windows))
+        _composite_windows(inputs, windows, workers, destinations, profiles, finalize)
+    return destinations
+
+
+def _choose_rules(functions: Sequence[str], out_paths: Mapping[str, PathLike]) -> list[CompositeRule]:
+    """The rules of ``functions`` from ``COMPOSITE_FUNCTIONS``, once each, in the order given.
+
+    Returns:
+        The ``CompositeRule`` of each distinct function name.
+
+    Raises:
+        InvalidCubeConfig: on an unknown function or a function without an output path.
+    """
+    for function in functions:
+        if function not in COMPOSITE_FUNCTIONS:
+            raise InvalidCubeConfig(f"compositing function {function!r} is unknown (expected one of {FUNCTIONS})")
+        if function not in out_paths:
+            raise InvalidCubeConfig(f"compositing function {function!r} has no output path")
+    return [COMPOSITE_FUNCTIONS[function] for function in dict.fromkeys(functions)]
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+def _check_observations(
+    paths: Sequence[Sequence[PathLike]], names: Sequence[str], dates: Sequence[Any], efficacies: Sequence[float]
+) -> None:
+    """Raise ``ValueError`` unless every sequence has one entry per observation, and there is one."""
+    lengths = {name: len(seq) for name, seq in zip(names, paths, strict=True)}
+    lengths.update(dates=len(dates), efficacies=len(efficacies))
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"one entry per observation is required, got {lengths}")
+    if not dates:
+        raise ValueError("at least one observation is required")
+
+
+def _as_rules(quality_rules: QualityRules | Mapping[str, Any]) -> QualityRules:
+    """The ``QualityRules`` of a rules object or of its configuration mapping."""
+    return rules_from_config(quality_rules) if isinstance(quality_rules, Mapping) else quality_rules
+
+
+@dataclass(frozen=True)
+class _BandStack:
+    """The open, aligned merges of one band and their quality files.
+
+    Attributes:
+        merges: the band's datasets, one per observation.
+        qualities: the quality datasets, on the merges' grid.
+        dtype: the band's dtype.
+        quality_dtype: the quality band's dtype.
+        nodata: the band's nodata as the band stores it (the same for both engines).
+    """
+
+    merges: list[DatasetReader]
+    qualities: list[DatasetReader]
+    dtype: np.dtype
+    quality_dtype: np.dtype
+    nodata: float | int
+
+    @classmethod
+    def open(
+        cls, inputs: contextlib.ExitStack, merge_paths: Sequence[PathLike], quality_paths: Sequence[PathLike],
+        band_nodata: float,
+    ) -> _BandStack:
+        """Open the merges and quality files for the life of ``inputs``; check grids, dtypes and nodata."""
+        merges = open_aligned(inputs, merge_paths, None)
+        qualities = open_aligned(inputs, quality_paths, merges[0])
+        dtype = np.dtype(merges[0].dtypes[0])
+        check_nodata_fits(band_nodata, dtype, f"{merge_paths[0]}")
+        return cls(merges, qualities, dtype, np.dtype(qualities[0].dtypes[0]), dtype.type(band_nodata).item())
 
 
 def _output_profile(reference: Any, dtype: Any, nodata: float | None, compress: bool) -> dict[str, Any]:
@@ -86,30 +286,21 @@ def _output_profile(reference: Any, dtype: Any, nodata: float | None, compress: 
     )
 
 
-def _staged_outputs(destinations: Mapping[str, PathLike], finalize: Finalize | None) -> Any:
-    """``staged_outputs`` of the composites: several outputs are finalized at once, in threads."""
-    return staged_outputs(destinations, finalize, finalize_threads=os.cpu_count() or 1, thread_name_prefix="blend-cog")
-
-
-def _check_observations(
-    paths: Sequence[Sequence[PathLike]], names: Sequence[str], dates: Sequence[Any], efficacies: Sequence[float]
-) -> None:
-    lengths = {name: len(seq) for name, seq in zip(names, paths, strict=True)}
-    lengths.update(dates=len(dates), efficacies=len(efficacies))
-    if len(set(lengths.values())) != 1:
-        raise ValueError(f"one entry per observation is required, got {lengths}")
-    if not dates:
-        raise ValueError("at least one observation is required")
-
-
-def _as_rules(quality_rules: QualityRules | Mapping[str, Any]) -> QualityRules:
-    return rules_from_config(quality_rules) if isinstance(quality_rules, Mapping) else quality_rules
+def _quality_profiles(reference: Any, quality_dtype: np.dtype, quality_nodata: int, compress: bool) -> dict[str, Any]:
+    """The profiles of ``blend_quality``'s outputs, by name."""
+    return {
+        "quality": _output_profile(reference, quality_dtype, quality_nodata, compress),
+        "provenance": _output_profile(reference, np.int16, PROVENANCE_NODATA, compress),
+        "clearob": _output_profile(reference, np.uint8, None, compress),
+        "totalob": _output_profile(reference, np.uint8, None, compress),
+    }
 
 
 # --------------------------------------------------------------------------- engines
 
 
 def _numba_available() -> bool:
+    """Whether the compiled kernels (numba) import."""
     try:
         from cube_assets.raster import composite_kernels  # noqa: F401
     except ImportError:
@@ -135,6 +326,16 @@ def _resolve_engine(engine: str, band_dtype: np.dtype | None) -> str:
             raise ValueError(f"engine 'numba' does not handle {band_dtype} bands; use 'numpy' or 'auto'")
         return "numba"
     return "numba" if suitable and _numba_available() else "numpy"
+
+
+def _resolve_quality_engine(engine: str, quality_dtype: np.dtype) -> str:
+    """``_resolve_engine`` for the quality outputs: numba needs an integer quality band of at most 16 bits."""
+    chosen = _resolve_engine(engine, None)
+    if chosen == "numba" and not (quality_dtype.kind in "iu" and quality_dtype.itemsize <= 2):
+        if engine == "numba":
+            raise ValueError(f"engine 'numba' needs an integer quality band of at most 16 bits, not {quality_dtype}")
+        return "numpy"
+    return chosen
 
 
 class _QualityLookup:
@@ -164,6 +365,9 @@ class _QualityLookup:
         return quality if self.direct else classify_quality(quality, self.rules)
 
 
+# --------------------------------------------------------------------------- window readers
+
+
 class _StackReader:
     """Read one window of several single-band datasets into a ``(T, H, W)`` stack.
 
@@ -175,23 +379,18 @@ class _StackReader:
         self.dtype = dtype if dtype is not None else np.dtype(datasets[0].dtypes[0])
 
     def empty(self, window: Window) -> np.ndarray:
+        """An uninitialised ``(T, H, W)`` stack for ``window``."""
         return np.empty((len(self.datasets), int(window.height), int(window.width)), dtype=self.dtype)
 
     def read(self, window: Window, stack: np.ndarray, which: Sequence[int] | None = None) -> np.ndarray:
+        """Read ``window`` of the observations ``which`` (default: all) into ``stack``; return it."""
         for t in range(len(self.datasets)) if which is None else which:
             self.datasets[t].read(1, window=window, out=stack[t])
         return stack
 
 
-def _window_workers(io_threads: int | None) -> int:
-    threads = io_threads if io_threads is not None else min(DEFAULT_IO_THREADS, os.cpu_count() or 1)
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"io_threads must be an integer of at least 1, got {threads!r}")
-    return threads
-
-
 class _Reopened(Sequence[Any]):
-    """Other handles on ``datasets`` (already checked by ``_open_aligned``), for another worker.
+    """Other handles on ``datasets`` (already checked by ``open_aligned``), for another worker.
 
     Each file is opened on first use, in the thread of the worker that uses it (opening costs a
     few milliseconds a file, which would otherwise be spent in turn before any window starts);
@@ -214,51 +413,30 @@ class _Reopened(Sequence[Any]):
         return self._opened[index]
 
     def _close(self) -> None:
+        """Close the handles this worker opened."""
         for dataset in self._opened:
             if dataset is not None:
                 dataset.close()
 
 
-def _run_windows(
-    windows: Sequence[Window],
-    workers: Sequence[Callable[[Window], Mapping[str, np.ndarray]]],
-    write: Callable[[Window, Mapping[str, np.ndarray]], None],
-) -> None:
-    """Composite every window with one of ``workers`` and ``write`` its results.
+def _worker_count(io_threads: int | None, windows: Sequence[Window]) -> int:
+    """How many window workers run: ``io_threads`` (default: the CPUs, at most ``DEFAULT_IO_THREADS``), at most one per window."""
+    threads = io_threads if io_threads is not None else min(DEFAULT_IO_THREADS, os.cpu_count() or 1)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"io_threads must be an integer of at least 1, got {threads!r}")
+    return max(1, min(threads, len(windows)))
 
-    Each worker (its own dataset handles and buffers) runs in a thread of its own and takes the
-    next window not yet taken, so decoding, the GIL-free kernels and the writes of different
-    windows overlap on all cores; ``write`` calls are serialized by a lock (one output handle).
-    With one worker everything runs here, in window order. The first exception stops every
-    worker after its current window and is raised once all have stopped.
-    """
-    if len(workers) == 1:
-        for window in windows:
-            write(window, workers[0](window))
-        return
-    pending = iter(windows)
-    lock = threading.Lock()
-    failed = threading.Event()
 
-    def run(worker: Callable[[Window], Mapping[str, np.ndarray]]) -> None:
-        try:
-            while not failed.is_set():
-                with lock:
-                    window = next(pending, None)
-                if window is None:
-                    return
-                results = worker(window)
-                with lock:
-                    write(window, results)
-        except BaseException:
-            failed.set()
-            raise
+def _handles_per_worker(
+    inputs: contextlib.ExitStack, datasets: Sequence[DatasetReader], workers: int
+) -> Iterator[Sequence[Any]]:
+    """``datasets`` for the first worker, then handles of their own (``_Reopened``) for each other one."""
+    yield datasets
+    for _ in range(workers - 1):
+        yield _Reopened(inputs, datasets)
 
-    with ThreadPoolExecutor(max_workers=len(workers), thread_name_prefix="blend-window") as pool:
-        futures = [pool.submit(run, worker) for worker in workers]
-        wait(futures)
-    for future in futures:
-        future.result()
+
+# --------------------------------------------------------------------------- band workers
 
 
 @dataclass(frozen=True)
@@ -268,6 +446,26 @@ class _BandJob:
     quality_rules: QualityRules
     order: Sequence[int]
     rules: Sequence[CompositeRule]
+
+
+def _band_workers(
+    inputs: contextlib.ExitStack, stack: _BandStack, job: _BandJob, engine: str, count: int
+) -> list[WindowWorker]:
+    """One window worker per ``count``, each with its own handles, running ``engine``'s rules."""
+    lookup = _QualityLookup(job.quality_rules, stack.quality_dtype) if engine == "numba" else None
+    workers: list[WindowWorker] = []
+    handles = zip(
+        _handles_per_worker(inputs, stack.merges, count), _handles_per_worker(inputs, stack.qualities, count),
+        strict=True,
+    )
+    for band_datasets, quality_datasets in handles:
+        band_reader = _StackReader(band_datasets, stack.dtype)
+        quality_reader = _StackReader(quality_datasets, stack.quality_dtype)
+        if lookup is not None:
+            workers.append(_CompiledBandWindows(band_reader, quality_reader, lookup, job, stack.nodata))
+        else:
+            workers.append(_NumpyBandWindows(band_reader, quality_reader, job, stack.nodata))
+    return workers
 
 
 class _NumpyBandWindows:
@@ -355,191 +553,126 @@ class _CompiledBandWindows:
         stack.loaded[which] = True
 
 
-def blend_band(
-    merge_paths: Sequence[PathLike],
-    quality_paths: Sequence[PathLike],
-    dates: Sequence[datetime.date],
-    efficacies: Sequence[float],
-    quality_rules: QualityRules | Mapping[str, Any],
-    functions: Sequence[str],
-    out_paths: Mapping[str, PathLike],
-    band_nodata: float,
-    block_size: int = 512,
-    finalize: Finalize | None = None,
-    *,
-    engine: str = "auto",
-    io_threads: int | None = None,
-) -> dict[str, Path]:
-    """Composite one band of a tile and period with each of ``functions`` ("LCF", "MED", "AVG").
+# --------------------------------------------------------------------------- quality workers
 
-    Rules (issue 3, "Blend"): observations are ranked with ``rank_observations`` (efficacy
-    descending, ties to the newer date); the quality is classified with ``quality_rules``
-    (rules object or config mapping); a pixel whose band value is ``band_nodata`` is NODATA for
-    that observation (spectral nodata propagation); then LCF = ``lcf``, MED = ``median_clear``,
-    AVG = ``mean_clear``, in the band's dtype.
 
-    The tile is processed window by window (``block_size``), so memory depends on T and
-    ``block_size``, not on the tile size; GDAL's block cache is held to ``GDAL_CACHE_BYTES``
-    meanwhile. Windows are composited by up to ``io_threads`` workers at once, each with its
-    own handles on the files (``_run_windows``).
-    ``engine="numba"`` runs the compiled kernels of ``composite_kernels`` and reads, per
-    window, only the band files a rule needs (``_NumbaBandWindows``); ``engine="numpy"`` reads
-    everything and runs the pure numpy functions; both give identical pixels, and ``"auto"``
-    takes numba when it imports (numpy for 64-bit integer bands). ``io_threads`` defaults to
-    the CPU count, at most ``DEFAULT_IO_THREADS``; 1 runs everything in the calling thread.
+@dataclass(frozen=True)
+class _QualityJob:
+    """What every worker of ``blend_quality`` composites: classification, ranking and days of year."""
 
-    Each output is a tiled 512 x 512 GeoTIFF with the first merge's grid and dtype and
-    ``band_nodata``, DEFLATE-compressed and moved into place under its final name; with
-    ``finalize`` it is an uncompressed temporary file handed to ``finalize(tmp_tiff,
-    final_path)`` (e.g. a COG conversion; several outputs are finalized at once, in threads)
-    and removed afterwards.
+    quality_rules: QualityRules
+    order: Sequence[int]
+    days: Sequence[int]
 
-    Returns:
-        ``{function: output path}``.
 
-    Raises:
-        InvalidRaster: naming the file, if an input cannot be opened or its shape, CRS,
-            transform or dtype differs from the first merge; or if ``band_nodata`` does not fit.
-        InvalidCubeConfig: on an unknown function or a function without an output path.
-        ValueError: if the inputs do not have one entry per observation, or on an unknown
-            ``engine`` or a bad ``io_threads``.
+class _NumpyQualityWindows:
+    """The numpy path of ``blend_quality``: ``composite_quality_window`` of each window."""
+
+    def __init__(self, reader: _StackReader, job: _QualityJob) -> None:
+        self.reader, self.job = reader, job
+
+    def __call__(self, window: Window) -> dict[str, np.ndarray]:
+        """The quality outputs of ``window``."""
+        quality = self.reader.read(window, self.reader.empty(window))
+        classes = classify_quality(quality, self.job.quality_rules)
+        return composite_quality_window(quality, classes, self.job.order, self.job.days, self.job.quality_rules.quality_nodata)
+
+
+class _CompiledQualityWindows:
+    """The compiled path of ``blend_quality``: ``composite_quality_kernel`` of each window."""
+
+    def __init__(self, reader: _StackReader, job: _QualityJob, lookup: _QualityLookup) -> None:
+        self.reader, self.lookup = reader, lookup
+        self.order = np.asarray(job.order, dtype=np.int64)
+        self.days = np.asarray(job.days, dtype=np.int16)
+        self.fill = reader.dtype.type(job.quality_rules.quality_nodata)
+
+    def __call__(self, window: Window) -> dict[str, np.ndarray]:
+        """The quality outputs of ``window``."""
+        quality = self.reader.read(window, self.reader.empty(window))
+        return composite_quality_kernel(quality, self.lookup.table, self.lookup.offset, self.order, self.days, self.fill)
+
+
+def _quality_workers(
+    inputs: contextlib.ExitStack, qualities: Sequence[DatasetReader], job: _QualityJob, engine: str, count: int
+) -> list[WindowWorker]:
+    """``count`` window workers of ``blend_quality``, each with its own handles, running ``engine``."""
+    dtype = np.dtype(qualities[0].dtypes[0])
+    readers = [_StackReader(datasets, dtype) for datasets in _handles_per_worker(inputs, qualities, count)]
+    if engine == "numba":
+        lookup = _QualityLookup(job.quality_rules, dtype)
+        return [_CompiledQualityWindows(reader, job, lookup) for reader in readers]
+    return [_NumpyQualityWindows(reader, job) for reader in readers]
+
+
+# --------------------------------------------------------------------------- running the windows
+
+
+def _composite_windows(
+    inputs: contextlib.ExitStack,
+    windows: Sequence[Window],
+    workers: Sequence[WindowWorker],
+    destinations: Mapping[str, PathLike],
+    profiles: Mapping[str, Mapping[str, Any]],
+    finalize: Finalize | None,
+) -> None:
+    """Stage the outputs, run every window through the workers into them; they are finalized when ``inputs`` closes."""
+    staged = inputs.enter_context(
+        staged_outputs(destinations, finalize, finalize_threads=os.cpu_count() or 1, thread_name_prefix="blend-cog")
+    )
+    with contextlib.ExitStack() as outputs:
+        writers = open_writers(outputs, staged, profiles)
+        _run_windows(windows, workers, functools.partial(write_window, writers))
+
+
+def _run_windows(
+    windows: Sequence[Window],
+    workers: Sequence[WindowWorker],
+    write: Callable[[Window, Mapping[str, np.ndarray]], None],
+) -> None:
+    """Composite every window with one of ``workers`` and ``write`` its results.
+
+    Each worker (its own dataset handles and buffers) runs in a thread of its own and takes the
+    next window not yet taken, so decoding, the GIL-free kernels and the writes of different
+    windows overlap on all cores; ``write`` calls are serialized by a lock (one output handle).
+    With one worker everything runs here, in window order. The first exception stops every
+    worker after its current window and is raised once all have stopped.
     """
-    _check_observations([merge_paths, quality_paths], ["merge_paths", "quality_paths"], dates, efficacies)
-    for function in functions:
-        if function not in COMPOSITE_FUNCTIONS:
-            raise InvalidCubeConfig(f"compositing function {function!r} is unknown (expected one of {FUNCTIONS})")
-        if function not in out_paths:
-            raise InvalidCubeConfig(f"compositing function {function!r} has no output path")
-    functions = list(dict.fromkeys(functions))
-    job = _BandJob(_as_rules(quality_rules), rank_observations(efficacies, dates),
-                   [COMPOSITE_FUNCTIONS[name] for name in functions])
-    rules = job.quality_rules
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), contextlib.ExitStack() as inputs:
-        merges = open_aligned(inputs, merge_paths, None)
-        qualities = open_aligned(inputs, quality_paths, merges[0])
-        dtype = np.dtype(merges[0].dtypes[0])
-        check_nodata_fits(band_nodata, dtype, f"{merge_paths[0]}")
-        band_nodata = dtype.type(band_nodata).item()  # the nodata as the band stores it, for both engines
-        chosen_engine = _resolve_engine(engine, dtype)
-        profile = _output_profile(merges[0], dtype, band_nodata, compress=finalize is None)
-        windows = list(block_windows(merges[0].width, merges[0].height, block_size))
-        lookup = _QualityLookup(rules, np.dtype(qualities[0].dtypes[0])) if chosen_engine == "numba" else None
-
-        def band_worker(band_datasets: Sequence[Any], quality_datasets: Sequence[Any]) -> Callable[[Window], Any]:
-            band_reader = _StackReader(band_datasets, dtype)
-            quality_reader = _StackReader(quality_datasets, np.dtype(qualities[0].dtypes[0]))
-            if lookup is not None:
-                return _CompiledBandWindows(band_reader, quality_reader, lookup, job, band_nodata)
-            return _NumpyBandWindows(band_reader, quality_reader, job, band_nodata)
-
-        workers = [band_worker(merges, qualities)] + [
-            band_worker(_Reopened(inputs, merges), _Reopened(inputs, qualities))
-            for _ in range(min(_window_workers(io_threads), len(windows)) - 1)
-        ]
-        staged = inputs.enter_context(_staged_outputs({name: out_paths[name] for name in functions}, finalize))
-        with contextlib.ExitStack() as outputs:
-            writers = open_writers(outputs, staged, {name: profile for name in staged})
-            _run_windows(windows, workers, functools.partial(write_window, writers))
-    return {name: Path(out_paths[name]) for name in functions}
+    if len(workers) == 1:
+        for window in windows:
+            write(window, workers[0](window))
+        return
+    queue = _WindowQueue(windows, write)
+    with ThreadPoolExecutor(max_workers=len(workers), thread_name_prefix="blend-window") as pool:
+        futures = [pool.submit(queue.run, worker) for worker in workers]
+        wait(futures)
+    for future in futures:
+        future.result()
 
 
-def blend_quality(
-    quality_paths: Sequence[PathLike],
-    dates: Sequence[datetime.date],
-    efficacies: Sequence[float],
-    quality_rules: QualityRules | Mapping[str, Any],
-    out_quality_path: PathLike,
-    out_provenance_path: PathLike,
-    out_clearob_path: PathLike,
-    out_totalob_path: PathLike,
-    block_size: int = 512,
-    finalize: Finalize | None = None,
-    *,
-    engine: str = "auto",
-    io_threads: int | None = None,
-) -> dict[str, Path]:
-    """Composite the quality band and write PROVENANCE, CLEAROB and TOTALOB for a tile and period.
+class _WindowQueue:
+    """The windows not yet taken and the one serialized ``write``, shared by the window workers."""
 
-    Rules (issue 3, "Blend"): observations are ranked with ``rank_observations``; the raw
-    quality values follow the LCF rule applied to the quality band's own classes ("quality
-    composited by the same rule": ``composite_quality``, nodata = ``quality_rules.quality_nodata``);
-    PROVENANCE holds the chosen observation's day of year (int16, nodata -1); CLEAROB and
-    TOTALOB count clear / non-NODATA observations (uint8, saturating at 255). Spectral nodata
-    is not read here: the merges' quality files have been through ``propagate_spectral_nodata``
-    ("before blending, a pixel nodata in any spectral band becomes nodata in the quality band"),
-    so PROVENANCE matches the LCF bands.
+    def __init__(self, windows: Sequence[Window], write: Callable[[Window, Mapping[str, np.ndarray]], None]) -> None:
+        self._pending = iter(windows)
+        self._write = write
+        self._lock = threading.Lock()
+        self._failed = threading.Event()
 
-    Window by window like ``blend_band``, with the same ``engine`` and ``io_threads`` choices
-    (both engines give identical pixels; the numba engine needs an integer quality band of at
-    most 16 bits, ``"auto"`` takes numpy otherwise) and the same output files (DEFLATE
-    GeoTIFFs, or uncompressed temporary files handed to ``finalize``).
-
-    Returns:
-        ``{"quality": ..., "provenance": ..., "clearob": ..., "totalob": ...}`` output paths.
-
-    Raises:
-        InvalidRaster: naming the file, if an input cannot be opened or differs in grid or dtype
-            from the first, or if the quality nodata does not fit the quality dtype.
-        ValueError: if the inputs do not have one entry per observation, on an unknown
-            ``engine`` or a bad ``io_threads``, or if ``engine="numba"`` cannot handle the
-            quality dtype.
-    """
-    _check_observations([quality_paths], ["quality_paths"], dates, efficacies)
-    rules = _as_rules(quality_rules)
-    order = rank_observations(efficacies, dates)
-    days = [date.timetuple().tm_yday for date in dates]
-    outputs_paths = {
-        "quality": Path(out_quality_path),
-        "provenance": Path(out_provenance_path),
-        "clearob": Path(out_clearob_path),
-        "totalob": Path(out_totalob_path),
-    }
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), contextlib.ExitStack() as inputs:
-        qualities = open_aligned(inputs, quality_paths, None)
-        quality_dtype = np.dtype(qualities[0].dtypes[0])
-        check_nodata_fits(rules.quality_nodata, quality_dtype, f"{quality_paths[0]}")
-        chosen_engine = _resolve_engine(engine, None)
-        if chosen_engine == "numba" and not (quality_dtype.kind in "iu" and quality_dtype.itemsize <= 2):
-            if engine == "numba":
-                raise ValueError(f"engine 'numba' needs an integer quality band of at most 16 bits, not {quality_dtype}")
-            chosen_engine = "numpy"
-        compress = finalize is None
-        profiles = {
-            "quality": _output_profile(qualities[0], quality_dtype, rules.quality_nodata, compress),
-            "provenance": _output_profile(qualities[0], np.int16, PROVENANCE_NODATA, compress),
-            "clearob": _output_profile(qualities[0], np.uint8, None, compress),
-            "totalob": _output_profile(qualities[0], np.uint8, None, compress),
-        }
-        windows = list(block_windows(qualities[0].width, qualities[0].height, block_size))
-        handles = [qualities] + [
-            _Reopened(inputs, qualities) for _ in range(min(_window_workers(io_threads), len(windows)) - 1)
-        ]
-        staged = inputs.enter_context(_staged_outputs(outputs_paths, finalize))
-        with contextlib.ExitStack() as outputs:
-            writers = open_writers(outputs, staged, profiles)
-            if chosen_engine == "numba":
-                lookup = _QualityLookup(rules, quality_dtype)
-                order_array = np.asarray(order, dtype=np.int64)
-                days_array = np.asarray(days, dtype=np.int16)
-                fill = quality_dtype.type(rules.quality_nodata)
-
-                def composite(quality: np.ndarray) -> dict[str, np.ndarray]:
-                    return composite_quality_kernel(quality, lookup.table, lookup.offset, order_array, days_array, fill)
-
-            else:
-
-                def composite(quality: np.ndarray) -> dict[str, np.ndarray]:
-                    return composite_quality_window(
-                        quality, classify_quality(quality, rules), order, days, rules.quality_nodata
-                    )
-
-            def quality_worker(datasets: Sequence[Any]) -> Callable[[Window], dict[str, np.ndarray]]:
-                reader = _StackReader(datasets, quality_dtype)
-                return lambda window: composite(reader.read(window, reader.empty(window)))
-
-            workers = [quality_worker(datasets) for datasets in handles]
-            _run_windows(windows, workers, functools.partial(write_window, writers))
-    return outputs_paths
+    def run(self, worker: WindowWorker) -> None:
+        """Take windows until none is left or a worker failed; composite and write each."""
+        try:
+            while not self._failed.is_set():
+                with self._lock:
+                    window = next(self._pending, None)
+                if window is None:
+                    return
+                results = worker(window)
+                with self._lock:
+                    self._write(window, results)
+        except BaseException:
+            self._failed.set()
+            raise
 
 
 __all__ = [

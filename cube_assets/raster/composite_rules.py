@@ -72,6 +72,7 @@ def rank_observations(efficacies: Sequence[float], dates: Sequence[datetime.date
 
 
 def _check_stack(values: np.ndarray, classes: np.ndarray, what: str) -> None:
+    """Raise ``InvalidRaster`` unless ``values`` and ``classes`` are one non-empty ``(T, H, W)`` stack."""
     if values.ndim != 3:
         raise InvalidRaster(f"{what}: values must have shape (T, H, W), got {values.shape}")
     if classes.shape != values.shape:
@@ -81,6 +82,7 @@ def _check_stack(values: np.ndarray, classes: np.ndarray, what: str) -> None:
 
 
 def _check_order(order: Sequence[int], count: int) -> np.ndarray:
+    """``order`` as an index array; ``ValueError`` unless it is a permutation of the ``count`` observations."""
     order_array = np.asarray(order, dtype=np.intp)
     if order_array.shape != (count,) or not np.array_equal(np.sort(order_array), np.arange(count)):
         raise ValueError(f"observation order {list(order)} is not a permutation of 0..{count - 1}")

@@ -385,6 +385,7 @@ class SceneMosaic:
         return vrt
 
     def _check_window(self, window: Window) -> Window:
+        """``window`` rounded to whole pixels; ``ValueError`` unless it lies inside the grid on warp-block boundaries."""
         height, width = self.shape
         window = window.round_offsets().round_lengths()
         col, row, w, h = int(window.col_off), int(window.row_off), int(window.width), int(window.height)
