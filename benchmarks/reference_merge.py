@@ -1,11 +1,17 @@
 """The whole-tile merge this project used before merging window by window: the benchmark's reference.
 
-``reference_merge_scenes_to_tile`` and ``reference_merge_date`` are the code of
-``cube_assets/raster/warp.py::merge_scenes_to_tile`` and ``cube_assets/steps/merge.py::merge_date``
-as they were before the windowed merge (commit 290d78d), copied unchanged but for their names:
-every band of the whole tile is held in memory (a ``dst_shape`` array per band, filled block by
-block from a ``WarpedVRT`` per scene and band), the spectral nodata is propagated and the
-quality classified on the whole tile, and each band becomes a COG through ``write_cog``
+This module is a frozen copy, not project code: ``reference_merge_scenes_to_tile`` (with the
+private helpers below it) is ``merge_scenes_to_tile`` of ``cube_assets/raster/warp.py`` as of
+commit f8f9711, the last change to that file before the windowed merge (5bac2ee) replaced it, and
+``reference_merge_date`` is ``merge_date`` of ``cube_assets/steps/merge.py`` as of 2177c77 (both as
+in the tree of 290d78d); they are copied unchanged but for their names. It does not use
+``cube_assets.raster.warp`` or ``cube_assets.raster.windowed_io`` on purpose, so that changes to
+the project's merge cannot change the reference it is measured and tested against; do not
+refactor it along with them.
+
+In that merge every band of the whole tile is held in memory (a ``dst_shape`` array per band,
+filled block by block from a ``WarpedVRT`` per scene and band), the spectral nodata is propagated
+and the quality classified on the whole tile, and each band becomes a COG through ``write_cog``
 (rio-cogeo, staged in memory). A 10560 x 10560 tile of ten int16 bands needs more than 2.5 GiB.
 
 ``benchmarks/merge.py`` times it against ``cube_assets.steps.merge.merge_date``, and

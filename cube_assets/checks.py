@@ -60,7 +60,7 @@ from rasterio.windows import Window
 from cube_assets.cube_config import CubeConfig
 from cube_assets.partitions import cube_partitions
 from cube_assets.raster.cog import is_valid_cog
-from cube_assets.raster.composite import block_windows
+from cube_assets.raster.windowed_io import block_windows
 from cube_assets.raster.masks import QualityClass, classify_quality, rules_from_config
 from cube_assets.redaction import redact_url
 from cube_assets.resources.storage import RasterStoreResource

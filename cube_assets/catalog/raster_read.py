@@ -77,6 +77,7 @@ from cube_assets.catalog.scaling import (
 )
 from cube_assets.errors import InvalidRaster
 from cube_assets.raster.cog import cog_from_file
+from cube_assets.raster.windowed_io import check_nodata_fits, nodata_fits
 
 BandSource = str | os.PathLike[str] | tuple[str | os.PathLike[str], int]
 """A band's file: a path or URI (band 1), or ``(path, band_number)``."""
@@ -149,7 +150,7 @@ def read_band_window(
             dtype = np.dtype(src.dtypes[band - 1])
             fill = nodata if nodata is not None else src.nodatavals[band - 1]
             if fill is not None:
-                _check_fits(fill, dtype, f"{path} band {band}")
+                check_nodata_fits(fill, dtype, f"{path} band {band}")
             level = _overview_level(src, band, geocontext) if use_overviews else None
             if level is None:
                 return _read_open(src, band, path, geocontext, method, fill, dtype)
@@ -607,7 +608,7 @@ def write_raster(
     if band_names is not None and len(band_names) != data.shape[0]:
         raise ValueError(f"write_raster {destination}: {len(band_names)} band names for {data.shape[0]} bands")
     if nodata is not None:
-        _check_fits(nodata, data.dtype, f"write_raster {destination}")
+        check_nodata_fits(nodata, data.dtype, f"write_raster {destination}")
     mask = np.ma.getmaskarray(data)
     values = np.array(np.ma.getdata(data), copy=True)
     values[mask] = nodata if nodata is not None else 0
@@ -821,7 +822,7 @@ def _scale_layer(
     infos = request.infos[group[0]]
     for band, info in enumerate(infos):
         unscaled = request.scales is None or request.scales[band] is None
-        if unscaled and info.nodata is not None and _fits(info.nodata, layer.dtype):
+        if unscaled and info.nodata is not None and nodata_fits(info.nodata, layer.dtype):
             layer.data[band][layer.mask[band]] = info.nodata
     return layer
 
@@ -851,7 +852,7 @@ def _output_nodata(request: _Request, nodata: float | None) -> float | None:
     if len(values) != 1:
         return None
     value = values.pop()
-    return value if value is not None and _fits(value, numpy_dtype(request.data_type)) else None
+    return value if value is not None and nodata_fits(value, numpy_dtype(request.data_type)) else None
 
 
 def _check_format(driver: str, request: _Request, path: Path) -> None:
@@ -904,19 +905,6 @@ def _split_source(source: BandSource) -> tuple[str, int]:
 def _check_band(src: DatasetReader, band: int, path: str) -> None:
     if not 1 <= band <= src.count:
         raise InvalidRaster(f"{path}: no band {band} (the file has {src.count})")
-
-
-def _fits(value: float, dtype: np.dtype) -> bool:
-    dtype = np.dtype(dtype)
-    if dtype.kind == "f":
-        return True
-    info = np.iinfo(dtype)
-    return math.isfinite(value) and float(value).is_integer() and info.min <= value <= info.max
-
-
-def _check_fits(value: float, dtype: np.dtype, what: str) -> None:
-    if not _fits(value, dtype):
-        raise InvalidRaster(f"{what}: nodata {value} does not fit {np.dtype(dtype).name}")
 
 
 def _equals(values: np.ndarray, nodata: float) -> np.ndarray:

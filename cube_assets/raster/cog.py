@@ -32,6 +32,7 @@ from cube_assets.atomic import atomic_path
 from cube_assets.errors import InvalidRaster
 from cube_assets.raster.inputs import open_input, reading_from
 from cube_assets.raster.product_limits import ProductLimits
+from cube_assets.raster.windowed_io import check_nodata_fits
 
 COMPRESSIONS = ("DEFLATE", "ZSTD")
 OVERVIEW_RESAMPLINGS = ("nearest", "average", "mode", "bilinear", "cubic")
@@ -83,7 +84,7 @@ def write_cog(
     bands = _as_bands(array, name)
     out_dtype = np.dtype(dtype) if dtype is not None else bands.dtype
     bands = _cast(bands, out_dtype, name)
-    _check_nodata_fits(nodata, out_dtype, name)
+    check_nodata_fits(nodata, out_dtype, name)
     if band_descriptions is not None and len(band_descriptions) != bands.shape[0]:
         raise InvalidRaster(
             f"{name}: {len(band_descriptions)} band descriptions for {bands.shape[0]} bands"
@@ -304,12 +305,3 @@ def _cast(bands: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
             raise InvalidRaster(f"{name}: values {bands.min()}..{bands.max()} do not fit {dtype}")
     return bands.astype(dtype)
 
-
-def _check_nodata_fits(nodata: float | int | None, dtype: np.dtype, name: str) -> None:
-    """Raise ``InvalidRaster`` if ``nodata`` cannot be stored exactly in ``dtype``."""
-    if nodata is None:
-        return
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        if not np.isfinite(nodata) or nodata != int(nodata) or not info.min <= nodata <= info.max:
-            raise InvalidRaster(f"{name}: nodata {nodata} does not fit {dtype}")

@@ -1,14 +1,14 @@
 """Compiled (numba) kernels of the composites, one window at a time.
 
 Each kernel walks the pixels of one window once and, per pixel, the T observations of the
-stack, applying exactly the rule of its pure-numpy twin in ``composite``:
+stack, applying exactly the rule of its pure-numpy twin in ``composite_rules``:
 
-* ``lcf_window``: ``composite.lcf`` (first CLEAR in rank order, else first non-NODATA, else
+* ``lcf_window``: ``composite_rules.lcf`` (first CLEAR in rank order, else first non-NODATA, else
   nodata) and the chosen observation index;
-* ``median_window``: ``composite.median_clear`` (median of CLEAR values; even count: the two
+* ``median_window``: ``composite_rules.median_clear`` (median of CLEAR values; even count: the two
   middle values' mean truncated toward zero for integers, ``(a + b) / 2`` in float64 for
   floats; NaN sorts last like ``numpy.sort``);
-* ``mean_window``: ``composite.mean_clear`` (integer sums in int64, mean truncated toward zero;
+* ``mean_window``: ``composite_rules.mean_clear`` (integer sums in int64, mean truncated toward zero;
   float sums in float64 in observation order, like numpy's axis-0 sum);
 * ``quality_window``: LCF of the quality band itself with PROVENANCE, CLEAROB and TOTALOB.
 
@@ -93,7 +93,7 @@ def observations_with_clear(quality, lut, lut_offset, out):  # type: ignore[no-u
 def lcf_window(  # type: ignore[no-untyped-def]
     values, quality, lut, lut_offset, order, loaded, check_band, fill, nodata_is_nan, out, chosen, wanted
 ):
-    """Best-pixel composite of one window (``composite.lcf``).
+    """Best-pixel composite of one window (``composite_rules.lcf``).
 
     ``out`` gets the chosen value (``fill``, the band's nodata, where none), ``chosen`` the
     chosen observation (-1 where none). An observation whose values are not ``loaded`` is
@@ -133,7 +133,7 @@ def lcf_window(  # type: ignore[no-untyped-def]
 def median_window(  # type: ignore[no-untyped-def]
     values, quality, lut, lut_offset, loaded, check_band, fill, nodata_is_nan, integer, sentinel, network, out
 ):
-    """Median of each pixel's CLEAR observations (``composite.median_clear``) into ``out``.
+    """Median of each pixel's CLEAR observations (``composite_rules.median_clear``) into ``out``.
 
     Row by row, like the numpy path: values that are not usable become ``sentinel`` (the dtype's
     maximum, NaN for floats), so they sort after every clear value; the row's T x W values are
@@ -189,7 +189,7 @@ def median_window(  # type: ignore[no-untyped-def]
 def mean_window(  # type: ignore[no-untyped-def]
     values, quality, lut, lut_offset, loaded, check_band, fill, nodata_is_nan, integer, out
 ):
-    """Mean of each pixel's CLEAR observations (``composite.mean_clear``) into ``out``.
+    """Mean of each pixel's CLEAR observations (``composite_rules.mean_clear``) into ``out``.
 
     Row by row, observations in index order (the order numpy's axis-0 sum adds them in);
     integer sums in int64 with the mean truncated toward zero, float sums in float64.

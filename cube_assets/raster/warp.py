@@ -21,7 +21,7 @@ import contextlib
 import math
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +39,6 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window
 
-from cube_assets.atomic import atomic_path, temporary_path
 from cube_assets.errors import InvalidRaster, InvalidScene
 from cube_assets.raster.inputs import open_input
 from cube_assets.raster.masks import (
@@ -50,6 +49,15 @@ from cube_assets.raster.masks import (
     rules_from_config,
 )
 from cube_assets.raster.product_limits import ANY_SCENE
+from cube_assets.raster.windowed_io import (
+    Finalize,
+    block_windows,
+    check_nodata_fits,
+    open_writers,
+    output_profile,
+    staged_outputs,
+    write_window,
+)
 
 DATASOURCE = "DATASOURCE"
 """Name of the band recording which scene (index in priority order) gave each pixel."""
@@ -68,8 +76,6 @@ in 1024 px windows instead of 777 px windows changes about 10,000 nearest and 1.
 pixels. A merge therefore always warps the same blocks, whatever window it processes, so its
 pixels do not depend on the window size. 1024 is the block the whole-tile merge warped in, so
 they are also the pixels it gave."""
-OUTPUT_BLOCK_SIZE = 512
-"""Tile side of the merge's GeoTIFFs (staging files and DEFLATE outputs)."""
 DEFAULT_WARP_THREADS = 4
 """At most this many bands of a scene are warped at once by default (fewer on fewer CPUs)."""
 MIN_BAND_OVERLAP = 0.5
@@ -138,7 +144,7 @@ def warp_to_grid(
             if not 1 <= band <= src.count:
                 raise InvalidRaster(f"{path}: no band {band} (the file has {src.count})")
             out_dtype = np.dtype(dtype or src.dtypes[band - 1])
-            _check_nodata_fits(dst_nodata, out_dtype, str(path))
+            check_nodata_fits(dst_nodata, out_dtype, str(path))
             with _warped_vrt(
                 src,
                 dst_crs=dst_crs,
@@ -300,7 +306,7 @@ class SceneMosaic:
             raise ValueError(
                 f"merge window size {window_size!r} must be a positive multiple of the warp block {self.warp_block}"
             )
-        return list(_blocks(self.shape, size))
+        return list(block_windows(self.shape[1], self.shape[0], size))
 
     def read(self, window: Window) -> dict[str, np.ndarray]:
         """Merge ``window`` of the grid: every band of each pixel from the first scene with a valid quality.
@@ -322,7 +328,7 @@ class SceneMosaic:
         window = self._check_window(window)
         shape = (int(window.height), int(window.width))
         merged = {band: np.full(shape, self.nodata[band], dtype=self.dtypes[band]) for band in self.bands}
-        for block in _blocks((shape[0], shape[1]), self.warp_block):
+        for block in block_windows(shape[1], shape[0], self.warp_block):
             grid_block = Window(window.col_off + block.col_off, window.row_off + block.row_off, block.width, block.height)
             self._merge_block(grid_block, {band: array[block.toslices()] for band, array in merged.items()})
         return merged
@@ -390,6 +396,7 @@ class SceneMosaic:
         return vrt
 
     def _check_window(self, window: Window) -> Window:
+        """``window`` rounded to whole pixels; ``ValueError`` unless it lies inside the grid on warp-block boundaries."""
         height, width = self.shape
         window = window.round_offsets().round_lengths()
         col, row, w, h = int(window.col_off), int(window.row_off), int(window.width), int(window.height)
@@ -515,7 +522,7 @@ def merge_scenes_to_files(
     resampling: Mapping[str, str] | None = None,
     window_size: int = WARP_BLOCK,
     warp_block: int = WARP_BLOCK,
-    finalize: Callable[[Path, Path], None] | None = None,
+    finalize: Finalize | None = None,
     threads: int | None = None,
 ) -> MergeStatistics:
     """Merge the scenes of one date onto a tile grid window by window, writing one file per band.
@@ -554,28 +561,24 @@ def merge_scenes_to_files(
     if missing:
         raise ValueError(f"merge: no output path for {missing}")
     statistics = MergeStatistics(0, 0, 0, 0)
-    with contextlib.ExitStack() as staged:
+    # The outputs are staged once the scenes are open, and finalized when ``staging`` exits:
+    # after the scenes, their warped views and GDAL's blocks of them have been released.
+    with contextlib.ExitStack() as staging:
         with rasterio.Env(GDAL_CACHEMAX=MERGE_GDAL_CACHE_BYTES), open_scene_mosaic(
             scenes, bands=spectral, quality_band=quality_band, dst_crs=dst_crs, dst_transform=dst_transform,
             dst_shape=dst_shape, band_nodata=band_nodata, resampling=resampling, warp_block=warp_block,
             threads=threads,
         ) as mosaic, contextlib.ExitStack() as open_files:
             windows = mosaic.windows(window_size)
-            temporaries = {
-                band: staged.enter_context(_staged_output(out_paths[band], in_place=finalize is None))
-                for band in mosaic.bands
-            }
-            writers = {
-                band: open_files.enter_context(
-                    rasterio.open(
-                        temporaries[band], "w", **_merge_profile(
-                            mosaic.dtypes[band], mosaic.nodata[band], dst_crs, dst_transform, dst_shape,
-                            compress=finalize is None,
-                        )
-                    )
+            staged = staging.enter_context(staged_outputs({band: out_paths[band] for band in mosaic.bands}, finalize))
+            profiles = {
+                band: output_profile(
+                    mosaic.dtypes[band], mosaic.nodata[band], crs=dst_crs, transform=dst_transform, shape=dst_shape,
+                    compress=finalize is None,
                 )
                 for band in mosaic.bands
             }
+            writers = open_writers(open_files, staged, profiles)
             for window in windows:
                 merged = mosaic.read(window)
                 merged[quality_band] = propagate_spectral_nodata(
@@ -583,63 +586,8 @@ def merge_scenes_to_files(
                     [band_nodata[band] for band in spectral], band_nodata[quality_band],
                 )
                 statistics = statistics + MergeStatistics.of(classify_quality(merged[quality_band], rules))
-                for band, writer in writers.items():
-                    writer.write(merged[band], 1, window=window)
-        # The scenes, their warped views and GDAL's blocks of them are released before finalizing.
-        if finalize is not None:
-            _finalize_all(temporaries, out_paths, finalize)
+                write_window(writers, window, merged)
     return statistics
-
-
-def _finalize_all(
-    temporaries: Mapping[str, Path], out_paths: Mapping[str, str | os.PathLike[str]], finalize: Callable[[Path, Path], None]
-) -> None:
-    """``finalize`` every staged file onto its output path; on any error remove those already done."""
-    finalized: list[Path] = []
-    try:
-        for band, tmp in temporaries.items():
-            destination = Path(out_paths[band])
-            finalize(tmp, destination)
-            finalized.append(destination)
-            tmp.unlink(missing_ok=True)  # free the disk as soon as possible
-    except BaseException:
-        for destination in finalized:
-            destination.unlink(missing_ok=True)
-        raise
-
-
-@contextlib.contextmanager
-def _staged_output(destination: str | os.PathLike[str], *, in_place: bool) -> Iterator[Path]:
-    """A temporary path for one merge output: renamed onto ``destination`` on success when
-    ``in_place``, else left for ``finalize``; removed (with GDAL sidecars) in any case."""
-    destination = Path(destination)
-    if in_place:
-        with atomic_path(destination) as tmp:
-            yield tmp
-        return
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(destination.with_suffix(".tif"), "staging")
-    try:
-        yield tmp
-    finally:
-        for leftover in tmp.parent.glob(tmp.name + "*"):
-            with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
-
-
-def _merge_profile(
-    dtype: np.dtype, nodata: float | int, crs: CRS | str | int, transform: Affine, shape: tuple[int, int], *,
-    compress: bool,
-) -> dict[str, Any]:
-    """A tiled single-band GeoTIFF on the grid; DEFLATE unless it is only staging for ``finalize``."""
-    profile: dict[str, Any] = {
-        "driver": "GTiff", "count": 1, "height": shape[0], "width": shape[1], "dtype": np.dtype(dtype).name,
-        "crs": CRS.from_user_input(crs), "transform": transform, "nodata": nodata, "tiled": True,
-        "blockxsize": OUTPUT_BLOCK_SIZE, "blockysize": OUTPUT_BLOCK_SIZE,
-    }
-    if compress:
-        profile.update(compress="deflate", predictor=2 if np.dtype(dtype).kind in "iu" else 3)
-    return profile
 
 
 def _warp_pool(threads: int | None) -> ThreadPoolExecutor | None:
@@ -705,7 +653,7 @@ def _warp_array(
     if array.ndim != 2 or 0 in array.shape:
         raise InvalidRaster(f"warp source array: expected a non-empty 2-D array, got shape {array.shape}")
     out_dtype = np.dtype(dtype or array.dtype)
-    _check_nodata_fits(dst_nodata, out_dtype, "warp source array")
+    check_nodata_fits(dst_nodata, out_dtype, "warp source array")
     destination = np.full(dst_shape, dst_nodata, dtype=out_dtype)
     reproject(
         source=array,
@@ -750,30 +698,12 @@ def _grid_window(dst_shape: tuple[int, int], window: Window | None) -> Window:
     return window
 
 
-def _blocks(dst_shape: tuple[int, int], block_size: int | None) -> Iterator[Window]:
-    """Windows covering a ``dst_shape`` grid row by row; one window when ``block_size`` is None."""
-    height, width = dst_shape
-    step_rows = block_size or height
-    step_cols = block_size or width
-    for row in range(0, height, step_rows):
-        for col in range(0, width, step_cols):
-            yield Window(col, row, min(step_cols, width - col), min(step_rows, height - row))
-
-
 def _valid(array: np.ndarray, nodata: float | int | None) -> np.ndarray:
     """True where ``array`` is not ``nodata`` and not NaN."""
     valid = ~np.isnan(array) if array.dtype.kind == "f" else np.ones(array.shape, dtype=bool)
     if nodata is not None and not math.isnan(nodata):
         valid &= array != nodata
     return valid
-
-
-def _check_nodata_fits(nodata: float | int, dtype: np.dtype, name: str) -> None:
-    """Raise ``InvalidRaster`` if ``nodata`` cannot be stored exactly in ``dtype``."""
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        if not math.isfinite(nodata) or nodata != int(nodata) or not info.min <= nodata <= info.max:
-            raise InvalidRaster(f"{name}: nodata {nodata} does not fit {dtype}")
 
 
 def _check_merge_arguments(
@@ -873,7 +803,7 @@ def _band_dtypes(
         if len(found) > 1:
             raise InvalidScene(f"merge: band {band} has different data types across scenes: {found}")
         dtypes[band] = next(iter(found))
-        _check_nodata_fits(band_nodata[band], dtypes[band], f"merge band {band}")
+        check_nodata_fits(band_nodata[band], dtypes[band], f"merge band {band}")
     return dtypes
 
 

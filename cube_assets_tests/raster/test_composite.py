@@ -12,9 +12,8 @@ import rasterio
 from rasterio.transform import from_origin
 
 from cube_assets.errors import InvalidCubeConfig, InvalidRaster
-from cube_assets.raster.composite import (
-    blend_band,
-    blend_quality,
+from cube_assets.raster.composite import blend_band, blend_quality
+from cube_assets.raster.composite_rules import (
     clear_observation_count,
     composite_quality,
     lcf,

@@ -18,7 +18,8 @@ import rasterio
 from rasterio.transform import from_origin
 
 from cube_assets.raster import composite_kernels
-from cube_assets.raster.composite import GDAL_CACHE_BYTES, blend_band, blend_quality, median_clear
+from cube_assets.raster.composite import GDAL_CACHE_BYTES, blend_band, blend_quality
+from cube_assets.raster.composite_rules import median_clear
 from cube_assets.raster.masks import FMASK4_RULES, LandsatQAPixelRules, QualityClass, ValueMaskRules
 
 HEIGHT, WIDTH, BLOCK = 150, 140, 64  # 3 x 3 windows, the last ones partial

@@ -1,0 +1,310 @@
+"""The one windowed read / write / staging layer of the raster code.
+
+What the merge (``warp``), the composites (``composite``) and the catalog's reads and writes
+share when they move pixels between arrays and GeoTIFFs window by window:
+
+* ``nodata_fits`` / ``check_nodata_fits``: whether a nodata value can be stored in a dtype;
+* ``block_windows``: the row-major windows that tile a raster exactly once;
+* ``open_aligned``: open a stack of single-band files that must share one grid and dtype;
+* ``output_profile``: the tiled single-band GeoTIFF every windowed output is written as;
+* ``staged_outputs`` and ``open_writers`` / ``write_window``: outputs written under a temporary
+  name in their destination folder, then moved into place atomically (or handed to a
+  ``finalize`` such as a COG conversion), with nothing left behind on error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import RasterioIOError
+from rasterio.io import DatasetReader, DatasetWriter
+from rasterio.windows import Window
+
+from cube_assets.atomic import atomic_path, temporary_path
+from cube_assets.errors import InvalidRaster
+
+PathLike = str | os.PathLike[str]
+Finalize = Callable[[Path, Path], None]
+"""``finalize(staged_tiff, destination)``: writes ``destination`` from a finished staging file."""
+
+OUTPUT_BLOCK_SIZE = 512
+"""Tile side of the windowed GeoTIFF outputs (staging files and DEFLATE outputs)."""
+
+
+# --------------------------------------------------------------------------- nodata
+
+
+def nodata_fits(nodata: float | int | None, dtype: Any) -> bool:
+    """Whether ``nodata`` can be stored exactly in ``dtype``.
+
+    Any value fits a float dtype; an integer dtype needs a finite whole number inside its
+    range; ``None`` (no nodata) always fits.
+
+    Returns:
+        True when it fits.
+
+    Raises:
+        TypeError: if ``dtype`` is not a numpy dtype.
+    """
+    dtype = np.dtype(dtype)
+    if nodata is None or dtype.kind not in "iu":
+        return True
+    info = np.iinfo(dtype)
+    return math.isfinite(nodata) and float(nodata) == int(nodata) and info.min <= nodata <= info.max
+
+
+def check_nodata_fits(nodata: float | int | None, dtype: Any, name: str) -> None:
+    """Check that ``nodata`` can be stored exactly in ``dtype`` (see ``nodata_fits``).
+
+    Returns:
+        None.
+
+    Raises:
+        InvalidRaster: naming ``name`` (the file, band or array the nodata belongs to) if it
+            does not fit.
+    """
+    if not nodata_fits(nodata, dtype):
+        raise InvalidRaster(f"{name}: nodata {nodata} cannot be stored in {np.dtype(dtype)}")
+
+
+# --------------------------------------------------------------------------- windows
+
+
+def block_windows(width: int, height: int, block_size: int) -> Iterator[Window]:
+    """Yield row-major windows of at most ``block_size`` x ``block_size`` covering the raster.
+
+    Every pixel of a ``width`` x ``height`` raster lies in exactly one window; windows start
+    at multiples of ``block_size``, and those of the last column and row are cut to the raster.
+
+    Returns:
+        An iterator of ``Window``.
+
+    Raises:
+        ValueError: if ``block_size`` is not positive.
+    """
+    if block_size <= 0:
+        raise ValueError(f"block_size must be positive, got {block_size}")
+    for row in range(0, height, block_size):
+        for col in range(0, width, block_size):
+            yield Window(col, row, min(block_size, width - col), min(block_size, height - row))
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def open_aligned(stack: contextlib.ExitStack, paths: Sequence[PathLike], reference: Any | None) -> list[DatasetReader]:
+    """Open every path for the life of ``stack``; all must share one dtype and one grid.
+
+    The grid (shape, CRS, transform) is ``reference``'s, or else the first file's.
+
+    Returns:
+        The open datasets, in the order of ``paths``.
+
+    Raises:
+        InvalidRaster: naming the file, if it cannot be opened or its shape, CRS, transform
+            or dtype differs from the reference (the dtype: from the first file).
+    """
+    datasets: list[DatasetReader] = []
+    for path in paths:
+        try:
+            dataset = stack.enter_context(rasterio.open(path))
+        except RasterioIOError as error:
+            raise InvalidRaster(f"{path}: cannot be opened ({error})") from None
+        reference = reference if reference is not None else dataset
+        if (dataset.width, dataset.height) != (reference.width, reference.height):
+            raise InvalidRaster(
+                f"{path}: shape {dataset.height}x{dataset.width} differs from "
+                f"{reference.name} {reference.height}x{reference.width}"
+            )
+        if dataset.crs != reference.crs:
+            raise InvalidRaster(f"{path}: CRS {dataset.crs} differs from {reference.name} {reference.crs}")
+        if not dataset.transform.almost_equals(reference.transform, precision=1e-9):
+            raise InvalidRaster(f"{path}: transform {tuple(dataset.transform)[:6]} differs from {reference.name}")
+        if datasets and dataset.dtypes[0] != datasets[0].dtypes[0]:
+            raise InvalidRaster(
+                f"{path}: dtype {dataset.dtypes[0]} differs from {datasets[0].name} {datasets[0].dtypes[0]}"
+            )
+        datasets.append(dataset)
+    return datasets
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def output_profile(
+    dtype: Any,
+    nodata: float | int | None,
+    *,
+    crs: CRS | str | int | None,
+    transform: Affine,
+    shape: tuple[int, int],
+    compress: bool,
+    predictor: bool = True,
+) -> dict[str, Any]:
+    """The profile of a tiled (512 x 512) single-band GeoTIFF on a grid of ``shape = (height, width)``.
+
+    With ``compress`` it is DEFLATE-compressed, with the predictor suiting the dtype (2 for
+    integers, 3 for floats) unless ``predictor`` is False; without, it is uncompressed (a
+    staging file for a ``finalize`` that compresses it).
+
+    Returns:
+        A profile for ``rasterio.open(path, "w", **profile)``.
+
+    Raises:
+        TypeError: if ``dtype`` is not a numpy dtype.
+        rasterio.errors.CRSError: if ``crs`` is not a CRS.
+    """
+    dtype = np.dtype(dtype)
+    profile: dict[str, Any] = {
+        "driver": "GTiff",
+        "count": 1,
+        "height": shape[0],
+        "width": shape[1],
+        "dtype": dtype.name,
+        "crs": CRS.from_user_input(crs) if crs is not None else None,
+        "transform": transform,
+        "nodata": nodata,
+        "tiled": True,
+        "blockxsize": OUTPUT_BLOCK_SIZE,
+        "blockysize": OUTPUT_BLOCK_SIZE,
+    }
+    if compress:
+        profile["compress"] = "deflate"
+        if predictor:
+            profile["predictor"] = 2 if dtype.kind in "iu" else 3
+    return profile
+
+
+@contextlib.contextmanager
+def staged_outputs(
+    destinations: Mapping[str, PathLike],
+    finalize: Finalize | None = None,
+    *,
+    finalize_threads: int | None = None,
+    thread_name_prefix: str = "finalize",
+) -> Iterator[dict[str, Path]]:
+    """Yield a temporary path per output name, in its destination's folder; put each in place on success.
+
+    Without ``finalize`` each temporary file comes from ``atomic_path`` and is renamed onto its
+    destination. With ``finalize``, ``finalize(tmp, destination)`` is called instead (it must
+    write ``destination``, atomically if that matters): one output after another in the calling
+    thread, or with ``finalize_threads`` up to that many at once in threads named
+    ``thread_name_prefix`` (a COG conversion is mostly GDAL work outside the GIL); each temporary file is removed once its
+    output is finalized. If one ``finalize`` fails, the outputs this call already finalized are
+    removed again, so no output is left out of step with the others. In any case no temporary
+    file (nor a GDAL sidecar of one) is left behind.
+
+    Returns:
+        A context manager yielding ``{name: temporary path}``.
+
+    Raises:
+        Whatever the block or a ``finalize`` raises (the first failure); ``OSError`` if a
+        folder cannot be made or a file cannot be moved.
+    """
+    if finalize is None:
+        with contextlib.ExitStack() as stack:
+            yield {name: stack.enter_context(atomic_path(path)) for name, path in destinations.items()}
+        return
+    staged = {name: _staging_path(Path(path)) for name, path in destinations.items()}
+    try:
+        yield staged
+        jobs = [(staged[name], Path(destinations[name])) for name in destinations]
+        _finalize_all(jobs, finalize, finalize_threads, thread_name_prefix)
+    finally:
+        for tmp in staged.values():
+            _remove_with_sidecars(tmp)
+
+
+def open_writers(
+    stack: contextlib.ExitStack, paths: Mapping[str, Path], profiles: Mapping[str, Mapping[str, Any]]
+) -> dict[str, DatasetWriter]:
+    """Open a GeoTIFF writer per output name for the life of ``stack``, with that name's profile.
+
+    Returns:
+        ``{name: writer}`` in the order of ``paths``.
+
+    Raises:
+        KeyError: if a name has no profile.
+        rasterio.errors.RasterioIOError: if a file cannot be created.
+    """
+    return {name: stack.enter_context(rasterio.open(path, "w", **profiles[name])) for name, path in paths.items()}
+
+
+def write_window(writers: Mapping[str, DatasetWriter], window: Window, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write each writer's array of ``arrays`` (by name) into band 1 at ``window``.
+
+    Returns:
+        None.
+
+    Raises:
+        KeyError: if a writer has no array.
+        rasterio.errors.RasterioIOError: if GDAL cannot write.
+    """
+    for name, writer in writers.items():
+        writer.write(arrays[name], 1, window=window)
+
+
+def _staging_path(destination: Path) -> Path:
+    """A fresh hidden staging file name beside ``destination`` (its folder is created)."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    return temporary_path(destination.with_suffix(".tif"), "staging")
+
+
+def _remove_with_sidecars(path: Path) -> None:
+    """Remove ``path`` and the sidecars (``.aux.xml``, ``.ovr``) GDAL may have left beside it."""
+    for leftover in path.parent.glob(path.name + "*"):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+
+
+def _finalize_all(
+    jobs: Sequence[tuple[Path, Path]], finalize: Finalize, threads: int | None, thread_name_prefix: str
+) -> None:
+    """Run ``finalize`` on every ``(tmp, destination)``; on a failure remove the destinations done."""
+    finalized: list[Path] = []
+    try:
+        if threads is None or len(jobs) == 1:
+            for tmp, destination in jobs:
+                _finalize_one(finalize, tmp, destination, finalized)
+            return
+        with ThreadPoolExecutor(max_workers=min(len(jobs), threads), thread_name_prefix=thread_name_prefix) as pool:
+            futures = [pool.submit(_finalize_one, finalize, tmp, destination, finalized) for tmp, destination in jobs]
+            wait(futures)
+        for future in futures:
+            future.result()
+    except BaseException:
+        for destination in finalized:
+            destination.unlink(missing_ok=True)
+        raise
+
+
+def _finalize_one(finalize: Finalize, tmp: Path, destination: Path, finalized: list[Path]) -> None:
+    """``finalize`` one output, note it in ``finalized`` and free its staging file at once."""
+    finalize(tmp, destination)
+    finalized.append(destination)
+    _remove_with_sidecars(tmp)
+
+
+__all__ = [
+    "OUTPUT_BLOCK_SIZE",
+    "Finalize",
+    "PathLike",
+    "block_windows",
+    "check_nodata_fits",
+    "nodata_fits",
+    "open_aligned",
+    "open_writers",
+    "output_profile",
+    "staged_outputs",
+    "write_window",
+]
