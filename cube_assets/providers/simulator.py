@@ -12,9 +12,9 @@ from typing import Any
 from shapely.geometry.base import BaseGeometry
 
 from cube_assets.errors import ProviderError
+from cube_assets.formats.simulator import SimulatedScene, simulate_archive
 from cube_assets.providers.base import Provider, SceneRef
 from cube_assets.providers.local import LocalArchiveProvider
-from cube_assets.sources.simulator import SimulatedScene, simulate_archive
 
 
 def simulated_scenes(options: Mapping[str, Any]) -> list[SimulatedScene]:

@@ -20,7 +20,7 @@ product differently agree on its id and a provider chain can fall back from one 
 **Bands → assets.** A cube band is found in an Item's assets by, in order: the ``assets``
 option (a key or a list of candidate keys); an asset whose key is the band name; a single-band
 asset whose ``eo:bands`` (or STAC 1.1 ``bands``) name is the band name, GeoTIFFs first; then
-:func:`~cube_assets.sources.stac_item.asset_key_for_band` (the key in another case, Earth
+:func:`~cube_assets.formats.stac_item.asset_key_for_band` (the key in another case, Earth
 Search's key of a Sentinel-2 band such as ``red`` for ``B04``, the asset of Landsat ``SR_Bn``).
 With
 ``alternate`` (``"https"`` for the Copernicus Data Space, whose main hrefs are ``s3://``), the
@@ -48,9 +48,9 @@ from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from cube_assets.errors import ProviderError
+from cube_assets.formats.stac_item import asset_key_for_band
 from cube_assets.names import check_name, name_problem, quoted
 from cube_assets.providers.base import Provider, SceneRef, check_search_arguments, select_scenes
-from cube_assets.sources.stac_item import asset_key_for_band
 from cube_assets.providers.http import (
     Credentials,
     DownloadResult,

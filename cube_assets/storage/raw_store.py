@@ -26,7 +26,7 @@ provider that served it and the (redacted) source URL.
 * bands the provider serves from one file (every band of a zipped ``.SAFE`` product) are
   downloaded once and stored as hard links of each other, and checked once per load;
 * a band's manifest entry records the STAC asset it came from (``asset``), so its radiometry
-  can be read from ``item.json`` later (``sources/stac_item.py``);
+  can be read from ``item.json`` later (``formats/stac_item.py``);
 * offline (``offline=True``), nothing is fetched: a scene whose requested bands are all stored
   and sound is returned, anything else raises :class:`SceneNotStored` naming the missing bands;
 * a scene comes from one provider: loading it through a different provider than the one that
@@ -62,6 +62,8 @@ from shapely.geometry.base import BaseGeometry
 
 from cube_assets.atomic import atomic_write_text, exclusive_lock
 from cube_assets.errors import InvalidScene, ProviderError
+from cube_assets.formats.archives import ArchiveMember, UnsafeArchive, tar_members, zip_members
+from cube_assets.formats.landsat import is_landsat_folder, open_landsat_product
 from cube_assets.names import check_name, quoted
 from cube_assets.providers.base import Provider, SceneRef, check_search_arguments, select_scenes
 from cube_assets.providers.http import DownloadResult, RemoteFile, file_multihash, parse_multihash, redact_url
@@ -72,8 +74,6 @@ from cube_assets.providers.local import (
     ProductManifest,
     is_complete_product,
 )
-from cube_assets.sources.archives import ArchiveMember, UnsafeArchive, tar_members, zip_members
-from cube_assets.sources.landsat import is_landsat_folder, open_landsat_product
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def verify_file(
     with GDAL and its last row read (the tiles written last), a JPEG 2000 file's box structure
     (box lengths add up to the file size, the codestream ends with its EOC marker) and header.
     Zip and tar files are first checked member by member with the rules of
-    :mod:`cube_assets.sources.archives` (safe member paths, no links, size bound and
+    :mod:`cube_assets.formats.archives` (safe member paths, no links, size bound and
     compression ratio), so an archive that could not be extracted safely is never stored.
 
     Returns:
@@ -773,7 +773,7 @@ class RawStore:
     @staticmethod
     def _product_band_files(path: Path, bands: list[str]) -> tuple[dict[str, Path], list[str]]:
         if path.name.endswith(".SAFE") or is_landsat_folder(path):
-            from cube_assets.sources.sentinel2_safe import open_safe
+            from cube_assets.formats.sentinel2_safe import open_safe
 
             try:
                 product: Any = open_safe(path) if path.name.endswith(".SAFE") else open_landsat_product(path)

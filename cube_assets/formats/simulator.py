@@ -4,7 +4,7 @@ A simulated product looks like a real one to everything downstream: the folder a
 names, the lossless JPEG 2000 bands with their georeferencing (10 m bands in ``R10m``, 20 m
 bands such as B8A and B11 in ``R20m`` only, 60 m bands in ``R60m``), the 20 m scene
 classification ``SCL``, a ``PVI`` preview, and ``MTD_MSIL2A.xml`` and ``MTD_TL.xml`` with
-the elements :mod:`cube_assets.sources.sentinel2_safe` reads.
+the elements :mod:`cube_assets.formats.sentinel2_safe` reads.
 
 What is simulated:
 
@@ -46,7 +46,7 @@ from pyproj import CRS, Transformer
 from shapely.geometry import Polygon, box
 
 from cube_assets.atomic import atomic_path, atomic_write_text
-from cube_assets.sources.sentinel2_safe import BAND_NAMES, NATIVE_RESOLUTION_M
+from cube_assets.formats.sentinel2_safe import BAND_NAMES, NATIVE_RESOLUTION_M
 
 DEFAULT_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B08", "B8A", "B11")
 #: Bands an L2A product can hold (L2A has no cirrus band B10).
