@@ -4,7 +4,8 @@ A simulated product looks like a real one to everything downstream: the folder a
 names, the lossless JPEG 2000 bands with their georeferencing (10 m bands in ``R10m``, 20 m
 bands such as B8A and B11 in ``R20m`` only, 60 m bands in ``R60m``), the 20 m scene
 classification ``SCL``, a ``PVI`` preview, and ``MTD_MSIL2A.xml`` and ``MTD_TL.xml`` with
-the elements :mod:`cube_assets.formats.sentinel2_safe` reads.
+the elements :mod:`cube_assets.formats.sentinel2_safe` reads. The ``simulator`` provider driver
+(:mod:`cube_assets.providers.simulated`) writes these products into its archive and serves them.
 
 What is simulated:
 

@@ -1,4 +1,9 @@
-"""The demo's provider: simulates Sentinel-2 L2A products into an archive, then serves them like ``local``."""
+"""The ``simulator`` driver's provider: simulated Sentinel-2 L2A products served like a ``local`` archive.
+
+This module only turns the provider options into scenes and serves them; the products
+themselves (folders, JPEG 2000 bands, metadata XML) are rendered by
+:mod:`cube_assets.formats.simulator`, beside the real product formats it imitates.
+"""
 
 from __future__ import annotations
 
