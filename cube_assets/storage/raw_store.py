@@ -588,32 +588,23 @@ class RawStore:
         force: bool,
         offline: bool,
     ) -> StoredScene:
+        """Load ``bands`` of a band-by-band scene in ``folder``, holding the scene's lock.
+
+        The phases: verify the stored bands (corrupt ones are removed), then, online, fetch what
+        is missing or comes from another provider, and drop the other provider's other bands.
+
+        Returns:
+            The :class:`StoredScene`; ``fetched`` names the bands fetched by this call.
+
+        Raises:
+            SceneNotStored: offline, when a requested band is missing or corrupt.
+            RawStoreError: when the source has no file for a band, or a fetched file is corrupt twice.
+            ProviderError: when the source fails to deliver.
+        """
         with _scene_lock(folder):
             record = self._record(folder)
             entries = self._entries(record)
-            to_fetch = []
-            verified: set[tuple[int, int]] = set()  # (device, inode): bands sharing one file are checked once
-            for band in bands:
-                entry = entries.get(band)
-                if force or entry is None:
-                    to_fetch.append(band)
-                    continue
-                try:
-                    identity = _file_identity(folder / entry["file"])
-                    if identity is None or identity not in verified:
-                        verify_file(
-                            folder / entry["file"],
-                            size=entry.get("size"),
-                            checksum=entry.get("checksum") if self.verify_checksums else None,
-                        )
-                        if identity is not None:
-                            verified.add(identity)
-                except CorruptFile as exc:
-                    logger.warning("raw store: %s band %s is corrupt (%s); removing it", scene.scene_id, band, exc)
-                    (folder / entry["file"]).unlink(missing_ok=True)
-                    del entries[band]
-                    self._write_record(folder, scene, record, entries)
-                    to_fetch.append(band)
+            to_fetch = self._verify_stored_bands(scene, bands, folder, record, entries, force=force)
             if offline:
                 if to_fetch:
                     raise SceneNotStored(scene.scene_id, to_fetch)
@@ -623,38 +614,116 @@ class RawStore:
             to_fetch += [band for band in bands if band in foreign and band not in to_fetch]
             if not to_fetch:
                 return self._stored(scene, folder, bands, entries, ())
-            available = source.band_files(scene)
-            unknown = [band for band in to_fetch if band not in available]
-            if unknown:
-                raise RawStoreError(
-                    f"{source.name}: scene {scene.scene_id} has no file for bands {unknown} "
-                    f"(it has {sorted(available)})"
-                )
-            folder.mkdir(parents=True, exist_ok=True)
-            self._write_stac_item(folder, scene)
-            fetched_files: dict[str, dict[str, Any]] = {}  # href → entry: one download per file
-            for band in to_fetch:
-                previous = entries.get(band)
-                remote = available[band]
-                first = fetched_files.get(remote.href)
-                if first is None:
-                    entries[band] = fetched_files[remote.href] = self._fetch_band(source, scene, band, remote, folder)
-                else:  # e.g. every band served by one zipped product: link the file already fetched
-                    entries[band] = _link_band(folder, band, first)
-                self._write_record(folder, scene, record, entries)
-                if previous is not None and previous["file"] != entries[band]["file"]:
-                    (folder / previous["file"]).unlink(missing_ok=True)
-            dropped = sorted(foreign - set(bands))
-            if dropped:
-                logger.warning(
-                    "raw store: %s now comes from %s; dropping bands %s of another provider",
-                    scene.scene_id, source.name, dropped,
-                )
-                files = [entries.pop(band)["file"] for band in dropped]
-                self._write_record(folder, scene, record, entries)
-                for name in files:
-                    (folder / name).unlink(missing_ok=True)
+            self._fetch_missing_bands(scene, to_fetch, source, folder, record, entries)
+            self._drop_foreign_bands(scene, sorted(foreign - set(bands)), source.name, folder, record, entries)
             return self._stored(scene, folder, bands, entries, tuple(to_fetch))
+
+    def _verify_stored_bands(
+        self,
+        scene: SceneRef,
+        bands: list[str],
+        folder: Path,
+        record: Mapping[str, Any],
+        entries: dict[str, dict[str, Any]],
+        *,
+        force: bool,
+    ) -> list[str]:
+        """Check the stored files of ``bands``; remove a corrupt one from disk and from ``entries`` (and the manifest).
+
+        Bands that share one file (hard links) are checked once.
+
+        Returns:
+            The bands to fetch, in ``bands`` order: all of them with ``force``, else those not
+            stored or found corrupt.
+        """
+        to_fetch = []
+        verified: set[tuple[int, int]] = set()  # (device, inode): bands sharing one file are checked once
+        for band in bands:
+            entry = entries.get(band)
+            if force or entry is None:
+                to_fetch.append(band)
+                continue
+            try:
+                identity = _file_identity(folder / entry["file"])
+                if identity is None or identity not in verified:
+                    verify_file(
+                        folder / entry["file"],
+                        size=entry.get("size"),
+                        checksum=entry.get("checksum") if self.verify_checksums else None,
+                    )
+                    if identity is not None:
+                        verified.add(identity)
+            except CorruptFile as exc:
+                logger.warning("raw store: %s band %s is corrupt (%s); removing it", scene.scene_id, band, exc)
+                (folder / entry["file"]).unlink(missing_ok=True)
+                del entries[band]
+                self._write_record(folder, scene, record, entries)
+                to_fetch.append(band)
+        return to_fetch
+
+    def _fetch_missing_bands(
+        self,
+        scene: SceneRef,
+        to_fetch: list[str],
+        source: BandSource,
+        folder: Path,
+        record: Mapping[str, Any],
+        entries: dict[str, dict[str, Any]],
+    ) -> None:
+        """Fetch ``to_fetch`` from ``source`` into ``folder``, recording each band in ``entries`` and the manifest.
+
+        A file that serves several bands is downloaded once and linked for the others; a band's
+        previous file is removed once its new one is recorded.
+
+        Raises:
+            RawStoreError: when the source has no file for a band, or a fetched file is corrupt twice.
+            ProviderError: when the source fails to deliver.
+        """
+        available = source.band_files(scene)
+        unknown = [band for band in to_fetch if band not in available]
+        if unknown:
+            raise RawStoreError(
+                f"{source.name}: scene {scene.scene_id} has no file for bands {unknown} "
+                f"(it has {sorted(available)})"
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        self._write_stac_item(folder, scene)
+        fetched_files: dict[str, dict[str, Any]] = {}  # href → entry: one download per file
+        for band in to_fetch:
+            previous = entries.get(band)
+            remote = available[band]
+            first = fetched_files.get(remote.href)
+            if first is None:
+                entries[band] = fetched_files[remote.href] = self._fetch_band(source, scene, band, remote, folder)
+            else:  # e.g. every band served by one zipped product: link the file already fetched
+                entries[band] = _link_band(folder, band, first)
+            self._write_record(folder, scene, record, entries)
+            if previous is not None and previous["file"] != entries[band]["file"]:
+                (folder / previous["file"]).unlink(missing_ok=True)
+
+    def _drop_foreign_bands(
+        self,
+        scene: SceneRef,
+        dropped: list[str],
+        provider: str,
+        folder: Path,
+        record: Mapping[str, Any],
+        entries: dict[str, dict[str, Any]],
+    ) -> None:
+        """Remove ``dropped`` (bands another provider than ``provider`` stored) from ``entries``, the manifest and disk.
+
+        The manifest is written before the files are deleted, so it never lists a missing file.
+        """
+        if not dropped:
+            return
+        logger.warning(
+            "raw store: %s now comes from %s; dropping bands %s of another provider",
+            scene.scene_id, provider, dropped,
+        )
+        files = [entries.pop(band)["file"] for band in dropped]
+        self._write_record(folder, scene, record, entries)
+        for name in files:
+            (folder / name).unlink(missing_ok=True)
 
     def _fetch_band(
         self, source: BandSource, scene: SceneRef, band: str, remote: RemoteFile, folder: Path
