@@ -36,7 +36,7 @@ from cube_assets.raster.reflectance import copy_band, write_landsat_reflectance,
 from cube_assets.formats.landsat import LANDSAT_C2_L2, is_landsat_folder, normalize_landsat_band, open_landsat_product
 from cube_assets.formats.safe_archive import extract_safe_zip, safe_members
 from cube_assets.formats.sen2cor import Sen2CorOutput
-from cube_assets.formats.sentinel2_safe import open_safe
+from cube_assets.formats.sentinel2_safe import SafeProduct, open_safe
 from cube_assets.formats.stac_item import (
     BandRadiometry,
     asset_key_for_band,
@@ -100,6 +100,23 @@ def reflectance_for_scene(
         raise InvalidScene(
             f"{scene['scene_id']}: neither a Sentinel-2 .SAFE nor a Landsat C2 Level-2 folder with an MTL ({product_path})"
         )
+    product, sen2cor = _open_l2a(cube, product_path, to_l2a)
+    return _sentinel2_reflectance(cube, scene, store, product, sen2cor)
+
+
+def _open_l2a(
+    cube: CubeConfig, product_path: Path, to_l2a: Callable[[Path], Sen2CorOutput] | None,
+) -> tuple[SafeProduct, dict[str, Any] | None]:
+    """Open the ``.SAFE`` at ``product_path`` as Level-2A, running ``to_l2a`` (Sen2Cor) on a Level-1C product.
+
+    Returns:
+        The Level-2A product, and Sen2Cor's record (``None`` when the product was Level-2A already).
+
+    Raises:
+        InvalidScene: when the product cannot be read, is Level-1C and no ``to_l2a`` is given,
+            or is neither Level-1C nor Level-2A.
+        Sen2CorError: from ``to_l2a`` when Sen2Cor fails or times out.
+    """
     product = open_safe(product_path)
     sen2cor: dict[str, Any] | None = None
     if product.metadata.product_type == "L1C":
@@ -114,6 +131,18 @@ def reflectance_for_scene(
     metadata = product.metadata
     if metadata.product_type != "L2A":
         raise InvalidScene(f"{metadata.product_id}: is {metadata.product_type}; expected Level-2A")
+    return product, sen2cor
+
+
+def _sentinel2_reflectance(
+    cube: CubeConfig, scene: Mapping[str, Any], store: RasterStore, product: SafeProduct, sen2cor: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The Sentinel-2 Level-2A branch of :func:`reflectance_for_scene`: band reflectance, quality band, radiometry.
+
+    Raises:
+        InvalidScene: when the product lacks a band of the cube (or its quality band).
+    """
+    metadata = product.metadata
     resolution = int(round(cube.read_resolution))
     bands = {}
     for band in cube.bands:
