@@ -56,7 +56,8 @@ from _common import (  # noqa: E402
     print_results,
 )
 
-from cube_assets.providers.http import HttpClient, RemoteFile, RetryPolicy  # noqa: E402
+from cube_assets.providers.http import HttpClient, RemoteFile  # noqa: E402
+from cube_assets.providers.retry import RetryPolicy  # noqa: E402
 
 CHUNK = 1 << 20
 

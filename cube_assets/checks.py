@@ -38,7 +38,7 @@ credentials for ``/vsis3/``).
 """
 
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,6 +52,7 @@ from dagster import (
     AssetChecksDefinition,
     AssetKey,
     MetadataValue,
+    PartitionsDefinition,
     PreviewWarning,
     asset_check,
 )
@@ -313,6 +314,28 @@ def _result(problems: Sequence[str], severity: AssetCheckSeverity = AssetCheckSe
     )
 
 
+def _cogs_valid_check(
+    asset: AssetKey,
+    partitions: PartitionsDefinition,
+    files_of: Callable[[Mapping[str, Any]], list[str]],
+    description: str,
+) -> AssetChecksDefinition:
+    """The blocking ``cogs_valid`` check of ``asset``: every raster ``files_of`` its manifest is a valid, complete COG.
+
+    Returns:
+        The ``AssetChecksDefinition``; its result lists :func:`invalid_cogs` of the partition's
+        manifest and records ``files_checked``.
+    """
+
+    @asset_check(asset=asset, name="cogs_valid", blocking=True, partitions_def=partitions, description=description)
+    def cogs_valid(context: AssetCheckExecutionContext, manifest: dict[str, Any], store: RasterStoreResource) -> AssetCheckResult:
+        files, raster_store = files_of(manifest), store.get_store()
+        with raster_store.gdal_environment():
+            return _result(invalid_cogs(files, raster_store), files_checked=len(files))
+
+    return cogs_valid
+
+
 def build_cube_checks(cube: CubeConfig) -> list[AssetChecksDefinition]:
     """Return the asset checks of ``cube`` (table in the module docstring), partitioned like its assets.
 
@@ -332,23 +355,14 @@ def _build_cube_checks(cube: CubeConfig) -> list[AssetChecksDefinition]:
     def key(stage: str) -> AssetKey:
         return AssetKey([cube.name, stage])
 
-    @asset_check(
-        asset=key("scene_cog"), name="cogs_valid", blocking=True, partitions_def=partitions,
-        description="Every scene band, quality and index file of the partition is a valid COG.",
+    scene_cogs_valid = _cogs_valid_check(
+        key("scene_cog"), partitions, scene_cog_files,
+        "Every scene band, quality and index file of the partition is a valid COG.",
     )
-    def scene_cogs_valid(context: AssetCheckExecutionContext, scene_cog: dict[str, Any], store: RasterStoreResource) -> AssetCheckResult:
-        files, raster_store = scene_cog_files(scene_cog), store.get_store()
-        with raster_store.gdal_environment():
-            return _result(invalid_cogs(files, raster_store), files_checked=len(files))
-
-    @asset_check(
-        asset=key("tile_merge"), name="cogs_valid", blocking=True, partitions_def=partitions,
-        description="Every merge band, quality and DATASOURCE file of the partition is a valid COG.",
+    merge_cogs_valid = _cogs_valid_check(
+        key("tile_merge"), partitions, tile_merge_files,
+        "Every merge band, quality and DATASOURCE file of the partition is a valid COG.",
     )
-    def merge_cogs_valid(context: AssetCheckExecutionContext, tile_merge: dict[str, Any], store: RasterStoreResource) -> AssetCheckResult:
-        files, raster_store = tile_merge_files(tile_merge), store.get_store()
-        with raster_store.gdal_environment():
-            return _result(invalid_cogs(files, raster_store), files_checked=len(files))
 
     @asset_check(
         asset=key("tile_merge"), name="quality_recorded", blocking=False, partitions_def=partitions,
@@ -365,14 +379,9 @@ def _build_cube_checks(cube: CubeConfig) -> list[AssetChecksDefinition]:
             cloud_ratio_by_date=MetadataValue.json({d: s["cloud_ratio"] for d, s in statistics.items()}),
         )
 
-    @asset_check(
-        asset=key("period_blend"), name="cogs_valid", blocking=True, partitions_def=partitions,
-        description="Every composite file of the partition is a valid COG.",
+    blend_cogs_valid = _cogs_valid_check(
+        key("period_blend"), partitions, period_blend_files, "Every composite file of the partition is a valid COG.",
     )
-    def blend_cogs_valid(context: AssetCheckExecutionContext, period_blend: dict[str, Any], store: RasterStoreResource) -> AssetCheckResult:
-        files, raster_store = period_blend_files(period_blend), store.get_store()
-        with raster_store.gdal_environment():
-            return _result(invalid_cogs(files, raster_store), files_checked=len(files))
 
     @asset_check(
         asset=key("period_blend"), name="observation_counts", blocking=True, partitions_def=partitions,

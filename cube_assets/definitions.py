@@ -192,7 +192,7 @@ def build_definitions(
                 # prod: raw scenes are kept in S3 too, so no step needs the disk of the step that fetched them.
                 raw_scenes_in_store=env == "prod",
             ),
-            # Level-1C cubes only; the defaults (image, versions, 5400 s timeout) are in sources/sen2cor.py.
+            # Level-1C cubes only; the defaults (image, versions, 5400 s timeout) are in formats/sen2cor.py.
             "sen2cor": Sen2CorResource(output_dir=str(data_root / "sen2cor")),
             MANIFEST_IO_MANAGER: ManifestIOManager(store=store),
             CATALOG_IO_MANAGER: CatalogIOManager(url=catalog),

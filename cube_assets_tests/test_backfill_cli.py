@@ -36,8 +36,8 @@ import pytest
 import yaml
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 
+from cube_assets.formats.simulator import SimulatedScene, write_simulated_product
 from cube_assets.partitions import partition_key
-from cube_assets.sources.simulator import SimulatedScene, write_simulated_product
 from cube_assets_tests.conftest import REPO_ROOT, SMALL_CUBE
 
 pytestmark = pytest.mark.slow

@@ -19,8 +19,8 @@ from cube_assets.catalog.database import create_catalog_engine, default_catalog_
 from cube_assets.catalog.repository import search_images
 from cube_assets.cube_config import load_project_config
 from cube_assets.definitions import build_definitions
+from cube_assets.formats.sentinel2_safe import open_safe
 from cube_assets.partitions import partition_key
-from cube_assets.sources.sentinel2_safe import open_safe
 from cube_assets.storage.layout import manifest_key
 from cube_assets_tests.conftest import write_cube_file
 

@@ -8,6 +8,7 @@ from dagster import AssetKey, SensorResult, SkipReason, build_sensor_context, in
 
 from cube_assets.cube_config import load_project_config
 from cube_assets.definitions import build_definitions
+from cube_assets.formats.simulator import SimulatedScene, write_simulated_product
 from cube_assets.providers.local import LocalArchiveProvider
 from cube_assets.resources.providers import ProvidersResource
 from cube_assets.sensors import (
@@ -18,7 +19,6 @@ from cube_assets.sensors import (
     partitions_of_scenes,
     search_new_scenes,
 )
-from cube_assets.sources.simulator import SimulatedScene, write_simulated_product
 from cube_assets_tests.conftest import SMALL_CUBE, write_cube_file
 from cube_assets_tests.fixtures_stac import real_sentinel2_items
 

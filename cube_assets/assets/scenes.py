@@ -9,11 +9,11 @@ from dagster import AssetExecutionContext, AssetsDefinition, Backoff, Jitter, Me
 
 from cube_assets.assets.common import cube_partition, quicklook_markdown, stage_asset_arguments
 from cube_assets.cube_config import CubeConfig
+from cube_assets.formats.sen2cor import SEN2COR_POOL, Sen2CorOutput
 from cube_assets.providers.base import SENTINEL2_L1C
 from cube_assets.resources.providers import ProvidersResource
 from cube_assets.resources.sen2cor import Sen2CorResource
 from cube_assets.resources.storage import RasterStoreResource
-from cube_assets.sources.sen2cor import SEN2COR_POOL, Sen2CorOutput
 from cube_assets.steps.previews import local_preview, share_preview
 from cube_assets.steps.indexes import total_nodata_pixels
 from cube_assets.steps.scenes import publish_scene, reflectance_for_scene

@@ -19,7 +19,7 @@
 
   :func:`read_product_manifest` validates it and :func:`write_product_manifest` writes it.
 * **Landsat Collection 2 Level-2 products**: a folder holding a ``*_MTL.json``, ``*_MTL.xml``
-  or ``*_MTL.txt`` beside its GeoTIFFs (:mod:`cube_assets.sources.landsat`), in the
+  or ``*_MTL.txt`` beside its GeoTIFFs (:mod:`cube_assets.formats.landsat`), in the
   ``landsat-c2-l2`` collection. The footprint is the MTL's product frame; fetching names the
   copy after the product id, whatever the archive folder is called.
 
@@ -53,6 +53,8 @@ from shapely.geometry.base import BaseGeometry
 
 from cube_assets.atomic import atomic_write_text
 from cube_assets.errors import InvalidScene, ProviderError
+from cube_assets.formats.landsat import LANDSAT_C2_L2, MTL_SUFFIXES, is_landsat_folder, open_landsat_product, parse_mtl
+from cube_assets.formats.sentinel2_safe import PRODUCT_METADATA_FILES, parse_product_metadata
 from cube_assets.names import check_name, relative_path_problem
 from cube_assets.quoting import quoted
 from cube_assets.providers.base import (
@@ -63,8 +65,6 @@ from cube_assets.providers.base import (
     check_search_arguments,
     select_scenes,
 )
-from cube_assets.sources.landsat import LANDSAT_C2_L2, MTL_SUFFIXES, is_landsat_folder, open_landsat_product, parse_mtl
-from cube_assets.sources.sentinel2_safe import PRODUCT_METADATA_FILES, parse_product_metadata
 
 logger = logging.getLogger(__name__)
 

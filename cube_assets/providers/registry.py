@@ -8,7 +8,7 @@ A provider file is one JSON object::
       "url": "https://earth-search.aws.element84.com/v1",
       "driver": "stac",                                # stac | local | simulator
       "options": {"scene_id_property": "s2:product_uri"},   # driver options (optional)
-      "credentials": {"type": "basic",                 # optional; see providers/http.py
+      "credentials": {"type": "basic",                 # optional; see providers/credentials.py
                       "username": {"env": "ES_USER"}, "password": {"env": "ES_PASSWORD"}}
     }
 
@@ -37,7 +37,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cube_assets.errors import ProviderError
-from cube_assets.providers.http import check_credentials_spec
+from cube_assets.providers.credentials import check_credentials_spec
 from cube_assets.providers.registry_models import REGISTRY_DRIVERS, ProviderPriority, RegisteredProvider
 
 #: The packaged example provider files (Earth Search, Copernicus Data Space, BDC).

@@ -20,7 +20,7 @@ product differently agree on its id and a provider chain can fall back from one 
 **Bands → assets.** A cube band is found in an Item's assets by, in order: the ``assets``
 option (a key or a list of candidate keys); an asset whose key is the band name; a single-band
 asset whose ``eo:bands`` (or STAC 1.1 ``bands``) name is the band name, GeoTIFFs first; then
-:func:`~cube_assets.sources.stac_item.asset_key_for_band` (the key in another case, Earth
+:func:`~cube_assets.formats.stac_item.asset_key_for_band` (the key in another case, Earth
 Search's key of a Sentinel-2 band such as ``red`` for ``B04``, the asset of Landsat ``SR_Bn``).
 With
 ``alternate`` (``"https"`` for the Copernicus Data Space, whose main hrefs are ``s3://``), the
@@ -48,21 +48,14 @@ from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from cube_assets.errors import ProviderError
+from cube_assets.formats.stac_item import asset_key_for_band
 from cube_assets.names import check_name, name_problem
 from cube_assets.quoting import quoted
 from cube_assets.providers.base import Provider, SceneRef, check_search_arguments, select_scenes
-from cube_assets.sources.stac_item import asset_key_for_band
-from cube_assets.providers.http import (
-    Credentials,
-    DownloadResult,
-    HttpClient,
-    RemoteFile,
-    RetryPolicy,
-    check_credentials_spec,
-    credentials_from_spec,
-    redact_url,
-)
-from cube_assets.redaction import redact_urls_in_text
+from cube_assets.providers.credentials import Credentials, check_credentials_spec, credentials_from_spec
+from cube_assets.providers.http import DownloadResult, HttpClient, RemoteFile
+from cube_assets.providers.retry import RetryPolicy
+from cube_assets.redaction import redact_url, redact_urls_in_text
 
 logger = logging.getLogger(__name__)
 

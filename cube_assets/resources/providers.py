@@ -35,7 +35,7 @@ from cube_assets.grids import Tile
 from cube_assets.providers.base import SENTINEL2_L1C, Provider
 from cube_assets.providers.chain import load_stored, search_and_fetch
 from cube_assets.providers.local import LocalArchiveProvider
-from cube_assets.providers.simulator import SimulatorProvider, simulated_scenes
+from cube_assets.providers.simulated import SimulatorProvider, simulated_scenes
 from cube_assets.storage.raster_store import RasterStore
 from cube_assets.storage.raw_s3 import MirroredRawStore, RawMirrorError, RawSceneMirror
 from cube_assets.storage.raw_store import RawStore

@@ -1,7 +1,7 @@
 """The Sen2Cor resource: turns a Sentinel-2 Level-1C product into Level-2A with Sen2Cor in Docker.
 
 Each run is a ``docker run --rm --name <unique>`` of one image (see
-:mod:`cube_assets.sources.sen2cor` for the image contract and the command). Versions are tried
+:mod:`cube_assets.formats.sen2cor` for the image contract and the command). Versions are tried
 in the configured order until one produces a valid L2A product; a run that exceeds
 ``timeout_seconds`` is stopped (``docker stop``, then ``docker kill``) and the scene fails at
 once, without trying older versions: a hung run usually means a host problem (disk, memory,
@@ -27,7 +27,7 @@ from dagster import ConfigurableResource, get_dagster_logger
 from pydantic import Field
 
 from cube_assets.errors import InvalidScene
-from cube_assets.sources.sen2cor import (
+from cube_assets.formats.sen2cor import (
     DEFAULT_IMAGE,
     DEFAULT_TIMEOUT_SECONDS,
     DEFAULT_VERSIONS,
@@ -42,7 +42,7 @@ from cube_assets.sources.sen2cor import (
     find_l2a_product,
     validate_l2a_product,
 )
-from cube_assets.sources.sentinel2_safe import ProductMetadata, parse_product_metadata
+from cube_assets.formats.sentinel2_safe import ProductMetadata, parse_product_metadata
 
 _LOG_TAIL_CHARS = 2000
 

@@ -65,6 +65,18 @@ def catalog_batch(
     Raises:
         CatalogError: when a record is invalid (it names the image and the field).
     """
+    products = _products(cube, tile)
+    bands = {p.id: tuple(_bands(cube, p.id, tile)) for p in products}
+    images = [
+        *_composite_images(cube, tile, period, blend, store),
+        *_merge_images(cube, tile, period, blend, store),
+        *_scene_images(cube, scenes, store),
+    ]
+    return CatalogBatch(tuple(products), bands, tuple(images))
+
+
+def _products(cube: CubeConfig, tile: Tile) -> list[ProductRecord]:
+    """The cube's products: one per composite function, the merges, and the source collection."""
     start = datetime.combine(cube.start_date, time(), tzinfo=timezone.utc)
     end = datetime.combine(cube.end_date, time(23, 59, 59), tzinfo=timezone.utc)
     products = [
@@ -81,11 +93,20 @@ def catalog_batch(
         properties={"collection": cube.collection, "grid": tile.grid_name},
     ))
     products.append(ProductRecord(id=cube.collection, name=cube.collection, tags=("source",)))
-    bands = {p.id: tuple(_bands(cube, p.id, tile)) for p in products}
-    geometry = mapping(tile.geometry_4326)
-    geotransform = tile.transform.to_gdal()
-    common = {"crs": tile.crs.to_string(), "geotransform": geotransform, "width": tile.width, "height": tile.height,
-              "pixel_size_x": tile.resolution, "pixel_size_y": tile.resolution, "tile": tile.name}
+    return products
+
+
+def _tile_image_fields(tile: Tile) -> dict[str, Any]:
+    """The fields every image on the tile's grid shares: CRS, geotransform, size, pixel size and tile name."""
+    return {"crs": tile.crs.to_string(), "geotransform": tile.transform.to_gdal(), "width": tile.width,
+            "height": tile.height, "pixel_size_x": tile.resolution, "pixel_size_y": tile.resolution, "tile": tile.name}
+
+
+def _composite_images(
+    cube: CubeConfig, tile: Tile, period: Period, blend: Mapping[str, Any], store: RasterStore,
+) -> list[ImageRecord]:
+    """One image per composite of the blend, spanning the period, with its cloud and fill fractions read from its bands."""
+    geometry, common = mapping(tile.geometry_4326), _tile_image_fields(tile)
     period_start = datetime.combine(period.start, time(), tzinfo=timezone.utc)
     period_end = datetime.combine(period.end, time(), tzinfo=timezone.utc)
     images = []
@@ -97,6 +118,15 @@ def catalog_batch(
             period_start=period.start, files=_files(store, composite["bands"], composite.get("quicklook")),
             properties={"observations": blend.get("observations", 0), "dates": blend.get("dates", [])}, **common,
         ))
+    return images
+
+
+def _merge_images(
+    cube: CubeConfig, tile: Tile, period: Period, blend: Mapping[str, Any], store: RasterStore,
+) -> list[ImageRecord]:
+    """One image per merge the blend used, on its date, with the cloud ratio and valid pixels the merge recorded."""
+    geometry, common = mapping(tile.geometry_4326), _tile_image_fields(tile)
+    images = []
     for merge in blend.get("merges", []):
         day = date.fromisoformat(merge["date"])
         files = {**merge["bands"], cube.quality.band: merge["quality"], "DATASOURCE": merge["datasource"]}
@@ -107,6 +137,12 @@ def catalog_batch(
             period_start=period.start, files=_files(store, files),
             properties={"efficacy": merge["efficacy"], "scenes": merge["scenes"]}, **common,
         ))
+    return images
+
+
+def _scene_images(cube: CubeConfig, scenes: Sequence[Mapping[str, Any]], store: RasterStore) -> list[ImageRecord]:
+    """One image per scene, in the source collection, with its own footprint, CRS and the product's cloud cover."""
+    images = []
     for scene in scenes:
         files = {**scene["bands"], cube.quality.band: scene["quality"], **scene.get("indexes", {})}
         images.append(ImageRecord(
@@ -117,7 +153,7 @@ def catalog_batch(
             files=_files(store, files, scene.get("quicklook")),
             properties={"radiometry": scene.get("radiometry", {})},
         ))
-    return CatalogBatch(tuple(products), bands, tuple(images))
+    return images
 
 
 def _bands(cube: CubeConfig, product_id: str, tile: Tile) -> list[BandRecord]:

@@ -9,9 +9,9 @@ Sentinel-2 L1C products first become L2A through the ``to_l2a`` callable (Sen2Co
 ``resources/sen2cor.py``); Landsat Collection 2 Level-2 folders are read with the MTL's scale
 and offset, ``QA_PIXEL`` being their quality band. Zipped ``.SAFE`` products (a ``.zip`` file,
 or the band files of a raw-store scene that are zips, as a Copernicus Data Space ``Product``
-asset is) are extracted first (``sources/safe_archive.py``). Scenes a ``stac`` provider stored
+asset is) are extracted first (``formats/safe_archive.py``). Scenes a ``stac`` provider stored
 band by band (a ``product.json`` folder with the ``item.json`` they came from) are read with
-the radiometry their STAC Item gives each band (``sources/stac_item.py``).
+the radiometry their STAC Item gives each band (``formats/stac_item.py``).
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ from cube_assets.raster.quicklook import quicklook_from_files, write_quicklook
 from cube_assets.providers.base import SENTINEL2_L1C
 from cube_assets.providers.local import PRODUCT_MANIFEST, ProductManifest, read_product_manifest
 from cube_assets.raster.reflectance import copy_band, write_landsat_reflectance, write_reflectance
-from cube_assets.sources.landsat import LANDSAT_C2_L2, is_landsat_folder, normalize_landsat_band, open_landsat_product
-from cube_assets.sources.safe_archive import extract_safe_zip, safe_members
-from cube_assets.sources.sen2cor import Sen2CorOutput
-from cube_assets.sources.sentinel2_safe import open_safe
-from cube_assets.sources.stac_item import (
+from cube_assets.formats.landsat import LANDSAT_C2_L2, is_landsat_folder, normalize_landsat_band, open_landsat_product
+from cube_assets.formats.safe_archive import extract_safe_zip, safe_members
+from cube_assets.formats.sen2cor import Sen2CorOutput
+from cube_assets.formats.sentinel2_safe import SafeProduct, open_safe
+from cube_assets.formats.stac_item import (
     BandRadiometry,
     asset_key_for_band,
     generic_radiometry,
@@ -101,6 +101,23 @@ def reflectance_for_scene(
         raise InvalidScene(
             f"{scene['scene_id']}: neither a Sentinel-2 .SAFE nor a Landsat C2 Level-2 folder with an MTL ({product_path})"
         )
+    product, sen2cor = _open_l2a(cube, product_path, to_l2a)
+    return _sentinel2_reflectance(cube, scene, store, product, sen2cor)
+
+
+def _open_l2a(
+    cube: CubeConfig, product_path: Path, to_l2a: Callable[[Path], Sen2CorOutput] | None,
+) -> tuple[SafeProduct, dict[str, Any] | None]:
+    """Open the ``.SAFE`` at ``product_path`` as Level-2A, running ``to_l2a`` (Sen2Cor) on a Level-1C product.
+
+    Returns:
+        The Level-2A product, and Sen2Cor's record (``None`` when the product was Level-2A already).
+
+    Raises:
+        InvalidScene: when the product cannot be read, is Level-1C and no ``to_l2a`` is given,
+            or is neither Level-1C nor Level-2A.
+        Sen2CorError: from ``to_l2a`` when Sen2Cor fails or times out.
+    """
     product = open_safe(product_path)
     sen2cor: dict[str, Any] | None = None
     if product.metadata.product_type == "L1C":
@@ -115,6 +132,18 @@ def reflectance_for_scene(
     metadata = product.metadata
     if metadata.product_type != "L2A":
         raise InvalidScene(f"{metadata.product_id}: is {metadata.product_type}; expected Level-2A")
+    return product, sen2cor
+
+
+def _sentinel2_reflectance(
+    cube: CubeConfig, scene: Mapping[str, Any], store: RasterStore, product: SafeProduct, sen2cor: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The Sentinel-2 Level-2A branch of :func:`reflectance_for_scene`: band reflectance, quality band, radiometry.
+
+    Raises:
+        InvalidScene: when the product lacks a band of the cube (or its quality band).
+    """
+    metadata = product.metadata
     resolution = int(round(cube.read_resolution))
     bands = {}
     for band in cube.bands:
@@ -231,8 +260,8 @@ def _stac_band_reflectance(
 
     Each cube band is read from its own file, at the resolution the provider delivered it (the
     merge warps it onto the grid), with the radiometry of its Item asset: which asset served the
-    band is recorded by the raw store (else found by :func:`~cube_assets.sources.stac_item.
-    asset_key_for_band`); Sentinel-2 offsets follow :func:`~cube_assets.sources.stac_item.
+    band is recorded by the raw store (else found by :func:`~cube_assets.formats.stac_item.
+    asset_key_for_band`); Sentinel-2 offsets follow :func:`~cube_assets.formats.stac_item.
     sentinel2_radiometry` (the BOA offset applied exactly once), Landsat C2 L2 bands the C2 rule.
     The quality band (SCL, QA_PIXEL…) is copied unchanged with the cube's quality nodata.
     """

@@ -26,7 +26,7 @@ provider that served it and the (redacted) source URL.
 * bands the provider serves from one file (every band of a zipped ``.SAFE`` product) are
   downloaded once and stored as hard links of each other, and checked once per load;
 * a band's manifest entry records the STAC asset it came from (``asset``), so its radiometry
-  can be read from ``item.json`` later (``sources/stac_item.py``);
+  can be read from ``item.json`` later (``formats/stac_item.py``);
 * offline (``offline=True``), nothing is fetched: a scene whose requested bands are all stored
   and sound is returned, anything else raises :class:`SceneNotStored` naming the missing bands;
 * a scene comes from one provider: loading it through a different provider than the one that
@@ -62,10 +62,14 @@ from shapely.geometry.base import BaseGeometry
 
 from cube_assets.atomic import atomic_write_text, exclusive_lock
 from cube_assets.errors import InvalidRaster, InvalidScene, ProviderError
+from cube_assets.formats.archives import ArchiveMember, UnsafeArchive, tar_members, zip_members
+from cube_assets.formats.landsat import is_landsat_folder, open_landsat_product
 from cube_assets.names import check_name
 from cube_assets.quoting import quoted
 from cube_assets.providers.base import Provider, SceneRef, check_search_arguments, select_scenes
-from cube_assets.providers.http import DownloadResult, RemoteFile, file_multihash, parse_multihash, redact_url
+from cube_assets.providers.http import DownloadResult, RemoteFile
+from cube_assets.providers.multihash import file_multihash, parse_multihash
+from cube_assets.redaction import redact_url
 from cube_assets.providers.local import (
     LANDSAT_FORMAT,
     PRODUCT_MANIFEST,
@@ -73,8 +77,6 @@ from cube_assets.providers.local import (
     ProductManifest,
     is_complete_product,
 )
-from cube_assets.sources.archives import ArchiveMember, UnsafeArchive, tar_members, zip_members
-from cube_assets.sources.landsat import is_landsat_folder, open_landsat_product
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +173,7 @@ def verify_file(
     ANY_SCENE``) and its last row read (the tiles written last), a JPEG 2000 file's box
     structure (box lengths add up to the file size, the codestream ends with its EOC marker)
     and header. Zip and tar files are first checked member by member with the rules of
-    :mod:`cube_assets.sources.archives` (safe member paths, no links, size bound and
+    :mod:`cube_assets.formats.archives` (safe member paths, no links, size bound and
     compression ratio), so an archive that could not be extracted safely is never stored.
 
     Returns:
@@ -593,32 +595,23 @@ class RawStore:
         force: bool,
         offline: bool,
     ) -> StoredScene:
+        """Load ``bands`` of a band-by-band scene in ``folder``, holding the scene's lock.
+
+        The phases: verify the stored bands (corrupt ones are removed), then, online, fetch what
+        is missing or comes from another provider, and drop the other provider's other bands.
+
+        Returns:
+            The :class:`StoredScene`; ``fetched`` names the bands fetched by this call.
+
+        Raises:
+            SceneNotStored: offline, when a requested band is missing or corrupt.
+            RawStoreError: when the source has no file for a band, or a fetched file is corrupt twice.
+            ProviderError: when the source fails to deliver.
+        """
         with _scene_lock(folder):
             record = self._record(folder)
             entries = self._entries(record)
-            to_fetch = []
-            verified: set[tuple[int, int]] = set()  # (device, inode): bands sharing one file are checked once
-            for band in bands:
-                entry = entries.get(band)
-                if force or entry is None:
-                    to_fetch.append(band)
-                    continue
-                try:
-                    identity = _file_identity(folder / entry["file"])
-                    if identity is None or identity not in verified:
-                        verify_file(
-                            folder / entry["file"],
-                            size=entry.get("size"),
-                            checksum=entry.get("checksum") if self.verify_checksums else None,
-                        )
-                        if identity is not None:
-                            verified.add(identity)
-                except CorruptFile as exc:
-                    logger.warning("raw store: %s band %s is corrupt (%s); removing it", scene.scene_id, band, exc)
-                    (folder / entry["file"]).unlink(missing_ok=True)
-                    del entries[band]
-                    self._write_record(folder, scene, record, entries)
-                    to_fetch.append(band)
+            to_fetch = self._verify_stored_bands(scene, bands, folder, record, entries, force=force)
             if offline:
                 if to_fetch:
                     raise SceneNotStored(scene.scene_id, to_fetch)
@@ -628,38 +621,116 @@ class RawStore:
             to_fetch += [band for band in bands if band in foreign and band not in to_fetch]
             if not to_fetch:
                 return self._stored(scene, folder, bands, entries, ())
-            available = source.band_files(scene)
-            unknown = [band for band in to_fetch if band not in available]
-            if unknown:
-                raise RawStoreError(
-                    f"{source.name}: scene {scene.scene_id} has no file for bands {unknown} "
-                    f"(it has {sorted(available)})"
-                )
-            folder.mkdir(parents=True, exist_ok=True)
-            self._write_stac_item(folder, scene)
-            fetched_files: dict[str, dict[str, Any]] = {}  # href → entry: one download per file
-            for band in to_fetch:
-                previous = entries.get(band)
-                remote = available[band]
-                first = fetched_files.get(remote.href)
-                if first is None:
-                    entries[band] = fetched_files[remote.href] = self._fetch_band(source, scene, band, remote, folder)
-                else:  # e.g. every band served by one zipped product: link the file already fetched
-                    entries[band] = _link_band(folder, band, first)
-                self._write_record(folder, scene, record, entries)
-                if previous is not None and previous["file"] != entries[band]["file"]:
-                    (folder / previous["file"]).unlink(missing_ok=True)
-            dropped = sorted(foreign - set(bands))
-            if dropped:
-                logger.warning(
-                    "raw store: %s now comes from %s; dropping bands %s of another provider",
-                    scene.scene_id, source.name, dropped,
-                )
-                files = [entries.pop(band)["file"] for band in dropped]
-                self._write_record(folder, scene, record, entries)
-                for name in files:
-                    (folder / name).unlink(missing_ok=True)
+            self._fetch_missing_bands(scene, to_fetch, source, folder, record, entries)
+            self._drop_foreign_bands(scene, sorted(foreign - set(bands)), source.name, folder, record, entries)
             return self._stored(scene, folder, bands, entries, tuple(to_fetch))
+
+    def _verify_stored_bands(
+        self,
+        scene: SceneRef,
+        bands: list[str],
+        folder: Path,
+        record: Mapping[str, Any],
+        entries: dict[str, dict[str, Any]],
+        *,
+        force: bool,
+    ) -> list[str]:
+        """Check the stored files of ``bands``; remove a corrupt one from disk and from ``entries`` (and the manifest).
+
+        Bands that share one file (hard links) are checked once.
+
+        Returns:
+            The bands to fetch, in ``bands`` order: all of them with ``force``, else those not
+            stored or found corrupt.
+        """
+        to_fetch = []
+        verified: set[tuple[int, int]] = set()  # (device, inode): bands sharing one file are checked once
+        for band in bands:
+            entry = entries.get(band)
+            if force or entry is None:
+                to_fetch.append(band)
+                continue
+            try:
+                identity = _file_identity(folder / entry["file"])
+                if identity is None or identity not in verified:
+                    verify_file(
+                        folder / entry["file"],
+                        size=entry.get("size"),
+                        checksum=entry.get("checksum") if self.verify_checksums else None,
+                    )
+                    if identity is not None:
+                        verified.add(identity)
+            except CorruptFile as exc:
+                logger.warning("raw store: %s band %s is corrupt (%s); removing it", scene.scene_id, band, exc)
+                (folder / entry["file"]).unlink(missing_ok=True)
+                del entries[band]
+                self._write_record(folder, scene, record, entries)
+                to_fetch.append(band)
+        return to_fetch
+
+    def _fetch_missing_bands(
+        self,
+        scene: SceneRef,
+        to_fetch: list[str],
+        source: BandSource,
+        folder: Path,
+        record: Mapping[str, Any],
+        entries: dict[str, dict[str, Any]],
+    ) -> None:
+        """Fetch ``to_fetch`` from ``source`` into ``folder``, recording each band in ``entries`` and the manifest.
+
+        A file that serves several bands is downloaded once and linked for the others; a band's
+        previous file is removed once its new one is recorded.
+
+        Raises:
+            RawStoreError: when the source has no file for a band, or a fetched file is corrupt twice.
+            ProviderError: when the source fails to deliver.
+        """
+        available = source.band_files(scene)
+        unknown = [band for band in to_fetch if band not in available]
+        if unknown:
+            raise RawStoreError(
+                f"{source.name}: scene {scene.scene_id} has no file for bands {unknown} "
+                f"(it has {sorted(available)})"
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        self._write_stac_item(folder, scene)
+        fetched_files: dict[str, dict[str, Any]] = {}  # href → entry: one download per file
+        for band in to_fetch:
+            previous = entries.get(band)
+            remote = available[band]
+            first = fetched_files.get(remote.href)
+            if first is None:
+                entries[band] = fetched_files[remote.href] = self._fetch_band(source, scene, band, remote, folder)
+            else:  # e.g. every band served by one zipped product: link the file already fetched
+                entries[band] = _link_band(folder, band, first)
+            self._write_record(folder, scene, record, entries)
+            if previous is not None and previous["file"] != entries[band]["file"]:
+                (folder / previous["file"]).unlink(missing_ok=True)
+
+    def _drop_foreign_bands(
+        self,
+        scene: SceneRef,
+        dropped: list[str],
+        provider: str,
+        folder: Path,
+        record: Mapping[str, Any],
+        entries: dict[str, dict[str, Any]],
+    ) -> None:
+        """Remove ``dropped`` (bands another provider than ``provider`` stored) from ``entries``, the manifest and disk.
+
+        The manifest is written before the files are deleted, so it never lists a missing file.
+        """
+        if not dropped:
+            return
+        logger.warning(
+            "raw store: %s now comes from %s; dropping bands %s of another provider",
+            scene.scene_id, provider, dropped,
+        )
+        files = [entries.pop(band)["file"] for band in dropped]
+        self._write_record(folder, scene, record, entries)
+        for name in files:
+            (folder / name).unlink(missing_ok=True)
 
     def _fetch_band(
         self, source: BandSource, scene: SceneRef, band: str, remote: RemoteFile, folder: Path
@@ -780,7 +851,7 @@ class RawStore:
     @staticmethod
     def _product_band_files(path: Path, bands: list[str]) -> tuple[dict[str, Path], list[str]]:
         if path.name.endswith(".SAFE") or is_landsat_folder(path):
-            from cube_assets.sources.sentinel2_safe import open_safe
+            from cube_assets.formats.sentinel2_safe import open_safe
 
             try:
                 product: Any = open_safe(path) if path.name.endswith(".SAFE") else open_landsat_product(path)

@@ -22,7 +22,7 @@ import pytest
 from shapely.geometry import box, mapping
 
 from cube_assets.errors import InvalidScene
-from cube_assets.sources.archives import (
+from cube_assets.formats.archives import (
     DEFAULT_ARCHIVE_BYTES,
     GIB,
     MAX_MEMBERS,
@@ -31,7 +31,7 @@ from cube_assets.sources.archives import (
     tar_members,
     zip_members,
 )
-from cube_assets.sources.safe_archive import EXTRACTED_FROM, UnsafeArchive, extract_safe_zip, safe_members
+from cube_assets.formats.safe_archive import EXTRACTED_FROM, UnsafeArchive, extract_safe_zip, safe_members
 from cube_assets.storage.raw_store import CorruptFile, verify_file
 
 PRODUCT = "S2B_MSIL2A_20240105T100000_N0510_R122_T32PQU_20240105T120000.SAFE"

@@ -17,15 +17,14 @@ from pathlib import Path
 import pytest
 
 from cube_assets.errors import ProviderError
-from cube_assets.providers.http import (
-    HttpClient,
-    RemoteFile,
-    RetryPolicy,
+from cube_assets.providers.credentials import (
     check_credentials_spec,
     credentials_from_spec,
     credentials_may_travel_to,
     is_loopback_host,
 )
+from cube_assets.providers.http import HttpClient, RemoteFile
+from cube_assets.providers.retry import RetryPolicy
 from cube_assets.providers.stac import build_stac_provider
 from cube_assets_tests.fixtures_stac import REAL_S2_ASSET_FILES, StacTestServer
 

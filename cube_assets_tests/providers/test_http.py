@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import pickle
-from pathlib import Path
 
 import pytest
 
 from cube_assets.errors import ProviderError
-from cube_assets.providers.http import (
-    Credentials,
-    DownloadError,
-    HttpClient,
-    RemoteFile,
-    RetryPolicy,
-    Secret,
-    check_credentials_spec,
-    credentials_from_spec,
-    file_multihash,
-    parse_multihash,
-    redact_url,
-)
-from cube_assets_tests.fixtures_stac import REAL_S2_ASSET_FILES, StacTestServer, real_landsat_items
+from cube_assets.providers.credentials import Credentials, credentials_from_spec
+from cube_assets.providers.http import DownloadError, HttpClient, RemoteFile
+from cube_assets.providers.multihash import file_multihash
+from cube_assets.providers.retry import RetryPolicy
+from cube_assets.redaction import redact_url
+from cube_assets_tests.fixtures_stac import REAL_S2_ASSET_FILES, StacTestServer
 
 B04 = REAL_S2_ASSET_FILES["B04"]
 FAST = RetryPolicy(attempts=3, backoff_s=0.5, backoff_factor=2.0, backoff_max_s=10.0, read_timeout_s=5.0)
@@ -48,70 +38,13 @@ def _remote(server: StacTestServer, route: str = B04, *, checksum: bool = True) 
 
 
 # --------------------------------------------------------------------------------------------
-# Multihash, redaction, credentials
-
-
-def test_sha2_256_multihash_of_a_file_is_code_length_digest(tmp_path: Path) -> None:
-    path = tmp_path / "x.bin"
-    path.write_bytes(b"cube")
-    assert file_multihash(path) == "1220" + hashlib.sha256(b"cube").hexdigest()
-
-
-def test_real_usgs_checksums_parse_as_sha2_512(real_data: Path) -> None:
-    item = real_landsat_items(real_data)[0]
-    parsed = parse_multihash(item["assets"]["red"]["file:checksum"])
-    assert (parsed.algorithm, parsed.code, len(parsed.digest)) == ("sha2-512", 0x13, 64)
-
-
-def test_multihash_with_a_digest_of_the_wrong_length_is_refused() -> None:
-    with pytest.raises(ProviderError, match="declares a 32-byte digest but holds 2"):
-        parse_multihash("1220abcd")
-
-
-def test_keccak_multihash_is_recognized_as_unsupported() -> None:
-    parsed = parse_multihash("1b20" + "00" * 32)  # keccak-256: well formed, not computable here
-    assert not parsed.supported and parsed.algorithm is None
+# Redaction of the URLs downloads show
 
 
 def test_redacted_url_drops_user_info_and_query_values() -> None:
     assert redact_url("https://user:pw@host.example:8443/a/b.tif?sig=XYZ&se=2024") == (
         "https://host.example:8443/a/b.tif?sig=***&se=***"
     )
-
-
-def test_literal_secret_in_credentials_is_refused_without_repeating_it() -> None:
-    with pytest.raises(ProviderError, match=r"credentials.password must be a reference") as raised:
-        check_credentials_spec({"type": "basic", "username": {"env": "U"}, "password": "hunter2"}, "provider x")
-    assert "hunter2" not in str(raised.value)
-
-
-def test_missing_credentials_variable_is_named_and_no_value_shown() -> None:
-    spec = {"type": "basic", "username": {"env": "STAC_USER"}, "password": {"env": "STAC_PASSWORD"}}
-    with pytest.raises(ProviderError, match="environment variable STAC_PASSWORD is not set"):
-        credentials_from_spec(spec, {"STAC_USER": "alice"}, "provider x", "stac.example")
-
-
-def test_credentials_go_by_default_only_to_the_provider_host() -> None:
-    spec = {"type": "bearer", "token": {"env": "TOKEN"}}
-    credentials = credentials_from_spec(spec, {"TOKEN": "t0k3n"}, "provider x", "stac.example")
-    assert credentials is not None
-    assert credentials.applies_to("https://stac.example/search")
-    assert not credentials.applies_to("https://bucket.s3.amazonaws.com/B04.tif")
-    assert "t0k3n" not in repr(credentials)
-
-
-def test_secret_hides_its_value_and_cannot_be_pickled() -> None:
-    secret = Secret("s3cr3t")
-    assert "s3cr3t" not in repr(secret) and "s3cr3t" not in str(secret) and "s3cr3t" not in f"{[secret]}"
-    assert secret.reveal() == "s3cr3t"
-    with pytest.raises(TypeError):
-        pickle.dumps(secret)
-
-
-def test_backoff_grows_exponentially_is_capped_and_honours_retry_after() -> None:
-    policy = RetryPolicy(backoff_s=1.0, backoff_factor=2.0, backoff_max_s=5.0)
-    assert [policy.delay(n) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 5.0]
-    assert policy.delay(1, retry_after=3.0) == 3.0
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from pyproj import Transformer
 from shapely.geometry import Point, box
 
 from cube_assets.errors import InvalidScene, ProviderError
+from cube_assets.formats.sentinel2_safe import open_safe
+from cube_assets.formats.simulator import SimulatedScene, simulate_archive
 from cube_assets.providers import local as local_module
 from cube_assets.providers.base import SENTINEL2_L1C, SENTINEL2_L2A, SceneRef
 from cube_assets.providers.local import (
@@ -28,8 +30,6 @@ from cube_assets.providers.local import (
     read_product_manifest,
     write_product_manifest,
 )
-from cube_assets.sources.sentinel2_safe import open_safe
-from cube_assets.sources.simulator import SimulatedScene, simulate_archive
 
 EPSG = 32723
 SIZE = 256  # 2.56 km at 10 m

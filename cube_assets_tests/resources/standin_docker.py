@@ -82,9 +82,9 @@ def _run(args: list[str]) -> int:
 
 
 def _write_l2a(l1c: Path, output_dir: Path, without_scl: bool) -> None:
-    from cube_assets.sources.sen2cor import L2A_BANDS
-    from cube_assets.sources.sentinel2_safe import parse_product_metadata, parse_tile_metadata
-    from cube_assets.sources.simulator import simulate_l2a_product
+    from cube_assets.formats.sen2cor import L2A_BANDS
+    from cube_assets.formats.sentinel2_safe import parse_product_metadata, parse_tile_metadata
+    from cube_assets.formats.simulator import simulate_l2a_product
 
     metadata = parse_product_metadata(l1c)
     tile = parse_tile_metadata(l1c)

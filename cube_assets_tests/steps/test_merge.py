@@ -26,8 +26,8 @@ from shapely.geometry import mapping
 
 from cube_assets.cube_config import CubeConfig
 from cube_assets.errors import InvalidScene
+from cube_assets.formats.sentinel2_safe import open_safe
 from cube_assets.raster.cog import is_valid_cog
-from cube_assets.sources.sentinel2_safe import open_safe
 from cube_assets.steps.merge import merge_date
 from cube_assets.steps.scenes import reflectance_for_scene
 from cube_assets.storage.raster_store import LocalRasterStore

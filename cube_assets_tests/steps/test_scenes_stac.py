@@ -23,10 +23,10 @@ from shapely.geometry import mapping, shape
 
 from cube_assets.cube_config import CubeConfig
 from cube_assets.errors import InvalidScene
+from cube_assets.formats.sentinel2_safe import parse_product_metadata
+from cube_assets.formats.stac_item import asset_key_for_band, processing_baseline, sentinel2_radiometry
 from cube_assets.providers.stac import build_stac_provider
 from cube_assets.raster.cog import is_valid_cog
-from cube_assets.sources.sentinel2_safe import parse_product_metadata
-from cube_assets.sources.stac_item import asset_key_for_band, processing_baseline, sentinel2_radiometry
 from cube_assets.steps.scenes import publish_scene, reflectance_for_scene
 from cube_assets.storage.raster_store import LocalRasterStore
 from cube_assets.storage.raw_store import RawStore

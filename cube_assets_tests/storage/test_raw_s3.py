@@ -18,7 +18,7 @@ from shapely.geometry import box
 
 from cube_assets.cube_config import load_project_config
 from cube_assets.providers.base import SENTINEL2_L2A
-from cube_assets.providers.simulator import SimulatorProvider, simulated_scenes
+from cube_assets.providers.simulated import SimulatorProvider, simulated_scenes
 from cube_assets.providers.stac import build_stac_provider
 from cube_assets.resources.providers import ProvidersResource
 from cube_assets.resources.storage import RasterStoreResource

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cube_assets.errors import InvalidScene
-from cube_assets.sources.sen2cor import (
+from cube_assets.formats.sen2cor import (
     DEFAULT_IMAGE,
     DEFAULT_TIMEOUT_SECONDS,
     DEFAULT_VERSIONS,
@@ -27,8 +27,8 @@ from cube_assets.sources.sen2cor import (
     l2a_name_pattern,
     validate_l2a_product,
 )
-from cube_assets.sources.sentinel2_safe import parse_product_metadata
-from cube_assets.sources.simulator import simulate_l2a_product
+from cube_assets.formats.sentinel2_safe import parse_product_metadata
+from cube_assets.formats.simulator import simulate_l2a_product
 
 DATA_FILES = "stactools-sentinel2/tests/data-files"
 T46RER = "S2A_MSIL1C_20210908T042701_N0301_R133_T46RER_20210908T070248.SAFE"

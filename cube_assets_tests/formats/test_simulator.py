@@ -14,8 +14,8 @@ from pyproj import Transformer
 import shapely
 from shapely.geometry import Point
 
-from cube_assets.sources.sentinel2_safe import SafeProduct, open_safe
-from cube_assets.sources.simulator import (
+from cube_assets.formats.sentinel2_safe import SafeProduct, open_safe
+from cube_assets.formats.simulator import (
     SimulatedScene,
     simulate_archive,
     simulate_l2a_product,

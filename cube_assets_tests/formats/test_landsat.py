@@ -17,11 +17,7 @@ import rasterio
 from shapely.geometry import Point, box
 
 from cube_assets.errors import InvalidScene
-from cube_assets.providers.local import LocalArchiveProvider
-from cube_assets.raster.masks import rescale_landsat_c2
-from cube_assets.raster.footprint import valid_data_footprint
-from cube_assets.raster.reflectance import REFLECTANCE_NODATA, scale_landsat_to_reflectance, write_landsat_reflectance
-from cube_assets.sources.landsat import (
+from cube_assets.formats.landsat import (
     LANDSAT_C2_L2,
     find_mtl_file,
     normalize_landsat_band,
@@ -29,6 +25,10 @@ from cube_assets.sources.landsat import (
     parse_mtl,
     read_mtl,
 )
+from cube_assets.providers.local import LocalArchiveProvider
+from cube_assets.raster.masks import rescale_landsat_c2
+from cube_assets.raster.footprint import valid_data_footprint
+from cube_assets.raster.reflectance import REFLECTANCE_NODATA, scale_landsat_to_reflectance, write_landsat_reflectance
 
 pytestmark = pytest.mark.real_data
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from cube_assets.errors import InvalidScene
-from cube_assets.sources.safe_archive import EXTRACTED_FROM, UnsafeArchive, extract_safe_zip
-from cube_assets.sources.sentinel2_safe import open_safe
+from cube_assets.formats.safe_archive import EXTRACTED_FROM, UnsafeArchive, extract_safe_zip
+from cube_assets.formats.sentinel2_safe import open_safe
 
 pytestmark = pytest.mark.real_data
 

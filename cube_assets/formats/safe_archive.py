@@ -1,10 +1,10 @@
 """Zipped Sentinel-2 products (``S2A_MSIL2A_….SAFE.zip``, as the Copernicus Data Space delivers them).
 
 :func:`extract_safe_zip` turns a zip into the ``.SAFE`` folder that
-:func:`cube_assets.sources.sentinel2_safe.open_safe` reads, safely and atomically:
+:func:`cube_assets.formats.sentinel2_safe.open_safe` reads, safely and atomically:
 
 * every member is checked before a byte is written, with the rules of
-  :mod:`cube_assets.sources.archives` (member paths under the one name rule, no link or
+  :mod:`cube_assets.formats.archives` (member paths under the one name rule, no link or
   special file, no duplicate, the declared total under the bound of the product kind, no
   compression ratio above 100:1), and here: every member inside one top-level ``*.SAFE``
   folder, which holds its ``MTD_MSIL1C.xml``/``MTD_MSIL2A.xml`` and is the product asked for
@@ -33,9 +33,9 @@ from pathlib import Path
 
 from cube_assets.atomic import exclusive_lock
 from cube_assets.errors import InvalidScene
+from cube_assets.formats.archives import ArchiveMember, UnsafeArchive, copy_member, zip_members
 from cube_assets.names import name_problem
 from cube_assets.quoting import quoted
-from cube_assets.sources.archives import ArchiveMember, UnsafeArchive, copy_member, zip_members
 
 __all__ = ["EXTRACTED_FROM", "UnsafeArchive", "extract_safe_zip", "safe_members"]
 
@@ -65,7 +65,7 @@ def safe_members(archive: str | os.PathLike[str], *, max_bytes: int | None = Non
     """Check every member of the zipped product ``archive`` (see the module docstring).
 
     ``max_bytes`` bounds the declared uncompressed total; by default the bound of the product
-    kind (:data:`cube_assets.sources.archives.PRODUCT_BYTE_LIMITS`).
+    kind (:data:`cube_assets.formats.archives.PRODUCT_BYTE_LIMITS`).
 
     Returns:
         The ``.SAFE`` folder name and the members to extract (files and folders).

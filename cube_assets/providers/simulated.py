@@ -1,4 +1,9 @@
-"""The demo's provider: simulates Sentinel-2 L2A products into an archive, then serves them like ``local``."""
+"""The ``simulator`` driver's provider: simulated Sentinel-2 L2A products served like a ``local`` archive.
+
+This module only turns the provider options into scenes and serves them; the products
+themselves (folders, JPEG 2000 bands, metadata XML) are rendered by
+:mod:`cube_assets.formats.simulator`, beside the real product formats it imitates.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +17,9 @@ from typing import Any
 from shapely.geometry.base import BaseGeometry
 
 from cube_assets.errors import ProviderError
+from cube_assets.formats.simulator import SimulatedScene, simulate_archive
 from cube_assets.providers.base import Provider, SceneRef
 from cube_assets.providers.local import LocalArchiveProvider
-from cube_assets.sources.simulator import SimulatedScene, simulate_archive
 
 
 def simulated_scenes(options: Mapping[str, Any]) -> list[SimulatedScene]:

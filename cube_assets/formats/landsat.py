@@ -42,7 +42,7 @@ from typing import Any
 from shapely.geometry import MultiPolygon, Polygon
 
 from cube_assets.errors import InvalidScene
-from cube_assets.sources.sentinel2_safe import footprint_from_lon_lat
+from cube_assets.formats.sentinel2_safe import footprint_from_lon_lat
 
 #: The collection name Landsat Collection 2 Level-2 scenes are searched under.
 LANDSAT_C2_L2 = "landsat-c2-l2"

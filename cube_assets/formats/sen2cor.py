@@ -27,7 +27,7 @@ import rasterio
 from rasterio.errors import RasterioIOError
 
 from cube_assets.errors import CubeAssetsError, InvalidScene
-from cube_assets.sources.sentinel2_safe import (
+from cube_assets.formats.sentinel2_safe import (
     BAND_NAMES,
     ProductMetadata,
     SafeProduct,

@@ -4,7 +4,8 @@ A simulated product looks like a real one to everything downstream: the folder a
 names, the lossless JPEG 2000 bands with their georeferencing (10 m bands in ``R10m``, 20 m
 bands such as B8A and B11 in ``R20m`` only, 60 m bands in ``R60m``), the 20 m scene
 classification ``SCL``, a ``PVI`` preview, and ``MTD_MSIL2A.xml`` and ``MTD_TL.xml`` with
-the elements :mod:`cube_assets.sources.sentinel2_safe` reads.
+the elements :mod:`cube_assets.formats.sentinel2_safe` reads. The ``simulator`` provider driver
+(:mod:`cube_assets.providers.simulated`) writes these products into its archive and serves them.
 
 What is simulated:
 
@@ -46,7 +47,7 @@ from pyproj import CRS, Transformer
 from shapely.geometry import Polygon, box
 
 from cube_assets.atomic import atomic_path, atomic_write_text
-from cube_assets.sources.sentinel2_safe import BAND_NAMES, NATIVE_RESOLUTION_M
+from cube_assets.formats.sentinel2_safe import BAND_NAMES, NATIVE_RESOLUTION_M
 
 DEFAULT_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B08", "B8A", "B11")
 #: Bands an L2A product can hold (L2A has no cirrus band B10).
@@ -415,16 +416,43 @@ def _surface_reflectance(classes: np.ndarray, greenness: np.ndarray, band: str) 
 
 
 def _render(scene: SimulatedScene) -> _Rendered:
+    """Render the arrays of ``scene``: ground, swath edge, clouds and their shadows, SCL, band reflectance.
+
+    Everything that must agree between bands and SCL (nodata, clouds, shadows) is decided on a
+    coarse grid and repeated onto the finer ones. The phases draw from one generator seeded
+    with ``scene.seed``, in a fixed order, so the same scene gives the same arrays.
+
+    Returns:
+        The :class:`_Rendered` arrays.
+    """
     rng = np.random.default_rng(scene.seed)
     n, res = scene.size_px, float(scene.resolution)
     xs = scene.ulx + (np.arange(n) + 0.5) * res
     ys = scene.uly - (np.arange(n) + 0.5) * res
     classes, greenness = _land_cover(scene, xs, ys)
-
-    # Everything that must agree between bands and SCL (nodata, clouds, shadows) is decided on
-    # a coarse grid and repeated onto the finer ones.
     factors = sorted({NATIVE_RESOLUTION_M[b] // 10 for b in scene.bands} | {2})
     coarsest = max(factors)
+    valid_c, valid_polygon = _swath(scene, rng, coarsest)
+
+    k = 2  # the SCL grid
+    valid_scl = _upsample(valid_c, coarsest // k)
+    cloud, opacity, scl = _clouds(scene, valid_scl, k)
+    shadow = _cloud_shadows(scene, rng, cloud, scl, valid_scl, k)
+    scl[shadow] = SCL_CLOUD_SHADOW
+    _classify_clear_pixels(scl, classes, greenness, valid_scl & ~cloud & ~shadow, k)
+    reflectance = _band_reflectance(scene, rng, classes, greenness, xs, ys, _upsample(shadow, k), _upsample(opacity, k))
+
+    valid = {f: _upsample(valid_c, coarsest // f) for f in [1, *factors]}
+    scl[~valid_scl] = SCL_NODATA
+    return _Rendered(reflectance=reflectance, valid=valid, scl=scl, valid_polygon=valid_polygon)
+
+
+def _swath(scene: SimulatedScene, rng: np.random.Generator, coarsest: int) -> tuple[np.ndarray, Polygon]:
+    """The valid-data mask on the grid of factor ``coarsest`` and the valid polygon (tile CRS).
+
+    Without ``swath_edge`` the whole tile is valid and nothing is drawn from ``rng``.
+    """
+    n, res = scene.size_px, float(scene.resolution)
     m = n // coarsest
     valid_c = np.ones((m, m), dtype=bool)
     valid_polygon: Polygon = box(scene.ulx, scene.uly - n * res, scene.ulx + n * res, scene.uly)
@@ -445,11 +473,18 @@ def _render(scene: SimulatedScene) -> _Rendered:
             ]
         )
         valid_polygon = valid_polygon.intersection(inside)
+    return valid_c, valid_polygon
 
-    # Clouds on the SCL grid (factor 2).
-    k = 2
+
+def _clouds(scene: SimulatedScene, valid_scl: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Clouds covering ``cloud_fraction`` of the valid pixels of the SCL grid (factor ``k``).
+
+    Returns:
+        The cloud mask, each pixel's cloud opacity (0 outside clouds) and the SCL with the
+        cloud classes set (0 elsewhere).
+    """
+    n, res = scene.size_px, float(scene.resolution)
     scl_n = n // k
-    valid_scl = _upsample(valid_c, coarsest // k)
     xs_s = scene.ulx + (np.arange(scl_n) + 0.5) * res * k
     ys_s = scene.uly - (np.arange(scl_n) + 0.5) * res * k
     density = 0.7 * _value_noise(xs_s, ys_s, seed=scene.seed, cell_m=2400.0, octaves=4, offset=100)
@@ -472,32 +507,59 @@ def _render(scene: SimulatedScene) -> _Rendered:
             scl[cloud & (depth < 0.25)] = SCL_THIN_CIRRUS
             scl[cloud & (depth >= 0.25) & (depth < 0.7)] = SCL_CLOUD_MEDIUM
             scl[cloud & (depth >= 0.7)] = SCL_CLOUD_HIGH
+    return cloud, opacity, scl
 
-    # Shadows of the opaque clouds, displaced away from the sun (sun to the south in the
-    # northern hemisphere at the 10:30 overpass, to the north in the southern one).
+
+def _cloud_shadows(
+    scene: SimulatedScene, rng: np.random.Generator, cloud: np.ndarray, scl: np.ndarray, valid_scl: np.ndarray, k: int,
+) -> np.ndarray:
+    """The shadows of the opaque clouds (not cirrus) on the SCL grid, displaced away from the sun.
+
+    The sun is to the south in the northern hemisphere at the 10:30 overpass, to the north in
+    the southern one; its azimuth and the shadow distance are drawn from ``rng``.
+    """
+    res = float(scene.resolution)
     southern = 32700 < scene.epsg < 32800
     sun_azimuth = math.radians((30.0 if southern else 150.0) + rng.uniform(-15.0, 15.0))
     distance_px = rng.uniform(400.0, 1000.0) / (res * k)
     d_col = int(round(-math.sin(sun_azimuth) * distance_px)) or 1
     d_row = int(round(math.cos(sun_azimuth) * distance_px)) or 1
     casting = cloud & (scl != SCL_THIN_CIRRUS)
-    shadow = _shifted(casting, d_row, d_col) & ~cloud & valid_scl
-    scl[shadow] = SCL_CLOUD_SHADOW
+    return _shifted(casting, d_row, d_col) & ~cloud & valid_scl
 
-    # Clear pixels: water, vegetation or not, from the surface at SCL resolution.
+
+def _classify_clear_pixels(
+    scl: np.ndarray, classes: np.ndarray, greenness: np.ndarray, clear: np.ndarray, k: int,
+) -> None:
+    """Set the ``clear`` pixels of ``scl`` to water, vegetation or not vegetated, from the surface at SCL resolution."""
     classes_s = classes[::k, ::k]
     red = _block_mean(_surface_reflectance(classes, greenness, "B04"), k)
     nir = _block_mean(_surface_reflectance(classes, greenness, "B08"), k)
     ndvi = (nir - red) / np.maximum(nir + red, 1e-6)
-    clear = valid_scl & ~cloud & ~shadow
     scl[clear] = np.where(
         classes_s[clear] == WATER, SCL_WATER, np.where(ndvi[clear] > 0.4, SCL_VEGETATION, SCL_NOT_VEGETATED)
     )
 
-    # Reflectance at the base grid, then each band averaged onto its own grid.
+
+def _band_reflectance(
+    scene: SimulatedScene,
+    rng: np.random.Generator,
+    classes: np.ndarray,
+    greenness: np.ndarray,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    shadow_base: np.ndarray,
+    opacity_base: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Each band's reflectance: the textured surface, darkened in shadows, seen through the clouds, with sensor noise.
+
+    It is computed on the base grid, then averaged onto the band's own grid; the noise is
+    drawn from ``rng`` band by band, in ``scene.bands`` order.
+
+    Returns:
+        Band → float32 reflectance on the band's grid.
+    """
     texture = 1.0 + 0.06 * (_value_noise(xs, ys, seed=scene.landscape_seed, cell_m=80.0, octaves=2, offset=30) - 0.5)
-    shadow_base = _upsample(shadow, k)
-    opacity_base = _upsample(opacity, k)
     reflectance: dict[str, np.ndarray] = {}
     for band in scene.bands:
         i = _BAND_INDEX[band]
@@ -508,10 +570,7 @@ def _render(scene: SimulatedScene) -> _Rendered:
         band_grid = _block_mean(seen, factor)
         band_grid = band_grid + rng.normal(0.0, 0.004, band_grid.shape).astype(np.float32)
         reflectance[band] = band_grid
-
-    valid = {f: _upsample(valid_c, coarsest // f) for f in [1, *factors]}
-    scl[~valid_scl] = SCL_NODATA
-    return _Rendered(reflectance=reflectance, valid=valid, scl=scl, valid_polygon=valid_polygon)
+    return reflectance
 
 
 def _to_dn(reflectance: np.ndarray, valid: np.ndarray) -> np.ndarray:

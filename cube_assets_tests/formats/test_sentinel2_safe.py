@@ -16,7 +16,7 @@ import pytest
 from shapely.geometry import MultiPolygon, Point, Polygon
 
 from cube_assets.errors import InvalidScene
-from cube_assets.sources.sentinel2_safe import (
+from cube_assets.formats.sentinel2_safe import (
     BAND_NAMES,
     normalize_band_name,
     open_safe,
