@@ -60,6 +60,7 @@ from _common import (  # noqa: E402
 from reference_merge import reference_merge_date  # noqa: E402
 
 from cube_assets.cube_config import CubeConfig  # noqa: E402
+from cube_assets.manifests import SceneRasters  # noqa: E402
 from cube_assets.steps.merge import merge_date  # noqa: E402
 from cube_assets.storage.raster_store import LocalRasterStore  # noqa: E402
 
@@ -205,7 +206,8 @@ def run_side(side: str, cube: CubeConfig, scenes: Sequence[Mapping[str, Any]], r
     store = LocalRasterStore(root)
     tile = cube.tile("000000")
     if side == "project":
-        measurement = measure(lambda: merge_date(cube, tile, DAY, scenes, store, window_size=window_size))
+        rasters = [SceneRasters.model_validate(scene) for scene in scenes]
+        measurement = measure(lambda: merge_date(cube, tile, DAY, rasters, store, window_size=window_size).model_dump(mode="json"))
     else:
         measurement = measure(lambda: reference_merge_date(cube, tile, DAY, scenes, store))
     return Run(measurement.seconds, measurement.peak_rss, measurement.result)

@@ -59,6 +59,7 @@ from dagster import (
 from rasterio.windows import Window
 
 from cube_assets.cube_config import CubeConfig
+from cube_assets.manifests import Composite, Merge, PeriodBlendManifest, SceneCogManifest, TileMergeManifest
 from cube_assets.partitions import cube_partitions
 from cube_assets.raster.cog import is_valid_cog
 from cube_assets.raster.windowed_io import block_windows
@@ -79,25 +80,25 @@ MAX_LISTED_PROBLEMS = 20
 # Which files each manifest names
 
 
-def scene_cog_files(manifest: Mapping[str, Any]) -> list[str]:
+def scene_cog_files(manifest: SceneCogManifest) -> list[str]:
     """Return the URIs of every raster a ``scene_cog`` manifest names (bands, quality, indexes)."""
     files: list[str] = []
-    for scene in manifest.get("scenes", []):
-        files += list(scene["bands"].values()) + [scene["quality"]] + list((scene.get("indexes") or {}).values())
+    for scene in manifest.scenes:
+        files += list(scene.bands.values()) + [scene.quality] + list(scene.indexes.values())
     return files
 
 
-def tile_merge_files(manifest: Mapping[str, Any]) -> list[str]:
+def tile_merge_files(manifest: TileMergeManifest) -> list[str]:
     """Return the URIs of every raster a ``tile_merge`` manifest names (bands, quality, DATASOURCE)."""
     files: list[str] = []
-    for merge in manifest.get("merges", []):
-        files += list(merge["bands"].values()) + [merge["quality"], merge["datasource"]]
+    for merge in manifest.merges:
+        files += list(merge.bands.values()) + [merge.quality, merge.datasource]
     return files
 
 
-def period_blend_files(manifest: Mapping[str, Any]) -> list[str]:
+def period_blend_files(manifest: PeriodBlendManifest) -> list[str]:
     """Return the URIs of every raster a ``period_blend`` manifest names (each composite's bands)."""
-    return [uri for composite in manifest.get("composites", {}).values() for uri in composite["bands"].values()]
+    return [uri for composite in manifest.composites.values() for uri in composite.bands.values()]
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,26 +176,25 @@ def merge_statistics(quality_path: str, cube: CubeConfig) -> dict[str, float]:
 
 
 def merge_quality_problems(
-    merges: Sequence[Mapping[str, Any]], cube: CubeConfig, store: RasterStore,
+    merges: Sequence[Merge], cube: CubeConfig, store: RasterStore,
 ) -> tuple[list[str], dict[str, dict[str, float]]]:
     """Compare each merge's recorded efficacy, cloud ratio and valid pixels with its quality band.
 
     Returns:
         ``(problems, statistics)``: one message per disagreement, and per date the recomputed
-        ``nodata_fraction``, ``cloud_ratio`` and ``efficacy``.
+        ``nodata_fraction``, ``cloud_ratio`` and ``efficacy`` (keyed by ISO date).
     """
     problems: list[str] = []
     statistics: dict[str, dict[str, float]] = {}
     for merge in merges:
-        where = merge.get("item", merge.get("date", "?"))
-        try:
-            recorded = {"efficacy": float(merge["efficacy"]), "cloud_ratio": float(merge["cloud_ratio"])}
-            recorded_nodata = 1.0 - int(merge["valid_pixels"]) / int(merge["total_pixels"])
-        except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
-            problems.append(f"{where}: statistics not recorded ({exc!r})")
+        where = merge.item
+        recorded = {"efficacy": merge.efficacy, "cloud_ratio": merge.cloud_ratio}
+        if merge.total_pixels <= 0:
+            problems.append(f"{where}: statistics not recorded (total_pixels is {merge.total_pixels})")
             continue
-        measured = merge_statistics(store.gdal_path(merge["quality"]), cube)
-        statistics[merge["date"]] = {name: round(value, 4) for name, value in measured.items()}
+        recorded_nodata = 1.0 - merge.valid_pixels / merge.total_pixels
+        measured = merge_statistics(store.gdal_path(merge.quality), cube)
+        statistics[merge.date.isoformat()] = {name: round(value, 4) for name, value in measured.items()}
         for name, value in recorded.items():
             if abs(value - measured[name]) > STATISTIC_TOLERANCE:
                 problems.append(f"{where}: {name} recorded {value} but the quality band gives {measured[name]:.4f}")
@@ -214,8 +214,8 @@ def sample_window(width: int, height: int, size: int = SAMPLE_WINDOW_PX) -> Wind
 
 
 def observation_count_problems(
-    composites: Mapping[str, Mapping[str, Any]],
-    merges: Sequence[Mapping[str, Any]],
+    composites: Mapping[str, Composite],
+    merges: Sequence[Merge],
     cube: CubeConfig,
     store: RasterStore,
     window_size: int = SAMPLE_WINDOW_PX,
@@ -238,9 +238,9 @@ def observation_count_problems(
     rules = rules_from_config(cube.quality.rules)
     expected_clear = expected_total = None
     for function, composite in composites.items():
-        bands = composite["bands"]
+        bands = composite.bands
         if "CLEAROB" not in bands or "TOTALOB" not in bands:
-            problems.append(f"{composite['item']}: CLEAROB or TOTALOB missing")
+            problems.append(f"{composite.item}: CLEAROB or TOTALOB missing")
             continue
         with rasterio.open(store.gdal_path(bands["CLEAROB"])) as clear_src, \
                 rasterio.open(store.gdal_path(bands["TOTALOB"])) as total_src:
@@ -251,10 +251,10 @@ def observation_count_problems(
                 worst["clear_above_total"] += int(np.count_nonzero(clear > total))
                 worst["total_above_merges"] += int(np.count_nonzero(total > len(merges)))
             if worst["clear_above_total"]:
-                problems.append(f"{composite['item']}: CLEAROB > TOTALOB at {worst['clear_above_total']} pixels")
+                problems.append(f"{composite.item}: CLEAROB > TOTALOB at {worst['clear_above_total']} pixels")
             if worst["total_above_merges"]:
                 problems.append(
-                    f"{composite['item']}: TOTALOB > {len(merges)} merges at {worst['total_above_merges']} pixels"
+                    f"{composite.item}: TOTALOB > {len(merges)} merges at {worst['total_above_merges']} pixels"
                 )
             window = sample_window(clear_src.width, clear_src.height, window_size)
             clear_sample = clear_src.read(1, window=window).astype(np.int32)
@@ -265,17 +265,17 @@ def observation_count_problems(
             wrong = int(np.count_nonzero(found != expected))
             if wrong:
                 problems.append(
-                    f"{composite['item']}: {name} differs from the merges' quality bands at {wrong} of "
+                    f"{composite.item}: {name} differs from the merges' quality bands at {wrong} of "
                     f"{found.size} sampled pixels (window {window.col_off},{window.row_off} {window.width}×{window.height})"
                 )
     return problems
 
 
-def _recount_observations(merges, window: Window, rules, store: RasterStore) -> tuple[np.ndarray, np.ndarray]:
+def _recount_observations(merges: Sequence[Merge], window: Window, rules, store: RasterStore) -> tuple[np.ndarray, np.ndarray]:
     clear = np.zeros((int(window.height), int(window.width)), dtype=np.int32)
     total = np.zeros_like(clear)
     for merge in merges:
-        with rasterio.open(store.gdal_path(merge["quality"])) as src:
+        with rasterio.open(store.gdal_path(merge.quality)) as src:
             classes = classify_quality(src.read(1, window=window), rules)
         clear += classes == QualityClass.CLEAR
         total += classes != QualityClass.NODATA
@@ -317,7 +317,7 @@ def _result(problems: Sequence[str], severity: AssetCheckSeverity = AssetCheckSe
 def _cogs_valid_check(
     asset: AssetKey,
     partitions: PartitionsDefinition,
-    files_of: Callable[[Mapping[str, Any]], list[str]],
+    files_of: Callable[[Any], list[str]],
     description: str,
 ) -> AssetChecksDefinition:
     """The blocking ``cogs_valid`` check of ``asset``: every raster ``files_of`` its manifest is a valid, complete COG.
@@ -328,7 +328,9 @@ def _cogs_valid_check(
     """
 
     @asset_check(asset=asset, name="cogs_valid", blocking=True, partitions_def=partitions, description=description)
-    def cogs_valid(context: AssetCheckExecutionContext, manifest: dict[str, Any], store: RasterStoreResource) -> AssetCheckResult:
+    # The manifest IO manager loads (and validates) the stage's own manifest model; Any keeps
+    # Dagster from checking the loaded model against one declared type for all three stages.
+    def cogs_valid(context: AssetCheckExecutionContext, manifest: Any, store: RasterStoreResource) -> AssetCheckResult:
         files, raster_store = files_of(manifest), store.get_store()
         with raster_store.gdal_environment():
             return _result(invalid_cogs(files, raster_store), files_checked=len(files))
@@ -368,10 +370,10 @@ def _build_cube_checks(cube: CubeConfig) -> list[AssetChecksDefinition]:
         asset=key("tile_merge"), name="quality_recorded", blocking=False, partitions_def=partitions,
         description="Each merge's nodata fraction and cloud ratio, recomputed from its quality band, match the manifest.",
     )
-    def merge_quality_recorded(context: AssetCheckExecutionContext, tile_merge: dict[str, Any], store: RasterStoreResource) -> AssetCheckResult:
+    def merge_quality_recorded(context: AssetCheckExecutionContext, tile_merge: TileMergeManifest, store: RasterStoreResource) -> AssetCheckResult:
         raster_store = store.get_store()
         with raster_store.gdal_environment():
-            problems, statistics = merge_quality_problems(tile_merge.get("merges", []), cube, raster_store)
+            problems, statistics = merge_quality_problems(tile_merge.merges, cube, raster_store)
         return _result(
             problems,
             merge_count=len(statistics),
@@ -390,12 +392,12 @@ def _build_cube_checks(cube: CubeConfig) -> list[AssetChecksDefinition]:
             f"quality bands on a central {SAMPLE_WINDOW_PX} px window."
         ),
     )
-    def blend_observation_counts(context: AssetCheckExecutionContext, period_blend: dict[str, Any], store: RasterStoreResource) -> AssetCheckResult:
-        merges = period_blend.get("merges", [])
+    def blend_observation_counts(context: AssetCheckExecutionContext, period_blend: PeriodBlendManifest, store: RasterStoreResource) -> AssetCheckResult:
+        merges = period_blend.merges
         raster_store = store.get_store()
         with raster_store.gdal_environment():
-            problems = observation_count_problems(period_blend.get("composites", {}), merges, cube, raster_store)
-        return _result(problems, merge_count=len(merges), composites=list(period_blend.get("composites", {})))
+            problems = observation_count_problems(period_blend.composites, merges, cube, raster_store)
+        return _result(problems, merge_count=len(merges), composites=list(period_blend.composites))
 
     @asset_check(
         asset=key("catalog_item"), name="files_exist", blocking=False, partitions_def=partitions,

@@ -31,3 +31,7 @@ class ProviderError(CubeAssetsError):
 
 class CatalogError(CubeAssetsError):
     """A catalog object or query is invalid."""
+
+
+class InvalidManifest(CubeAssetsError):
+    """A stage manifest in the store is not JSON or not the manifest its stage writes."""

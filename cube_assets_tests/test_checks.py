@@ -25,6 +25,7 @@ from cube_assets.checks import (
 from cube_assets.cube_config import load_project_config
 from cube_assets.definitions import build_definitions
 from cube_assets.partitions import cube_partitions, partition_key
+from cube_assets.manifests import Composite, Merge
 from cube_assets.storage.layout import manifest_key
 from cube_assets.storage.raster_store import LocalRasterStore
 from cube_assets_tests.conftest import SMALL_CUBE, SMALL_SIMULATOR, write_cube_file
@@ -100,10 +101,19 @@ def test_merge_check_records_nodata_fraction_and_cloud_ratio_per_date(built):
     assert all(0 < value < 100 for value in cloud.values())
 
 
+def _merges(entries: list[dict]) -> list[Merge]:
+    """Merge entries of a manifest read as JSON, typed as the checks take them."""
+    return [Merge.model_validate(entry) for entry in entries]
+
+
+def _composites(entries: dict[str, dict]) -> dict[str, Composite]:
+    return {function: Composite.model_validate(entry) for function, entry in entries.items()}
+
+
 def test_merge_quality_check_names_a_merge_whose_recorded_cloud_ratio_is_wrong(built):
     merges = _manifest(built, "tile_merge")["merges"]
     merges[1] = {**merges[1], "cloud_ratio": merges[1]["cloud_ratio"] + 5}
-    problems, _ = merge_quality_problems(merges, built["cube"], built["store"])
+    problems, _ = merge_quality_problems(_merges(merges), built["cube"], built["store"])
     assert len(problems) == 1
     assert problems[0].startswith(f"{merges[1]['item']}: cloud_ratio recorded")
 
@@ -120,8 +130,8 @@ def test_observation_count_check_recounts_clearob_from_the_merges(built, tmp_pat
         dataset.write(np.where(values > 0, values - 1, values), 1, window=window)
         changed = int(np.count_nonzero(values > 0))
     composite["bands"] = {**composite["bands"], "CLEAROB": str(damaged)}
-    assert observation_count_problems({"LCF": blend["composites"]["LCF"]}, blend["merges"], built["cube"], built["store"]) == []
-    problems = observation_count_problems({"LCF": composite}, blend["merges"], built["cube"], built["store"])
+    assert observation_count_problems(_composites({"LCF": blend["composites"]["LCF"]}), _merges(blend["merges"]), built["cube"], built["store"]) == []
+    problems = observation_count_problems(_composites({"LCF": composite}), _merges(blend["merges"]), built["cube"], built["store"])
     assert problems == [
         f"{composite['item']}: CLEAROB differs from the merges' quality bands at {changed} of {values.size} sampled pixels "
         f"(window {window.col_off},{window.row_off} {window.width}×{window.height})"
@@ -131,7 +141,7 @@ def test_observation_count_check_recounts_clearob_from_the_merges(built, tmp_pat
 def test_observation_count_check_rejects_totalob_above_the_number_of_merges(built):
     blend = _manifest(built, "period_blend")
     one_merge = blend["merges"][:1]
-    problems = observation_count_problems({"MED": blend["composites"]["MED"]}, one_merge, built["cube"], built["store"])
+    problems = observation_count_problems(_composites({"MED": blend["composites"]["MED"]}), _merges(one_merge), built["cube"], built["store"])
     assert any("TOTALOB > 1 merges" in p for p in problems)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +11,7 @@ from dagster import AssetExecutionContext, AssetIn, MetadataValue
 
 from cube_assets.cube_config import CubeConfig
 from cube_assets.grids import Tile
+from cube_assets.manifests import IndexPixels
 from cube_assets.partitions import cube_partitions, split_partition_key
 from cube_assets.temporal import Period
 
@@ -49,6 +51,15 @@ def quicklook_markdown(png: bytes | None, where: str | None) -> MetadataValue:
     if len(png) > MAX_EMBEDDED_QUICKLOOK_BYTES:
         return MetadataValue.md(f"quicklook: `{where}`")
     return MetadataValue.md(f"![quicklook](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
+def index_pixels_json(index_pixels: Mapping[str, IndexPixels | None]) -> dict[str, dict[str, int] | None]:
+    """Return an entry's ``index_pixels`` as JSON for asset metadata (None: counts unknown).
+
+    Returns:
+        Per index, ``{"nodata_pixels": n, "clipped_pixels": m}`` or None.
+    """
+    return {name: counts.model_dump() if counts is not None else None for name, counts in index_pixels.items()}
 
 
 def stage_asset_arguments(

@@ -3,12 +3,12 @@
 
 from collections import defaultdict
 from datetime import date
-from typing import Any
 
 from dagster import AssetExecutionContext, AssetsDefinition, MetadataValue, Output, asset
 
 from cube_assets.assets.common import cube_partition, stage_asset_arguments
 from cube_assets.cube_config import CubeConfig
+from cube_assets.manifests import SceneCog, SceneCogManifest, TileMergeManifest
 from cube_assets.resources.storage import RasterStoreResource
 from cube_assets.steps.merge import merge_date
 
@@ -20,29 +20,30 @@ def build_tile_merge(cube: CubeConfig) -> AssetsDefinition:
         cube, "tile_merge", "Every scene of each date warped onto the tile (one merge per date), with quality statistics.",
         upstream=("scene_cog",),
     ))
-    def tile_merge(context: AssetExecutionContext, scene_cog: dict[str, Any], store: RasterStoreResource) -> Output[dict[str, Any]]:
+    def tile_merge(context: AssetExecutionContext, scene_cog: SceneCogManifest, store: RasterStoreResource) -> Output[TileMergeManifest]:
         part = cube_partition(context, cube)
         raster_store = store.get_store()
-        by_date: dict[date, list[dict[str, Any]]] = defaultdict(list)
-        for scene in scene_cog["scenes"]:
-            by_date[date.fromisoformat(scene["datetime"][:10])].append(scene)
+        by_date: dict[date, list[SceneCog]] = defaultdict(list)
+        for scene in scene_cog.scenes:
+            by_date[scene.datetime.date()].append(scene)
         merges = []
         for day in sorted(by_date):
             # Within a date, the least cloudy scene has priority where scenes overlap.
-            ordered = sorted(by_date[day], key=lambda s: (s.get("cloud_cover") or 0.0, s["scene_id"]))
+            ordered = sorted(by_date[day], key=lambda s: (s.cloud_cover or 0.0, s.scene_id))
             with raster_store.gdal_environment():
                 merges.append(merge_date(cube, part.tile, day, ordered, raster_store))
             context.log.info(f"merged {len(ordered)} scene(s) of {day} onto tile {part.tile.name}")
+        days = [m.date.isoformat() for m in merges]
         return Output(
-            {"tile": part.tile.name, "period": part.period.key, "merges": merges},
+            TileMergeManifest(tile=part.tile.name, period=part.period.key, merges=tuple(merges)),
             metadata={
                 "merge_count": len(merges),
-                "dates": [m["date"] for m in merges],
-                "efficacy_by_date": MetadataValue.json({m["date"]: m["efficacy"] for m in merges}),
-                "cloud_ratio_by_date": MetadataValue.json({m["date"]: m["cloud_ratio"] for m in merges}),
-                "valid_pixels": sum(m["valid_pixels"] for m in merges),
-                "clear_pixels": sum(m["clear_pixels"] for m in merges),
-                "paths": MetadataValue.json({m["date"]: m["bands"] for m in merges}),
+                "dates": days,
+                "efficacy_by_date": MetadataValue.json({d: m.efficacy for d, m in zip(days, merges)}),
+                "cloud_ratio_by_date": MetadataValue.json({d: m.cloud_ratio for d, m in zip(days, merges)}),
+                "valid_pixels": sum(m.valid_pixels for m in merges),
+                "clear_pixels": sum(m.clear_pixels for m in merges),
+                "paths": MetadataValue.json({d: m.bands for d, m in zip(days, merges)}),
             },
         )
 

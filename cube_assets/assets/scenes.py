@@ -7,9 +7,10 @@ from typing import Any
 
 from dagster import AssetExecutionContext, AssetsDefinition, Backoff, Jitter, MetadataValue, Output, RetryPolicy, asset
 
-from cube_assets.assets.common import cube_partition, quicklook_markdown, stage_asset_arguments
+from cube_assets.assets.common import cube_partition, index_pixels_json, quicklook_markdown, stage_asset_arguments
 from cube_assets.cube_config import CubeConfig
 from cube_assets.formats.sen2cor import SEN2COR_POOL, Sen2CorOutput
+from cube_assets.manifests import RawScene, RawSceneManifest, ReflectanceManifest, SceneCogManifest
 from cube_assets.providers.base import SENTINEL2_L1C
 from cube_assets.resources.providers import ProvidersResource
 from cube_assets.resources.sen2cor import Sen2CorResource
@@ -41,21 +42,21 @@ def build_raw_scene(cube: CubeConfig, retry_policy: RetryPolicy = DOWNLOAD_RETRY
         retry_policy=retry_policy,
         pool=DOWNLOADS_POOL,
     )
-    def raw_scene(context: AssetExecutionContext, providers: ProvidersResource, store: RasterStoreResource) -> Output[dict[str, Any]]:
+    def raw_scene(context: AssetExecutionContext, providers: ProvidersResource, store: RasterStoreResource) -> Output[RawSceneManifest]:
         part = cube_partition(context, cube)
         # The store keeps the raw scenes too when the providers resource says so (prod).
-        scenes = providers.fetch_scenes(cube, part.tile, part.period, store=store.get_store())
-        served = {s["scene_id"]: s["provider"] for s in scenes}
+        scenes = [RawScene.model_validate(s) for s in providers.fetch_scenes(cube, part.tile, part.period, store=store.get_store())]
+        served = {s.scene_id: s.provider for s in scenes}
         return Output(
-            {"tile": part.tile.name, "period": part.period.key, "scenes": scenes},
+            RawSceneManifest(tile=part.tile.name, period=part.period.key, scenes=tuple(scenes)),
             metadata={
                 "scene_count": len(scenes),
                 "scenes": MetadataValue.json(served),
                 # Providers that failed before the one that served a scene (messages hold no credentials).
                 "provider_failures": MetadataValue.json(
-                    {s["scene_id"]: s["provider_failures"] for s in scenes if s.get("provider_failures")}
+                    {s.scene_id: list(s.provider_failures) for s in scenes if s.provider_failures}
                 ),
-                "acquisition_dates": sorted({s["datetime"][:10] for s in scenes}),
+                "acquisition_dates": sorted({s.datetime.date().isoformat() for s in scenes}),
             },
         )
 
@@ -71,21 +72,24 @@ def build_surface_reflectance(cube: CubeConfig) -> AssetsDefinition:
     """
 
     def reflectance(
-        raw_scene: dict[str, Any], store: RasterStoreResource, providers: ProvidersResource,
+        raw_scene: RawSceneManifest, store: RasterStoreResource, providers: ProvidersResource,
         to_l2a: Callable[[Path], Sen2CorOutput] | None,
-    ) -> Output[dict[str, Any]]:
+    ) -> Output[ReflectanceManifest]:
         raster_store = store.get_store()
         with raster_store.gdal_environment():
             scenes = []
-            for scene in raw_scene["scenes"]:
+            for scene in raw_scene.scenes:
                 # This process's copy of the raw scene (pulled from S3 in prod), and the product's
                 # preview handed on through the store, for scene_cog wherever it runs.
-                entry = reflectance_for_scene(cube, providers.local_scene(scene, raster_store), raster_store, to_l2a=to_l2a)
+                local = RawScene.model_validate(providers.local_scene(scene.model_dump(mode="json"), raster_store))
+                entry = reflectance_for_scene(cube, local, raster_store, to_l2a=to_l2a)
                 scenes.append(share_preview(cube.name, entry, raster_store))
-        metadata: dict[str, Any] = {"scene_count": len(scenes), "files": sum(len(s["bands"]) + 1 for s in scenes)}
+        metadata: dict[str, Any] = {"scene_count": len(scenes), "files": sum(len(s.bands) + 1 for s in scenes)}
         if to_l2a is not None:
-            metadata["sen2cor"] = MetadataValue.json({s["scene_id"]: s.get("sen2cor") for s in scenes})
-        return Output({**_partition(raw_scene), "scenes": scenes}, metadata=metadata)
+            metadata["sen2cor"] = MetadataValue.json(
+                {s.scene_id: s.sen2cor.model_dump(mode="json") if s.sen2cor else None for s in scenes}
+            )
+        return Output(ReflectanceManifest(tile=raw_scene.tile, period=raw_scene.period, scenes=tuple(scenes)), metadata=metadata)
 
     if cube.collection != SENTINEL2_L1C:
         @asset(**stage_asset_arguments(
@@ -93,8 +97,8 @@ def build_surface_reflectance(cube: CubeConfig) -> AssetsDefinition:
             upstream=("raw_scene",),
         ))
         def surface_reflectance(
-            context: AssetExecutionContext, raw_scene: dict[str, Any], store: RasterStoreResource, providers: ProvidersResource,
-        ) -> Output[dict[str, Any]]:
+            context: AssetExecutionContext, raw_scene: RawSceneManifest, store: RasterStoreResource, providers: ProvidersResource,
+        ) -> Output[ReflectanceManifest]:
             return reflectance(raw_scene, store, providers, None)
 
         return surface_reflectance
@@ -107,9 +111,9 @@ def build_surface_reflectance(cube: CubeConfig) -> AssetsDefinition:
         pool=SEN2COR_POOL,
     )
     def surface_reflectance_l1c(
-        context: AssetExecutionContext, raw_scene: dict[str, Any], store: RasterStoreResource, sen2cor: Sen2CorResource,
+        context: AssetExecutionContext, raw_scene: RawSceneManifest, store: RasterStoreResource, sen2cor: Sen2CorResource,
         providers: ProvidersResource,
-    ) -> Output[dict[str, Any]]:
+    ) -> Output[ReflectanceManifest]:
         return reflectance(raw_scene, store, providers, sen2cor.to_l2a)
 
     return surface_reflectance_l1c
@@ -122,21 +126,23 @@ def build_scene_cog(cube: CubeConfig) -> AssetsDefinition:
         cube, "scene_cog", "Cloud-Optimized GeoTIFFs of every scene, with quicklook, footprint and band indexes.",
         upstream=("surface_reflectance",),
     ))
-    def scene_cog(context: AssetExecutionContext, surface_reflectance: dict[str, Any], store: RasterStoreResource) -> Output[dict[str, Any]]:
+    def scene_cog(
+        context: AssetExecutionContext, surface_reflectance: ReflectanceManifest, store: RasterStoreResource,
+    ) -> Output[SceneCogManifest]:
         raster_store = store.get_store()
         scenes = []
         with raster_store.gdal_environment():
-            for scene in surface_reflectance["scenes"]:
+            for scene in surface_reflectance.scenes:
                 with local_preview(scene, raster_store) as readable:  # the preview as a local file, if shared
-                    scenes.append({**publish_scene(cube, readable, raster_store), "pvi": scene.get("pvi")})
-        first_quicklook = next((s["quicklook_key"] for s in scenes if s.get("quicklook_key")), None)
+                    scenes.append(publish_scene(cube, readable, raster_store).model_copy(update={"pvi": scene.pvi}))
+        first_quicklook = next((s.quicklook_key for s in scenes if s.quicklook_key), None)
         return Output(
-            {**_partition(surface_reflectance), "scenes": scenes},
+            SceneCogManifest(tile=surface_reflectance.tile, period=surface_reflectance.period, scenes=tuple(scenes)),
             metadata={
                 "scene_count": len(scenes),
-                "cog_paths": MetadataValue.json({s["scene_id"]: s["bands"] for s in scenes}),
-                "index_nodata_pixels": total_nodata_pixels(s["index_pixels"] for s in scenes),
-                "index_pixels": MetadataValue.json({s["scene_id"]: s["index_pixels"] for s in scenes}),
+                "cog_paths": MetadataValue.json({s.scene_id: s.bands for s in scenes}),
+                "index_nodata_pixels": total_nodata_pixels(s.index_pixels for s in scenes),
+                "index_pixels": MetadataValue.json({s.scene_id: index_pixels_json(s.index_pixels) for s in scenes}),
                 "quicklook": quicklook_markdown(
                     raster_store.read_bytes(first_quicklook) if first_quicklook else None, first_quicklook
                 ),
@@ -144,7 +150,3 @@ def build_scene_cog(cube: CubeConfig) -> AssetsDefinition:
         )
 
     return scene_cog
-
-
-def _partition(manifest: dict[str, Any]) -> dict[str, Any]:
-    return {"tile": manifest["tile"], "period": manifest["period"]}

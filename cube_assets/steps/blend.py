@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Mapping, Sequence
-from datetime import date
 from pathlib import Path
-from typing import Any
 
 from cube_assets.cube_config import CubeConfig
 from cube_assets.grids import Tile
+from cube_assets.manifests import Composite, IndexPixels, Merge, PeriodBlendManifest
 from cube_assets.raster.cog import COG_CONTENT_TYPE, cog_from_file
 from cube_assets.raster.composite import blend_band, blend_quality
 from cube_assets.raster.indexes import compile_expression, write_index
@@ -26,9 +25,9 @@ def blend_period(
     cube: CubeConfig,
     tile: Tile,
     period: Period,
-    merges: Sequence[Mapping[str, Any]],
+    merges: Sequence[Merge],
     store: RasterStore,
-) -> dict[str, Any]:
+) -> PeriodBlendManifest:
     """Composite the merges of ``period`` on ``tile`` with each of the cube's functions; publish COGs.
 
     Every function composites each spectral band; LCF also composites the quality band and
@@ -37,25 +36,26 @@ def blend_period(
     A period without merges produces no composite (an empty ``composites`` mapping).
 
     Returns:
-        ``{"period", "composites": {function: {"item", "bands", "quicklook", ...}}, "observations"}``;
-        each composite's ``index_pixels`` gives, per index, the pixels with valid inputs it turned
-        into nodata or clipped (:func:`~cube_assets.steps.indexes.index_pixel_counts`).
+        The ``period_blend`` manifest: per function a ``Composite`` (item, bands, quicklook), the
+        number of observations, their dates, and ``merges``; each composite's ``index_pixels``
+        gives, per index, the pixels with valid inputs it turned into nodata or clipped
+        (:func:`~cube_assets.steps.indexes.index_pixel_counts`).
 
     Raises:
         InvalidRaster: when a merge file is unreadable or on another grid.
     """
     if not merges:
-        return {"period": period.key, "tile": tile.name, "composites": {}, "observations": 0}
-    days = [date.fromisoformat(m["date"]) for m in merges]
-    efficacies = [float(m["efficacy"]) for m in merges]
-    quality_paths = [store.gdal_path(m["quality"]) for m in merges]
-    composites: dict[str, Any] = {}
+        return PeriodBlendManifest(tile=tile.name, period=period.key, composites={}, observations=0, merges=())
+    days = [m.date for m in merges]
+    efficacies = [m.efficacy for m in merges]
+    quality_paths = [store.gdal_path(m.quality) for m in merges]
+    composites: dict[str, Composite] = {}
     with store.staging_dir() as staging:
         local: dict[str, dict[str, Path]] = {f: {} for f in cube.composites}
         for band in cube.band_names:
             outs = {f: staging / f"{f}_{band}.tif" for f in cube.composites}
             blend_band(
-                [store.gdal_path(m["bands"][band]) for m in merges], quality_paths, days, efficacies,
+                [store.gdal_path(m.bands[band]) for m in merges], quality_paths, days, efficacies,
                 cube.quality.rules, cube.composites, outs, cube.nodata, finalize=_to_cog,
             )
             for function, path in outs.items():
@@ -75,36 +75,35 @@ def blend_period(
             if function == "LCF":
                 files[cube.quality.band] = quality_outs["quality"]
                 files["PROVENANCE"] = quality_outs["provenance"]
-            index_pixels = {}
+            index_pixels: dict[str, IndexPixels] = {}
             for name, expression in cube.indexes.items():
                 compiled = compile_expression(expression, index_inputs(cube, local[function]).keys())
                 written = write_index(compiled, index_inputs(cube, local[function]), staging / f"{function}_{name}_raw.tif", nodata=cube.nodata)
                 files[name] = _to_cog_now(written.path, staging / f"{function}_{name}.tif")
                 index_pixels[name] = index_pixel_counts(written)
             quicklook = _quicklook(cube, local[function], staging / f"{function}_quicklook.png")
-            composites[function] = {**_publish(cube, tile, period, function, files, quicklook, store), "index_pixels": index_pixels}
-    return {"period": period.key, "tile": tile.name, "composites": composites, "observations": len(merges),
-            "dates": [d.isoformat() for d in days]}
+            composites[function] = _publish(cube, tile, period, function, files, quicklook, index_pixels, store)
+    return PeriodBlendManifest(
+        tile=tile.name, period=period.key, composites=composites, observations=len(merges), dates=tuple(days),
+        merges=tuple(merges),
+    )
 
 
 def _publish(cube: CubeConfig, tile: Tile, period: Period, function: str, files: Mapping[str, Path],
-             quicklook: Path | None, store: RasterStore) -> dict[str, Any]:
+             quicklook: Path | None, index_pixels: Mapping[str, IndexPixels], store: RasterStore) -> Composite:
     uris = {}
     for band, path in files.items():
         key = composite_key(cube.name, tile.name, period.start, function, band)
         # Shared outputs (CLEAROB, TOTALOB) feed several functions: copy, do not move.
         uris[band] = store.publish(_private_copy(path), key, content_type=COG_CONTENT_TYPE)
-    entry: dict[str, Any] = {
-        "item": composite_item(cube.name, tile.name, period.start, function),
-        "bands": uris,
-        "quicklook": None,
-        "quicklook_key": None,
-    }
+    quicklook_uri = quicklook_key = None
     if quicklook is not None:
-        key = composite_key(cube.name, tile.name, period.start, function, "quicklook", suffix="png")
-        entry["quicklook"] = store.publish(quicklook, key, content_type="image/png")
-        entry["quicklook_key"] = key
-    return entry
+        quicklook_key = composite_key(cube.name, tile.name, period.start, function, "quicklook", suffix="png")
+        quicklook_uri = store.publish(quicklook, quicklook_key, content_type="image/png")
+    return Composite(
+        item=composite_item(cube.name, tile.name, period.start, function), bands=uris,
+        quicklook=quicklook_uri, quicklook_key=quicklook_key, index_pixels=dict(index_pixels),
+    )
 
 
 def _private_copy(path: Path) -> Path:

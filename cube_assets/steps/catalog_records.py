@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timezone
+from datetime import datetime, time, timezone
 from typing import Any
 
 import numpy as np
@@ -14,6 +14,7 @@ from shapely.geometry import mapping
 from cube_assets.catalog.repository import BandRecord, ImageFileRecord, ImageRecord, ProductRecord
 from cube_assets.cube_config import CubeConfig
 from cube_assets.grids import Tile
+from cube_assets.manifests import PeriodBlendManifest, SceneCog
 from cube_assets.storage.raster_store import RasterStore
 from cube_assets.temporal import Period
 
@@ -48,8 +49,8 @@ def catalog_batch(
     cube: CubeConfig,
     tile: Tile,
     period: Period,
-    blend: Mapping[str, Any],
-    scenes: Sequence[Mapping[str, Any]],
+    blend: PeriodBlendManifest,
+    scenes: Sequence[SceneCog],
     store: RasterStore,
 ) -> CatalogBatch:
     """Build the records for one partition from the ``period_blend`` and ``scene_cog`` manifests.
@@ -103,55 +104,54 @@ def _tile_image_fields(tile: Tile) -> dict[str, Any]:
 
 
 def _composite_images(
-    cube: CubeConfig, tile: Tile, period: Period, blend: Mapping[str, Any], store: RasterStore,
+    cube: CubeConfig, tile: Tile, period: Period, blend: PeriodBlendManifest, store: RasterStore,
 ) -> list[ImageRecord]:
     """One image per composite of the blend, spanning the period, with its cloud and fill fractions read from its bands."""
     geometry, common = mapping(tile.geometry_4326), _tile_image_fields(tile)
     period_start = datetime.combine(period.start, time(), tzinfo=timezone.utc)
     period_end = datetime.combine(period.end, time(), tzinfo=timezone.utc)
     images = []
-    for function, composite in blend.get("composites", {}).items():
-        cloud, fill = _composite_fractions(store, composite["bands"])
+    for function, composite in blend.composites.items():
+        cloud, fill = _composite_fractions(store, composite.bands)
         images.append(ImageRecord(
-            id=composite["item"], product_id=composite_product_id(cube, function), name=composite["item"],
+            id=composite.item, product_id=composite_product_id(cube, function), name=composite.item,
             acquired=period_start, acquired_end=period_end, geometry=geometry, cloud_fraction=cloud, fill_fraction=fill,
-            period_start=period.start, files=_files(store, composite["bands"], composite.get("quicklook")),
-            properties={"observations": blend.get("observations", 0), "dates": blend.get("dates", [])}, **common,
+            period_start=period.start, files=_files(store, composite.bands, composite.quicklook),
+            properties={"observations": blend.observations, "dates": [day.isoformat() for day in blend.dates]}, **common,
         ))
     return images
 
 
 def _merge_images(
-    cube: CubeConfig, tile: Tile, period: Period, blend: Mapping[str, Any], store: RasterStore,
+    cube: CubeConfig, tile: Tile, period: Period, blend: PeriodBlendManifest, store: RasterStore,
 ) -> list[ImageRecord]:
     """One image per merge the blend used, on its date, with the cloud ratio and valid pixels the merge recorded."""
     geometry, common = mapping(tile.geometry_4326), _tile_image_fields(tile)
     images = []
-    for merge in blend.get("merges", []):
-        day = date.fromisoformat(merge["date"])
-        files = {**merge["bands"], cube.quality.band: merge["quality"], "DATASOURCE": merge["datasource"]}
+    for merge in blend.merges:
+        files = {**merge.bands, cube.quality.band: merge.quality, "DATASOURCE": merge.datasource}
         images.append(ImageRecord(
-            id=merge["item"], product_id=merge_product_id(cube), name=merge["item"],
-            acquired=datetime.combine(day, time(), tzinfo=timezone.utc), geometry=geometry,
-            cloud_fraction=merge["cloud_ratio"] / 100.0, fill_fraction=merge["valid_pixels"] / merge["total_pixels"],
+            id=merge.item, product_id=merge_product_id(cube), name=merge.item,
+            acquired=datetime.combine(merge.date, time(), tzinfo=timezone.utc), geometry=geometry,
+            cloud_fraction=merge.cloud_ratio / 100.0, fill_fraction=merge.valid_pixels / merge.total_pixels,
             period_start=period.start, files=_files(store, files),
-            properties={"efficacy": merge["efficacy"], "scenes": merge["scenes"]}, **common,
+            properties={"efficacy": merge.efficacy, "scenes": list(merge.scenes)}, **common,
         ))
     return images
 
 
-def _scene_images(cube: CubeConfig, scenes: Sequence[Mapping[str, Any]], store: RasterStore) -> list[ImageRecord]:
+def _scene_images(cube: CubeConfig, scenes: Sequence[SceneCog], store: RasterStore) -> list[ImageRecord]:
     """One image per scene, in the source collection, with its own footprint, CRS and the product's cloud cover."""
     images = []
     for scene in scenes:
-        files = {**scene["bands"], cube.quality.band: scene["quality"], **scene.get("indexes", {})}
+        files = {**scene.bands, cube.quality.band: scene.quality, **scene.indexes}
         images.append(ImageRecord(
-            id=scene["scene_id"], product_id=cube.collection, name=scene["scene_id"],
-            acquired=datetime.fromisoformat(scene["datetime"]), geometry=scene["footprint"],
-            crs=_crs_of(store, scene["quality"]), cloud_fraction=_fraction(scene.get("cloud_cover")),
-            provider=scene.get("provider"), provider_id=scene["scene_id"],
-            files=_files(store, files, scene.get("quicklook")),
-            properties={"radiometry": scene.get("radiometry", {})},
+            id=scene.scene_id, product_id=cube.collection, name=scene.scene_id,
+            acquired=scene.datetime, geometry=scene.footprint,
+            crs=_crs_of(store, scene.quality), cloud_fraction=_fraction(scene.cloud_cover),
+            provider=scene.provider, provider_id=scene.scene_id,
+            files=_files(store, files, scene.quicklook),
+            properties={"radiometry": scene.radiometry},
         ))
     return images
 

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
 from cube_assets.cube_config import CubeConfig
+from cube_assets.manifests import IndexPixels
 from cube_assets.raster.indexes import IndexWrite
 
 T = TypeVar("T")
@@ -26,22 +27,22 @@ def index_inputs(cube: CubeConfig, band_files: Mapping[str, T]) -> dict[str, T]:
     return inputs
 
 
-def index_pixel_counts(written: IndexWrite) -> dict[str, int]:
+def index_pixel_counts(written: IndexWrite) -> IndexPixels:
     """The pixels with valid inputs a written index lost, as recorded in manifests and metadata.
 
     Returns:
-        ``{"nodata_pixels": n, "clipped_pixels": m}``: results that were not finite (stored as
-        nodata) and finite results outside the output dtype's range (clipped into it).
+        ``IndexPixels``: ``nodata_pixels``, results that were not finite (stored as nodata), and
+        ``clipped_pixels``, finite results outside the output dtype's range (clipped into it).
     """
-    return {"nodata_pixels": written.nodata_pixels, "clipped_pixels": written.clipped_pixels}
+    return IndexPixels(nodata_pixels=written.nodata_pixels, clipped_pixels=written.clipped_pixels)
 
 
-def total_nodata_pixels(index_pixels: Iterable[Mapping[str, Mapping[str, int] | None]]) -> int:
+def total_nodata_pixels(index_pixels: Iterable[Mapping[str, IndexPixels | None]]) -> int:
     """Sum the ``nodata_pixels`` of every index of every entry (unknown counts, None, add nothing).
 
     Returns:
         The total, for an asset's ``index_nodata_pixels`` metadata.
     """
     return sum(
-        counts["nodata_pixels"] for entry in index_pixels for counts in entry.values() if counts is not None
+        counts.nodata_pixels for entry in index_pixels for counts in entry.values() if counts is not None
     )

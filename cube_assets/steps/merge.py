@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 from cube_assets.cube_config import CubeConfig
 from cube_assets.grids import Tile
+from cube_assets.manifests import Merge, SceneRasters
 from cube_assets.raster.cog import COG_CONTENT_TYPE, cog_from_file
 from cube_assets.raster.warp import DATASOURCE, DATASOURCE_NODATA, WARP_BLOCK, merge_scenes_to_files
 from cube_assets.storage.layout import merge_item, merge_key
@@ -24,15 +24,15 @@ def merge_date(
     cube: CubeConfig,
     tile: Tile,
     day: date,
-    scenes: Sequence[Mapping[str, Any]],
+    scenes: Sequence[SceneRasters],
     store: RasterStore,
     *,
     window_size: int = MERGE_WINDOW,
-) -> dict[str, Any]:
+) -> Merge:
     """Warp the scenes of ``day`` onto ``tile``, mosaic them (first valid scene wins) and publish COGs.
 
-    ``scenes`` are scene-COG manifest entries (``scene_id``, ``bands`` and ``quality`` URIs) in
-    priority order. A pixel that is nodata in any spectral band becomes nodata in the quality
+    ``scenes`` are the scenes' rasters (``scene_id``, ``bands`` and ``quality`` URIs; a
+    ``SceneCog`` entry is one) in priority order. A pixel that is nodata in any spectral band becomes nodata in the quality
     band, so every later stage sees one consistent validity mask. A date whose scenes do not
     reach the tile still gets an (all-nodata) merge so the timeline stays regular.
 
@@ -43,8 +43,8 @@ def merge_date(
     of the merge is written; the pixels and statistics do not depend on ``window_size``.
 
     Returns:
-        The merge's manifest entry: date, item, band and quality URIs, DATASOURCE URI, the
-        scene ids in DATASOURCE order, efficacy, cloud ratio and pixel counts.
+        The merge's manifest entry (``Merge``): date, item, band and quality URIs, DATASOURCE
+        URI, the scene ids in DATASOURCE order, efficacy, cloud ratio and pixel counts.
 
     Raises:
         InvalidScene: naming the scene file, when a scene file cannot be read; nothing of the
@@ -53,7 +53,7 @@ def merge_date(
     """
     quality_band = cube.quality.band
     sources = [
-        {**{band: store.gdal_path(uri) for band, uri in scene["bands"].items()}, quality_band: store.gdal_path(scene["quality"])}
+        {**{band: store.gdal_path(uri) for band, uri in scene.bands.items()}, quality_band: store.gdal_path(scene.quality)}
         for scene in scenes
     ]
     nodata = {band: cube.nodata for band in cube.band_names} | {quality_band: cube.quality.nodata}
@@ -76,16 +76,16 @@ def merge_date(
         )
         for band, path in local.items():
             files[band] = store.publish(path, keys[band], content_type=COG_CONTENT_TYPE)
-    return {
-        "date": day.isoformat(),
-        "item": merge_item(cube.name, tile.name, day),
-        "bands": {band: files[band] for band in cube.band_names},
-        "quality": files[quality_band],
-        "datasource": files[DATASOURCE],
-        "scenes": [scene["scene_id"] for scene in scenes],
-        "efficacy": round(statistics.efficacy, 4),
-        "cloud_ratio": round(statistics.cloud_ratio, 4),
-        "valid_pixels": statistics.valid_pixels,
-        "clear_pixels": statistics.clear_pixels,
-        "total_pixels": statistics.total_pixels,
-    }
+    return Merge(
+        date=day,
+        item=merge_item(cube.name, tile.name, day),
+        bands={band: files[band] for band in cube.band_names},
+        quality=files[quality_band],
+        datasource=files[DATASOURCE],
+        scenes=tuple(scene.scene_id for scene in scenes),
+        efficacy=round(statistics.efficacy, 4),
+        cloud_ratio=round(statistics.cloud_ratio, 4),
+        valid_pixels=statistics.valid_pixels,
+        clear_pixels=statistics.clear_pixels,
+        total_pixels=statistics.total_pixels,
+    )

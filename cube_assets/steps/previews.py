@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
+from cube_assets.manifests import ReflectanceScene
 from cube_assets.storage.layout import scene_preview_key
 from cube_assets.storage.raster_store import LocalRasterStore, RasterStore
 
 _CONTENT_TYPES = {".jp2": "image/jp2", ".png": "image/png", ".jpg": "image/jpeg", ".tif": "image/tiff"}
 
 
-def share_preview(cube_name: str, scene: Mapping[str, Any], store: RasterStore) -> dict[str, Any]:
+def share_preview(cube_name: str, scene: ReflectanceScene, store: RasterStore) -> ReflectanceScene:
     """Return the scene entry with its preview published to ``store`` when the store is not the local filesystem.
 
     The copy goes to :func:`~cube_assets.storage.layout.scene_preview_key` (once: an existing
@@ -32,24 +32,23 @@ def share_preview(cube_name: str, scene: Mapping[str, Any], store: RasterStore) 
         FileNotFoundError: when the entry's ``pvi`` file does not exist.
         OSError: when publishing fails.
     """
-    pvi = scene.get("pvi")
-    if not pvi or isinstance(store, LocalRasterStore) or scene.get("pvi_key"):
-        return dict(scene)
-    source = Path(pvi)
+    if not scene.pvi or isinstance(store, LocalRasterStore) or scene.pvi_key:
+        return scene
+    source = Path(scene.pvi)
     if not source.is_file():
-        raise FileNotFoundError(f"{scene['scene_id']}: preview {source} does not exist")
+        raise FileNotFoundError(f"{scene.scene_id}: preview {source} does not exist")
     suffix = source.suffix.lower()
-    key = scene_preview_key(cube_name, scene["scene_id"], suffix)
+    key = scene_preview_key(cube_name, scene.scene_id, suffix)
     if not store.exists(key):
         with store.staging_dir() as staging:
             copy = staging / source.name
             shutil.copyfile(source, copy)
             store.publish(copy, key, content_type=_CONTENT_TYPES.get(suffix, "application/octet-stream"))
-    return {**scene, "pvi": store.uri(key), "pvi_key": key}
+    return scene.model_copy(update={"pvi": store.uri(key), "pvi_key": key})
 
 
 @contextlib.contextmanager
-def local_preview(scene: Mapping[str, Any], store: RasterStore) -> Iterator[dict[str, Any]]:
+def local_preview(scene: ReflectanceScene, store: RasterStore) -> Iterator[ReflectanceScene]:
     """Yield the scene entry with ``pvi`` naming a local file: the shared copy fetched into a staging folder.
 
     Entries whose preview was not shared (no ``pvi_key``) are yielded unchanged. The staging
@@ -58,11 +57,11 @@ def local_preview(scene: Mapping[str, Any], store: RasterStore) -> Iterator[dict
     Raises:
         FileNotFoundError: when the shared copy is missing from the store.
     """
-    key = scene.get("pvi_key")
+    key = scene.pvi_key
     if not key:
-        yield dict(scene)
+        yield scene
         return
     with store.staging_dir() as staging:
         local = staging / key.rsplit("/", 1)[-1]
         local.write_bytes(store.read_bytes(key))
-        yield {**scene, "pvi": str(local)}
+        yield scene.model_copy(update={"pvi": str(local)})

@@ -25,6 +25,7 @@ from shapely.geometry import mapping
 
 from cube_assets.cube_config import CubeConfig
 from cube_assets.errors import InvalidScene
+from cube_assets.manifests import IndexPixels, RawScene, ReflectanceScene, SceneCog, Sen2CorRecord
 from cube_assets.raster.cog import COG_CONTENT_TYPE, cog_from_file
 from cube_assets.raster.footprint import valid_data_footprint
 from cube_assets.raster.indexes import CompiledExpression, IndexWrite, compile_expression, write_index
@@ -56,11 +57,11 @@ _STAC_ITEM_FILE = "item.json"
 
 def reflectance_for_scene(
     cube: CubeConfig,
-    scene: Mapping[str, Any],
+    scene: RawScene,
     store: RasterStore,
     *,
     to_l2a: Callable[[Path], Sen2CorOutput] | None = None,
-) -> dict[str, Any]:
+) -> ReflectanceScene:
     """Write each cube band of a scene as reflectance × 10000 and copy its quality band.
 
     Sentinel-2 ``.SAFE``: each band is read at the cube's read resolution (or the finest coarser
@@ -75,7 +76,8 @@ def reflectance_for_scene(
     :func:`_stac_band_reflectance`).
 
     Returns:
-        The scene entry extended with ``bands`` and ``quality`` URIs and the radiometry used.
+        The scene entry extended with ``bands`` and ``quality`` URIs and the radiometry used
+        (a ``ReflectanceScene``).
 
     Raises:
         InvalidScene: when the product is neither a Sentinel-2 ``.SAFE`` (or a zip of one), a
@@ -86,9 +88,9 @@ def reflectance_for_scene(
             is a bomb, or holds another product than the scene (its id is the ``.SAFE`` name).
         Sen2CorError: from ``to_l2a`` when Sen2Cor fails or times out.
     """
-    product_path = Path(scene["path"])
+    product_path = Path(scene.path)
     if product_path.is_file() and product_path.name.lower().endswith(".zip"):
-        product_path = extract_safe_zip(product_path, product_path.parent, product_id=scene.get("scene_id"))
+        product_path = extract_safe_zip(product_path, product_path.parent, product_id=scene.scene_id)
     elif product_path.is_dir() and (product_path / PRODUCT_MANIFEST).is_file():
         manifest = read_product_manifest(product_path)
         archive = _product_archive(product_path, manifest)
@@ -99,7 +101,7 @@ def reflectance_for_scene(
         return _landsat_reflectance(cube, scene, store, product_path)
     if not product_path.name.endswith(".SAFE"):
         raise InvalidScene(
-            f"{scene['scene_id']}: neither a Sentinel-2 .SAFE nor a Landsat C2 Level-2 folder with an MTL ({product_path})"
+            f"{scene.scene_id}: neither a Sentinel-2 .SAFE nor a Landsat C2 Level-2 folder with an MTL ({product_path})"
         )
     product, sen2cor = _open_l2a(cube, product_path, to_l2a)
     return _sentinel2_reflectance(cube, scene, store, product, sen2cor)
@@ -119,7 +121,7 @@ def _open_l2a(
         Sen2CorError: from ``to_l2a`` when Sen2Cor fails or times out.
     """
     product = open_safe(product_path)
-    sen2cor: dict[str, Any] | None = None
+    sen2cor: Sen2CorRecord | None = None
     if product.metadata.product_type == "L1C":
         if to_l2a is None:
             raise InvalidScene(
@@ -127,7 +129,7 @@ def _open_l2a(
                 f"of collection sentinel-2-l1c (this cube's is {cube.collection})"
             )
         output = to_l2a(product_path)
-        sen2cor = output.as_json()
+        sen2cor = Sen2CorRecord.model_validate(output.as_json())
         product = open_safe(output.path)
     metadata = product.metadata
     if metadata.product_type != "L2A":
@@ -150,31 +152,36 @@ def _sentinel2_reflectance(
         source = product.band_path(band.source_band, resolution)
         offset = metadata.offset(band.source_band)
         bands[band.name] = _produce(
-            store, scene_reflectance_key(cube.name, scene["scene_id"], band.name),
+            store, scene_reflectance_key(cube.name, scene.scene_id, band.name),
             lambda out, source=source, offset=offset: write_reflectance(
                 source, out, add_offset=offset, quantification=metadata.quantification_value
             ),
         )
     quality_source = product.band_path(cube.quality.band, resolution)
     quality = _produce(
-        store, scene_reflectance_key(cube.name, scene["scene_id"], cube.quality.band),
+        store, scene_reflectance_key(cube.name, scene.scene_id, cube.quality.band),
         lambda out: copy_band(quality_source, out, nodata=cube.quality.nodata, limits=SENTINEL2),
     )
-    return {
-        **scene,
-        "bands": bands,
-        "quality": quality,
-        "radiometry": {
+    return _with_reflectance(
+        scene,
+        bands=bands,
+        quality=quality,
+        radiometry={
             "processing_baseline": metadata.processing_baseline,
             "quantification_value": metadata.quantification_value,
             "offsets": {b.name: metadata.offset(b.source_band) for b in cube.bands},
         },
-        "pvi": str(product.pvi_path) if product.pvi_path else None,
-        **({"sen2cor": sen2cor} if sen2cor else {}),
-    }
+        pvi=str(product.pvi_path) if product.pvi_path else None,
+        sen2cor=sen2cor,
+    )
 
 
-def _landsat_reflectance(cube: CubeConfig, scene: Mapping[str, Any], store: RasterStore, folder: Path) -> dict[str, Any]:
+def _with_reflectance(scene: RawScene, **reflectance: Any) -> ReflectanceScene:
+    """The raw ``scene`` entry extended with its reflectance fields (which may override raw ones)."""
+    return ReflectanceScene.model_validate({**dict(scene), **reflectance})
+
+
+def _landsat_reflectance(cube: CubeConfig, scene: RawScene, store: RasterStore, folder: Path) -> ReflectanceScene:
     """The Landsat C2 Level-2 branch of :func:`reflectance_for_scene`."""
     product = open_landsat_product(folder)
     metadata = product.metadata
@@ -190,24 +197,24 @@ def _landsat_reflectance(cube: CubeConfig, scene: Mapping[str, Any], store: Rast
         source = product.band_path(name)
         scales[band.name], offsets[band.name] = scale, offset
         bands[band.name] = _produce(
-            store, scene_reflectance_key(cube.name, scene["scene_id"], band.name),
+            store, scene_reflectance_key(cube.name, scene.scene_id, band.name),
             lambda out, source=source, scale=scale, offset=offset: write_landsat_reflectance(
                 source, out, scale=scale, offset=offset
             ),
         )
     quality_source = product.band_path(cube.quality.band)
     quality = _produce(
-        store, scene_reflectance_key(cube.name, scene["scene_id"], cube.quality.band),
+        store, scene_reflectance_key(cube.name, scene.scene_id, cube.quality.band),
         lambda out: copy_band(quality_source, out, nodata=cube.quality.nodata, limits=LANDSAT_C2),
     )
-    return {
-        **scene,
-        "footprint": None,  # the MTL has only the image frame; publish_scene traces the valid data
-        "bands": bands,
-        "quality": quality,
-        "radiometry": {"processing_level": metadata.processing_level, "scales": scales, "offsets": offsets},
-        "pvi": None,
-    }
+    return _with_reflectance(
+        scene,
+        footprint=None,  # the MTL has only the image frame; publish_scene traces the valid data
+        bands=bands,
+        quality=quality,
+        radiometry={"processing_level": metadata.processing_level, "scales": scales, "offsets": offsets},
+        pvi=None,
+    )
 
 
 def _product_archive(folder: Path, manifest: ProductManifest) -> Path | None:
@@ -254,8 +261,8 @@ def _band_file(folder: Path, manifest: ProductManifest, band: str) -> Path:
 
 
 def _stac_band_reflectance(
-    cube: CubeConfig, scene: Mapping[str, Any], store: RasterStore, folder: Path, manifest: ProductManifest
-) -> dict[str, Any]:
+    cube: CubeConfig, scene: RawScene, store: RasterStore, folder: Path, manifest: ProductManifest
+) -> ReflectanceScene:
     """The band-by-band branch of :func:`reflectance_for_scene`: a raw-store scene and its STAC Item.
 
     Each cube band is read from its own file, at the resolution the provider delivered it (the
@@ -265,8 +272,8 @@ def _stac_band_reflectance(
     sentinel2_radiometry` (the BOA offset applied exactly once), Landsat C2 L2 bands the C2 rule.
     The quality band (SCL, QA_PIXEL…) is copied unchanged with the cube's quality nodata.
     """
-    collection = str(scene.get("collection") or cube.collection)
-    scene_id = scene["scene_id"]
+    collection = scene.collection or cube.collection
+    scene_id = scene.scene_id
     if collection == SENTINEL2_L1C:
         raise InvalidScene(
             f"{scene_id}: a Level-1C scene stored band by band cannot go through Sen2Cor, which needs the whole "
@@ -310,18 +317,18 @@ def _stac_band_reflectance(
         store, scene_reflectance_key(cube.name, scene_id, cube.quality.band),
         lambda out: copy_band(quality_source, out, nodata=cube.quality.nodata, limits=quality_limits),
     )
-    return {
-        **scene,
-        "bands": bands,
-        "quality": quality,
-        "radiometry": {
+    return _with_reflectance(
+        scene,
+        bands=bands,
+        quality=quality,
+        radiometry={
             "source": f"STAC Item {item.get('id', manifest.id)}",
             "offsets": {name: r.add_offset for name, r in radiometry.items()},
             "quantification_values": {name: r.quantification for name, r in radiometry.items()},
             "bands": {name: r.as_json() for name, r in radiometry.items()},
         },
-        "pvi": None,
-    }
+        pvi=None,
+    )
 
 
 def _asset_limits(item: Mapping[str, Any], asset: str | None, limits: ProductLimits) -> ProductLimits:
@@ -339,7 +346,7 @@ def _asset_limits(item: Mapping[str, Any], asset: str | None, limits: ProductLim
     return limits.narrowed_to(properties.get("proj:shape"), f"STAC Item {item_id}: properties.proj:shape")
 
 
-def publish_scene(cube: CubeConfig, scene: Mapping[str, Any], store: RasterStore) -> dict[str, Any]:
+def publish_scene(cube: CubeConfig, scene: ReflectanceScene, store: RasterStore) -> SceneCog:
     """Publish one scene: a COG per band and for the quality band, a quicklook, its footprint and indexes.
 
     The quicklook is the product's own preview (``pvi``, e.g. a ``.SAFE``'s PVI) when it has
@@ -349,7 +356,7 @@ def publish_scene(cube: CubeConfig, scene: Mapping[str, Any], store: RasterStore
     says which); it is written as GeoJSON in EPSG:4326.
 
     Returns:
-        The scene entry with ``bands``, ``quality``, ``indexes``, ``quicklook`` and
+        The scene entry (a ``SceneCog``) with ``bands``, ``quality``, ``indexes``, ``quicklook`` and
         ``footprint_file`` URIs, the ``footprint`` geometry and its ``footprint_source``, and
         ``index_pixels``: per index, the pixels with valid inputs it turned into nodata or clipped
         (:func:`~cube_assets.steps.indexes.index_pixel_counts`; None for an index COG an earlier
@@ -359,8 +366,8 @@ def publish_scene(cube: CubeConfig, scene: Mapping[str, Any], store: RasterStore
         InvalidRaster: when a reflectance file or preview is unreadable, a COG fails
             validation, or the quality band has no valid pixel to outline.
     """
-    scene_id = scene["scene_id"]
-    sr_paths = {band: store.gdal_path(uri) for band, uri in scene["bands"].items()}
+    scene_id = scene.scene_id
+    sr_paths = {band: store.gdal_path(uri) for band, uri in scene.bands.items()}
     bands = {
         band: _produce(store, scene_cog_key(cube.name, scene_id, band),
                        lambda out, src=src: cog_from_file(src, out, overview_resampling="average"))
@@ -368,10 +375,10 @@ def publish_scene(cube: CubeConfig, scene: Mapping[str, Any], store: RasterStore
     }
     quality = _produce(
         store, scene_cog_key(cube.name, scene_id, cube.quality.band),
-        lambda out: cog_from_file(store.gdal_path(scene["quality"]), out, overview_resampling="nearest"),
+        lambda out: cog_from_file(store.gdal_path(scene.quality), out, overview_resampling="nearest"),
     )
     indexes = {}
-    index_pixels: dict[str, dict[str, int] | None] = {}
+    index_pixels: dict[str, IndexPixels | None] = {}
     inputs = index_inputs(cube, sr_paths)
     for name, expression in cube.indexes.items():
         compiled = compile_expression(expression, inputs.keys())
@@ -383,7 +390,7 @@ def publish_scene(cube: CubeConfig, scene: Mapping[str, Any], store: RasterStore
         index_pixels[name] = index_pixel_counts(written[0]) if written else None
     rgb = [cube.band_by_common_name(c) for c in ("red", "green", "blue")]
     quicklook = quicklook_key = None
-    pvi = scene.get("pvi")
+    pvi = scene.pvi
     if pvi or all(rgb):
         quicklook_key = scene_cog_key(cube.name, scene_id, "quicklook", suffix="png")
         quicklook = _produce(
@@ -392,7 +399,7 @@ def publish_scene(cube: CubeConfig, scene: Mapping[str, Any], store: RasterStore
             else (lambda out: quicklook_from_files(*(sr_paths[b.name] for b in rgb), out)),  # type: ignore[union-attr]
             content_type="image/png",
         )
-    geometry, footprint_source = scene.get("footprint"), "product_metadata"
+    geometry, footprint_source = scene.footprint, "product_metadata"
     if not geometry:
         geometry = mapping(valid_data_footprint(store.gdal_path(quality)))
         footprint_source = "valid_data_outline"
@@ -402,8 +409,8 @@ def publish_scene(cube: CubeConfig, scene: Mapping[str, Any], store: RasterStore
         json.dumps({"type": "Feature", "id": scene_id, "properties": {"source": footprint_source}, "geometry": geometry}).encode(),
         content_type="application/geo+json",
     )
-    return {
-        **{k: v for k, v in scene.items() if k not in ("bands", "quality")},
+    return SceneCog.model_validate({
+        **dict(scene),
         "bands": bands,
         "quality": quality,
         "indexes": indexes,
@@ -413,7 +420,7 @@ def publish_scene(cube: CubeConfig, scene: Mapping[str, Any], store: RasterStore
         "footprint": json.loads(json.dumps(geometry)),
         "footprint_source": footprint_source,
         "footprint_file": footprint_file,
-    }
+    })
 
 
 def _pvi_quicklook(pvi: Path, out: Path) -> Path:

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from affine import Affine
-from shapely.geometry import shape
+from shapely.geometry import mapping, shape
 
 from cube_assets.errors import InvalidRaster, InvalidScene
+from cube_assets.manifests import RawScene
 from cube_assets.providers.stac import build_stac_provider
 from cube_assets.raster.cog import cog_from_file
 from cube_assets.raster.inputs import open_input
@@ -163,7 +164,10 @@ def test_a_stac_band_larger_than_its_items_proj_shape_is_refused_and_nothing_is_
         moment - timedelta(days=1), moment + timedelta(days=1),
     )
     stored = RawStore(tmp_path / "raw").load(scene, ["B04", "B8A", "SCL"], provider)
-    entry = {"scene_id": scene.scene_id, "collection": scene.collection, "path": str(stored.path)}
+    entry = RawScene(
+        scene_id=scene.scene_id, collection=scene.collection, datetime=scene.datetime, provider="api", path=str(stored.path),
+        cloud_cover=scene.cloud_cover, footprint=mapping(scene.footprint),
+    )
     cubes = tmp_path / "cubes"
 
     with pytest.raises(InvalidRaster, match=r"declares 1830 x 1830 px, more than the 915 x 915 px its STAC Item declares") as refused:

@@ -27,6 +27,7 @@ from shapely.geometry import mapping
 from cube_assets.cube_config import CubeConfig
 from cube_assets.errors import InvalidScene
 from cube_assets.formats.sentinel2_safe import open_safe
+from cube_assets.manifests import RawScene, ReflectanceScene, SceneRasters
 from cube_assets.raster.cog import is_valid_cog
 from cube_assets.steps.merge import merge_date
 from cube_assets.steps.scenes import reflectance_for_scene
@@ -98,7 +99,7 @@ def _write(path: Path, array: np.ndarray, transform: Affine, nodata: float) -> s
     return str(path)
 
 
-def _synthetic_scene(folder: Path, name: str, seed: int, west: float, east: float, south: float, north: float) -> dict[str, Any]:
+def _synthetic_scene(folder: Path, name: str, seed: int, west: float, east: float, south: float, north: float) -> SceneRasters:
     """A scene of SCL (cloud, shadow and nodata blobs, a slanted nodata edge) and three int16 bands.
 
     Band values are smooth with noise; 0.3 % of the pixels with a valid SCL are nodata in one
@@ -119,11 +120,11 @@ def _synthetic_scene(folder: Path, name: str, seed: int, west: float, east: floa
         values[scl == 0] = -9999
         values[(rng.random((height, width)) < 0.003) & (scl != 0)] = -9999
         bands[band] = _write(folder / f"{band}.tif", values, transform, -9999)
-    return {"scene_id": f"scene_{name}", "bands": bands, "quality": _write(folder / "SCL.tif", scl, transform, 0)}
+    return SceneRasters(scene_id=f"scene_{name}", bands=bands, quality=_write(folder / "SCL.tif", scl, transform, 0))
 
 
 @pytest.fixture(scope="module")
-def synthetic_scenes(tmp_path_factory) -> list[dict[str, Any]]:
+def synthetic_scenes(tmp_path_factory) -> list[SceneRasters]:
     """Scenes A (west), B (east, overlapping A) and C (everything), in that priority order."""
     folder = tmp_path_factory.mktemp("synthetic_scenes")
     tile = SYNTHETIC_CUBE.tile("000000")
@@ -139,11 +140,11 @@ def synthetic_scenes(tmp_path_factory) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def synthetic_reference(tmp_path_factory, synthetic_scenes) -> dict[str, Any]:
     store = LocalRasterStore(tmp_path_factory.mktemp("reference"))
-    return reference_merge_date(SYNTHETIC_CUBE, SYNTHETIC_CUBE.tile("000000"), DAY, synthetic_scenes, store)
+    return reference_merge_date(SYNTHETIC_CUBE, SYNTHETIC_CUBE.tile("000000"), DAY, [s.model_dump() for s in synthetic_scenes], store)
 
 
 def test_windowed_merge_of_three_scenes_equals_the_whole_tile_merge(tmp_path, synthetic_scenes, synthetic_reference) -> None:
-    merge = merge_date(SYNTHETIC_CUBE, SYNTHETIC_CUBE.tile("000000"), DAY, synthetic_scenes, LocalRasterStore(tmp_path))
+    merge = merge_date(SYNTHETIC_CUBE, SYNTHETIC_CUBE.tile("000000"), DAY, synthetic_scenes, LocalRasterStore(tmp_path)).model_dump(mode="json")
 
     with rasterio.open(merge["datasource"]) as datasource, rasterio.open(merge["quality"]) as quality:
         sources, scl = datasource.read(1), quality.read(1)
@@ -161,7 +162,7 @@ def test_merge_pixels_and_statistics_do_not_depend_on_the_window_size(tmp_path, 
     merge = merge_date(
         SYNTHETIC_CUBE, SYNTHETIC_CUBE.tile("000000"), DAY, synthetic_scenes, LocalRasterStore(tmp_path),
         window_size=window_size,
-    )
+    ).model_dump(mode="json")
 
     assert_same_merge(synthetic_reference, merge)
 
@@ -179,10 +180,10 @@ def _corrupt_block_under(path: str, x: float, y: float) -> None:
 
 
 def test_an_unreadable_scene_block_names_the_file_and_publishes_nothing(tmp_path, synthetic_scenes) -> None:
-    scenes = [dict(scene, bands=dict(scene["bands"])) for scene in synthetic_scenes]
+    scenes = list(synthetic_scenes)
     broken = tmp_path / "broken_B04.tif"
-    shutil.copyfile(scenes[0]["bands"]["B04"], broken)
-    scenes[0]["bands"]["B04"] = str(broken)
+    shutil.copyfile(scenes[0].bands["B04"], broken)
+    scenes[0] = scenes[0].model_copy(update={"bands": {**scenes[0].bands, "B04": str(broken)}})
     tile = SYNTHETIC_CUBE.tile("000000")
     x, y = tile.transform * (300, 1800)  # the second row of 1024 px windows, where scene A has data
     _corrupt_block_under(str(broken), *Transformer.from_crs(tile.crs, 32723, always_xy=True).transform(x, y))
@@ -208,22 +209,22 @@ REAL_CUBE = _cube(
 
 
 @pytest.fixture(scope="module")
-def t29unu_reflectance(tmp_path_factory, t29unu_safe) -> dict[str, Any]:
+def t29unu_reflectance(tmp_path_factory, t29unu_safe) -> ReflectanceScene:
     metadata = open_safe(t29unu_safe).metadata
-    scene = {
+    scene = RawScene.model_validate({
         "scene_id": T29UNU_ID, "collection": "sentinel-2-l2a", "provider": "archive", "path": str(t29unu_safe),
         "datetime": "2022-10-05T11:54:11+00:00", "cloud_cover": 59.8, "footprint": mapping(metadata.footprint),
-    }
+    })
     return reflectance_for_scene(REAL_CUBE, scene, LocalRasterStore(tmp_path_factory.mktemp("t29unu_sr")))
 
 
 @pytest.mark.real_data
 def test_windowed_merge_of_the_real_t29unu_equals_the_whole_tile_merge(tmp_path, t29unu_reflectance) -> None:
     tile, day = REAL_CUBE.tile("000000"), date(2022, 10, 5)
-    reference = reference_merge_date(REAL_CUBE, tile, day, [t29unu_reflectance], LocalRasterStore(tmp_path / "reference"))
+    reference = reference_merge_date(REAL_CUBE, tile, day, [t29unu_reflectance.model_dump()], LocalRasterStore(tmp_path / "reference"))
 
     merges = [
-        merge_date(REAL_CUBE, tile, day, [t29unu_reflectance], LocalRasterStore(tmp_path / f"windows_{size}"), window_size=size)
+        merge_date(REAL_CUBE, tile, day, [t29unu_reflectance], LocalRasterStore(tmp_path / f"windows_{size}"), window_size=size).model_dump(mode="json")
         for size in (1024, 2048)
     ]
 

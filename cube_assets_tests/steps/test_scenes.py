@@ -28,6 +28,7 @@ from cube_assets.formats.simulator import simulate_l2a_product
 from cube_assets.raster.cog import is_valid_cog
 from cube_assets.raster.footprint import iou, valid_data_footprint
 from cube_assets.raster.masks import rescale_landsat_c2
+from cube_assets.manifests import RawScene
 from cube_assets.steps.scenes import publish_scene, reflectance_for_scene
 from cube_assets.storage.raster_store import LocalRasterStore
 
@@ -60,11 +61,11 @@ def _cube(**overrides) -> CubeConfig:
     return CubeConfig.model_validate({**cube, **overrides})
 
 
-def _scene(scene_id: str, path: Path, footprint, when: datetime) -> dict:
-    return {
+def _scene(scene_id: str, path: Path, footprint, when: datetime) -> RawScene:
+    return RawScene.model_validate({
         "scene_id": scene_id, "collection": "sentinel-2-l2a", "datetime": when.isoformat(), "provider": "archive",
         "path": str(path), "cloud_cover": 50.0, "footprint": footprint,
-    }
+    })
 
 
 def _utm_iou(a, b, epsg: int) -> float:
@@ -82,10 +83,11 @@ def t29unu(tmp_path_factory, t29unu_safe):
     cube = _cube()
     metadata = open_safe(t29unu_safe).metadata
     scene = _scene(T29UNU_ID, t29unu_safe, mapping(metadata.footprint), metadata.sensing_time)
-    reflectance = reflectance_for_scene(cube, scene, store)
-    published = publish_scene(cube, reflectance, store)
+    sr = reflectance_for_scene(cube, scene, store)
+    reflectance = sr.model_dump()
+    published = publish_scene(cube, sr, store).model_dump()
     footprint_file = json.loads(Path(published["footprint_file"]).read_text())
-    fallback = publish_scene(cube, {**reflectance, "footprint": None}, store)
+    fallback = publish_scene(cube, sr.model_copy(update={"footprint": None}), store).model_dump()
     return {"store": store, "reflectance": reflectance, "published": published, "footprint_file": footprint_file, "fallback": fallback}
 
 
@@ -179,7 +181,7 @@ def test_scl_is_read_at_20_m_for_a_20_m_cube(tmp_path, t29unu_safe):
     metadata = open_safe(t29unu_safe).metadata
     scene = _scene(T29UNU_ID, t29unu_safe, mapping(metadata.footprint), metadata.sensing_time)
 
-    reflectance = reflectance_for_scene(cube, scene, LocalRasterStore(tmp_path))
+    reflectance = reflectance_for_scene(cube, scene, LocalRasterStore(tmp_path)).model_dump()
 
     _assert_copy_of(reflectance["quality"], next(t29unu_safe.rglob("*_SCL_20m.jp2")), 5490)
     with rasterio.open(reflectance["bands"]["B02"]) as b02:  # only the 60 m file exists: the coarser one is read
@@ -204,8 +206,8 @@ def test_the_products_pvi_is_the_quicklook(tmp_path):
     scene = _scene(product.product_id, safe, mapping(product.metadata.footprint), when)
     store = LocalRasterStore(tmp_path / "data")
 
-    reflectance = reflectance_for_scene(cube, scene, store)
-    published = publish_scene(cube, reflectance, store)
+    sr = reflectance_for_scene(cube, scene, store)
+    reflectance, published = sr.model_dump(), publish_scene(cube, sr, store).model_dump()
 
     assert reflectance["pvi"] == str(product.pvi_path)
     with rasterio.open(product.pvi_path) as pvi, rasterio.open(published["quicklook"]) as png:
@@ -239,10 +241,10 @@ def landsat(tmp_path_factory, real_data):
     folder = real_data / LANDSAT_FOLDER
     metadata = parse_mtl(folder)
     cube = _cube(**LANDSAT_CUBE)
-    scene = {**_scene(LANDSAT_ID, folder, mapping(metadata.frame), metadata.acquired), "collection": "landsat-c2-l2"}
+    scene = _scene(LANDSAT_ID, folder, mapping(metadata.frame), metadata.acquired).model_copy(update={"collection": "landsat-c2-l2"})
     store = LocalRasterStore(tmp_path_factory.mktemp("landsat"))
     reflectance = reflectance_for_scene(cube, scene, store)
-    return folder, metadata, reflectance, publish_scene(cube, reflectance, store)
+    return folder, metadata, reflectance.model_dump(), publish_scene(cube, reflectance, store).model_dump()
 
 
 def test_landsat_bands_are_read_with_the_mtl_scale_and_offset(landsat):

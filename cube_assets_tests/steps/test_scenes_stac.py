@@ -25,6 +25,7 @@ from cube_assets.cube_config import CubeConfig
 from cube_assets.errors import InvalidScene
 from cube_assets.formats.sentinel2_safe import parse_product_metadata
 from cube_assets.formats.stac_item import asset_key_for_band, processing_baseline, sentinel2_radiometry
+from cube_assets.manifests import RawScene
 from cube_assets.providers.stac import build_stac_provider
 from cube_assets.raster.cog import is_valid_cog
 from cube_assets.steps.scenes import publish_scene, reflectance_for_scene
@@ -105,13 +106,13 @@ def _fetch_and_publish(stac_server, tmp_path: Path, item: dict, files: dict | No
     [scene] = provider.search(cube.collection, footprint.representative_point().buffer(0.01), moment - timedelta(days=1), moment + timedelta(days=1))
     bands = [band.source_band for band in cube.bands] + [cube.quality.band]
     stored = RawStore(tmp_path / "raw").load(scene, bands, provider)
-    entry = {
+    entry = RawScene.model_validate({
         "scene_id": scene.scene_id, "collection": scene.collection, "datetime": scene.datetime.isoformat(),
         "provider": "api", "path": str(stored.path), "cloud_cover": scene.cloud_cover, "footprint": mapping(scene.footprint),
-    }
+    })
     store = LocalRasterStore(tmp_path / "cubes")
     reflectance = reflectance_for_scene(cube, entry, store)
-    return stored, reflectance, publish_scene(cube, reflectance, store), store
+    return stored, reflectance.model_dump(), publish_scene(cube, reflectance, store).model_dump(), store
 
 
 def _read(path) -> np.ndarray:
