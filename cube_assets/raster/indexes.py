@@ -298,7 +298,11 @@ def compile_expression(expression: str, band_names: Iterable[str]) -> CompiledEx
     except SyntaxError as error:
         raise InvalidExpression(f"expression {_quote(expression)}: syntax error: {error.msg}") from error
     except (RecursionError, MemoryError) as error:
-        raise InvalidExpression(f"expression {_quote(expression)}: cannot be parsed (nested too deeply)") from error
+        # How deep Python's parser may go depends on the caller's stack; anything that deep is
+        # beyond the depth limit, so say the same as the size check does.
+        raise InvalidExpression(
+            f"expression {_quote(expression)}: nested more than {MAX_EXPRESSION_DEPTH} deep (beyond the parser's limit)"
+        ) from error
     except ValueError as error:
         raise InvalidExpression(f"expression {_quote(expression)}: cannot be parsed ({error})") from error
     _check_size(expression, tree.body)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -285,3 +286,17 @@ def test_period_blend_metadata_counts_the_pixels_each_index_turned_into_nodata(m
         assert recorded[function]["EXPNIR"]["nodata_pixels"] > 0
     total = sum(counts["nodata_pixels"] for entry in recorded.values() for counts in entry.values())
     assert metadata["period_blend"]["index_nodata_pixels"].value == total
+
+
+def test_long_sum_is_refused_the_same_way_from_a_deep_call_stack() -> None:
+    # How deep Python's parser may go depends on how deep the caller already is: the refusal must
+    # not change with it.
+    def from_depth(levels: int) -> InvalidExpression:
+        if levels:
+            return from_depth(levels - 1)
+        with pytest.raises(InvalidExpression) as error:
+            compile_expression("+".join(["nir"] * 1000), BANDS)
+        return error.value
+
+    for levels in (0, sys.getrecursionlimit() - 200):
+        assert f"nested more than {MAX_EXPRESSION_DEPTH} deep" in str(from_depth(levels))
