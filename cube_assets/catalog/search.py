@@ -98,8 +98,8 @@ from cube_assets.catalog.footprints import footprint_intersects
 from cube_assets.errors import CatalogError
 
 if TYPE_CHECKING:
-    from cube_assets.catalog.collection import ImageCollection
-    from cube_assets.catalog.objects import Catalog, CatalogObject
+    from cube_assets.client.collection import ImageCollection
+    from cube_assets.client.objects import Catalog, CatalogObject
     from cube_assets.catalog.summary import IntervalSummary, Summary
 
 #: Kinds of searchable fields; each decides which values and operators a comparison accepts.
@@ -1075,14 +1075,14 @@ class Search(Generic[T]):
         return None
 
     def collect(self, geocontext: Any = None) -> ImageCollection:
-        """Return every matching image as an :class:`~cube_assets.catalog.collection.ImageCollection`.
+        """Return every matching image as an :class:`~cube_assets.client.collection.ImageCollection`.
 
         ``geocontext`` becomes the collection's default grid for stack/mosaic/download.
 
         Raises:
             CatalogError: if this is not a search of images.
         """
-        from cube_assets.catalog.collection import ImageCollection
+        from cube_assets.client.collection import ImageCollection
 
         if not self._cls._spatial:
             raise CatalogError(f"collect gathers images; use list() for {self._cls.__name__} searches")

@@ -51,7 +51,7 @@ from cube_assets.catalog import models
 from cube_assets.errors import CatalogError
 
 if TYPE_CHECKING:
-    from cube_assets.catalog.objects import Band, Catalog, Image, Product
+    from cube_assets.client.objects import Band, Catalog, Image, Product
 
 EO_SCHEMA = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
 RASTER_SCHEMA = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
@@ -255,7 +255,7 @@ def image_to_item(
 ) -> pystac.Item:
     """Return the image as a STAC Item, one asset per file.
 
-    ``bands`` maps band name to the product's :class:`~cube_assets.catalog.objects.Band` and
+    ``bands`` maps band name to the product's :class:`~cube_assets.client.objects.Band` and
     provides each asset's ``eo:bands``/``raster:bands``; files of bands not in it get plain assets.
     With ``collection_href`` (where the product's collection is), the item names its collection
     (the product id) and links to it; STAC requires the link whenever the name is given.
@@ -556,7 +556,7 @@ def export_static_catalog(
         StacValidationError: if ``validate`` and an object is not valid STAC.
         OSError: if the files cannot be written (``dest`` is then unchanged).
     """
-    from cube_assets.catalog.objects import NotFoundError, Product
+    from cube_assets.client.objects import NotFoundError, Product
 
     destination = Path(dest).absolute()
     if destination.exists() and not (
@@ -603,7 +603,7 @@ def export_static_catalog(
 
 def _export_product(catalog: Catalog, product: Product, folder: Path, validate: bool) -> int:
     """Write the product's collection and every image's item under ``folder``; return the item count."""
-    from cube_assets.catalog.objects import Image
+    from cube_assets.client.objects import Image
     from cube_assets.catalog.search import properties as p
 
     bands = product.bands()

@@ -26,7 +26,7 @@ from pystac_client import Client
 from pystac_client.warnings import FallbackToPystac, NoConformsTo
 
 from cube_assets import cli
-from cube_assets.catalog.objects import Catalog, File, Image, Product, SpectralBand
+from cube_assets.client.objects import Catalog, File, Image, Product, SpectralBand
 from cube_assets.catalog.stac import (
     EO_SCHEMA,
     PROJECTION_SCHEMA,
@@ -39,7 +39,7 @@ from cube_assets.catalog.stac import (
 )
 from cube_assets.errors import CatalogError
 from cube_assets.raster.cog import write_cog
-from cube_assets_tests.catalog.objects_fixtures import LCF, MERGE, RECORDS, SCENES, catalog, filled  # noqa: F401
+from cube_assets_tests.client.objects_fixtures import LCF, MERGE, RECORDS, SCENES, catalog, filled  # noqa: F401
 
 UTC = dt.UTC
 BDC_ALBERS = "+proj=aea +lat_0=-12 +lon_0=-54 +lat_1=-2 +lat_2=-22 +x_0=5000000 +y_0=10000000 +ellps=GRS80 +units=m +no_defs"

@@ -1,6 +1,6 @@
 """Fixtures of the catalog object-model tests: an empty catalog, and a small filled one with its Python oracle.
 
-Import the fixtures into a test module (``from cube_assets_tests.catalog.objects_fixtures import ...``).
+Import the fixtures into a test module (``from cube_assets_tests.client.objects_fixtures import ...``).
 Both run on SQLite and on the real PostgreSQL test server (a fresh schema each).
 
 ``RECORDS`` lists every image of the filled catalog as plain dicts, so a test can compute what a
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import shapely.geometry
 
-from cube_assets.catalog.objects import (
+from cube_assets.client.objects import (
     Catalog,
     ClassBand,
     File,

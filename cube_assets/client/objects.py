@@ -2,7 +2,7 @@
 
 Point it at a catalog explicitly, either per call or through one explicit default::
 
-    from cube_assets.catalog.objects import Catalog, Image, Product, SpectralBand, connect
+    from cube_assets.client.objects import Catalog, Image, Product, SpectralBand, connect
     from cube_assets.catalog.search import properties as p
 
     with Catalog("sqlite:///cube-data/catalog.sqlite") as catalog:       # explicit
@@ -74,8 +74,8 @@ from cube_assets.errors import CatalogError
 from cube_assets.redaction import redact_url
 
 if TYPE_CHECKING:
-    from cube_assets.catalog.collection import ImageCollection
-    from cube_assets.catalog.upload import Upload
+    from cube_assets.client.collection import ImageCollection
+    from cube_assets.client.upload import Upload
     from cube_assets.storage.raster_store import RasterStore
 
 
@@ -226,7 +226,7 @@ def default_catalog() -> Catalog:
     """
     if _default_catalog is None:
         raise CatalogError(
-            "no catalog given and no default catalog: call cube_assets.catalog.objects.connect(url)"
+            "no catalog given and no default catalog: call cube_assets.client.objects.connect(url)"
             " or pass catalog=Catalog(url)"
         )
     return _default_catalog
@@ -1260,25 +1260,25 @@ class Image(_InProduct, CatalogObject):
         Raises:
             CatalogError: if the image has no footprint or ``geometry`` is invalid or has no area.
         """
-        from cube_assets.catalog.collection import coverage_fraction
+        from cube_assets.client.collection import coverage_fraction
 
         self._required("geometry")
         return coverage_fraction(self.geometry, geometry_4326(geometry))
 
     def geocontext(self) -> Any:
-        """Return the image's own raster grid as a :class:`~cube_assets.catalog.geocontext.GeoContext`.
+        """Return the image's own raster grid as a :class:`~cube_assets.client.geocontext.GeoContext`.
 
         Raises:
             CatalogError: if ``crs``, ``geotransform``, ``width`` or ``height`` is unknown.
         """
-        from cube_assets.catalog.collection import image_grid
+        from cube_assets.client.collection import image_grid
 
         return image_grid(self)
 
     def ndarray(self, bands: str | Sequence[str], geocontext: Any = None, **options: Any) -> Any:
         """Load ``bands`` of this image onto ``geocontext`` (default: its own grid): ``(band, y, x)``.
 
-        ``options`` are those of :func:`cube_assets.catalog.raster_read.mosaic_files`
+        ``options`` are those of :func:`cube_assets.client.raster_read.mosaic_files`
         (``mask_nodata``, ``bands_axis``, ``raster_info``, ``resampling``, ``scaling``, ``data_type``...).
 
         Returns:
@@ -1288,14 +1288,14 @@ class Image(_InProduct, CatalogObject):
             CatalogError: if the band metadata cannot be found or there is no grid.
             ValueError, InvalidRaster: from the pixel reader.
         """
-        from cube_assets.catalog.collection import ImageCollection
+        from cube_assets.client.collection import ImageCollection
 
         return ImageCollection([self], geocontext=geocontext).mosaic(bands, **options)
 
     def download(self, bands: str | Sequence[str], dest: Any, geocontext: Any = None, **options: Any) -> Any:
         """Write ``bands`` of this image, on ``geocontext`` (default: its own grid), to ``dest`` (a file or folder).
 
-        ``options`` are those of :func:`cube_assets.catalog.raster_read.download_mosaic_files`.
+        ``options`` are those of :func:`cube_assets.client.raster_read.download_mosaic_files`.
 
         Returns:
             The written path.
@@ -1303,7 +1303,7 @@ class Image(_InProduct, CatalogObject):
         Raises:
             CatalogError, ValueError, InvalidRaster: as :meth:`ndarray`.
         """
-        from cube_assets.catalog.collection import ImageCollection
+        from cube_assets.client.collection import ImageCollection
 
         return ImageCollection([self], geocontext=geocontext).download_mosaic(bands, dest, **options)
 
@@ -1314,34 +1314,34 @@ class Image(_InProduct, CatalogObject):
         geometry, cloud_fraction, fill_fraction, provider, provider_id, tile, period_start,
         properties, tags) describe it; the grid comes from ``options`` (``raster_meta=`` a
         GeoContext or its ``raster_info()``, or ``geotransform=`` and ``crs=``), see
-        :func:`cube_assets.catalog.upload.upload_ndarray`. On success the object is reloaded
+        :func:`cube_assets.client.upload.upload_ndarray`. On success the object is reloaded
         from the catalog and is ``saved``, with its files and grid.
 
         Returns:
-            The :class:`~cube_assets.catalog.upload.Upload`; check its ``status``.
+            The :class:`~cube_assets.client.upload.Upload`; check its ``status``.
 
         Raises:
             CatalogError: if the image is already saved or deleted (uploading replaces nothing here).
         """
-        from cube_assets.catalog.upload import upload_ndarray
+        from cube_assets.client.upload import upload_ndarray
 
         return self._upload(lambda fields: upload_ndarray(store, self.catalog.sessions, fields, ndarray, **options))
 
     def upload(self, files: Any, *, store: RasterStore, **options: Any) -> Upload:
-        """Upload rasters on disk as this new image's COGs (see :func:`cube_assets.catalog.upload.upload_files`).
+        """Upload rasters on disk as this new image's COGs (see :func:`cube_assets.client.upload.upload_files`).
 
         Returns:
-            The :class:`~cube_assets.catalog.upload.Upload`; check its ``status``.
+            The :class:`~cube_assets.client.upload.Upload`; check its ``status``.
 
         Raises:
             CatalogError: if the image is already saved or deleted.
         """
-        from cube_assets.catalog.upload import upload_files
+        from cube_assets.client.upload import upload_files
 
         return self._upload(lambda fields: upload_files(store, self.catalog.sessions, fields, files, **options))
 
     def _upload(self, run: Callable[[dict[str, Any]], Upload]) -> Upload:
-        from cube_assets.catalog.upload import IMAGE_FIELDS, UploadStatus
+        from cube_assets.client.upload import IMAGE_FIELDS, UploadStatus
 
         if self.state != ObjectState.UNSAVED:
             raise CatalogError(f"{self._label()} is {self.state.value}; upload creates new images only")

@@ -14,10 +14,10 @@ import pytest
 import shapely.geometry
 from sqlalchemy import event, select
 
-from cube_assets.catalog import objects
+from cube_assets.client import objects
 from cube_assets.catalog.database import session_factory, upgrade_schema
 from cube_assets.catalog.models import Band as BandRow
-from cube_assets.catalog.objects import (
+from cube_assets.client.objects import (
     Band,
     Catalog,
     ClassBand,
@@ -42,7 +42,7 @@ from cube_assets.catalog.repository import (
     upsert_product,
 )
 from cube_assets.errors import CatalogError
-from cube_assets_tests.catalog.objects_fixtures import catalog  # noqa: F401 - fixture
+from cube_assets_tests.client.objects_fixtures import catalog  # noqa: F401 - fixture
 
 UTC = dt.UTC
 

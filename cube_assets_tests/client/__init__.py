@@ -1,0 +1,1 @@
+"""Tests of cube_assets.catalog: models, migrations, repository."""
