@@ -61,7 +61,7 @@ from _common import format_bytes, machine_summary, measure, peak_rss_method, pri
 
 from cube_assets.client.objects import Catalog, Image  # noqa: E402
 from cube_assets.catalog.repository import search_images  # noqa: E402
-from cube_assets.catalog.search import properties as p  # noqa: E402
+from cube_assets.catalog.expressions import properties as p  # noqa: E402
 
 PRODUCTS = ("s2_16d-LCF", "s2_16d-MED", "s2_16d-merge", "sentinel-2-l2a", "landsat-c2-l2")
 COMPOSITES = {"s2_16d-LCF", "s2_16d-MED"}

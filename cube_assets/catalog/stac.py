@@ -604,7 +604,7 @@ def export_static_catalog(
 def _export_product(catalog: Catalog, product: Product, folder: Path, validate: bool) -> int:
     """Write the product's collection and every image's item under ``folder``; return the item count."""
     from cube_assets.client.objects import Image
-    from cube_assets.catalog.search import properties as p
+    from cube_assets.catalog.expressions import properties as p
 
     bands = product.bands()
     by_name = {band.name: band for band in bands}

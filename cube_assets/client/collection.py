@@ -30,7 +30,7 @@ import shapely
 from pyproj import Transformer
 from shapely.geometry.base import BaseGeometry
 
-from cube_assets.catalog.search import geometry_4326
+from cube_assets.catalog.expressions import geometry_4326
 from cube_assets.errors import CatalogError
 from cube_assets.grids import densify
 
@@ -380,7 +380,7 @@ class ImageCollection(Collection[Any]):
         """The images' ``{band: href}`` and their band metadata, as ``raster_read`` takes them."""
         from cube_assets.client.objects import Band
         from cube_assets.client.raster_read import band_meta_from_files
-        from cube_assets.catalog.search import properties as p
+        from cube_assets.catalog.expressions import properties as p
 
         if not self._items:
             raise CatalogError("the collection is empty: there are no images to load")

@@ -3,7 +3,7 @@
 Point it at a catalog explicitly, either per call or through one explicit default::
 
     from cube_assets.client.objects import Catalog, Image, Product, SpectralBand, connect
-    from cube_assets.catalog.search import properties as p
+    from cube_assets.catalog.expressions import properties as p
 
     with Catalog("sqlite:///cube-data/catalog.sqlite") as catalog:       # explicit
         product = catalog.products.get("s2_16d-LCF")
@@ -68,8 +68,8 @@ from cube_assets.catalog.repository import (
     upsert_image,
     upsert_product,
 )
-from cube_assets.catalog.search import Search, SearchField, geometry_4326, parse_date, parse_datetime
-from cube_assets.catalog.search import properties as p
+from cube_assets.catalog.expressions import Search, SearchField, geometry_4326, parse_date, parse_datetime
+from cube_assets.catalog.expressions import properties as p
 from cube_assets.errors import CatalogError
 from cube_assets.redaction import redact_url
 
@@ -280,7 +280,7 @@ Coerce = Callable[[str, Any], Any]
 class Attribute:
     """A declared attribute of a catalog object: how values are checked and how it maps to a column.
 
-    ``kind`` is the search kind (see :data:`cube_assets.catalog.search.FIELD_KINDS`) or None
+    ``kind`` is the search kind (see :data:`cube_assets.catalog.expressions.FIELD_KINDS`) or None
     when the attribute is not searchable; ``column`` the model attribute (default: same name).
     """
 

@@ -16,7 +16,7 @@ from sqlalchemy import event, text
 from cube_assets.client.collection import ImageCollection
 from cube_assets.client.geocontext import GeoContext
 from cube_assets.client.objects import Catalog, File, Image, Product
-from cube_assets.catalog.search import properties as p
+from cube_assets.catalog.expressions import properties as p
 from cube_assets.errors import CatalogError
 from cube_assets.grids import Tile
 from cube_assets_tests.client.objects_fixtures import (  # noqa: F401 - fixtures
@@ -415,7 +415,7 @@ def test_products_are_searchable_by_tags_and_text(filled: Catalog) -> None:
 
 
 def test_iterating_without_limit_streams_every_match_in_batches(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cube_assets.catalog.search as search_module
+    import cube_assets.catalog.expressions as search_module
 
     monkeypatch.setattr(search_module, "ITERATION_BATCH", 3)
     catalog.products(id="P", name="P").save()

@@ -24,13 +24,13 @@ from sqlalchemy import event
 
 from cube_assets.client.objects import Catalog, File, Image
 from cube_assets.catalog.repository import search_images
-from cube_assets.catalog.search import (
+from cube_assets.catalog.expressions import (
     MAX_EXPRESSION_DEPTH,
     MAX_LIMIT,
     MAX_SEARCH_TERMS,
     Expression,
 )
-from cube_assets.catalog.search import properties as p
+from cube_assets.catalog.expressions import properties as p
 from cube_assets.catalog.summary import MAX_INTERVALS
 from cube_assets.errors import CatalogError
 from cube_assets_tests.catalog.conftest import catalog_url  # noqa: F401 - fixture of ``catalog``

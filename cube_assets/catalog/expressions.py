@@ -2,7 +2,7 @@
 
 Write filters with the :data:`properties` object (usually imported as ``p``)::
 
-    from cube_assets.catalog.search import properties as p
+    from cube_assets.catalog.expressions import properties as p
 
     search = (
         Image.search(catalog)
