@@ -1,22 +1,15 @@
-"""Property expressions that compile to SQL, and the lazy :class:`Search` over products and images.
+"""Property expressions: the small trees that search filters are made of, and how they compile to SQL.
 
-Write filters with the :data:`properties` object (usually imported as ``p``)::
+Write filters with the :data:`properties` object (usually imported as ``p``) and give them to a
+search (:mod:`cube_assets.catalog.search`; the client's ``Image.search()`` builds one)::
 
     from cube_assets.catalog.expressions import properties as p
 
-    search = (
-        Image.search(catalog)
-        .filter(p.product_id == "s2_16d-LCF")
-        .filter((p.acquired >= "2024-01-01") & (p.acquired < "2024-04-01"))
-        .filter((p.cloud_fraction < 0.2) | (p.cloud_fraction == None))  # noqa: E711
-        .intersects(tile)                       # GeoJSON, shapely, a grid Tile or a GeoContext
-        .sort("acquired", ascending=False)
-        .limit(100)
-    )
-    search.count(); list(search); search.collect(); search.summary()
+    (p.product_id == "s2_16d-LCF") & (p.acquired >= "2024-01-01") & (p.acquired < "2024-04-01")
+    (p.cloud_fraction < 0.2) | (p.cloud_fraction == None)  # noqa: E711
 
 An expression is a small tree (:class:`Comparison`, :class:`And`, :class:`Or`, :class:`Not`, ...)
-that :meth:`Expression.compile` turns into a SQLAlchemy ``WHERE`` clause for the object class's
+that :meth:`Expression.compile` turns into a SQLAlchemy ``WHERE`` clause for the searched class's
 table; nothing is evaluated in Python. Values are checked and converted where the expression is
 compiled, against the property's kind:
 
@@ -44,20 +37,11 @@ and ``|`` chains are flattened into one node, nesting is at most :data:`MAX_EXPR
 deep and a search holds at most :data:`MAX_SEARCH_TERMS` comparisons (each ``in_`` value counts
 as one); ``limit`` is at most :data:`MAX_LIMIT`. Every value reaches SQL as a bound parameter.
 Each refusal is a ``CatalogError`` naming the argument and quoting at most 200 characters of it.
-
-:meth:`Search.intersects` is exact (footprint and geometry share a point; touching counts) and
-gives the same answers on every backend: ``ST_Intersects`` on PostgreSQL with PostGIS, an exact
-test in plain SQL elsewhere, each behind a spatial index (:mod:`cube_assets.catalog.footprints`).
-On PostgreSQL the bounding-box condition is ``box(...) && box(...)`` and every ``acquired``
-comparison gets an added, implied ``tstzrange(...) && tstzrange(...)``, so the GiST index of
-migration 0003 finds "near here, in these dates" at once (in searches with a geometry the plain
-comparison is wrapped so that no B-tree on ``acquired`` joins that plan, see
-``_BTREE_TIME_BOUNDS``); on SQLite the R*Tree of 0004 finds the candidates and ``acquired``
-comparisons are plain.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import datetime as dt
 import itertools
@@ -66,7 +50,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any
 
 import shapely.geometry
 from shapely.geometry.base import BaseGeometry
@@ -76,7 +60,6 @@ from sqlalchemy import (
     ColumnElement,
     Float,
     Integer,
-    Select,
     Text,
     and_,
     case,
@@ -87,29 +70,16 @@ from sqlalchemy import (
     literal,
     not_,
     or_,
-    select,
     true,
     type_coerce,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSTZRANGE
 from sqlalchemy.orm import InstrumentedAttribute
 
-from cube_assets.catalog.footprints import footprint_intersects
 from cube_assets.errors import CatalogError
-
-if TYPE_CHECKING:
-    from cube_assets.client.collection import ImageCollection
-    from cube_assets.client.objects import Catalog, CatalogObject
-    from cube_assets.catalog.summary import IntervalSummary, Summary
 
 #: Kinds of searchable fields; each decides which values and operators a comparison accepts.
 FIELD_KINDS = ("string", "number", "datetime", "date", "tags", "json")
-
-BBox = tuple[float, float, float, float]
-"""``(min_lon, min_lat, max_lon, max_lat)`` in EPSG:4326 degrees."""
-
-#: Rows fetched per round trip when a search is iterated without a limit.
-ITERATION_BATCH = 1000
 
 #: Deepest nesting of ``&``, ``|`` and ``~`` in one expression (a flat chain ``a & b & c`` is one level).
 MAX_EXPRESSION_DEPTH = 64
@@ -522,11 +492,28 @@ _OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 #: Whether ``acquired`` comparisons compile so that B-tree indexes on ``acquired`` can serve them
-#: (PostgreSQL). :meth:`Search.where_clause` turns it off while compiling a search that has a
+#: (PostgreSQL). :meth:`cube_assets.catalog.search.Search.where_clause` turns it off while compiling a search that has a
 #: geometry: the planner, which cannot know that the time-span condition already implies the
 #: comparison, would otherwise intersect 0003's GiST result (a few hundred rows) with a B-tree range
 #: over every image of those months (measured: 10 ms more per search at a million images).
 _BTREE_TIME_BOUNDS: contextvars.ContextVar[bool] = contextvars.ContextVar("btree_time_bounds", default=True)
+
+
+@contextlib.contextmanager
+def without_btree_time_bounds() -> Iterator[None]:
+    """Within the block, ``acquired`` comparisons compile so that no B-tree index on ``acquired`` serves them.
+
+    A search with a geometry compiles its filters inside this block on PostgreSQL (see
+    ``_BTREE_TIME_BOUNDS``).
+
+    Returns:
+        A context manager; the previous setting is restored when the block ends.
+    """
+    token = _BTREE_TIME_BOUNDS.set(False)
+    try:
+        yield
+    finally:
+        _BTREE_TIME_BOUNDS.reset(token)
 
 #: Bounds of the range that ``acquired OP value`` implies the image's time span overlaps.
 _RANGE_BOUNDS = {"==": "[]", "<": "()", "<=": "(]", ">": "()", ">=": "[)"}
@@ -836,334 +823,6 @@ class Properties:
 properties = Properties()
 p = properties
 
-# ------------------------------------------------------------------------------------ search
-
-T = TypeVar("T", bound="CatalogObject")
-
-
-class Search(Generic[T]):
-    """A lazy, immutable query over one object class; every method returns a new Search.
-
-    Nothing runs until the search is iterated, counted, collected or summarized; each of those
-    runs in a fresh session (iterating: one statement, images with their files).
-
-    ``Image.search()``, ``Product.search()`` and ``product.images()`` create them.
-    """
-
-    def __init__(
-        self,
-        cls: type[T],
-        catalog: Catalog,
-        *,
-        filters: tuple[Expression, ...] = (),
-        clauses: tuple[ColumnElement[bool], ...] = (),
-        bbox: BBox | None = None,
-        geometry: BaseGeometry | None = None,
-        order: tuple[tuple[str, bool], ...] = (),
-        limit: int | None = None,
-    ) -> None:
-        self._cls = cls
-        self._catalog = catalog
-        self._filters = filters
-        # The compiled filters, kept so a search is compiled once, when each filter is added.
-        self._clauses = clauses if len(clauses) == len(filters) else tuple(
-            expression.compile(self._resolve, self._dialect) for expression in filters
-        )
-        self._bbox = bbox
-        self._geometry = geometry
-        self._order = order
-        self._limit = limit
-
-    def _copy(self, **changes: Any) -> Search[T]:
-        values = {
-            "filters": self._filters,
-            "clauses": self._clauses,
-            "bbox": self._bbox,
-            "geometry": self._geometry,
-            "order": self._order,
-            "limit": self._limit,
-        }
-        values.update(changes)
-        return Search(self._cls, self._catalog, **values)
-
-    @property
-    def catalog(self) -> Catalog:
-        """The catalog this search runs on."""
-        return self._catalog
-
-    @property
-    def object_class(self) -> type[T]:
-        """The class of the objects the search yields (``Image``, ``Product``, a ``Band`` class)."""
-        return self._cls
-
-    @property
-    def geometry(self) -> BaseGeometry | None:
-        """The lon/lat geometry given to :meth:`intersects`, if any."""
-        return self._geometry
-
-    @property
-    def filters(self) -> tuple[Expression, ...]:
-        """The property expressions given to :meth:`filter`, in order (ANDed)."""
-        return self._filters
-
-    # ------------------------------------------------------------------ building
-
-    def filter(self, expression: Expression) -> Search[T]:
-        """Return a search that also requires ``expression`` (ANDed with earlier filters).
-
-        The expression is compiled now, so unknown properties and bad values raise here.
-
-        Returns:
-            The new Search.
-
-        Raises:
-            CatalogError: if ``expression`` is not a property expression, does not compile, or
-                would bring the search's comparisons beyond :data:`MAX_SEARCH_TERMS`.
-        """
-        if not isinstance(expression, Expression):
-            raise CatalogError(
-                f"filter takes a property expression such as p.cloud_fraction < 0.2, got {quote(expression)}"
-            )
-        terms = sum(f._terms for f in self._filters) + expression._terms
-        if terms > MAX_SEARCH_TERMS:
-            raise CatalogError(f"filter: the search would hold {terms} comparisons, at most {MAX_SEARCH_TERMS} allowed")
-        clause = expression.compile(self._resolve, self._dialect)
-        return self._copy(filters=(*self._filters, expression), clauses=(*self._clauses, clause))
-
-    def intersects(self, geometry: object) -> Search[T]:
-        """Return a search for images whose footprint intersects ``geometry``.
-
-        ``geometry`` is GeoJSON, shapely, a grid tile or a GeoContext (see :func:`geometry_4326`).
-        The test is exact, in SQL (shapely's and PostGIS's ``intersects``: touching counts; a
-        footprint whose bounding box meets the geometry but whose outline does not is not a
-        match), with the same answers on SQLite and on PostgreSQL with or without PostGIS; see
-        :mod:`cube_assets.catalog.footprints`. For the share of an area an image covers use
-        ``Image.coverage`` and ``ImageCollection.filter_coverage``. Calling it again replaces the
-        earlier geometry. Geometries that cross the antimeridian are not supported.
-
-        Returns:
-            The new Search.
-
-        Raises:
-            CatalogError: if the object class has no footprint or the geometry is invalid.
-        """
-        if not self._cls._spatial:
-            raise CatalogError(f"{self._cls.__name__} objects have no footprint; intersects is for images")
-        shape = geometry_4326(geometry)
-        return self._copy(bbox=tuple(float(v) for v in shape.bounds), geometry=shape)
-
-    def sort(self, field: str, ascending: bool = True) -> Search[T]:
-        """Return a search ordered by ``field`` (``"-field"`` also means descending); replaces earlier sorts.
-
-        Ties are broken by id, so the order is total and repeatable. Unknown values (NULL) come last.
-
-        Returns:
-            The new Search.
-
-        Raises:
-            CatalogError: if ``field`` is not a sortable (single-valued) property.
-        """
-        if not isinstance(field, str) or not field.strip("-"):
-            raise CatalogError(f"sort takes a property name, got {quote(field)}")
-        if field.startswith("-"):
-            field, ascending = field[1:], not ascending
-        if not PROPERTY_NAME.fullmatch(field):
-            raise CatalogError(f"sort takes a property name (an ASCII identifier), got {quote(field)}")
-        resolved = self._resolve(field)
-        if resolved.kind in ("tags", "json"):
-            raise CatalogError(f"cannot sort by {field!r}: it holds several values")
-        return self._copy(order=((field, bool(ascending)),))
-
-    def limit(self, count: int | None) -> Search[T]:
-        """Return a search that yields at most ``count`` objects (``None``: no limit).
-
-        Raises:
-            CatalogError: if ``count`` is not a positive integer of at most :data:`MAX_LIMIT`, or None.
-        """
-        if count is not None and (
-            isinstance(count, bool) or not isinstance(count, int) or not 0 < count <= MAX_LIMIT
-        ):
-            raise CatalogError(f"limit must be a positive integer of at most {MAX_LIMIT}, or None, got {quote(count)}")
-        return self._copy(limit=count)
-
-    # ------------------------------------------------------------------ SQL
-
-    @property
-    def _dialect(self) -> str:
-        return self._catalog.dialect
-
-    def _resolve(self, name: str) -> SearchField:
-        return self._cls._search_field(name)
-
-    def where_clause(self) -> ColumnElement[bool]:
-        """Return the SQL condition of every filter and the geometry, for this catalog's dialect."""
-        model = self._cls._model
-        clauses = list(self._clauses)
-        if self._geometry is not None and self._dialect == "postgresql":
-            token = _BTREE_TIME_BOUNDS.set(False)
-            try:
-                clauses = [expression.compile(self._resolve, self._dialect) for expression in self._filters]
-            finally:
-                _BTREE_TIME_BOUNDS.reset(token)
-        if self._bbox is not None and self._geometry is not None:
-            clauses.append(
-                footprint_intersects(
-                    model,
-                    self._geometry,
-                    bbox_intersects(model, self._bbox, self._dialect),
-                    self._dialect,
-                    self._catalog.postgis_schema,
-                )
-            )
-        return and_(true(), *clauses)
-
-    def statement(self) -> Select[Any]:
-        """Return the ``SELECT`` this search runs (ordered and limited), for inspection or reuse."""
-        statement = self._cls._select(self._dialect).where(self.where_clause())
-        statement = statement.order_by(*self._order_by())
-        if self._limit is not None:
-            statement = statement.limit(self._limit)
-        return statement
-
-    def _order_by(self) -> list[ColumnElement[Any]]:
-        order = self._order or self._cls._default_order
-        clauses = []
-        for name, ascending in order:
-            field = self._resolve(name)
-            clause = field.column.asc() if ascending else field.column.desc()
-            if field.nullable:
-                clause = clause.nulls_last()
-            clauses.append(clause)
-        clauses.extend(column.asc() for column in self._cls._tiebreak())
-        return clauses
-
-    def sql(self) -> str:
-        """Return the SQL text of :meth:`statement` for this catalog's dialect (values bound inline)."""
-        return str(
-            self.statement().compile(
-                dialect=self._catalog.engine.dialect, compile_kwargs={"literal_binds": True}
-            )
-        )
-
-    # ------------------------------------------------------------------ running
-
-    def count(self) -> int:
-        """Return how many objects match the filters and geometry (ignoring :meth:`limit`).
-
-        Returns:
-            The count, computed by the database.
-        """
-        statement = select(func.count()).select_from(self._cls._model).where(self.where_clause())
-        with self._catalog.session() as session:
-            return int(session.execute(statement).scalar_one())
-
-    def __iter__(self) -> Iterator[T]:
-        statement = self.statement()
-        with self._catalog.session() as session:
-            if self._limit is not None and self._limit <= ITERATION_BATCH:
-                yield from self._cls._load(self._catalog, session, statement)
-                return
-            # Stream: the rows come in batches (a server-side cursor on PostgreSQL), objects per batch.
-            result = session.connection().execute(statement.execution_options(yield_per=ITERATION_BATCH))
-            for rows in result.partitions():
-                yield from self._cls._build(rows, self._catalog, session)
-
-    def first(self) -> T | None:
-        """Return the first matching object in order, or None."""
-        for found in self.limit(1):
-            return found
-        return None
-
-    def collect(self, geocontext: Any = None) -> ImageCollection:
-        """Return every matching image as an :class:`~cube_assets.client.collection.ImageCollection`.
-
-        ``geocontext`` becomes the collection's default grid for stack/mosaic/download.
-
-        Raises:
-            CatalogError: if this is not a search of images.
-        """
-        from cube_assets.client.collection import ImageCollection
-
-        if not self._cls._spatial:
-            raise CatalogError(f"collect gathers images; use list() for {self._cls.__name__} searches")
-        return ImageCollection(list(self), geocontext=geocontext)
-
-    def summary(self) -> Summary:
-        """Return the count, total file bytes and product ids of the matching images, from SQL aggregates.
-
-        Raises:
-            CatalogError: if this is not a search of images.
-        """
-        from cube_assets.catalog.summary import summarize
-
-        return summarize(self)
-
-    def summary_interval(
-        self,
-        interval: str = "month",
-        start_datetime: object = None,
-        end_datetime: object = None,
-        aggregate_date_field: str = "acquired",
-    ) -> list[IntervalSummary]:
-        """Return per-interval counts and bytes of the matching images (see :func:`~cube_assets.catalog.summary.summarize_intervals`).
-
-        Raises:
-            CatalogError: for a search of products, an unknown interval or date field, or bad bounds.
-        """
-        from cube_assets.catalog.summary import summarize_intervals
-
-        return summarize_intervals(
-            self,
-            interval=interval,
-            start_datetime=start_datetime,
-            end_datetime=end_datetime,
-            date_field=aggregate_date_field,
-        )
-
-    def __repr__(self) -> str:
-        parts = [repr(f) for f in self._filters]
-        if self._bbox is not None:
-            parts.append(f"intersects bbox {self._bbox}")
-        if self._order:
-            parts.append("sort " + ", ".join(f"{n} {'asc' if a else 'desc'}" for n, a in self._order))
-        if self._limit is not None:
-            parts.append(f"limit {self._limit}")
-        return f"Search({self._cls.__name__}: {'; '.join(parts) or 'everything'})"
-
-
-def bbox_intersects(model: Any, bbox: BBox, dialect: str) -> ColumnElement[bool]:
-    """SQL for "the row's ``min_lon``..``max_lat`` box intersects ``bbox``" (touching counts).
-
-    PostgreSQL: ``box(point(min_lon, min_lat), point(max_lon, max_lat)) && box(...)``, the
-    expression the GiST index of migration 0003 is built on. Elsewhere: four comparisons (the
-    search itself uses the R*Tree on SQLite, :func:`cube_assets.catalog.footprints.rtree_candidates`).
-
-    Returns:
-        The boolean SQL expression.
-
-    Raises:
-        CatalogError: if the box is not ordered (crossing the antimeridian is not supported).
-    """
-    min_lon, min_lat, max_lon, max_lat = bbox
-    if min_lon > max_lon or min_lat > max_lat:
-        raise CatalogError(f"bbox {bbox} has a minimum above its maximum (the antimeridian is not supported)")
-    if dialect == "postgresql":
-        return image_box(model).op("&&")(
-            func.box(func.point(min_lon, min_lat), func.point(max_lon, max_lat))
-        )
-    return and_(
-        model.min_lon <= max_lon,
-        model.max_lon >= min_lon,
-        model.min_lat <= max_lat,
-        model.max_lat >= min_lat,
-    )
-
-
-def image_box(model: Any) -> ColumnElement[Any]:
-    """``box(point(min_lon, min_lat), point(max_lon, max_lat))`` of the images table (PostgreSQL)."""
-    return func.box(func.point(model.min_lon, model.min_lat), func.point(model.max_lon, model.max_lat))
-
-
 __all__ = [
     "INT64_RANGE",
     "JSON_KEY",
@@ -1182,13 +841,12 @@ __all__ = [
     "Prefix",
     "Properties",
     "Property",
-    "Search",
     "SearchField",
-    "bbox_intersects",
     "geometry_4326",
     "p",
     "parse_date",
     "parse_datetime",
     "properties",
     "quote",
+    "without_btree_time_bounds",
 ]

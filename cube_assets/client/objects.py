@@ -68,8 +68,9 @@ from cube_assets.catalog.repository import (
     upsert_image,
     upsert_product,
 )
-from cube_assets.catalog.expressions import Search, SearchField, geometry_4326, parse_date, parse_datetime
+from cube_assets.catalog.expressions import SearchField, geometry_4326, parse_date, parse_datetime
 from cube_assets.catalog.expressions import properties as p
+from cube_assets.client.search import ObjectSearch
 from cube_assets.errors import CatalogError
 from cube_assets.redaction import redact_url
 
@@ -262,7 +263,7 @@ class BoundClass:
         """``cls.exists(id)`` on this catalog."""
         return self._cls.exists(id, catalog=self._catalog)
 
-    def search(self) -> Search[Any]:
+    def search(self) -> ObjectSearch[Any]:
         """``cls.search()`` on this catalog."""
         return self._cls.search(catalog=self._catalog)
 
@@ -692,13 +693,13 @@ class CatalogObject:
         return catalog if catalog is not None else default_catalog()
 
     @classmethod
-    def search(cls: type[O], catalog: Catalog | None = None) -> Search[O]:
-        """Return a :class:`~cube_assets.catalog.search.Search` over every object of this class.
+    def search(cls: type[O], catalog: Catalog | None = None) -> ObjectSearch[O]:
+        """Return an :class:`~cube_assets.client.search.ObjectSearch` over every object of this class.
 
         Raises:
             CatalogError: if no catalog is given and there is no default.
         """
-        return Search(cls, cls._resolve_catalog(catalog))
+        return ObjectSearch(cls, cls._resolve_catalog(catalog))
 
     @classmethod
     def get(cls: type[O], id: str, catalog: Catalog | None = None) -> O | None:  # noqa: A002
@@ -926,7 +927,7 @@ class Product(CatalogObject):
         if images:
             raise CatalogError(f"{self._label()} still has {images} image(s); delete them first")
 
-    def images(self) -> Search[Image]:
+    def images(self) -> ObjectSearch[Image]:
         """Return a search of this product's images.
 
         Raises:
@@ -1053,9 +1054,9 @@ class Band(_InProduct, CatalogObject):
         return value
 
     @classmethod
-    def search(cls: type[O], catalog: Catalog | None = None) -> Search[O]:
+    def search(cls: type[O], catalog: Catalog | None = None) -> ObjectSearch[O]:
         """Return a search over bands; on a subclass, only bands of that type."""
-        search = Search(cls, cls._resolve_catalog(catalog))
+        search = ObjectSearch(cls, cls._resolve_catalog(catalog))
         band_type = getattr(cls, "band_type", None)
         return search.filter(p.type == band_type) if band_type is not None else search
 
@@ -1175,6 +1176,13 @@ class Image(_InProduct, CatalogObject):
     files = Attribute(_files, default=dict, nullable=False, doc="Band name → File(href, size_bytes).")
     created = Attribute(_datetime, kind="datetime", readonly=True, doc="When the image was first stored (UTC).")
     modified = Attribute(_datetime, kind="datetime", readonly=True, doc="When it was last changed (UTC).")
+
+    @classmethod
+    def _collection(cls, images: list[Image], geocontext: Any) -> ImageCollection:
+        """Return ``images`` as an ImageCollection with ``geocontext`` as its default grid (for ``search.collect()``)."""
+        from cube_assets.client.collection import ImageCollection
+
+        return ImageCollection(images, geocontext=geocontext)
 
     @classmethod
     def _select(cls, dialect: str) -> Select[Any]:

@@ -415,7 +415,7 @@ def test_products_are_searchable_by_tags_and_text(filled: Catalog) -> None:
 
 
 def test_iterating_without_limit_streams_every_match_in_batches(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cube_assets.catalog.expressions as search_module
+    import cube_assets.catalog.search as search_module
 
     monkeypatch.setattr(search_module, "ITERATION_BATCH", 3)
     catalog.products(id="P", name="P").save()
