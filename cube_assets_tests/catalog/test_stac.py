@@ -32,11 +32,11 @@ from cube_assets.catalog.stac import (
     PROJECTION_SCHEMA,
     RASTER_SCHEMA,
     StacValidationError,
-    export_static_catalog,
     image_to_item,
     product_to_collection,
     validate_stac,
 )
+from cube_assets.client.stac_export import export_static_catalog
 from cube_assets.errors import CatalogError
 from cube_assets.raster.cog import write_cog
 from cube_assets_tests.client.objects_fixtures import LCF, MERGE, RECORDS, SCENES, catalog, filled  # noqa: F401
