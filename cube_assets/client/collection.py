@@ -316,7 +316,7 @@ def _safe_name(text: str) -> str:
 
 
 class ImageCollection(Collection[Any]):
-    """A collection of :class:`~cube_assets.client.objects.Image` objects, with pixel loading.
+    """A collection of :class:`~cube_assets.client.base.Image` objects, with pixel loading.
 
     ``geocontext`` is the default grid of :meth:`stack`, :meth:`mosaic` and the downloads; when
     it is None and every image has the same grid of its own, that grid is used.
@@ -330,7 +330,7 @@ class ImageCollection(Collection[Any]):
         return ImageCollection(items, geocontext=self.geocontext)
 
     def _holds(self, value: Any) -> bool:
-        from cube_assets.client.objects import Image
+        from cube_assets.client.base import Image
 
         return isinstance(value, Image)
 
@@ -340,7 +340,7 @@ class ImageCollection(Collection[Any]):
         """Return the images whose footprint covers at least ``minimum_coverage`` of ``geometry``'s area.
 
         ``geometry`` as :meth:`~cube_assets.catalog.search.Search.intersects` accepts; coverage as
-        :meth:`~cube_assets.client.objects.Image.coverage`.
+        :meth:`~cube_assets.client.base.Image.coverage`.
 
         Raises:
             CatalogError: if ``minimum_coverage`` is not in [0, 1], the geometry has no area, or an
@@ -378,7 +378,7 @@ class ImageCollection(Collection[Any]):
 
     def _sources(self, bands: str | Sequence[str]) -> tuple[list[dict[str, str]], Any]:
         """The images' ``{band: href}`` and their band metadata, as ``raster_read`` takes them."""
-        from cube_assets.client.objects import Band
+        from cube_assets.client.base import Band
         from cube_assets.client.raster_read import band_meta_from_files
         from cube_assets.catalog.expressions import properties as p
 

@@ -23,7 +23,7 @@ import pystac
 
 from cube_assets.catalog.expressions import properties as p
 from cube_assets.catalog.stac import STAC_VERSION, image_to_item, product_extent, product_to_collection, validate_stac
-from cube_assets.client.objects import Catalog, Image, NotFoundError, Product
+from cube_assets.client.base import Catalog, Image, NotFoundError, Product
 from cube_assets.errors import CatalogError
 
 

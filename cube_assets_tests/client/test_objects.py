@@ -14,10 +14,10 @@ import pytest
 import shapely.geometry
 from sqlalchemy import event, select
 
-from cube_assets.client import objects
+from cube_assets.client import base as objects
 from cube_assets.catalog.database import session_factory, upgrade_schema
 from cube_assets.catalog.models import Band as BandRow
-from cube_assets.client.objects import (
+from cube_assets.client.base import (
     Band,
     Catalog,
     ClassBand,

@@ -2,7 +2,7 @@
 
 Point it at a catalog explicitly, either per call or through one explicit default::
 
-    from cube_assets.client.objects import Catalog, Image, Product, SpectralBand, connect
+    from cube_assets.client.base import Catalog, Image, Product, SpectralBand, connect
     from cube_assets.catalog.expressions import properties as p
 
     with Catalog("sqlite:///cube-data/catalog.sqlite") as catalog:       # explicit
@@ -227,7 +227,7 @@ def default_catalog() -> Catalog:
     """
     if _default_catalog is None:
         raise CatalogError(
-            "no catalog given and no default catalog: call cube_assets.client.objects.connect(url)"
+            "no catalog given and no default catalog: call cube_assets.client.base.connect(url)"
             " or pass catalog=Catalog(url)"
         )
     return _default_catalog
