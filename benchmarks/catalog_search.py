@@ -59,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import format_bytes, machine_summary, measure, peak_rss_method, print_table  # noqa: E402
 
-from cube_assets.client.base import Catalog, Image  # noqa: E402
+from cube_assets.client import Catalog, Image  # noqa: E402
 from cube_assets.catalog.repository import search_images  # noqa: E402
 from cube_assets.catalog.expressions import properties as p  # noqa: E402
 

@@ -31,6 +31,18 @@ from pyproj import Transformer
 from shapely.geometry.base import BaseGeometry
 
 from cube_assets.catalog.expressions import geometry_4326
+from cube_assets.catalog.expressions import properties as p
+from cube_assets.client.bands import Band
+from cube_assets.client.base import CatalogObject
+from cube_assets.client.geocontext import GeoContext
+from cube_assets.client.raster_read import (
+    band_meta_from_files,
+    download_files,
+    download_mosaic_files,
+    flatten_keys,
+    mosaic_files,
+    stack_files,
+)
 from cube_assets.errors import CatalogError
 from cube_assets.grids import densify
 
@@ -297,8 +309,6 @@ def image_grid(image: Any) -> Any:
     Raises:
         CatalogError: if one of them is unknown or they do not make a north-up grid.
     """
-    from cube_assets.client.geocontext import GeoContext
-
     missing = [name for name in ("crs", "geotransform", "width", "height") if getattr(image, name, None) is None]
     if missing:
         raise CatalogError(f"image {image.id!r} has no {', '.join(missing)}: it has no grid of its own; pass a geocontext")
@@ -330,9 +340,7 @@ class ImageCollection(Collection[Any]):
         return ImageCollection(items, geocontext=self.geocontext)
 
     def _holds(self, value: Any) -> bool:
-        from cube_assets.client.base import Image
-
-        return isinstance(value, Image)
+        return isinstance(value, CatalogObject) and type(value)._spatial  # an Image: the one spatial class
 
     # ------------------------------------------------------------------ coverage
 
@@ -378,10 +386,6 @@ class ImageCollection(Collection[Any]):
 
     def _sources(self, bands: str | Sequence[str]) -> tuple[list[dict[str, str]], Any]:
         """The images' ``{band: href}`` and their band metadata, as ``raster_read`` takes them."""
-        from cube_assets.client.base import Band
-        from cube_assets.client.raster_read import band_meta_from_files
-        from cube_assets.catalog.expressions import properties as p
-
         if not self._items:
             raise CatalogError("the collection is empty: there are no images to load")
         names = bands.split() if isinstance(bands, str) else list(bands)
@@ -434,8 +438,6 @@ class ImageCollection(Collection[Any]):
                 no grid.
             ValueError, InvalidRaster: from the pixel reader.
         """
-        from cube_assets.client.raster_read import flatten_keys, stack_files
-
         grid = self._geocontext(geocontext)
         sources, meta = self._sources(bands)
         keys = None if flatten is None else flatten_keys(self._items, flatten)
@@ -453,8 +455,6 @@ class ImageCollection(Collection[Any]):
         Raises:
             CatalogError, ValueError, InvalidRaster: as :meth:`stack`.
         """
-        from cube_assets.client.raster_read import mosaic_files
-
         grid = self._geocontext(geocontext)
         sources, meta = self._sources(bands)
         return mosaic_files(sources, bands, grid, meta, **options)
@@ -471,8 +471,6 @@ class ImageCollection(Collection[Any]):
         Raises:
             CatalogError, ValueError, InvalidRaster: as :meth:`stack`.
         """
-        from cube_assets.client.raster_read import download_files
-
         grid = self._geocontext(geocontext)
         sources, meta = self._sources(bands)
         options.setdefault("names", [_safe_name(image.id) for image in self._items])
@@ -489,8 +487,6 @@ class ImageCollection(Collection[Any]):
         Raises:
             CatalogError, ValueError, InvalidRaster: as :meth:`stack`.
         """
-        from cube_assets.client.raster_read import download_mosaic_files
-
         grid = self._geocontext(geocontext)
         sources, meta = self._sources(bands)
         return download_mosaic_files(sources, bands, grid, meta, dest, **options)

@@ -23,7 +23,10 @@ import pystac
 
 from cube_assets.catalog.expressions import properties as p
 from cube_assets.catalog.stac import STAC_VERSION, image_to_item, product_extent, product_to_collection, validate_stac
-from cube_assets.client.base import Catalog, Image, NotFoundError, Product
+from cube_assets.client.base import NotFoundError
+from cube_assets.client.connection import Catalog
+from cube_assets.client.image import Image
+from cube_assets.client.product import Product
 from cube_assets.errors import CatalogError
 
 

@@ -26,7 +26,7 @@ from pystac_client import Client
 from pystac_client.warnings import FallbackToPystac, NoConformsTo
 
 from cube_assets import cli
-from cube_assets.client.base import Catalog, File, Image, Product, SpectralBand
+from cube_assets.client import Catalog, File, Image, Product, SpectralBand
 from cube_assets.catalog.stac import (
     EO_SCHEMA,
     PROJECTION_SCHEMA,

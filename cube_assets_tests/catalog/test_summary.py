@@ -14,7 +14,7 @@ import pytest
 import shapely.geometry
 from sqlalchemy import event, text
 
-from cube_assets.client.base import Catalog, File, Image, Product
+from cube_assets.client import Catalog, File, Image, Product
 from cube_assets.catalog.repository import upsert_image
 from cube_assets.catalog.expressions import properties as p
 from cube_assets.catalog.summary import IntervalSummary, Summary

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import shapely.geometry
 
-from cube_assets.client.base import (
+from cube_assets.client import (
     Catalog,
     ClassBand,
     File,

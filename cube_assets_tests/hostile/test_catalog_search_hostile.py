@@ -22,7 +22,7 @@ import pytest
 import shapely.geometry
 from sqlalchemy import event
 
-from cube_assets.client.base import Catalog, File, Image
+from cube_assets.client import Catalog, File, Image
 from cube_assets.catalog.repository import search_images
 from cube_assets.catalog.expressions import (
     MAX_EXPRESSION_DEPTH,
