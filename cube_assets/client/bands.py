@@ -8,15 +8,15 @@ from sqlalchemy import tuple_, update
 from sqlalchemy.orm import Session
 
 from cube_assets.catalog import models
+from cube_assets.catalog.expressions import properties as p
 from cube_assets.catalog.models import BAND_DATA_TYPES
 from cube_assets.catalog.repository import BandRecord, upsert_bands
-from cube_assets.catalog.expressions import properties as p
 from cube_assets.client import coercers
 from cube_assets.client.attributes import Attribute
+from cube_assets.client.base import O, CatalogObject, InProduct
 from cube_assets.client.connection import Catalog, bind_to_catalogs
 from cube_assets.client.search import ObjectSearch
 from cube_assets.errors import CatalogError
-from cube_assets.client.base import O, CatalogObject, InProduct
 
 
 class Band(InProduct, CatalogObject):

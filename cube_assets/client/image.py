@@ -11,16 +11,16 @@ from sqlalchemy import JSON, Select, Text, cast, func, select, type_coerce
 from sqlalchemy.orm import Session
 
 from cube_assets.catalog import models
+from cube_assets.catalog.expressions import geometry_4326
 from cube_assets.catalog.models import MAX_PROPERTIES, MAX_TAGS
 from cube_assets.catalog.repository import ImageFileRecord, ImageRecord, upsert_image
-from cube_assets.catalog.expressions import geometry_4326
 from cube_assets.client import coercers
 from cube_assets.client.attributes import Attribute, File
-from cube_assets.client.connection import Catalog, bind_to_catalogs
-from cube_assets.errors import CatalogError
 from cube_assets.client.base import CatalogObject, InProduct, ObjectState
 from cube_assets.client.collection import ImageCollection, coverage_fraction, image_grid
+from cube_assets.client.connection import Catalog, bind_to_catalogs
 from cube_assets.client.upload import IMAGE_FIELDS, Upload, UploadStatus, upload_files, upload_ndarray
+from cube_assets.errors import CatalogError
 from cube_assets.storage.raster_store import RasterStore
 
 

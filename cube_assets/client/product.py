@@ -7,17 +7,17 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cube_assets.catalog import models
+from cube_assets.catalog.expressions import properties as p
 from cube_assets.catalog.models import MAX_PROPERTIES, MAX_TAGS
 from cube_assets.catalog.repository import ProductRecord, upsert_product
-from cube_assets.catalog.expressions import properties as p
 from cube_assets.client import coercers
 from cube_assets.client.attributes import Attribute
-from cube_assets.client.connection import bind_to_catalogs
-from cube_assets.client.search import ObjectSearch
-from cube_assets.errors import CatalogError
 from cube_assets.client.bands import Band
 from cube_assets.client.base import CatalogObject
+from cube_assets.client.connection import bind_to_catalogs
 from cube_assets.client.image import Image
+from cube_assets.client.search import ObjectSearch
+from cube_assets.errors import CatalogError
 
 
 class Product(CatalogObject):

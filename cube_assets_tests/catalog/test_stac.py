@@ -26,7 +26,6 @@ from pystac_client import Client
 from pystac_client.warnings import FallbackToPystac, NoConformsTo
 
 from cube_assets import cli
-from cube_assets.client import Catalog, File, Image, Product, SpectralBand
 from cube_assets.catalog.stac import (
     EO_SCHEMA,
     PROJECTION_SCHEMA,
@@ -36,6 +35,7 @@ from cube_assets.catalog.stac import (
     product_to_collection,
     validate_stac,
 )
+from cube_assets.client import Catalog, File, Image, Product, SpectralBand
 from cube_assets.client.stac_export import export_static_catalog
 from cube_assets.errors import CatalogError
 from cube_assets.raster.cog import write_cog

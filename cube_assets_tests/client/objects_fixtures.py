@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import shapely.geometry
 
+from cube_assets.catalog.database import upgrade_schema
+from cube_assets.catalog.repository import upsert_image
 from cube_assets.client import (
     Catalog,
     ClassBand,
@@ -27,8 +29,6 @@ from cube_assets.client import (
     MaskBand,
     SpectralBand,
 )
-from cube_assets.catalog.database import upgrade_schema
-from cube_assets.catalog.repository import upsert_image
 
 BACKENDS = ("sqlite", "postgresql")
 #: The filled catalog also runs on PostgreSQL migrated without PostGIS (``postgresql_bbox``), so

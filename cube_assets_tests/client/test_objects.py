@@ -16,6 +16,15 @@ from sqlalchemy import event, select
 
 from cube_assets.catalog.database import session_factory, upgrade_schema
 from cube_assets.catalog.models import Band as BandRow
+from cube_assets.catalog.repository import (
+    BandRecord,
+    ImageFileRecord,
+    ImageRecord,
+    ProductRecord,
+    upsert_bands,
+    upsert_image,
+    upsert_product,
+)
 from cube_assets.client import (
     Band,
     Catalog,
@@ -32,15 +41,6 @@ from cube_assets.client import (
     SpectralBand,
     connect,
     disconnect,
-)
-from cube_assets.catalog.repository import (
-    BandRecord,
-    ImageFileRecord,
-    ImageRecord,
-    ProductRecord,
-    upsert_bands,
-    upsert_image,
-    upsert_product,
 )
 from cube_assets.errors import CatalogError
 from cube_assets_tests.client.objects_fixtures import catalog  # noqa: F401 - fixture

@@ -15,9 +15,9 @@ import shapely.geometry
 from sqlalchemy import Engine, func, select
 
 from cube_assets.catalog.database import session_factory
-from cube_assets.client.geocontext import GeoContext
 from cube_assets.catalog.models import Image, ImageFile
 from cube_assets.catalog.repository import BandRecord, ProductRecord, image_files, upsert_bands, upsert_product
+from cube_assets.client.geocontext import GeoContext
 from cube_assets.client.upload import UploadStatus, upload_files, upload_ndarray
 from cube_assets.errors import CatalogError
 from cube_assets.raster.cog import is_valid_cog
