@@ -2,24 +2,34 @@
 
 A coercer is ``coerce(what, value) -> value``: it returns the value in its stored form or raises
 ``CatalogError`` naming ``what`` (the object and attribute). :class:`~cube_assets.client.attributes.Attribute`
-declarations name them; rules across attributes are checked when an object is saved, by the
-catalog's records (:mod:`cube_assets.catalog.repository`).
+declarations name them. The checks of values the catalog's records also hold are the catalog's own
+(:mod:`cube_assets.catalog.validation`), so an attribute and its record field refuse the same
+values with the same message; rules across attributes are checked when an object is saved, by
+the records (:mod:`cube_assets.catalog.repository`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
-from numbers import Real
 from typing import Any
 
 import shapely.validation
 from shapely.geometry.base import BaseGeometry
 
 from cube_assets.catalog.expressions import geometry_4326, parse_date, parse_datetime
-from cube_assets.catalog.models import BAND_DATA_TYPES, MAX_PROPERTIES, MAX_TAGS
+from cube_assets.catalog.validation import (
+    check_class_labels,
+    check_colormap,
+    check_data_type,
+    check_identifier,
+    check_integer,
+    check_number,
+    check_properties,
+    check_range,
+    check_tag_list,
+    check_text,
+)
 from cube_assets.client.attributes import Coerce, File
 from cube_assets.errors import CatalogError
 
@@ -33,52 +43,41 @@ def optional(coerce: Coerce) -> Coerce:
 
 
 def text(what: str, value: Any) -> str:
-    """Return ``value`` if it is text.
+    """Return ``value`` if it is text (see :func:`cube_assets.catalog.validation.check_text`).
 
     Raises:
         CatalogError: naming ``what``, for anything else.
     """
-    if not isinstance(value, str):
-        raise CatalogError(f"{what} must be text, got {value!r}")
-    return value
+    return check_text(what, value)
 
 
 def identifier(what: str, value: Any) -> str:
-    """Return ``value`` if it is a non-empty (not only blank) string.
+    """Return ``value`` if it is a non-empty (not only blank) string (see :func:`~cube_assets.catalog.validation.check_identifier`).
 
     Raises:
         CatalogError: naming ``what``, for anything else.
     """
-    if not isinstance(value, str) or not value.strip():
-        raise CatalogError(f"{what} must be a non-empty string, got {value!r}")
-    return value
+    return check_identifier(what, value)
 
 
 def number(minimum: float | None = None, maximum: float | None = None, positive: bool = False) -> Coerce:
     """Return a coercer to a finite float, > 0 with ``positive``, within ``[minimum, maximum]`` when given.
 
     The coercer raises CatalogError naming ``what`` for booleans, non-numbers, infinities, NaN
-    and values out of range.
+    and values out of range (:func:`cube_assets.catalog.validation.check_number`).
     """
+
     def coerce_number(what: str, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
-            raise CatalogError(f"{what} must be a finite number, got {value!r}")
-        number = float(value)
-        if positive and number <= 0:
-            raise CatalogError(f"{what} must be > 0, got {value!r}")
-        if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
-            raise CatalogError(f"{what} must be in [{minimum}, {maximum}], got {value!r}")
-        return number
+        return check_number(what, value, minimum=minimum, maximum=maximum, positive=positive)
 
     return coerce_number
 
 
 def integer(minimum: int) -> Coerce:
     """Return a coercer of integers (not booleans) of at least ``minimum``; it raises CatalogError naming ``what`` otherwise."""
+
     def coerce_integer(what: str, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise CatalogError(f"{what} must be an integer >= {minimum}, got {value!r}")
-        return value
+        return check_integer(what, value, minimum)
 
     return coerce_integer
 
@@ -113,65 +112,36 @@ def date(what: str, value: Any) -> dt.date:
 
 
 def value_range(what: str, value: Any) -> tuple[float, float]:
-    """Return ``(min, max)`` as two finite floats with ``min <= max``.
+    """Return ``(min, max)`` as two finite floats with ``min <= max`` (:func:`~cube_assets.catalog.validation.check_range`).
 
     Raises:
         CatalogError: naming ``what``, for anything else.
     """
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or len(value) != 2:
-        raise CatalogError(f"{what} must be (min, max), got {value!r}")
-    low, high = (number()(what, v) for v in value)
-    if low > high:
-        raise CatalogError(f"{what}: minimum {low} is above maximum {high}")
-    return (low, high)
+    return check_range(what, value)
 
 
 def tags(what: str, value: Any) -> list[str]:
-    """Return ``value`` as a list of at most ``MAX_TAGS`` distinct non-empty strings.
+    """Return the iterable ``value`` as a list of at most ``MAX_TAGS`` distinct non-empty strings.
 
     Raises:
-        CatalogError: naming ``what``, for anything else.
+        CatalogError: naming ``what``, for text or a non-iterable, and as
+            :func:`cube_assets.catalog.validation.check_tag_list`.
     """
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         raise CatalogError(f"{what} must be a list of strings, got {value!r}")
-    tags = list(value)
-    if len(tags) > MAX_TAGS:
-        raise CatalogError(f"{what} has {len(tags)} entries, at most {MAX_TAGS} allowed")
-    for tag in tags:
-        if not isinstance(tag, str) or not tag.strip():
-            raise CatalogError(f"{what} must hold non-empty strings, got {tag!r}")
-    duplicates = sorted({tag for tag in tags if tags.count(tag) > 1})
-    if duplicates:
-        raise CatalogError(f"{what} has duplicates: {duplicates}")
-    return tags
+    return check_tag_list(what, list(value))
 
 
-def json_copy(what: str, value: Any) -> Any:
-    """Return a copy of ``value`` made through JSON, so that it holds only JSON types.
 
-    Raises:
-        CatalogError: naming ``what``, if it is not JSON-serializable (NaN and infinities included).
-    """
-    try:
-        return json.loads(json.dumps(value, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise CatalogError(f"{what} is not JSON-serializable: {exc}") from exc
 
 
 def properties(what: str, value: Any) -> dict[str, Any]:
-    """Return a JSON copy of the mapping ``value``, of at most ``MAX_PROPERTIES`` non-empty string keys.
+    """Return a JSON copy of the mapping ``value`` (:func:`~cube_assets.catalog.validation.check_properties`).
 
     Raises:
-        CatalogError: naming ``what``, for anything else.
+        CatalogError: naming ``what``, for another type, too many or bad keys, or a value JSON cannot hold.
     """
-    if not isinstance(value, Mapping):
-        raise CatalogError(f"{what} must be a mapping, got {type(value).__name__}")
-    if len(value) > MAX_PROPERTIES:
-        raise CatalogError(f"{what} has {len(value)} keys, at most {MAX_PROPERTIES} allowed")
-    for key in value:
-        if not isinstance(key, str) or not key:
-            raise CatalogError(f"{what} keys must be non-empty strings, got {key!r}")
-    return json_copy(what, dict(value))
+    return check_properties(what, value)
 
 
 def geometry(what: str, value: Any) -> BaseGeometry:
@@ -203,46 +173,30 @@ def geotransform(what: str, value: Any) -> tuple[float, ...]:
 
 
 def data_type(what: str, value: Any) -> str:
-    """Return ``value`` if it is one of the catalog's band data types (``BAND_DATA_TYPES``).
+    """Return ``value`` if it is one of the catalog's band data types (:func:`~cube_assets.catalog.validation.check_data_type`).
 
     Raises:
         CatalogError: naming ``what``, for anything else.
     """
-    if value not in BAND_DATA_TYPES:
-        raise CatalogError(f"{what} must be one of {BAND_DATA_TYPES}, got {value!r}")
-    return value
+    return check_data_type(what, value)
 
 
 def class_labels(what: str, value: Any) -> dict[str, str]:
-    """Return ``value`` as a mapping of pixel values (as text) to label strings.
+    """Return ``value`` as a mapping of pixel values (as text) to labels (:func:`~cube_assets.catalog.validation.check_class_labels`).
 
     Raises:
         CatalogError: naming ``what``, for anything else.
     """
-    if not isinstance(value, Mapping) or not all(isinstance(label, str) for label in value.values()):
-        raise CatalogError(f"{what} must map pixel values to label strings, got {value!r}")
-    return {str(key): label for key, label in value.items()}
+    return check_class_labels(what, value)
 
 
 def colormap(what: str, value: Any) -> dict[str, list[int]]:
-    """Return ``value`` as a mapping of pixel values (as text) to 3 or 4 integers in [0, 255].
+    """Return ``value`` as a mapping of pixel values (as text) to colours (:func:`~cube_assets.catalog.validation.check_colormap`).
 
     Raises:
         CatalogError: naming ``what`` and the entry, for anything else.
     """
-    if not isinstance(value, Mapping):
-        raise CatalogError(f"{what} must map pixel values to [r, g, b(, a)], got {value!r}")
-    colors = {}
-    for key, color in value.items():
-        if (
-            isinstance(color, str | bytes)
-            or not isinstance(color, Sequence)
-            or len(color) not in (3, 4)
-            or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in color)
-        ):
-            raise CatalogError(f"{what} entry {key!r} must be 3 or 4 integers in [0, 255], got {color!r}")
-        colors[str(key)] = list(color)
-    return colors
+    return check_colormap(what, value)
 
 
 def files(what: str, value: Any) -> dict[str, File]:
@@ -284,7 +238,6 @@ __all__ = [
     "geotransform",
     "identifier",
     "integer",
-    "json_copy",
     "number",
     "optional",
     "properties",
