@@ -14,11 +14,9 @@ The functions take a ``Session`` and never commit: the caller owns the transacti
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from numbers import Real
 from typing import Any
 
 import shapely.geometry
@@ -29,16 +27,19 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.util import identity_key
 
-from cube_assets.catalog.models import (
-    BAND_DATA_TYPES,
-    BAND_TYPES,
-    MAX_PROPERTIES,
-    MAX_TAGS,
-    Band,
-    Image,
-    ImageFile,
-    Product,
-    utcnow,
+from cube_assets.catalog.models import BAND_TYPES, Band, Image, ImageFile, Product, utcnow
+from cube_assets.catalog.validation import (
+    check_class_labels,
+    check_colormap,
+    check_data_type,
+    check_identifier,
+    check_integer,
+    check_number,
+    check_properties,
+    check_range,
+    check_tag_list,
+    check_text,
+    json_copy,
 )
 from cube_assets.errors import CatalogError
 
@@ -52,14 +53,14 @@ BBox = tuple[float, float, float, float]
 
 
 # --------------------------------------------------------------------------------------------
-# Validation helpers: each raises CatalogError naming the object (``what``) and the field.
+# Validation helpers: each raises CatalogError naming the object (``what``) and the field; the
+# checks of one value are the catalog's (:mod:`cube_assets.catalog.validation`), shared with the
+# client's attributes.
 # --------------------------------------------------------------------------------------------
 
 
 def _check_id(what: str, field_name: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise CatalogError(f"{what}: {field_name} must be a non-empty string, got {value!r}")
-    return value
+    return check_identifier(f"{what}: {field_name}", value)
 
 
 def _check_optional_str(what: str, field_name: str, value: object) -> str | None:
@@ -77,16 +78,7 @@ def _check_number(
     maximum: float | None = None,
     positive: bool = False,
 ) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise CatalogError(f"{what}: {field_name} must be a number, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise CatalogError(f"{what}: {field_name} must be finite, got {value!r}")
-    if positive and number <= 0:
-        raise CatalogError(f"{what}: {field_name} must be > 0, got {value!r}")
-    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
-        raise CatalogError(f"{what}: {field_name} must be in [{minimum}, {maximum}], got {value!r}")
-    return number
+    return check_number(f"{what}: {field_name}", value, minimum=minimum, maximum=maximum, positive=positive)
 
 
 def _check_optional_number(what: str, field_name: str, value: object, **limits: Any) -> float | None:
@@ -102,15 +94,7 @@ def _check_positive_int(what: str, field_name: str, value: object) -> int:
 
 
 def _check_range(what: str, field_name: str, value: object) -> tuple[float, float] | None:
-    if value is None:
-        return None
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or len(value) != 2:
-        raise CatalogError(f"{what}: {field_name} must be [min, max], got {value!r}")
-    low = _check_number(what, field_name, value[0])
-    high = _check_number(what, field_name, value[1])
-    if low > high:
-        raise CatalogError(f"{what}: {field_name} minimum {low} is above maximum {high}")
-    return (low, high)
+    return None if value is None else check_range(f"{what}: {field_name}", value)
 
 
 def _check_aware(what: str, field_name: str, value: object) -> dt.datetime:
@@ -128,33 +112,16 @@ def _check_optional_aware(what: str, field_name: str, value: object) -> dt.datet
 def _check_tags(what: str, value: object) -> tuple[str, ...]:
     if isinstance(value, str | bytes) or not isinstance(value, Sequence):
         raise CatalogError(f"{what}: tags must be a list of strings, got {value!r}")
-    if len(value) > MAX_TAGS:
-        raise CatalogError(f"{what}: tags has {len(value)} entries, at most {MAX_TAGS} allowed")
-    for tag in value:
-        if not isinstance(tag, str) or not tag.strip():
-            raise CatalogError(f"{what}: tags must be non-empty strings, got {tag!r}")
-    if len(set(value)) != len(value):
-        raise CatalogError(f"{what}: tags has duplicates: {sorted(t for t in set(value) if value.count(t) > 1)}")
-    return tuple(value)
+    return tuple(check_tag_list(f"{what}: tags", list(value)))
 
 
 def _json_copy(what: str, field_name: str, value: object) -> Any:
     """Return a JSON round-trip copy of ``value`` (tuples become lists, detached from the caller)."""
-    try:
-        return json.loads(json.dumps(value, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise CatalogError(f"{what}: {field_name} is not JSON-serializable: {exc}") from exc
+    return json_copy(f"{what}: {field_name}", value)
 
 
 def _check_properties(what: str, value: object) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
-        raise CatalogError(f"{what}: properties must be a mapping, got {type(value).__name__}")
-    if len(value) > MAX_PROPERTIES:
-        raise CatalogError(f"{what}: properties has {len(value)} keys, at most {MAX_PROPERTIES} allowed")
-    for key in value:
-        if not isinstance(key, str) or not key:
-            raise CatalogError(f"{what}: properties keys must be non-empty strings, got {key!r}")
-    return _json_copy(what, "properties", dict(value))
+    return check_properties(f"{what}: properties", value)
 
 
 def _check_geometry(what: str, value: object) -> tuple[dict[str, Any], BBox]:
@@ -242,8 +209,7 @@ class ProductRecord:
         what = f"product {self.id!r}"
         _check_id(what, "id", self.id)
         _check_id(what, "name", self.name)
-        if not isinstance(self.description, str):
-            raise CatalogError(f"{what}: description must be a string, got {self.description!r}")
+        check_text(f"{what}: description", self.description)
         start = _check_optional_aware(what, "start_datetime", self.start_datetime)
         end = _check_optional_aware(what, "end_datetime", self.end_datetime)
         if start is not None and end is not None and start > end:
@@ -290,11 +256,9 @@ class BandRecord:
         _check_id(what, "name", self.name)
         if self.type not in BAND_TYPES:
             raise CatalogError(f"{what}: type must be one of {BAND_TYPES}, got {self.type!r}")
-        if self.data_type not in BAND_DATA_TYPES:
-            raise CatalogError(f"{what}: data_type must be one of {BAND_DATA_TYPES}, got {self.data_type!r}")
+        check_data_type(f"{what}: data_type", self.data_type)
         object.__setattr__(self, "resolution", _check_number(what, "resolution", self.resolution, positive=True))
-        if isinstance(self.band_index, bool) or not isinstance(self.band_index, int) or self.band_index < 0:
-            raise CatalogError(f"{what}: band_index must be an integer >= 0, got {self.band_index!r}")
+        check_integer(f"{what}: band_index", self.band_index, 0)
         for name in ("data_range", "display_range", "physical_range"):
             object.__setattr__(self, name, _check_range(what, name, getattr(self, name)))
         for name in ("nodata", "wavelength_min", "wavelength_max", "wavelength_center"):
@@ -306,31 +270,11 @@ class BandRecord:
         if center is not None and ((low is not None and center < low) or (high is not None and center > high)):
             raise CatalogError(f"{what}: wavelength_center {center} is outside [{low}, {high}]")
         if self.class_labels is not None:
-            if not isinstance(self.class_labels, Mapping) or not all(
-                isinstance(label, str) for label in self.class_labels.values()
-            ):
-                raise CatalogError(f"{what}: class_labels must map pixel values to strings, got {self.class_labels!r}")
-            labels = {str(key): label for key, label in self.class_labels.items()}
-            object.__setattr__(self, "class_labels", labels)
+            object.__setattr__(self, "class_labels", check_class_labels(f"{what}: class_labels", self.class_labels))
         if self.colormap is not None:
-            if not isinstance(self.colormap, Mapping):
-                raise CatalogError(f"{what}: colormap must map pixel values to [r, g, b, a], got {self.colormap!r}")
-            colors: dict[str, list[int]] = {}
-            for key, color in self.colormap.items():
-                if (
-                    isinstance(color, str | bytes)
-                    or not isinstance(color, Sequence)
-                    or len(color) not in (3, 4)
-                    or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in color)
-                ):
-                    raise CatalogError(
-                        f"{what}: colormap entry {key!r} must be 3 or 4 integers in [0, 255], got {color!r}"
-                    )
-                colors[str(key)] = list(color)
-            object.__setattr__(self, "colormap", colors)
+            object.__setattr__(self, "colormap", check_colormap(f"{what}: colormap", self.colormap))
         _check_optional_str(what, "unit", self.unit)
-        if not isinstance(self.description, str):
-            raise CatalogError(f"{what}: description must be a string, got {self.description!r}")
+        check_text(f"{what}: description", self.description)
 
 
 @dataclass(frozen=True)
@@ -349,10 +293,8 @@ class ImageFileRecord:
         what = f"file of band {self.band!r}"
         _check_id(what, "band", self.band)
         _check_id(what, "href", self.href)
-        if self.size_bytes is not None and (
-            isinstance(self.size_bytes, bool) or not isinstance(self.size_bytes, int) or self.size_bytes < 0
-        ):
-            raise CatalogError(f"{what}: size_bytes must be an integer >= 0, got {self.size_bytes!r}")
+        if self.size_bytes is not None:
+            check_integer(f"{what}: size_bytes", self.size_bytes, 0)
 
 
 @dataclass(frozen=True)
@@ -416,7 +358,7 @@ class ImageRecord:
             object.__setattr__(self, "geotransform", tuple(_check_number(what, "geotransform", v) for v in gt))
         for name in ("width", "height"):
             if getattr(self, name) is not None:
-                _check_positive_int(what, name, getattr(self, name))
+                check_integer(f"{what}: {name}", getattr(self, name), 1)
         for name in ("pixel_size_x", "pixel_size_y"):
             object.__setattr__(self, name, _check_optional_number(what, name, getattr(self, name), positive=True))
         for name in ("cloud_fraction", "fill_fraction"):

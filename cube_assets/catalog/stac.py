@@ -1,4 +1,4 @@
-"""The catalog as STAC 1.1: products as Collections, images as Items, a static catalogue on disk.
+"""The catalog as STAC 1.1: products as Collections, images as Items, validated offline.
 
 * :func:`product_to_collection` and :func:`image_to_item` build ``pystac`` objects with the
   ``eo`` (v1.1.0), ``raster`` (v1.1.0) and ``projection`` (v2.0.0) extensions: per band asset,
@@ -12,10 +12,12 @@
   ships (through pystac's own validator), and the fields of the three extensions against the
   schemas in :data:`EXTENSION_FIELD_SCHEMAS`, written here from the extensions' specifications
   (pystac does not ship extension schemas and would download them).
-* :func:`export_static_catalog` writes every product and image as a self-contained static
-  catalogue (relative links; asset hrefs are the catalogued files) that ``pystac``,
-  ``pystac-client`` and ``odc-stac`` read: ``catalog.json``, ``{product}/collection.json``,
-  ``{product}/{image}/{image}.json``. It is built in a temporary folder and moved into place.
+* :func:`product_extent` is the bbox, time span and CRS codes of a product's images, from SQL
+  aggregates.
+
+The builders read attributes of the objects they are given (:class:`Image`, :class:`Product`,
+:class:`Band` describe which): the client's objects are such objects. The static catalogue on
+disk is written by :func:`cube_assets.client.stac_export.export_static_catalog`.
 """
 
 from __future__ import annotations
@@ -25,12 +27,8 @@ import functools
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pystac
 import pystac.utils
@@ -48,10 +46,70 @@ from referencing import Registry, Resource
 from sqlalchemy import func, select
 
 from cube_assets.catalog import models
+from cube_assets.catalog.search import SearchCatalog
 from cube_assets.errors import CatalogError
 
-if TYPE_CHECKING:
-    from cube_assets.catalog.objects import Band, Catalog, Image, Product
+
+
+class Band(Protocol):
+    """What STAC reads of a band: a client band object, or anything with these attributes (``unit`` optional)."""
+
+    name: str
+    type: str
+    description: str | None
+    data_type: str | None
+    nodata: float | None
+    resolution: float | None
+    wavelength_min: float | None
+    wavelength_max: float | None
+    wavelength_center: float | None
+
+
+class File(Protocol):
+    """A catalogued file: where it is and its size in bytes, if known."""
+
+    href: str
+    size_bytes: int | None
+
+
+class Image(Protocol):
+    """What STAC reads of an image: a client ``Image``, or anything with these attributes."""
+
+    id: str
+    product_id: str
+    name: str | None
+    acquired: dt.datetime | None
+    acquired_end: dt.datetime | None
+    created: dt.datetime | None
+    modified: dt.datetime | None
+    geometry: Any
+    crs: str | None
+    geotransform: Sequence[float] | None
+    width: int | None
+    height: int | None
+    cloud_fraction: float | None
+    fill_fraction: float | None
+    provider: str | None
+    provider_id: str | None
+    tile: str | None
+    period_start: dt.date | None
+    properties: Mapping[str, Any]
+    tags: Sequence[str]
+    files: Mapping[str, File]
+
+
+class Product(Protocol):
+    """What STAC reads of a product: a client ``Product``, or anything with these attributes."""
+
+    id: str
+    name: str | None
+    description: str | None
+    start_datetime: dt.datetime | None
+    end_datetime: dt.datetime | None
+    created: dt.datetime | None
+    modified: dt.datetime | None
+    properties: Mapping[str, Any]
+    tags: Sequence[str]
 
 EO_SCHEMA = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
 RASTER_SCHEMA = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
@@ -255,7 +313,7 @@ def image_to_item(
 ) -> pystac.Item:
     """Return the image as a STAC Item, one asset per file.
 
-    ``bands`` maps band name to the product's :class:`~cube_assets.catalog.objects.Band` and
+    ``bands`` maps band name to the product's band (:class:`Band`) and
     provides each asset's ``eo:bands``/``raster:bands``; files of bands not in it get plain assets.
     With ``collection_href`` (where the product's collection is), the item names its collection
     (the product id) and links to it; STAC requires the link whenever the name is given.
@@ -351,7 +409,7 @@ def product_to_collection(
     """Return the product as a STAC Collection with ``item_assets`` describing each band's asset.
 
     ``spatial_extent`` (lon/lat bbox) and ``temporal_extent`` default to the whole world and the
-    product's ``start_datetime``..``end_datetime``; :func:`export_static_catalog` passes the
+    product's ``start_datetime``..``end_datetime``; :func:`~cube_assets.client.stac_export.export_static_catalog` passes the
     extent of the product's images. ``crs_codes`` become the ``proj:code`` summary.
 
     Returns:
@@ -469,40 +527,18 @@ def validate_stac(stac: Mapping[str, Any]) -> None:
                 raise StacValidationError(f"{name}: {where} field {path or '(object)'}: {error.message}")
 
 
-# ------------------------------------------------------------------------------ export
+# ------------------------------------------------------------------------------ extent
 
 
-@dataclass(frozen=True)
-class ExportResult:
-    """What :func:`export_static_catalog` wrote: the catalogue root and how many collections and items."""
-
-    catalog_path: Path
-    collections: int
-    items: int
-
-
-def _safe(name: str) -> str:
-    """A file-name-safe form of an id (ids may hold ':' or '/')."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name).strip(".") or "_"
-
-
-def _write_json(path: Path, document: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as stream:
-        json.dump(document, stream, indent=1, ensure_ascii=False)
-        stream.write("\n")
-
-
-def _link(rel: str, href: str, media_type: str = str(pystac.MediaType.JSON), title: str | None = None) -> dict[str, Any]:
-    link = {"rel": rel, "href": href, "type": media_type}
-    if title:
-        link["title"] = title
-    return link
-
-
-def _product_extent(
-    catalog: Catalog, product_id: str
+def product_extent(
+    catalog: SearchCatalog, product_id: str
 ) -> tuple[int, list[float] | None, tuple[dt.datetime | None, dt.datetime | None], list[str]]:
+    """Return the count, lon/lat bbox, time span and CRS codes of the product's catalogued images, from SQL aggregates.
+
+    Returns:
+        ``(count, [min_lon, min_lat, max_lon, max_lat] or None, (first, last) or (None, None), crs codes)``;
+        the span runs from the earliest ``acquired`` to the latest ``acquired`` or ``acquired_end``.
+    """
     image = models.Image
     with catalog.session() as session:
         count, min_lon, min_lat, max_lon, max_lat, first, last_start, last_end = session.execute(
@@ -524,159 +560,19 @@ def _product_extent(
     return count, [min_lon, min_lat, max_lon, max_lat], (first, last), codes
 
 
-def export_static_catalog(
-    catalog: Catalog,
-    dest: str | os.PathLike[str],
-    *,
-    catalog_id: str = "cube-assets",
-    title: str = "cube-assets catalog",
-    description: str = "Data cubes and source collections catalogued by cube-assets.",
-    product_ids: Sequence[str] | None = None,
-    validate: bool = True,
-) -> ExportResult:
-    """Write the catalog (or the products ``product_ids``) as a static STAC catalogue in folder ``dest``.
-
-    Layout: ``dest/catalog.json``; per product ``dest/{product}/collection.json`` with the extent
-    of its images; per image ``dest/{product}/{image}/{image}.json``. Links are relative (a
-    self-contained catalogue that can be moved or served as is); asset hrefs are the catalogued
-    file locations. Images are streamed from the database in batches, so memory does not grow
-    with their number. With ``validate`` every object is checked with :func:`validate_stac`
-    before it is written.
-
-    The catalogue is written into a temporary sibling folder and then moved to ``dest``; a
-    previous export at ``dest`` (a folder holding ``catalog.json``) is replaced, an empty folder
-    is reused, any other existing ``dest`` is refused.
-
-    Returns:
-        An :class:`ExportResult`.
-
-    Raises:
-        CatalogError: if ``dest`` exists and is neither empty nor an earlier export, or a product
-            in ``product_ids`` is not in the catalog.
-        StacValidationError: if ``validate`` and an object is not valid STAC.
-        OSError: if the files cannot be written (``dest`` is then unchanged).
-    """
-    from cube_assets.catalog.objects import NotFoundError, Product
-
-    destination = Path(dest).absolute()
-    if destination.exists() and not (
-        destination.is_dir() and ((destination / "catalog.json").is_file() or not any(destination.iterdir()))
-    ):
-        raise CatalogError(f"{destination} exists and is not an earlier STAC export or an empty folder; choose another")
-    if product_ids is None:
-        products = list(Product.search(catalog=catalog).sort("id"))
-    else:
-        try:
-            products = Product.get_many(list(product_ids), catalog=catalog)
-        except NotFoundError as exc:
-            raise CatalogError(f"export_static_catalog: {exc}") from None
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.tmp-", dir=destination.parent))
-    try:
-        root_links = [_link("root", "./catalog.json", title=title)]
-        folders: set[str] = set()
-        item_total = 0
-        for product in products:
-            folder = _safe(product.id)
-            if folder in folders:
-                raise CatalogError(f"products {product.id!r} and another map to the same folder {folder!r}")
-            folders.add(folder)
-            item_total += _export_product(catalog, product, staging / folder, validate)
-            root_links.append(_link("child", f"./{folder}/collection.json", title=product.name))
-        root = {
-            "type": "Catalog",
-            "stac_version": STAC_VERSION,
-            "id": catalog_id,
-            "title": title,
-            "description": description,
-            "links": root_links,
-        }
-        if validate:
-            validate_stac(root)
-        _write_json(staging / "catalog.json", root)
-        _swap_into_place(staging, destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return ExportResult(destination / "catalog.json", len(products), item_total)
-
-
-def _export_product(catalog: Catalog, product: Product, folder: Path, validate: bool) -> int:
-    """Write the product's collection and every image's item under ``folder``; return the item count."""
-    from cube_assets.catalog.objects import Image
-    from cube_assets.catalog.search import properties as p
-
-    bands = product.bands()
-    by_name = {band.name: band for band in bands}
-    count, bbox, interval, codes = _product_extent(catalog, product.id)
-    collection = product_to_collection(
-        product,
-        bands,
-        spatial_extent=bbox,
-        temporal_extent=interval if count else None,
-        crs_codes=codes,
-    )
-    links = [
-        _link("root", "../catalog.json"),
-        _link("parent", "../catalog.json"),
-    ]
-    written = 0
-    used: set[str] = set()
-    for image in Image.search(catalog=catalog).filter(p.product_id == product.id).sort("id"):
-        item = image_to_item(image, by_name)
-        name = _safe(image.id)
-        if name in used:
-            raise CatalogError(f"images {image.id!r} and another of product {product.id!r} map to the same file name")
-        used.add(name)
-        document = item.to_dict(include_self_link=False, transform_hrefs=False)
-        document["collection"] = product.id
-        document["links"] = [
-            _link("root", "../../catalog.json"),
-            _link("parent", "../collection.json"),
-            _link("collection", "../collection.json"),
-        ]
-        if validate:
-            validate_stac(document)
-        _write_json(folder / name / f"{name}.json", document)
-        links.append(_link("item", f"./{name}/{name}.json", str(pystac.MediaType.GEOJSON)))
-        written += 1
-    document = collection.to_dict(include_self_link=False, transform_hrefs=False)
-    document["links"] = links
-    if validate:
-        validate_stac(document)
-    _write_json(folder / "collection.json", document)
-    return written
-
-
-def _swap_into_place(staging: Path, destination: Path) -> None:
-    """Move the finished export onto ``destination``, replacing an earlier export."""
-    if not destination.exists():
-        os.replace(staging, destination)
-        return
-    if not any(destination.iterdir()):
-        destination.rmdir()
-        os.replace(staging, destination)
-        return
-    old = destination.with_name(f".{destination.name}.old-{os.getpid()}")
-    os.replace(destination, old)
-    try:
-        os.replace(staging, destination)
-    except OSError:
-        os.replace(old, destination)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 __all__ = [
     "EO_SCHEMA",
     "EXTENSION_FIELD_SCHEMAS",
     "FILE_SCHEMA",
     "PROJECTION_SCHEMA",
     "RASTER_SCHEMA",
-    "ExportResult",
     "StacValidationError",
-    "export_static_catalog",
+    "Band",
+    "File",
+    "Image",
+    "Product",
     "image_to_item",
+    "product_extent",
     "product_to_collection",
     "validate_stac",
 ]

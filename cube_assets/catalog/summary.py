@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import ColumnElement, column, func, literal, select, true, values
 
 from cube_assets.catalog import models
-from cube_assets.catalog.search import parse_datetime, quote
-from cube_assets.catalog.search import properties as p
+from cube_assets.catalog.expressions import And, Not, Or, Property, parse_datetime, quote
+from cube_assets.catalog.expressions import properties as p
 from cube_assets.errors import CatalogError
 
 if TYPE_CHECKING:
@@ -218,14 +218,12 @@ def _range_aligned(search: Search[Any], date_field: str) -> bool:
 
 def _property_names(expression: Any) -> set[str]:
     """The names of the properties ``expression`` compares (``"?"`` for JSON keys and unknown kinds)."""
-    from cube_assets.catalog import search as search_module
-
-    if isinstance(expression, search_module.And | search_module.Or):
+    if isinstance(expression, And | Or):
         return set().union(*(_property_names(part) for part in expression.parts))
-    if isinstance(expression, search_module.Not):
+    if isinstance(expression, Not):
         return _property_names(expression.part)
     prop = getattr(expression, "property", None)
-    if isinstance(prop, search_module.Property) and not prop._path:
+    if isinstance(prop, Property) and not prop._path:
         return {prop._name}
     return {"?"}
 

@@ -40,8 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_export_stac(args: argparse.Namespace) -> int:
     """Export the catalog as static STAC; print what was written; return 0 (2 on a catalog error)."""
     from cube_assets.catalog.database import default_catalog_url
-    from cube_assets.catalog.objects import Catalog
-    from cube_assets.catalog.stac import export_static_catalog
+    from cube_assets.client import Catalog
+    from cube_assets.client.stac_export import export_static_catalog
     from cube_assets.errors import CatalogError
 
     url = args.url or default_catalog_url(Path(args.data_root))

@@ -25,10 +25,10 @@ from sqlalchemy import delete, text
 
 from cube_assets.catalog import models
 from cube_assets.catalog.database import upgrade_schema
+from cube_assets.catalog.expressions import properties as p
 from cube_assets.catalog.footprints import QueryShape
-from cube_assets.catalog.objects import Catalog, Image
 from cube_assets.catalog.repository import ImageFileRecord, ImageRecord, upsert_image
-from cube_assets.catalog.search import properties as p
+from cube_assets.client import Catalog, Image
 from cube_assets_tests.catalog.conftest import FootprintBackend
 
 UTC = dt.UTC

@@ -29,8 +29,8 @@ from cube_assets.catalog.database import (
     upgrade_schema,
 )
 from cube_assets.catalog.models import Base, is_modelled
-from cube_assets.catalog.objects import Catalog, Image
 from cube_assets.catalog.summary import Summary
+from cube_assets.client import Catalog, Image
 from cube_assets.errors import CatalogError
 from cube_assets.providers import registry_models  # noqa: F401 - the registry tables are on Base.metadata too
 from cube_assets_tests.catalog.conftest import FootprintBackend

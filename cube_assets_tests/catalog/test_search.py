@@ -13,13 +13,13 @@ import pytest
 import shapely.geometry
 from sqlalchemy import event, text
 
-from cube_assets.catalog.collection import ImageCollection
-from cube_assets.catalog.geocontext import GeoContext
-from cube_assets.catalog.objects import Catalog, File, Image, Product
-from cube_assets.catalog.search import properties as p
+from cube_assets.catalog.expressions import properties as p
+from cube_assets.client import Catalog, File, Image, Product
+from cube_assets.client.collection import ImageCollection
+from cube_assets.client.geocontext import GeoContext
 from cube_assets.errors import CatalogError
 from cube_assets.grids import Tile
-from cube_assets_tests.catalog.objects_fixtures import (  # noqa: F401 - fixtures
+from cube_assets_tests.client.objects_fixtures import (  # noqa: F401 - fixtures
     LCF,
     MERGE,
     RECORDS,

@@ -14,12 +14,12 @@ import pytest
 import shapely.geometry
 from sqlalchemy import event, text
 
-from cube_assets.catalog.objects import Catalog, File, Image, Product
+from cube_assets.catalog.expressions import properties as p
 from cube_assets.catalog.repository import upsert_image
-from cube_assets.catalog.search import properties as p
 from cube_assets.catalog.summary import IntervalSummary, Summary
+from cube_assets.client import Catalog, File, Image, Product
 from cube_assets.errors import CatalogError
-from cube_assets_tests.catalog.objects_fixtures import LCF, MERGE, RECORDS, SCENES, TILES, catalog, filled  # noqa: F401
+from cube_assets_tests.client.objects_fixtures import LCF, MERGE, RECORDS, SCENES, TILES, catalog, filled  # noqa: F401
 
 UTC = dt.UTC
 

@@ -22,19 +22,19 @@ import pytest
 import shapely.geometry
 from sqlalchemy import event
 
-from cube_assets.catalog.objects import Catalog, File, Image
-from cube_assets.catalog.repository import search_images
-from cube_assets.catalog.search import (
+from cube_assets.catalog.expressions import (
     MAX_EXPRESSION_DEPTH,
     MAX_LIMIT,
     MAX_SEARCH_TERMS,
     Expression,
 )
-from cube_assets.catalog.search import properties as p
+from cube_assets.catalog.expressions import properties as p
+from cube_assets.catalog.repository import search_images
 from cube_assets.catalog.summary import MAX_INTERVALS
+from cube_assets.client import Catalog, File, Image
 from cube_assets.errors import CatalogError
 from cube_assets_tests.catalog.conftest import catalog_url  # noqa: F401 - fixture of ``catalog``
-from cube_assets_tests.catalog.objects_fixtures import (  # noqa: F401 - fixtures
+from cube_assets_tests.client.objects_fixtures import (  # noqa: F401 - fixtures
     RECORDS,
     catalog,
     expected_ids,

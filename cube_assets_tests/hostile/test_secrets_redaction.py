@@ -16,8 +16,8 @@ from shapely.geometry import box
 from sqlalchemy import make_url, text
 
 from cube_assets.catalog.database import create_catalog_engine
-from cube_assets.catalog.objects import Catalog
 from cube_assets.checks import missing_files
+from cube_assets.client import Catalog
 from cube_assets.errors import CatalogError, ProviderError
 from cube_assets.io_managers.catalog import CatalogIOManager
 from cube_assets.providers.base import Provider, SceneRef

@@ -14,10 +14,18 @@ import pytest
 import shapely.geometry
 from sqlalchemy import event, select
 
-from cube_assets.catalog import objects
 from cube_assets.catalog.database import session_factory, upgrade_schema
 from cube_assets.catalog.models import Band as BandRow
-from cube_assets.catalog.objects import (
+from cube_assets.catalog.repository import (
+    BandRecord,
+    ImageFileRecord,
+    ImageRecord,
+    ProductRecord,
+    upsert_bands,
+    upsert_image,
+    upsert_product,
+)
+from cube_assets.client import (
     Band,
     Catalog,
     ClassBand,
@@ -31,18 +39,11 @@ from cube_assets.catalog.objects import (
     ObjectState,
     Product,
     SpectralBand,
-)
-from cube_assets.catalog.repository import (
-    BandRecord,
-    ImageFileRecord,
-    ImageRecord,
-    ProductRecord,
-    upsert_bands,
-    upsert_image,
-    upsert_product,
+    connect,
+    disconnect,
 )
 from cube_assets.errors import CatalogError
-from cube_assets_tests.catalog.objects_fixtures import catalog  # noqa: F401 - fixture
+from cube_assets_tests.client.objects_fixtures import catalog  # noqa: F401 - fixture
 
 UTC = dt.UTC
 
@@ -503,17 +504,17 @@ def test_band_is_abstract() -> None:
 
 
 def test_objects_without_a_catalog_use_the_connected_default(catalog_url: str) -> None:
-    objects.disconnect()
+    disconnect()
     with pytest.raises(CatalogError, match="no default catalog: call .*connect"):
         Product.get("cube-LCF")
-    connected = objects.connect(catalog_url)
+    connected = connect(catalog_url)
     try:
         Product(id="cube-LCF", name="Cube LCF").save()
         assert Product.get("cube-LCF") is not None
         assert Product.get("cube-LCF").catalog is connected  # type: ignore[union-attr]
         assert [p.id for p in Product.search()] == ["cube-LCF"]
     finally:
-        objects.disconnect()
+        disconnect()
     with pytest.raises(CatalogError, match="no default catalog"):
         Product.search()
 

@@ -1,7 +1,7 @@
 """Where and how finely to load pixels: a north-up grid given by bounds, CRS and resolution or shape.
 
 A :class:`GeoContext` is the destination grid of every pixel read in
-:mod:`cube_assets.catalog.raster_read`: images are warped onto it, whatever their own CRS and
+:mod:`cube_assets.client.raster_read`: images are warped onto it, whatever their own CRS and
 resolution. It is always north-up, with its upper-left corner at ``(minx, maxy)`` of the bounds.
 
 * ``GeoContext(bounds, crs, resolution=10)``: the shape is ``ceil(extent / resolution)`` (an
@@ -279,7 +279,7 @@ class GeoContext:
         """The grid as plain data: ``crs`` (WKT), ``geotransform``, ``shape`` and ``bounds``.
 
         Returns:
-            A JSON-serializable dict; :func:`cube_assets.catalog.upload.upload_ndarray` accepts it
+            A JSON-serializable dict; :func:`cube_assets.client.upload.upload_ndarray` accepts it
             as ``raster_meta``.
         """
         return {

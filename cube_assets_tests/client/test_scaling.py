@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cube_assets.catalog.repository import BandRecord
-from cube_assets.catalog.scaling import (
+from cube_assets.client.scaling import (
     DATA_TYPES,
     BandInfo,
     apply_scaling,

@@ -1,6 +1,6 @@
 """Fixtures of the catalog object-model tests: an empty catalog, and a small filled one with its Python oracle.
 
-Import the fixtures into a test module (``from cube_assets_tests.catalog.objects_fixtures import ...``).
+Import the fixtures into a test module (``from cube_assets_tests.client.objects_fixtures import ...``).
 Both run on SQLite and on the real PostgreSQL test server (a fresh schema each).
 
 ``RECORDS`` lists every image of the filled catalog as plain dicts, so a test can compute what a
@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 import shapely.geometry
 
-from cube_assets.catalog.objects import (
+from cube_assets.catalog.database import upgrade_schema
+from cube_assets.catalog.repository import upsert_image
+from cube_assets.client import (
     Catalog,
     ClassBand,
     File,
@@ -27,8 +29,6 @@ from cube_assets.catalog.objects import (
     MaskBand,
     SpectralBand,
 )
-from cube_assets.catalog.database import upgrade_schema
-from cube_assets.catalog.repository import upsert_image
 
 BACKENDS = ("sqlite", "postgresql")
 #: The filled catalog also runs on PostgreSQL migrated without PostGIS (``postgresql_bbox``), so

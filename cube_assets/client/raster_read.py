@@ -1,4 +1,4 @@
-"""Load catalog images' pixels onto a :class:`~cube_assets.catalog.geocontext.GeoContext`.
+"""Load catalog images' pixels onto a :class:`~cube_assets.client.geocontext.GeoContext`.
 
 The catalog object model (``Image``/``ImageCollection``) calls these with plain data:
 
@@ -7,7 +7,7 @@ The catalog object model (``Image``/``ImageCollection``) calls these with plain 
   :func:`gdal_path`), or ``(path, band_number)`` for band ``band_number`` (1-based) of a
   multi-band file; a plain path means its band 1.
 * ``band_meta``: ``{band: metadata}`` (a ``BandRecord``, a catalog ``Band`` row, a
-  :class:`~cube_assets.catalog.scaling.BandInfo` or a plain dict with ``data_type``, ``nodata``,
+  :class:`~cube_assets.client.scaling.BandInfo` or a plain dict with ``data_type``, ``nodata``,
   ``type`` and the ranges), shared by every image, or a sequence with one such mapping per image
   when images come from products that differ. :func:`band_meta_from_files` reads data types and
   nodata from the files when there is no catalog.
@@ -37,7 +37,7 @@ that yields a method is called: ``"acquired.date"`` on a ``datetime`` is its cal
 the catalog's UTC ``acquired``), which is what the client meant by it.
 
 **Scaling** is resolved once for the whole call by
-:func:`~cube_assets.catalog.scaling.scaling_parameters` and applied to each layer (each image of
+:func:`~cube_assets.client.scaling.scaling_parameters` and applied to each layer (each image of
 a stack, each group when flattening, the whole mosaic); ``auto`` scales from each layer's own
 min and max.
 """
@@ -65,8 +65,8 @@ from rasterio.windows import Window
 from tqdm import tqdm
 
 from cube_assets.atomic import atomic_path
-from cube_assets.catalog.geocontext import GeoContext
-from cube_assets.catalog.scaling import (
+from cube_assets.client.geocontext import GeoContext
+from cube_assets.client.scaling import (
     BandInfo,
     Scale,
     apply_scaling,
@@ -378,7 +378,7 @@ def stack_files(
     key per image (see :func:`flatten_keys`): images with equal keys are mosaicked (last wins)
     into one layer and layers are sorted by key. ``bands_axis`` moves the band axis (1 or -3 is
     the default layout; 2/-2 gives ``(image, y, band, x)``, 3/-1 ``(image, y, x, band)``).
-    ``scaling``/``data_type`` as :func:`~cube_assets.catalog.scaling.scaling_parameters`.
+    ``scaling``/``data_type`` as :func:`~cube_assets.client.scaling.scaling_parameters`.
     Layers load in up to ``max_workers`` threads (default: ``min(32, cpus + 4)``).
 
     Returns:

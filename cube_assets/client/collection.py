@@ -3,8 +3,8 @@
 :meth:`Search.collect() <cube_assets.catalog.search.Search.collect>` returns an
 :class:`ImageCollection`. Everything here works on images already fetched (the search did the
 SQL); the pixel methods hand the images' files, their bands' metadata from the catalog and a
-:class:`~cube_assets.catalog.geocontext.GeoContext` to the pure loaders of
-:mod:`cube_assets.catalog.raster_read`::
+:class:`~cube_assets.client.geocontext.GeoContext` to the pure loaders of
+:mod:`cube_assets.client.raster_read`::
 
     images = product.images().intersects(tile).filter(p.cloud_fraction < 0.2).collect()
     clear = images.filter_coverage(aoi, minimum_coverage=0.9).sorted("acquired")
@@ -30,7 +30,19 @@ import shapely
 from pyproj import Transformer
 from shapely.geometry.base import BaseGeometry
 
-from cube_assets.catalog.search import geometry_4326
+from cube_assets.catalog.expressions import geometry_4326
+from cube_assets.catalog.expressions import properties as p
+from cube_assets.client.bands import Band
+from cube_assets.client.base import CatalogObject
+from cube_assets.client.geocontext import GeoContext
+from cube_assets.client.raster_read import (
+    band_meta_from_files,
+    download_files,
+    download_mosaic_files,
+    flatten_keys,
+    mosaic_files,
+    stack_files,
+)
 from cube_assets.errors import CatalogError
 from cube_assets.grids import densify
 
@@ -297,8 +309,6 @@ def image_grid(image: Any) -> Any:
     Raises:
         CatalogError: if one of them is unknown or they do not make a north-up grid.
     """
-    from cube_assets.catalog.geocontext import GeoContext
-
     missing = [name for name in ("crs", "geotransform", "width", "height") if getattr(image, name, None) is None]
     if missing:
         raise CatalogError(f"image {image.id!r} has no {', '.join(missing)}: it has no grid of its own; pass a geocontext")
@@ -316,7 +326,7 @@ def _safe_name(text: str) -> str:
 
 
 class ImageCollection(Collection[Any]):
-    """A collection of :class:`~cube_assets.catalog.objects.Image` objects, with pixel loading.
+    """A collection of :class:`~cube_assets.client.base.Image` objects, with pixel loading.
 
     ``geocontext`` is the default grid of :meth:`stack`, :meth:`mosaic` and the downloads; when
     it is None and every image has the same grid of its own, that grid is used.
@@ -330,9 +340,7 @@ class ImageCollection(Collection[Any]):
         return ImageCollection(items, geocontext=self.geocontext)
 
     def _holds(self, value: Any) -> bool:
-        from cube_assets.catalog.objects import Image
-
-        return isinstance(value, Image)
+        return isinstance(value, CatalogObject) and type(value)._spatial  # an Image: the one spatial class
 
     # ------------------------------------------------------------------ coverage
 
@@ -340,7 +348,7 @@ class ImageCollection(Collection[Any]):
         """Return the images whose footprint covers at least ``minimum_coverage`` of ``geometry``'s area.
 
         ``geometry`` as :meth:`~cube_assets.catalog.search.Search.intersects` accepts; coverage as
-        :meth:`~cube_assets.catalog.objects.Image.coverage`.
+        :meth:`~cube_assets.client.base.Image.coverage`.
 
         Raises:
             CatalogError: if ``minimum_coverage`` is not in [0, 1], the geometry has no area, or an
@@ -378,10 +386,6 @@ class ImageCollection(Collection[Any]):
 
     def _sources(self, bands: str | Sequence[str]) -> tuple[list[dict[str, str]], Any]:
         """The images' ``{band: href}`` and their band metadata, as ``raster_read`` takes them."""
-        from cube_assets.catalog.objects import Band
-        from cube_assets.catalog.raster_read import band_meta_from_files
-        from cube_assets.catalog.search import properties as p
-
         if not self._items:
             raise CatalogError("the collection is empty: there are no images to load")
         names = bands.split() if isinstance(bands, str) else list(bands)
@@ -422,7 +426,7 @@ class ImageCollection(Collection[Any]):
         """Load ``bands`` of every image onto the grid and stack them: ``(image, band, y, x)``.
 
         ``flatten`` (predicates such as ``"acquired.date"``) mosaics images with equal keys into
-        one layer; ``options`` are :func:`~cube_assets.catalog.raster_read.stack_files`'s
+        one layer; ``options`` are :func:`~cube_assets.client.raster_read.stack_files`'s
         (``mask_nodata``, ``bands_axis``, ``raster_info``, ``resampling``, ``scaling``,
         ``data_type``, ``max_workers``, ``progress``, ``use_overviews``).
 
@@ -434,8 +438,6 @@ class ImageCollection(Collection[Any]):
                 no grid.
             ValueError, InvalidRaster: from the pixel reader.
         """
-        from cube_assets.catalog.raster_read import flatten_keys, stack_files
-
         grid = self._geocontext(geocontext)
         sources, meta = self._sources(bands)
         keys = None if flatten is None else flatten_keys(self._items, flatten)
@@ -445,7 +447,7 @@ class ImageCollection(Collection[Any]):
         """Mosaic ``bands`` of the images onto the grid, the last image on top: ``(band, y, x)``.
 
         Sort first to choose what wins, e.g. ``images.sorted("cloud_fraction", reverse=True)``
-        puts the least cloudy last. ``options`` as :func:`~cube_assets.catalog.raster_read.mosaic_files`.
+        puts the least cloudy last. ``options`` as :func:`~cube_assets.client.raster_read.mosaic_files`.
 
         Returns:
             The masked array (and the raster info when ``raster_info=True``).
@@ -453,8 +455,6 @@ class ImageCollection(Collection[Any]):
         Raises:
             CatalogError, ValueError, InvalidRaster: as :meth:`stack`.
         """
-        from cube_assets.catalog.raster_read import mosaic_files
-
         grid = self._geocontext(geocontext)
         sources, meta = self._sources(bands)
         return mosaic_files(sources, bands, grid, meta, **options)
@@ -463,7 +463,7 @@ class ImageCollection(Collection[Any]):
         """Write each image, on the grid, to its own file under folder ``dest`` (or to the paths in ``dest``).
 
         Files in a folder are named after the image ids. ``options`` as
-        :func:`~cube_assets.catalog.raster_read.download_files` (``format``, ``cog``, ``nodata``, ...).
+        :func:`~cube_assets.client.raster_read.download_files` (``format``, ``cog``, ``nodata``, ...).
 
         Returns:
             The written paths, in image order.
@@ -471,8 +471,6 @@ class ImageCollection(Collection[Any]):
         Raises:
             CatalogError, ValueError, InvalidRaster: as :meth:`stack`.
         """
-        from cube_assets.catalog.raster_read import download_files
-
         grid = self._geocontext(geocontext)
         sources, meta = self._sources(bands)
         options.setdefault("names", [_safe_name(image.id) for image in self._items])
@@ -481,7 +479,7 @@ class ImageCollection(Collection[Any]):
     def download_mosaic(self, bands: str | Sequence[str], dest: Any, geocontext: Any = None, **options: Any) -> Any:
         """Write the mosaic of the images (last on top) on the grid to one file ``dest`` (or into folder ``dest``).
 
-        ``options`` as :func:`~cube_assets.catalog.raster_read.download_mosaic_files`.
+        ``options`` as :func:`~cube_assets.client.raster_read.download_mosaic_files`.
 
         Returns:
             The written path.
@@ -489,8 +487,6 @@ class ImageCollection(Collection[Any]):
         Raises:
             CatalogError, ValueError, InvalidRaster: as :meth:`stack`.
         """
-        from cube_assets.catalog.raster_read import download_mosaic_files
-
         grid = self._geocontext(geocontext)
         sources, meta = self._sources(bands)
         return download_mosaic_files(sources, bands, grid, meta, dest, **options)

@@ -10,7 +10,7 @@ from affine import Affine
 from pyproj import Transformer
 from rasterio.crs import CRS
 
-from cube_assets.catalog.geocontext import GeoContext
+from cube_assets.client.geocontext import GeoContext
 from cube_assets.grids import bdc_grid
 
 UTM23S = CRS.from_epsg(32723)

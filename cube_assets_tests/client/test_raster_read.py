@@ -20,8 +20,8 @@ from pyproj import Transformer
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
-from cube_assets.catalog.geocontext import GeoContext
-from cube_assets.catalog.raster_read import (
+from cube_assets.client.geocontext import GeoContext
+from cube_assets.client.raster_read import (
     band_meta_from_files,
     download_files,
     download_mosaic_files,

@@ -15,10 +15,10 @@ import shapely.geometry
 from sqlalchemy import Engine, func, select
 
 from cube_assets.catalog.database import session_factory
-from cube_assets.catalog.geocontext import GeoContext
 from cube_assets.catalog.models import Image, ImageFile
 from cube_assets.catalog.repository import BandRecord, ProductRecord, image_files, upsert_bands, upsert_product
-from cube_assets.catalog.upload import UploadStatus, upload_files, upload_ndarray
+from cube_assets.client.geocontext import GeoContext
+from cube_assets.client.upload import UploadStatus, upload_files, upload_ndarray
 from cube_assets.errors import CatalogError
 from cube_assets.raster.cog import is_valid_cog
 from cube_assets.storage.raster_store import LocalRasterStore
@@ -240,7 +240,7 @@ def test_upload_into_an_s3_store_registers_s3_uris_that_load_back(
     catalog: Engine, s3_server, s3_bucket: str
 ) -> None:
     """Upload through a real S3 API (the session's moto server), then load the catalog's hrefs from S3."""
-    from cube_assets.catalog.raster_read import stack_files
+    from cube_assets.client.raster_read import stack_files
 
     store = s3_server.store(s3_bucket, prefix="cubes")
     array = pixels()

@@ -23,17 +23,17 @@ import shapely.geometry
 from dagster import instance_for_test, materialize
 
 from cube_assets.assets import build_cube_assets
-from cube_assets.catalog.collection import Collection, ImageCollection
 from cube_assets.catalog.database import default_catalog_url
-from cube_assets.catalog.geocontext import GeoContext
-from cube_assets.catalog.objects import Band, Catalog, Image, ObjectState, Product
-from cube_assets.catalog.search import properties as p
+from cube_assets.catalog.expressions import properties as p
+from cube_assets.client import Band, Catalog, Image, ObjectState, Product
+from cube_assets.client.collection import Collection, ImageCollection
+from cube_assets.client.geocontext import GeoContext
 from cube_assets.cube_config import load_project_config
 from cube_assets.definitions import build_definitions
 from cube_assets.errors import CatalogError
 from cube_assets.partitions import partition_key
 from cube_assets.storage.raster_store import LocalRasterStore
-from cube_assets_tests.catalog.objects_fixtures import BACKENDS, LCF, MERGE, RECORDS, TILES, expected_ids, filled  # noqa: F401
+from cube_assets_tests.client.objects_fixtures import BACKENDS, LCF, MERGE, RECORDS, TILES, expected_ids, filled  # noqa: F401
 from cube_assets_tests.conftest import write_cube_file
 
 UTC = dt.UTC

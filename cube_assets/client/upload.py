@@ -47,10 +47,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cube_assets.atomic import atomic_path
 from cube_assets.catalog.database import session_factory
-from cube_assets.catalog.geocontext import GeoContext
 from cube_assets.catalog.models import Band, Product
 from cube_assets.catalog.repository import ImageFileRecord, ImageRecord, upsert_image
-from cube_assets.catalog.scaling import numpy_dtype
+from cube_assets.client.geocontext import GeoContext
+from cube_assets.client.scaling import numpy_dtype
 from cube_assets.errors import CatalogError, CubeAssetsError, InvalidRaster
 from cube_assets.grids import densify
 from cube_assets.raster.cog import COG_CONTENT_TYPE, OVERVIEW_RESAMPLINGS, is_valid_cog, write_cog
