@@ -32,7 +32,7 @@ from cube_assets.atomic import atomic_path
 from cube_assets.errors import InvalidRaster
 from cube_assets.raster.inputs import open_input, reading_from
 from cube_assets.raster.product_limits import ProductLimits
-from cube_assets.raster.windowed_io import check_nodata_fits
+from cube_assets.raster.windowed_io import check_nodata_fits, gdal_cache_limit
 
 COMPRESSIONS = ("DEFLATE", "ZSTD")
 OVERVIEW_RESAMPLINGS = ("nearest", "average", "mode", "bilinear", "cubic")
@@ -151,8 +151,8 @@ def cog_from_file(
     if driver not in DRIVERS:
         raise ValueError(f"driver {driver!r} is not one of {DRIVERS}")
     src_path = Path(src_path)
-    env = dict(_GDAL_ENV, GDAL_CACHEMAX=GDAL_DRIVER_CACHE_BYTES) if driver == "gdal" else _GDAL_ENV
-    with rasterio.Env(**env), open_input(src_path, limits=limits) as source, reading_from(src_path, "all bands"):
+    env = gdal_cache_limit(GDAL_DRIVER_CACHE_BYTES, **_GDAL_ENV) if driver == "gdal" else rasterio.Env(**_GDAL_ENV)
+    with env, open_input(src_path, limits=limits) as source, reading_from(src_path, "all bands"):
         return _translate(
             source,
             destination,

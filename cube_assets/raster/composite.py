@@ -55,6 +55,7 @@ from cube_assets.raster.windowed_io import (
     PathLike,
     block_windows,
     check_nodata_fits,
+    gdal_cache_limit,
     open_aligned,
     open_writers,
     output_profile,
@@ -135,7 +136,7 @@ def blend_band(
     rules = _choose_rules(functions, out_paths)
     quality_rules = _as_rules(quality_rules)
     order = rank_observations(efficacies, dates)
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), contextlib.ExitStack() as inputs:
+    with gdal_cache_limit(GDAL_CACHE_BYTES), contextlib.ExitStack() as inputs:
         stack = _BandStack.open(inputs, merge_paths, quality_paths, band_nodata)
         chosen_engine = _resolve_engine(engine, stack.dtype)
         windows = list(block_windows(stack.merges[0].width, stack.merges[0].height, block_size))
@@ -197,7 +198,7 @@ def blend_quality(
         zip(QUALITY_OUTPUTS, map(Path, (out_quality_path, out_provenance_path, out_clearob_path, out_totalob_path)),
             strict=True)
     )
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), contextlib.ExitStack() as inputs:
+    with gdal_cache_limit(GDAL_CACHE_BYTES), contextlib.ExitStack() as inputs:
         qualities = open_aligned(inputs, quality_paths, None)
         quality_dtype = np.dtype(qualities[0].dtypes[0])
         check_nodata_fits(rules.quality_nodata, quality_dtype, f"{quality_paths[0]}")

@@ -53,6 +53,7 @@ from cube_assets.raster.windowed_io import (
     Finalize,
     block_windows,
     check_nodata_fits,
+    gdal_cache_limit,
     open_writers,
     output_profile,
     staged_outputs,
@@ -564,7 +565,7 @@ def merge_scenes_to_files(
     # The outputs are staged once the scenes are open, and finalized when ``staging`` exits:
     # after the scenes, their warped views and GDAL's blocks of them have been released.
     with contextlib.ExitStack() as staging:
-        with rasterio.Env(GDAL_CACHEMAX=MERGE_GDAL_CACHE_BYTES), open_scene_mosaic(
+        with gdal_cache_limit(MERGE_GDAL_CACHE_BYTES), open_scene_mosaic(
             scenes, bands=spectral, quality_band=quality_band, dst_crs=dst_crs, dst_transform=dst_transform,
             dst_shape=dst_shape, band_nodata=band_nodata, resampling=resampling, warp_block=warp_block,
             threads=threads,

@@ -9,7 +9,8 @@ share when they move pixels between arrays and GeoTIFFs window by window:
 * ``output_profile``: the tiled single-band GeoTIFF every windowed output is written as;
 * ``staged_outputs`` and ``open_writers`` / ``write_window``: outputs written under a temporary
   name in their destination folder, then moved into place atomically (or handed to a
-  ``finalize`` such as a COG conversion), with nothing left behind on error.
+  ``finalize`` such as a COG conversion), with nothing left behind on error;
+* ``gdal_cache_limit``: GDAL's block cache held to a size while pixels move, and given back after.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+import rasterio.env
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import RasterioIOError
@@ -308,3 +311,55 @@ __all__ = [
     "staged_outputs",
     "write_window",
 ]
+
+
+class _GdalCacheHolders:
+    """Who holds GDAL's block cache to a limit now, and the size to give back when the last one is done.
+
+    GDAL's cache size is one setting of the whole process. ``rasterio.Env`` restores it on exit
+    only when it is the outermost environment: nested in another one (the S3 store's
+    ``gdal_environment``), it leaves the limit in place for everything the process does next.
+    Several threads may hold a limit at once (COG conversions run in parallel), so the size
+    before the first one is given back when the last one leaves.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        self._previous: Any = None
+
+    def enter(self) -> None:
+        with self._lock:
+            if self._count == 0:
+                self._previous = rasterio.env.get_gdal_config("GDAL_CACHEMAX")
+            self._count += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._count -= 1
+            if self._count == 0 and self._previous is not None:
+                rasterio.env.set_gdal_config("GDAL_CACHEMAX", self._previous)
+
+
+_GDAL_CACHE_HOLDERS = _GdalCacheHolders()
+
+
+@contextlib.contextmanager
+def gdal_cache_limit(cache_bytes: int, **options: Any) -> Iterator[None]:
+    """``rasterio.Env(GDAL_CACHEMAX=cache_bytes, **options)``, with GDAL's cache size given back afterwards.
+
+    ``cache_bytes`` is in bytes (rasterio applies it with ``GDALSetCacheMax64``; GDAL itself
+    would read a small number as megabytes).
+
+    Returns:
+        A context manager; inside it GDAL's block cache holds at most ``cache_bytes``.
+
+    Raises:
+        Nothing of its own; errors of the body pass through, and the cache size is still given back.
+    """
+    _GDAL_CACHE_HOLDERS.enter()
+    try:
+        with rasterio.Env(GDAL_CACHEMAX=cache_bytes, **options):
+            yield
+    finally:
+        _GDAL_CACHE_HOLDERS.leave()

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import rasterio.env
 from affine import Affine
 from rasterio.crs import CRS
 
@@ -16,6 +17,7 @@ from cube_assets.errors import InvalidRaster
 from cube_assets.raster.windowed_io import (
     block_windows,
     check_nodata_fits,
+    gdal_cache_limit,
     nodata_fits,
     open_aligned,
     open_writers,
@@ -199,3 +201,33 @@ def test_staged_outputs_finalize_in_named_threads_when_asked(tmp_path):
         _write_staged(staged, {"a": np.ones((20, 20), dtype=np.uint16), "b": np.ones((20, 20), dtype=np.uint16)})
     assert set(threads) == {"a", "b"} and all(name.startswith("test-cog") for name in threads.values())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "b.tif"]
+
+
+def test_gdal_cache_limit_gives_the_cache_size_back_inside_another_environment() -> None:
+    before = int(rasterio.env.get_gdal_config("GDAL_CACHEMAX"))
+    limit = 48 * 1024 * 1024
+    assert before != limit
+    # The S3 store reads through its own rasterio.Env; a bare nested Env would leave the limit set.
+    with rasterio.Env(AWS_NO_SIGN_REQUEST="YES"):
+        with gdal_cache_limit(limit):
+            assert int(rasterio.env.get_gdal_config("GDAL_CACHEMAX")) == limit
+        assert int(rasterio.env.get_gdal_config("GDAL_CACHEMAX")) == before
+    assert int(rasterio.env.get_gdal_config("GDAL_CACHEMAX")) == before
+
+
+def test_gdal_cache_limit_held_by_several_threads_is_given_back_when_the_last_leaves() -> None:
+    before = int(rasterio.env.get_gdal_config("GDAL_CACHEMAX"))
+    limit = 40 * 1024 * 1024
+    inside = threading.Barrier(3)
+
+    def hold() -> None:
+        with rasterio.Env(AWS_NO_SIGN_REQUEST="YES"), gdal_cache_limit(limit):
+            inside.wait(timeout=30)
+
+    threads = [threading.Thread(target=hold) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    inside.wait(timeout=30)
+    for thread in threads:
+        thread.join(timeout=30)
+    assert int(rasterio.env.get_gdal_config("GDAL_CACHEMAX")) == before
