@@ -71,10 +71,12 @@ def test_make_test_runs_the_install_before_the_tests() -> None:
     assert plan.index("postgis-3") < plan.index("pytest")
 
 
-def test_ci_runs_the_readme_test_command_and_validate_only() -> None:
+def test_ci_runs_the_readme_test_command_and_installs_nothing_itself() -> None:
     commands = [
         line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
-    assert commands[-2:] == ["make test", "make validate"]
+    make_commands = [line for line in commands if line.startswith("make ")]
+    assert make_commands[0] == "make test"
+    assert "make validate" in make_commands
     assert not any("apt-get" in line for line in commands)
