@@ -23,7 +23,7 @@ Environment (read here, at load time, and nowhere deeper):
   * ``CUBE_ASSETS_CATALOG_URL`` (required), e.g. ``postgresql://user:password@host:5432/catalog``.
 
   The data root is then only each process's scratch: its copy of the raw scenes it reads (kept
-  in S3 under ``_raw/``, see ``storage/raw_s3.py``) and the staging folder of uploads.
+  in S3 under ``_raw/``, see ``providers/raw_s3.py``) and the staging folder of uploads.
 * ``CUBE_ASSETS_EXECUTOR``: how a run executes its steps (see ``EXECUTORS``): ``multiprocess``
   (Dagster's default), ``in_process``, ``k8s`` (a Kubernetes pod per step) or ``dask``.
 * ``CUBE_ASSETS_SENSOR_INTERVAL_S``, ``CUBE_ASSETS_BLEND_CRON``, ``CUBE_ASSETS_LATE_SCENE_DELAY_HOURS``:

@@ -183,7 +183,7 @@ def _asset_band_names(asset: Mapping[str, Any]) -> list[str]:
 
 
 class StacProvider(Provider):
-    """Scenes from a STAC API; bands downloaded one asset at a time (a :class:`~cube_assets.storage.
+    """Scenes from a STAC API; bands downloaded one asset at a time (a :class:`~cube_assets.providers.
     raw_store.BandSource`)."""
 
     def __init__(
@@ -459,7 +459,7 @@ class StacProvider(Provider):
             ProviderError: naming the provider and the Item, if the scene id or an asset key
                 cannot be a file or folder name; if a download fails or a file is corrupt.
         """
-        from cube_assets.storage.raw_store import load_bands_into
+        from cube_assets.providers.raw_store import load_bands_into
 
         item = scene.properties.get("stac_item") or {}
         where = f"{self.name}: Item {quoted(scene.properties.get('stac_item_id', scene.scene_id))}"

@@ -10,12 +10,12 @@ Where a cube's providers come from:
 
 Credentials of ``stac`` providers are references to environment variables; this resource, the
 Dagster-facing edge, resolves them from the process environment when it builds the providers
-for a run. Raw scenes go to the raw store under ``{data_root}/raw`` (``storage/raw_store.py``);
+for a run. Raw scenes go to the raw store under ``{data_root}/raw`` (``providers/raw_store.py``);
 with ``offline`` no provider is asked and only scenes already stored (with all their bands) are
 used. With ``raw_scenes_in_store`` (``CUBE_ENV=prod``) that folder is only this process's copy:
 scenes are pushed to the S3 store the caller passes once fetched, and
 :meth:`ProvidersResource.local_scene` pulls them into the raw folder of whichever process reads
-them next (``storage/raw_s3.py``).
+them next (``providers/raw_s3.py``).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from cube_assets.providers.chain import load_stored, search_and_fetch
 from cube_assets.providers.local import LocalArchiveProvider
 from cube_assets.providers.simulated import SimulatorProvider, simulated_scenes
 from cube_assets.storage.raster_store import RasterStore
-from cube_assets.storage.raw_s3 import MirroredRawStore, RawMirrorError, RawSceneMirror
-from cube_assets.storage.raw_store import RawStore
+from cube_assets.providers.raw_s3 import MirroredRawStore, RawMirrorError, RawSceneMirror
+from cube_assets.providers.raw_store import RawStore
 from cube_assets.temporal import Period
 
 

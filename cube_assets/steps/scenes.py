@@ -50,7 +50,7 @@ from cube_assets.steps.indexes import index_inputs, index_pixel_counts
 from cube_assets.storage.layout import scene_cog_key, scene_reflectance_key
 from cube_assets.storage.raster_store import RasterStore
 
-#: Key of the raw store's record inside ``product.json`` properties (``storage/raw_store.py``).
+#: Key of the raw store's record inside ``product.json`` properties (``providers/raw_store.py``).
 _RAW_STORE_PROPERTY = "raw_store"
 _STAC_ITEM_FILE = "item.json"
 

@@ -32,7 +32,7 @@ from cube_assets.formats.archives import (
     zip_members,
 )
 from cube_assets.formats.safe_archive import EXTRACTED_FROM, UnsafeArchive, extract_safe_zip, safe_members
-from cube_assets.storage.raw_store import CorruptFile, verify_file
+from cube_assets.providers.raw_store import CorruptFile, verify_file
 
 PRODUCT = "S2B_MSIL2A_20240105T100000_N0510_R122_T32PQU_20240105T120000.SAFE"
 OTHER = "S2B_MSIL2A_20240106T100000_N0510_R122_T32PQU_20240106T120000.SAFE"
@@ -404,7 +404,7 @@ def test_a_sound_tar_and_zip_pass_the_same_checks(tmp_path) -> None:
 def test_a_zip_slip_asset_from_a_stac_api_is_never_stored(stac_server, tmp_path) -> None:
     from cube_assets.providers.base import SENTINEL2_L2A
     from cube_assets.providers.stac import build_stac_provider
-    from cube_assets.storage.raw_store import RawStore, RawStoreError
+    from cube_assets.providers.raw_store import RawStore, RawStoreError
 
     archive = _safe_zip(tmp_path / "served.zip", extra=[(f"{PRODUCT}/../../evil.txt", b"evil")])
     url = stac_server.serve_file(archive.read_bytes(), "zipped/product.zip")

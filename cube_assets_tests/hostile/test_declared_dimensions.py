@@ -29,7 +29,7 @@ from cube_assets.raster.reflectance import copy_band, write_landsat_reflectance,
 from cube_assets.raster.warp import DATASOURCE, merge_scenes_to_files
 from cube_assets.steps.scenes import reflectance_for_scene
 from cube_assets.storage.raster_store import LocalRasterStore
-from cube_assets.storage.raw_store import CorruptFile, RawStore, verify_file
+from cube_assets.providers.raw_store import CorruptFile, RawStore, verify_file
 from cube_assets_tests.fixtures_stac import REAL_LANDSAT_ASSET_FILES, REAL_S2_ASSET_FILES
 from cube_assets_tests.steps.test_scenes_stac import EARTH_SEARCH_S2_FILES, S2_CUBE, earth_search_l2a
 from cube_assets_tests.hostile.hostile_rasters import (

@@ -30,7 +30,7 @@ from cube_assets.providers.stac import build_stac_provider
 from cube_assets.raster.cog import is_valid_cog
 from cube_assets.steps.scenes import publish_scene, reflectance_for_scene
 from cube_assets.storage.raster_store import LocalRasterStore
-from cube_assets.storage.raw_store import RawStore
+from cube_assets.providers.raw_store import RawStore
 from cube_assets_tests.fixtures_stac import (
     CASSETTES,
     LANDSAT_ITEM,

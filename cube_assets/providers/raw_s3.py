@@ -1,6 +1,6 @@
 """Raw scenes kept in S3 as well, so that no step relies on a disk another step wrote (``CUBE_ENV=prod``).
 
-The raw store (``storage/raw_store.py``) keeps scenes in a local folder. In production that
+The raw store (``providers/raw_store.py``) keeps scenes in a local folder. In production that
 folder is only the scratch copy of one process: :class:`RawSceneMirror` uploads each scene that
 ``raw_scene`` stored to the S3 store, and a later step, in another process, pod or machine,
 pulls the scene from there into its own raw folder. :class:`MirroredRawStore` is the raw store
@@ -46,7 +46,7 @@ from cube_assets.names import name_problem, relative_path_problem
 from cube_assets.quoting import quoted
 from cube_assets.providers.base import Provider, SceneRef, select_scenes
 from cube_assets.providers.local import PRODUCT_MANIFEST, read_product_manifest
-from cube_assets.storage.raw_store import STAC_ITEM_FILE, RawStore, StoredScene
+from cube_assets.providers.raw_store import STAC_ITEM_FILE, RawStore, StoredScene
 from cube_assets.storage.s3_store import S3RasterStore
 
 logger = logging.getLogger(__name__)

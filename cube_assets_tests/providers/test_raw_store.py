@@ -20,7 +20,7 @@ from shapely.geometry import box
 from cube_assets.providers.base import SENTINEL2_L2A
 from cube_assets.providers.local import LocalArchiveProvider, ProductManifest, read_product_manifest, write_product_manifest
 from cube_assets.providers.stac import StacProvider, build_stac_provider
-from cube_assets.storage.raw_store import (
+from cube_assets.providers.raw_store import (
     CorruptFile,
     RawStore,
     RawStoreError,
