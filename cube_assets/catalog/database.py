@@ -51,9 +51,6 @@ SQLITE_LOCK_ATTEMPTS = 5
 #: Execution option that marks the engine of writing sessions (``BEGIN IMMEDIATE`` on SQLite).
 _WRITE_OPTION = "catalog_writes"
 
-#: ``Connection.info`` key of the lock file a writing SQLite transaction holds until it ends.
-_WRITER_TURN = "catalog_writer_turn"
-
 
 def default_catalog_url(root: Path) -> str:
     """Return the URL of the SQLite catalog file under ``root``: ``sqlite:///{root}/catalog.sqlite``.
@@ -179,10 +176,6 @@ def _create_sqlite_engine(url: URL) -> Engine:
     engine = create_engine(url, json_serializer=_json_dumps, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
     event.listen(engine, "connect", _configure_sqlite_connection)
     event.listen(engine, "begin", _begin_sqlite_transaction)
-    event.listen(engine, "commit", _end_writer_turn)
-    event.listen(engine, "rollback", _end_writer_turn)
-    # A connection returned to the pool in any other way must not keep other writers waiting.
-    event.listen(engine.pool, "checkin", lambda dbapi_connection, record: _close_writer_turn(record.info))
     return engine
 
 
@@ -250,56 +243,19 @@ def _set_wal(database: Path) -> None:
 
 
 def _begin_sqlite_transaction(connection: Connection) -> None:
-    """Start a writing unit of work (see :func:`session_factory`): queue for the writer's turn, then ``BEGIN IMMEDIATE``.
+    """Start a writing unit of work (see :func:`session_factory`) with ``BEGIN IMMEDIATE``.
 
     A deferred transaction that reads, then writes, fails at once with "database is locked" when
     another process committed in between (SQLite cannot wait for a snapshot that is already
     stale); taking the write lock up front makes the writer wait, with the busy timeout, instead.
-    Before that, writers queue on an ``flock`` of the catalog's lock file: SQLite's own busy
-    handler polls with sleeps of up to 100 ms, which leaves the lock idle most of the time when
-    several processes wait for it, while the kernel hands the ``flock`` on at once. Reading
-    connections keep the driver's deferred behaviour and take neither lock.
+    Reading connections keep the driver's deferred behaviour.
     """
     if not connection.get_execution_options().get(_WRITE_OPTION):
         return
-    database = connection.engine.url.database
-    if database and database != ":memory:" and not database.startswith("file:"):
-        _take_writer_turn(connection, Path(database))
-    try:
-        _retry_when_locked(lambda: connection.exec_driver_sql("BEGIN IMMEDIATE"), f"catalog {database}: BEGIN IMMEDIATE")
-    except BaseException:
-        _end_writer_turn(connection)
-        raise
-
-
-def _take_writer_turn(connection: Connection, database: Path) -> None:
-    """Wait (at most the busy timeout × attempts) for the exclusive ``flock`` of ``database``'s lock file."""
-    lock_file = open(database.with_name(database.name + ".lock"), "a+b")  # noqa: SIM115 - held until commit or rollback
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S * SQLITE_LOCK_ATTEMPTS
-    while True:
-        try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                lock_file.close()
-                raise CatalogError(
-                    f"catalog {database}: another writer held the catalog for more than "
-                    f"{SQLITE_BUSY_TIMEOUT_S * SQLITE_LOCK_ATTEMPTS:.0f} s"
-                ) from None
-            time.sleep(0.002)
-    connection.info[_WRITER_TURN] = lock_file
-
-
-def _end_writer_turn(connection: Connection) -> None:
-    """Release the writer's ``flock`` taken by :func:`_begin_sqlite_transaction`, if this connection holds it."""
-    _close_writer_turn(connection.info)
-
-
-def _close_writer_turn(info: dict[Any, Any]) -> None:
-    lock_file = info.pop(_WRITER_TURN, None)
-    if lock_file is not None:
-        lock_file.close()  # closing the descriptor releases its flock
+    _retry_when_locked(
+        lambda: connection.exec_driver_sql("BEGIN IMMEDIATE"),
+        f"catalog {connection.engine.url.database}: BEGIN IMMEDIATE",
+    )
 
 
 def _retry_when_locked(action: Callable[[], object], what: str) -> None:
