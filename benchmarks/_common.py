@@ -202,9 +202,7 @@ class CaseResult:
         return self.reference_seconds / self.seconds if self.seconds > 0 else float("inf")
 
 
-def print_table(
-    rows: Sequence[Sequence[Any]], headers: Sequence[str], stream: TextIO | None = None
-) -> None:
+def print_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], stream: TextIO | None = None) -> None:
     """Print ``rows`` under ``headers`` as an aligned plain-text table (left-aligned first column)."""
     stream = stream or sys.stdout
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]

@@ -161,7 +161,9 @@ def main(argv: Sequence[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=200, help="size of the served file in MiB (default 200)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per side, fastest kept (default 3)")
-    parser.add_argument("--work-dir", type=Path, default=None, help="where the file and the downloads go (default: a temporary folder)")
+    parser.add_argument(
+        "--work-dir", type=Path, default=None, help="where the file and the downloads go (default: a temporary folder)"
+    )
     args = parser.parse_args(argv)
     pin_mmap_threshold()
     size = args.size_mib * 2**20
@@ -183,7 +185,11 @@ def main(argv: Sequence[str] | None = None) -> float:
                 ("stream + size check + blake3", blake3_multihash),
             ):
                 remote = RemoteFile(url, size, checksum)
-                results.append(run_case(name, lambda d, remote=remote: client.download(remote, d), url, work, size, sha256, args.repeat))
+                results.append(
+                    run_case(
+                        name, lambda d, remote=remote: client.download(remote, d), url, work, size, sha256, args.repeat
+                    )
+                )
         return print_results(results)
     finally:
         if server is not None:

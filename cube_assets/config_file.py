@@ -42,7 +42,10 @@ class _CubeFileLoader(yaml.SafeLoader):
             key = self.construct_object(key_node)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    "while reading a mapping", node.start_mark, f"key {quoted(key)} repeats", key_node.start_mark,
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"key {quoted(key)} repeats",
+                    key_node.start_mark,
                 )
             seen.add(key)
         return super().construct_mapping(node, deep)

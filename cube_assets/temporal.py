@@ -61,13 +61,17 @@ class TemporalSchema:
 
     def __post_init__(self) -> None:
         if not isinstance(self.step, str) or not _STEP.fullmatch(self.step):
-            raise InvalidCubeConfig(f"temporal schema step {quoted(self.step)}: expected a count and a unit, like '16D' or '1M'")
+            raise InvalidCubeConfig(
+                f"temporal schema step {quoted(self.step)}: expected a count and a unit, like '16D' or '1M'"
+            )
         if self.restart not in ("yearly", "none"):
             raise InvalidCubeConfig(f"temporal schema restart {quoted(self.restart)}: expected 'yearly' or 'none'")
         if self.unit == "M" and 12 % self.count:
             raise InvalidCubeConfig(f"temporal schema step {quoted(self.step)}: month steps must divide 12")
         if self.unit == "D" and self.count > MAX_DAY_STEP:
-            raise InvalidCubeConfig(f"temporal schema step {quoted(self.step)}: day steps are at most {MAX_DAY_STEP} days")
+            raise InvalidCubeConfig(
+                f"temporal schema step {quoted(self.step)}: day steps are at most {MAX_DAY_STEP} days"
+            )
 
     @property
     def count(self) -> int:

@@ -176,7 +176,9 @@ def _start_local_server() -> Iterator[PostgresServer]:
         )
         if started.returncode == 0:
             break
-        failure = started.stderr.decode(errors="replace") + (log.read_text(errors="replace")[-2000:] if log.exists() else "")
+        failure = started.stderr.decode(errors="replace") + (
+            log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        )
     else:
         shutil.rmtree(root, ignore_errors=True)
         postgres_unavailable(f"could not start a server: {failure}")

@@ -60,8 +60,11 @@ class S3Server:
         from botocore.config import Config
 
         return boto3.client(
-            "s3", endpoint_url=self.endpoint_url, region_name=self.region,
-            aws_access_key_id=self.access_key_id, aws_secret_access_key=self.secret_access_key,
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
             config=Config(s3={"addressing_style": "path"}),
         )
 
@@ -76,8 +79,13 @@ class S3Server:
         from cube_assets.storage.s3_store import S3RasterStore
 
         return S3RasterStore(
-            bucket, prefix, endpoint_url=self.endpoint_url, region=self.region,
-            access_key_id=self.access_key_id, secret_access_key=self.secret_access_key, **options,
+            bucket,
+            prefix,
+            endpoint_url=self.endpoint_url,
+            region=self.region,
+            access_key_id=self.access_key_id,
+            secret_access_key=self.secret_access_key,
+            **options,
         )
 
     def environment(self, bucket: str, prefix: str = "") -> dict[str, str]:
@@ -112,7 +120,9 @@ class S3Server:
         return sorted(u["Key"] for u in self.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []))
 
 
-def _wait_until_serving(server: S3Server, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 60.0) -> str | None:
+def _wait_until_serving(
+    server: S3Server, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 60.0
+) -> str | None:
     """Return None once the server answers ``ListBuckets``, or why it did not."""
     deadline = time.monotonic() + timeout_s
     last_error = ""
@@ -145,7 +155,8 @@ def s3_server() -> Iterator[S3Server]:
         with log.open("wb") as log_file:
             process = subprocess.Popen(
                 [sys.executable, "-c", "from moto.server import main; main()", "-H", "127.0.0.1", "-p", str(port)],
-                stdout=log_file, stderr=subprocess.STDOUT,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
                 env={**os.environ, "MOTO_PORT": str(port)},
             )
         failure = _wait_until_serving(server, process, log) or ""

@@ -24,7 +24,9 @@ def _report(target: Callable[..., None], worker: int, args: tuple[Any, ...], sta
         results.put((worker, traceback.format_exc()))
 
 
-def run_in_processes(target: Callable[..., None], workers: int, *args: Any, timeout_s: float = 600) -> dict[int, str | None]:
+def run_in_processes(
+    target: Callable[..., None], workers: int, *args: Any, timeout_s: float = 600
+) -> dict[int, str | None]:
     """Run ``target(worker, *args)`` in ``workers`` processes released together by a barrier.
 
     Returns:

@@ -266,7 +266,9 @@ def _begin_sqlite_transaction(connection: Connection) -> None:
     if database and database != ":memory:" and not database.startswith("file:"):
         _take_writer_turn(connection, Path(database))
     try:
-        _retry_when_locked(lambda: connection.exec_driver_sql("BEGIN IMMEDIATE"), f"catalog {database}: BEGIN IMMEDIATE")
+        _retry_when_locked(
+            lambda: connection.exec_driver_sql("BEGIN IMMEDIATE"), f"catalog {database}: BEGIN IMMEDIATE"
+        )
     except BaseException:
         _end_writer_turn(connection)
         raise

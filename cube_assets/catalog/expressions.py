@@ -221,7 +221,9 @@ def _number(what: str, value: object) -> float | int:
 def _check_text(what: str, value: str) -> str:
     """``value`` if it is at most :data:`MAX_TEXT_LENGTH` characters of encodable UTF-8 without NUL."""
     if len(value) > MAX_TEXT_LENGTH:
-        raise CatalogError(f"{what}: text of {len(value)} characters, at most {MAX_TEXT_LENGTH} allowed: {quote(value)}")
+        raise CatalogError(
+            f"{what}: text of {len(value)} characters, at most {MAX_TEXT_LENGTH} allowed: {quote(value)}"
+        )
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -392,9 +394,7 @@ def _expression(value: object, operator: str) -> Expression:
 def _check_bounds(expression: Expression, operator: str) -> None:
     """Refuse ``expression`` if it nests deeper than allowed or holds too many comparisons."""
     if expression._depth > MAX_EXPRESSION_DEPTH:
-        raise CatalogError(
-            f"expression: {operator} nests expressions more than {MAX_EXPRESSION_DEPTH} deep"
-        )
+        raise CatalogError(f"expression: {operator} nests expressions more than {MAX_EXPRESSION_DEPTH} deep")
     if expression._terms > MAX_SEARCH_TERMS:
         raise CatalogError(
             f"expression: {operator} combines {expression._terms} comparisons, at most {MAX_SEARCH_TERMS} allowed"
@@ -515,6 +515,7 @@ def without_btree_time_bounds() -> Iterator[None]:
     finally:
         _BTREE_TIME_BOUNDS.reset(token)
 
+
 #: Bounds of the range that ``acquired OP value`` implies the image's time span overlaps.
 _RANGE_BOUNDS = {"==": "[]", "<": "()", "<=": "(]", ">": "()", ">=": "[)"}
 
@@ -539,7 +540,9 @@ class Comparison(Expression):
 
     def __post_init__(self) -> None:
         if self.operator not in _OPERATORS:
-            raise CatalogError(f"{self.property!r}: operator {quote(self.operator)} is not one of {' '.join(_OPERATORS)}")
+            raise CatalogError(
+                f"{self.property!r}: operator {quote(self.operator)} is not one of {' '.join(_OPERATORS)}"
+            )
         _check_value(f"property {self.property._label()!r}", self.value)
 
     def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
@@ -737,9 +740,7 @@ class Property:
 
     def __init__(self, name: str, path: tuple[str, ...] = ()) -> None:
         if not isinstance(name, str) or not PROPERTY_NAME.fullmatch(name):
-            raise CatalogError(
-                f"property name must be an ASCII identifier of at most 64 characters, got {quote(name)}"
-            )
+            raise CatalogError(f"property name must be an ASCII identifier of at most 64 characters, got {quote(name)}")
         if len(path) > MAX_JSON_PATH:
             raise CatalogError(f"property {name!r}: a JSON path of at most {MAX_JSON_PATH} keys, got {len(path)}")
         for key in path:

@@ -321,7 +321,9 @@ def postgis_intersects(model: Any, geometry: BaseGeometry, schema: str) -> Colum
         Nothing.
     """
     postgis = getattr(func, schema)
-    query = postgis.st_setsrid(postgis.st_geomfromgeojson(literal(json.dumps(shapely.geometry.mapping(geometry)))), 4326)
+    query = postgis.st_setsrid(
+        postgis.st_geomfromgeojson(literal(json.dumps(shapely.geometry.mapping(geometry)))), 4326
+    )
     footprint = literal_column(f"{model.__table__.name}.footprint")
     return postgis.st_intersects(footprint, query)  # type: ignore[no-any-return]
 

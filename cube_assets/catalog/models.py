@@ -297,7 +297,9 @@ class Image(Base):
 Index(
     "ix_images_bbox_time_span",
     func.box(func.point(Image.min_lon, Image.min_lat), func.point(Image.max_lon, Image.max_lat)),
-    func.tstzrange(Image.acquired, func.greatest(Image.acquired, Image.acquired_end), literal("[]", literal_execute=True)),
+    func.tstzrange(
+        Image.acquired, func.greatest(Image.acquired, Image.acquired_end), literal("[]", literal_execute=True)
+    ),
     postgresql_using="gist",
 ).ddl_if(dialect="postgresql")
 

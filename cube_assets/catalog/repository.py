@@ -666,7 +666,9 @@ def search_images(
     statement = statement.order_by(Image.acquired, Image.id)
     if limit is not None:
         if isinstance(limit, int) and limit > _MAX_SEARCH_LIMIT:
-            raise CatalogError(f"{what}: limit must be at most {_MAX_SEARCH_LIMIT}, got an integer of {limit.bit_length()} bits")
+            raise CatalogError(
+                f"{what}: limit must be at most {_MAX_SEARCH_LIMIT}, got an integer of {limit.bit_length()} bits"
+            )
         statement = statement.limit(_check_positive_int(what, "limit", limit))
     return list(session.scalars(statement))
 

@@ -50,7 +50,6 @@ from cube_assets.catalog.search import SearchCatalog
 from cube_assets.errors import CatalogError
 
 
-
 class Band(Protocol):
     """What STAC reads of a band: a client band object, or anything with these attributes (``unit`` optional)."""
 
@@ -110,6 +109,7 @@ class Product(Protocol):
     modified: dt.datetime | None
     properties: Mapping[str, Any]
     tags: Sequence[str]
+
 
 EO_SCHEMA = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
 RASTER_SCHEMA = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"

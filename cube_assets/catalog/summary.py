@@ -256,7 +256,11 @@ def _summarize_by_ranges(
         while starts[-1] < last:
             starts.append(_next(starts[-1], interval))
         ranges = [
-            (bucket, max(bucket, start) if start else bucket, min(_next(bucket, interval), end) if end else _next(bucket, interval))
+            (
+                bucket,
+                max(bucket, start) if start else bucket,
+                min(_next(bucket, interval), end) if end else _next(bucket, interval),
+            )
             for bucket in starts
         ]
         intervals = values(
@@ -267,7 +271,9 @@ def _summarize_by_ranges(
         ).data(ranges)
         totals = (
             select(func.count().label("images"), func.coalesce(func.sum(image.size_bytes), 0).label("size"))
-            .where(search.where_clause(), image.acquired >= intervals.c.range_start, image.acquired < intervals.c.range_end)
+            .where(
+                search.where_clause(), image.acquired >= intervals.c.range_start, image.acquired < intervals.c.range_end
+            )
             .lateral("totals")
         )
         query = (
@@ -328,4 +334,12 @@ def _next(moment: dt.datetime, interval: str) -> dt.datetime:
     return moment + dt.timedelta(days=1)
 
 
-__all__ = ["DATE_FIELDS", "INTERVALS", "MAX_INTERVALS", "IntervalSummary", "Summary", "summarize", "summarize_intervals"]
+__all__ = [
+    "DATE_FIELDS",
+    "INTERVALS",
+    "MAX_INTERVALS",
+    "IntervalSummary",
+    "Summary",
+    "summarize",
+    "summarize_intervals",
+]

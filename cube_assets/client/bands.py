@@ -34,8 +34,12 @@ class Band(InProduct, CatalogObject):
     band_type: ClassVar[str | None] = None
 
     product_id = Attribute(coercers.identifier, kind="string", immutable=True, nullable=False, doc="The product's id.")
-    name = Attribute(coercers.identifier, kind="string", immutable=True, nullable=False, doc="Unique within the product.")
-    type = Attribute(coercers.text, kind="string", readonly=True, doc="spectral, mask, class or generic (from the class).")
+    name = Attribute(
+        coercers.identifier, kind="string", immutable=True, nullable=False, doc="Unique within the product."
+    )
+    type = Attribute(
+        coercers.text, kind="string", readonly=True, doc="spectral, mask, class or generic (from the class)."
+    )
     data_type = Attribute(coercers.data_type, kind="string", doc=f"One of {', '.join(BAND_DATA_TYPES)}.")
     data_range = Attribute(coercers.value_range, doc="(min, max) of the stored values.")
     display_range = Attribute(coercers.value_range, doc="(min, max) to stretch for display.")
@@ -184,8 +188,6 @@ class GenericBand(Band):
 _BAND_CLASSES: dict[str, type[Band]] = {
     cls.band_type: cls for cls in (SpectralBand, MaskBand, ClassBand, GenericBand) if cls.band_type
 }
-
-
 
 
 bind_to_catalogs("bands", Band)

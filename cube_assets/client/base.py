@@ -77,7 +77,6 @@ class ObjectState(enum.StrEnum):
     DELETED = "deleted"
 
 
-
 O = TypeVar("O", bound="CatalogObject")
 
 
@@ -266,7 +265,9 @@ class CatalogObject:
         attribute = cls._attributes.get(name)
         if attribute is None or attribute.kind is None:
             searchable = sorted(n for n, a in cls._attributes.items() if a.kind is not None)
-            raise CatalogError(f"{cls._what}s have no searchable property {name!r}; searchable: {', '.join(searchable)}")
+            raise CatalogError(
+                f"{cls._what}s have no searchable property {name!r}; searchable: {', '.join(searchable)}"
+            )
         column = getattr(cls._model, attribute.column or name)
         return SearchField(name=name, column=column, kind=attribute.kind, nullable=attribute.nullable)
 
@@ -464,7 +465,6 @@ class CatalogObject:
         missing = [name for name in names if self._values.get(name) is None]
         if missing:
             raise CatalogError(f"{self._label()}: {', '.join(missing)} required before saving")
-
 
 
 # ------------------------------------------------------------------------------ in a product

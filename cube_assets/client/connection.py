@@ -169,8 +169,7 @@ def default_catalog() -> Catalog:
     """
     if _default_catalog is None:
         raise CatalogError(
-            "no catalog given and no default catalog: call cube_assets.client.connect(url)"
-            " or pass catalog=Catalog(url)"
+            "no catalog given and no default catalog: call cube_assets.client.connect(url) or pass catalog=Catalog(url)"
         )
     return _default_catalog
 

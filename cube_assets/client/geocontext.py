@@ -302,9 +302,7 @@ class GeoContext:
 
     def __repr__(self) -> str:
         crs = self._crs.to_string() if self._crs.to_epsg() else self._crs.to_wkt()[:60]
-        return (
-            f"GeoContext(bounds={self._bounds}, crs={crs!r}, resolution={self._resolution}, shape={self._shape})"
-        )
+        return f"GeoContext(bounds={self._bounds}, crs={crs!r}, resolution={self._resolution}, shape={self._shape})"
 
 
 # -------------------------------------------------------------------- validation helpers

@@ -424,7 +424,9 @@ def _parse_entry(info: BandInfo, value: Any) -> _BandScale:
         for item in values:
             if isinstance(item, str):
                 if not item.endswith("%") or not _is_number(item[:-1]):
-                    raise ValueError(f"band {info.name!r}: scaling value {item!r} is not a number or a percentage like '25%'")
+                    raise ValueError(
+                        f"band {info.name!r}: scaling value {item!r} is not a number or a percentage like '25%'"
+                    )
                 percent.append(True)
             elif isinstance(item, bool) or not isinstance(item, Real) or not math.isfinite(item):
                 raise ValueError(f"band {info.name!r}: scaling value {item!r} is not a finite number")

@@ -234,7 +234,9 @@ def upload_files(
                 )
                 return src.read(number, masked=masked)
 
-        _publish(upload, store, catalog, image, grid, shape_yx, names, len(sources), read, overviews, overview_resampler)
+        _publish(
+            upload, store, catalog, image, grid, shape_yx, names, len(sources), read, overviews, overview_resampler
+        )
 
     return _run(upload, work)
 
@@ -333,7 +335,9 @@ def _image_fields(image: Any) -> dict[str, Any]:
     for key in ("id", "product_id"):
         value = image[key]
         if not isinstance(value, str) or "/" in value or "\\" in value or value in (".", ".."):
-            raise CatalogError(f"image {key} {value!r} must be a string without '/', '\\' or dots alone (it names files)")
+            raise CatalogError(
+                f"image {key} {value!r} must be a string without '/', '\\' or dots alone (it names files)"
+            )
     return dict(image)
 
 

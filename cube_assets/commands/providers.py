@@ -29,9 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = providers.add_subparsers(dest="action", required=True)
 
     def common(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--catalog-url", default=os.environ.get("CUBE_ASSETS_CATALOG_URL"), help="catalog database URL")
         parser.add_argument(
-            "--data-root", default=os.environ.get("CUBE_ASSETS_DATA_ROOT", "cube-data"),
+            "--catalog-url", default=os.environ.get("CUBE_ASSETS_CATALOG_URL"), help="catalog database URL"
+        )
+        parser.add_argument(
+            "--data-root",
+            default=os.environ.get("CUBE_ASSETS_DATA_ROOT", "cube-data"),
             help="data root whose SQLite catalog is used when no catalog URL is given",
         )
 

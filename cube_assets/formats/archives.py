@@ -160,7 +160,9 @@ def _check_ratio(where: str, size: int, compressed: int) -> None:
 # Zip
 
 
-def zip_members(archive: str | os.PathLike[str], *, max_bytes: int | None = None) -> list[tuple[ArchiveMember, zipfile.ZipInfo]]:
+def zip_members(
+    archive: str | os.PathLike[str], *, max_bytes: int | None = None
+) -> list[tuple[ArchiveMember, zipfile.ZipInfo]]:
     """Check every member of the zip ``archive`` (see the module docstring).
 
     ``max_bytes`` defaults to the bound of the product kind the first member's name tells.
@@ -324,4 +326,3 @@ def tar_members(
         raise
     except (tarfile.TarError, OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:
         raise InvalidScene(f"{archive.name}: not a readable tar archive ({exc})") from exc
-

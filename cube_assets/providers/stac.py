@@ -62,8 +62,30 @@ logger = logging.getLogger(__name__)
 CLOUD_COVER = "eo:cloud_cover"
 #: Band names looked up with ``asset_key_for_band`` when no asset has them as key or band name.
 _USUAL_BAND_NAMES = (
-    "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12", "SCL", "AOT", "WVP",
-    "SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7", "QA_PIXEL",
+    "B01",
+    "B02",
+    "B03",
+    "B04",
+    "B05",
+    "B06",
+    "B07",
+    "B08",
+    "B8A",
+    "B09",
+    "B10",
+    "B11",
+    "B12",
+    "SCL",
+    "AOT",
+    "WVP",
+    "SR_B1",
+    "SR_B2",
+    "SR_B3",
+    "SR_B4",
+    "SR_B5",
+    "SR_B6",
+    "SR_B7",
+    "QA_PIXEL",
 )
 _SCENE_PROPERTY_EXCLUDES = frozenset({"format", "assets", "stac_item", "bands"})
 
@@ -441,7 +463,9 @@ class StacProvider(Provider):
         """
         files = self.band_files(scene)
         if band not in files:
-            raise ProviderError(f"{self.name}: scene {scene.scene_id} has no asset for band {band} (it has {sorted(files)})")
+            raise ProviderError(
+                f"{self.name}: scene {scene.scene_id} has no asset for band {band} (it has {sorted(files)})"
+            )
         return self.http.download(files[band], destination)
 
     def fetch(self, scene: SceneRef, destination_dir: Path) -> Path:

@@ -92,9 +92,7 @@ def _check_order(order: Sequence[int], count: int) -> np.ndarray:
 # --------------------------------------------------------------------------- pure array functions
 
 
-def lcf(
-    values: np.ndarray, classes: np.ndarray, order: Sequence[int], nodata: float
-) -> tuple[np.ndarray, np.ndarray]:
+def lcf(values: np.ndarray, classes: np.ndarray, order: Sequence[int], nodata: float) -> tuple[np.ndarray, np.ndarray]:
     """Best-pixel (LCF) composite.
 
     Rule: each pixel takes its value from the first CLEAR observation in ``order``; where none
@@ -363,8 +361,18 @@ def _lcf_kernel(window: KernelWindow, wanted: np.ndarray) -> np.ndarray:
     """LCF compiled (``lcf_window``): unread observations are assumed valid and asked for when chosen."""
     out, chosen = window.empty(), np.empty(window.quality.shape[1:], dtype=np.int32)
     _kernels().lcf_window(
-        window.values, window.quality, window.table, window.offset, window.order, window.loaded, True, window.fill,
-        window.nodata_is_nan, out, chosen, wanted,
+        window.values,
+        window.quality,
+        window.table,
+        window.offset,
+        window.order,
+        window.loaded,
+        True,
+        window.fill,
+        window.nodata_is_nan,
+        out,
+        chosen,
+        wanted,
     )
     return out
 
@@ -373,8 +381,18 @@ def _median_kernel(window: KernelWindow, wanted: np.ndarray) -> np.ndarray:
     """MED compiled (``median_window``) over the loaded observations."""
     out = window.empty()
     _kernels().median_window(
-        window.values, window.quality, window.table, window.offset, window.loaded, True, window.fill,
-        window.nodata_is_nan, window.integer, window.sentinel, window.network, out,
+        window.values,
+        window.quality,
+        window.table,
+        window.offset,
+        window.loaded,
+        True,
+        window.fill,
+        window.nodata_is_nan,
+        window.integer,
+        window.sentinel,
+        window.network,
+        out,
     )
     return out
 
@@ -383,8 +401,16 @@ def _mean_kernel(window: KernelWindow, wanted: np.ndarray) -> np.ndarray:
     """AVG compiled (``mean_window``) over the loaded observations."""
     out = window.empty()
     _kernels().mean_window(
-        window.values, window.quality, window.table, window.offset, window.loaded, True, window.fill,
-        window.nodata_is_nan, window.integer, out,
+        window.values,
+        window.quality,
+        window.table,
+        window.offset,
+        window.loaded,
+        True,
+        window.fill,
+        window.nodata_is_nan,
+        window.integer,
+        out,
     )
     return out
 
@@ -449,7 +475,15 @@ def composite_quality_kernel(
         "totalob": np.empty(shape, dtype=np.uint8),
     }
     _kernels().quality_window(
-        quality, table, offset, order, days, fill, results["quality"], results["provenance"], results["clearob"],
+        quality,
+        table,
+        offset,
+        order,
+        days,
+        fill,
+        results["quality"],
+        results["provenance"],
+        results["clearob"],
         results["totalob"],
     )
     return results

@@ -123,9 +123,7 @@ def _array_mask(
     if array.ndim == 2:
         array = array[np.newaxis]
     if array.ndim != 3 or 0 in array.shape:
-        raise InvalidRaster(
-            f"{name}: expected a non-empty (H, W) or (bands, H, W) array, got shape {array.shape}"
-        )
+        raise InvalidRaster(f"{name}: expected a non-empty (H, W) or (bands, H, W) array, got shape {array.shape}")
     height, width = array.shape[1:]
     out_shape = _decimated_shape((height, width), max_size)
     rows = np.floor((np.arange(out_shape[0]) + 0.5) * height / out_shape[0]).astype(np.intp)

@@ -535,17 +535,31 @@ def write_index(
     if missing:
         raise InvalidRaster(f"index {_quote(compiled.expression)}: no file for bands {missing}")
     with contextlib.ExitStack() as stack:
-        sources = {
-            name: stack.enter_context(open_input(band_paths[name], limits=None)) for name in compiled.band_names
-        }
+        sources = {name: stack.enter_context(open_input(band_paths[name], limits=None)) for name in compiled.band_names}
         first = next(iter(sources.values()))
         for name, src in sources.items():
-            if (src.crs, src.width, src.height, src.transform) != (first.crs, first.width, first.height, first.transform):
-                raise InvalidRaster(f"index {_quote(compiled.expression)}: band {name} ({src.name}) is not on the grid of {first.name}")
+            if (src.crs, src.width, src.height, src.transform) != (
+                first.crs,
+                first.width,
+                first.height,
+                first.transform,
+            ):
+                raise InvalidRaster(
+                    f"index {_quote(compiled.expression)}: band {name} ({src.name}) is not on the grid of {first.name}"
+                )
         profile = {
-            "driver": "GTiff", "width": first.width, "height": first.height, "count": 1,
-            "dtype": np.dtype(out_dtype).name, "nodata": out_nodata, "crs": first.crs, "transform": first.transform,
-            "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "deflate",
+            "driver": "GTiff",
+            "width": first.width,
+            "height": first.height,
+            "count": 1,
+            "dtype": np.dtype(out_dtype).name,
+            "nodata": out_nodata,
+            "crs": first.crs,
+            "transform": first.transform,
+            "tiled": True,
+            "blockxsize": 512,
+            "blockysize": 512,
+            "compress": "deflate",
         }
         counts = IndexPixelCounts()
         with atomic_path(destination) as tmp, rasterio.open(tmp, "w", **profile) as dst:

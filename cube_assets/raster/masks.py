@@ -81,9 +81,7 @@ class ValueMaskRules:
         for name, codes in lists.items():
             for code in codes:
                 if code in seen and seen[code] != name:
-                    raise InvalidQualityRule(
-                        f"quality code {code} is listed both as '{seen[code]}' and as '{name}'"
-                    )
+                    raise InvalidQualityRule(f"quality code {code} is listed both as '{seen[code]}' and as '{name}'")
                 seen[code] = name
 
     @property
@@ -187,8 +185,7 @@ def parse_confidence_rule(text: str) -> ConfidenceRule:
     field_name = field_token.lower()
     if field_name not in CONFIDENCE_FIELDS:
         raise InvalidQualityRule(
-            f"confidence rule {text!r}: unknown field {field_token!r} "
-            f"(expected one of {', '.join(CONFIDENCE_FIELDS)})"
+            f"confidence rule {text!r}: unknown field {field_token!r} (expected one of {', '.join(CONFIDENCE_FIELDS)})"
         )
     op_token = tokens[1] if len(tokens) > 1 else ""
     if op_token not in _COMPARISONS:

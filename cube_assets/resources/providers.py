@@ -178,7 +178,9 @@ class ProvidersResource(ConfigurableResource):
             return [project.provider(name) for name in cube.providers]
         return self.registry_provider_configs(cube.collection)
 
-    def fetch_scenes(self, cube: CubeConfig, tile: Tile, period: Period, store: RasterStore | None = None) -> list[dict[str, Any]]:
+    def fetch_scenes(
+        self, cube: CubeConfig, tile: Tile, period: Period, store: RasterStore | None = None
+    ) -> list[dict[str, Any]]:
         """Find and fetch every scene of ``cube``'s collection over ``tile`` during ``period``.
 
         With ``raw_scenes_in_store``, scenes are also pushed to ``store`` (see :meth:`raw_store`).
@@ -199,15 +201,24 @@ class ProvidersResource(ConfigurableResource):
         raw_store = self.raw_store(store)
         bands = raw_bands(cube)
         if self.offline:
-            fetched = load_stored(raw_store, cube.collection, tile.geometry_4326, start, end, bands, cube.max_cloud_cover)
+            fetched = load_stored(
+                raw_store, cube.collection, tile.geometry_4326, start, end, bands, cube.max_cloud_cover
+            )
         else:
             providers = [self.build_provider(config) for config in self.cube_provider_configs(project, cube)]
             raw_dir = raw_store.collection_dir(cube.collection)
             raw_dir.mkdir(parents=True, exist_ok=True)
             try:
                 fetched = search_and_fetch(
-                    providers, cube.collection, tile.geometry_4326, start, end, raw_dir, cube.max_cloud_cover,
-                    store=raw_store, bands=bands,
+                    providers,
+                    cube.collection,
+                    tile.geometry_4326,
+                    start,
+                    end,
+                    raw_dir,
+                    cube.max_cloud_cover,
+                    store=raw_store,
+                    bands=bands,
                 )
             finally:
                 for provider in providers:

@@ -30,7 +30,9 @@ def _bytes(record: dict[str, Any]) -> int:
 
 def _summary(predicate: Any) -> Summary:
     chosen = [r for r in RECORDS if predicate(r)]
-    return Summary(count=len(chosen), bytes=sum(map(_bytes, chosen)), products=sorted({r["product_id"] for r in chosen}))
+    return Summary(
+        count=len(chosen), bytes=sum(map(_bytes, chosen)), products=sorted({r["product_id"] for r in chosen})
+    )
 
 
 def test_summary_counts_bytes_and_products_of_every_match(filled: Catalog) -> None:
@@ -92,13 +94,22 @@ def test_summary_interval_month_is_a_gap_free_series(filled: Catalog) -> None:
 
 
 def test_summary_interval_bounds_restrict_and_frame_the_series(filled: Catalog) -> None:
-    series = Image.search(filled).filter(p.product_id == MERGE).summary_interval(
-        "month", start_datetime="2022-11-01", end_datetime="2023-03-01"
+    series = (
+        Image.search(filled)
+        .filter(p.product_id == MERGE)
+        .summary_interval("month", start_datetime="2022-11-01", end_datetime="2023-03-01")
     )
 
-    assert [s.interval_start.date().isoformat() for s in series] == ["2022-11-01", "2022-12-01", "2023-01-01", "2023-02-01"]
+    assert [s.interval_start.date().isoformat() for s in series] == [
+        "2022-11-01",
+        "2022-12-01",
+        "2023-01-01",
+        "2023-02-01",
+    ]
     assert [s.count for s in series] == [0, 0, 3, 3]
-    assert series[2].bytes == sum(_bytes(r) for r in RECORDS if r["id"] in ("merge_A_202301", "merge_B_202301", "merge_C_202301"))
+    assert series[2].bytes == sum(
+        _bytes(r) for r in RECORDS if r["id"] in ("merge_A_202301", "merge_B_202301", "merge_C_202301")
+    )
 
 
 @pytest.mark.parametrize(

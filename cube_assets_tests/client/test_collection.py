@@ -52,8 +52,12 @@ def test_filter_keeps_order_and_type(merges: ImageCollection) -> None:
     by_path = merges.filter("properties.clear")
 
     assert isinstance(clear, ImageCollection)
-    assert [i.id for i in clear] == [i.id for i in by_path] == expected_ids(
-        lambda r: r["product_id"] == MERGE and r["cloud_fraction"] is not None and r["cloud_fraction"] < 0.3
+    assert (
+        [i.id for i in clear]
+        == [i.id for i in by_path]
+        == expected_ids(
+            lambda r: r["product_id"] == MERGE and r["cloud_fraction"] is not None and r["cloud_fraction"] < 0.3
+        )
     )
 
 
@@ -63,7 +67,7 @@ def test_sorted_by_several_predicates_with_unknown_values_last(merges: ImageColl
     values = [(i.cloud_fraction, i.id) for i in ordered]
     known = [v for v in values if v[0] is not None]
     assert known == sorted(known)
-    assert [v[0] for v in values[len(known):]] == [None, None, None]
+    assert [v[0] for v in values[len(known) :]] == [None, None, None]
 
 
 def test_sort_descending_by_path_and_dash(merges: ImageCollection) -> None:
@@ -154,7 +158,14 @@ IRELAND = {
     "name": "ireland",
     "collection": "sentinel-2-l2a",
     "providers": ["archive"],
-    "grid": {"kind": "user", "name": "ITM60", "crs": 2157, "origin": [577620, 680640], "tile_size": [256, 256], "resolution": 60},
+    "grid": {
+        "kind": "user",
+        "name": "ITM60",
+        "crs": 2157,
+        "origin": [577620, 680640],
+        "tile_size": [256, 256],
+        "resolution": 60,
+    },
     "tiles": ["000000"],
     "start_date": "2022-10-01",
     "end_date": "2022-10-10",

@@ -536,7 +536,11 @@ def test_rows_written_by_the_repository_upserts_are_saved_objects(catalog: Catal
     sessions = session_factory(catalog.engine)
     with sessions.begin() as session:
         upsert_product(session, ProductRecord(id="cube-LCF", name="Cube LCF", tags=("cube",)))
-        upsert_bands(session, "cube-LCF", [BandRecord(name="B04", type="spectral", data_type="Int16", resolution=10, band_index=0)])
+        upsert_bands(
+            session,
+            "cube-LCF",
+            [BandRecord(name="B04", type="spectral", data_type="Int16", resolution=10, band_index=0)],
+        )
         upsert_image(session, ImageRecord(
             id="img-1", product_id="cube-LCF", name="img-1", acquired=dt.datetime(2024, 1, 1, tzinfo=UTC),
             geometry=shapely.geometry.box(-45, -10, -44, -9), crs="EPSG:32723",
@@ -563,7 +567,9 @@ def test_migration_0003_keeps_existing_bands_and_adds_alpha_false(catalog_url: s
     engine = create_catalog_engine(catalog_url)
     try:
         with engine.begin() as connection:
-            connection.execute(text("INSERT INTO products (id, name, description, tags, properties) VALUES ('p', 'P', '', '[]', '{}')"))
+            connection.execute(
+                text("INSERT INTO products (id, name, description, tags, properties) VALUES ('p', 'P', '', '[]', '{}')")
+            )
             connection.execute(text(
                 "INSERT INTO bands (product_id, name, type, data_type, resolution, band_index, description, class_labels)"
                 " VALUES ('p', 'SCL', 'class', 'UInt8', 20, 0, 'scene classes', '{\"4\": \"vegetation\"}')"

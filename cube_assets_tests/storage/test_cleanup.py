@@ -58,7 +58,11 @@ def test_stale_staging_entries_go_and_entries_with_recent_writes_stay(tmp_path: 
 def test_opening_the_local_store_removes_stale_staging_unless_disabled(tmp_path: Path) -> None:
     _staging_with_leftovers(tmp_path / "kept" / ".staging")
     RasterStoreResource(root=str(tmp_path / "kept"), stale_after_hours=0).get_store()
-    assert sorted(p.name for p in (tmp_path / "kept" / ".staging").iterdir()) == ["killed-writer", "running-writer", "stray.tmp"]
+    assert sorted(p.name for p in (tmp_path / "kept" / ".staging").iterdir()) == [
+        "killed-writer",
+        "running-writer",
+        "stray.tmp",
+    ]
 
     _staging_with_leftovers(tmp_path / "data" / ".staging")
     RasterStoreResource(root=str(tmp_path / "data")).get_store()
@@ -99,7 +103,9 @@ def _abandoned_upload(s3_server: S3Server, bucket: str, key: str) -> str:
     return upload
 
 
-def test_abandoned_multipart_uploads_under_the_prefix_are_aborted_once_old_enough(s3_server: S3Server, s3_bucket: str) -> None:
+def test_abandoned_multipart_uploads_under_the_prefix_are_aborted_once_old_enough(
+    s3_server: S3Server, s3_bucket: str
+) -> None:
     store = s3_server.store(s3_bucket, prefix="cubes")
     _abandoned_upload(s3_server, s3_bucket, "cubes/small/000000/2024-01-09/small_000000_20240109_B04.tif")
     _abandoned_upload(s3_server, s3_bucket, "cubes/small/000000/2024-01-01/small_000000_20240101_LCF_B04.tif")
@@ -121,7 +127,9 @@ def test_abandoned_multipart_uploads_under_the_prefix_are_aborted_once_old_enoug
     assert s3_server.object_keys(s3_bucket) == [], "aborting never makes an object appear"
 
 
-def test_clean_stale_writes_on_s3_cleans_its_staging_root_and_its_uploads(s3_server: S3Server, s3_bucket: str, tmp_path: Path) -> None:
+def test_clean_stale_writes_on_s3_cleans_its_staging_root_and_its_uploads(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
     store = s3_server.store(s3_bucket, prefix="cubes", staging_root=tmp_path / ".staging")
     _staging_with_leftovers(tmp_path / ".staging")
     _abandoned_upload(s3_server, s3_bucket, "cubes/small/x.tif")
