@@ -208,7 +208,9 @@ def print_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], stream: T
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
-        parts = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        parts = [row[0].ljust(widths[0])] + [
+            cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=False)
+        ]
         print("  ".join(parts).rstrip(), file=stream)
     stream.flush()
 

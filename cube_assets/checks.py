@@ -48,8 +48,8 @@ import rasterio.io
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetChecksDefinition,
+    AssetCheckSeverity,
     AssetKey,
     MetadataValue,
     PartitionsDefinition,
@@ -62,8 +62,8 @@ from cube_assets.cube_config import CubeConfig
 from cube_assets.manifests import Composite, Merge, PeriodBlendManifest, SceneCogManifest, TileMergeManifest
 from cube_assets.partitions import cube_partitions
 from cube_assets.raster.cog import is_valid_cog
-from cube_assets.raster.windowed_io import block_windows
 from cube_assets.raster.masks import QualityClass, classify_quality, rules_from_config
+from cube_assets.raster.windowed_io import block_windows
 from cube_assets.redaction import redact_url
 from cube_assets.resources.storage import RasterStoreResource
 from cube_assets.storage.raster_store import RasterStore
@@ -239,7 +239,7 @@ def observation_count_problems(
         return problems
     rules = rules_from_config(cube.quality.rules)
     expected_clear = expected_total = None
-    for function, composite in composites.items():
+    for composite in composites.values():
         bands = composite.bands
         if "CLEAROB" not in bands or "TOTALOB" not in bands:
             problems.append(f"{composite.item}: CLEAROB or TOTALOB missing")

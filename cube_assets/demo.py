@@ -17,7 +17,6 @@ from cube_assets.partitions import cube_partitions
 from cube_assets.storage.layout import manifest_key
 from cube_assets.storage.raster_store import LocalRasterStore
 
-
 # Every event is still in the instance's event log (see it with `make dev`); the terminal shows warnings only.
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 

@@ -30,12 +30,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import numpy as np
+import shapely
 from affine import Affine
 from pyproj import CRS, Transformer
 from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
-import numpy as np
-import shapely
 
 from cube_assets.errors import InvalidCubeConfig
 from cube_assets.quoting import quoted, shortened
@@ -53,7 +53,7 @@ MAX_TILES_PER_CUBE = 100_000
 MAX_TILE_NAME_LENGTH = 128
 MAX_NAME_FORMAT_WIDTH = 64
 MAX_TILE_SIDE_PX = 65_536
-_TILE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,%d}$" % MAX_TILE_NAME_LENGTH)
+_TILE_NAME = re.compile(rf"^[A-Za-z0-9_.-]{{1,{MAX_TILE_NAME_LENGTH}}}$")
 _FORMAT_LITERAL = re.compile(r"^[A-Za-z0-9_.-]*$")
 _FORMAT_SPEC = re.compile(r"^(?:0(?P<width>[0-9]{1,6})d)?$")
 

@@ -110,18 +110,18 @@ def real_landsat_items(real_data: Path) -> list[dict[str, Any]]:
     return [copy.deepcopy(_load_json(real_data / LANDSAT_ITEM))]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_cassette(path: Path) -> list[dict[str, Any]]:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     return yaml.load(path.read_text(), Loader=loader)["interactions"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _file_digest(path: Path) -> tuple[int, str]:
     data = path.read_bytes()
     return len(data), "1220" + hashlib.sha256(data).hexdigest()

@@ -24,8 +24,8 @@ from cube_assets.checks import (
 )
 from cube_assets.cube_config import load_project_config
 from cube_assets.definitions import build_definitions
-from cube_assets.partitions import cube_partitions, partition_key
 from cube_assets.manifests import Composite, Merge
+from cube_assets.partitions import cube_partitions, partition_key
 from cube_assets.storage.layout import manifest_key
 from cube_assets.storage.raster_store import LocalRasterStore
 from cube_assets_tests.conftest import SMALL_CUBE, SMALL_SIMULATOR, write_cube_file

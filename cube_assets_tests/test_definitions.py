@@ -4,9 +4,9 @@ import sys
 from dagster import AssetKey, Definitions, MultiPartitionsDefinition
 
 from cube_assets.assets import STAGES
+from cube_assets.cube_config import DEMO_CONFIG
 from cube_assets.definitions import build_definitions, cube_job_name
 from cube_assets.partitions import split_partition_key
-from cube_assets.cube_config import DEMO_CONFIG
 from cube_assets_tests.conftest import REPO_ROOT
 
 

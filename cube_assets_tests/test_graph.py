@@ -9,9 +9,9 @@ import pytest
 import rasterio
 from dagster import AssetKey, AssetSelection, instance_for_test, materialize
 
+from cube_assets.assets import build_cube_assets
 from cube_assets.catalog.database import create_catalog_engine, default_catalog_url, session_factory
 from cube_assets.catalog.repository import search_images
-from cube_assets.assets import build_cube_assets
 from cube_assets.cube_config import load_project_config
 from cube_assets.definitions import build_definitions
 from cube_assets.partitions import partition_key

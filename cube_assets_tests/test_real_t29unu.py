@@ -92,7 +92,7 @@ def _sample_pixels(merged: np.ndarray, merged_transform, source, nodata, count=2
     rows, cols = np.nonzero(merged != nodata)
     pick = np.random.default_rng(5).choice(rows.size, size=count * 4, replace=False)
     samples = []
-    for r, c in zip(rows[pick], cols[pick]):
+    for r, c in zip(rows[pick], cols[pick], strict=True):
         x, y = merged_transform @ (c + 0.5, r + 0.5)
         col_f, row_f = ~source.transform @ to_utm.transform(x, y)
         if min(col_f % 1, 1 - col_f % 1, row_f % 1, 1 - row_f % 1) > 0.25:

@@ -1,4 +1,4 @@
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -38,7 +38,7 @@ def test_custom_continuous_step_counts_from_the_start_date():
 
 
 def test_period_of_a_datetime_uses_its_day():
-    period = TemporalSchema("16D").period_of(datetime(2024, 1, 17, 23, 59, tzinfo=timezone.utc))
+    period = TemporalSchema("16D").period_of(datetime(2024, 1, 17, 23, 59, tzinfo=UTC))
     assert period.key == "2024-01-17" and period.contains(date(2024, 2, 1)) and not period.contains(date(2024, 2, 2))
 
 

@@ -44,11 +44,13 @@ def build_tile_merge(cube: CubeConfig) -> AssetsDefinition:
             metadata={
                 "merge_count": len(merges),
                 "dates": days,
-                "efficacy_by_date": MetadataValue.json({d: m.efficacy for d, m in zip(days, merges)}),
-                "cloud_ratio_by_date": MetadataValue.json({d: m.cloud_ratio for d, m in zip(days, merges)}),
+                "efficacy_by_date": MetadataValue.json({d: m.efficacy for d, m in zip(days, merges, strict=True)}),
+                "cloud_ratio_by_date": MetadataValue.json(
+                    {d: m.cloud_ratio for d, m in zip(days, merges, strict=True)}
+                ),
                 "valid_pixels": sum(m.valid_pixels for m in merges),
                 "clear_pixels": sum(m.clear_pixels for m in merges),
-                "paths": MetadataValue.json({d: m.bands for d, m in zip(days, merges)}),
+                "paths": MetadataValue.json({d: m.bands for d, m in zip(days, merges, strict=True)}),
             },
         )
 

@@ -14,10 +14,9 @@ from cube_assets.providers.base import SENTINEL2_L1C
 from cube_assets.resources.providers import ProvidersResource
 from cube_assets.resources.sen2cor import Sen2CorResource
 from cube_assets.resources.storage import RasterStoreResource
-from cube_assets.steps.previews import local_preview, share_preview
 from cube_assets.steps.indexes import total_nodata_pixels
+from cube_assets.steps.previews import local_preview, share_preview
 from cube_assets.steps.scenes import publish_scene, reflectance_for_scene
-
 
 # Provider downloads fail transiently (timeouts, throttling): retry the partition 4 times,
 # after about 30 s, 90 s, 210 s and 450 s (exponential backoff, ± 30 s of jitter so that

@@ -466,7 +466,7 @@ def product_to_collection(
 _FIELD_VALIDATORS = {uri: Draft7Validator(schema) for uri, schema in EXTENSION_FIELD_SCHEMAS.items()}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _core_validator(kind: pystac.STACObjectType) -> Any:
     """A JSON-schema validator of the core STAC 1.1.0 schema of ``kind``, built once.
 

@@ -13,7 +13,7 @@ from cube_assets.catalog.models import BAND_DATA_TYPES
 from cube_assets.catalog.repository import BandRecord, upsert_bands
 from cube_assets.client import coercers
 from cube_assets.client.attributes import Attribute
-from cube_assets.client.base import O, CatalogObject, InProduct
+from cube_assets.client.base import CatalogObject, InProduct, ObjectT
 from cube_assets.client.connection import Catalog, bind_to_catalogs
 from cube_assets.client.search import ObjectSearch
 from cube_assets.errors import CatalogError
@@ -109,7 +109,7 @@ class Band(InProduct, CatalogObject):
         return value
 
     @classmethod
-    def search(cls: type[O], catalog: Catalog | None = None) -> ObjectSearch[O]:
+    def search(cls: type[ObjectT], catalog: Catalog | None = None) -> ObjectSearch[ObjectT]:
         """Return a search over bands; on a subclass, only bands of that type."""
         search = ObjectSearch(cls, cls._resolve_catalog(catalog))
         band_type = getattr(cls, "band_type", None)

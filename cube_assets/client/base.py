@@ -77,7 +77,7 @@ class ObjectState(enum.StrEnum):
     DELETED = "deleted"
 
 
-O = TypeVar("O", bound="CatalogObject")
+ObjectT = TypeVar("ObjectT", bound="CatalogObject")
 
 
 def _copy(value: Any) -> Any:
@@ -228,17 +228,17 @@ class CatalogObject:
         return select(*cls._model.__table__.c)  # type: ignore[attr-defined]
 
     @classmethod
-    def _build(cls: type[O], rows: Sequence[Any], catalog: Catalog, session: Session) -> list[O]:
+    def _build(cls: type[ObjectT], rows: Sequence[Any], catalog: Catalog, session: Session) -> list[ObjectT]:
         """Objects from rows of :meth:`_select` (subclasses fetch what the rows lack, e.g. files)."""
         return [cls._from_row(row, catalog, {}) for row in rows]
 
     @classmethod
-    def _load(cls: type[O], catalog: Catalog, session: Session, statement: Select[Any]) -> list[O]:
+    def _load(cls: type[ObjectT], catalog: Catalog, session: Session, statement: Select[Any]) -> list[ObjectT]:
         # Core execution on the session's connection: no ORM layer between the rows and the objects.
         return cls._build(session.connection().execute(statement).all(), catalog, session)
 
     @classmethod
-    def _from_row(cls: type[O], row: Any, catalog: Catalog, extra: Mapping[str, Any]) -> O:
+    def _from_row(cls: type[ObjectT], row: Any, catalog: Catalog, extra: Mapping[str, Any]) -> ObjectT:
         target = cls._class_for(row)
         obj = target.__new__(target)
         object.__setattr__(obj, "_catalog", catalog)
@@ -276,7 +276,7 @@ class CatalogObject:
         return catalog if catalog is not None else default_catalog()
 
     @classmethod
-    def search(cls: type[O], catalog: Catalog | None = None) -> ObjectSearch[O]:
+    def search(cls: type[ObjectT], catalog: Catalog | None = None) -> ObjectSearch[ObjectT]:
         """Return an :class:`~cube_assets.client.search.ObjectSearch` over every object of this class.
 
         Raises:
@@ -285,7 +285,7 @@ class CatalogObject:
         return ObjectSearch(cls, cls._resolve_catalog(catalog))
 
     @classmethod
-    def get(cls: type[O], id: str, catalog: Catalog | None = None) -> O | None:  # noqa: A002
+    def get(cls: type[ObjectT], id: str, catalog: Catalog | None = None) -> ObjectT | None:  # noqa: A002
         """Return the object stored under ``id``, or None if there is none.
 
         Raises:
@@ -296,8 +296,8 @@ class CatalogObject:
 
     @classmethod
     def get_many(
-        cls: type[O], ids: Iterable[str], ignore_missing: bool = False, catalog: Catalog | None = None
-    ) -> list[O]:
+        cls: type[ObjectT], ids: Iterable[str], ignore_missing: bool = False, catalog: Catalog | None = None
+    ) -> list[ObjectT]:
         """Return the objects stored under ``ids``, in the order of ``ids``, in one query.
 
         Returns:
@@ -312,7 +312,7 @@ class CatalogObject:
             raise CatalogError(f"get_many takes a list of ids, got the string {ids!r}")
         wanted = list(dict.fromkeys(ids))
         keys = {id_: cls._key(id_) for id_ in wanted}
-        found: dict[tuple[Any, ...], O] = {}
+        found: dict[tuple[Any, ...], ObjectT] = {}
         if keys:
             statement = cls._select(resolved.dialect).where(cls._keys_clause(list(keys.values())))
             with resolved.session() as session:
@@ -348,7 +348,7 @@ class CatalogObject:
             return bool(session.execute(statement).scalar_one())
 
     @classmethod
-    def get_or_create(cls: type[O], id: str, catalog: Catalog | None = None, **attributes: Any) -> O:  # noqa: A002
+    def get_or_create(cls: type[ObjectT], id: str, catalog: Catalog | None = None, **attributes: Any) -> ObjectT:  # noqa: A002
         """Return the stored object ``id`` with ``attributes`` assigned, or a new unsaved one with them.
 
         Nothing is written: call :meth:`save`. A stored object whose attributes all match is ``saved``
@@ -371,7 +371,7 @@ class CatalogObject:
 
     # ------------------------------------------------------------------ writing
 
-    def save(self: O) -> O:
+    def save(self: ObjectT) -> ObjectT:
         """Store the object if it is unsaved or modified; do nothing if it is saved.
 
         A new object whose id is already stored is refused (use :meth:`get_or_create` to update
@@ -421,7 +421,7 @@ class CatalogObject:
         object.__setattr__(self, "_values", fresh._values)
         object.__setattr__(self, "_snapshot", fresh._snapshot)
 
-    def reload(self: O) -> O:
+    def reload(self: ObjectT) -> ObjectT:
         """Replace every attribute with what the catalog holds now (dropping unsaved changes).
 
         Returns:

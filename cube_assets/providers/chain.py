@@ -18,8 +18,8 @@ from shapely.geometry.base import BaseGeometry
 
 from cube_assets.errors import ProviderError
 from cube_assets.providers.base import Provider, SceneRef
-from cube_assets.redaction import redact_urls_in_text
 from cube_assets.providers.raw_store import RawStore
+from cube_assets.redaction import redact_urls_in_text
 
 logger = logging.getLogger(__name__)
 

@@ -43,10 +43,10 @@ from shapely.geometry.base import BaseGeometry
 
 from cube_assets.errors import ProviderError
 from cube_assets.names import name_problem, relative_path_problem
-from cube_assets.quoting import quoted
 from cube_assets.providers.base import Provider, SceneRef, select_scenes
 from cube_assets.providers.local import PRODUCT_MANIFEST, read_product_manifest
 from cube_assets.providers.raw_store import STAC_ITEM_FILE, RawStore, StoredScene
+from cube_assets.quoting import quoted
 from cube_assets.storage.s3_store import S3RasterStore
 
 logger = logging.getLogger(__name__)

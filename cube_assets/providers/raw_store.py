@@ -65,11 +65,8 @@ from cube_assets.errors import InvalidRaster, InvalidScene, ProviderError
 from cube_assets.formats.archives import ArchiveMember, UnsafeArchive, tar_members, zip_members
 from cube_assets.formats.landsat import is_landsat_folder, open_landsat_product
 from cube_assets.names import check_name
-from cube_assets.quoting import quoted
 from cube_assets.providers.base import Provider, SceneRef, check_search_arguments, select_scenes
 from cube_assets.providers.http import DownloadResult, RemoteFile
-from cube_assets.providers.multihash import file_multihash, parse_multihash
-from cube_assets.redaction import redact_url
 from cube_assets.providers.local import (
     LANDSAT_FORMAT,
     PRODUCT_MANIFEST,
@@ -77,6 +74,9 @@ from cube_assets.providers.local import (
     ProductManifest,
     is_complete_product,
 )
+from cube_assets.providers.multihash import file_multihash, parse_multihash
+from cube_assets.quoting import quoted
+from cube_assets.redaction import redact_url
 
 logger = logging.getLogger(__name__)
 

@@ -50,11 +50,11 @@ from shapely.geometry.base import BaseGeometry
 from cube_assets.errors import ProviderError
 from cube_assets.formats.stac_item import asset_key_for_band
 from cube_assets.names import check_name, name_problem
-from cube_assets.quoting import quoted
 from cube_assets.providers.base import Provider, SceneRef, check_search_arguments, select_scenes
 from cube_assets.providers.credentials import Credentials, check_credentials_spec, credentials_from_spec
 from cube_assets.providers.http import DownloadResult, HttpClient, RemoteFile
 from cube_assets.providers.retry import RetryPolicy
+from cube_assets.quoting import quoted
 from cube_assets.redaction import redact_url, redact_urls_in_text
 
 logger = logging.getLogger(__name__)

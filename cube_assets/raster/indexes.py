@@ -28,13 +28,12 @@ from numbers import Real
 from pathlib import Path
 
 import numpy as np
-from numpy.typing import DTypeLike
 import rasterio
+from numpy.typing import DTypeLike
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from cube_assets.atomic import atomic_path
-
 from cube_assets.errors import InvalidExpression, InvalidRaster
 from cube_assets.raster.inputs import open_input, reading_from
 

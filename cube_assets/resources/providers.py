@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from contextlib import suppress
-from datetime import datetime, time, timezone
+from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +35,10 @@ from cube_assets.grids import Tile
 from cube_assets.providers.base import SENTINEL2_L1C, Provider
 from cube_assets.providers.chain import load_stored, search_and_fetch
 from cube_assets.providers.local import LocalArchiveProvider
-from cube_assets.providers.simulated import SimulatorProvider, simulated_scenes
-from cube_assets.storage.raster_store import RasterStore
 from cube_assets.providers.raw_s3 import MirroredRawStore, RawMirrorError, RawSceneMirror
 from cube_assets.providers.raw_store import RawStore
+from cube_assets.providers.simulated import SimulatorProvider, simulated_scenes
+from cube_assets.storage.raster_store import RasterStore
 from cube_assets.temporal import Period
 
 
@@ -196,8 +196,8 @@ class ProvidersResource(ConfigurableResource):
                 (offline) a stored scene lacks a band (``SceneNotStored``).
         """
         project = load_project_config(self.config_file)
-        start = datetime.combine(period.start, time(), tzinfo=timezone.utc)
-        end = datetime.combine(period.end, time(), tzinfo=timezone.utc)
+        start = datetime.combine(period.start, time(), tzinfo=UTC)
+        end = datetime.combine(period.end, time(), tzinfo=UTC)
         raw_store = self.raw_store(store)
         bands = raw_bands(cube)
         if self.offline:

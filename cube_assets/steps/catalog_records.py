@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, time, timezone
+from datetime import UTC, datetime, time
 from typing import Any
 
 import numpy as np
@@ -87,8 +87,8 @@ def catalog_batch(
 
 def _products(cube: CubeConfig, tile: Tile) -> list[ProductRecord]:
     """The cube's products: one per composite function, the merges, and the source collection."""
-    start = datetime.combine(cube.start_date, time(), tzinfo=timezone.utc)
-    end = datetime.combine(cube.end_date, time(23, 59, 59), tzinfo=timezone.utc)
+    start = datetime.combine(cube.start_date, time(), tzinfo=UTC)
+    end = datetime.combine(cube.end_date, time(23, 59, 59), tzinfo=UTC)
     products = [
         ProductRecord(
             id=composite_product_id(cube, function),
@@ -138,8 +138,8 @@ def _composite_images(
 ) -> list[ImageRecord]:
     """One image per composite of the blend, spanning the period, with its cloud and fill fractions read from its bands."""
     geometry, common = mapping(tile.geometry_4326), _tile_image_fields(tile)
-    period_start = datetime.combine(period.start, time(), tzinfo=timezone.utc)
-    period_end = datetime.combine(period.end, time(), tzinfo=timezone.utc)
+    period_start = datetime.combine(period.start, time(), tzinfo=UTC)
+    period_end = datetime.combine(period.end, time(), tzinfo=UTC)
     images = []
     for function, composite in blend.composites.items():
         cloud, fill = _composite_fractions(store, composite.bands)
@@ -179,7 +179,7 @@ def _merge_images(
                 id=merge.item,
                 product_id=merge_product_id(cube),
                 name=merge.item,
-                acquired=datetime.combine(merge.date, time(), tzinfo=timezone.utc),
+                acquired=datetime.combine(merge.date, time(), tzinfo=UTC),
                 geometry=geometry,
                 cloud_fraction=merge.cloud_ratio / 100.0,
                 fill_fraction=merge.valid_pixels / merge.total_pixels,

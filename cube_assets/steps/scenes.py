@@ -25,16 +25,6 @@ from shapely.geometry import mapping
 
 from cube_assets.cube_config import CubeConfig
 from cube_assets.errors import InvalidScene
-from cube_assets.manifests import IndexPixels, RawScene, ReflectanceScene, SceneCog, Sen2CorRecord
-from cube_assets.raster.cog import COG_CONTENT_TYPE, cog_from_file
-from cube_assets.raster.footprint import valid_data_footprint
-from cube_assets.raster.indexes import CompiledExpression, IndexWrite, compile_expression, write_index
-from cube_assets.raster.inputs import open_input, reading_from
-from cube_assets.raster.product_limits import LANDSAT_C2, SENTINEL2, ProductLimits, limits_for_collection
-from cube_assets.raster.quicklook import quicklook_from_files, write_quicklook
-from cube_assets.providers.base import SENTINEL2_L1C
-from cube_assets.providers.local import PRODUCT_MANIFEST, ProductManifest, read_product_manifest
-from cube_assets.raster.reflectance import copy_band, write_landsat_reflectance, write_reflectance
 from cube_assets.formats.landsat import LANDSAT_C2_L2, is_landsat_folder, normalize_landsat_band, open_landsat_product
 from cube_assets.formats.safe_archive import extract_safe_zip, safe_members
 from cube_assets.formats.sen2cor import Sen2CorOutput
@@ -46,6 +36,16 @@ from cube_assets.formats.stac_item import (
     landsat_radiometry,
     sentinel2_radiometry,
 )
+from cube_assets.manifests import IndexPixels, RawScene, ReflectanceScene, SceneCog, Sen2CorRecord
+from cube_assets.providers.base import SENTINEL2_L1C
+from cube_assets.providers.local import PRODUCT_MANIFEST, ProductManifest, read_product_manifest
+from cube_assets.raster.cog import COG_CONTENT_TYPE, cog_from_file
+from cube_assets.raster.footprint import valid_data_footprint
+from cube_assets.raster.indexes import CompiledExpression, IndexWrite, compile_expression, write_index
+from cube_assets.raster.inputs import open_input, reading_from
+from cube_assets.raster.product_limits import LANDSAT_C2, SENTINEL2, ProductLimits, limits_for_collection
+from cube_assets.raster.quicklook import quicklook_from_files, write_quicklook
+from cube_assets.raster.reflectance import copy_band, write_landsat_reflectance, write_reflectance
 from cube_assets.steps.indexes import index_inputs, index_pixel_counts
 from cube_assets.storage.layout import scene_cog_key, scene_reflectance_key
 from cube_assets.storage.raster_store import RasterStore

@@ -19,7 +19,7 @@ import shutil
 import stat
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +186,7 @@ def clean_stale_writes(
     Returns:
         The :class:`CleanupReport` of what was removed.
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     staging_root = getattr(store, "staging_root", None)
     if staging_root is None and hasattr(store, "root"):
         staging_root = Path(store.root) / ".staging"

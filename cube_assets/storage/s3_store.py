@@ -23,7 +23,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -385,7 +385,7 @@ class S3RasterStore:
 
         if older_than < timedelta(0):
             raise ValueError(f"abort_stale_multipart_uploads: older_than {older_than} must not be negative")
-        cutoff = (now or datetime.now(timezone.utc)) - older_than
+        cutoff = (now or datetime.now(UTC)) - older_than
         listing: dict[str, Any] = {"Bucket": self.bucket, "Prefix": f"{self.prefix}/" if self.prefix else ""}
         aborted = []
         try:

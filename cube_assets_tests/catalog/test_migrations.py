@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import shapely.geometry
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-import shapely.geometry
 from sqlalchemy import JSON, CheckConstraint, DateTime, insert, inspect, make_url, text
 from sqlalchemy.sql import column, table
 

@@ -6,6 +6,7 @@ On SQLite and the real PostgreSQL server; expected values come from Python over 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections import defaultdict
 from dataclasses import replace
 from typing import Any
@@ -128,7 +129,7 @@ def test_summary_interval_year_week_day_match_python(filled: Catalog, interval: 
         expected[key(record["acquired"])] += 1
     assert {s.interval_start: s.count for s in series if s.count} == dict(expected)
     assert sum(s.count for s in series) == len(RECORDS)
-    steps = {(b.interval_start - a.interval_start).days for a, b in zip(series, series[1:])}
+    steps = {(b.interval_start - a.interval_start).days for a, b in itertools.pairwise(series)}
     assert steps <= {365, 366} if interval == "year" else steps == ({7} if interval == "week" else {1})
 
 

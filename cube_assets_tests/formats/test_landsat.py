@@ -26,8 +26,8 @@ from cube_assets.formats.landsat import (
     read_mtl,
 )
 from cube_assets.providers.local import LocalArchiveProvider
-from cube_assets.raster.masks import rescale_landsat_c2
 from cube_assets.raster.footprint import valid_data_footprint
+from cube_assets.raster.masks import rescale_landsat_c2
 from cube_assets.raster.reflectance import REFLECTANCE_NODATA, scale_landsat_to_reflectance, write_landsat_reflectance
 
 pytestmark = pytest.mark.real_data

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from pyproj import Transformer
 import shapely
+from pyproj import Transformer
 from shapely.geometry import Point
 
 from cube_assets.formats.sentinel2_safe import SafeProduct, open_safe

@@ -440,8 +440,8 @@ def test_a_sound_tar_and_zip_pass_the_same_checks(tmp_path) -> None:
 
 def test_a_zip_slip_asset_from_a_stac_api_is_never_stored(stac_server, tmp_path) -> None:
     from cube_assets.providers.base import SENTINEL2_L2A
-    from cube_assets.providers.stac import build_stac_provider
     from cube_assets.providers.raw_store import RawStore, RawStoreError
+    from cube_assets.providers.stac import build_stac_provider
 
     archive = _safe_zip(tmp_path / "served.zip", extra=[(f"{PRODUCT}/../../evil.txt", b"evil")])
     url = stac_server.serve_file(archive.read_bytes(), "zipped/product.zip")

@@ -21,6 +21,7 @@ from shapely.geometry import mapping, shape
 
 from cube_assets.errors import InvalidRaster, InvalidScene
 from cube_assets.manifests import RawScene
+from cube_assets.providers.raw_store import CorruptFile, RawStore, verify_file
 from cube_assets.providers.stac import build_stac_provider
 from cube_assets.raster.cog import cog_from_file
 from cube_assets.raster.inputs import open_input
@@ -29,9 +30,7 @@ from cube_assets.raster.reflectance import copy_band, write_landsat_reflectance,
 from cube_assets.raster.warp import DATASOURCE, merge_scenes_to_files
 from cube_assets.steps.scenes import reflectance_for_scene
 from cube_assets.storage.raster_store import LocalRasterStore
-from cube_assets.providers.raw_store import CorruptFile, RawStore, verify_file
 from cube_assets_tests.fixtures_stac import REAL_LANDSAT_ASSET_FILES, REAL_S2_ASSET_FILES
-from cube_assets_tests.steps.test_scenes_stac import EARTH_SEARCH_S2_FILES, S2_CUBE, earth_search_l2a
 from cube_assets_tests.hostile.hostile_rasters import (
     ORIGIN,
     UTM29,
@@ -40,6 +39,7 @@ from cube_assets_tests.hostile.hostile_rasters import (
     pixel_reads,
     write_geotiff,
 )
+from cube_assets_tests.steps.test_scenes_stac import EARTH_SEARCH_S2_FILES, S2_CUBE, earth_search_l2a
 
 GENEROUS_SECONDS = 60  # the refusal takes milliseconds; reading what the header declares takes hours
 

@@ -25,8 +25,8 @@ from cube_assets.names import name_problem
 from cube_assets.providers.base import SENTINEL2_L2A, SceneRef
 from cube_assets.providers.chain import search_and_fetch
 from cube_assets.providers.local import LANDSAT_FORMAT, PRODUCT_MANIFEST, LocalArchiveProvider, read_product_manifest
-from cube_assets.providers.stac import StacProvider, build_stac_provider
 from cube_assets.providers.raw_store import RawStore, RawStoreError
+from cube_assets.providers.stac import StacProvider, build_stac_provider
 
 AREA = box(10.0, 10.0, 10.1, 10.1)
 WINDOW = (datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 2, 1, tzinfo=UTC))

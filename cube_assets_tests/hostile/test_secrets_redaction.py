@@ -26,7 +26,6 @@ from cube_assets.redaction import SECRET_QUERY_KEYS, is_secret_query_key, redact
 from cube_assets.steps.catalog_records import CatalogBatch
 from cube_assets.storage.raster_store import LocalRasterStore
 from cube_assets.storage.s3_store import S3RasterStore
-from cube_assets_tests.fixtures_postgres import PostgresServer
 
 SECRET = "Zq9-SECRET-value-4471"
 #: The query-parameter names the security docs promise to mask, in the cases people write them.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -38,7 +38,7 @@ FOOTPRINT = {"type": "Polygon", "coordinates": [[[-45.0, -12.0], [-44.0, -12.0],
 RAW = RawScene(
     scene_id="S2A_X",
     collection="sentinel-2-l2a",
-    datetime=datetime(2024, 1, 4, 13, 32, 29, tzinfo=timezone.utc),
+    datetime=datetime(2024, 1, 4, 13, 32, 29, tzinfo=UTC),
     provider="archive",
     path="/data/raw/S2A_X.SAFE",
     cloud_cover=12.5,

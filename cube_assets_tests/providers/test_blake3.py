@@ -17,9 +17,9 @@ from cube_assets.providers.base import SENTINEL2_L2A
 from cube_assets.providers.chain import search_and_fetch
 from cube_assets.providers.http import DownloadError, HttpClient, RemoteFile
 from cube_assets.providers.multihash import BLAKE3, file_multihash, parse_multihash
+from cube_assets.providers.raw_store import CorruptFile, RawStore, verify_file
 from cube_assets.providers.retry import RetryPolicy
 from cube_assets.providers.stac import build_stac_provider
-from cube_assets.providers.raw_store import CorruptFile, RawStore, verify_file
 from cube_assets_tests.fixtures_stac import REAL_S2_ASSET_FILES, real_sentinel2_items
 
 B04 = REAL_S2_ASSET_FILES["B04"]

@@ -15,8 +15,8 @@ from shapely.geometry import box
 from cube_assets.errors import ProviderError
 from cube_assets.providers.base import SENTINEL2_L2A
 from cube_assets.providers.chain import search_and_fetch
-from cube_assets.providers.stac import build_stac_provider
 from cube_assets.providers.raw_store import RawStore
+from cube_assets.providers.stac import build_stac_provider
 from cube_assets_tests.fixtures_stac import REAL_S2_ASSET_FILES, real_sentinel2_items
 
 TILE = box(27.4, -7.8, 27.5, -7.7)

@@ -19,9 +19,9 @@ from cube_assets.cube_config import load_project_config
 from cube_assets.definitions import build_definitions
 from cube_assets.errors import InvalidCubeConfig, ProviderError
 from cube_assets.partitions import partition_key
+from cube_assets.providers.raw_store import SceneNotStored
 from cube_assets.providers.registry import load_providers, parse_provider_definition, set_priority
 from cube_assets.resources.providers import ProvidersResource
-from cube_assets.providers.raw_store import SceneNotStored
 from cube_assets_tests.conftest import write_cube_file
 from cube_assets_tests.fixtures_stac import REAL_S2_ASSET_FILES, real_sentinel2_items
 

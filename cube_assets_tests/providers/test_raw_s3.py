@@ -18,12 +18,12 @@ from shapely.geometry import box
 
 from cube_assets.cube_config import load_project_config
 from cube_assets.providers.base import SENTINEL2_L2A
+from cube_assets.providers.raw_s3 import MirroredRawStore, RawMirrorError, RawSceneMirror
+from cube_assets.providers.raw_store import RawStore, SceneNotStored
 from cube_assets.providers.simulated import SimulatorProvider, simulated_scenes
 from cube_assets.providers.stac import build_stac_provider
 from cube_assets.resources.providers import ProvidersResource
 from cube_assets.resources.storage import RasterStoreResource
-from cube_assets.providers.raw_s3 import MirroredRawStore, RawMirrorError, RawSceneMirror
-from cube_assets.providers.raw_store import RawStore, SceneNotStored
 from cube_assets_tests.conftest import SMALL_CUBE, SMALL_SIMULATOR, write_cube_file
 from cube_assets_tests.fixtures_s3 import S3Server
 from cube_assets_tests.fixtures_stac import REAL_S2_ASSET_FILES, real_sentinel2_items

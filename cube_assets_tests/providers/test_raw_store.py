@@ -24,7 +24,6 @@ from cube_assets.providers.local import (
     read_product_manifest,
     write_product_manifest,
 )
-from cube_assets.providers.stac import StacProvider, build_stac_provider
 from cube_assets.providers.raw_store import (
     CorruptFile,
     RawStore,
@@ -32,6 +31,7 @@ from cube_assets.providers.raw_store import (
     SceneNotStored,
     verify_file,
 )
+from cube_assets.providers.stac import StacProvider, build_stac_provider
 from cube_assets_tests.fixtures_stac import REAL_LANDSAT_ASSET_FILES, REAL_S2_ASSET_FILES, real_sentinel2_items
 
 TILE = box(27.4, -7.8, 27.5, -7.7)

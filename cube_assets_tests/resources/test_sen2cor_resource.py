@@ -27,8 +27,6 @@ from cube_assets.assets import build_cube_assets
 from cube_assets.cube_config import load_project_config
 from cube_assets.definitions import build_definitions
 from cube_assets.errors import InvalidScene
-from cube_assets.partitions import partition_key
-from cube_assets.resources.sen2cor import Sen2CorResource
 from cube_assets.formats.sen2cor import (
     CONTAINER_CCI_DIR,
     CONTAINER_INPUT_DIR,
@@ -40,6 +38,8 @@ from cube_assets.formats.sen2cor import (
     validate_l2a_product,
 )
 from cube_assets.formats.sentinel2_safe import open_safe, parse_product_metadata
+from cube_assets.partitions import partition_key
+from cube_assets.resources.sen2cor import Sen2CorResource
 from cube_assets.storage.layout import manifest_key
 from cube_assets_tests.conftest import SMALL_CUBE, write_cube_file
 

@@ -25,10 +25,10 @@ from cube_assets.errors import InvalidScene
 from cube_assets.formats.landsat import parse_mtl
 from cube_assets.formats.sentinel2_safe import open_safe
 from cube_assets.formats.simulator import simulate_l2a_product
+from cube_assets.manifests import RawScene
 from cube_assets.raster.cog import is_valid_cog
 from cube_assets.raster.footprint import iou, valid_data_footprint
 from cube_assets.raster.masks import rescale_landsat_c2
-from cube_assets.manifests import RawScene
 from cube_assets.steps.scenes import publish_scene, reflectance_for_scene
 from cube_assets.storage.raster_store import LocalRasterStore
 

@@ -26,11 +26,11 @@ from cube_assets.errors import InvalidScene
 from cube_assets.formats.sentinel2_safe import parse_product_metadata
 from cube_assets.formats.stac_item import asset_key_for_band, processing_baseline, sentinel2_radiometry
 from cube_assets.manifests import RawScene
+from cube_assets.providers.raw_store import RawStore
 from cube_assets.providers.stac import build_stac_provider
 from cube_assets.raster.cog import is_valid_cog
 from cube_assets.steps.scenes import publish_scene, reflectance_for_scene
 from cube_assets.storage.raster_store import LocalRasterStore
-from cube_assets.providers.raw_store import RawStore
 from cube_assets_tests.fixtures_stac import (
     CASSETTES,
     LANDSAT_ITEM,
