@@ -64,7 +64,7 @@ from rasterio.windows import Window
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import (  # noqa: E402
+from _common import (
     CaseResult,
     Measurement,
     format_bytes,
@@ -74,11 +74,11 @@ from _common import (  # noqa: E402
     pin_mmap_threshold,
     print_results,
 )
-from reference_blend import QUALITY_OUTPUTS, reference_blend_band, reference_blend_quality  # noqa: E402
+from reference_blend import QUALITY_OUTPUTS, reference_blend_band, reference_blend_quality
 
-from cube_assets.raster.cog import cog_from_file  # noqa: E402
-from cube_assets.raster.composite import blend_band, blend_quality  # noqa: E402
-from cube_assets.raster.masks import SCL_RULES  # noqa: E402
+from cube_assets.raster.cog import cog_from_file
+from cube_assets.raster.composite import blend_band, blend_quality
+from cube_assets.raster.masks import SCL_RULES
 
 BAND = "B04"
 BAND_NODATA = -9999

@@ -57,11 +57,11 @@ import shapely.geometry
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import format_bytes, machine_summary, measure, peak_rss_method, print_table  # noqa: E402
+from _common import format_bytes, machine_summary, measure, peak_rss_method, print_table
 
-from cube_assets.catalog.expressions import properties as p  # noqa: E402
-from cube_assets.catalog.repository import search_images  # noqa: E402
-from cube_assets.client import Catalog, Image  # noqa: E402
+from cube_assets.catalog.expressions import properties as p
+from cube_assets.catalog.repository import search_images
+from cube_assets.client import Catalog, Image
 
 PRODUCTS = ("s2_16d-LCF", "s2_16d-MED", "s2_16d-merge", "sentinel-2-l2a", "landsat-c2-l2")
 COMPOSITES = {"s2_16d-LCF", "s2_16d-MED"}

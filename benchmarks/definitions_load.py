@@ -43,7 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import CaseResult, format_bytes, machine_summary, measure, peak_rss_method, print_table  # noqa: E402
+from _common import CaseResult, format_bytes, machine_summary, measure, peak_rss_method, print_table
 
 DAGSTER_PARTITION_ADVICE = 100_000
 _CHILD_PROJECT = "project"

@@ -45,7 +45,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import (  # noqa: E402
+from _common import (
     CaseResult,
     Measurement,
     format_bytes,
@@ -56,8 +56,8 @@ from _common import (  # noqa: E402
     print_results,
 )
 
-from cube_assets.providers.http import HttpClient, RemoteFile  # noqa: E402
-from cube_assets.providers.retry import RetryPolicy  # noqa: E402
+from cube_assets.providers.http import HttpClient, RemoteFile
+from cube_assets.providers.retry import RetryPolicy
 
 CHUNK = 1 << 20
 
@@ -92,10 +92,10 @@ def serve_file(path: Path) -> tuple[ThreadingHTTPServer, str]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's name
+        def log_message(self, format: str, *args: object) -> None:  # http.server's name
             pass
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:  # http.server's naming
             self.send_response(200)
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(size))

@@ -49,7 +49,7 @@ from rasterio.windows import Window
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import (  # noqa: E402
+from _common import (
     CaseResult,
     format_bytes,
     machine_summary,
@@ -57,12 +57,12 @@ from _common import (  # noqa: E402
     peak_rss_method,
     print_results,
 )
-from reference_merge import reference_merge_date  # noqa: E402
+from reference_merge import reference_merge_date
 
-from cube_assets.cube_config import CubeConfig  # noqa: E402
-from cube_assets.manifests import SceneRasters  # noqa: E402
-from cube_assets.steps.merge import merge_date  # noqa: E402
-from cube_assets.storage.raster_store import LocalRasterStore  # noqa: E402
+from cube_assets.cube_config import CubeConfig
+from cube_assets.manifests import SceneRasters
+from cube_assets.steps.merge import merge_date
+from cube_assets.storage.raster_store import LocalRasterStore
 
 BANDS = ("B02", "B04", "B08")
 BAND_NODATA = -9999

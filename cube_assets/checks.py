@@ -302,7 +302,7 @@ def missing_files(images: Sequence[Mapping[str, Any]], store: RasterStore) -> li
         for band, href in image["files"].items():
             try:
                 store.size(href)
-            except Exception as exc:  # noqa: BLE001 - any failure to stat the object means it is unusable
+            except Exception as exc:  # any failure to stat the object means it is unusable
                 missing.append(f"{image['id']}/{band}: {redact_url(href)} ({type(exc).__name__})")
     return missing
 

@@ -73,7 +73,7 @@ def read_cube_file(path: Path) -> dict[str, Any]:
     """
     data = _read_bytes(path)
     try:
-        loaded = yaml.load(data, Loader=_CubeFileLoader)  # noqa: S506 - a SafeLoader subclass
+        loaded = yaml.load(data, Loader=_CubeFileLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise InvalidCubeConfig(f"{path}: not valid YAML: {_yaml_problem(exc)}") from exc
     except RecursionError as exc:

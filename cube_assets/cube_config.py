@@ -303,7 +303,7 @@ class AoiConfig(_Strict):
             return value
         try:
             geometry = shape(value)
-        except Exception as exc:  # noqa: BLE001 - shapely raises many types for malformed GeoJSON
+        except Exception as exc:  # shapely raises many types for malformed GeoJSON
             raise ValueError(f"not a GeoJSON geometry ({type(exc).__name__}: {shortened(str(exc), 120)})") from None
         if geometry.geom_type not in ("Polygon", "MultiPolygon"):
             raise ValueError(f"must be a Polygon or MultiPolygon, got {quoted(geometry.geom_type)}")

@@ -193,7 +193,7 @@ def _start_local_server() -> Iterator[PostgresServer]:
 def postgresql_server() -> Iterator[PostgresServer]:
     """A PostgreSQL server for the whole test session (see the module docstring)."""
     try:
-        import psycopg  # noqa: F401
+        import psycopg  # noqa: F401 - imported only to learn whether it is installed
     except ImportError:
         postgres_unavailable('psycopg is not installed (pip install "psycopg[binary]>=3.2,<4")')
     external = os.environ.get("CUBE_ASSETS_TEST_POSTGRESQL_URL")
@@ -201,7 +201,7 @@ def postgresql_server() -> Iterator[PostgresServer]:
         server = PostgresServer(admin_url=external)
         try:
             server.admin("SELECT 1")
-        except Exception as exc:  # noqa: BLE001 - any failure to connect means "unavailable"
+        except Exception as exc:  # any failure to connect means "unavailable"
             postgres_unavailable(f"cannot connect to CUBE_ASSETS_TEST_POSTGRESQL_URL: {exc}")
         yield server
         return

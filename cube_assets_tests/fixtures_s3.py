@@ -132,7 +132,7 @@ def _wait_until_serving(
         try:
             server.client().list_buckets()
             return None
-        except Exception as exc:  # noqa: BLE001 - not up yet
+        except Exception as exc:  # not up yet
             last_error = str(exc)
             time.sleep(0.2)
     return f"no answer within {timeout_s:.0f} s: {last_error}"
@@ -142,8 +142,8 @@ def _wait_until_serving(
 def s3_server() -> Iterator[S3Server]:
     """moto's S3 server on 127.0.0.1 and a free port, for the whole session (see the module docstring)."""
     try:
-        import boto3  # noqa: F401
-        import moto.server  # noqa: F401
+        import boto3  # noqa: F401 - imported only to learn whether it is installed
+        import moto.server  # noqa: F401 - imported only to learn whether it is installed
     except ImportError as exc:
         s3_unavailable(f"{exc.name} is not installed (pip install 'moto[server]>=5,<6' boto3)")
     folder = Path(tempfile.mkdtemp(prefix="cube-s3-"))

@@ -20,7 +20,7 @@ def _report(target: Callable[..., None], worker: int, args: tuple[Any, ...], sta
         start.wait(timeout=120)
         target(worker, *args)
         results.put((worker, None))
-    except BaseException:  # noqa: BLE001 - the traceback is reported to the parent process
+    except BaseException:  # the traceback is reported to the parent process
         results.put((worker, traceback.format_exc()))
 
 

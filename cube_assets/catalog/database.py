@@ -276,7 +276,7 @@ def _begin_sqlite_transaction(connection: Connection) -> None:
 
 def _take_writer_turn(connection: Connection, database: Path) -> None:
     """Wait (at most the busy timeout × attempts) for the exclusive ``flock`` of ``database``'s lock file."""
-    lock_file = open(database.with_name(database.name + ".lock"), "a+b")  # noqa: SIM115 - held until commit or rollback
+    lock_file = open(database.with_name(database.name + ".lock"), "a+b")  # held until commit or rollback
     deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S * SQLITE_LOCK_ATTEMPTS
     while True:
         try:

@@ -6,7 +6,7 @@ search (:mod:`cube_assets.catalog.search`; the client's ``Image.search()`` build
     from cube_assets.catalog.expressions import properties as p
 
     (p.product_id == "s2_16d-LCF") & (p.acquired >= "2024-01-01") & (p.acquired < "2024-04-01")
-    (p.cloud_fraction < 0.2) | (p.cloud_fraction == None)  # noqa: E711
+    (p.cloud_fraction < 0.2) | (p.cloud_fraction == None)  # noqa: E711 - builds a property expression, not a comparison with None
 
 An expression is a small tree (:class:`Comparison`, :class:`And`, :class:`Or`, :class:`Not`, ...)
 that :meth:`Expression.compile` turns into a SQLAlchemy ``WHERE`` clause for the searched class's
@@ -112,7 +112,7 @@ def quote(value: object) -> str:
         return f"<an integer of {value.bit_length()} bits>"
     try:
         text = repr(value)
-    except Exception:  # noqa: BLE001 - only used to word a message
+    except Exception:  # only used to word a message
         return f"<a {type(value).__name__}>"
     if len(text) <= _QUOTED_CHARACTERS:
         return text
@@ -306,7 +306,7 @@ def geometry_4326(value: object) -> BaseGeometry:
             value = value.get("geometry") or {}
         try:
             geometry = shapely.geometry.shape(value)
-        except Exception as exc:  # noqa: BLE001 - shapely raises several types for malformed GeoJSON
+        except Exception as exc:  # shapely raises several types for malformed GeoJSON
             raise CatalogError(f"geometry is not valid GeoJSON: {exc}") from exc
     if geometry.is_empty:
         raise CatalogError("geometry is empty")
@@ -430,10 +430,10 @@ class And(Expression):
     def __post_init__(self) -> None:
         _combine(self, "&")
 
-    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:
         return and_(true(), *(part.compile(resolve, dialect) for part in self.parts))
 
-    def compile_negated(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+    def compile_negated(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:
         return or_(false(), *(part.compile_negated(resolve, dialect) for part in self.parts))
 
     def __repr__(self) -> str:
@@ -449,10 +449,10 @@ class Or(Expression):
     def __post_init__(self) -> None:
         _combine(self, "|")
 
-    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:
         return or_(false(), *(part.compile(resolve, dialect) for part in self.parts))
 
-    def compile_negated(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+    def compile_negated(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:
         return and_(true(), *(part.compile_negated(resolve, dialect) for part in self.parts))
 
     def __repr__(self) -> str:
@@ -471,10 +471,10 @@ class Not(Expression):
         object.__setattr__(self, "_terms", part._terms)
         _check_bounds(self, "~")
 
-    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:
         return self.part.compile_negated(resolve, dialect)
 
-    def compile_negated(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+    def compile_negated(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:
         # "not (not x)" is true exactly where x is; an unknown x matches neither way.
         return self.part.compile(resolve, dialect)
 
@@ -545,7 +545,7 @@ class Comparison(Expression):
             )
         _check_value(f"property {self.property._label()!r}", self.value)
 
-    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:
         field = resolve(self.property._name)
         if self.property._path:
             if field.kind != "json":
@@ -686,7 +686,7 @@ class In(Expression):
         object.__setattr__(self, "_terms", max(1, len(self.values)))
         _check_bounds(self, "in_")
 
-    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:
         field = resolve(self.property._name)
         if self.property._path or field.kind == "json":
             return or_(false(), *(Comparison(self.property, "==", v).compile(resolve, dialect) for v in self.values))
@@ -714,7 +714,7 @@ class Prefix(Expression):
         if isinstance(self.prefix, str):
             _check_text(f"property {self.property._label()!r}: prefix", self.prefix)
 
-    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:
         field = resolve(self.property._name)
         if self.property._path or field.kind != "string":
             raise CatalogError(f"prefix needs a text property, {self.property!r} is not one")

@@ -88,7 +88,7 @@ MAX_PROPERTIES = 50
 MAX_TAGS = 32
 
 
-class utcnow(FunctionElement[dt.datetime]):  # noqa: N801 - reads like the SQL function it renders
+class utcnow(FunctionElement[dt.datetime]):  # reads like the SQL function it renders
     """The database's current UTC time, with sub-second precision on every backend.
 
     Renders ``now()`` on PostgreSQL (transaction start time, ``timestamptz``) and

@@ -66,15 +66,15 @@ class SearchCatalog(Protocol):
     """The catalog connection a search runs on: its SQL dialect, engine and sessions."""
 
     @property
-    def dialect(self) -> str: ...  # noqa: D102
+    def dialect(self) -> str: ...
 
     @property
-    def engine(self) -> Engine: ...  # noqa: D102
+    def engine(self) -> Engine: ...
 
     @property
-    def postgis_schema(self) -> str | None: ...  # noqa: D102
+    def postgis_schema(self) -> str | None: ...
 
-    def session(self) -> AbstractContextManager[Session]: ...  # noqa: D102
+    def session(self) -> AbstractContextManager[Session]: ...
 
 
 class Searchable(Protocol):

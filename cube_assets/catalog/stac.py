@@ -300,7 +300,7 @@ def _crs_fields(code: str) -> dict[str, Any]:
     """``proj:code`` (and ``proj:wkt2`` when the CRS has no authority code) of a catalog CRS string."""
     try:
         crs = CRS.from_user_input(code)
-    except Exception:  # noqa: BLE001 - pyproj raises CRSError and others for unparseable input
+    except Exception:  # pyproj raises CRSError and others for unparseable input
         return {"proj:code": code if re.fullmatch(r"[A-Z]+:[0-9A-Za-z.:-]+", code) else None}
     authority = crs.to_authority(min_confidence=100)
     if authority is not None:

@@ -68,7 +68,7 @@ class Band(InProduct, CatalogObject):
         return f"band {self.id!r}" if self.id is not None else "new band"
 
     @classmethod
-    def _key(cls, id: str) -> tuple[Any, ...]:  # noqa: A002
+    def _key(cls, id: str) -> tuple[Any, ...]:
         if not isinstance(id, str) or ":" not in id:
             raise CatalogError(f"band id must be 'product_id:band_name', got {id!r}")
         product_id, name = id.rsplit(":", 1)
@@ -77,7 +77,7 @@ class Band(InProduct, CatalogObject):
         return (product_id, name)
 
     @classmethod
-    def _id_attributes(cls, id: str) -> dict[str, Any]:  # noqa: A002
+    def _id_attributes(cls, id: str) -> dict[str, Any]:
         product_id, name = cls._key(id)
         return {"product_id": product_id, "name": name}
 

@@ -219,7 +219,7 @@ class CatalogObject:
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    def _key(cls, id: str) -> tuple[Any, ...]:  # noqa: A002
+    def _key(cls, id: str) -> tuple[Any, ...]:
         return (id,)
 
     @classmethod
@@ -285,7 +285,7 @@ class CatalogObject:
         return ObjectSearch(cls, cls._resolve_catalog(catalog))
 
     @classmethod
-    def get(cls: type[ObjectT], id: str, catalog: Catalog | None = None) -> ObjectT | None:  # noqa: A002
+    def get(cls: type[ObjectT], id: str, catalog: Catalog | None = None) -> ObjectT | None:
         """Return the object stored under ``id``, or None if there is none.
 
         Raises:
@@ -336,7 +336,7 @@ class CatalogObject:
         return (self._values["id"],)
 
     @classmethod
-    def exists(cls, id: str, catalog: Catalog | None = None) -> bool:  # noqa: A002
+    def exists(cls, id: str, catalog: Catalog | None = None) -> bool:
         """Return whether an object is stored under ``id`` (one indexed query, nothing loaded).
 
         Raises:
@@ -348,7 +348,7 @@ class CatalogObject:
             return bool(session.execute(statement).scalar_one())
 
     @classmethod
-    def get_or_create(cls: type[ObjectT], id: str, catalog: Catalog | None = None, **attributes: Any) -> ObjectT:  # noqa: A002
+    def get_or_create(cls: type[ObjectT], id: str, catalog: Catalog | None = None, **attributes: Any) -> ObjectT:
         """Return the stored object ``id`` with ``attributes`` assigned, or a new unsaved one with them.
 
         Nothing is written: call :meth:`save`. A stored object whose attributes all match is ``saved``
@@ -366,7 +366,7 @@ class CatalogObject:
         return found
 
     @classmethod
-    def _id_attributes(cls, id: str) -> dict[str, Any]:  # noqa: A002
+    def _id_attributes(cls, id: str) -> dict[str, Any]:
         return {"id": id}
 
     # ------------------------------------------------------------------ writing

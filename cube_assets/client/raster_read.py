@@ -268,7 +268,7 @@ def _overview_level(src: DatasetReader, band: int, geocontext: GeoContext) -> in
             left, bottom, right, top = transform_bounds(
                 geocontext.crs, src.crs, *geocontext.grid_bounds, densify_pts=21
             )
-        except Exception:  # noqa: BLE001 - a failed projection only disables overviews
+        except Exception:  # a failed projection only disables overviews
             return None
         dx, dy = (right - left) / geocontext.width, (top - bottom) / geocontext.height
     ratio = min(dx / abs(src.res[0]), dy / abs(src.res[1]))
@@ -468,7 +468,7 @@ def download_files(
     band_meta: BandMeta | Sequence[BandMeta],
     dest: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
-    format: str = "tif",  # noqa: A002 - the client's name for it
+    format: str = "tif",  # the client's name for it
     names: Sequence[str] | None = None,
     cog: bool = False,
     nodata: float | None = None,
@@ -535,7 +535,7 @@ def download_mosaic_files(
     band_meta: BandMeta | Sequence[BandMeta],
     dest: str | os.PathLike[str],
     *,
-    format: str = "tif",  # noqa: A002 - the client's name for it
+    format: str = "tif",  # the client's name for it
     cog: bool = False,
     nodata: float | None = None,
     resampling: str | Resampling = "nearest",
@@ -882,7 +882,7 @@ def _check_format(driver: str, request: _Request, path: Path) -> None:
         raise ValueError(f"{path}: {driver} holds {counts} bands, not {len(request.bands)}")
 
 
-def _extension(format: str) -> str:  # noqa: A002
+def _extension(format: str) -> str:
     extension = format.lower().lstrip(".")
     if extension not in FORMATS:
         raise ValueError(f"format {format!r} is not one of {sorted(FORMATS)}")

@@ -395,7 +395,7 @@ def _grid(
         raise InvalidRaster("the raster grid needs a geotransform and a crs (in raster_meta or as arguments)")
     try:
         parsed_crs = CRS.from_user_input(crs)
-    except Exception as error:  # noqa: BLE001 - rasterio raises several types for unparseable input
+    except Exception as error:  # rasterio raises several types for unparseable input
         raise InvalidRaster(f"crs {crs!r} cannot be parsed ({error})") from error
     transform = _transform(geotransform)
     return _Grid(parsed_crs, transform, shape_yx)

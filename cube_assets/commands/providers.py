@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.set_defaults(run=run_list)
 
 
-def _sessions(args: argparse.Namespace):  # noqa: ANN202 - a sessionmaker and the engine to dispose
+def _sessions(args: argparse.Namespace):  # a sessionmaker and the engine to dispose
     from cube_assets.catalog.database import create_catalog_engine, default_catalog_url, session_factory, upgrade_schema
 
     engine = create_catalog_engine(args.catalog_url or default_catalog_url(Path(args.data_root)))

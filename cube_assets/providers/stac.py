@@ -296,7 +296,7 @@ class StacProvider(Provider):
             return list(search.items_as_dicts())
         except ProviderError:
             raise
-        except Exception as exc:  # noqa: BLE001 - pystac-client raises many types; all mean "this provider failed"
+        except Exception as exc:  # pystac-client raises many types; all mean "this provider failed"
             message = redact_urls_in_text(" ".join(str(exc).split()))[:300]
             raise ProviderError(f"{where} failed: {type(exc).__name__}: {message}") from None
 

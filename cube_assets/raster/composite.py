@@ -314,7 +314,7 @@ def _quality_profiles(reference: Any, quality_dtype: np.dtype, quality_nodata: i
 def _numba_available() -> bool:
     """Whether the compiled kernels (numba) import."""
     try:
-        from cube_assets.raster import composite_kernels  # noqa: F401
+        from cube_assets.raster import composite_kernels  # noqa: F401 - imported only to learn whether numba compiles them
     except ImportError:
         return False
     return True

@@ -142,7 +142,7 @@ class _Compiler:
     def reject(self, node: ast.AST, why: str) -> InvalidExpression:
         try:
             part = ast.get_source_segment(self.expression, node) or ast.dump(node)
-        except Exception:  # noqa: BLE001 - only used to word the message
+        except Exception:  # only used to word the message
             part = type(node).__name__
         return InvalidExpression(f"expression {_quote(self.expression)}: {why}: {_quote(part)}")
 

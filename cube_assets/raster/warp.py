@@ -847,7 +847,7 @@ def _scene_extent_in(src: DatasetReader, dst_crs: CRS) -> tuple[float, float, fl
         raise InvalidScene(f"{src.name}: no CRS")
     try:
         return transform_bounds(src.crs, dst_crs, *src.bounds, densify_pts=21)
-    except Exception:  # noqa: BLE001 - projection failures only disable the read-skipping shortcut
+    except Exception:  # projection failures only disable the read-skipping shortcut
         return None
 
 

@@ -73,8 +73,8 @@ def test_naive_datetime_is_refused_naming_the_property(filled: Catalog) -> None:
     [
         (p.cloud_fraction < 0.2, lambda r: r["cloud_fraction"] is not None and r["cloud_fraction"] < 0.2),
         (p.cloud_fraction <= 0.3, lambda r: r["cloud_fraction"] is not None and r["cloud_fraction"] <= 0.3),
-        (p.cloud_fraction == None, lambda r: r["cloud_fraction"] is None),  # noqa: E711
-        (p.cloud_fraction != None, lambda r: r["cloud_fraction"] is not None),  # noqa: E711
+        (p.cloud_fraction == None, lambda r: r["cloud_fraction"] is None),  # noqa: E711 - builds a property expression, not a comparison with None
+        (p.cloud_fraction != None, lambda r: r["cloud_fraction"] is not None),  # noqa: E711 - builds a property expression, not a comparison with None
         (p.tile == "B", lambda r: r["tile"] == "B"),
         (p.tile != "B", lambda r: r["tile"] is not None and r["tile"] != "B"),
         (p.product_id.in_([LCF, SCENES]), lambda r: r["product_id"] in (LCF, SCENES)),
@@ -124,9 +124,9 @@ def test_tags_refuse_ordering(filled: Catalog) -> None:
         (p.properties["efficacy"] <= 20, lambda r: "efficacy" in r["properties"] and r["properties"]["efficacy"] <= 20),
         (p.properties.sensor == "OLI", lambda r: r["properties"].get("sensor") == "OLI"),
         (p.properties.sensor != "OLI", lambda r: "sensor" in r["properties"] and r["properties"]["sensor"] != "OLI"),
-        (p.properties.clear == True, lambda r: r["properties"].get("clear") is True),  # noqa: E712
+        (p.properties.clear == True, lambda r: r["properties"].get("clear") is True),  # noqa: E712 - builds a property expression, not a comparison with True
         (p.properties.quality.score >= 10, lambda r: r["properties"].get("quality", {}).get("score", -1) >= 10),
-        (p.properties.observations == None, lambda r: "observations" not in r["properties"]),  # noqa: E711
+        (p.properties.observations == None, lambda r: "observations" not in r["properties"]),  # noqa: E711 - builds a property expression, not a comparison with None
         (p.properties.observations.in_([3, 5]), lambda r: r["properties"].get("observations") in (3, 5)),
     ],
     ids=lambda value: repr(value) if not callable(value) else "",
@@ -168,7 +168,7 @@ def test_successive_filters_are_anded_and_searches_are_immutable(filled: Catalog
 
 def test_chained_comparison_is_refused_instead_of_silently_dropping_a_bound() -> None:
     with pytest.raises(CatalogError, match="no truth value"):
-        "2023-01-01" < p.acquired < "2024-01-01"  # noqa: B015
+        "2023-01-01" < p.acquired < "2024-01-01"  # noqa: B015 - the chained comparison is the refused input under test
 
 
 def test_unknown_property_is_refused_naming_it_and_the_valid_ones(filled: Catalog) -> None:
@@ -323,7 +323,7 @@ def test_limit_keeps_the_first_in_order_and_count_ignores_it(filled: Catalog) ->
 
 def test_count_counts_matches_in_sql(filled: Catalog) -> None:
     statements: list[str] = []
-    listener = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731
+    listener = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731 - a one-line SQLAlchemy event listener
     event.listen(filled.engine, "before_cursor_execute", listener)
     try:
         count = Image.search(filled).filter(p.tags == "odd").count()
@@ -348,7 +348,7 @@ def test_sort_by_unknown_or_multivalued_property_is_refused(filled: Catalog, fie
 
 def test_filters_and_limit_run_in_sql(filled: Catalog) -> None:
     statements: list[str] = []
-    listener = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731
+    listener = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731 - a one-line SQLAlchemy event listener
     event.listen(filled.engine, "before_cursor_execute", listener)
     try:
         found = list(

@@ -20,7 +20,7 @@ from cube_assets.catalog.repository import upsert_image
 from cube_assets.catalog.summary import IntervalSummary, Summary
 from cube_assets.client import Catalog, File, Image, Product
 from cube_assets.errors import CatalogError
-from cube_assets_tests.client.objects_fixtures import LCF, MERGE, RECORDS, SCENES, TILES, catalog, filled  # noqa: F401
+from cube_assets_tests.client.objects_fixtures import LCF, MERGE, RECORDS, SCENES, TILES, catalog, filled  # noqa: F401 - pytest fixtures, found by name
 
 UTC = dt.UTC
 
@@ -59,7 +59,7 @@ def test_summary_of_nothing_is_zero(filled: Catalog) -> None:
 
 def test_summary_sends_only_aggregates_from_the_database(filled: Catalog) -> None:
     statements: list[str] = []
-    listener = lambda conn, cursor, statement, *rest: statements.append(statement.lower())  # noqa: E731
+    listener = lambda conn, cursor, statement, *rest: statements.append(statement.lower())  # noqa: E731 - a one-line SQLAlchemy event listener
     event.listen(filled.engine, "before_cursor_execute", listener)
     try:
         Image.search(filled).filter(p.product_id == MERGE).summary()
@@ -225,13 +225,13 @@ def test_per_interval_ranges_and_one_grouped_pass_give_the_same_series(
     search = Image.search(filled) if products is None else Image.search(filled).filter(p.product_id.in_(list(products)))
 
     statements: list[str] = []
-    listener = lambda conn, cursor, statement, *rest: statements.append(statement.lower())  # noqa: E731
+    listener = lambda conn, cursor, statement, *rest: statements.append(statement.lower())  # noqa: E731 - a one-line SQLAlchemy event listener
     event.listen(filled.engine, "before_cursor_execute", listener)
     try:
         by_ranges = search.summary_interval(interval, start_datetime=start, end_datetime=end)
     finally:
         event.remove(filled.engine, "before_cursor_execute", listener)
-    grouped = search.filter(p.id != None).summary_interval(interval, start_datetime=start, end_datetime=end)  # noqa: E711
+    grouped = search.filter(p.id != None).summary_interval(interval, start_datetime=start, end_datetime=end)  # noqa: E711 - builds a property expression, not a comparison with None
 
     assert by_ranges == grouped
     assert any("lateral" in s for s in statements) == (filled.dialect == "postgresql" and len(by_ranges) <= 120)

@@ -33,7 +33,7 @@ from cube_assets.definitions import build_definitions
 from cube_assets.errors import CatalogError
 from cube_assets.partitions import partition_key
 from cube_assets.storage.raster_store import LocalRasterStore
-from cube_assets_tests.client.objects_fixtures import BACKENDS, LCF, MERGE, RECORDS, TILES, expected_ids, filled  # noqa: F401
+from cube_assets_tests.client.objects_fixtures import BACKENDS, LCF, MERGE, RECORDS, TILES, expected_ids, filled  # noqa: F401 - pytest fixtures, found by name
 from cube_assets_tests.conftest import write_cube_file
 
 UTC = dt.UTC

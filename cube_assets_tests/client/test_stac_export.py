@@ -25,7 +25,7 @@ from cube_assets.client import Catalog, File, SpectralBand
 from cube_assets.client.stac_export import export_static_catalog
 from cube_assets.errors import CatalogError
 from cube_assets.raster.cog import write_cog
-from cube_assets_tests.client.objects_fixtures import LCF, MERGE, RECORDS, SCENES, catalog, filled  # noqa: F401
+from cube_assets_tests.client.objects_fixtures import LCF, MERGE, RECORDS, SCENES, catalog, filled  # noqa: F401 - pytest fixtures, found by name
 
 UTC = dt.UTC
 

@@ -102,13 +102,13 @@ def test_requests_to_hosts_without_credentials_still_go_anonymously_over_http(
 class _Redirector(BaseHTTPRequestHandler):
     target = ""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:  # http.server's naming
         self.send_response(302)
         self.send_header("Location", self.target)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

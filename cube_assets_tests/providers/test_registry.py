@@ -24,7 +24,7 @@ from cube_assets.providers.registry import (
 )
 
 # Both catalog backends, as in the catalog tests (PostgreSQL started by the fixture; fails on CI if absent).
-from cube_assets_tests.catalog.conftest import catalog_url  # noqa: F401
+from cube_assets_tests.catalog.conftest import catalog_url  # noqa: F401 - pytest fixtures, found by name
 
 REGISTRY_TABLES = {"providers", "provider_priorities"}
 
