@@ -212,7 +212,7 @@ class GridConfig(_Strict):
         missing = [f for f in ("name", "crs", "origin", "tile_size", "resolution") if getattr(self, f) is None]
         if missing:
             raise InvalidCubeConfig(f"grid kind 'user' needs {', '.join(missing)}")
-        return user_grid(self.name, self.crs, self.origin, self.tile_size, self.resolution, self.name_format)  # type: ignore[arg-type]
+        return user_grid(self.name, self.crs, self.origin, self.tile_size, self.resolution, self.name_format)  # type: ignore[arg-type]  # the fields were checked for None just above
 
 
 class BandConfig(_Strict):
@@ -561,7 +561,7 @@ class CubeConfig(_Strict):
         grid = self.grid_definition
         if self.tiles is not None:
             return [grid.tile_by_name(name) for name in self.tiles]
-        return grid.tiles_intersecting(self.aoi.shape(), "EPSG:4326", max_tiles=MAX_TILES_PER_CUBE)  # type: ignore[union-attr]
+        return grid.tiles_intersecting(self.aoi.shape(), "EPSG:4326", max_tiles=MAX_TILES_PER_CUBE)  # type: ignore[union-attr]  # the model validator requires an aoi when tiles is not given
 
     @cached_property
     def periods(self) -> list[Period]:

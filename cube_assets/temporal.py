@@ -76,12 +76,12 @@ class TemporalSchema:
     @property
     def count(self) -> int:
         """The step's count (16 in ``16D``)."""
-        return int(_STEP.fullmatch(self.step)["n"])  # type: ignore[index]
+        return int(_STEP.fullmatch(self.step)["n"])  # type: ignore[index]  # the step was matched against _STEP when the schema was made
 
     @property
     def unit(self) -> str:
         """The step's unit, ``D`` or ``M``."""
-        return _STEP.fullmatch(self.step)["unit"]  # type: ignore[index]
+        return _STEP.fullmatch(self.step)["unit"]  # type: ignore[index]  # the step was matched against _STEP when the schema was made
 
     def period_of(self, moment: date | datetime, anchor: date | None = None) -> Period:
         """Return the period containing ``moment``.

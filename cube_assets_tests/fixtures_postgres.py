@@ -93,7 +93,7 @@ class PostgresServer:
         # libpq takes the same URI without SQLAlchemy's "+driver" suffix.
         conninfo = make_url(self.admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
         with psycopg.connect(conninfo, autocommit=True) as connection:
-            connection.execute(sql)  # type: ignore[arg-type]
+            connection.execute(sql)  # type: ignore[arg-type]  # a plain SQL string, run as is
 
     def create_database(self, prefix: str = "test") -> str:
         """Create a new, empty database named ``{prefix}_{random}``; return its name."""

@@ -88,7 +88,7 @@ def _install_stop(stop_key: str, stop_file: Path) -> None:
             self.client.meta.events.register("after-call.s3.UploadPart", after_first_part)
         return s3_publish(self, local_file, key, content_type)
 
-    S3RasterStore.publish = s3_publish_stopping_mid_upload  # type: ignore[method-assign]
+    S3RasterStore.publish = s3_publish_stopping_mid_upload  # type: ignore[method-assign]  # the test replaces the method with one that stops mid-upload
 
 
 def _materialize(config: Path, data_root: Path, stages: list[str]) -> bool:
@@ -99,7 +99,7 @@ def _materialize(config: Path, data_root: Path, stages: list[str]) -> bool:
     from cube_assets.partitions import partition_key
 
     defs = build_definitions(config, data_root, env=os.environ.get("CUBE_ENV", "local"))
-    assets = [a for a in defs.assets if a.key.path[0] == "small"]  # type: ignore[union-attr]
+    assets = [a for a in defs.assets if a.key.path[0] == "small"]  # type: ignore[union-attr]  # these definitions hold assets definitions, which have keys
     with DagsterInstance.ephemeral() as instance:
         result = materialize(
             assets,

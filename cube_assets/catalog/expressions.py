@@ -406,7 +406,7 @@ def _flatten(kind: type[Expression], parts: Iterable[object], operator: str) -> 
     flat: list[Expression] = []
     for part in parts:
         if isinstance(part, kind):
-            flat.extend(part.parts)  # type: ignore[attr-defined]
+            flat.extend(part.parts)  # type: ignore[attr-defined]  # a part of the same kind as an And/Or node is one, and has parts
         else:
             flat.append(_expression(part, operator))
     return tuple(flat)
@@ -414,7 +414,7 @@ def _flatten(kind: type[Expression], parts: Iterable[object], operator: str) -> 
 
 def _combine(expression: Expression, operator: str) -> None:
     """Flatten an ``And``/``Or`` node's parts, record its depth and terms, check the bounds."""
-    parts = _flatten(type(expression), expression.parts, operator)  # type: ignore[attr-defined]
+    parts = _flatten(type(expression), expression.parts, operator)  # type: ignore[attr-defined]  # only And and Or nodes are combined, and both have parts
     object.__setattr__(expression, "parts", parts)
     object.__setattr__(expression, "_depth", 1 + max((part._depth for part in parts), default=0))
     object.__setattr__(expression, "_terms", sum(part._terms for part in parts))
@@ -567,7 +567,7 @@ class Comparison(Expression):
             contained = _tags_contain(field, [_coerce(field, self.value)], dialect)
             return contained if self.operator == "==" else not_(contained)
         value = _coerce(field, self.value)
-        clause = _OPERATORS[self.operator](field.column, _bound(field, value))
+        clause: ColumnElement[bool] = _OPERATORS[self.operator](field.column, _bound(field, value))
         if dialect == "postgresql" and field.name == "acquired" and self.operator != "!=":
             model = field.column.class_
             lower, upper = {
@@ -762,10 +762,10 @@ class Property:
             raise CatalogError(f"JSON property keys are non-empty text, got {quote(key)}")
         return Property(self._name, (*self._path, key))
 
-    def __eq__(self, value: object) -> Comparison:  # type: ignore[override]
+    def __eq__(self, value: object) -> Comparison:  # type: ignore[override]  # a property's == and != build a Comparison, as SQLAlchemy columns do
         return Comparison(self, "==", value)
 
-    def __ne__(self, value: object) -> Comparison:  # type: ignore[override]
+    def __ne__(self, value: object) -> Comparison:  # type: ignore[override]  # a property's == and != build a Comparison, as SQLAlchemy columns do
         return Comparison(self, "!=", value)
 
     def __lt__(self, value: object) -> Comparison:

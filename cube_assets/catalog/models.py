@@ -152,7 +152,7 @@ def json_document() -> JSON:
     ``JSON`` on SQLite and ``JSONB`` on PostgreSQL; Python ``None`` is stored as SQL ``NULL``
     (not the JSON text ``null``) so nullable JSON columns can be tested with ``IS NULL``.
     """
-    return JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")  # type: ignore[return-value]
+    return JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 class Base(DeclarativeBase):
@@ -332,9 +332,17 @@ END""",
 END""",
 )
 for _statement in SQLITE_BBOX_RTREE_DDL:
-    event.listen(Image.__table__, "after_create", DDL(_statement).execute_if(dialect="sqlite"))
+    event.listen(
+        Image.__table__,
+        "after_create",
+        DDL(_statement).execute_if(dialect="sqlite"),  # type: ignore[no-untyped-call]  # SQLAlchemy's DDL() is unannotated
+    )
 for _statement in ("DROP TABLE IF EXISTS images_bbox_rtree", "DROP TABLE IF EXISTS images_bbox_rtree_ids"):
-    event.listen(Image.__table__, "after_drop", DDL(_statement).execute_if(dialect="sqlite"))
+    event.listen(
+        Image.__table__,
+        "after_drop",
+        DDL(_statement).execute_if(dialect="sqlite"),  # type: ignore[no-untyped-call]  # SQLAlchemy's DDL() is unannotated
+    )
 
 #: Prefix of the SQLite R*Tree's tables (its own, the shadow tables SQLite makes for it, and the ids).
 SQLITE_BBOX_RTREE_PREFIX = "images_bbox_rtree"

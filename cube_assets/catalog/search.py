@@ -139,7 +139,7 @@ class Search(Generic[T]):
         self._limit = limit
 
     def _copy(self, **changes: Any) -> Search[T]:
-        values = {
+        values: dict[str, Any] = {
             "filters": self._filters,
             "clauses": self._clauses,
             "bbox": self._bbox,
@@ -286,7 +286,7 @@ class Search(Generic[T]):
 
     def _order_by(self) -> list[ColumnElement[Any]]:
         order = self._order or self._cls._default_order
-        clauses = []
+        clauses: list[ColumnElement[Any]] = []
         for name, ascending in order:
             field = self._resolve(name)
             clause = field.column.asc() if ascending else field.column.desc()

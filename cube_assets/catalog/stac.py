@@ -280,7 +280,7 @@ def _band_assets_fields(band: Band | None, asset: pystac.Asset) -> None:
         ]
     raster = RasterBand.create(
         nodata=band.nodata,
-        data_type=_RASTER_DATA_TYPES.get(band.data_type),
+        data_type=None if band.data_type is None else _RASTER_DATA_TYPES.get(band.data_type),
         spatial_resolution=band.resolution,
         unit=getattr(band, "unit", None),
     )
@@ -442,7 +442,7 @@ def product_to_collection(
         extra_fields=extra,
         summaries=summaries,
     )
-    item_assets = {}
+    item_assets: dict[str, pystac.ItemAssetDefinition | dict[str, Any]] = {}
     for band in bands:
         definition = pystac.ItemAssetDefinition.create(
             title=band.name,
@@ -476,6 +476,8 @@ def _core_validator(kind: pystac.STACObjectType) -> Any:
     """
     cache = get_local_schema_cache()
     uri = DefaultSchemaUriMap().get_object_schema_uri(kind, STAC_VERSION)
+    if uri is None:  # pystac knows the schema of every core object type
+        raise KeyError(f"no core STAC {STAC_VERSION} schema for {kind}")
     registry: Registry[Any] = Registry().with_resources(
         [(key, Resource.from_contents(schema)) for key, schema in cache.items()]
     )

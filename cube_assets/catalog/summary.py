@@ -240,16 +240,17 @@ def _summarize_by_ranges(
     in year 9999 (its end may be beyond what ``datetime`` holds).
     """
     image = models.Image
-    earliest = latest = None
     with search.catalog.session() as session:
-        if start is None or end is None:
+        if start is not None and end is not None:
+            first, last = _floor(start, interval), _last_before(end, interval)
+        else:
             earliest, latest = session.execute(
                 select(func.min(image.acquired), func.max(image.acquired)).where(restricted.where_clause())
             ).one()
             if earliest is None:  # nothing matches and the series has an open end
                 return []
-        first = _floor(start if start is not None else earliest, interval)
-        last = _last_before(end, interval) if end is not None else _floor(latest, interval)
+            first = _floor(start if start is not None else earliest, interval)
+            last = _last_before(end, interval) if end is not None else _floor(latest, interval)
         if _interval_count(first, last, interval) > MAX_RANGE_INTERVALS or last.year == dt.MAXYEAR:
             return None  # the grouped pass (whose last interval may end beyond datetime's range)
         starts = [first]

@@ -133,7 +133,7 @@ class Band(InProduct, CatalogObject):
                 *self._extra_columns,
             )
         }
-        return BandRecord(type=self.band_type, **fields)  # type: ignore[arg-type]
+        return BandRecord(type=self.band_type, **fields)  # type: ignore[arg-type]  # BandRecord checks the fields itself and names them
 
     _extra_columns: ClassVar[tuple[str, ...]] = ()
 

@@ -225,7 +225,7 @@ class CatalogObject:
     @classmethod
     def _select(cls, dialect: str) -> Select[Any]:
         """``SELECT`` of the columns objects are built from (Core rows, no ORM identity map)."""
-        return select(*cls._model.__table__.c)  # type: ignore[attr-defined]
+        return select(*cls._model.__table__.c)  # type: ignore[attr-defined]  # _model is a mapped class; its columns are typed Any
 
     @classmethod
     def _build(cls: type[ObjectT], rows: Sequence[Any], catalog: Catalog, session: Session) -> list[ObjectT]:
@@ -325,12 +325,12 @@ class CatalogObject:
 
     @classmethod
     def _keys_clause(cls, keys: list[tuple[Any, ...]]) -> Any:
-        return cls._model.id.in_([key[0] for key in keys])  # type: ignore[attr-defined]
+        return cls._model.id.in_([key[0] for key in keys])  # type: ignore[attr-defined]  # _model is a mapped class; its columns are typed Any
 
     @classmethod
     def _tiebreak(cls) -> list[Any]:
         """Columns that make an ordering total (the primary key)."""
-        return [cls._model.id]  # type: ignore[attr-defined]
+        return [cls._model.id]  # type: ignore[attr-defined]  # _model is a mapped class; its columns are typed Any
 
     def _identity(self) -> tuple[Any, ...]:
         return (self._values["id"],)
@@ -448,7 +448,7 @@ class CatalogObject:
         with self.catalog.transaction() as session:
             self._check_deletable(session)
             result = session.execute(delete(self._model).where(self._keys_clause([self._identity()])))
-            if result.rowcount == 0:  # type: ignore[attr-defined]
+            if result.rowcount == 0:  # type: ignore[attr-defined]  # an UPDATE returns a CursorResult, which has rowcount
                 raise NotFoundError(f"{self._label()} is not in the catalog")
         self._deleted = True
 
@@ -484,7 +484,7 @@ class InProduct:
         """
         found = self.catalog.products.get(self.product_id)
         if found is None:
-            raise NotFoundError(f"{self._label()}: product {self.product_id!r} is not in the catalog")  # type: ignore[attr-defined]
+            raise NotFoundError(f"{self._label()}: product {self.product_id!r} is not in the catalog")  # type: ignore[attr-defined]  # only objects in a product have product_id
         return found
 
 

@@ -212,7 +212,7 @@ def files(what: str, value: Any) -> dict[str, File]:
         if isinstance(file, str):
             file = File(file)
         elif isinstance(file, Mapping):
-            file = File(file.get("href"), file.get("size_bytes"))  # type: ignore[arg-type]
+            file = File(file.get("href"), file.get("size_bytes"))  # type: ignore[arg-type]  # File checks the href and size itself and names them
         if not isinstance(file, File):
             raise CatalogError(
                 f"{what}: band {band!r} must be a File, an href or {{'href', 'size_bytes'}}, got {file!r}"

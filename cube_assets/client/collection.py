@@ -159,7 +159,7 @@ class Collection(Generic[T]):
             return self._items == other
         return NotImplemented
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # a mutable collection is not hashable
 
     def append(self, item: T) -> None:
         """Add ``item`` at the end."""

@@ -352,7 +352,7 @@ def _spectral_bands(xml: _XmlIndex) -> tuple[dict[int, str], dict[str, int]]:
         names[int(band_id)] = name
         for child in info:
             if _local(child.tag) == "RESOLUTION" and (child.text or "").strip():
-                resolutions[name] = int(float(child.text))  # type: ignore[arg-type]
+                resolutions[name] = int(float(child.text))  # type: ignore[arg-type]  # the text was checked to be non-blank just above
     if not names:
         names = dict(enumerate(BAND_NAMES))
     for name in names.values():
@@ -591,7 +591,7 @@ def parse_tile_metadata(path: str | Path) -> TileMetadata:
 def _resolution_attribute(element: ET.Element, where: str) -> int:
     value = element.get("resolution")
     try:
-        return int(value)  # type: ignore[arg-type]
+        return int(value)  # type: ignore[arg-type]  # None raises TypeError, turned into InvalidScene below
     except (TypeError, ValueError):
         raise InvalidScene(f"{where}: {_local(element.tag)} without a valid resolution attribute") from None
 

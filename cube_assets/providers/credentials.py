@@ -342,7 +342,7 @@ class CredentialAdapter(HTTPAdapter):
             assert self._tokens is not None
             request.headers["Authorization"] = f"Bearer {self._tokens.token(renew=renew).reveal()}"
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]  # keyword arguments pass through to requests' own send
         """Send ``request``, with credentials when its host is allowed; renew an OAuth2 token once on 401.
 
         Raises:

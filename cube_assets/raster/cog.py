@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeGuard
 
 import numpy as np
 import rasterio
@@ -35,7 +35,8 @@ from cube_assets.raster.product_limits import ProductLimits
 from cube_assets.raster.windowed_io import check_nodata_fits, gdal_cache_limit
 
 COMPRESSIONS = ("DEFLATE", "ZSTD")
-OVERVIEW_RESAMPLINGS = ("nearest", "average", "mode", "bilinear", "cubic")
+OverviewResampling = Literal["nearest", "average", "mode", "bilinear", "cubic"]
+OVERVIEW_RESAMPLINGS: tuple[OverviewResampling, ...] = ("nearest", "average", "mode", "bilinear", "cubic")
 _MIN_BLOCKSIZE = 16  # GeoTIFF tiles must be multiples of 16 pixels.
 _GDAL_ENV = {"GDAL_NUM_THREADS": "ALL_CPUS", "GDAL_TIFF_INTERNAL_MASK": True}
 DRIVERS = ("rio-cogeo", "gdal")
@@ -45,6 +46,11 @@ GDAL_DRIVER_CACHE_BYTES = 64 * 1024 * 1024
 
 #: The media type of a Cloud-Optimized GeoTIFF, for object stores.
 COG_CONTENT_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+
+
+def _is_overview_resampling(name: str) -> TypeGuard[OverviewResampling]:
+    """Return whether ``name`` is one of :data:`OVERVIEW_RESAMPLINGS`; raises nothing."""
+    return name in OVERVIEW_RESAMPLINGS
 
 
 def write_cog(
@@ -200,7 +206,7 @@ def _translate(
         predictor=predictor,
         blocksize=blocksize,
     )
-    if overview_resampling not in OVERVIEW_RESAMPLINGS:
+    if not _is_overview_resampling(overview_resampling):
         raise ValueError(f"overview_resampling {overview_resampling!r} is not one of {OVERVIEW_RESAMPLINGS}")
     with atomic_path(destination) as tmp:
         if driver == "gdal":
@@ -291,7 +297,8 @@ def _cast(bands: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
         rounded = np.rint(bands)
         if rounded.min() < info.min or rounded.max() > info.max:
             raise InvalidRaster(f"{name}: values {rounded.min()}..{rounded.max()} do not fit {dtype}")
-        return rounded.astype(dtype)
+        cast_bands: np.ndarray = rounded.astype(dtype)
+        return cast_bands
     if np.issubdtype(dtype, np.integer) and np.issubdtype(bands.dtype, np.integer):
         info = np.iinfo(dtype)
         if bands.min() < info.min or bands.max() > info.max:

@@ -394,7 +394,7 @@ class _StackReader:
         """An uninitialised ``(T, H, W)`` stack for ``window``."""
         return np.empty((len(self.datasets), int(window.height), int(window.width)), dtype=self.dtype)
 
-    def read(self, window: Window, stack: np.ndarray, which: Sequence[int] | None = None) -> np.ndarray:
+    def read(self, window: Window, stack: np.ndarray, which: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """Read ``window`` of the observations ``which`` (default: all) into ``stack``; return it."""
         for t in range(len(self.datasets)) if which is None else which:
             self.datasets[t].read(1, window=window, out=stack[t])

@@ -139,7 +139,7 @@ def provenance(chosen_index: np.ndarray, day_of_year: Sequence[int]) -> np.ndarr
         raise InvalidRaster(f"provenance: chosen indices must lie in -1..{len(days) - 1}")
     if len(days) == 0:
         return np.full(chosen_index.shape, PROVENANCE_NODATA, dtype=np.int16)
-    out = days.astype(np.int16)[np.maximum(chosen_index, 0)]
+    out: np.ndarray = days.astype(np.int16)[np.maximum(chosen_index, 0)]
     out[chosen_index < 0] = PROVENANCE_NODATA
     return out
 
@@ -164,7 +164,7 @@ def composite_quality(quality_values: np.ndarray, chosen_index: np.ndarray, qual
     if chosen_index.size and chosen_index.max() >= quality_values.shape[0]:
         raise InvalidRaster(f"composite_quality: chosen index {chosen_index.max()} exceeds the stack")
     check_nodata_fits(quality_nodata, quality_values.dtype, "composite_quality")
-    out = np.take_along_axis(quality_values, np.maximum(chosen_index, 0)[np.newaxis], axis=0)[0]
+    out: np.ndarray = np.take_along_axis(quality_values, np.maximum(chosen_index, 0)[np.newaxis], axis=0)[0]
     out[chosen_index < 0] = quality_nodata
     return out
 
@@ -177,7 +177,8 @@ def _truncated_midpoint(low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """
     odd = (low % 2) + (high % 2)
     floor = low // 2 + high // 2 + odd // 2
-    return floor + ((odd == 1) & (floor < 0)).astype(floor.dtype)
+    truncated: np.ndarray = floor + ((odd == 1) & (floor < 0)).astype(floor.dtype)
+    return truncated
 
 
 def median_clear(values: np.ndarray, classes: np.ndarray, nodata: float) -> np.ndarray:
@@ -232,6 +233,7 @@ def mean_clear(values: np.ndarray, classes: np.ndarray, nodata: float) -> np.nda
     clear = classes == QualityClass.CLEAR
     count = clear.sum(axis=0)
     divisor = np.maximum(count, 1)
+    mean: np.ndarray
     if values.dtype.kind == "u":
         total = np.where(clear, values, 0).sum(axis=0, dtype=np.uint64)
         mean = (total // divisor.astype(np.uint64)).astype(values.dtype)
@@ -253,7 +255,8 @@ def clear_observation_count(classes: np.ndarray) -> np.ndarray:
         A ``uint8`` ``(H, W)`` array, saturating at 255.
     """
     count = (np.asarray(classes) == QualityClass.CLEAR).sum(axis=0)
-    return np.minimum(count, MAX_COUNT).astype(np.uint8)
+    saturated: np.ndarray = np.minimum(count, MAX_COUNT).astype(np.uint8)
+    return saturated
 
 
 def total_observation_count(classes: np.ndarray) -> np.ndarray:
@@ -263,7 +266,8 @@ def total_observation_count(classes: np.ndarray) -> np.ndarray:
         A ``uint8`` ``(H, W)`` array, saturating at 255.
     """
     count = (np.asarray(classes) != QualityClass.NODATA).sum(axis=0)
-    return np.minimum(count, MAX_COUNT).astype(np.uint8)
+    saturated: np.ndarray = np.minimum(count, MAX_COUNT).astype(np.uint8)
+    return saturated
 
 
 # --------------------------------------------------------------------------- the compiled twins

@@ -137,7 +137,7 @@ def _valid_any_band(data: np.ndarray, nodata: float | int | None) -> np.ndarray:
     valid = ~np.isnan(data) if data.dtype.kind == "f" else np.ones(data.shape, dtype=bool)
     if nodata is not None and not math.isnan(nodata):
         valid &= data != nodata
-    return valid.any(axis=0)
+    return np.asarray(valid.any(axis=0))
 
 
 def _decimated_shape(shape: tuple[int, int], max_size: int) -> tuple[int, int]:

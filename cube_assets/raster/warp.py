@@ -156,7 +156,8 @@ def warp_to_grid(
                 resampling=method,
                 dtype=out_dtype,
             ) as vrt:
-                return vrt.read(band, window=window)
+                warped: np.ndarray = vrt.read(band, window=window)
+                return warped
     except RasterioIOError as error:
         raise InvalidRaster(f"{path}: cannot be read as a raster ({error})") from error
 
@@ -370,7 +371,8 @@ class SceneMosaic:
     def _warp(self, index: int, band: str, block: Window) -> np.ndarray:
         """Band ``band`` of scene ``index`` warped onto one warp block of the grid."""
         try:
-            return self._vrt(index, band).read(1, window=block)
+            warped: np.ndarray = self._vrt(index, band).read(1, window=block)
+            return warped
         except RasterioIOError as error:
             cause = f"{error}: {error.__cause__}" if error.__cause__ is not None else str(error)
             raise InvalidScene(
@@ -846,7 +848,8 @@ def _scene_extent_in(src: DatasetReader, dst_crs: CRS) -> tuple[float, float, fl
     if src.crs is None:
         raise InvalidScene(f"{src.name}: no CRS")
     try:
-        return transform_bounds(src.crs, dst_crs, *src.bounds, densify_pts=21)
+        extent: tuple[float, float, float, float] = transform_bounds(src.crs, dst_crs, *src.bounds, densify_pts=21)
+        return extent
     except Exception:  # projection failures only disable the read-skipping shortcut
         return None
 

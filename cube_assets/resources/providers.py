@@ -70,7 +70,7 @@ class ProvidersResource(ConfigurableResource):
     def _mirror(self, store: RasterStore | None) -> RawSceneMirror:
         if store is None:
             raise RawMirrorError("ProvidersResource: raw_scenes_in_store is set but no raster store was given")
-        return RawSceneMirror(store, Path(self.data_root) / "raw")  # type: ignore[arg-type]
+        return RawSceneMirror(store, Path(self.data_root) / "raw")  # type: ignore[arg-type]  # the store given to a raw mirror is a RasterStore with its folder layout
 
     def raw_store(self, store: RasterStore | None = None) -> RawStore:
         """The raw store under ``{data_root}/raw``; with ``raw_scenes_in_store``, mirrored in ``store``.
@@ -165,7 +165,7 @@ class ProvidersResource(ConfigurableResource):
         return [
             ProviderConfig(
                 name=entry.provider.name,
-                driver=entry.provider.driver,  # type: ignore[arg-type]
+                driver=entry.provider.driver,  # type: ignore[arg-type]  # the driver name was validated by the registry's model
                 description=entry.provider.description,
                 options=entry.provider.driver_options(),
             )

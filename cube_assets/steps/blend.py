@@ -162,4 +162,4 @@ def _quicklook(cube: CubeConfig, bands: Mapping[str, Path], destination: Path) -
     rgb = [cube.band_by_common_name(c) for c in ("red", "green", "blue")]
     if any(b is None for b in rgb):
         return None
-    return quicklook_from_files(*(bands[b.name] for b in rgb), destination)  # type: ignore[union-attr]
+    return quicklook_from_files(*(bands[b.name] for b in rgb), destination)  # type: ignore[union-attr]  # called only when the cube has quicklook bands

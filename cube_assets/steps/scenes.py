@@ -425,7 +425,7 @@ def publish_scene(cube: CubeConfig, scene: ReflectanceScene, store: RasterStore)
             quicklook_key,
             (lambda out: _pvi_quicklook(Path(pvi), out))
             if pvi
-            else (lambda out: quicklook_from_files(*(sr_paths[b.name] for b in rgb), out)),  # type: ignore[union-attr]
+            else (lambda out: quicklook_from_files(*(sr_paths[b.name] for b in rgb), out)),  # type: ignore[union-attr]  # rgb is None only when no quicklook is made, and then this is not called
             content_type="image/png",
         )
     geometry, footprint_source = scene.footprint, "product_metadata"

@@ -195,7 +195,7 @@ def test_bad_values_are_refused_when_filtering(filled: Catalog, expression: Any,
 
 def test_filter_takes_only_expressions(filled: Catalog) -> None:
     with pytest.raises(CatalogError, match="property expression"):
-        Image.search(filled).filter("cloud_fraction < 0.2")  # type: ignore[arg-type]
+        Image.search(filled).filter("cloud_fraction < 0.2")  # type: ignore[arg-type]  # the refused input under test
 
 
 # ------------------------------------------------------------------------------ geometry

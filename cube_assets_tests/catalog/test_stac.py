@@ -40,7 +40,7 @@ BDC_ALBERS = (
 def _item(filled: Catalog, image_id: str) -> dict[str, Any]:
     image = Image.get(image_id, catalog=filled)
     assert image is not None
-    bands = {band.name: band for band in Product.get(image.product_id, catalog=filled).bands()}  # type: ignore[union-attr]
+    bands = {band.name: band for band in Product.get(image.product_id, catalog=filled).bands()}  # type: ignore[union-attr]  # the product was saved by the fixture
     return image_to_item(image, bands, collection_href="../collection.json").to_dict(
         include_self_link=False, transform_hrefs=False
     )

@@ -74,7 +74,7 @@ def test_sort_descending_by_path_and_dash(merges: ImageCollection) -> None:
     by_flag = [i.id for i in merges.sort("properties.efficacy", ascending=False)]
     by_dash = [i.id for i in merges.sort("-properties.efficacy")]
 
-    efficacies = [Image.get(i, catalog=merges[0].catalog).properties["efficacy"] for i in by_flag[:3]]  # type: ignore[union-attr]
+    efficacies = [Image.get(i, catalog=merges[0].catalog).properties["efficacy"] for i in by_flag[:3]]  # type: ignore[union-attr]  # saved by the test or its fixture just before
     assert by_flag == by_dash and efficacies == sorted(efficacies, reverse=True) and efficacies[0] == 112
 
 
@@ -316,7 +316,7 @@ def test_download_writes_one_readable_file_per_image(graph_catalog: Catalog, tmp
 
 def test_upload_ndarray_catalogs_a_new_image_that_loads_back(graph_catalog: Catalog, tmp_path: Path) -> None:
     grid = GeoContext(TILE_BOX_2157, "EPSG:2157", resolution=60)
-    bands = Product.get("ireland-LCF", catalog=graph_catalog).bands()  # type: ignore[union-attr]
+    bands = Product.get("ireland-LCF", catalog=graph_catalog).bands()  # type: ignore[union-attr]  # saved by the test or its fixture just before
     rng = np.random.default_rng(7)
     pixels = np.stack([rng.integers(0, 200, (256, 256)).astype(np.int16) for _ in bands])
     image = graph_catalog.images(
@@ -330,7 +330,7 @@ def test_upload_ndarray_catalogs_a_new_image_that_loads_back(graph_catalog: Cata
         assert upload.status == "success", upload.error
         assert image.state == ObjectState.SAVED and sorted(image.files) == sorted(b.name for b in bands)
         assert image.crs is not None and image.width == 256
-        loaded = Image.get(image.id, catalog=graph_catalog).ndarray("B04 B8A")  # type: ignore[union-attr]
+        loaded = Image.get(image.id, catalog=graph_catalog).ndarray("B04 B8A")  # type: ignore[union-attr]  # saved by the test or its fixture just before
         np.testing.assert_array_equal(loaded.data, pixels[:2])
         with pytest.raises(CatalogError, match="upload creates new images only"):
             image.upload_ndarray(pixels, store=store, raster_meta=grid)

@@ -173,7 +173,7 @@ def test_non_ascii_character_is_refused_instead_of_folded_onto_a_band(
 
 def test_python_itself_folds_full_width_letters_onto_ascii_names() -> None:
     # Why the source is checked before parsing: the parser's NFKC would make this "nir".
-    assert ast.parse("ｎｉｒ", mode="eval").body.id == "nir"  # type: ignore[attr-defined]
+    assert ast.parse("ｎｉｒ", mode="eval").body.id == "nir"  # type: ignore[attr-defined]  # the parsed body is a Name
 
 
 # ------------------------------------------------------------------------ run-time overflow

@@ -98,7 +98,7 @@ def prod_run(
 
 
 def test_prod_catalog_url_reaches_both_resources_as_an_env_var(prod_run: ProdRun) -> None:
-    resources = prod_run.defs.resources  # type: ignore[attr-defined]
+    resources = prod_run.defs.resources  # type: ignore[attr-defined]  # the test's run holds its definitions
     assert resources["catalog_io_manager"].url == EnvVar("CUBE_ASSETS_CATALOG_URL")
     assert resources["providers"].catalog_url == EnvVar("CUBE_ASSETS_CATALOG_URL")
 

@@ -256,7 +256,7 @@ class _SignedHrefProvider(Provider):
 
     name = "signed"
 
-    def search(self, collection, geometry, start, end, max_cloud_cover=None):  # type: ignore[no-untyped-def]
+    def search(self, collection, geometry, start, end, max_cloud_cover=None):  # type: ignore[no-untyped-def]  # a stand-in provider with the protocol's signature
         return [
             SceneRef(
                 provider=self.name,

@@ -255,4 +255,4 @@ def test_an_asset_returning_another_stages_manifest_is_refused_before_writing(io
 
 def test_manifests_are_frozen() -> None:
     with pytest.raises(ValueError, match="frozen"):
-        MERGE.efficacy = 0.0  # type: ignore[misc]
+        MERGE.efficacy = 0.0  # type: ignore[misc]  # assigning to a frozen manifest is the behaviour under test

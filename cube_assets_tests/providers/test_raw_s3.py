@@ -200,7 +200,7 @@ def test_record_keys_refuse_names_that_climb_out_of_the_prefix(store, tmp_path: 
         with pytest.raises(RawMirrorError, match="cannot be a key component"):
             mirror.record_key(collection, scene_id)
     with pytest.raises(RawMirrorError, match="needs an S3 store"):
-        RawSceneMirror(object(), tmp_path)  # type: ignore[arg-type]
+        RawSceneMirror(object(), tmp_path)  # type: ignore[arg-type]  # the wrong store type is the refused input under test
 
 
 def test_local_scene_points_a_later_step_at_its_own_copy(s3_server: S3Server, s3_bucket: str, tmp_path: Path) -> None:
