@@ -9,7 +9,7 @@ DATA_ROOT ?= $(CURDIR)/cube-data
 DOCS_SITE ?= site
 export DAGSTER_HOME
 
-.PHONY: install demo test dev validate docs clean instance backfill system-packages
+.PHONY: install demo test lint dev validate docs clean instance backfill system-packages
 
 install: $(STAMP)
 
@@ -48,6 +48,10 @@ system-packages:
 
 test: $(STAMP) system-packages
 	$(BIN)/pytest -q
+
+# ruff (lint and format) over the tree; mypy over the modules [tool.mypy] in pyproject.toml names.
+lint: $(STAMP)
+	$(BIN)/ruff check cube_assets cube_assets_tests benchmarks && $(BIN)/ruff format --check cube_assets cube_assets_tests benchmarks && $(BIN)/mypy
 
 validate: $(STAMP) instance
 	$(BIN)/dagster definitions validate -w workspace.yaml

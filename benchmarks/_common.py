@@ -202,15 +202,15 @@ class CaseResult:
         return self.reference_seconds / self.seconds if self.seconds > 0 else float("inf")
 
 
-def print_table(
-    rows: Sequence[Sequence[Any]], headers: Sequence[str], stream: TextIO | None = None
-) -> None:
+def print_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], stream: TextIO | None = None) -> None:
     """Print ``rows`` under ``headers`` as an aligned plain-text table (left-aligned first column)."""
     stream = stream or sys.stdout
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
-        parts = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        parts = [row[0].ljust(widths[0])] + [
+            cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=False)
+        ]
         print("  ".join(parts).rstrip(), file=stream)
     stream.flush()
 

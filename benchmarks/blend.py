@@ -64,7 +64,7 @@ from rasterio.windows import Window
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import (  # noqa: E402
+from _common import (
     CaseResult,
     Measurement,
     format_bytes,
@@ -74,11 +74,11 @@ from _common import (  # noqa: E402
     pin_mmap_threshold,
     print_results,
 )
-from reference_blend import QUALITY_OUTPUTS, reference_blend_band, reference_blend_quality  # noqa: E402
+from reference_blend import QUALITY_OUTPUTS, reference_blend_band, reference_blend_quality
 
-from cube_assets.raster.cog import cog_from_file  # noqa: E402
-from cube_assets.raster.composite import blend_band, blend_quality  # noqa: E402
-from cube_assets.raster.masks import SCL_RULES  # noqa: E402
+from cube_assets.raster.cog import cog_from_file
+from cube_assets.raster.composite import blend_band, blend_quality
+from cube_assets.raster.masks import SCL_RULES
 
 BAND = "B04"
 BAND_NODATA = -9999
@@ -185,17 +185,27 @@ def build_synthetic_period(directory: Path, size: int, dates: int = 10, seed: in
         if manifest.get("key") == key and all(p.exists() for p in band_paths + quality_paths):
             return SyntheticPeriod(band_paths, quality_paths, day_list, manifest["efficacies"], size)
     profile = {
-        "driver": "GTiff", "width": size, "height": size, "count": 1, "crs": "EPSG:32723",
-        "transform": from_origin(500000, 8000000, 10, 10), "tiled": True, "blockxsize": 512,
-        "blockysize": 512, "compress": "deflate", "predictor": 2,
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": 1,
+        "crs": "EPSG:32723",
+        "transform": from_origin(500000, 8000000, 10, 10),
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "compress": "deflate",
+        "predictor": 2,
     }
     land_coarse = _coarse_field(seed, size)
     efficacies = []
     for index in range(dates):
         fields = {"cloud": _coarse_field(seed + 1000 + index, size), "cirrus": _coarse_field(seed + 2000 + index, size)}
         clear = 0
-        with rasterio.open(band_paths[index], "w", dtype="int16", nodata=BAND_NODATA, **profile) as band_out, \
-                rasterio.open(quality_paths[index], "w", dtype="uint8", nodata=SCL_NODATA, **profile) as scl_out:
+        with (
+            rasterio.open(band_paths[index], "w", dtype="int16", nodata=BAND_NODATA, **profile) as band_out,
+            rasterio.open(quality_paths[index], "w", dtype="uint8", nodata=SCL_NODATA, **profile) as scl_out,
+        ):
             for row in range(0, size, _GENERATION_BLOCK):
                 for col in range(0, size, _GENERATION_BLOCK):
                     window = Window(col, row, min(_GENERATION_BLOCK, size - col), min(_GENERATION_BLOCK, size - row))
@@ -276,27 +286,50 @@ def _run_side(side: str, case: str, period: SyntheticPeriod, out_dir: Path, engi
     def project() -> dict[str, Path]:
         if case == QUALITY_CASE:
             return blend_quality(
-                period.quality_paths, *args, SCL_RULES, *(folder / f"{name}.tif" for name in QUALITY_OUTPUTS),
-                finalize=cog, engine=engine, io_threads=io_threads,
+                period.quality_paths,
+                *args,
+                SCL_RULES,
+                *(folder / f"{name}.tif" for name in QUALITY_OUTPUTS),
+                finalize=cog,
+                engine=engine,
+                io_threads=io_threads,
             )
         functions = case.split()[1].split("+")
         return blend_band(
-            period.band_paths, period.quality_paths, *args, SCL_RULES, functions,
-            {function: folder / f"{function}.tif" for function in functions}, BAND_NODATA, finalize=cog,
-            engine=engine, io_threads=io_threads,
+            period.band_paths,
+            period.quality_paths,
+            *args,
+            SCL_RULES,
+            functions,
+            {function: folder / f"{function}.tif" for function in functions},
+            BAND_NODATA,
+            finalize=cog,
+            engine=engine,
+            io_threads=io_threads,
         )
 
     def reference(style: str) -> Callable[[], dict[str, Path]]:
         def run() -> dict[str, Path]:
             if case == QUALITY_CASE:
                 return reference_blend_quality(
-                    period.quality_paths, *args, SCL_RULES, {name: folder / f"{name}.tif" for name in QUALITY_OUTPUTS},
-                    finalize=cog, style=style,
+                    period.quality_paths,
+                    *args,
+                    SCL_RULES,
+                    {name: folder / f"{name}.tif" for name in QUALITY_OUTPUTS},
+                    finalize=cog,
+                    style=style,
                 )
             function = case.split()[-1]
             path = reference_blend_band(
-                period.band_paths, period.quality_paths, *args, SCL_RULES, function, folder / f"{function}.tif",
-                BAND_NODATA, finalize=cog, style=style,
+                period.band_paths,
+                period.quality_paths,
+                *args,
+                SCL_RULES,
+                function,
+                folder / f"{function}.tif",
+                BAND_NODATA,
+                finalize=cog,
+                style=style,
             )
             return {function: path}
 
@@ -343,12 +376,23 @@ def warm_up(directory: Path) -> float:
     tiny = build_synthetic_period(directory / "warm-up-input", 96, dates=3)
     start = time.perf_counter()
     blend_band(
-        tiny.band_paths, tiny.quality_paths, tiny.dates, tiny.efficacies, SCL_RULES, list(FUNCTIONS),
-        {f: directory / f"warm-up-{f}.tif" for f in FUNCTIONS}, BAND_NODATA, block_size=64,
+        tiny.band_paths,
+        tiny.quality_paths,
+        tiny.dates,
+        tiny.efficacies,
+        SCL_RULES,
+        list(FUNCTIONS),
+        {f: directory / f"warm-up-{f}.tif" for f in FUNCTIONS},
+        BAND_NODATA,
+        block_size=64,
     )
     blend_quality(
-        tiny.quality_paths, tiny.dates, tiny.efficacies, SCL_RULES,
-        *(directory / f"warm-up-{name}.tif" for name in QUALITY_OUTPUTS), block_size=64,
+        tiny.quality_paths,
+        tiny.dates,
+        tiny.efficacies,
+        SCL_RULES,
+        *(directory / f"warm-up-{name}.tif" for name in QUALITY_OUTPUTS),
+        block_size=64,
     )
     return time.perf_counter() - start
 
@@ -361,13 +405,18 @@ def main(argv: Sequence[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=2048, help="tile width and height in pixels (default 2048)")
     parser.add_argument("--dates", type=int, default=10, help="observations in the period (default 10)")
-    parser.add_argument("--repeat", type=int, default=None, help="runs per side, fastest kept (default 3; 1 above 4096)")
+    parser.add_argument(
+        "--repeat", type=int, default=None, help="runs per side, fastest kept (default 3; 1 above 4096)"
+    )
     parser.add_argument("--data-dir", type=Path, default=None, help="keep (and reuse) the synthetic merges here")
     parser.add_argument("--no-lean", action="store_true", help="skip the lean numpy.ma reference")
     parser.add_argument("--engine", default="auto", choices=("auto", "numba", "numpy"), help="the project's engine")
     parser.add_argument("--io-threads", type=int, default=None, help="the project's decoding threads (default: CPUs)")
-    parser.add_argument("--pin-mmap-threshold", action="store_true",
-                        help="pin glibc's mmap threshold (order-independent peaks, slower GDAL work)")
+    parser.add_argument(
+        "--pin-mmap-threshold",
+        action="store_true",
+        help="pin glibc's mmap threshold (order-independent peaks, slower GDAL work)",
+    )
     args = parser.parse_args(argv)
     repeat = args.repeat if args.repeat is not None else (3 if args.size <= 4096 else 1)
     sides = ["project", "cube_builder"] + ([] if args.no_lean else ["lean"])
@@ -375,24 +424,36 @@ def main(argv: Sequence[str] | None = None) -> float:
     workdir = Path(tempfile.mkdtemp(prefix="blend-benchmark-"))
     try:
         data_dir = args.data_dir or workdir / "merges"
-        print(f"# blend benchmark: {args.size} x {args.size} px x {args.dates} dates, int16 {BAND} + uint8 SCL, "
-              f"tiled 512 DEFLATE merges in {data_dir}", flush=True)
+        print(
+            f"# blend benchmark: {args.size} x {args.size} px x {args.dates} dates, int16 {BAND} + uint8 SCL, "
+            f"tiled 512 DEFLATE merges in {data_dir}",
+            flush=True,
+        )
         print(f"# machine: {machine_summary()}", flush=True)
         pinned = pin_mmap_threshold() if args.pin_mmap_threshold else False
-        print(f"# peak RSS: {peak_rss_method()}, after malloc_trim; glibc mmap threshold pinned to 128 KiB: "
-              f"{pinned}", flush=True)
+        print(
+            f"# peak RSS: {peak_rss_method()}, after malloc_trim; glibc mmap threshold pinned to 128 KiB: {pinned}",
+            flush=True,
+        )
         start = time.perf_counter()
         period = build_synthetic_period(data_dir, args.size, args.dates)
         print(f"# merges ready in {time.perf_counter() - start:.1f} s; efficacies {period.efficacies}", flush=True)
         print(f"# numba warm-up (compile or load from cache), not in the timings: {warm_up(workdir):.2f} s", flush=True)
         baseline = measure(lambda: None).start_rss
-        print(f"# process RSS before the cases (interpreter, numpy, rasterio, numba): {format_bytes(baseline)}",
-              flush=True)
-        print(f"# decoding every merge once, one thread, no compositing: "
-              f"{BAND} {decode_seconds(period.band_paths):.3f} s, SCL {decode_seconds(period.quality_paths):.3f} s",
-              flush=True)
-        print(f"# project engine {args.engine}, io_threads {args.io_threads or 'default'}; best of {repeat}; "
-              f"seconds run from reading the merges to the written COGs", flush=True)
+        print(
+            f"# process RSS before the cases (interpreter, numpy, rasterio, numba): {format_bytes(baseline)}",
+            flush=True,
+        )
+        print(
+            f"# decoding every merge once, one thread, no compositing: "
+            f"{BAND} {decode_seconds(period.band_paths):.3f} s, SCL {decode_seconds(period.quality_paths):.3f} s",
+            flush=True,
+        )
+        print(
+            f"# project engine {args.engine}, io_threads {args.io_threads or 'default'}; best of {repeat}; "
+            f"seconds run from reading the merges to the written COGs",
+            flush=True,
+        )
 
         cases = [f"{BAND} {function}" for function in FUNCTIONS] + [QUALITY_CASE]
         results = []
@@ -414,24 +475,33 @@ def main(argv: Sequence[str] | None = None) -> float:
             if "lean" in best:
                 lean = best["lean"]
                 extras.update(
-                    lean_s=f"{lean.total:.3f}", lean_ratio=f"{lean.total / project.total:.1f}",
+                    lean_s=f"{lean.total:.3f}",
+                    lean_ratio=f"{lean.total / project.total:.1f}",
                     lean_peak_rss=format_bytes(peaks["lean"]),
                 )
-            results.append(CaseResult(case, project.total, reference.total, peaks["project"], peaks["cube_builder"],
-                                      extras))
+            results.append(
+                CaseResult(case, project.total, reference.total, peaks["project"], peaks["cube_builder"], extras)
+            )
             print(f"# done: {case}", flush=True)
         # How steps/blend.py calls it: all functions of a band in one pass, against the
         # reference's three runs (one per function, as the cube builder runs them).
         combined_case = f"{BAND} {'+'.join(FUNCTIONS)} (one pass; reference: 3 runs)"
         combined = min(
-            (_run_side("project", f"{BAND} {'+'.join(FUNCTIONS)}", period, workdir / "out", args.engine,
-                       args.io_threads) for _ in range(repeat)),
+            (
+                _run_side(
+                    "project", f"{BAND} {'+'.join(FUNCTIONS)}", period, workdir / "out", args.engine, args.io_threads
+                )
+                for _ in range(repeat)
+            ),
             key=lambda run: run.seconds,
         )
         for function in FUNCTIONS:
-            assert_same_pixels(combined_case, "project (one function per run)",
-                               {function: combined.outputs[function]},
-                               {function: per_function[f"{BAND} {function}"]["project"].outputs[function]})
+            assert_same_pixels(
+                combined_case,
+                "project (one function per run)",
+                {function: combined.outputs[function]},
+                {function: per_function[f"{BAND} {function}"]["project"].outputs[function]},
+            )
         summed = {side: [per_function[f"{BAND} {f}"][side] for f in FUNCTIONS] for side in sides[1:]}
         reference_sum = sum(run.seconds for run in summed["cube_builder"])
         reference_total = sum(run.total for run in summed["cube_builder"])
@@ -439,8 +509,16 @@ def main(argv: Sequence[str] | None = None) -> float:
         if "lean" in summed:
             lean_sum = sum(run.total for run in summed["lean"])
             extras.update(lean_s=f"{lean_sum:.3f}", lean_ratio=f"{lean_sum / combined.total:.1f}", lean_peak_rss="-")
-        results.append(CaseResult(combined_case, combined.total, reference_total, combined.peak_rss,
-                                  max(run.peak_rss for run in summed["cube_builder"]), extras))
+        results.append(
+            CaseResult(
+                combined_case,
+                combined.total,
+                reference_total,
+                combined.peak_rss,
+                max(run.peak_rss for run in summed["cube_builder"]),
+                extras,
+            )
+        )
         print(f"min_ratio_compositing_only: {min(float(r.extras['compositing_ratio']) for r in results):.1f}")
         if "lean" in sides:
             lean_min = min(float(r.extras["lean_ratio"]) for r in results)

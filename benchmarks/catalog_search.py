@@ -57,11 +57,11 @@ import shapely.geometry
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import format_bytes, machine_summary, measure, peak_rss_method, print_table  # noqa: E402
+from _common import format_bytes, machine_summary, measure, peak_rss_method, print_table
 
-from cube_assets.catalog.expressions import properties as p  # noqa: E402
-from cube_assets.catalog.repository import search_images  # noqa: E402
-from cube_assets.client import Catalog, Image  # noqa: E402
+from cube_assets.catalog.expressions import properties as p
+from cube_assets.catalog.repository import search_images
+from cube_assets.client import Catalog, Image
 
 PRODUCTS = ("s2_16d-LCF", "s2_16d-MED", "s2_16d-merge", "sentinel-2-l2a", "landsat-c2-l2")
 COMPOSITES = {"s2_16d-LCF", "s2_16d-MED"}
@@ -100,7 +100,9 @@ def postgresql_server() -> Iterator[str]:
             check=True,
             capture_output=True,
         )
-        options = f"-k {root} -p 5432 -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        options = (
+            f"-k {root} -p 5432 -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
         subprocess.run(
             [*run_as, pg_ctl, "-D", str(data), "-o", options, "-l", str(log), "-w", "-t", "60", "start"],
             check=True,
@@ -180,11 +182,16 @@ def load(url: str, images: int, seed: int = 0) -> float:
                     copy.write(batch.getvalue())
                     batch = io.StringIO()
             copy.write(batch.getvalue())
-        with connection.cursor() as cursor, cursor.copy("COPY image_files (image_id, band, href, size_bytes) FROM STDIN") as copy:
+        with (
+            connection.cursor() as cursor,
+            cursor.copy("COPY image_files (image_id, band, href, size_bytes) FROM STDIN") as copy,
+        ):
             batch = io.StringIO()
             for index, image_id in enumerate(image_ids):
                 for band_number, band in enumerate(("B04", "B08")):
-                    batch.write(f"{image_id}\t{band}\t/cube-data/{image_id}_{band}.tif\t{file_sizes[index, band_number]}\n")
+                    batch.write(
+                        f"{image_id}\t{band}\t/cube-data/{image_id}_{band}.tif\t{file_sizes[index, band_number]}\n"
+                    )
                 if index % 50_000 == 49_999:
                     copy.write(batch.getvalue())
                     batch = io.StringIO()
@@ -288,14 +295,18 @@ def run_cases(catalog: Catalog, args: argparse.Namespace) -> None:
     path = "PostGIS" if postgis else "exact SQL, no PostGIS"
     cases: list[tuple[str, list[float], int]] = []
     search_ms, found, search_peak = _timed([lambda q=q: search(*q) for q in queries])
-    cases.append((f"search x{len(search_ms)} [{path}] (tile, 1-6 months, cloud < 0.2, limit 100)", search_ms, search_peak))
+    cases.append(
+        (f"search x{len(search_ms)} [{path}] (tile, 1-6 months, cloud < 0.2, limit 100)", search_ms, search_peak)
+    )
     if postgis:
         portable_ms, portable_found, portable_peak = _timed([lambda q=q: search(*q, on=portable) for q in queries])
         cases.append((f"search x{len(portable_ms)} [exact SQL, no PostGIS] same data", portable_ms, portable_peak))
         same = all([i.id for i in a] == [i.id for i in b] for a, b in zip(found, portable_found, strict=True))
         print(f"# PostGIS and exact-SQL searches returned the same images: {same}")
     reference_ms, _, reference_peak = _timed([lambda q=q: reference(*q) for q in queries[: args.reference_searches]])
-    cases.append((f"reference search_images x{len(reference_ms)} (bbox only, 0001's B-trees)", reference_ms, reference_peak))
+    cases.append(
+        (f"reference search_images x{len(reference_ms)} (bbox only, 0001's B-trees)", reference_ms, reference_peak)
+    )
 
     summary_tiles = [int(t) for t in rng.integers(0, TILE_COLUMNS * TILE_ROWS, args.summaries)]
 
@@ -303,7 +314,9 @@ def run_cases(catalog: Catalog, args: argparse.Namespace) -> None:
         geometry = shapely.geometry.box(*tile_box(tile))
         return Image.search(on).intersects(geometry).filter(p.cloud_fraction < 0.2)
 
-    summary_ms, summaries, summary_peak = _timed([lambda t=t: tile_search(t).summary_interval("month") for t in summary_tiles])
+    summary_ms, summaries, summary_peak = _timed(
+        [lambda t=t: tile_search(t).summary_interval("month") for t in summary_tiles]
+    )
     cases.append((f"summary_interval(month) of a tile x{len(summary_ms)} [{path}]", summary_ms, summary_peak))
     if postgis:
         times, _, peak = _timed([lambda t=t: tile_search(t, portable).summary_interval("month") for t in summary_tiles])
@@ -337,7 +350,9 @@ def run_cases(catalog: Catalog, args: argparse.Namespace) -> None:
         if postgis:
             _explain(portable, typical(portable, *heaviest), "the same search [exact SQL, no PostGIS]")
         for what, search_ in (("a whole product", product_search), ("the whole catalog", Image.search(catalog))):
-            _explain_last_statement(catalog, lambda s=search_: s.summary_interval("month"), f"summary_interval(month) of {what}")
+            _explain_last_statement(
+                catalog, lambda s=search_: s.summary_interval("month"), f"summary_interval(month) of {what}"
+            )
     print(f"summary_p95_ms: {_percentiles(summary_ms)[1]:.1f}")
     print(f"search_p95_ms: {_percentiles(search_ms)[1]:.1f}")
 
@@ -357,14 +372,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale-summaries", type=int, default=5)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-postgis", action="store_true", help="migrate without PostGIS even if the server has it")
-    parser.add_argument("--explain", action="store_true", help="print EXPLAIN ANALYZE of one search and the scale summaries")
+    parser.add_argument(
+        "--explain", action="store_true", help="print EXPLAIN ANALYZE of one search and the scale summaries"
+    )
     args = parser.parse_args(argv)
 
     print(f"# catalog_search: {machine_summary()}")
     print(f"# peak RSS: {peak_rss_method()}")
     with postgresql_server() as url, Catalog(url, postgis=not args.no_postgis) as catalog:
         schema = catalog.postgis_schema
-        print(f"# footprints: {'PostGIS in schema ' + repr(schema) if schema else 'no PostGIS (bbox index + exact SQL test)'}")
+        print(
+            f"# footprints: {'PostGIS in schema ' + repr(schema) if schema else 'no PostGIS (bbox index + exact SQL test)'}"
+        )
         seconds = load(url, args.images)
         print(f"# loaded {args.images} images, {2 * args.images} files into PostgreSQL in {seconds:.0f} s")
         run_cases(catalog, args)

@@ -43,7 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import CaseResult, format_bytes, machine_summary, measure, peak_rss_method, print_table  # noqa: E402
+from _common import CaseResult, format_bytes, machine_summary, measure, peak_rss_method, print_table
 
 DAGSTER_PARTITION_ADVICE = 100_000
 _CHILD_PROJECT = "project"
@@ -57,12 +57,22 @@ def write_cube_file(folder: Path, tiles: int, years: int) -> Path:
     columns = 40
     names = [f"{10 + i % columns:03d}{10 + i // columns:03d}" for i in range(tiles)]
     cube = {
-        "name": "country", "title": "1,000 tiles × 2 years", "collection": "sentinel-2-l2a", "providers": ["archive"],
-        "grid": {"kind": "bdc", "size": "SM"}, "tiles": names,
-        "start_date": "2023-01-01", "end_date": f"{2022 + years}-12-31", "temporal": {"step": "16D", "restart": "yearly"},
-        "bands": [{"name": b, "common_name": c} for b, c in (("B02", "blue"), ("B03", "green"), ("B04", "red"), ("B08", "nir"))],
+        "name": "country",
+        "title": "1,000 tiles × 2 years",
+        "collection": "sentinel-2-l2a",
+        "providers": ["archive"],
+        "grid": {"kind": "bdc", "size": "SM"},
+        "tiles": names,
+        "start_date": "2023-01-01",
+        "end_date": f"{2022 + years}-12-31",
+        "temporal": {"step": "16D", "restart": "yearly"},
+        "bands": [
+            {"name": b, "common_name": c}
+            for b, c in (("B02", "blue"), ("B03", "green"), ("B04", "red"), ("B08", "nir"))
+        ],
         "quality": {"band": "SCL", "rules": {"preset": "scl"}, "nodata": 0},
-        "indexes": {"NDVI": "10000 * (nir - red) / (nir + red)"}, "composites": ["LCF", "MED"],
+        "indexes": {"NDVI": "10000 * (nir - red) / (nir + red)"},
+        "composites": ["LCF", "MED"],
     }
     path = folder / "country.yaml"
     providers = [{"name": "archive", "driver": "local", "options": {"root": "archive"}}]
@@ -73,12 +83,21 @@ def write_cube_file(folder: Path, tiles: int, years: int) -> Path:
 def reference_definitions(tile_names: list[str], period_keys: list[str]):
     """Bare Dagster at the same size: six chained no-op assets on one tile × period partitioning, one job."""
     from dagster import (
-        AssetIn, AssetSelection, Definitions, MultiPartitionsDefinition, StaticPartitionsDefinition, asset, define_asset_job,
+        AssetIn,
+        AssetSelection,
+        Definitions,
+        MultiPartitionsDefinition,
+        StaticPartitionsDefinition,
+        asset,
+        define_asset_job,
     )
 
-    partitions = MultiPartitionsDefinition({
-        "tile": StaticPartitionsDefinition(tile_names), "period": StaticPartitionsDefinition(period_keys),
-    })
+    partitions = MultiPartitionsDefinition(
+        {
+            "tile": StaticPartitionsDefinition(tile_names),
+            "period": StaticPartitionsDefinition(period_keys),
+        }
+    )
     stages = ["raw_scene", "surface_reflectance", "scene_cog", "tile_merge", "period_blend", "catalog_item"]
     assets = []
     for index, stage in enumerate(stages):
@@ -126,8 +145,22 @@ def _child(kind: str, config: str, tiles: int, years: int) -> None:
 def _cold(kind: str, config: Path, tiles: int, years: int, data_root: Path) -> dict:
     env = {**os.environ, "CUBE_ASSETS_DATA_ROOT": str(data_root), "CUBE_ENV": "local"}
     result = subprocess.run(
-        [sys.executable, __file__, "--child", kind, "--config", str(config), "--tiles", str(tiles), "--years", str(years)],
-        capture_output=True, text=True, env=env, check=False,
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            kind,
+            "--config",
+            str(config),
+            "--tiles",
+            str(tiles),
+            "--years",
+            str(years),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     if result.returncode != 0:
         raise RuntimeError(f"cold load ({kind}) failed:\n{result.stderr[-3000:]}")
@@ -168,17 +201,27 @@ def main() -> None:
         CaseResult("cold load (fresh process)", cold_project["seconds"], cold_reference["seconds"], 0, 0),
         CaseResult("build", build.seconds, reference_build.seconds, build.peak_rss, reference_build.peak_rss),
         CaseResult("partition keys", keys.seconds, reference_keys.seconds, keys.peak_rss, reference_keys.peak_rss),
-        CaseResult("snapshot", snapshot.seconds, reference_snapshot.seconds, snapshot.peak_rss, reference_snapshot.peak_rss),
+        CaseResult(
+            "snapshot", snapshot.seconds, reference_snapshot.seconds, snapshot.peak_rss, reference_snapshot.peak_rss
+        ),
     ]
     rows = [
-        (r.case, f"{r.seconds:.2f}", f"{r.reference_seconds:.2f}", f"{r.ratio:.2f}",
-         format_bytes(r.peak_rss) if r.peak_rss else "-", format_bytes(r.reference_peak_rss) if r.reference_peak_rss else "-")
+        (
+            r.case,
+            f"{r.seconds:.2f}",
+            f"{r.reference_seconds:.2f}",
+            f"{r.ratio:.2f}",
+            format_bytes(r.peak_rss) if r.peak_rss else "-",
+            format_bytes(r.reference_peak_rss) if r.reference_peak_rss else "-",
+        )
         for r in results
     ]
     print_table(rows, ("case", "seconds", "reference_s", "ratio", "peak_rss", "reference_peak_rss"))
     partitions = keys.result
     if partitions != cold_project["keys"] or partitions != len(tile_names) * len(period_keys):
-        raise RuntimeError(f"partition counts disagree: {partitions}, {cold_project['keys']}, {len(tile_names)} × {len(period_keys)}")
+        raise RuntimeError(
+            f"partition counts disagree: {partitions}, {cold_project['keys']}, {len(tile_names)} × {len(period_keys)}"
+        )
     print(f"tiles: {len(tile_names)}  periods: {len(period_keys)}")
     print(f"partitions_per_asset: {partitions} (Dagster advises at most about {DAGSTER_PARTITION_ADVICE:,})")
     print(f"definitions_load_s: {cold_project['seconds']:.2f}")

@@ -45,7 +45,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import (  # noqa: E402
+from _common import (
     CaseResult,
     Measurement,
     format_bytes,
@@ -56,8 +56,8 @@ from _common import (  # noqa: E402
     print_results,
 )
 
-from cube_assets.providers.http import HttpClient, RemoteFile  # noqa: E402
-from cube_assets.providers.retry import RetryPolicy  # noqa: E402
+from cube_assets.providers.http import HttpClient, RemoteFile
+from cube_assets.providers.retry import RetryPolicy
 
 CHUNK = 1 << 20
 
@@ -92,10 +92,10 @@ def serve_file(path: Path) -> tuple[ThreadingHTTPServer, str]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's name
+        def log_message(self, format: str, *args: object) -> None:  # http.server's name
             pass
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:  # http.server's naming
             self.send_response(200)
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(size))
@@ -161,7 +161,9 @@ def main(argv: Sequence[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=200, help="size of the served file in MiB (default 200)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per side, fastest kept (default 3)")
-    parser.add_argument("--work-dir", type=Path, default=None, help="where the file and the downloads go (default: a temporary folder)")
+    parser.add_argument(
+        "--work-dir", type=Path, default=None, help="where the file and the downloads go (default: a temporary folder)"
+    )
     args = parser.parse_args(argv)
     pin_mmap_threshold()
     size = args.size_mib * 2**20
@@ -183,7 +185,11 @@ def main(argv: Sequence[str] | None = None) -> float:
                 ("stream + size check + blake3", blake3_multihash),
             ):
                 remote = RemoteFile(url, size, checksum)
-                results.append(run_case(name, lambda d, remote=remote: client.download(remote, d), url, work, size, sha256, args.repeat))
+                results.append(
+                    run_case(
+                        name, lambda d, remote=remote: client.download(remote, d), url, work, size, sha256, args.repeat
+                    )
+                )
         return print_results(results)
     finally:
         if server is not None:

@@ -49,7 +49,7 @@ from rasterio.windows import Window
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import (  # noqa: E402
+from _common import (
     CaseResult,
     format_bytes,
     machine_summary,
@@ -57,18 +57,20 @@ from _common import (  # noqa: E402
     peak_rss_method,
     print_results,
 )
-from reference_merge import reference_merge_date  # noqa: E402
+from reference_merge import reference_merge_date
 
-from cube_assets.cube_config import CubeConfig  # noqa: E402
-from cube_assets.manifests import SceneRasters  # noqa: E402
-from cube_assets.steps.merge import merge_date  # noqa: E402
-from cube_assets.storage.raster_store import LocalRasterStore  # noqa: E402
+from cube_assets.cube_config import CubeConfig
+from cube_assets.manifests import SceneRasters
+from cube_assets.steps.merge import merge_date
+from cube_assets.storage.raster_store import LocalRasterStore
 
 BANDS = ("B02", "B04", "B08")
 BAND_NODATA = -9999
 SCL_NODATA = 0
 SCENE_CRS = "EPSG:32723"
-BDC_ALBERS = "+proj=aea +lat_0=-12 +lon_0=-54 +lat_1=-2 +lat_2=-22 +x_0=5000000 +y_0=10000000 +ellps=GRS80 +units=m +no_defs"
+BDC_ALBERS = (
+    "+proj=aea +lat_0=-12 +lon_0=-54 +lat_1=-2 +lat_2=-22 +x_0=5000000 +y_0=10000000 +ellps=GRS80 +units=m +no_defs"
+)
 TILE_ORIGIN = (5920780.0, 9592720.0)  # near 45.3 W 15.5 S, in UTM zone 23 S
 DAY = date(2024, 1, 4)
 GENERATOR_VERSION = 1
@@ -80,14 +82,26 @@ _GENERATION_BLOCK = 1024
 
 def cube_for(size: int) -> CubeConfig:
     """A cube of one ``size`` x ``size`` tile (``000000``) at 10 m in the BDC Albers projection."""
-    return CubeConfig.model_validate({
-        "name": "merge_benchmark", "collection": "sentinel-2-l2a", "providers": [],
-        "grid": {"kind": "user", "name": "ALBERS10", "crs": BDC_ALBERS, "origin": list(TILE_ORIGIN),
-                 "tile_size": [size, size], "resolution": 10},
-        "tiles": ["000000"], "start_date": "2024-01-01", "end_date": "2024-01-16",
-        "bands": [{"name": "B02", "resampling": "nearest"}, {"name": "B04"}, {"name": "B08"}],
-        "quality": {"band": "SCL", "rules": {"preset": "scl"}, "nodata": SCL_NODATA},
-    })
+    return CubeConfig.model_validate(
+        {
+            "name": "merge_benchmark",
+            "collection": "sentinel-2-l2a",
+            "providers": [],
+            "grid": {
+                "kind": "user",
+                "name": "ALBERS10",
+                "crs": BDC_ALBERS,
+                "origin": list(TILE_ORIGIN),
+                "tile_size": [size, size],
+                "resolution": 10,
+            },
+            "tiles": ["000000"],
+            "start_date": "2024-01-01",
+            "end_date": "2024-01-16",
+            "bands": [{"name": "B02", "resampling": "nearest"}, {"name": "B04"}, {"name": "B08"}],
+            "quality": {"band": "SCL", "rules": {"preset": "scl"}, "nodata": SCL_NODATA},
+        }
+    )
 
 
 # --------------------------------------------------------------------------- synthetic scenes
@@ -107,7 +121,9 @@ def _sample(coarse: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarra
     return top * (1 - fr) + bottom * fr
 
 
-def _scene_window(index: int, window: Window, shape: tuple[int, int], fields: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+def _scene_window(
+    index: int, window: Window, shape: tuple[int, int], fields: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """SCL codes and the band values of scene ``index`` in ``window``."""
     rows = np.arange(window.row_off, window.row_off + window.height)
     cols = np.arange(window.col_off, window.col_off + window.width)
@@ -152,9 +168,11 @@ def build_synthetic_scenes(directory: Path, size: int) -> list[dict[str, Any]]:
     margin, span = 1000.0, east - west
     extents = [(west - margin, west + 0.66 * span), (west + 0.34 * span, east + margin)]
     entries = [
-        {"scene_id": f"scene_{index}",
-         "bands": {band: str(directory / f"scene_{index}_{band}.tif") for band in BANDS},
-         "quality": str(directory / f"scene_{index}_SCL.tif")}
+        {
+            "scene_id": f"scene_{index}",
+            "bands": {band: str(directory / f"scene_{index}_{band}.tif") for band in BANDS},
+            "quality": str(directory / f"scene_{index}_SCL.tif"),
+        }
         for index in range(len(extents))
     ]
     manifest_path = directory / "manifest.json"
@@ -166,17 +184,29 @@ def build_synthetic_scenes(directory: Path, size: int) -> list[dict[str, Any]]:
         left, top = np.floor(left / 10) * 10, np.ceil((north + margin) / 10) * 10
         width, height = int(np.ceil((right - left) / 10)), int(np.ceil((top - (south - margin)) / 10))
         profile = {
-            "driver": "GTiff", "width": width, "height": height, "count": 1, "crs": SCENE_CRS,
-            "transform": Affine(10, 0, left, 0, -10, top), "tiled": True, "blockxsize": 512, "blockysize": 512,
-            "compress": "deflate", "predictor": 2,
+            "driver": "GTiff",
+            "width": width,
+            "height": height,
+            "count": 1,
+            "crs": SCENE_CRS,
+            "transform": Affine(10, 0, left, 0, -10, top),
+            "tiled": True,
+            "blockxsize": 512,
+            "blockysize": 512,
+            "compress": "deflate",
+            "predictor": 2,
         }
         fields = {"land": _coarse_field(7, height, width), "cloud": _coarse_field(100 + index, height, width)}
         with rasterio.open(entry["quality"], "w", dtype="uint8", nodata=SCL_NODATA, **profile) as scl_out:
-            band_outs = [rasterio.open(entry["bands"][band], "w", dtype="int16", nodata=BAND_NODATA, **profile) for band in BANDS]
+            band_outs = [
+                rasterio.open(entry["bands"][band], "w", dtype="int16", nodata=BAND_NODATA, **profile) for band in BANDS
+            ]
             try:
                 for row in range(0, height, _GENERATION_BLOCK):
                     for col in range(0, width, _GENERATION_BLOCK):
-                        window = Window(col, row, min(_GENERATION_BLOCK, width - col), min(_GENERATION_BLOCK, height - row))
+                        window = Window(
+                            col, row, min(_GENERATION_BLOCK, width - col), min(_GENERATION_BLOCK, height - row)
+                        )
                         scl, values = _scene_window(index, window, (height, width), fields)
                         scl_out.write(scl, 1, window=window)
                         for out, band_values in zip(band_outs, values, strict=True):
@@ -207,7 +237,9 @@ def run_side(side: str, cube: CubeConfig, scenes: Sequence[Mapping[str, Any]], r
     tile = cube.tile("000000")
     if side == "project":
         rasters = [SceneRasters.model_validate(scene) for scene in scenes]
-        measurement = measure(lambda: merge_date(cube, tile, DAY, rasters, store, window_size=window_size).model_dump(mode="json"))
+        measurement = measure(
+            lambda: merge_date(cube, tile, DAY, rasters, store, window_size=window_size).model_dump(mode="json")
+        )
     else:
         measurement = measure(lambda: reference_merge_date(cube, tile, DAY, scenes, store))
     return Run(measurement.seconds, measurement.peak_rss, measurement.result)
@@ -224,7 +256,12 @@ def assert_same_merge(case: str, project: Mapping[str, Any], reference: Mapping[
             raise AssertionError(f"{case}: {key} {project[key]} (project) != {reference[key]} (reference)")
     for name, path in _outputs(reference).items():
         with rasterio.open(path) as want, rasterio.open(_outputs(project)[name]) as got:
-            if (want.dtypes, want.nodata, want.shape, want.transform) != (got.dtypes, got.nodata, got.shape, got.transform):
+            if (want.dtypes, want.nodata, want.shape, want.transform) != (
+                got.dtypes,
+                got.nodata,
+                got.shape,
+                got.transform,
+            ):
                 raise AssertionError(f"{case} {name}: type, nodata or grid differ")
             for row in range(0, want.height, 1024):
                 window = Window(0, row, want.width, min(1024, want.height - row))
@@ -237,7 +274,9 @@ def main(argv: Sequence[str] | None = None) -> float:
     """Run the benchmark; return the minimum ratio against the reference."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=4096, help="tile width and height in pixels (default 4096)")
-    parser.add_argument("--windows", default="1024,2048", help="the project's window sizes, one case each (default 1024,2048)")
+    parser.add_argument(
+        "--windows", default="1024,2048", help="the project's window sizes, one case each (default 1024,2048)"
+    )
     parser.add_argument("--data-dir", type=Path, default=None, help="keep (and reuse) the synthetic scenes here")
     args = parser.parse_args(argv)
     windows = [int(w) for w in args.windows.split(",")]
@@ -245,8 +284,11 @@ def main(argv: Sequence[str] | None = None) -> float:
     try:
         data_dir = args.data_dir or workdir / "scenes"
         cube = cube_for(args.size)
-        print(f"# merge benchmark: {args.size} x {args.size} px tile (BDC Albers, 10 m), 2 overlapping UTM 23S scenes, "
-              f"int16 {'+'.join(BANDS)} + uint8 SCL, tiled 512 DEFLATE scenes in {data_dir}", flush=True)
+        print(
+            f"# merge benchmark: {args.size} x {args.size} px tile (BDC Albers, 10 m), 2 overlapping UTM 23S scenes, "
+            f"int16 {'+'.join(BANDS)} + uint8 SCL, tiled 512 DEFLATE scenes in {data_dir}",
+            flush=True,
+        )
         print(f"# machine: {machine_summary()}", flush=True)
         print(f"# peak RSS: {peak_rss_method()}, after malloc_trim", flush=True)
         start = time.perf_counter()
@@ -255,8 +297,11 @@ def main(argv: Sequence[str] | None = None) -> float:
         print(f"# process RSS before the cases: {format_bytes(measure(lambda: None).start_rss)}", flush=True)
         print("# seconds run from reading the scenes to COGs published in a local store", flush=True)
         reference = run_side("reference", cube, scenes, workdir / "reference", 0)
-        print(f"# reference (whole tile in memory): {reference.seconds:.2f} s, peak RSS {format_bytes(reference.peak_rss)}; "
-              f"efficacy {reference.entry['efficacy']}, cloud ratio {reference.entry['cloud_ratio']}", flush=True)
+        print(
+            f"# reference (whole tile in memory): {reference.seconds:.2f} s, peak RSS {format_bytes(reference.peak_rss)}; "
+            f"efficacy {reference.entry['efficacy']}, cloud ratio {reference.entry['cloud_ratio']}",
+            flush=True,
+        )
         results = []
         for window in windows:
             case = f"merge window {window}"

@@ -93,7 +93,7 @@ def _block_windows(dataset: rasterio.io.DatasetReader) -> list[Window]:
 class _Codes:
     """The code lists of value quality rules (``masks.ValueMaskRules`` or alike)."""
 
-    def __init__(self, rules) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, rules) -> None:  # type: ignore[no-untyped-def]  # the reference takes the quality rules untyped, as written
         self.clear = list(rules.clear)
         self.not_clear = list(rules.not_clear)
         self.saturated = list(rules.saturated)
@@ -199,7 +199,7 @@ def reference_blend_band(
     quality_paths: Sequence[PathLike],
     dates: Sequence[datetime.date],
     efficacies: Sequence[float],
-    rules,  # type: ignore[no-untyped-def]
+    rules,  # type: ignore[no-untyped-def]  # the reference takes the quality rules untyped, as written
     function: str,
     out_path: PathLike,
     band_nodata: float,
@@ -251,7 +251,7 @@ def reference_blend_quality(
     quality_paths: Sequence[PathLike],
     dates: Sequence[datetime.date],
     efficacies: Sequence[float],
-    rules,  # type: ignore[no-untyped-def]
+    rules,  # type: ignore[no-untyped-def]  # the reference takes the quality rules untyped, as written
     out_paths: dict[str, PathLike],
     finalize: Finalize | None = None,
     style: str = "cube_builder",

@@ -45,7 +45,13 @@ from cube_assets.cube_config import CubeConfig
 from cube_assets.errors import InvalidRaster, InvalidScene
 from cube_assets.grids import Tile
 from cube_assets.raster.cog import COG_CONTENT_TYPE, write_cog
-from cube_assets.raster.masks import classify_quality, cloud_ratio, efficacy, propagate_spectral_nodata, rules_from_config
+from cube_assets.raster.masks import (
+    classify_quality,
+    cloud_ratio,
+    efficacy,
+    propagate_spectral_nodata,
+    rules_from_config,
+)
 from cube_assets.storage.layout import merge_item, merge_key
 from cube_assets.storage.raster_store import RasterStore
 
@@ -70,14 +76,23 @@ def reference_merge_date(
     quality_band = cube.quality.band
     rules = rules_from_config(cube.quality.rules)
     sources = [
-        {**{band: store.gdal_path(uri) for band, uri in scene["bands"].items()}, quality_band: store.gdal_path(scene["quality"])}
+        {
+            **{band: store.gdal_path(uri) for band, uri in scene["bands"].items()},
+            quality_band: store.gdal_path(scene["quality"]),
+        }
         for scene in scenes
     ]
     nodata = {band: cube.nodata for band in cube.band_names} | {quality_band: cube.quality.nodata}
     resampling = {band.name: band.resampling for band in cube.bands} | {quality_band: "nearest"}
     merged = reference_merge_scenes_to_tile(
-        sources, bands=cube.band_names, quality_band=quality_band, dst_crs=tile.crs_wkt,
-        dst_transform=tile.transform, dst_shape=tile.shape, band_nodata=nodata, resampling=resampling,
+        sources,
+        bands=cube.band_names,
+        quality_band=quality_band,
+        dst_crs=tile.crs_wkt,
+        dst_transform=tile.transform,
+        dst_shape=tile.shape,
+        band_nodata=nodata,
+        resampling=resampling,
         block_size=1024,
     )
     merged[quality_band] = propagate_spectral_nodata(
@@ -89,8 +104,12 @@ def reference_merge_date(
         for band, array, band_nodata, resampling_name in _outputs(cube, merged):
             key = merge_key(cube.name, tile.name, day, band)
             local = write_cog(
-                array, staging / key.rsplit("/", 1)[-1], crs=tile.crs_wkt, transform=tile.transform,
-                nodata=band_nodata, overview_resampling=resampling_name,
+                array,
+                staging / key.rsplit("/", 1)[-1],
+                crs=tile.crs_wkt,
+                transform=tile.transform,
+                nodata=band_nodata,
+                overview_resampling=resampling_name,
             )
             files[band] = store.publish(local, key, content_type=COG_CONTENT_TYPE)
     valid = int(np.count_nonzero(classes != 0))
@@ -215,7 +234,6 @@ def reference_merge_scenes_to_tile(
     return merged
 
 
-
 @contextlib.contextmanager
 def _warped_vrt(
     src: DatasetReader,
@@ -246,7 +264,6 @@ def _warped_vrt(
         yield vrt
 
 
-
 def _resampling(name: str) -> Resampling:
     """The ``Resampling`` member called ``name``."""
     try:
@@ -254,7 +271,6 @@ def _resampling(name: str) -> Resampling:
     except KeyError:
         known = ", ".join(member.name for member in Resampling)
         raise ValueError(f"unknown resampling {name!r}; use one of {known}") from None
-
 
 
 def _blocks(dst_shape: tuple[int, int], block_size: int | None) -> Iterator[Window]:
@@ -267,7 +283,6 @@ def _blocks(dst_shape: tuple[int, int], block_size: int | None) -> Iterator[Wind
             yield Window(col, row, min(step_cols, width - col), min(step_rows, height - row))
 
 
-
 def _valid(array: np.ndarray, nodata: float | int | None) -> np.ndarray:
     """True where ``array`` is not ``nodata`` and not NaN."""
     valid = ~np.isnan(array) if array.dtype.kind == "f" else np.ones(array.shape, dtype=bool)
@@ -276,14 +291,12 @@ def _valid(array: np.ndarray, nodata: float | int | None) -> np.ndarray:
     return valid
 
 
-
 def _check_nodata_fits(nodata: float | int, dtype: np.dtype, name: str) -> None:
     """Raise ``InvalidRaster`` if ``nodata`` cannot be stored exactly in ``dtype``."""
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
         if not math.isfinite(nodata) or nodata != int(nodata) or not info.min <= nodata <= info.max:
             raise InvalidRaster(f"{name}: nodata {nodata} does not fit {dtype}")
-
 
 
 def _check_merge_arguments(
@@ -308,7 +321,6 @@ def _check_merge_arguments(
         raise ValueError(f"merge: block_size must be at least 1, got {block_size}")
 
 
-
 def _open_scene_band(
     stack: contextlib.ExitStack, scene: Mapping[str, str | os.PathLike[str]], index: int, band: str
 ) -> DatasetReader:
@@ -317,10 +329,7 @@ def _open_scene_band(
     try:
         return stack.enter_context(rasterio.open(path))
     except RasterioIOError as error:
-        raise InvalidScene(
-            f"merge scene {index}: band {band} file {path} cannot be read ({error})"
-        ) from error
-
+        raise InvalidScene(f"merge scene {index}: band {band} file {path} cannot be read ({error})") from error
 
 
 def _band_dtypes(
@@ -339,16 +348,14 @@ def _band_dtypes(
     return dtypes
 
 
-
 def _scene_extent_in(src: DatasetReader, dst_crs: CRS) -> tuple[float, float, float, float] | None:
     """Bounds of ``src`` in ``dst_crs``; None when they cannot be computed (then assume overlap)."""
     if src.crs is None:
         raise InvalidScene(f"{src.name}: no CRS")
     try:
         return transform_bounds(src.crs, dst_crs, *src.bounds, densify_pts=21)
-    except Exception:  # noqa: BLE001 - projection failures only disable the read-skipping shortcut
+    except Exception:  # projection failures only disable the read-skipping shortcut
         return None
-
 
 
 def _window_bounds(window: Window, transform: Affine) -> tuple[float, float, float, float]:
@@ -359,10 +366,7 @@ def _window_bounds(window: Window, transform: Affine) -> tuple[float, float, flo
     return (min(xs), min(ys), max(xs), max(ys))
 
 
-
-def _overlaps(
-    extent: tuple[float, float, float, float] | None, bounds: tuple[float, float, float, float]
-) -> bool:
+def _overlaps(extent: tuple[float, float, float, float] | None, bounds: tuple[float, float, float, float]) -> bool:
     """Whether a scene extent may touch a block's bounds (None: unknown, so yes)."""
     if extent is None or not all(math.isfinite(value) for value in extent):
         return True

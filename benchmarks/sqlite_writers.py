@@ -34,11 +34,11 @@ from sqlalchemy import func, select
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import CaseResult, machine_summary, print_results  # noqa: E402 - after the path setup above
+from _common import CaseResult, machine_summary, print_results
 
-from cube_assets.catalog import database  # noqa: E402 - after the path setup above
-from cube_assets.catalog.models import Image  # noqa: E402 - after the path setup above
-from cube_assets.catalog.repository import (  # noqa: E402 - after the path setup above
+from cube_assets.catalog import database
+from cube_assets.catalog.models import Image
+from cube_assets.catalog.repository import (
     ImageFileRecord,
     ImageRecord,
     ProductRecord,
@@ -55,9 +55,14 @@ UTC = dt.UTC
 def _image(n: int) -> ImageRecord:
     image_id = f"bench:{n:05d}"
     return ImageRecord(
-        id=image_id, product_id=PRODUCT, name=image_id, acquired=dt.datetime(2024, 1, 1, tzinfo=UTC),
-        geometry=shapely.geometry.mapping(shapely.geometry.box(-45, -10, -44, -9)), crs="EPSG:32723",
-        tile=f"{n:05d}", period_start=dt.date(2024, 1, 1),
+        id=image_id,
+        product_id=PRODUCT,
+        name=image_id,
+        acquired=dt.datetime(2024, 1, 1, tzinfo=UTC),
+        geometry=shapely.geometry.mapping(shapely.geometry.box(-45, -10, -44, -9)),
+        crs="EPSG:32723",
+        tile=f"{n:05d}",
+        period_start=dt.date(2024, 1, 1),
         files=(ImageFileRecord("B04", f"/cube/{n:05d}/B04.tif", n),),
     )
 
@@ -75,7 +80,7 @@ def _writer(url: str, images: Sequence[int], start: Any, results: Any) -> None:
                 upsert_image(session, _image(n))
         engine.dispose()
         results.put((None, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
-    except BaseException:  # noqa: BLE001 - the traceback is reported to the parent process
+    except BaseException:  # reported to the parent process, which counts it as a failure
         results.put((traceback.format_exc(), 0))
 
 
@@ -127,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.burn:
         for burner in burners:
             burner.start()
-    print(f"SQLite catalog writers: {args.upserts} upserts each, cores {'busy' if args.burn else 'idle'}; {machine_summary()}")
+    print(
+        f"SQLite catalog writers: {args.upserts} upserts each, cores {'busy' if args.burn else 'idle'}; {machine_summary()}"
+    )
     results, failures = [], 0
     try:
         with tempfile.TemporaryDirectory(prefix="sqlite-writers-") as folder:
@@ -142,10 +149,19 @@ def main(argv: list[str] | None = None) -> int:
                     for failure in outcome[2]:
                         print(f"  {writers} writers, {side}: FAILED: {failure}")
                 total = writers * args.upserts
-                results.append(CaseResult(
-                    f"{writers} processes x {args.upserts} upserts", ours[0], reference[0], ours[1], reference[1],
-                    {"upserts_per_s": f"{total / ours[0]:.0f}", "one_process_upserts_per_s": f"{total / reference[0]:.0f}"},
-                ))
+                results.append(
+                    CaseResult(
+                        f"{writers} processes x {args.upserts} upserts",
+                        ours[0],
+                        reference[0],
+                        ours[1],
+                        reference[1],
+                        {
+                            "upserts_per_s": f"{total / ours[0]:.0f}",
+                            "one_process_upserts_per_s": f"{total / reference[0]:.0f}",
+                        },
+                    )
+                )
     finally:
         stop.set()
         for burner in burners:

@@ -48,8 +48,8 @@ import rasterio.io
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetChecksDefinition,
+    AssetCheckSeverity,
     AssetKey,
     MetadataValue,
     PartitionsDefinition,
@@ -62,8 +62,8 @@ from cube_assets.cube_config import CubeConfig
 from cube_assets.manifests import Composite, Merge, PeriodBlendManifest, SceneCogManifest, TileMergeManifest
 from cube_assets.partitions import cube_partitions
 from cube_assets.raster.cog import is_valid_cog
-from cube_assets.raster.windowed_io import block_windows
 from cube_assets.raster.masks import QualityClass, classify_quality, rules_from_config
+from cube_assets.raster.windowed_io import block_windows
 from cube_assets.redaction import redact_url
 from cube_assets.resources.storage import RasterStoreResource
 from cube_assets.storage.raster_store import RasterStore
@@ -176,7 +176,9 @@ def merge_statistics(quality_path: str, cube: CubeConfig) -> dict[str, float]:
 
 
 def merge_quality_problems(
-    merges: Sequence[Merge], cube: CubeConfig, store: RasterStore,
+    merges: Sequence[Merge],
+    cube: CubeConfig,
+    store: RasterStore,
 ) -> tuple[list[str], dict[str, dict[str, float]]]:
     """Compare each merge's recorded efficacy, cloud ratio and valid pixels with its quality band.
 
@@ -237,13 +239,15 @@ def observation_count_problems(
         return problems
     rules = rules_from_config(cube.quality.rules)
     expected_clear = expected_total = None
-    for function, composite in composites.items():
+    for composite in composites.values():
         bands = composite.bands
         if "CLEAROB" not in bands or "TOTALOB" not in bands:
             problems.append(f"{composite.item}: CLEAROB or TOTALOB missing")
             continue
-        with rasterio.open(store.gdal_path(bands["CLEAROB"])) as clear_src, \
-                rasterio.open(store.gdal_path(bands["TOTALOB"])) as total_src:
+        with (
+            rasterio.open(store.gdal_path(bands["CLEAROB"])) as clear_src,
+            rasterio.open(store.gdal_path(bands["TOTALOB"])) as total_src,
+        ):
             worst = {"clear_above_total": 0, "total_above_merges": 0}
             for window in block_windows(clear_src.width, clear_src.height, 1024):
                 clear = clear_src.read(1, window=window).astype(np.int32)
@@ -261,7 +265,10 @@ def observation_count_problems(
             total_sample = total_src.read(1, window=window).astype(np.int32)
         if expected_clear is None:
             expected_clear, expected_total = _recount_observations(merges, window, rules, store)
-        for name, found, expected in (("CLEAROB", clear_sample, expected_clear), ("TOTALOB", total_sample, expected_total)):
+        for name, found, expected in (
+            ("CLEAROB", clear_sample, expected_clear),
+            ("TOTALOB", total_sample, expected_total),
+        ):
             wrong = int(np.count_nonzero(found != expected))
             if wrong:
                 problems.append(
@@ -271,7 +278,9 @@ def observation_count_problems(
     return problems
 
 
-def _recount_observations(merges: Sequence[Merge], window: Window, rules, store: RasterStore) -> tuple[np.ndarray, np.ndarray]:
+def _recount_observations(
+    merges: Sequence[Merge], window: Window, rules, store: RasterStore
+) -> tuple[np.ndarray, np.ndarray]:
     clear = np.zeros((int(window.height), int(window.width)), dtype=np.int32)
     total = np.zeros_like(clear)
     for merge in merges:
@@ -293,7 +302,7 @@ def missing_files(images: Sequence[Mapping[str, Any]], store: RasterStore) -> li
         for band, href in image["files"].items():
             try:
                 store.size(href)
-            except Exception as exc:  # noqa: BLE001 - any failure to stat the object means it is unusable
+            except Exception as exc:  # any failure to stat the object means it is unusable
                 missing.append(f"{image['id']}/{band}: {redact_url(href)} ({type(exc).__name__})")
     return missing
 
@@ -302,7 +311,9 @@ def missing_files(images: Sequence[Mapping[str, Any]], store: RasterStore) -> li
 # The Dagster checks
 
 
-def _result(problems: Sequence[str], severity: AssetCheckSeverity = AssetCheckSeverity.ERROR, **metadata: Any) -> AssetCheckResult:
+def _result(
+    problems: Sequence[str], severity: AssetCheckSeverity = AssetCheckSeverity.ERROR, **metadata: Any
+) -> AssetCheckResult:
     return AssetCheckResult(
         passed=not problems,
         severity=severity,
@@ -358,19 +369,28 @@ def _build_cube_checks(cube: CubeConfig) -> list[AssetChecksDefinition]:
         return AssetKey([cube.name, stage])
 
     scene_cogs_valid = _cogs_valid_check(
-        key("scene_cog"), partitions, scene_cog_files,
+        key("scene_cog"),
+        partitions,
+        scene_cog_files,
         "Every scene band, quality and index file of the partition is a valid COG.",
     )
     merge_cogs_valid = _cogs_valid_check(
-        key("tile_merge"), partitions, tile_merge_files,
+        key("tile_merge"),
+        partitions,
+        tile_merge_files,
         "Every merge band, quality and DATASOURCE file of the partition is a valid COG.",
     )
 
     @asset_check(
-        asset=key("tile_merge"), name="quality_recorded", blocking=False, partitions_def=partitions,
+        asset=key("tile_merge"),
+        name="quality_recorded",
+        blocking=False,
+        partitions_def=partitions,
         description="Each merge's nodata fraction and cloud ratio, recomputed from its quality band, match the manifest.",
     )
-    def merge_quality_recorded(context: AssetCheckExecutionContext, tile_merge: TileMergeManifest, store: RasterStoreResource) -> AssetCheckResult:
+    def merge_quality_recorded(
+        context: AssetCheckExecutionContext, tile_merge: TileMergeManifest, store: RasterStoreResource
+    ) -> AssetCheckResult:
         raster_store = store.get_store()
         with raster_store.gdal_environment():
             problems, statistics = merge_quality_problems(tile_merge.merges, cube, raster_store)
@@ -382,17 +402,25 @@ def _build_cube_checks(cube: CubeConfig) -> list[AssetChecksDefinition]:
         )
 
     blend_cogs_valid = _cogs_valid_check(
-        key("period_blend"), partitions, period_blend_files, "Every composite file of the partition is a valid COG.",
+        key("period_blend"),
+        partitions,
+        period_blend_files,
+        "Every composite file of the partition is a valid COG.",
     )
 
     @asset_check(
-        asset=key("period_blend"), name="observation_counts", blocking=True, partitions_def=partitions,
+        asset=key("period_blend"),
+        name="observation_counts",
+        blocking=True,
+        partitions_def=partitions,
         description=(
             "CLEAROB <= TOTALOB <= number of merges, and both equal the counts recomputed from the merges' "
             f"quality bands on a central {SAMPLE_WINDOW_PX} px window."
         ),
     )
-    def blend_observation_counts(context: AssetCheckExecutionContext, period_blend: PeriodBlendManifest, store: RasterStoreResource) -> AssetCheckResult:
+    def blend_observation_counts(
+        context: AssetCheckExecutionContext, period_blend: PeriodBlendManifest, store: RasterStoreResource
+    ) -> AssetCheckResult:
         merges = period_blend.merges
         raster_store = store.get_store()
         with raster_store.gdal_environment():
@@ -400,13 +428,27 @@ def _build_cube_checks(cube: CubeConfig) -> list[AssetChecksDefinition]:
         return _result(problems, merge_count=len(merges), composites=list(period_blend.composites))
 
     @asset_check(
-        asset=key("catalog_item"), name="files_exist", blocking=False, partitions_def=partitions,
+        asset=key("catalog_item"),
+        name="files_exist",
+        blocking=False,
+        partitions_def=partitions,
         description="Every file the catalog lists for the partition's images exists in the store.",
     )
-    def catalog_files_exist(context: AssetCheckExecutionContext, catalog_item: list[dict[str, Any]], store: RasterStoreResource) -> AssetCheckResult:
+    def catalog_files_exist(
+        context: AssetCheckExecutionContext, catalog_item: list[dict[str, Any]], store: RasterStoreResource
+    ) -> AssetCheckResult:
         missing = missing_files(catalog_item, store.get_store())
         return _result(
-            missing, image_count=len(catalog_item), file_count=sum(len(i["files"]) for i in catalog_item),
+            missing,
+            image_count=len(catalog_item),
+            file_count=sum(len(i["files"]) for i in catalog_item),
         )
 
-    return [scene_cogs_valid, merge_cogs_valid, merge_quality_recorded, blend_cogs_valid, blend_observation_counts, catalog_files_exist]
+    return [
+        scene_cogs_valid,
+        merge_cogs_valid,
+        merge_quality_recorded,
+        blend_cogs_valid,
+        blend_observation_counts,
+        catalog_files_exist,
+    ]

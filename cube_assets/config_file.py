@@ -42,7 +42,10 @@ class _CubeFileLoader(yaml.SafeLoader):
             key = self.construct_object(key_node)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    "while reading a mapping", node.start_mark, f"key {quoted(key)} repeats", key_node.start_mark,
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"key {quoted(key)} repeats",
+                    key_node.start_mark,
                 )
             seen.add(key)
         return super().construct_mapping(node, deep)
@@ -70,7 +73,7 @@ def read_cube_file(path: Path) -> dict[str, Any]:
     """
     data = _read_bytes(path)
     try:
-        loaded = yaml.load(data, Loader=_CubeFileLoader)  # noqa: S506 - a SafeLoader subclass
+        loaded = yaml.load(data, Loader=_CubeFileLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise InvalidCubeConfig(f"{path}: not valid YAML: {_yaml_problem(exc)}") from exc
     except RecursionError as exc:

@@ -24,7 +24,14 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import (
-    BaseModel, ConfigDict, Field, StrictInt, ValidationError, ValidationInfo, field_validator, model_validator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
 )
 from rasterio.warp import SUPPORTED_RESAMPLING
 from shapely.geometry import box, shape
@@ -32,7 +39,16 @@ from shapely.geometry.base import BaseGeometry
 
 from cube_assets.config_file import read_cube_file
 from cube_assets.errors import InvalidCubeConfig, InvalidExpression, InvalidQualityRule
-from cube_assets.grids import MAX_TILE_SIDE_PX, MAX_TILES_PER_CUBE, Grid, Tile, bdc_grid, check_name_format, user_grid, utm_grid
+from cube_assets.grids import (
+    MAX_TILE_SIDE_PX,
+    MAX_TILES_PER_CUBE,
+    Grid,
+    Tile,
+    bdc_grid,
+    check_name_format,
+    user_grid,
+    utm_grid,
+)
 from cube_assets.quoting import quoted, shortened
 from cube_assets.raster.indexes import compile_expression
 from cube_assets.raster.masks import rules_from_config
@@ -89,10 +105,7 @@ def _name_problem(value: str, what: str, pattern: re.Pattern[str] = _NAME) -> st
         return None
     if pattern is _COMMON_NAME:
         return f"{what} {quoted(value)} must be 1 to 32 lower-case letters, digits and '_', starting with a letter"
-    return (
-        f"{what} {quoted(value)} must be 1 to 64 letters, digits, '_', '.' and '-', "
-        "starting with a letter or digit"
-    )
+    return f"{what} {quoted(value)} must be 1 to 64 letters, digits, '_', '.' and '-', starting with a letter or digit"
 
 
 def _check_name(value: str | None, what: str, pattern: re.Pattern[str] = _NAME) -> str | None:
@@ -166,7 +179,9 @@ class GridConfig(_Strict):
     @model_validator(mode="after")
     def _check_grid(self) -> GridConfig:
         needs = {"utm": ("zone",), "user": ("name", "crs", "origin", "tile_size", "resolution")}.get(self.kind, ())
-        _raise_any([((name,), f"required for grid kind {self.kind!r}") for name in needs if getattr(self, name) is None])
+        _raise_any(
+            [((name,), f"required for grid kind {self.kind!r}") for name in needs if getattr(self, name) is None]
+        )
         try:
             _ = self.definition
         except InvalidCubeConfig as exc:
@@ -197,7 +212,7 @@ class GridConfig(_Strict):
         missing = [f for f in ("name", "crs", "origin", "tile_size", "resolution") if getattr(self, f) is None]
         if missing:
             raise InvalidCubeConfig(f"grid kind 'user' needs {', '.join(missing)}")
-        return user_grid(self.name, self.crs, self.origin, self.tile_size, self.resolution, self.name_format)  # type: ignore[arg-type]
+        return user_grid(self.name, self.crs, self.origin, self.tile_size, self.resolution, self.name_format)  # type: ignore[arg-type]  # the fields were checked for None just above
 
 
 class BandConfig(_Strict):
@@ -288,7 +303,7 @@ class AoiConfig(_Strict):
             return value
         try:
             geometry = shape(value)
-        except Exception as exc:  # noqa: BLE001 - shapely raises many types for malformed GeoJSON
+        except Exception as exc:  # shapely raises many types for malformed GeoJSON
             raise ValueError(f"not a GeoJSON geometry ({type(exc).__name__}: {shortened(str(exc), 120)})") from None
         if geometry.geom_type not in ("Polygon", "MultiPolygon"):
             raise ValueError(f"must be a Polygon or MultiPolygon, got {quoted(geometry.geom_type)}")
@@ -318,8 +333,13 @@ def _temporal_schema(value: Any) -> TemporalSchema:
         value = {"step": value}
     if not isinstance(value, dict):
         raise _problem(f"expected a step like '16D' or a mapping {{step, restart}}, got {quoted(value)}")
-    _raise_any([((key,) if isinstance(key, str) else (), f"unknown field {quoted(key)} (fields: step, restart)")
-                for key in value if key not in ("step", "restart")])
+    _raise_any(
+        [
+            ((key,) if isinstance(key, str) else (), f"unknown field {quoted(key)} (fields: step, restart)")
+            for key in value
+            if key not in ("step", "restart")
+        ]
+    )
     step, restart = value.get("step", "16D"), value.get("restart", "yearly")
     if restart not in ("yearly", "none"):
         raise _problem(f"restart {quoted(restart)}: expected 'yearly' or 'none'", "restart")
@@ -336,7 +356,9 @@ class CubeConfig(_Strict):
     title: str = Field("", max_length=200)
     description: str = Field("", max_length=10_000)
     collection: str
-    providers: list[str] = Field(default_factory=list, max_length=MAX_PROVIDERS)  # empty: the registry's providers of the collection
+    providers: list[str] = Field(
+        default_factory=list, max_length=MAX_PROVIDERS
+    )  # empty: the registry's providers of the collection
     grid: GridConfig
     tiles: list[str] | None = Field(None, max_length=MAX_TILES_PER_CUBE)
     aoi: AoiConfig | None = None
@@ -372,7 +394,9 @@ class CubeConfig(_Strict):
     @field_validator("providers")
     @classmethod
     def _check_provider_names(cls, value: list[str]) -> list[str]:
-        problems = [((i,), message) for i, name in enumerate(value) if (message := _name_problem(name, "provider name"))]
+        problems = [
+            ((i,), message) for i, name in enumerate(value) if (message := _name_problem(name, "provider name"))
+        ]
         problems += [((i,), f"provider {quoted(value[i])} repeats providers[{j}]") for i, j in _repeats(value).items()]
         _raise_any(problems)
         return value
@@ -415,10 +439,14 @@ class CubeConfig(_Strict):
         common = [band.common_name for band in value]
         problems += [
             ((i, "common_name"), f"common name {quoted(common[i])} repeats bands[{j}]")
-            for i, j in _repeats(common).items() if common[i] is not None
+            for i, j in _repeats(common).items()
+            if common[i] is not None
         ]
         problems += [
-            ((i, "common_name"), f"common name {quoted(band.common_name)} is the name of bands[{names.index(band.common_name)}]")
+            (
+                (i, "common_name"),
+                f"common name {quoted(band.common_name)} is the name of bands[{names.index(band.common_name)}]",
+            )
             for i, band in enumerate(value)
             if band.common_name in names and names.index(band.common_name) != i
         ]
@@ -459,7 +487,9 @@ class CubeConfig(_Strict):
     def _check_composites(cls, value: list[str]) -> list[str]:
         unknown = [name for name in value if name not in COMPOSITE_FUNCTIONS]
         if unknown:
-            raise ValueError(f"unknown composite functions {quoted(unknown)}; expected some of {list(COMPOSITE_FUNCTIONS)}")
+            raise ValueError(
+                f"unknown composite functions {quoted(unknown)}; expected some of {list(COMPOSITE_FUNCTIONS)}"
+            )
         _raise_any([((i,), f"{value[i]} repeats composites[{j}]") for i, j in _repeats(value).items()])
         return value
 
@@ -480,7 +510,9 @@ class CubeConfig(_Strict):
         if kind.kind in "iu":
             limits = np.iinfo(kind)
             if not (math.isfinite(value) and value == int(value) and limits.min <= value <= limits.max):
-                raise ValueError(f"nodata {value} cannot be stored in {dtype} (whole numbers {limits.min}..{limits.max})")
+                raise ValueError(
+                    f"nodata {value} cannot be stored in {dtype} (whole numbers {limits.min}..{limits.max})"
+                )
         elif not math.isnan(value) and not abs(value) <= float(np.finfo(kind).max):
             raise ValueError(f"nodata {value} cannot be stored in {dtype} (a finite {dtype} or .nan)")
         return value
@@ -501,7 +533,9 @@ class CubeConfig(_Strict):
             i, j = next(iter(repeated.items()))
             raise _problem(
                 f"tiles ({tiles[j].col}, {tiles[j].row}) and ({tiles[i].col}, {tiles[i].row}) are both named "
-                f"{quoted(tiles[i].name)}; give the format fixed widths", "grid", "name_format",
+                f"{quoted(tiles[i].name)}; give the format fixed widths",
+                "grid",
+                "name_format",
             )
         partitions = len(tiles) * len(self.periods)
         if partitions > MAX_PARTITIONS_PER_CUBE:
@@ -527,7 +561,7 @@ class CubeConfig(_Strict):
         grid = self.grid_definition
         if self.tiles is not None:
             return [grid.tile_by_name(name) for name in self.tiles]
-        return grid.tiles_intersecting(self.aoi.shape(), "EPSG:4326", max_tiles=MAX_TILES_PER_CUBE)  # type: ignore[union-attr]
+        return grid.tiles_intersecting(self.aoi.shape(), "EPSG:4326", max_tiles=MAX_TILES_PER_CUBE)  # type: ignore[union-attr]  # the model validator requires an aoi when tiles is not given
 
     @cached_property
     def periods(self) -> list[Period]:
@@ -608,7 +642,9 @@ class ProjectConfig(_Strict):
     @classmethod
     def _check_provider_names(cls, value: list[ProviderConfig]) -> list[ProviderConfig]:
         names = [provider.name for provider in value]
-        _raise_any([((i, "name"), f"provider {quoted(names[i])} repeats providers[{j}]") for i, j in _repeats(names).items()])
+        _raise_any(
+            [((i, "name"), f"provider {quoted(names[i])} repeats providers[{j}]") for i, j in _repeats(names).items()]
+        )
         return value
 
     @field_validator("cubes")
@@ -621,7 +657,9 @@ class ProjectConfig(_Strict):
             known = {provider.name for provider in declared}
             problems += [
                 ((i, "providers", j), f"unknown provider {quoted(name)}; declared: {sorted(known)}")
-                for i, cube in enumerate(value) for j, name in enumerate(cube.providers) if name not in known
+                for i, cube in enumerate(value)
+                for j, name in enumerate(cube.providers)
+                if name not in known
             ]
         _raise_any(problems)
         return value
@@ -666,7 +704,9 @@ class CubeFileCheck:
         lines = list(self.problems[:MAX_PROBLEMS_IN_MESSAGE])
         if len(self.problems) > MAX_PROBLEMS_IN_MESSAGE:
             more = len(self.problems) - MAX_PROBLEMS_IN_MESSAGE
-            lines.append(f"{self.path}: … and {more:,} more problems (`cube-assets config check {self.path}` lists them all)")
+            lines.append(
+                f"{self.path}: … and {more:,} more problems (`cube-assets config check {self.path}` lists them all)"
+            )
         return "\n".join(lines)
 
 

@@ -35,7 +35,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dagster import AssetSelection, Definitions, EnvVar, ExecutorDefinition, define_asset_job, in_process_executor, multiprocess_executor
+from dagster import (
+    AssetSelection,
+    Definitions,
+    EnvVar,
+    ExecutorDefinition,
+    define_asset_job,
+    in_process_executor,
+    multiprocess_executor,
+)
 
 from cube_assets.assets import build_cube_assets
 from cube_assets.assets.common import CATALOG_IO_MANAGER, MANIFEST_IO_MANAGER
@@ -131,8 +139,12 @@ def prod_store(data_root: Path) -> RasterStoreResource:
 
 
 def build_definitions(
-    config_file: str | Path, data_root: str | Path, catalog_url: str | None = None, env: str = "local",
-    automation: AutomationSettings | None = None, executor: str = "multiprocess",
+    config_file: str | Path,
+    data_root: str | Path,
+    catalog_url: str | None = None,
+    env: str = "local",
+    automation: AutomationSettings | None = None,
+    executor: str = "multiprocess",
 ) -> Definitions:
     """Return the ``Definitions`` for every cube of ``config_file``, storing under ``data_root``.
 
@@ -160,7 +172,9 @@ def build_definitions(
         if catalog_url and "CUBE_ASSETS_CATALOG_URL" in missing:
             missing.remove("CUBE_ASSETS_CATALOG_URL")
         if missing:
-            raise InvalidCubeConfig(f"CUBE_ENV=prod: set {', '.join(missing)} (see docs/operations.md, Production storage)")
+            raise InvalidCubeConfig(
+                f"CUBE_ENV=prod: set {', '.join(missing)} (see docs/operations.md, Production storage)"
+            )
         store = prod_store(data_root)
     else:
         store = RasterStoreResource(root=str(data_root))
@@ -172,10 +186,13 @@ def build_definitions(
         checks += build_cube_checks(cube)
         sensors.append(build_new_scenes_sensor(cube, automation.new_scene_poll_interval_s))
         schedules.append(build_blend_schedule(cube, automation.late_scene_delay, automation.blend_cron))
-        jobs.append(define_asset_job(
-            cube_job_name(cube.name), selection=AssetSelection.groups(cube.name),
-            description=f"Every stage of cube {cube.name}, for one tile and period.",
-        ))
+        jobs.append(
+            define_asset_job(
+                cube_job_name(cube.name),
+                selection=AssetSelection.groups(cube.name),
+                description=f"Every stage of cube {cube.name}, for one tile and period.",
+            )
+        )
     return Definitions(
         assets=assets,
         asset_checks=checks,
@@ -186,7 +203,8 @@ def build_definitions(
         resources={
             "store": store,
             "providers": ProvidersResource(
-                config_file=str(Path(config_file).resolve()), data_root=str(data_root),
+                config_file=str(Path(config_file).resolve()),
+                data_root=str(data_root),
                 # The provider registry lives in the catalog database.
                 catalog_url=catalog,
                 # prod: raw scenes are kept in S3 too, so no step needs the disk of the step that fetched them.

@@ -17,12 +17,13 @@ from cube_assets.partitions import cube_partitions
 from cube_assets.storage.layout import manifest_key
 from cube_assets.storage.raster_store import LocalRasterStore
 
-
 # Every event is still in the instance's event log (see it with `make dev`); the terminal shows warnings only.
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def run_demo(config_file: str | Path, data_root: str | Path, instance: DagsterInstance, echo: Callable[[str], None] = print) -> dict[str, int]:
+def run_demo(
+    config_file: str | Path, data_root: str | Path, instance: DagsterInstance, echo: Callable[[str], None] = print
+) -> dict[str, int]:
     """Run each cube's job for every partition on ``instance``, then print where the outputs are.
 
     Returns:
@@ -41,30 +42,45 @@ def run_demo(config_file: str | Path, data_root: str | Path, instance: DagsterIn
         for key in cube_partitions(cube).get_partition_keys():
             started = time.monotonic()
             result = job.execute_in_process(
-                instance=instance, partition_key=key, raise_on_error=False, run_config=QUIET_CONSOLE,
+                instance=instance,
+                partition_key=key,
+                raise_on_error=False,
+                run_config=QUIET_CONSOLE,
             )
             if not result.success:
-                raise RuntimeError(f"cube {cube.name}, partition {key}: run {result.run_id} failed; see `dagster dev` or the logs above")
+                raise RuntimeError(
+                    f"cube {cube.name}, partition {key}: run {result.run_id} failed; see `dagster dev` or the logs above"
+                )
             counts["runs"] += 1
             echo(f"{cube.name} [{key}] materialized in {time.monotonic() - started:.1f} s (run {result.run_id[:8]})")
         echo("")
         for tile in cube.tile_list:
             for period in cube.periods:
-                merges = json.loads(store.read_bytes(manifest_key(cube.name, "tile_merge", tile.name, period.key)))["merges"]
+                merges = json.loads(store.read_bytes(manifest_key(cube.name, "tile_merge", tile.name, period.key)))[
+                    "merges"
+                ]
                 blend = json.loads(store.read_bytes(manifest_key(cube.name, "period_blend", tile.name, period.key)))
                 echo(f"tile {tile.name}, period {period.key}:")
                 for merge in merges:
-                    echo(f"  merge {merge['date']}: efficacy {merge['efficacy']:5.1f} %, cloud {merge['cloud_ratio']:5.1f} %  "
-                         f"{Path(merge['bands'][cube.band_names[0]]).parent}/")
+                    echo(
+                        f"  merge {merge['date']}: efficacy {merge['efficacy']:5.1f} %, cloud {merge['cloud_ratio']:5.1f} %  "
+                        f"{Path(merge['bands'][cube.band_names[0]]).parent}/"
+                    )
                 counts["merges"] += len(merges)
                 for function, composite in blend["composites"].items():
-                    echo(f"  {function} composite: {Path(composite['bands'][cube.band_names[0]]).parent}/{composite['item']}_*.tif")
+                    echo(
+                        f"  {function} composite: {Path(composite['bands'][cube.band_names[0]]).parent}/{composite['item']}_*.tif"
+                    )
                     echo(f"  {function} quicklook: {composite['quicklook']}")
                     counts["composites"] += 1
     engine = create_catalog_engine(default_catalog_url(data_root))
     try:
         with session_factory(engine)() as session:
-            rows = session.query(Image.product_id, Image.id, Image.acquired, Image.cloud_fraction).order_by(Image.product_id, Image.acquired, Image.id).all()
+            rows = (
+                session.query(Image.product_id, Image.id, Image.acquired, Image.cloud_fraction)
+                .order_by(Image.product_id, Image.acquired, Image.id)
+                .all()
+            )
     finally:
         engine.dispose()
     counts["catalog_images"] = len(rows)

@@ -30,19 +30,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import numpy as np
+import shapely
 from affine import Affine
 from pyproj import CRS, Transformer
 from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
-import numpy as np
-import shapely
 
 from cube_assets.errors import InvalidCubeConfig
 from cube_assets.quoting import quoted, shortened
 
 BDC_ALBERS = (
-    "+proj=aea +lat_0=-12 +lon_0=-54 +lat_1=-2 +lat_2=-22 "
-    "+x_0=5000000 +y_0=10000000 +ellps=GRS80 +units=m +no_defs"
+    "+proj=aea +lat_0=-12 +lon_0=-54 +lat_1=-2 +lat_2=-22 +x_0=5000000 +y_0=10000000 +ellps=GRS80 +units=m +no_defs"
 )
 # Brazil's extent (lon/lat); the BDC grid origin is its upper-left corner in BDC_ALBERS,
 # snapped down/up to whole metres, so every Brazilian point has non-negative tile indices.
@@ -54,7 +53,7 @@ MAX_TILES_PER_CUBE = 100_000
 MAX_TILE_NAME_LENGTH = 128
 MAX_NAME_FORMAT_WIDTH = 64
 MAX_TILE_SIDE_PX = 65_536
-_TILE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,%d}$" % MAX_TILE_NAME_LENGTH)
+_TILE_NAME = re.compile(rf"^[A-Za-z0-9_.-]{{1,{MAX_TILE_NAME_LENGTH}}}$")
 _FORMAT_LITERAL = re.compile(r"^[A-Za-z0-9_.-]*$")
 _FORMAT_SPEC = re.compile(r"^(?:0(?P<width>[0-9]{1,6})d)?$")
 
@@ -123,11 +122,15 @@ class Grid:
                 raise InvalidCubeConfig(f"grid {quoted(self.name)}: {what} must be a finite number, got {value}")
         for what, value in (("tile width", self.tile_width), ("tile height", self.tile_height)):
             if not 1 <= value <= MAX_TILE_SIDE_PX:
-                raise InvalidCubeConfig(f"grid {quoted(self.name)}: {what} must lie in 1..{MAX_TILE_SIDE_PX} px, got {value}")
+                raise InvalidCubeConfig(
+                    f"grid {quoted(self.name)}: {what} must lie in 1..{MAX_TILE_SIDE_PX} px, got {value}"
+                )
         if not self.resolution > 0:
             raise InvalidCubeConfig(f"grid {quoted(self.name)}: resolution must be positive, got {self.resolution}")
         if not (math.isfinite(self.tile_size_x) and math.isfinite(self.tile_size_y)):
-            raise InvalidCubeConfig(f"grid {quoted(self.name)}: resolution {self.resolution} makes tiles of infinite size")
+            raise InvalidCubeConfig(
+                f"grid {quoted(self.name)}: resolution {self.resolution} makes tiles of infinite size"
+            )
         crs = CRS.from_wkt(self.crs_wkt)
         if not crs.is_projected:
             raise InvalidCubeConfig(f"grid {quoted(self.name)}: CRS must be projected, got {quoted(crs.name)}")
@@ -161,8 +164,12 @@ class Grid:
                 f"{MAX_TILE_NAME_LENGTH} characters"
             )
         transform = Affine(
-            self.resolution, 0.0, self.origin_x + col * self.tile_size_x,
-            0.0, -self.resolution, self.origin_y - row * self.tile_size_y,
+            self.resolution,
+            0.0,
+            self.origin_x + col * self.tile_size_x,
+            0.0,
+            -self.resolution,
+            self.origin_y - row * self.tile_size_y,
         )
         return Tile(self.name, name, col, row, self.crs_wkt, transform, self.tile_width, self.tile_height)
 
@@ -172,7 +179,9 @@ class Grid:
         Raises:
             InvalidCubeConfig: if ``name`` does not follow this grid's name format.
         """
-        match = re.fullmatch(self._name_pattern(), name) if isinstance(name, str) and _TILE_NAME.fullmatch(name) else None
+        match = (
+            re.fullmatch(self._name_pattern(), name) if isinstance(name, str) and _TILE_NAME.fullmatch(name) else None
+        )
         if not match or self.name_format.format(col=int(match["col"]), row=int(match["row"])) != name:
             raise InvalidCubeConfig(
                 f"grid {quoted(self.name)}: {quoted(name)} is not a tile name of format {quoted(self.name_format)}"
@@ -191,7 +200,10 @@ class Grid:
         return "".join(pattern)
 
     def tiles_intersecting(
-        self, geometry: BaseGeometry, geometry_crs: CRS | str = "EPSG:4326", max_tiles: int = MAX_TILES_PER_CUBE,
+        self,
+        geometry: BaseGeometry,
+        geometry_crs: CRS | str = "EPSG:4326",
+        max_tiles: int = MAX_TILES_PER_CUBE,
     ) -> list[Tile]:
         """Return every tile whose outline intersects ``geometry`` (given in ``geometry_crs``).
 
@@ -237,11 +249,15 @@ class Grid:
                 f"grid {quoted(self.name)}: the area has no finite bounds in the grid's CRS (it lies outside the projection's domain)"
             )
         spans = (
-            (minx - self.origin_x) / self.tile_size_x, (maxx - self.origin_x) / self.tile_size_x,
-            (self.origin_y - maxy) / self.tile_size_y, (self.origin_y - miny) / self.tile_size_y,
+            (minx - self.origin_x) / self.tile_size_x,
+            (maxx - self.origin_x) / self.tile_size_x,
+            (self.origin_y - maxy) / self.tile_size_y,
+            (self.origin_y - miny) / self.tile_size_y,
         )
         if not all(math.isfinite(v) and abs(v) < 1e15 for v in spans):
-            raise InvalidCubeConfig(f"grid {quoted(self.name)}: the area lies too far from the grid's origin for tile indices")
+            raise InvalidCubeConfig(
+                f"grid {quoted(self.name)}: the area lies too far from the grid's origin for tile indices"
+            )
         col0, col1, row0, row1 = (math.floor(v) for v in spans)
         return range(col0, col1 + 1), range(row0, row1 + 1)
 
@@ -287,7 +303,9 @@ def check_name_format(name_format: str, grid_name: str) -> None:
     fields = []
     for literal, field_name, spec, conversion in parts:
         if not _FORMAT_LITERAL.fullmatch(literal):
-            raise InvalidCubeConfig(f"{where}: literal text {quoted(literal)} may hold only letters, digits, '_', '.' and '-'")
+            raise InvalidCubeConfig(
+                f"{where}: literal text {quoted(literal)} may hold only letters, digits, '_', '.' and '-'"
+            )
         if field_name is None:
             continue
         if field_name not in ("col", "row"):
@@ -296,9 +314,13 @@ def check_name_format(name_format: str, grid_name: str) -> None:
             raise InvalidCubeConfig(f"{where}: conversion !{conversion} of {{{field_name}}} is not allowed")
         match = _FORMAT_SPEC.fullmatch(spec or "")
         if not match:
-            raise InvalidCubeConfig(f"{where}: format spec {quoted(spec)} of {{{field_name}}}: give none or a zero-padded width like '03d'")
+            raise InvalidCubeConfig(
+                f"{where}: format spec {quoted(spec)} of {{{field_name}}}: give none or a zero-padded width like '03d'"
+            )
         if match["width"] and not 1 <= int(match["width"]) <= MAX_NAME_FORMAT_WIDTH:
-            raise InvalidCubeConfig(f"{where}: width {int(match['width'])} of {{{field_name}}} is not in 1..{MAX_NAME_FORMAT_WIDTH}")
+            raise InvalidCubeConfig(
+                f"{where}: width {int(match['width'])} of {{{field_name}}} is not in 1..{MAX_NAME_FORMAT_WIDTH}"
+            )
         fields.append(field_name)
     if sorted(fields) != ["col", "row"]:
         raise InvalidCubeConfig(f"{where}: must use {{col}} and {{row}} once each")
@@ -339,11 +361,18 @@ def utm_grid(zone: int, hemisphere: str = "N") -> Grid:
     """
     hemisphere = hemisphere.upper()
     if not 1 <= zone <= 60 or hemisphere not in ("N", "S"):
-        raise InvalidCubeConfig(f"UTM zone {quoted(zone)} {quoted(hemisphere)} is not valid (zones 1..60, hemisphere N or S)")
+        raise InvalidCubeConfig(
+            f"UTM zone {quoted(zone)} {quoted(hemisphere)} is not valid (zones 1..60, hemisphere N or S)"
+        )
     epsg = (32600 if hemisphere == "N" else 32700) + zone
     return Grid(
-        f"UTM{zone}{hemisphere}", CRS.from_epsg(epsg).to_wkt(),
-        origin_x=100_000.0, origin_y=10_000_000.0, tile_width=10980, tile_height=10980, resolution=10.0,
+        f"UTM{zone}{hemisphere}",
+        CRS.from_epsg(epsg).to_wkt(),
+        origin_x=100_000.0,
+        origin_y=10_000_000.0,
+        tile_width=10980,
+        tile_height=10980,
+        resolution=10.0,
         name_format=f"{zone}{hemisphere}_{{col:03d}}{{row:03d}}",
     )
 
@@ -370,7 +399,16 @@ def user_grid(
         parsed = CRS.from_user_input(crs)
     except Exception as exc:  # pyproj raises CRSError with a long message
         raise InvalidCubeConfig(f"grid {quoted(name)}: cannot parse CRS {quoted(crs)}: {shortened(str(exc))}") from exc
-    return Grid(name, parsed.to_wkt(), float(origin[0]), float(origin[1]), int(tile_size[0]), int(tile_size[1]), float(resolution), name_format)
+    return Grid(
+        name,
+        parsed.to_wkt(),
+        float(origin[0]),
+        float(origin[1]),
+        int(tile_size[0]),
+        int(tile_size[1]),
+        float(resolution),
+        name_format,
+    )
 
 
 def densify(geometry: BaseGeometry, points_per_edge: int) -> BaseGeometry:
@@ -391,4 +429,3 @@ def _stack(xy: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
 
 def _to_4326(geometry: BaseGeometry, src: CRS) -> BaseGeometry:
     return _reproject(geometry, src, CRS.from_epsg(4326))
-

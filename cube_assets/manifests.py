@@ -235,6 +235,8 @@ def _field_problems(errors: Iterable[Mapping[str, Any]], listed: int = 3) -> str
     errors = list(errors)
     if errors and errors[0].get("type") == "json_invalid":
         return f"not JSON ({errors[0].get('ctx', {}).get('error', errors[0].get('msg'))})"
-    problems = [f"field {'.'.join(str(part) for part in e['loc']) or '(document)'}: {e['msg']}" for e in errors[:listed]]
+    problems = [
+        f"field {'.'.join(str(part) for part in e['loc']) or '(document)'}: {e['msg']}" for e in errors[:listed]
+    ]
     more = f" (and {len(errors) - listed} more)" if len(errors) > listed else ""
     return "; ".join(problems) + more

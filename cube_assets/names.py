@@ -65,7 +65,7 @@ def check_name(value: object, what: str, error: type[CubeAssetsError] = Provider
     problem = name_problem(value)
     if problem is not None:
         raise error(f"{what} {quoted(value)} cannot be a file or folder name: it {problem}")
-    return value  # type: ignore[return-value]
+    return value  # type: ignore[return-value]  # checked to be a name just above
 
 
 def relative_path_problem(value: object, container: str = "its folder") -> str | None:

@@ -24,11 +24,31 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 MASK = "***"
 
 #: Query parameters whose value is a secret, compared case-insensitively.
-SECRET_QUERY_KEYS = frozenset({
-    "password", "pass", "passwd", "pwd", "secret", "token", "access_token", "refresh_token", "id_token",
-    "api_key", "apikey", "key", "sig", "signature", "client_secret", "sslpassword",
-    "x-amz-signature", "x-amz-credential", "x-amz-security-token", "x-goog-signature", "x-goog-credential",
-})
+SECRET_QUERY_KEYS = frozenset(
+    {
+        "password",
+        "pass",
+        "passwd",
+        "pwd",
+        "secret",
+        "token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "api_key",
+        "apikey",
+        "key",
+        "sig",
+        "signature",
+        "client_secret",
+        "sslpassword",
+        "x-amz-signature",
+        "x-amz-credential",
+        "x-amz-security-token",
+        "x-goog-signature",
+        "x-goog-credential",
+    }
+)
 #: Any query parameter whose name contains one of these is a secret too (``db_password``, ``auth_token``).
 _SECRET_KEY_PARTS = ("password", "passwd", "secret", "token", "signature", "credential", "apikey", "api_key")
 
@@ -102,7 +122,7 @@ def _redact_other_url(scheme: str, rest: str) -> str:
     before_query, question, query = body.partition("?")
     at = before_query.rfind("@")
     if at >= 0 and not before_query.startswith("/"):
-        userinfo, location = before_query[:at], before_query[at + 1:]
+        userinfo, location = before_query[:at], before_query[at + 1 :]
         username, colon, _password = userinfo.partition(":")
         before_query = f"{username}:{MASK}@{location}" if colon else f"{username}@{location}"
     redacted = f"{scheme}://{before_query}"

@@ -53,8 +53,11 @@ DEFAULT_LATE_SCENE_DELAY = timedelta(days=5)
 DEFAULT_BLEND_CRON = "15 * * * *"  # hourly, a quarter past
 TRIGGER_TAG = "cube_assets/trigger"
 _UNFINISHED = [
-    DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING,
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.CANCELING,
 ]
 _PARTITION_TAG = "dagster/partition"
 
@@ -77,9 +80,13 @@ class AutomationSettings:
         """
         defaults = cls()
         interval = _number(environ, "CUBE_ASSETS_SENSOR_INTERVAL_S", defaults.new_scene_poll_interval_s)
-        delay_hours = _number(environ, "CUBE_ASSETS_LATE_SCENE_DELAY_HOURS", defaults.late_scene_delay.total_seconds() / 3600)
+        delay_hours = _number(
+            environ, "CUBE_ASSETS_LATE_SCENE_DELAY_HOURS", defaults.late_scene_delay.total_seconds() / 3600
+        )
         if interval <= 0 or interval != int(interval):
-            raise InvalidCubeConfig(f"CUBE_ASSETS_SENSOR_INTERVAL_S={interval!r}: must be a positive whole number of seconds")
+            raise InvalidCubeConfig(
+                f"CUBE_ASSETS_SENSOR_INTERVAL_S={interval!r}: must be a positive whole number of seconds"
+            )
         if delay_hours < 0:
             raise InvalidCubeConfig(f"CUBE_ASSETS_LATE_SCENE_DELAY_HOURS={delay_hours!r}: must not be negative")
         cron = environ.get("CUBE_ASSETS_BLEND_CRON") or defaults.blend_cron
@@ -113,7 +120,8 @@ def ended_period_keys(cube: CubeConfig, now: datetime, late_scene_delay: timedel
     if now.tzinfo is None:
         raise ValueError(f"blend schedule time {now!r} must be timezone-aware")
     return [
-        period.key for period in cube.periods
+        period.key
+        for period in cube.periods
         if datetime.combine(period.end, time(), tzinfo=UTC) + late_scene_delay <= now
     ]
 
@@ -138,7 +146,10 @@ def unfinished_partitions(instance: DagsterInstance, cube: CubeConfig) -> set[st
 
 
 def ready_blend_partitions(
-    instance: DagsterInstance, cube: CubeConfig, now: datetime, late_scene_delay: timedelta = DEFAULT_LATE_SCENE_DELAY,
+    instance: DagsterInstance,
+    cube: CubeConfig,
+    now: datetime,
+    late_scene_delay: timedelta = DEFAULT_LATE_SCENE_DELAY,
 ) -> dict[str, int]:
     """Return the partitions whose blend is due (rules in the module docstring).
 
@@ -150,7 +161,9 @@ def ready_blend_partitions(
         return {}
 
     def latest(stage: str) -> Mapping[str, int]:
-        return instance.get_latest_storage_id_by_partition(AssetKey([cube.name, stage]), DagsterEventType.ASSET_MATERIALIZATION)
+        return instance.get_latest_storage_id_by_partition(
+            AssetKey([cube.name, stage]), DagsterEventType.ASSET_MATERIALIZATION
+        )
 
     merges, raws, catalogued = latest("tile_merge"), latest("raw_scene"), latest("catalog_item")
     busy = unfinished_partitions(instance, cube)

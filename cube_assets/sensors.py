@@ -86,10 +86,12 @@ class SceneCursor:
 
     def to_json(self) -> str:
         """The cursor as the JSON text stored by Dagster."""
-        return json.dumps({
-            "latest_acquisition": self.latest_acquisition.isoformat() if self.latest_acquisition else None,
-            "scene_ids": sorted(self.scene_ids),
-        })
+        return json.dumps(
+            {
+                "latest_acquisition": self.latest_acquisition.isoformat() if self.latest_acquisition else None,
+                "scene_ids": sorted(self.scene_ids),
+            }
+        )
 
     def is_new(self, scene: SceneRef) -> bool:
         """Whether ``scene`` was not seen yet: acquired after the latest acquisition, or at it under another id."""
@@ -182,7 +184,9 @@ def _run_key(partition: str, scenes: Sequence[SceneRef]) -> str:
     return f"{partition}:{digest}"
 
 
-def build_new_scenes_sensor(cube: CubeConfig, minimum_interval_seconds: int = DEFAULT_POLL_INTERVAL_S) -> SensorDefinition:
+def build_new_scenes_sensor(
+    cube: CubeConfig, minimum_interval_seconds: int = DEFAULT_POLL_INTERVAL_S
+) -> SensorDefinition:
     """Return the sensor that requests runs up to ``tile_merge`` for partitions with new scenes.
 
     The sensor is stopped by default (start it in the UI or with ``dagster sensor start``);

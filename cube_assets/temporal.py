@@ -61,23 +61,27 @@ class TemporalSchema:
 
     def __post_init__(self) -> None:
         if not isinstance(self.step, str) or not _STEP.fullmatch(self.step):
-            raise InvalidCubeConfig(f"temporal schema step {quoted(self.step)}: expected a count and a unit, like '16D' or '1M'")
+            raise InvalidCubeConfig(
+                f"temporal schema step {quoted(self.step)}: expected a count and a unit, like '16D' or '1M'"
+            )
         if self.restart not in ("yearly", "none"):
             raise InvalidCubeConfig(f"temporal schema restart {quoted(self.restart)}: expected 'yearly' or 'none'")
         if self.unit == "M" and 12 % self.count:
             raise InvalidCubeConfig(f"temporal schema step {quoted(self.step)}: month steps must divide 12")
         if self.unit == "D" and self.count > MAX_DAY_STEP:
-            raise InvalidCubeConfig(f"temporal schema step {quoted(self.step)}: day steps are at most {MAX_DAY_STEP} days")
+            raise InvalidCubeConfig(
+                f"temporal schema step {quoted(self.step)}: day steps are at most {MAX_DAY_STEP} days"
+            )
 
     @property
     def count(self) -> int:
         """The step's count (16 in ``16D``)."""
-        return int(_STEP.fullmatch(self.step)["n"])  # type: ignore[index]
+        return int(_STEP.fullmatch(self.step)["n"])  # type: ignore[index]  # the step was matched against _STEP when the schema was made
 
     @property
     def unit(self) -> str:
         """The step's unit, ``D`` or ``M``."""
-        return _STEP.fullmatch(self.step)["unit"]  # type: ignore[index]
+        return _STEP.fullmatch(self.step)["unit"]  # type: ignore[index]  # the step was matched against _STEP when the schema was made
 
     def period_of(self, moment: date | datetime, anchor: date | None = None) -> Period:
         """Return the period containing ``moment``.

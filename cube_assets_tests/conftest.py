@@ -9,7 +9,11 @@ import pytest
 
 # Real servers started by the tests: PostgreSQL (``postgresql_server``), an S3 API (``s3_server``)
 # and the STAC replay server (``stac_server``, shared by the provider and sensor tests).
-pytest_plugins = ["cube_assets_tests.fixtures_postgres", "cube_assets_tests.fixtures_s3", "cube_assets_tests.fixtures_stac"]
+pytest_plugins = [
+    "cube_assets_tests.fixtures_postgres",
+    "cube_assets_tests.fixtures_s3",
+    "cube_assets_tests.fixtures_stac",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("CUBE_ASSETS_REAL_DATA", REPO_ROOT.parent / "shared" / "data" / "real"))
@@ -66,7 +70,14 @@ SMALL_CUBE = {
     "name": "small",
     "collection": "sentinel-2-l2a",
     "providers": ["simulator"],
-    "grid": {"kind": "user", "name": "SMALL", "crs": 32723, "origin": [200500, 8249500], "tile_size": [256, 256], "resolution": 10},
+    "grid": {
+        "kind": "user",
+        "name": "SMALL",
+        "crs": 32723,
+        "origin": [200500, 8249500],
+        "tile_size": [256, 256],
+        "resolution": 10,
+    },
     "tiles": ["000000"],
     "start_date": "2024-01-01",
     "end_date": "2024-01-16",

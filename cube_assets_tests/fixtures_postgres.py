@@ -93,7 +93,7 @@ class PostgresServer:
         # libpq takes the same URI without SQLAlchemy's "+driver" suffix.
         conninfo = make_url(self.admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
         with psycopg.connect(conninfo, autocommit=True) as connection:
-            connection.execute(sql)  # type: ignore[arg-type]
+            connection.execute(sql)  # type: ignore[arg-type]  # a plain SQL string, run as is
 
     def create_database(self, prefix: str = "test") -> str:
         """Create a new, empty database named ``{prefix}_{random}``; return its name."""
@@ -176,7 +176,9 @@ def _start_local_server() -> Iterator[PostgresServer]:
         )
         if started.returncode == 0:
             break
-        failure = started.stderr.decode(errors="replace") + (log.read_text(errors="replace")[-2000:] if log.exists() else "")
+        failure = started.stderr.decode(errors="replace") + (
+            log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        )
     else:
         shutil.rmtree(root, ignore_errors=True)
         postgres_unavailable(f"could not start a server: {failure}")
@@ -191,7 +193,7 @@ def _start_local_server() -> Iterator[PostgresServer]:
 def postgresql_server() -> Iterator[PostgresServer]:
     """A PostgreSQL server for the whole test session (see the module docstring)."""
     try:
-        import psycopg  # noqa: F401
+        import psycopg  # noqa: F401 - imported only to learn whether it is installed
     except ImportError:
         postgres_unavailable('psycopg is not installed (pip install "psycopg[binary]>=3.2,<4")')
     external = os.environ.get("CUBE_ASSETS_TEST_POSTGRESQL_URL")
@@ -199,7 +201,7 @@ def postgresql_server() -> Iterator[PostgresServer]:
         server = PostgresServer(admin_url=external)
         try:
             server.admin("SELECT 1")
-        except Exception as exc:  # noqa: BLE001 - any failure to connect means "unavailable"
+        except Exception as exc:  # any failure to connect means "unavailable"
             postgres_unavailable(f"cannot connect to CUBE_ASSETS_TEST_POSTGRESQL_URL: {exc}")
         yield server
         return

@@ -60,8 +60,11 @@ class S3Server:
         from botocore.config import Config
 
         return boto3.client(
-            "s3", endpoint_url=self.endpoint_url, region_name=self.region,
-            aws_access_key_id=self.access_key_id, aws_secret_access_key=self.secret_access_key,
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
             config=Config(s3={"addressing_style": "path"}),
         )
 
@@ -76,8 +79,13 @@ class S3Server:
         from cube_assets.storage.s3_store import S3RasterStore
 
         return S3RasterStore(
-            bucket, prefix, endpoint_url=self.endpoint_url, region=self.region,
-            access_key_id=self.access_key_id, secret_access_key=self.secret_access_key, **options,
+            bucket,
+            prefix,
+            endpoint_url=self.endpoint_url,
+            region=self.region,
+            access_key_id=self.access_key_id,
+            secret_access_key=self.secret_access_key,
+            **options,
         )
 
     def environment(self, bucket: str, prefix: str = "") -> dict[str, str]:
@@ -112,7 +120,9 @@ class S3Server:
         return sorted(u["Key"] for u in self.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []))
 
 
-def _wait_until_serving(server: S3Server, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 60.0) -> str | None:
+def _wait_until_serving(
+    server: S3Server, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 60.0
+) -> str | None:
     """Return None once the server answers ``ListBuckets``, or why it did not."""
     deadline = time.monotonic() + timeout_s
     last_error = ""
@@ -122,7 +132,7 @@ def _wait_until_serving(server: S3Server, process: subprocess.Popen[bytes], log:
         try:
             server.client().list_buckets()
             return None
-        except Exception as exc:  # noqa: BLE001 - not up yet
+        except Exception as exc:  # not up yet
             last_error = str(exc)
             time.sleep(0.2)
     return f"no answer within {timeout_s:.0f} s: {last_error}"
@@ -132,8 +142,8 @@ def _wait_until_serving(server: S3Server, process: subprocess.Popen[bytes], log:
 def s3_server() -> Iterator[S3Server]:
     """moto's S3 server on 127.0.0.1 and a free port, for the whole session (see the module docstring)."""
     try:
-        import boto3  # noqa: F401
-        import moto.server  # noqa: F401
+        import boto3  # noqa: F401 - imported only to learn whether it is installed
+        import moto.server  # noqa: F401 - imported only to learn whether it is installed
     except ImportError as exc:
         s3_unavailable(f"{exc.name} is not installed (pip install 'moto[server]>=5,<6' boto3)")
     folder = Path(tempfile.mkdtemp(prefix="cube-s3-"))
@@ -145,7 +155,8 @@ def s3_server() -> Iterator[S3Server]:
         with log.open("wb") as log_file:
             process = subprocess.Popen(
                 [sys.executable, "-c", "from moto.server import main; main()", "-H", "127.0.0.1", "-p", str(port)],
-                stdout=log_file, stderr=subprocess.STDOUT,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
                 env={**os.environ, "MOTO_PORT": str(port)},
             )
         failure = _wait_until_serving(server, process, log) or ""

@@ -110,18 +110,18 @@ def real_landsat_items(real_data: Path) -> list[dict[str, Any]]:
     return [copy.deepcopy(_load_json(real_data / LANDSAT_ITEM))]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_cassette(path: Path) -> list[dict[str, Any]]:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     return yaml.load(path.read_text(), Loader=loader)["interactions"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _file_digest(path: Path) -> tuple[int, str]:
     data = path.read_bytes()
     return len(data), "1220" + hashlib.sha256(data).hexdigest()
@@ -176,8 +176,12 @@ def cql2_matches(expression: Mapping[str, Any], item: Mapping[str, Any]) -> bool
     if op == "in":
         return values[0] in values[1]
     comparisons = {
-        "=": lambda a, b: a == b, "<>": lambda a, b: a != b, "<": lambda a, b: a < b,
-        "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
+        "=": lambda a, b: a == b,
+        "<>": lambda a, b: a != b,
+        "<": lambda a, b: a < b,
+        "<=": lambda a, b: a <= b,
+        ">": lambda a, b: a > b,
+        ">=": lambda a, b: a >= b,
     }
     if op in comparisons:
         if values[0] is None or values[1] is None:
@@ -190,8 +194,12 @@ def query_matches(query: Mapping[str, Mapping[str, Any]], item: Mapping[str, Any
     """Evaluate a STAC query-extension object on an Item."""
     properties = item.get("properties") or {}
     tests = {
-        "eq": lambda a, b: a == b, "neq": lambda a, b: a != b, "lt": lambda a, b: a < b,
-        "lte": lambda a, b: a <= b, "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b,
+        "eq": lambda a, b: a == b,
+        "neq": lambda a, b: a != b,
+        "lt": lambda a, b: a < b,
+        "lte": lambda a, b: a <= b,
+        "gt": lambda a, b: a > b,
+        "gte": lambda a, b: a >= b,
         "in": lambda a, b: a in b,
     }
     for name, conditions in query.items():
@@ -212,7 +220,9 @@ def _parse_instant(text: str) -> datetime | None:
 
 def _item_time(item: Mapping[str, Any]) -> datetime:
     properties = item["properties"]
-    return datetime.fromisoformat(str(properties.get("datetime") or properties["start_datetime"]).replace("Z", "+00:00"))
+    return datetime.fromisoformat(
+        str(properties.get("datetime") or properties["start_datetime"]).replace("Z", "+00:00")
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,9 +281,15 @@ class StacApi:
             collection = item.get("collection") or "default"
             item["collection"] = collection
             item["links"] = [
-                link for link in item.get("links", []) if link.get("rel") not in ("self", "root", "parent", "collection")
+                link
+                for link in item.get("links", [])
+                if link.get("rel") not in ("self", "root", "parent", "collection")
             ] + [
-                {"rel": "self", "href": f"{self.url}/collections/{collection}/items/{item['id']}", "type": "application/geo+json"},
+                {
+                    "rel": "self",
+                    "href": f"{self.url}/collections/{collection}/items/{item['id']}",
+                    "type": "application/geo+json",
+                },
                 {"rel": "collection", "href": f"{self.url}/collections/{collection}", "type": "application/json"},
                 {"rel": "root", "href": self.url, "type": "application/json"},
             ]
@@ -419,7 +435,7 @@ class StacTestServer:
     ) -> Fault:
         """Make requests under ``prefix`` (a path or a URL of this server) fail; see :class:`Fault`."""
         if prefix.startswith(self.base_url):
-            prefix = prefix[len(self.base_url):]
+            prefix = prefix[len(self.base_url) :]
         prefix = urlsplit(prefix).path or prefix
         fault = Fault(prefix, mode, status, times, delay_s, retry_after, method)
         with self.lock:
@@ -444,7 +460,7 @@ class StacTestServer:
         return self.url("oauth/token")
 
     def _path(self, prefix: str) -> str:
-        return urlsplit(prefix[len(self.base_url):] if prefix.startswith(self.base_url) else prefix).path
+        return urlsplit(prefix[len(self.base_url) :] if prefix.startswith(self.base_url) else prefix).path
 
     def requests_to(self, prefix: str, method: str | None = None) -> list[RecordedRequest]:
         """The requests received under ``prefix`` (a path or URL), optionally of one method."""
@@ -482,14 +498,18 @@ class StacTestServer:
 
         def walk(node: Any) -> Any:
             if isinstance(node, dict):
-                return {k: self._rewrite_url(v) if k == "href" and isinstance(v, str) else walk(v) for k, v in node.items()}
+                return {
+                    k: self._rewrite_url(v) if k == "href" and isinstance(v, str) else walk(v) for k, v in node.items()
+                }
             if isinstance(node, list):
                 return [walk(v) for v in node]
             return node
 
         return json.dumps(walk(document))
 
-    def _replay(self, method: str, host: str, path: str, query: dict[str, list[str]], body: bytes) -> tuple[int, str, str]:
+    def _replay(
+        self, method: str, host: str, path: str, query: dict[str, list[str]], body: bytes
+    ) -> tuple[int, str, str]:
         recorded = self._replays.get(host, [])
         sent = json.loads(body) if body.strip() else None
         candidates = []
@@ -519,8 +539,16 @@ class StacTestServer:
 
                 return self._replayed(max(same_page, key=likeness)[0])
         expected = [c[2] or c[1] for c in candidates]
-        return 404, "application/json", json.dumps(
-            {"code": "NotRecorded", "description": f"no recorded {method} {host}{path} with this body", "recorded": expected}
+        return (
+            404,
+            "application/json",
+            json.dumps(
+                {
+                    "code": "NotRecorded",
+                    "description": f"no recorded {method} {host}{path} with this body",
+                    "recorded": expected,
+                }
+            ),
         )
 
     def _replayed(self, interaction: Mapping[str, Any]) -> tuple[int, str, str]:
@@ -531,12 +559,17 @@ class StacTestServer:
 
     # -- the mini STAC API ---------------------------------------------------------------------
 
-    def _api_response(self, api: StacApi, method: str, rest: str, query: dict[str, list[str]], body: bytes) -> tuple[int, Any]:
+    def _api_response(
+        self, api: StacApi, method: str, rest: str, query: dict[str, list[str]], body: bytes
+    ) -> tuple[int, Any]:
         root = api.url
         if rest in ("", "/"):
             return 200, {
-                "type": "Catalog", "id": api.name, "stac_version": "1.0.0",
-                "description": f"test STAC API {api.name}", "conformsTo": api.conformance,
+                "type": "Catalog",
+                "id": api.name,
+                "stac_version": "1.0.0",
+                "description": f"test STAC API {api.name}",
+                "conformsTo": api.conformance,
                 "links": [
                     {"rel": "self", "href": root, "type": "application/json"},
                     {"rel": "root", "href": root, "type": "application/json"},
@@ -576,8 +609,12 @@ class StacTestServer:
 
     def _collection(self, api: StacApi, collection: str) -> dict[str, Any]:
         return {
-            "type": "Collection", "id": collection, "stac_version": "1.0.0", "description": collection,
-            "license": "proprietary", "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]}, "temporal": {"interval": [[None, None]]}},
+            "type": "Collection",
+            "id": collection,
+            "stac_version": "1.0.0",
+            "description": collection,
+            "license": "proprietary",
+            "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]}, "temporal": {"interval": [[None, None]]}},
             "links": [{"rel": "self", "href": f"{api.url}/collections/{collection}"}, {"rel": "root", "href": api.url}],
         }
 
@@ -609,7 +646,9 @@ class StacTestServer:
         if interval:
             start_text, _, end_text = str(interval).partition("/")
             start, end = _parse_instant(start_text), _parse_instant(end_text if "/" in str(interval) else start_text)
-            items = [i for i in items if (start is None or _item_time(i) >= start) and (end is None or _item_time(i) <= end)]
+            items = [
+                i for i in items if (start is None or _item_time(i) >= start) and (end is None or _item_time(i) <= end)
+            ]
         expression = parameters.get("filter")
         if expression:
             language = parameters.get("filter-lang", "cql2-json" if isinstance(expression, dict) else "cql2-text")
@@ -628,24 +667,33 @@ class StacTestServer:
         limit = min(int(parameters.get("limit") or 10), api.max_page_size)
         token = parameters.get("next") or parameters.get("token")
         offset = int(str(token).removeprefix("offset:")) if token else 0
-        page = items[offset:offset + limit]
+        page = items[offset : offset + limit]
         links: list[dict[str, Any]] = [{"rel": "root", "href": api.url, "type": "application/json"}]
         if offset + limit < len(items):
             next_token = f"offset:{offset + limit}"
             if method == "POST":
                 following = {k: v for k, v in parameters.items() if k != "next"}
-                links.append({
-                    "rel": "next", "href": f"{api.url}/search", "method": "POST", "type": "application/geo+json",
-                    "body": {**following, "next": next_token}, "merge": False,
-                })
+                links.append(
+                    {
+                        "rel": "next",
+                        "href": f"{api.url}/search",
+                        "method": "POST",
+                        "type": "application/geo+json",
+                        "body": {**following, "next": next_token},
+                        "merge": False,
+                    }
+                )
             else:
                 from urllib.parse import urlencode
 
                 query_string = urlencode({**{k: v for k, v in parameters.items() if k != "token"}, "token": next_token})
                 links.append({"rel": "next", "href": f"{api.url}/search?{query_string}", "method": "GET"})
         return {
-            "type": "FeatureCollection", "features": page, "links": links,
-            "numberMatched": len(items), "numberReturned": len(page),
+            "type": "FeatureCollection",
+            "features": page,
+            "links": links,
+            "numberMatched": len(items),
+            "numberReturned": len(page),
         }
 
     # -- auth ----------------------------------------------------------------------------------
@@ -666,7 +714,9 @@ class StacTestServer:
 
     def _issue_token(self, body: bytes) -> tuple[int, Any]:
         form = {key: values[0] for key, values in parse_qs(body.decode()).items()}
-        if form.get("grant_type") != "password" or self._oauth_users.get(form.get("username", "")) != form.get("password"):
+        if form.get("grant_type") != "password" or self._oauth_users.get(form.get("username", "")) != form.get(
+            "password"
+        ):
             return 401, {"error": "invalid_grant"}
         token = secrets.token_hex(16)
         with self.lock:
@@ -678,16 +728,16 @@ class _Handler(BaseHTTPRequestHandler):
     owner: StacTestServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:  # the base class's name
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:  # http.server's naming
         self._handle("GET")
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._handle("HEAD")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._handle("POST")
 
     def _handle(self, method: str) -> None:
@@ -712,13 +762,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(status, "application/json", json.dumps(document).encode(), method)
             return
         if not owner._authorized(parts.path, headers):
-            self._send(401, "application/json", b'{"code": "Unauthorized"}', method, {"WWW-Authenticate": 'Basic realm="test"'})
+            self._send(
+                401, "application/json", b'{"code": "Unauthorized"}', method, {"WWW-Authenticate": 'Basic realm="test"'}
+            )
             return
         status, content_type, payload, extra = self._route(method, parts.path, query, body, headers)
         if fault is not None and fault.mode in ("truncate", "corrupt") and status in (200, 206):
             if fault.mode == "corrupt":  # same length, headers intact: only a checksum can tell
                 middle = len(payload) // 2
-                payload = payload[:middle] + bytes(b ^ 0xFF for b in payload[middle:middle + 64]) + payload[middle + 64:]
+                payload = (
+                    payload[:middle] + bytes(b ^ 0xFF for b in payload[middle : middle + 64]) + payload[middle + 64 :]
+                )
             else:
                 self._send(status, content_type, payload, method, extra, send_bytes=len(payload) // 2)
                 return
@@ -729,15 +783,21 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> tuple[int, str, bytes, dict[str, str]]:
         owner = self.owner
         if path.startswith("/files/"):
-            return self._file(path[len("/files/"):], headers)
+            return self._file(path[len("/files/") :], headers)
         if path.startswith("/replay/"):
-            host, _, rest = path[len("/replay/"):].partition("/")
+            host, _, rest = path[len("/replay/") :].partition("/")
             status, content_type, text = owner._replay(method, host, "/" + rest, query, body)
             return status, content_type, text.encode(), {}
         match = re.fullmatch(r"/apis/([^/]+)(/.*)?", path)
         if match and match.group(1) in owner.apis:
-            status, document = owner._api_response(owner.apis[match.group(1)], method, match.group(2) or "", query, body)
-            media = "application/geo+json" if document.get("type") in ("Feature", "FeatureCollection") else "application/json"
+            status, document = owner._api_response(
+                owner.apis[match.group(1)], method, match.group(2) or "", query, body
+            )
+            media = (
+                "application/geo+json"
+                if document.get("type") in ("Feature", "FeatureCollection")
+                else "application/json"
+            )
             return status, media, json.dumps(document).encode(), {}
         return 404, "application/json", json.dumps({"code": "NotFound", "description": path}).encode(), {}
 
@@ -748,7 +808,13 @@ class _Handler(BaseHTTPRequestHandler):
         if source is None:
             return 404, "application/json", b'{"code": "NotFound"}', {}
         data = source if isinstance(source, bytes) else Path(source).read_bytes()
-        media = "image/jp2" if route.endswith(".jp2") else "image/tiff" if route.lower().endswith((".tif", ".tiff")) else "application/octet-stream"
+        media = (
+            "image/jp2"
+            if route.endswith(".jp2")
+            else "image/tiff"
+            if route.lower().endswith((".tif", ".tiff"))
+            else "application/octet-stream"
+        )
         extra = {"Accept-Ranges": "bytes"}
         requested = re.fullmatch(r"bytes=(\d+)-(\d*)", headers.get("range", ""))
         if requested:
@@ -757,7 +823,7 @@ class _Handler(BaseHTTPRequestHandler):
             if start >= len(data):
                 return 416, media, b"", {**extra, "Content-Range": f"bytes */{len(data)}"}
             end = min(end, len(data) - 1)
-            return 206, media, data[start:end + 1], {**extra, "Content-Range": f"bytes {start}-{end}/{len(data)}"}
+            return 206, media, data[start : end + 1], {**extra, "Content-Range": f"bytes {start}-{end}/{len(data)}"}
         return 200, media, data, extra
 
     def _send(

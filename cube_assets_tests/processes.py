@@ -20,11 +20,13 @@ def _report(target: Callable[..., None], worker: int, args: tuple[Any, ...], sta
         start.wait(timeout=120)
         target(worker, *args)
         results.put((worker, None))
-    except BaseException:  # noqa: BLE001 - the traceback is reported to the parent process
+    except BaseException:  # the traceback is reported to the parent process
         results.put((worker, traceback.format_exc()))
 
 
-def run_in_processes(target: Callable[..., None], workers: int, *args: Any, timeout_s: float = 600) -> dict[int, str | None]:
+def run_in_processes(
+    target: Callable[..., None], workers: int, *args: Any, timeout_s: float = 600
+) -> dict[int, str | None]:
     """Run ``target(worker, *args)`` in ``workers`` processes released together by a barrier.
 
     Returns:

@@ -45,11 +45,22 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 GRID = {**SMALL_CUBE["grid"], "tile_size": [128, 128]}
 BACKFILL_CUBE = {
-    **SMALL_CUBE, "name": "bf", "providers": ["archive"], "grid": GRID, "tiles": ["000000", "001000"],
-    "composites": ["LCF", "MED"], "start_date": "2023-01-01", "end_date": "2025-06-30", "temporal": {"step": "6M"},
+    **SMALL_CUBE,
+    "name": "bf",
+    "providers": ["archive"],
+    "grid": GRID,
+    "tiles": ["000000", "001000"],
+    "composites": ["LCF", "MED"],
+    "start_date": "2023-01-01",
+    "end_date": "2025-06-30",
+    "temporal": {"step": "6M"},
 }
 SCHEDULE_CUBE = {
-    **BACKFILL_CUBE, "name": "sched", "tiles": ["000000"], "start_date": "2024-01-01", "end_date": "2024-01-16",
+    **BACKFILL_CUBE,
+    "name": "sched",
+    "tiles": ["000000"],
+    "start_date": "2024-01-01",
+    "end_date": "2024-01-16",
     "temporal": {"step": "16D"},
 }
 PERIODS = ["2023-01-01", "2023-07-01", "2024-01-01", "2024-07-01", "2025-01-01"]
@@ -83,7 +94,8 @@ def _wait_for(description: str, condition, timeout: float = WAIT_S, interval: fl
 
 def _graphql(port: int, query: str) -> dict:
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -98,18 +110,38 @@ def deployment(tmp_path_factory):
     shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
     archive = data / "archive"
     for index, when in enumerate(ACQUISITIONS):
-        write_simulated_product(archive, SimulatedScene(
-            tile_id="T23LKC", epsg=32723, ulx=200000, uly=8250000, size_px=300,
-            sensing_time=datetime.fromisoformat(when), seed=index, cloud_fraction=0.3, swath_edge=False,
-        ))
+        write_simulated_product(
+            archive,
+            SimulatedScene(
+                tile_id="T23LKC",
+                epsg=32723,
+                ulx=200000,
+                uly=8250000,
+                size_px=300,
+                sensing_time=datetime.fromisoformat(when),
+                seed=index,
+                cloud_fraction=0.3,
+                swath_edge=False,
+            ),
+        )
     config = root / "cubes.yaml"
-    config.write_text(yaml.safe_dump({
-        "providers": [{"name": "archive", "driver": "local", "options": {"root": "archive"}}],
-        "cubes": [BACKFILL_CUBE, SCHEDULE_CUBE],
-    }, sort_keys=False))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "providers": [{"name": "archive", "driver": "local", "options": {"root": "archive"}}],
+                "cubes": [BACKFILL_CUBE, SCHEDULE_CUBE],
+            },
+            sort_keys=False,
+        )
+    )
     env = {
-        **os.environ, "DAGSTER_HOME": str(home), "CUBE_ASSETS_CONFIG": str(config), "CUBE_ASSETS_DATA_ROOT": str(data),
-        "CUBE_ENV": "local", "CUBE_ASSETS_EXECUTOR": "in_process", "CUBE_ASSETS_BLEND_CRON": "* * * * *",
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "CUBE_ASSETS_CONFIG": str(config),
+        "CUBE_ASSETS_DATA_ROOT": str(data),
+        "CUBE_ENV": "local",
+        "CUBE_ASSETS_EXECUTOR": "in_process",
+        "CUBE_ASSETS_BLEND_CRON": "* * * * *",
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     env.pop("CUBE_ASSETS_CATALOG_URL", None)
@@ -120,28 +152,71 @@ def deployment(tmp_path_factory):
     instance.get_runs(limit=1)
 
     # One partition from the command line, before any daemon runs.
-    materialize = _run([
-        str(BIN / "dagster"), "asset", "materialize", "-m", "cube_assets.definitions",
-        "--select", "*sched/tile_merge", "--partition", SCHEDULE_KEY,
-    ], env)
+    materialize = _run(
+        [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "cube_assets.definitions",
+            "--select",
+            "*sched/tile_merge",
+            "--partition",
+            SCHEDULE_KEY,
+        ],
+        env,
+    )
 
     port = _free_port()
     logs = {name: open(root / f"{name}.log", "w") for name in ("daemon", "webserver")}
     processes = {
-        "daemon": subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], cwd=REPO_ROOT, env=env,
-                                   stdout=logs["daemon"], stderr=subprocess.STDOUT, start_new_session=True),
-        "webserver": subprocess.Popen([str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-                                      cwd=REPO_ROOT, env=env, stdout=logs["webserver"], stderr=subprocess.STDOUT, start_new_session=True),
+        "daemon": subprocess.Popen(
+            [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=logs["daemon"],
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        ),
+        "webserver": subprocess.Popen(
+            [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=logs["webserver"],
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        ),
     }
     try:
-        schedule = _run([str(BIN / "dagster"), "schedule", "start", "sched_blend_schedule", "-w", "workspace.yaml"], env)
-        backfill = _run([
-            str(BIN / "dagster"), "job", "backfill", "-w", "workspace.yaml", "-j", "bf_job",
-            "--from", BACKFILL_KEYS[0], "--to", BACKFILL_KEYS[-1], "--noprompt",
-        ], env)
+        schedule = _run(
+            [str(BIN / "dagster"), "schedule", "start", "sched_blend_schedule", "-w", "workspace.yaml"], env
+        )
+        backfill = _run(
+            [
+                str(BIN / "dagster"),
+                "job",
+                "backfill",
+                "-w",
+                "workspace.yaml",
+                "-j",
+                "bf_job",
+                "--from",
+                BACKFILL_KEYS[0],
+                "--to",
+                BACKFILL_KEYS[-1],
+                "--noprompt",
+            ],
+            env,
+        )
         yield {
-            "instance": instance, "env": env, "port": port, "data": data, "root": root,
-            "materialize": materialize, "schedule": schedule, "backfill": backfill,
+            "instance": instance,
+            "env": env,
+            "port": port,
+            "data": data,
+            "root": root,
+            "materialize": materialize,
+            "schedule": schedule,
+            "backfill": backfill,
         }
     finally:
         instance.dispose()
@@ -208,11 +283,14 @@ def test_the_backfill_is_listed_on_the_ui_backfills_page(deployment):
     _finished_backfill_runs(deployment, backfill_id)
     port = deployment["port"]
     _wait_for("the webserver", lambda: _ping(port), timeout=120)
-    answer = _graphql(port, """
+    answer = _graphql(
+        port,
+        """
         { partitionBackfillsOrError(limit: 20) { __typename
             ... on PartitionBackfills { results { id status numPartitions partitionSetName
                 partitionStatuses { results { partitionName runStatus } } } } } }
-    """)
+    """,
+    )
     backfills = {b["id"]: b for b in answer["data"]["partitionBackfillsOrError"]["results"]}
     shown = backfills[backfill_id]
     assert shown["numPartitions"] == len(BACKFILL_KEYS)
@@ -252,13 +330,32 @@ def test_blend_schedule_blends_the_merged_period_under_the_daemon(deployment):
 
 def test_make_backfill_wrapper_turns_dates_into_the_same_dagster_command(tmp_path):
     config = tmp_path / "cubes.yaml"
-    config.write_text(yaml.safe_dump({
-        "providers": [{"name": "archive", "driver": "local", "options": {"root": "archive"}}], "cubes": [BACKFILL_CUBE],
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "providers": [{"name": "archive", "driver": "local", "options": {"root": "archive"}}],
+                "cubes": [BACKFILL_CUBE],
+            }
+        )
+    )
     result = subprocess.run(
-        [str(BIN / "cube-assets"), "backfill", "--cube", "bf", "--from", "2023-03-15", "--to", "2025-01-01",
-         "--config", str(config), "--dry-run"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        [
+            str(BIN / "cube-assets"),
+            "backfill",
+            "--cube",
+            "bf",
+            "--from",
+            "2023-03-15",
+            "--to",
+            "2025-01-01",
+            "--config",
+            str(config),
+            "--dry-run",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     summary, command = result.stdout.strip().splitlines()[-2:]

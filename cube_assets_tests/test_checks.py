@@ -24,8 +24,8 @@ from cube_assets.checks import (
 )
 from cube_assets.cube_config import load_project_config
 from cube_assets.definitions import build_definitions
-from cube_assets.partitions import cube_partitions, partition_key
 from cube_assets.manifests import Composite, Merge
+from cube_assets.partitions import cube_partitions, partition_key
 from cube_assets.storage.layout import manifest_key
 from cube_assets.storage.raster_store import LocalRasterStore
 from cube_assets_tests.conftest import SMALL_CUBE, SMALL_SIMULATOR, write_cube_file
@@ -53,8 +53,13 @@ def built(tmp_path_factory):
         result = materialize(definitions, partition_key=PARTITION, instance=instance, resources=defs.resources)
         assert result.success
         yield {
-            "root": root / "data", "cube": cube, "defs": defs, "definitions": definitions,
-            "instance": instance, "result": result, "store": LocalRasterStore(root / "data"),
+            "root": root / "data",
+            "cube": cube,
+            "defs": defs,
+            "definitions": definitions,
+            "instance": instance,
+            "result": result,
+            "store": LocalRasterStore(root / "data"),
         }
 
 
@@ -66,13 +71,21 @@ def test_every_check_is_partitioned_like_its_asset(built):
     partitions = cube_partitions(built["cube"])
     checks = [spec for definition in build_cube_checks(built["cube"]) for spec in definition.check_specs]
     assert {(spec.asset_key.path[-1], spec.name) for spec in checks} == {
-        ("scene_cog", "cogs_valid"), ("tile_merge", "cogs_valid"), ("tile_merge", "quality_recorded"),
-        ("period_blend", "cogs_valid"), ("period_blend", "observation_counts"), ("catalog_item", "files_exist"),
+        ("scene_cog", "cogs_valid"),
+        ("tile_merge", "cogs_valid"),
+        ("tile_merge", "quality_recorded"),
+        ("period_blend", "cogs_valid"),
+        ("period_blend", "observation_counts"),
+        ("catalog_item", "files_exist"),
     }
     assert all(spec.partitions_def == partitions for spec in checks)
     blocking = {(spec.asset_key.path[-1], spec.name) for spec in checks if spec.blocking}
-    assert blocking == {("scene_cog", "cogs_valid"), ("tile_merge", "cogs_valid"), ("period_blend", "cogs_valid"),
-                        ("period_blend", "observation_counts")}
+    assert blocking == {
+        ("scene_cog", "cogs_valid"),
+        ("tile_merge", "cogs_valid"),
+        ("period_blend", "cogs_valid"),
+        ("period_blend", "observation_counts"),
+    }
 
 
 def test_every_check_passes_on_the_partition_just_built_and_only_there(built):
@@ -88,7 +101,9 @@ def test_every_check_passes_on_the_partition_just_built_and_only_there(built):
 
 
 def test_merge_check_records_nodata_fraction_and_cloud_ratio_per_date(built):
-    (evaluation,) = [e for e in built["result"].get_asset_check_evaluations() if e.asset_check_key.name == "quality_recorded"]
+    (evaluation,) = [
+        e for e in built["result"].get_asset_check_evaluations() if e.asset_check_key.name == "quality_recorded"
+    ]
     merges = {m["date"]: m for m in _manifest(built, "tile_merge")["merges"]}
     nodata = evaluation.metadata["nodata_fraction_by_date"].value
     cloud = evaluation.metadata["cloud_ratio_by_date"].value
@@ -130,8 +145,15 @@ def test_observation_count_check_recounts_clearob_from_the_merges(built, tmp_pat
         dataset.write(np.where(values > 0, values - 1, values), 1, window=window)
         changed = int(np.count_nonzero(values > 0))
     composite["bands"] = {**composite["bands"], "CLEAROB": str(damaged)}
-    assert observation_count_problems(_composites({"LCF": blend["composites"]["LCF"]}), _merges(blend["merges"]), built["cube"], built["store"]) == []
-    problems = observation_count_problems(_composites({"LCF": composite}), _merges(blend["merges"]), built["cube"], built["store"])
+    assert (
+        observation_count_problems(
+            _composites({"LCF": blend["composites"]["LCF"]}), _merges(blend["merges"]), built["cube"], built["store"]
+        )
+        == []
+    )
+    problems = observation_count_problems(
+        _composites({"LCF": composite}), _merges(blend["merges"]), built["cube"], built["store"]
+    )
     assert problems == [
         f"{composite['item']}: CLEAROB differs from the merges' quality bands at {changed} of {values.size} sampled pixels "
         f"(window {window.col_off},{window.row_off} {window.width}×{window.height})"
@@ -141,7 +163,9 @@ def test_observation_count_check_recounts_clearob_from_the_merges(built, tmp_pat
 def test_observation_count_check_rejects_totalob_above_the_number_of_merges(built):
     blend = _manifest(built, "period_blend")
     one_merge = blend["merges"][:1]
-    problems = observation_count_problems(_composites({"MED": blend["composites"]["MED"]}), _merges(one_merge), built["cube"], built["store"])
+    problems = observation_count_problems(
+        _composites({"MED": blend["composites"]["MED"]}), _merges(one_merge), built["cube"], built["store"]
+    )
     assert any("TOTALOB > 1 merges" in p for p in problems)
 
 
@@ -188,7 +212,10 @@ def test_failing_blocking_check_stops_the_downstream_step(built, tmp_path):
             built["definitions"],
             selection=AssetSelection.checks(AssetCheckKey(_key("tile_merge"), "cogs_valid"))
             | AssetSelection.assets(_key("period_blend"), _key("catalog_item")),
-            partition_key=PARTITION, instance=built["instance"], resources=built["defs"].resources, raise_on_error=False,
+            partition_key=PARTITION,
+            instance=built["instance"],
+            resources=built["defs"].resources,
+            raise_on_error=False,
         )
     finally:
         shutil.copy(backup, target)
@@ -204,4 +231,3 @@ def test_failing_blocking_check_stops_the_downstream_step(built, tmp_path):
     assert "small__period_blend" not in {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
     assert built["instance"].get_latest_materialization_event(_key("period_blend")).run_id == blend_before
     assert skipped <= {"small__period_blend", "small__catalog_item"}
-

@@ -76,7 +76,9 @@ def _install_stop(stop_key: str, stop_file: Path) -> None:
     # S3: stop after the first part of the file's multipart upload, before it is completed.
     s3_publish = S3RasterStore.publish
 
-    def s3_publish_stopping_mid_upload(self: S3RasterStore, local_file: Path, key: str, content_type: str | None = None) -> str:
+    def s3_publish_stopping_mid_upload(
+        self: S3RasterStore, local_file: Path, key: str, content_type: str | None = None
+    ) -> str:
         if key.endswith(stop_key):
             self.multipart_threshold = 1024  # this file goes up in parts
 
@@ -86,7 +88,7 @@ def _install_stop(stop_key: str, stop_file: Path) -> None:
             self.client.meta.events.register("after-call.s3.UploadPart", after_first_part)
         return s3_publish(self, local_file, key, content_type)
 
-    S3RasterStore.publish = s3_publish_stopping_mid_upload  # type: ignore[method-assign]
+    S3RasterStore.publish = s3_publish_stopping_mid_upload  # type: ignore[method-assign]  # the test replaces the method with one that stops mid-upload
 
 
 def _materialize(config: Path, data_root: Path, stages: list[str]) -> bool:
@@ -97,11 +99,14 @@ def _materialize(config: Path, data_root: Path, stages: list[str]) -> bool:
     from cube_assets.partitions import partition_key
 
     defs = build_definitions(config, data_root, env=os.environ.get("CUBE_ENV", "local"))
-    assets = [a for a in defs.assets if a.key.path[0] == "small"]  # type: ignore[union-attr]
+    assets = [a for a in defs.assets if a.key.path[0] == "small"]  # type: ignore[union-attr]  # these definitions hold assets definitions, which have keys
     with DagsterInstance.ephemeral() as instance:
         result = materialize(
-            assets, selection=AssetSelection.assets(*(AssetKey(["small", s]) for s in stages)),
-            partition_key=partition_key(TILE, PERIOD), instance=instance, resources=defs.resources,
+            assets,
+            selection=AssetSelection.assets(*(AssetKey(["small", s]) for s in stages)),
+            partition_key=partition_key(TILE, PERIOD),
+            instance=instance,
+            resources=defs.resources,
         )
     return result.success
 
@@ -125,21 +130,38 @@ def main() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _run_and_kill(config: Path, data_root: Path, stages: list[str], stop_at: str, environment: dict[str, str], tmp: Path) -> dict[str, Any]:
+def _run_and_kill(
+    config: Path, data_root: Path, stages: list[str], stop_at: str, environment: dict[str, str], tmp: Path
+) -> dict[str, Any]:
     """Run the subprocess until it stops at ``stop_at``, SIGKILL it, and return where it stopped."""
     stop_file = tmp / "stopped.json"
     log = tmp / "subprocess.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cube_assets_tests.test_crash_safety", str(config), str(data_root), ",".join(stages),
-             "--stop-at", stop_at, "--stop-file", str(stop_file)],
-            cwd=REPO_ROOT, env={**os.environ, **environment}, stdout=output, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "cube_assets_tests.test_crash_safety",
+                str(config),
+                str(data_root),
+                ",".join(stages),
+                "--stop-at",
+                stop_at,
+                "--stop-file",
+                str(stop_file),
+            ],
+            cwd=REPO_ROOT,
+            env={**os.environ, **environment},
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 300
         while not stop_file.exists():
             if process.poll() is not None:
-                pytest.fail(f"the run ended (exit {process.returncode}) before reaching {stop_at}:\n{log.read_text()[-3000:]}")
+                pytest.fail(
+                    f"the run ended (exit {process.returncode}) before reaching {stop_at}:\n{log.read_text()[-3000:]}"
+                )
             if time.monotonic() > deadline:
                 pytest.fail(f"the run did not reach {stop_at} within 300 s:\n{log.read_text()[-3000:]}")
             time.sleep(0.05)
@@ -159,13 +181,17 @@ def _pixels_digest(path: str) -> str:
 
 def _product_digests(paths: dict[str, str]) -> dict[str, str]:
     """``{relative key: pixel digest}`` of every merge and composite band (``.tif`` outside ``scenes/``)."""
-    return {key: _pixels_digest(path) for key, path in paths.items()
-            if key.endswith(".tif") and "/scenes/" not in f"/{key}"}
+    return {
+        key: _pixels_digest(path) for key, path in paths.items() if key.endswith(".tif") and "/scenes/" not in f"/{key}"
+    }
 
 
 def _local_products(data_root: Path) -> dict[str, str]:
-    return {str(p.relative_to(data_root)): str(p) for p in data_root.rglob("*")
-            if p.is_file() and p.relative_to(data_root).parts[0] not in NOT_PRODUCTS and "sqlite" not in p.name}
+    return {
+        str(p.relative_to(data_root)): str(p)
+        for p in data_root.rglob("*")
+        if p.is_file() and p.relative_to(data_root).parts[0] not in NOT_PRODUCTS and "sqlite" not in p.name
+    }
 
 
 def _catalog_files(url: str) -> list[tuple[str, str, int | None]]:
@@ -208,11 +234,15 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Baseline:
     return Baseline(config, root / "data", digests)
 
 
-def test_local_rerun_killed_while_writing_a_composite_leaves_complete_files_and_valid_rows(baseline: Baseline, tmp_path: Path) -> None:
+def test_local_rerun_killed_while_writing_a_composite_leaves_complete_files_and_valid_rows(
+    baseline: Baseline, tmp_path: Path
+) -> None:
     from cube_assets.catalog.database import default_catalog_url
     from cube_assets.raster.cog import is_valid_cog
 
-    stopped = _run_and_kill(baseline.config, baseline.data_root, FROM_MERGE, STOP_IN_COMPOSITE, {"CUBE_ENV": "local"}, tmp_path)
+    stopped = _run_and_kill(
+        baseline.config, baseline.data_root, FROM_MERGE, STOP_IN_COMPOSITE, {"CUBE_ENV": "local"}, tmp_path
+    )
 
     # The killed run had finished the COG in the staging folder; it never reached its final name.
     assert Path(stopped["staged"]).is_file()
@@ -233,7 +263,9 @@ def test_local_rerun_killed_while_writing_a_composite_leaves_complete_files_and_
 
 
 @pytest.fixture
-def prod_environment(s3_server, s3_bucket: str, postgresql_schema_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def prod_environment(
+    s3_server, s3_bucket: str, postgresql_schema_url: str, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
     """``CUBE_ENV=prod`` variables: a new bucket on the S3 test server and a new schema on the PostgreSQL one."""
     environment = {**s3_server.environment(s3_bucket, prefix="cubes"), "CUBE_ASSETS_CATALOG_URL": postgresql_schema_url}
     for name, value in environment.items():
@@ -242,7 +274,11 @@ def prod_environment(s3_server, s3_bucket: str, postgresql_schema_url: str, monk
 
 
 def test_s3_first_run_killed_mid_multipart_upload_of_a_merge_shows_no_partial_object(
-    baseline: Baseline, s3_server, s3_bucket: str, prod_environment: dict[str, str], tmp_path: Path,
+    baseline: Baseline,
+    s3_server,
+    s3_bucket: str,
+    prod_environment: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     from cube_assets.raster.cog import is_valid_cog
 
@@ -261,7 +297,9 @@ def test_s3_first_run_killed_mid_multipart_upload_of_a_merge_shows_no_partial_ob
     merge_keys = [k for k in keys if ("/2024-01-04/" in k or "/2024-01-09/" in k) and k.endswith(".tif")]
     assert len(merge_keys) == 6 + 2, "the first date's merge and two bands of the second were published"
     with store.gdal_environment():
-        assert all(is_valid_cog(f"/vsis3/{s3_bucket}/{key}") for key in keys if key.endswith(".tif") and "/sr/" not in key)
+        assert all(
+            is_valid_cog(f"/vsis3/{s3_bucket}/{key}") for key in keys if key.endswith(".tif") and "/sr/" not in key
+        )
         published = {k.removeprefix("cubes/"): f"/vsis3/{s3_bucket}/{k}" for k in merge_keys}
         assert _product_digests(published) == {k: baseline.digests[k] for k in published}
     assert _catalog_files(prod_environment["CUBE_ASSETS_CATALOG_URL"]) == []

@@ -4,9 +4,9 @@ import sys
 from dagster import AssetKey, Definitions, MultiPartitionsDefinition
 
 from cube_assets.assets import STAGES
+from cube_assets.cube_config import DEMO_CONFIG
 from cube_assets.definitions import build_definitions, cube_job_name
 from cube_assets.partitions import split_partition_key
-from cube_assets.cube_config import DEMO_CONFIG
 from cube_assets_tests.conftest import REPO_ROOT
 
 
@@ -33,7 +33,10 @@ def test_every_stage_shares_the_tile_by_period_partitions(tmp_path):
 def test_dagster_cli_validates_the_workspace(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=REPO_ROOT, capture_output=True, text=True, env={"CUBE_ASSETS_DATA_ROOT": str(tmp_path), "PATH": "/usr/bin:/bin", "DAGSTER_HOME": str(tmp_path)},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env={"CUBE_ASSETS_DATA_ROOT": str(tmp_path), "PATH": "/usr/bin:/bin", "DAGSTER_HOME": str(tmp_path)},
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]

@@ -35,8 +35,23 @@ CODE_SERVER_PORT = 4000
 PROJECT_SERVICES = ("code_location", "webserver", "daemon")
 VERSION = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
 DOCKERFILE_INSTRUCTIONS = {
-    "FROM", "ARG", "ENV", "WORKDIR", "COPY", "ADD", "RUN", "USER", "EXPOSE", "CMD", "ENTRYPOINT", "LABEL",
-    "VOLUME", "HEALTHCHECK", "SHELL", "STOPSIGNAL", "ONBUILD",
+    "FROM",
+    "ARG",
+    "ENV",
+    "WORKDIR",
+    "COPY",
+    "ADD",
+    "RUN",
+    "USER",
+    "EXPOSE",
+    "CMD",
+    "ENTRYPOINT",
+    "LABEL",
+    "VOLUME",
+    "HEALTHCHECK",
+    "SHELL",
+    "STOPSIGNAL",
+    "ONBUILD",
 }
 # Variables of third-party images and clients, by who reads them.
 THIRD_PARTY_VARIABLES = {
@@ -45,31 +60,102 @@ THIRD_PARTY_VARIABLES = {
 }
 # Fields of the Dagster Helm chart's values (helm/dagster/schema/schema/charts, Dagster 1.13).
 CHART_TOP_LEVEL = {
-    "dagsterWebserver", "dagster-user-deployments", "postgresql", "generatePostgresqlPasswordSecret",
-    "generateCeleryConfigSecret", "rabbitmq", "redis", "flower", "ingress", "imagePullSecrets", "computeLogManager",
-    "scheduler", "runLauncher", "pythonLogs", "dagsterDaemon", "busybox", "migrate", "telemetry", "serviceAccount",
-    "global", "retention", "concurrency", "additionalInstanceConfig",
+    "dagsterWebserver",
+    "dagster-user-deployments",
+    "postgresql",
+    "generatePostgresqlPasswordSecret",
+    "generateCeleryConfigSecret",
+    "rabbitmq",
+    "redis",
+    "flower",
+    "ingress",
+    "imagePullSecrets",
+    "computeLogManager",
+    "scheduler",
+    "runLauncher",
+    "pythonLogs",
+    "dagsterDaemon",
+    "busybox",
+    "migrate",
+    "telemetry",
+    "serviceAccount",
+    "global",
+    "retention",
+    "concurrency",
+    "additionalInstanceConfig",
 }
 CHART_USER_DEPLOYMENT = {
-    "name", "image", "dagsterApiGrpcArgs", "codeServerArgs", "includeConfigInLaunchedRuns", "deploymentNamespace",
-    "port", "replicaCount", "env", "envConfigMaps", "envSecrets", "annotations", "nodeSelector", "affinity",
-    "tolerations", "podSecurityContext", "securityContext", "resources", "livenessProbe", "readinessProbe",
-    "startupProbe", "labels", "volumeMounts", "volumes", "schedulerName", "initContainers", "sidecarContainers",
+    "name",
+    "image",
+    "dagsterApiGrpcArgs",
+    "codeServerArgs",
+    "includeConfigInLaunchedRuns",
+    "deploymentNamespace",
+    "port",
+    "replicaCount",
+    "env",
+    "envConfigMaps",
+    "envSecrets",
+    "annotations",
+    "nodeSelector",
+    "affinity",
+    "tolerations",
+    "podSecurityContext",
+    "securityContext",
+    "resources",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "labels",
+    "volumeMounts",
+    "volumes",
+    "schedulerName",
+    "initContainers",
+    "sidecarContainers",
     "deploymentStrategy",
 }
 CHART_K8S_RUN_LAUNCHER = {
-    "image", "imagePullPolicy", "jobNamespace", "loadInclusterConfig", "kubeconfigFile", "envConfigMaps", "envSecrets",
-    "envVars", "volumeMounts", "volumes", "labels", "failPodOnRunFailure", "resources", "schedulerName",
-    "securityContext", "runK8sConfig",
+    "image",
+    "imagePullPolicy",
+    "jobNamespace",
+    "loadInclusterConfig",
+    "kubeconfigFile",
+    "envConfigMaps",
+    "envSecrets",
+    "envVars",
+    "volumeMounts",
+    "volumes",
+    "labels",
+    "failPodOnRunFailure",
+    "resources",
+    "schedulerName",
+    "securityContext",
+    "runK8sConfig",
 }
 CHART_RUN_K8S_CONFIG = {"containerConfig", "podSpecConfig", "podTemplateSpecMetadata", "jobSpecConfig", "jobMetadata"}
 CHART_POSTGRESQL = {
-    "postgresqlScheme", "image", "enabled", "postgresqlHost", "postgresqlUsername", "postgresqlPassword",
-    "postgresqlDatabase", "postgresqlParams", "service",
+    "postgresqlScheme",
+    "image",
+    "enabled",
+    "postgresqlHost",
+    "postgresqlUsername",
+    "postgresqlPassword",
+    "postgresqlDatabase",
+    "postgresqlParams",
+    "service",
 }
-CHART_GLOBAL = {"postgresqlSecretName", "dagsterHome", "serviceAccountName", "celeryConfigSecretName", "dagsterInstanceConfigMap"}
-CHART_CONCURRENCY = {"enabled": None, "pools": {"defaultLimit", "granularity", "opGranularityRunBuffer"},
-                     "runs": {"maxConcurrentRuns", "tagConcurrencyLimits"}}
+CHART_GLOBAL = {
+    "postgresqlSecretName",
+    "dagsterHome",
+    "serviceAccountName",
+    "celeryConfigSecretName",
+    "dagsterInstanceConfigMap",
+}
+CHART_CONCURRENCY = {
+    "enabled": None,
+    "pools": {"defaultLimit", "granularity", "opGranularityRunBuffer"},
+    "runs": {"maxConcurrentRuns", "tagConcurrencyLimits"},
+}
 
 
 def _yaml(path: Path) -> dict:
@@ -113,7 +199,11 @@ def _helm_deployment() -> dict:
 def test_every_file_in_deploy_parses():
     files = sorted(p for p in DEPLOY.rglob("*") if p.is_file())
     assert {p.relative_to(DEPLOY).as_posix() for p in files} >= {
-        "Dockerfile", "docker-compose.yml", "helm/values.yaml", "workspace.yaml", "dagster.yaml",
+        "Dockerfile",
+        "docker-compose.yml",
+        "helm/values.yaml",
+        "workspace.yaml",
+        "dagster.yaml",
     }
     for path in files:
         if path.suffix in (".yaml", ".yml"):
@@ -160,7 +250,9 @@ def test_compose_runs_postgis_s3_webserver_daemon_and_the_code_location_image():
     for name in PROJECT_SERVICES:
         service = services[name]
         assert _compose_value(service["image"]) == f"cube-assets:{VERSION}", name
-        assert (COMPOSE.parent / service["build"]["context"] / service["build"]["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
+        assert (
+            COMPOSE.parent / service["build"]["context"] / service["build"]["dockerfile"]
+        ).resolve() == DEPLOY / "Dockerfile"
     assert services["webserver"]["ports"] == ["3000:3000"]
     assert "--port" in services["webserver"]["command"] and "3000" in services["webserver"]["command"]
 
@@ -210,7 +302,10 @@ def test_compose_endpoints_name_services_and_ports_that_exist():
     assert environment["CUBE_ENV"] == "prod"
     assert environment["CUBE_ASSETS_EXECUTOR"] in ("multiprocess", "in_process")
     volumes = services["code_location"]["volumes"]
-    assert any(v.startswith("${CUBE_FILE:-../cube_assets/cubes/demo.yaml}:" + environment["CUBE_ASSETS_CONFIG"]) for v in volumes)
+    assert any(
+        v.startswith("${CUBE_FILE:-../cube_assets/cubes/demo.yaml}:" + environment["CUBE_ASSETS_CONFIG"])
+        for v in volumes
+    )
     assert (COMPOSE.parent / "../cube_assets/cubes/demo.yaml").resolve() == DEMO_CONFIG
 
 
@@ -218,12 +313,16 @@ def test_compose_environment_loads_the_production_instance(postgresql_server: Po
     """deploy/dagster.yaml, with the variable names the compose file gives, against a real PostgreSQL."""
     database = postgresql_server.create_database("compose")
     values = {
-        "DAGSTER_PG_HOST": postgresql_server.host, "DAGSTER_PG_PORT": str(postgresql_server.port),
-        "DAGSTER_PG_DB": database, "DAGSTER_PG_USERNAME": postgresql_server.username,
+        "DAGSTER_PG_HOST": postgresql_server.host,
+        "DAGSTER_PG_PORT": str(postgresql_server.port),
+        "DAGSTER_PG_DB": database,
+        "DAGSTER_PG_USERNAME": postgresql_server.username,
         "DAGSTER_PG_PASSWORD": postgresql_server.password or "unused-with-trust",
     }
     for variable in _yaml(COMPOSE)["services"]["daemon"]["environment"]:
-        monkeypatch.setenv(variable, values[variable])  # a KeyError here: compose gives a variable the test does not know
+        monkeypatch.setenv(
+            variable, values[variable]
+        )  # a KeyError here: compose gives a variable the test does not know
     shutil.copy(DEPLOY / "dagster.yaml", tmp_path / "dagster.yaml")
     try:
         with DagsterInstance.from_config(str(tmp_path)) as instance:
@@ -254,7 +353,9 @@ def test_helm_values_use_only_names_the_chart_knows():
 def test_helm_code_location_runs_the_project_image_module_and_port():
     deployment = _helm_deployment()
     compose_image = _compose_value(_yaml(COMPOSE)["services"]["code_location"]["image"])
-    assert f"{deployment['image']['repository']}:{deployment['image']['tag']}" == compose_image == f"cube-assets:{VERSION}"
+    assert (
+        f"{deployment['image']['repository']}:{deployment['image']['tag']}" == compose_image == f"cube-assets:{VERSION}"
+    )
     assert deployment["port"] == CODE_SERVER_PORT
     arguments = deployment["codeServerArgs"]
     assert arguments[arguments.index("--module-name") + 1] == "cube_assets.definitions"
@@ -278,7 +379,11 @@ def test_helm_secrets_come_from_kubernetes_secrets():
     secrets = {s["name"] for s in _helm_deployment()["envSecrets"]}
     assert secrets == {s["name"] for s in values["runLauncher"]["config"]["k8sRunLauncher"]["envSecrets"]}
     text = HELM_VALUES.read_text()
-    for secret_variable in ("CUBE_ASSETS_CATALOG_URL", "CUBE_ASSETS_S3_ACCESS_KEY_ID", "CUBE_ASSETS_S3_SECRET_ACCESS_KEY"):
+    for secret_variable in (
+        "CUBE_ASSETS_CATALOG_URL",
+        "CUBE_ASSETS_S3_ACCESS_KEY_ID",
+        "CUBE_ASSETS_S3_SECRET_ACCESS_KEY",
+    ):
         assert not re.search(rf"name: {secret_variable}\b", text), f"{secret_variable} must come from a Secret"
         assert re.search(rf"\b{secret_variable}\b", _project_sources())
     bucket = {item["name"]: item["value"] for item in _helm_deployment()["env"]}["CUBE_ASSETS_S3_BUCKET"]
@@ -301,7 +406,7 @@ def test_helm_run_launcher_is_valid_k8s_run_launcher_config_with_per_run_resourc
     values = launcher["config"]["k8sRunLauncher"]
     rendered = {
         "instance_config_map": "cube-assets-dagster-instance",  # written by the chart
-        "service_account_name": "cube-assets-dagster",          # written by the chart
+        "service_account_name": "cube-assets-dagster",  # written by the chart
         "job_namespace": values["jobNamespace"],
         "load_incluster_config": values["loadInclusterConfig"],
         "image_pull_policy": values["imagePullPolicy"],
@@ -320,24 +425,36 @@ def test_helm_concurrency_renders_to_an_instance_dagster_loads(tmp_path):
     concurrency = _yaml(HELM_VALUES)["concurrency"]
     assert concurrency["enabled"] is True
     runs = concurrency["runs"]
-    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump({
-        "concurrency": {
-            "runs": {"max_concurrent_runs": runs["maxConcurrentRuns"], "tag_concurrency_limits": runs["tagConcurrencyLimits"]},
-            "pools": {"default_limit": concurrency["pools"]["defaultLimit"]},
-        },
-        "run_coordinator": {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator"},
-    }))
+    (tmp_path / "dagster.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "concurrency": {
+                    "runs": {
+                        "max_concurrent_runs": runs["maxConcurrentRuns"],
+                        "tag_concurrency_limits": runs["tagConcurrencyLimits"],
+                    },
+                    "pools": {"default_limit": concurrency["pools"]["defaultLimit"]},
+                },
+                "run_coordinator": {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator"},
+            }
+        )
+    )
     with DagsterInstance.from_config(str(tmp_path)) as instance:
         config = instance.get_concurrency_config()
         assert config.run_queue_config.max_concurrent_runs == 16
-        assert {limit["key"] for limit in config.run_queue_config.tag_concurrency_limits} == {"dagster/partition", "dagster/backfill"}
+        assert {limit["key"] for limit in config.run_queue_config.tag_concurrency_limits} == {
+            "dagster/partition",
+            "dagster/backfill",
+        }
         assert config.pool_config.default_pool_limit == 8
 
 
 # -------------------------------------------------------------------------------------------- executors
 
 
-@pytest.mark.parametrize("name, executor", [("k8s", "k8s"), ("dask", "dask"), ("in_process", "in_process"), ("multiprocess", "multiprocess")])
+@pytest.mark.parametrize(
+    "name, executor", [("k8s", "k8s"), ("dask", "dask"), ("in_process", "in_process"), ("multiprocess", "multiprocess")]
+)
 def test_the_executor_comes_from_its_setting(tmp_path, name, executor):
     defs = build_definitions(DEMO_CONFIG, tmp_path, executor=name)
     assert defs.resolve_job_def(cube_job_name("s2_demo")).executor_def.name == executor

@@ -57,7 +57,7 @@ def _section(text: str, heading: str) -> str:
     for match in HEADING.finditer(_mask_fences(text)):
         if match.group(2) == heading:
             level = len(match.group(1))
-            rest = text[match.end():]
+            rest = text[match.end() :]
             end = re.search(rf"^#{{1,{level}}}\s", _mask_fences(rest), re.MULTILINE)
             return rest[: end.start()] if end else rest
     raise AssertionError(f"{heading!r}: no such heading")
@@ -128,7 +128,9 @@ def _layout_listed() -> set[str]:
         elif indent == 4 and parent:
             listed.add(parent + name)
         else:
-            raise AssertionError(f"docs/architecture.md, Layout: {line.strip()[:80]!r} is indented {indent}, not 2 or 4")
+            raise AssertionError(
+                f"docs/architecture.md, Layout: {line.strip()[:80]!r} is indented {indent}, not 2 or 4"
+            )
     return listed
 
 
@@ -287,7 +289,6 @@ def test_readme_links_to_the_security_page_from_its_security_section() -> None:
     assert 3 <= len([line for line in section.strip().splitlines()]) <= 6
 
 
-
 # ---- links ------------------------------------------------------------------------------------
 
 
@@ -306,7 +307,11 @@ def test_every_relative_link_points_at_an_existing_file(page: Path) -> None:
 
 @pytest.mark.parametrize("page", sorted(DOCS.glob("*.md")), ids=lambda p: p.name)
 def test_docs_pages_link_only_inside_the_docs_folder(page: Path) -> None:
-    outside = [t for t in _relative_links(page) if t.partition("#")[0] and DOCS not in (DOCS / t.partition("#")[0]).resolve().parents]
+    outside = [
+        t
+        for t in _relative_links(page)
+        if t.partition("#")[0] and DOCS not in (DOCS / t.partition("#")[0]).resolve().parents
+    ]
     assert outside == [], f"docs/{page.name}: MkDocs cannot serve {outside}; name repository files in code spans"
 
 
@@ -331,7 +336,8 @@ def test_architecture_layout_lists_exactly_the_modules_and_packages_of_the_tree(
     tree, listed = _tree(), _layout_listed()
     assert "definitions.py" in listed and "catalog/models.py" in listed, "the layout block was not parsed"
     assert {"not listed": sorted(tree - listed), "listed, not in the tree": sorted(listed - tree)} == {
-        "not listed": [], "listed, not in the tree": [],
+        "not listed": [],
+        "listed, not in the tree": [],
     }
 
 

@@ -9,9 +9,9 @@ import pytest
 import rasterio
 from dagster import AssetKey, AssetSelection, instance_for_test, materialize
 
+from cube_assets.assets import build_cube_assets
 from cube_assets.catalog.database import create_catalog_engine, default_catalog_url, session_factory
 from cube_assets.catalog.repository import search_images
-from cube_assets.assets import build_cube_assets
 from cube_assets.cube_config import load_project_config
 from cube_assets.definitions import build_definitions
 from cube_assets.partitions import partition_key
@@ -41,13 +41,17 @@ def built(tmp_path_factory):
     resources = defs.resources
     (root / "home").mkdir()
     with instance_for_test(temp_dir=str(root / "home")) as instance:
-        first = materialize(_assets(config, UP_TO_MERGE), partition_key=PARTITION, instance=instance, resources=resources)
+        first = materialize(
+            _assets(config, UP_TO_MERGE), partition_key=PARTITION, instance=instance, resources=resources
+        )
         assert first.success
         # The blend's run contains no merge step: its input comes from the stored merge partition.
         second = materialize(
             _assets(config, ["period_blend", "catalog_item"]) + _assets(config, UP_TO_MERGE),
             selection=AssetSelection.assets(AssetKey(["small", "period_blend"]), AssetKey(["small", "catalog_item"])),
-            partition_key=PARTITION, instance=instance, resources=resources,
+            partition_key=PARTITION,
+            instance=instance,
+            resources=resources,
         )
         assert second.success
         materializations = {
@@ -136,8 +140,12 @@ def test_rerunning_a_partition_gives_the_same_pixels_and_no_duplicate_rows(built
     config = root.parent / "cubes.yaml"
     defs = build_definitions(config, root)
     with instance_for_test(temp_dir=str(tmp_path)) as instance:
-        assert materialize(_assets(config, UP_TO_MERGE + ["period_blend", "catalog_item"]), partition_key=PARTITION,
-                           instance=instance, resources=defs.resources).success
+        assert materialize(
+            _assets(config, UP_TO_MERGE + ["period_blend", "catalog_item"]),
+            partition_key=PARTITION,
+            instance=instance,
+            resources=defs.resources,
+        ).success
     np.testing.assert_array_equal(rasterio.open(lcf).read(1), before)
     engine = create_catalog_engine(default_catalog_url(root))
     with session_factory(engine)() as session:
@@ -153,5 +161,11 @@ def test_catalog_io_manager_loads_the_partitions_images_back(built):
     root, _, _ = built
     context = build_input_context(asset_key=AssetKey(["small", "catalog_item"]), partition_key=PARTITION)
     images = CatalogIOManager(url=default_catalog_url(root)).load_input(context)
-    assert sorted(i["product_id"] for i in images) == ["small-AVG", "small-LCF", "small-MED", "small-merge", "small-merge"]
+    assert sorted(i["product_id"] for i in images) == [
+        "small-AVG",
+        "small-LCF",
+        "small-MED",
+        "small-merge",
+        "small-merge",
+    ]
     assert all(Path(href).is_file() for image in images for href in image["files"].values())

@@ -105,12 +105,18 @@ def result(tmp_path_factory, s3_server: S3Server, postgresql_server: PostgresSer
         SCRATCH_VARIABLE: str(root / "scratch"),
     }
     instance_config = {
-        "storage": {"postgres": {"postgres_db": {
-            "hostname": postgresql_server.host, "port": postgresql_server.port, "db_name": dagster_database,
-            "username": postgresql_server.username,
-            "password": postgresql_server.password or "unused-with-trust-authentication",
-            "scheme": "postgresql+psycopg2",
-        }}},
+        "storage": {
+            "postgres": {
+                "postgres_db": {
+                    "hostname": postgresql_server.host,
+                    "port": postgresql_server.port,
+                    "db_name": dagster_database,
+                    "username": postgresql_server.username,
+                    "password": postgresql_server.password or "unused-with-trust-authentication",
+                    "scheme": "postgresql+psycopg2",
+                }
+            }
+        },
         "compute_logs": {"module": "dagster._core.storage.noop_compute_log_manager", "class": "NoOpComputeLogManager"},
     }
     try:
@@ -120,20 +126,32 @@ def result(tmp_path_factory, s3_server: S3Server, postgresql_server: PostgresSer
             with instance_for_test(temp_dir=str(root / "home"), overrides=instance_config) as instance:
                 tags = scratch_job().get_tags_for_partition_key(str(PARTITION), selected_asset_keys=None)
                 with execute_job(
-                    reconstructable(scratch_job), instance, tags=tags,
-                    run_config={"execution": {"config": {
-                        "max_concurrent": 1,
-                        # Step processes fork from a server that imported the project once (still no shared memory).
-                        "start_method": {"forkserver": {"preload_modules": ["cube_assets.definitions"]}},
-                    }}},
+                    reconstructable(scratch_job),
+                    instance,
+                    tags=tags,
+                    run_config={
+                        "execution": {
+                            "config": {
+                                "max_concurrent": 1,
+                                # Step processes fork from a server that imported the project once (still no shared memory).
+                                "start_method": {"forkserver": {"preload_modules": ["cube_assets.definitions"]}},
+                            }
+                        }
+                    },
                 ) as run:
                     events = run.all_events
                     success = run.success
                     run_storage = type(instance.run_storage).__name__
             log = [json.loads(line) for line in (root / "scratch.log").read_text().splitlines()]
             yield {
-                "success": success, "events": events, "root": root, "log": log, "run_storage": run_storage,
-                "store": s3_server.store(bucket, prefix=PREFIX), "s3": s3_server, "bucket": bucket,
+                "success": success,
+                "events": events,
+                "root": root,
+                "log": log,
+                "run_storage": run_storage,
+                "store": s3_server.store(bucket, prefix=PREFIX),
+                "s3": s3_server,
+                "bucket": bucket,
                 "catalog_url": postgresql_server.schema_url(schema),
             }
     finally:
@@ -189,7 +207,10 @@ def test_raw_scenes_and_previews_are_read_from_s3(result):
 
 def test_composite_pixels_read_over_vsis3_come_from_the_merges_their_provenance_names(result):
     store = result["store"]
-    merges = {m["date"]: m for m in json.loads(store.read_bytes(manifest_key("small", "tile_merge", "000000", "2024-01-01")))["merges"]}
+    merges = {
+        m["date"]: m
+        for m in json.loads(store.read_bytes(manifest_key("small", "tile_merge", "000000", "2024-01-01")))["merges"]
+    }
     blend = json.loads(store.read_bytes(manifest_key("small", "period_blend", "000000", "2024-01-01")))
     lcf = blend["composites"]["LCF"]["bands"]
     window = Window(32, 32, 192, 192)
@@ -215,7 +236,13 @@ def test_the_catalog_on_postgresql_lists_the_partitions_images_as_s3_objects(res
         with session_factory(engine)() as session:
             images = search_images(session, tile="000000")
             files = [f for image in images for f in image.files]
-            assert sorted(i.product_id for i in images) == ["small-AVG", "small-LCF", "small-MED", "small-merge", "small-merge"]
+            assert sorted(i.product_id for i in images) == [
+                "small-AVG",
+                "small-LCF",
+                "small-MED",
+                "small-merge",
+                "small-merge",
+            ]
     finally:
         engine.dispose()
     assert len(files) == 3 * 8 + 2 + 2 * 6  # composites (LCF adds SCL, PROVENANCE), merges

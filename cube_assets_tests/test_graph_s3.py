@@ -61,29 +61,48 @@ def _assets(config: Path, stages: list[str]):
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server, postgresql_server: PostgresServer) -> Iterator[Built]:
+def built(
+    tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server, postgresql_server: PostgresServer
+) -> Iterator[Built]:
     """Merges in one run, blend and catalog item in a second, both with ``CUBE_ENV=prod``."""
     root = tmp_path_factory.mktemp("graph_s3")
     config = write_cube_file(root, SMALL_CUBE, [SMALL_SIMULATOR])
     bucket = s3_server.create_bucket("graph")
     schema = "graph_s3_catalog"
     postgresql_server.admin(f'CREATE SCHEMA "{schema}"')
-    environment = {**s3_server.environment(bucket, prefix=PREFIX), "CUBE_ASSETS_CATALOG_URL": postgresql_server.schema_url(schema)}
+    environment = {
+        **s3_server.environment(bucket, prefix=PREFIX),
+        "CUBE_ASSETS_CATALOG_URL": postgresql_server.schema_url(schema),
+    }
     with pytest.MonkeyPatch.context() as patch:
         for name, value in environment.items():
             patch.setenv(name, value)
         defs = build_definitions(config, root / "data", env="prod")
         (root / "home").mkdir()
         with instance_for_test(temp_dir=str(root / "home")) as instance:
-            first = materialize(_assets(config, UP_TO_MERGE), partition_key=PARTITION, instance=instance, resources=defs.resources)
+            first = materialize(
+                _assets(config, UP_TO_MERGE), partition_key=PARTITION, instance=instance, resources=defs.resources
+            )
             assert first.success
             second = materialize(
                 _assets(config, ["period_blend", "catalog_item"]) + _assets(config, UP_TO_MERGE),
-                selection=AssetSelection.assets(AssetKey(["small", "period_blend"]), AssetKey(["small", "catalog_item"])),
-                partition_key=PARTITION, instance=instance, resources=defs.resources,
+                selection=AssetSelection.assets(
+                    AssetKey(["small", "period_blend"]), AssetKey(["small", "catalog_item"])
+                ),
+                partition_key=PARTITION,
+                instance=instance,
+                resources=defs.resources,
             )
             assert second.success
-        yield Built(root / "data", config, bucket, s3_server.store(bucket, PREFIX), environment["CUBE_ASSETS_CATALOG_URL"], defs, environment)
+        yield Built(
+            root / "data",
+            config,
+            bucket,
+            s3_server.store(bucket, PREFIX),
+            environment["CUBE_ASSETS_CATALOG_URL"],
+            defs,
+            environment,
+        )
     postgresql_server.admin(f'DROP SCHEMA "{schema}" CASCADE')
 
 
@@ -96,7 +115,9 @@ def test_prod_definitions_use_the_s3_store_and_the_catalog_url_from_the_environm
         Definitions.validate_loadable(built.defs)
 
 
-def test_rasters_and_manifests_are_objects_under_the_prefix_and_not_local_files(built: Built, s3_server: S3Server) -> None:
+def test_rasters_and_manifests_are_objects_under_the_prefix_and_not_local_files(
+    built: Built, s3_server: S3Server
+) -> None:
     keys = s3_server.object_keys(built.bucket)
     # The cube's products, and the raw scenes it read (kept in S3 so that no step needs another's disk).
     assert all(key.startswith((f"{PREFIX}/small/", f"{PREFIX}/_raw/sentinel-2-l2a/")) for key in keys)
@@ -104,7 +125,11 @@ def test_rasters_and_manifests_are_objects_under_the_prefix_and_not_local_files(
     assert f"{PREFIX}/{manifest_key('small', 'period_blend', '000000', '2024-01-01')}" in keys
     assert sum(key.endswith("_LCF_B04.tif") for key in keys) == 1
     # The simulator's archive and the fetched raw scenes are the only local files.
-    local_files = [p for p in built.data_root.rglob("*") if p.is_file() and p.relative_to(built.data_root).parts[0] not in ("archive", "raw")]
+    local_files = [
+        p
+        for p in built.data_root.rglob("*")
+        if p.is_file() and p.relative_to(built.data_root).parts[0] not in ("archive", "raw")
+    ]
     assert local_files == [], "with CUBE_ENV=prod products are never left on the local disk"
     assert s3_server.incomplete_uploads(built.bucket) == []
 
@@ -159,7 +184,9 @@ def test_rematerializing_the_catalog_item_updates_rows_without_duplicating_them(
             result = materialize(
                 _assets(built.config, UP_TO_MERGE + ["period_blend", "catalog_item"]),
                 selection=AssetSelection.assets(AssetKey(["small", "catalog_item"])),
-                partition_key=PARTITION, instance=instance, resources=built.defs.resources,
+                partition_key=PARTITION,
+                instance=instance,
+                resources=built.defs.resources,
             )
     assert result.success
     metadata = result.asset_materializations_for_node("small__catalog_item")[0].metadata
@@ -184,12 +211,19 @@ def test_prod_definitions_name_the_variables_they_miss(tmp_path: Path, monkeypat
         build_definitions(config, tmp_path / "data", env="prod")
 
 
-def test_prod_store_reads_secrets_as_env_vars_preferring_the_cube_assets_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prod_store_reads_secrets_as_env_vars_preferring_the_cube_assets_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from dagster import EnvVar
 
     from cube_assets.definitions import prod_store
 
-    for name in ("CUBE_ASSETS_S3_ACCESS_KEY_ID", "CUBE_ASSETS_S3_SECRET_ACCESS_KEY", "CUBE_ASSETS_S3_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+    for name in (
+        "CUBE_ASSETS_S3_ACCESS_KEY_ID",
+        "CUBE_ASSETS_S3_SECRET_ACCESS_KEY",
+        "CUBE_ASSETS_S3_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL_S3",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "aws-key")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
@@ -197,7 +231,10 @@ def test_prod_store_reads_secrets_as_env_vars_preferring_the_cube_assets_names(t
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     from_aws = prod_store(tmp_path)
     assert from_aws.session_token == EnvVar("AWS_SESSION_TOKEN")
-    assert (from_aws.access_key_id, from_aws.secret_access_key) == (EnvVar("AWS_ACCESS_KEY_ID"), EnvVar("AWS_SECRET_ACCESS_KEY"))
+    assert (from_aws.access_key_id, from_aws.secret_access_key) == (
+        EnvVar("AWS_ACCESS_KEY_ID"),
+        EnvVar("AWS_SECRET_ACCESS_KEY"),
+    )
     assert from_aws.endpoint_url == EnvVar("AWS_ENDPOINT_URL")
     assert from_aws.bucket == EnvVar("CUBE_ASSETS_S3_BUCKET")
 
@@ -205,6 +242,7 @@ def test_prod_store_reads_secrets_as_env_vars_preferring_the_cube_assets_names(t
     monkeypatch.setenv("CUBE_ASSETS_S3_SECRET_ACCESS_KEY", "cube-secret")
     preferred = prod_store(tmp_path)
     assert (preferred.access_key_id, preferred.secret_access_key) == (
-        EnvVar("CUBE_ASSETS_S3_ACCESS_KEY_ID"), EnvVar("CUBE_ASSETS_S3_SECRET_ACCESS_KEY"),
+        EnvVar("CUBE_ASSETS_S3_ACCESS_KEY_ID"),
+        EnvVar("CUBE_ASSETS_S3_SECRET_ACCESS_KEY"),
     )
     assert preferred.session_token == "", "an AWS session token never pairs with the CUBE_ASSETS_ keys"

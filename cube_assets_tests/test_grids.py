@@ -1,7 +1,6 @@
+import pytest
 from pyproj import Transformer
 from shapely.geometry import Point, box
-
-import pytest
 
 from cube_assets.errors import InvalidCubeConfig
 from cube_assets.grids import BDC_ALBERS, bdc_grid, user_grid, utm_grid

@@ -18,7 +18,13 @@ ROOT = Path(cube_assets.__file__).resolve().parent
 
 
 #: What the catalog (the metadata core) must never import, in any of its modules.
-ABOVE_THE_CATALOG = ("cube_assets.client", "cube_assets.storage", "cube_assets.providers", "cube_assets.assets", "dagster")
+ABOVE_THE_CATALOG = (
+    "cube_assets.client",
+    "cube_assets.storage",
+    "cube_assets.providers",
+    "cube_assets.assets",
+    "dagster",
+)
 
 
 def module_files(root: Path = ROOT, package: str = PACKAGE) -> dict[str, Path]:
@@ -138,7 +144,9 @@ def test_imports_inside_functions_count(tmp_path: Path) -> None:
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "__init__.py").write_text("")
     (tmp_path / "pkg" / "low.py").write_text("def f():\n    from pkg.high import g\n")
-    (tmp_path / "pkg" / "high.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import low\n")
+    (tmp_path / "pkg" / "high.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import low\n"
+    )
     modules = {
         name: tmp_path / "pkg" / file
         for name, file in (("pkg", "__init__.py"), ("pkg.low", "low.py"), ("pkg.high", "high.py"))

@@ -20,7 +20,9 @@ DEPLOY_INSTANCE = REPO_ROOT / "deploy" / "dagster.yaml"
 
 
 @pytest.fixture(scope="module")
-def production_instance(postgresql_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DagsterInstance, str]]:
+def production_instance(
+    postgresql_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[DagsterInstance, str]]:
     """``deploy/dagster.yaml`` in a temporary DAGSTER_HOME, its DAGSTER_PG_* variables pointing at a new database.
 
     One instance for the module: dagster-postgres takes ~2 s to create its tables in a new database.
@@ -56,7 +58,11 @@ def test_production_instance_queues_runs_with_concurrency_limits(production_inst
     queue = instance.get_concurrency_config().run_queue_config
     assert queue.max_concurrent_runs == 8
     limits = {limit["key"]: limit for limit in queue.tag_concurrency_limits}
-    assert limits["dagster/partition"] == {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+    assert limits["dagster/partition"] == {
+        "key": "dagster/partition",
+        "value": {"applyLimitPerUniqueValue": True},
+        "limit": 1,
+    }
     assert limits["dagster/backfill"]["limit"] == 6
     assert instance.get_concurrency_config().pool_config.default_pool_limit == 4
     assert instance.run_monitoring_enabled
@@ -76,15 +82,25 @@ def test_a_runs_events_land_in_the_postgresql_database(production_instance) -> N
     engine = create_engine(database_url)
     try:
         with engine.connect() as connection:
-            status = connection.execute(text("SELECT status FROM runs WHERE run_id = :id"), {"id": result.run_id}).scalar_one()
-            event_types = set(connection.execute(
-                text("SELECT dagster_event_type FROM event_logs WHERE run_id = :id"), {"id": result.run_id},
-            ).scalars())
+            status = connection.execute(
+                text("SELECT status FROM runs WHERE run_id = :id"), {"id": result.run_id}
+            ).scalar_one()
+            event_types = set(
+                connection.execute(
+                    text("SELECT dagster_event_type FROM event_logs WHERE run_id = :id"),
+                    {"id": result.run_id},
+                ).scalars()
+            )
             asset_keys = set(connection.execute(text("SELECT asset_key FROM asset_keys")).scalars())
     finally:
         engine.dispose()
     assert status == "SUCCESS"
-    expected = {DagsterEventType.RUN_START, DagsterEventType.STEP_SUCCESS, DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.RUN_SUCCESS}
+    expected = {
+        DagsterEventType.RUN_START,
+        DagsterEventType.STEP_SUCCESS,
+        DagsterEventType.ASSET_MATERIALIZATION,
+        DagsterEventType.RUN_SUCCESS,
+    }
     assert {event_type.value for event_type in expected} <= event_types
     assert AssetKey(["smoke", "value"]).to_string() in asset_keys
     # And the instance reads them back from there.

@@ -30,7 +30,14 @@ CUBE = {
     "name": "ireland",
     "collection": "sentinel-2-l2a",
     "providers": ["archive"],
-    "grid": {"kind": "user", "name": "ITM60", "crs": 2157, "origin": [529980, 728280], "tile_size": [2100, 2100], "resolution": 60},
+    "grid": {
+        "kind": "user",
+        "name": "ITM60",
+        "crs": 2157,
+        "origin": [529980, 728280],
+        "tile_size": [2100, 2100],
+        "resolution": 60,
+    },
     "tiles": ["000000"],
     "start_date": "2022-10-01",
     "end_date": "2022-10-10",
@@ -63,7 +70,9 @@ def run(tmp_path_factory, t29unu_safe):
     with instance_for_test(temp_dir=str(root / "home")) as instance:
         result = materialize(
             build_cube_assets(load_project_config(config).cube("ireland")),
-            partition_key=partition_key("000000", PERIOD), instance=instance, resources=defs.resources,
+            partition_key=partition_key("000000", PERIOD),
+            instance=instance,
+            resources=defs.resources,
         )
         assert result.success
     manifests = {
@@ -83,7 +92,7 @@ def _sample_pixels(merged: np.ndarray, merged_transform, source, nodata, count=2
     rows, cols = np.nonzero(merged != nodata)
     pick = np.random.default_rng(5).choice(rows.size, size=count * 4, replace=False)
     samples = []
-    for r, c in zip(rows[pick], cols[pick]):
+    for r, c in zip(rows[pick], cols[pick], strict=True):
         x, y = merged_transform @ (c + 0.5, r + 0.5)
         col_f, row_f = ~source.transform @ to_utm.transform(x, y)
         if min(col_f % 1, 1 - col_f % 1, row_f % 1, 1 - row_f % 1) > 0.25:
@@ -147,7 +156,11 @@ def test_single_date_blend_keeps_every_observed_pixel_and_dates_it(run):
     _, manifests = run
     (merge,) = manifests["tile_merge"]["merges"]
     lcf = manifests["period_blend"]["composites"]["LCF"]["bands"]
-    with rasterio.open(merge["bands"]["B04"]) as a, rasterio.open(lcf["B04"]) as b, rasterio.open(lcf["PROVENANCE"]) as p:
+    with (
+        rasterio.open(merge["bands"]["B04"]) as a,
+        rasterio.open(lcf["B04"]) as b,
+        rasterio.open(lcf["PROVENANCE"]) as p,
+    ):
         merged, composite, provenance = a.read(1), b.read(1), p.read(1)
     with rasterio.open(merge["quality"]) as q:
         observed = (q.read(1) != 0) & (merged != -9999)

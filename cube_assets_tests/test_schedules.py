@@ -62,7 +62,9 @@ def _tick(config, instance, when: datetime):
     """Evaluate the schedule of the project's ``Definitions`` (which checks the requested partition keys)."""
     defs = build_definitions(config, config.parent / "data", automation=AutomationSettings(late_scene_delay=DELAY))
     schedule = defs.resolve_schedule_def(blend_schedule_name("small"))
-    context = build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def())
+    context = build_schedule_context(
+        instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def()
+    )
     return schedule.evaluate_tick(context)
 
 
@@ -109,7 +111,9 @@ def test_a_catalogued_partition_is_blended_again_only_after_a_new_merge(config, 
 
 def test_a_partition_with_a_run_in_progress_waits(cube, instance):
     _materialized(instance, "tile_merge", FIRST)
-    run = create_run_for_test(instance, job_name="small_job", status=DagsterRunStatus.STARTED, tags={"dagster/partition": FIRST})
+    run = create_run_for_test(
+        instance, job_name="small_job", status=DagsterRunStatus.STARTED, tags={"dagster/partition": FIRST}
+    )
     assert ready_blend_partitions(instance, cube, AFTER_FIRST, DELAY) == {}
     instance.report_run_failed(run)
     assert list(ready_blend_partitions(instance, cube, AFTER_FIRST, DELAY)) == [FIRST]
@@ -124,9 +128,13 @@ def test_schedule_name_cron_and_default_status(cube):
 
 
 def test_automation_settings_come_from_the_environment():
-    settings = AutomationSettings.from_environment({
-        "CUBE_ASSETS_BLEND_CRON": "*/5 * * * *", "CUBE_ASSETS_LATE_SCENE_DELAY_HOURS": "36", "CUBE_ASSETS_SENSOR_INTERVAL_S": "600",
-    })
+    settings = AutomationSettings.from_environment(
+        {
+            "CUBE_ASSETS_BLEND_CRON": "*/5 * * * *",
+            "CUBE_ASSETS_LATE_SCENE_DELAY_HOURS": "36",
+            "CUBE_ASSETS_SENSOR_INTERVAL_S": "600",
+        }
+    )
     assert settings == AutomationSettings(600, "*/5 * * * *", timedelta(hours=36))
     assert AutomationSettings.from_environment({}) == AutomationSettings()
     with pytest.raises(InvalidCubeConfig, match="CUBE_ASSETS_LATE_SCENE_DELAY_HOURS='soon'"):

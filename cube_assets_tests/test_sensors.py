@@ -32,8 +32,15 @@ PRODUCTS = {"T23LKC": 200000, "T23LLC": 202000, "T23LMC": 230000}
 
 def _add_product(archive: Path, tile_id: str, when: str) -> str:
     scene = SimulatedScene(
-        tile_id=tile_id, epsg=32723, ulx=PRODUCTS[tile_id], uly=8250000, size_px=300,
-        sensing_time=datetime.fromisoformat(when), seed=7, cloud_fraction=0.2, swath_edge=False,
+        tile_id=tile_id,
+        epsg=32723,
+        ulx=PRODUCTS[tile_id],
+        uly=8250000,
+        size_px=300,
+        sensing_time=datetime.fromisoformat(when),
+        seed=7,
+        cloud_fraction=0.2,
+        swath_edge=False,
     )
     write_simulated_product(archive, scene)
     return scene.product_id
@@ -61,8 +68,12 @@ def test_sensor_requests_the_partitions_of_new_scenes_then_nothing_on_a_quiet_ti
     with instance_for_test() as instance:
         tick1 = _tick(setup, instance, None)
         assert isinstance(tick1, SensorResult)
-        assert [(r.partition_key, r.tags["cube_assets/new_scene_count"]) for r in tick1.run_requests] == [("2024-01-01|000000", "1")]
-        assert SceneCursor.parse(tick1.cursor) == SceneCursor(datetime(2024, 1, 4, 13, 12, 29, tzinfo=UTC), frozenset({first}))
+        assert [(r.partition_key, r.tags["cube_assets/new_scene_count"]) for r in tick1.run_requests] == [
+            ("2024-01-01|000000", "1")
+        ]
+        assert SceneCursor.parse(tick1.cursor) == SceneCursor(
+            datetime(2024, 1, 4, 13, 12, 29, tzinfo=UTC), frozenset({first})
+        )
 
         # Between ticks, the archive receives a product of the next period, over both tiles.
         second = _add_product(archive, "T23LLC", "2024-01-20T13:12:29+00:00")
@@ -125,17 +136,25 @@ def test_sensor_over_a_stac_api_finds_items_added_between_ticks(stac_server, rea
     items = sorted(real_sentinel2_items(real_data), key=lambda item: item["properties"]["datetime"])
     api = stac_server.add_api("pc", items[:5])  # 2020-06-01 … 2020-06-21
     cube = {
-        **SMALL_CUBE, "providers": ["pc"], "grid": {"kind": "utm", "zone": 35, "hemisphere": "S"},
-        "tiles": ["35S_004007"], "start_date": "2020-06-01", "end_date": "2020-07-31", "max_cloud_cover": 20,
+        **SMALL_CUBE,
+        "providers": ["pc"],
+        "grid": {"kind": "utm", "zone": 35, "hemisphere": "S"},
+        "tiles": ["35S_004007"],
+        "start_date": "2020-06-01",
+        "end_date": "2020-07-31",
+        "max_cloud_cover": 20,
     }
     config = write_cube_file(tmp_path, cube, [{"name": "pc", "driver": "stac", "options": {"url": api.url}}])
-    setup = {"cube": load_project_config(config).cube("small"),
-             "providers": ProvidersResource(config_file=str(config), data_root=str(tmp_path / "data"))}
+    setup = {
+        "cube": load_project_config(config).cube("small"),
+        "providers": ProvidersResource(config_file=str(config), data_root=str(tmp_path / "data")),
+    }
     with instance_for_test() as instance:
         tick1 = _tick(setup, instance, None)
         # 16-day periods restart on 1 January: 2020-05-24 holds 06-01 and 06-06, 2020-06-09 the next three.
         assert [(r.partition_key, r.tags["cube_assets/new_scene_count"]) for r in tick1.run_requests] == [
-            ("2020-05-24|35S_004007", "2"), ("2020-06-09|35S_004007", "3"),
+            ("2020-05-24|35S_004007", "2"),
+            ("2020-06-09|35S_004007", "3"),
         ]
         api.add_items(items[5:8])  # 06-26, 07-01 (29 % cloud: above the cube's max_cloud_cover), 07-06
         tick2 = _tick(setup, instance, tick1.cursor)

@@ -1,4 +1,4 @@
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -8,7 +8,14 @@ from cube_assets.temporal import Period, TemporalSchema
 
 def test_16_day_periods_restart_every_first_of_january():
     periods = TemporalSchema("16D").periods(date(2023, 12, 1), date(2024, 2, 5))
-    assert [p.key for p in periods] == ["2023-11-17", "2023-12-03", "2023-12-19", "2024-01-01", "2024-01-17", "2024-02-02"]
+    assert [p.key for p in periods] == [
+        "2023-11-17",
+        "2023-12-03",
+        "2023-12-19",
+        "2024-01-01",
+        "2024-01-17",
+        "2024-02-02",
+    ]
     assert periods[2] == Period(date(2023, 12, 19), date(2024, 1, 1))  # cut at year end: 13 days
     assert periods[2].days == 13
 
@@ -31,7 +38,7 @@ def test_custom_continuous_step_counts_from_the_start_date():
 
 
 def test_period_of_a_datetime_uses_its_day():
-    period = TemporalSchema("16D").period_of(datetime(2024, 1, 17, 23, 59, tzinfo=timezone.utc))
+    period = TemporalSchema("16D").period_of(datetime(2024, 1, 17, 23, 59, tzinfo=UTC))
     assert period.key == "2024-01-17" and period.contains(date(2024, 2, 1)) and not period.contains(date(2024, 2, 2))
 
 

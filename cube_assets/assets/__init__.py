@@ -16,6 +16,10 @@ STAGES = ("raw_scene", "surface_reflectance", "scene_cog", "tile_merge", "period
 def build_cube_assets(cube: CubeConfig) -> list[AssetsDefinition]:
     """Return the six assets of ``cube``, keyed ``[cube.name, stage]`` and grouped under ``cube.name``."""
     return [
-        build_raw_scene(cube), build_surface_reflectance(cube), build_scene_cog(cube),
-        build_tile_merge(cube), build_period_blend(cube), build_catalog_item(cube),
+        build_raw_scene(cube),
+        build_surface_reflectance(cube),
+        build_scene_cog(cube),
+        build_tile_merge(cube),
+        build_period_blend(cube),
+        build_catalog_item(cube),
     ]

@@ -63,7 +63,11 @@ def index_pixels_json(index_pixels: Mapping[str, IndexPixels | None]) -> dict[st
 
 
 def stage_asset_arguments(
-    cube: CubeConfig, stage: str, description: str, upstream: tuple[str, ...] = (), io_manager_key: str = MANIFEST_IO_MANAGER,
+    cube: CubeConfig,
+    stage: str,
+    description: str,
+    upstream: tuple[str, ...] = (),
+    io_manager_key: str = MANIFEST_IO_MANAGER,
 ) -> dict[str, Any]:
     """Return the ``@asset`` arguments every stage of ``cube`` shares: key, group, partitions, inputs.
 

@@ -1,6 +1,5 @@
 """``tile_merge``: one merge per acquisition date of the period, on the tile's grid."""
 
-
 from collections import defaultdict
 from datetime import date
 
@@ -16,11 +15,17 @@ from cube_assets.steps.merge import merge_date
 def build_tile_merge(cube: CubeConfig) -> AssetsDefinition:
     """Return the ``tile_merge`` asset of ``cube``."""
 
-    @asset(**stage_asset_arguments(
-        cube, "tile_merge", "Every scene of each date warped onto the tile (one merge per date), with quality statistics.",
-        upstream=("scene_cog",),
-    ))
-    def tile_merge(context: AssetExecutionContext, scene_cog: SceneCogManifest, store: RasterStoreResource) -> Output[TileMergeManifest]:
+    @asset(
+        **stage_asset_arguments(
+            cube,
+            "tile_merge",
+            "Every scene of each date warped onto the tile (one merge per date), with quality statistics.",
+            upstream=("scene_cog",),
+        )
+    )
+    def tile_merge(
+        context: AssetExecutionContext, scene_cog: SceneCogManifest, store: RasterStoreResource
+    ) -> Output[TileMergeManifest]:
         part = cube_partition(context, cube)
         raster_store = store.get_store()
         by_date: dict[date, list[SceneCog]] = defaultdict(list)
@@ -39,11 +44,13 @@ def build_tile_merge(cube: CubeConfig) -> AssetsDefinition:
             metadata={
                 "merge_count": len(merges),
                 "dates": days,
-                "efficacy_by_date": MetadataValue.json({d: m.efficacy for d, m in zip(days, merges)}),
-                "cloud_ratio_by_date": MetadataValue.json({d: m.cloud_ratio for d, m in zip(days, merges)}),
+                "efficacy_by_date": MetadataValue.json({d: m.efficacy for d, m in zip(days, merges, strict=True)}),
+                "cloud_ratio_by_date": MetadataValue.json(
+                    {d: m.cloud_ratio for d, m in zip(days, merges, strict=True)}
+                ),
                 "valid_pixels": sum(m.valid_pixels for m in merges),
                 "clear_pixels": sum(m.clear_pixels for m in merges),
-                "paths": MetadataValue.json({d: m.bands for d, m in zip(days, merges)}),
+                "paths": MetadataValue.json({d: m.bands for d, m in zip(days, merges, strict=True)}),
             },
         )
 

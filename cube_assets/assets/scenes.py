@@ -1,6 +1,5 @@
 """Scene stages: raw scene → surface reflectance → scene COG, for every acquisition of a tile and period."""
 
-
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,10 +14,9 @@ from cube_assets.providers.base import SENTINEL2_L1C
 from cube_assets.resources.providers import ProvidersResource
 from cube_assets.resources.sen2cor import Sen2CorResource
 from cube_assets.resources.storage import RasterStoreResource
-from cube_assets.steps.previews import local_preview, share_preview
 from cube_assets.steps.indexes import total_nodata_pixels
+from cube_assets.steps.previews import local_preview, share_preview
 from cube_assets.steps.scenes import publish_scene, reflectance_for_scene
-
 
 # Provider downloads fail transiently (timeouts, throttling): retry the partition 4 times,
 # after about 30 s, 90 s, 210 s and 450 s (exponential backoff, ± 30 s of jitter so that
@@ -37,15 +35,22 @@ def build_raw_scene(cube: CubeConfig, retry_policy: RetryPolicy = DOWNLOAD_RETRY
 
     @asset(
         **stage_asset_arguments(
-            cube, "raw_scene", f"Raw {cube.collection} scenes over the tile in the period, found and fetched through the providers.",
+            cube,
+            "raw_scene",
+            f"Raw {cube.collection} scenes over the tile in the period, found and fetched through the providers.",
         ),
         retry_policy=retry_policy,
         pool=DOWNLOADS_POOL,
     )
-    def raw_scene(context: AssetExecutionContext, providers: ProvidersResource, store: RasterStoreResource) -> Output[RawSceneManifest]:
+    def raw_scene(
+        context: AssetExecutionContext, providers: ProvidersResource, store: RasterStoreResource
+    ) -> Output[RawSceneManifest]:
         part = cube_partition(context, cube)
         # The store keeps the raw scenes too when the providers resource says so (prod).
-        scenes = [RawScene.model_validate(s) for s in providers.fetch_scenes(cube, part.tile, part.period, store=store.get_store())]
+        scenes = [
+            RawScene.model_validate(s)
+            for s in providers.fetch_scenes(cube, part.tile, part.period, store=store.get_store())
+        ]
         served = {s.scene_id: s.provider for s in scenes}
         return Output(
             RawSceneManifest(tile=part.tile.name, period=part.period.key, scenes=tuple(scenes)),
@@ -72,7 +77,9 @@ def build_surface_reflectance(cube: CubeConfig) -> AssetsDefinition:
     """
 
     def reflectance(
-        raw_scene: RawSceneManifest, store: RasterStoreResource, providers: ProvidersResource,
+        raw_scene: RawSceneManifest,
+        store: RasterStoreResource,
+        providers: ProvidersResource,
         to_l2a: Callable[[Path], Sen2CorOutput] | None,
     ) -> Output[ReflectanceManifest]:
         raster_store = store.get_store()
@@ -89,15 +96,25 @@ def build_surface_reflectance(cube: CubeConfig) -> AssetsDefinition:
             metadata["sen2cor"] = MetadataValue.json(
                 {s.scene_id: s.sen2cor.model_dump(mode="json") if s.sen2cor else None for s in scenes}
             )
-        return Output(ReflectanceManifest(tile=raw_scene.tile, period=raw_scene.period, scenes=tuple(scenes)), metadata=metadata)
+        return Output(
+            ReflectanceManifest(tile=raw_scene.tile, period=raw_scene.period, scenes=tuple(scenes)), metadata=metadata
+        )
 
     if cube.collection != SENTINEL2_L1C:
-        @asset(**stage_asset_arguments(
-            cube, "surface_reflectance", "Surface reflectance × 10000 of every scene, with the product's own offset and quantification.",
-            upstream=("raw_scene",),
-        ))
+
+        @asset(
+            **stage_asset_arguments(
+                cube,
+                "surface_reflectance",
+                "Surface reflectance × 10000 of every scene, with the product's own offset and quantification.",
+                upstream=("raw_scene",),
+            )
+        )
         def surface_reflectance(
-            context: AssetExecutionContext, raw_scene: RawSceneManifest, store: RasterStoreResource, providers: ProvidersResource,
+            context: AssetExecutionContext,
+            raw_scene: RawSceneManifest,
+            store: RasterStoreResource,
+            providers: ProvidersResource,
         ) -> Output[ReflectanceManifest]:
             return reflectance(raw_scene, store, providers, None)
 
@@ -105,13 +122,18 @@ def build_surface_reflectance(cube: CubeConfig) -> AssetsDefinition:
 
     @asset(
         **stage_asset_arguments(
-            cube, "surface_reflectance", "Level-1C scenes through Sen2Cor, then surface reflectance × 10000 with the product's own offset.",
+            cube,
+            "surface_reflectance",
+            "Level-1C scenes through Sen2Cor, then surface reflectance × 10000 with the product's own offset.",
             upstream=("raw_scene",),
         ),
         pool=SEN2COR_POOL,
     )
     def surface_reflectance_l1c(
-        context: AssetExecutionContext, raw_scene: RawSceneManifest, store: RasterStoreResource, sen2cor: Sen2CorResource,
+        context: AssetExecutionContext,
+        raw_scene: RawSceneManifest,
+        store: RasterStoreResource,
+        sen2cor: Sen2CorResource,
         providers: ProvidersResource,
     ) -> Output[ReflectanceManifest]:
         return reflectance(raw_scene, store, providers, sen2cor.to_l2a)
@@ -122,12 +144,18 @@ def build_surface_reflectance(cube: CubeConfig) -> AssetsDefinition:
 def build_scene_cog(cube: CubeConfig) -> AssetsDefinition:
     """Return the ``scene_cog`` asset: COGs, quicklook, footprint and band indexes of every scene."""
 
-    @asset(**stage_asset_arguments(
-        cube, "scene_cog", "Cloud-Optimized GeoTIFFs of every scene, with quicklook, footprint and band indexes.",
-        upstream=("surface_reflectance",),
-    ))
+    @asset(
+        **stage_asset_arguments(
+            cube,
+            "scene_cog",
+            "Cloud-Optimized GeoTIFFs of every scene, with quicklook, footprint and band indexes.",
+            upstream=("surface_reflectance",),
+        )
+    )
     def scene_cog(
-        context: AssetExecutionContext, surface_reflectance: ReflectanceManifest, store: RasterStoreResource,
+        context: AssetExecutionContext,
+        surface_reflectance: ReflectanceManifest,
+        store: RasterStoreResource,
     ) -> Output[SceneCogManifest]:
         raster_store = store.get_store()
         scenes = []

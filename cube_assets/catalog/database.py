@@ -168,7 +168,7 @@ def _configure_postgresql_connection(dbapi_connection: Any, connection_record: A
 
 
 def _create_sqlite_engine(url: URL) -> Engine:
-    database = url.database
+    database = url.database or ""
     on_disk = bool(database) and database != ":memory:" and not database.startswith("file:")
     if on_disk:
         Path(database).parent.mkdir(parents=True, exist_ok=True)

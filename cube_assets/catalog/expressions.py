@@ -6,7 +6,7 @@ search (:mod:`cube_assets.catalog.search`; the client's ``Image.search()`` build
     from cube_assets.catalog.expressions import properties as p
 
     (p.product_id == "s2_16d-LCF") & (p.acquired >= "2024-01-01") & (p.acquired < "2024-04-01")
-    (p.cloud_fraction < 0.2) | (p.cloud_fraction == None)  # noqa: E711
+    (p.cloud_fraction < 0.2) | (p.cloud_fraction == None)  # noqa: E711 - builds a property expression, not a comparison with None
 
 An expression is a small tree (:class:`Comparison`, :class:`And`, :class:`Or`, :class:`Not`, ...)
 that :meth:`Expression.compile` turns into a SQLAlchemy ``WHERE`` clause for the searched class's
@@ -112,7 +112,7 @@ def quote(value: object) -> str:
         return f"<an integer of {value.bit_length()} bits>"
     try:
         text = repr(value)
-    except Exception:  # noqa: BLE001 - only used to word a message
+    except Exception:  # only used to word a message
         return f"<a {type(value).__name__}>"
     if len(text) <= _QUOTED_CHARACTERS:
         return text
@@ -221,7 +221,9 @@ def _number(what: str, value: object) -> float | int:
 def _check_text(what: str, value: str) -> str:
     """``value`` if it is at most :data:`MAX_TEXT_LENGTH` characters of encodable UTF-8 without NUL."""
     if len(value) > MAX_TEXT_LENGTH:
-        raise CatalogError(f"{what}: text of {len(value)} characters, at most {MAX_TEXT_LENGTH} allowed: {quote(value)}")
+        raise CatalogError(
+            f"{what}: text of {len(value)} characters, at most {MAX_TEXT_LENGTH} allowed: {quote(value)}"
+        )
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -304,7 +306,7 @@ def geometry_4326(value: object) -> BaseGeometry:
             value = value.get("geometry") or {}
         try:
             geometry = shapely.geometry.shape(value)
-        except Exception as exc:  # noqa: BLE001 - shapely raises several types for malformed GeoJSON
+        except Exception as exc:  # shapely raises several types for malformed GeoJSON
             raise CatalogError(f"geometry is not valid GeoJSON: {exc}") from exc
     if geometry.is_empty:
         raise CatalogError("geometry is empty")
@@ -392,9 +394,7 @@ def _expression(value: object, operator: str) -> Expression:
 def _check_bounds(expression: Expression, operator: str) -> None:
     """Refuse ``expression`` if it nests deeper than allowed or holds too many comparisons."""
     if expression._depth > MAX_EXPRESSION_DEPTH:
-        raise CatalogError(
-            f"expression: {operator} nests expressions more than {MAX_EXPRESSION_DEPTH} deep"
-        )
+        raise CatalogError(f"expression: {operator} nests expressions more than {MAX_EXPRESSION_DEPTH} deep")
     if expression._terms > MAX_SEARCH_TERMS:
         raise CatalogError(
             f"expression: {operator} combines {expression._terms} comparisons, at most {MAX_SEARCH_TERMS} allowed"
@@ -406,7 +406,7 @@ def _flatten(kind: type[Expression], parts: Iterable[object], operator: str) -> 
     flat: list[Expression] = []
     for part in parts:
         if isinstance(part, kind):
-            flat.extend(part.parts)  # type: ignore[attr-defined]
+            flat.extend(part.parts)  # type: ignore[attr-defined]  # a part of the same kind as an And/Or node is one, and has parts
         else:
             flat.append(_expression(part, operator))
     return tuple(flat)
@@ -414,7 +414,7 @@ def _flatten(kind: type[Expression], parts: Iterable[object], operator: str) -> 
 
 def _combine(expression: Expression, operator: str) -> None:
     """Flatten an ``And``/``Or`` node's parts, record its depth and terms, check the bounds."""
-    parts = _flatten(type(expression), expression.parts, operator)  # type: ignore[attr-defined]
+    parts = _flatten(type(expression), expression.parts, operator)  # type: ignore[attr-defined]  # only And and Or nodes are combined, and both have parts
     object.__setattr__(expression, "parts", parts)
     object.__setattr__(expression, "_depth", 1 + max((part._depth for part in parts), default=0))
     object.__setattr__(expression, "_terms", sum(part._terms for part in parts))
@@ -430,10 +430,10 @@ class And(Expression):
     def __post_init__(self) -> None:
         _combine(self, "&")
 
-    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:
         return and_(true(), *(part.compile(resolve, dialect) for part in self.parts))
 
-    def compile_negated(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+    def compile_negated(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:
         return or_(false(), *(part.compile_negated(resolve, dialect) for part in self.parts))
 
     def __repr__(self) -> str:
@@ -449,10 +449,10 @@ class Or(Expression):
     def __post_init__(self) -> None:
         _combine(self, "|")
 
-    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:
         return or_(false(), *(part.compile(resolve, dialect) for part in self.parts))
 
-    def compile_negated(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+    def compile_negated(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:
         return and_(true(), *(part.compile_negated(resolve, dialect) for part in self.parts))
 
     def __repr__(self) -> str:
@@ -471,10 +471,10 @@ class Not(Expression):
         object.__setattr__(self, "_terms", part._terms)
         _check_bounds(self, "~")
 
-    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:
         return self.part.compile_negated(resolve, dialect)
 
-    def compile_negated(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+    def compile_negated(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:
         # "not (not x)" is true exactly where x is; an unknown x matches neither way.
         return self.part.compile(resolve, dialect)
 
@@ -515,6 +515,7 @@ def without_btree_time_bounds() -> Iterator[None]:
     finally:
         _BTREE_TIME_BOUNDS.reset(token)
 
+
 #: Bounds of the range that ``acquired OP value`` implies the image's time span overlaps.
 _RANGE_BOUNDS = {"==": "[]", "<": "()", "<=": "(]", ">": "()", ">=": "[)"}
 
@@ -539,10 +540,12 @@ class Comparison(Expression):
 
     def __post_init__(self) -> None:
         if self.operator not in _OPERATORS:
-            raise CatalogError(f"{self.property!r}: operator {quote(self.operator)} is not one of {' '.join(_OPERATORS)}")
+            raise CatalogError(
+                f"{self.property!r}: operator {quote(self.operator)} is not one of {' '.join(_OPERATORS)}"
+            )
         _check_value(f"property {self.property._label()!r}", self.value)
 
-    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:
         field = resolve(self.property._name)
         if self.property._path:
             if field.kind != "json":
@@ -564,7 +567,7 @@ class Comparison(Expression):
             contained = _tags_contain(field, [_coerce(field, self.value)], dialect)
             return contained if self.operator == "==" else not_(contained)
         value = _coerce(field, self.value)
-        clause = _OPERATORS[self.operator](field.column, _bound(field, value))
+        clause: ColumnElement[bool] = _OPERATORS[self.operator](field.column, _bound(field, value))
         if dialect == "postgresql" and field.name == "acquired" and self.operator != "!=":
             model = field.column.class_
             lower, upper = {
@@ -683,7 +686,7 @@ class In(Expression):
         object.__setattr__(self, "_terms", max(1, len(self.values)))
         _check_bounds(self, "in_")
 
-    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:
         field = resolve(self.property._name)
         if self.property._path or field.kind == "json":
             return or_(false(), *(Comparison(self.property, "==", v).compile(resolve, dialect) for v in self.values))
@@ -711,7 +714,7 @@ class Prefix(Expression):
         if isinstance(self.prefix, str):
             _check_text(f"property {self.property._label()!r}: prefix", self.prefix)
 
-    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:  # noqa: D102
+    def compile(self, resolve: FieldResolver, dialect: str) -> ColumnElement[bool]:
         field = resolve(self.property._name)
         if self.property._path or field.kind != "string":
             raise CatalogError(f"prefix needs a text property, {self.property!r} is not one")
@@ -737,9 +740,7 @@ class Property:
 
     def __init__(self, name: str, path: tuple[str, ...] = ()) -> None:
         if not isinstance(name, str) or not PROPERTY_NAME.fullmatch(name):
-            raise CatalogError(
-                f"property name must be an ASCII identifier of at most 64 characters, got {quote(name)}"
-            )
+            raise CatalogError(f"property name must be an ASCII identifier of at most 64 characters, got {quote(name)}")
         if len(path) > MAX_JSON_PATH:
             raise CatalogError(f"property {name!r}: a JSON path of at most {MAX_JSON_PATH} keys, got {len(path)}")
         for key in path:
@@ -761,10 +762,10 @@ class Property:
             raise CatalogError(f"JSON property keys are non-empty text, got {quote(key)}")
         return Property(self._name, (*self._path, key))
 
-    def __eq__(self, value: object) -> Comparison:  # type: ignore[override]
+    def __eq__(self, value: object) -> Comparison:  # type: ignore[override]  # a property's == and != build a Comparison, as SQLAlchemy columns do
         return Comparison(self, "==", value)
 
-    def __ne__(self, value: object) -> Comparison:  # type: ignore[override]
+    def __ne__(self, value: object) -> Comparison:  # type: ignore[override]  # a property's == and != build a Comparison, as SQLAlchemy columns do
         return Comparison(self, "!=", value)
 
     def __lt__(self, value: object) -> Comparison:

@@ -44,7 +44,7 @@ from typing import Any
 
 import shapely
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import ColumnElement, and_, bindparam, func, literal, literal_column, text
+from sqlalchemy import ColumnClause, ColumnElement, and_, bindparam, func, literal, literal_column, text
 from sqlalchemy.sql import column, select, table
 
 from cube_assets.errors import CatalogError
@@ -308,7 +308,7 @@ def exact_intersects(model: Any, geometry: BaseGeometry, dialect: str) -> Column
         bindparam("footprint_points", json.dumps(shape.points)),
         bindparam("footprint_ring_edges", json.dumps(shape.ring_edges)),
     )
-    return clause  # type: ignore[return-value]
+    return clause  # type: ignore[return-value]  # a boolean SQL text clause stands in a WHERE like a ColumnElement
 
 
 def postgis_intersects(model: Any, geometry: BaseGeometry, schema: str) -> ColumnElement[bool]:
@@ -321,9 +321,12 @@ def postgis_intersects(model: Any, geometry: BaseGeometry, schema: str) -> Colum
         Nothing.
     """
     postgis = getattr(func, schema)
-    query = postgis.st_setsrid(postgis.st_geomfromgeojson(literal(json.dumps(shapely.geometry.mapping(geometry)))), 4326)
-    footprint = literal_column(f"{model.__table__.name}.footprint")
-    return postgis.st_intersects(footprint, query)  # type: ignore[no-any-return]
+    query = postgis.st_setsrid(
+        postgis.st_geomfromgeojson(literal(json.dumps(shapely.geometry.mapping(geometry)))), 4326
+    )
+    footprint: ColumnClause[Any] = literal_column(f"{model.__table__.name}.footprint")
+    intersects: ColumnElement[bool] = postgis.st_intersects(footprint, query)
+    return intersects
 
 
 def rtree_candidates(model: Any, bbox: BBox) -> ColumnElement[bool]:
@@ -349,7 +352,7 @@ def rtree_candidates(model: Any, bbox: BBox) -> ColumnElement[bool]:
             _RTREE.c.max_lat >= min_lat,
         )
     )
-    return model.id.in_(candidates)  # type: ignore[no-any-return]
+    return model.id.in_(candidates)  # type: ignore[no-any-return]  # the model's id column is typed Any by the mapping
 
 
 def footprint_intersects(

@@ -88,7 +88,7 @@ MAX_PROPERTIES = 50
 MAX_TAGS = 32
 
 
-class utcnow(FunctionElement[dt.datetime]):  # noqa: N801 - reads like the SQL function it renders
+class utcnow(FunctionElement[dt.datetime]):  # reads like the SQL function it renders
     """The database's current UTC time, with sub-second precision on every backend.
 
     Renders ``now()`` on PostgreSQL (transaction start time, ``timestamptz``) and
@@ -152,7 +152,7 @@ def json_document() -> JSON:
     ``JSON`` on SQLite and ``JSONB`` on PostgreSQL; Python ``None`` is stored as SQL ``NULL``
     (not the JSON text ``null``) so nullable JSON columns can be tested with ``IS NULL``.
     """
-    return JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")  # type: ignore[return-value]
+    return JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 class Base(DeclarativeBase):
@@ -297,7 +297,9 @@ class Image(Base):
 Index(
     "ix_images_bbox_time_span",
     func.box(func.point(Image.min_lon, Image.min_lat), func.point(Image.max_lon, Image.max_lat)),
-    func.tstzrange(Image.acquired, func.greatest(Image.acquired, Image.acquired_end), literal("[]", literal_execute=True)),
+    func.tstzrange(
+        Image.acquired, func.greatest(Image.acquired, Image.acquired_end), literal("[]", literal_execute=True)
+    ),
     postgresql_using="gist",
 ).ddl_if(dialect="postgresql")
 
@@ -330,9 +332,17 @@ END""",
 END""",
 )
 for _statement in SQLITE_BBOX_RTREE_DDL:
-    event.listen(Image.__table__, "after_create", DDL(_statement).execute_if(dialect="sqlite"))
+    event.listen(
+        Image.__table__,
+        "after_create",
+        DDL(_statement).execute_if(dialect="sqlite"),  # type: ignore[no-untyped-call]  # SQLAlchemy's DDL() is unannotated
+    )
 for _statement in ("DROP TABLE IF EXISTS images_bbox_rtree", "DROP TABLE IF EXISTS images_bbox_rtree_ids"):
-    event.listen(Image.__table__, "after_drop", DDL(_statement).execute_if(dialect="sqlite"))
+    event.listen(
+        Image.__table__,
+        "after_drop",
+        DDL(_statement).execute_if(dialect="sqlite"),  # type: ignore[no-untyped-call]  # SQLAlchemy's DDL() is unannotated
+    )
 
 #: Prefix of the SQLite R*Tree's tables (its own, the shadow tables SQLite makes for it, and the ids).
 SQLITE_BBOX_RTREE_PREFIX = "images_bbox_rtree"

@@ -43,10 +43,10 @@ from cube_assets.catalog.validation import (
 )
 from cube_assets.errors import CatalogError
 
-_PRODUCTS: Table = Product.__table__  # type: ignore[assignment]
-_BANDS: Table = Band.__table__  # type: ignore[assignment]
-_IMAGES: Table = Image.__table__  # type: ignore[assignment]
-_IMAGE_FILES: Table = ImageFile.__table__  # type: ignore[assignment]
+_PRODUCTS: Table = Product.__table__  # type: ignore[assignment]  # declarative classes type __table__ as FromClause; it is a Table
+_BANDS: Table = Band.__table__  # type: ignore[assignment]  # declarative classes type __table__ as FromClause; it is a Table
+_IMAGES: Table = Image.__table__  # type: ignore[assignment]  # declarative classes type __table__ as FromClause; it is a Table
+_IMAGE_FILES: Table = ImageFile.__table__  # type: ignore[assignment]  # declarative classes type __table__ as FromClause; it is a Table
 
 BBox = tuple[float, float, float, float]
 """``(min_lon, min_lat, max_lon, max_lat)`` in EPSG:4326 degrees."""
@@ -574,7 +574,7 @@ def upsert_image(session: Session, record: ImageRecord) -> bool:
     image_written = _upsert_rows(session, _IMAGES, [row], ["id"]) > 0
 
     bands = [file.band for file in record.files]
-    deleted: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+    deleted: CursorResult[Any] = session.execute(  # type: ignore[assignment]  # a DELETE returns a CursorResult; Session.execute is typed as Result
         delete(_IMAGE_FILES).where(_IMAGE_FILES.c.image_id == record.id, _IMAGE_FILES.c.band.not_in(bands))
     )
     removed = deleted.rowcount
@@ -666,7 +666,9 @@ def search_images(
     statement = statement.order_by(Image.acquired, Image.id)
     if limit is not None:
         if isinstance(limit, int) and limit > _MAX_SEARCH_LIMIT:
-            raise CatalogError(f"{what}: limit must be at most {_MAX_SEARCH_LIMIT}, got an integer of {limit.bit_length()} bits")
+            raise CatalogError(
+                f"{what}: limit must be at most {_MAX_SEARCH_LIMIT}, got an integer of {limit.bit_length()} bits"
+            )
         statement = statement.limit(_check_positive_int(what, "limit", limit))
     return list(session.scalars(statement))
 

@@ -66,15 +66,15 @@ class SearchCatalog(Protocol):
     """The catalog connection a search runs on: its SQL dialect, engine and sessions."""
 
     @property
-    def dialect(self) -> str: ...  # noqa: D102
+    def dialect(self) -> str: ...
 
     @property
-    def engine(self) -> Engine: ...  # noqa: D102
+    def engine(self) -> Engine: ...
 
     @property
-    def postgis_schema(self) -> str | None: ...  # noqa: D102
+    def postgis_schema(self) -> str | None: ...
 
-    def session(self) -> AbstractContextManager[Session]: ...  # noqa: D102
+    def session(self) -> AbstractContextManager[Session]: ...
 
 
 class Searchable(Protocol):
@@ -128,8 +128,10 @@ class Search(Generic[T]):
         self._catalog = catalog
         self._filters = filters
         # The compiled filters, kept so a search is compiled once, when each filter is added.
-        self._clauses = clauses if len(clauses) == len(filters) else tuple(
-            expression.compile(self._resolve, self._dialect) for expression in filters
+        self._clauses = (
+            clauses
+            if len(clauses) == len(filters)
+            else tuple(expression.compile(self._resolve, self._dialect) for expression in filters)
         )
         self._bbox = bbox
         self._geometry = geometry
@@ -137,7 +139,7 @@ class Search(Generic[T]):
         self._limit = limit
 
     def _copy(self, **changes: Any) -> Search[T]:
-        values = {
+        values: dict[str, Any] = {
             "filters": self._filters,
             "clauses": self._clauses,
             "bbox": self._bbox,
@@ -242,9 +244,7 @@ class Search(Generic[T]):
         Raises:
             CatalogError: if ``count`` is not a positive integer of at most :data:`MAX_LIMIT`, or None.
         """
-        if count is not None and (
-            isinstance(count, bool) or not isinstance(count, int) or not 0 < count <= MAX_LIMIT
-        ):
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or not 0 < count <= MAX_LIMIT):
             raise CatalogError(f"limit must be a positive integer of at most {MAX_LIMIT}, or None, got {quote(count)}")
         return self._copy(limit=count)
 
@@ -286,7 +286,7 @@ class Search(Generic[T]):
 
     def _order_by(self) -> list[ColumnElement[Any]]:
         order = self._order or self._cls._default_order
-        clauses = []
+        clauses: list[ColumnElement[Any]] = []
         for name, ascending in order:
             field = self._resolve(name)
             clause = field.column.asc() if ascending else field.column.desc()
@@ -299,9 +299,7 @@ class Search(Generic[T]):
     def sql(self) -> str:
         """Return the SQL text of :meth:`statement` for this catalog's dialect (values bound inline)."""
         return str(
-            self.statement().compile(
-                dialect=self._catalog.engine.dialect, compile_kwargs={"literal_binds": True}
-            )
+            self.statement().compile(dialect=self._catalog.engine.dialect, compile_kwargs={"literal_binds": True})
         )
 
     # ------------------------------------------------------------------ running
@@ -361,9 +359,7 @@ def bbox_intersects(model: Any, bbox: BBox, dialect: str) -> ColumnElement[bool]
     if min_lon > max_lon or min_lat > max_lat:
         raise CatalogError(f"bbox {bbox} has a minimum above its maximum (the antimeridian is not supported)")
     if dialect == "postgresql":
-        return image_box(model).op("&&")(
-            func.box(func.point(min_lon, min_lat), func.point(max_lon, max_lat))
-        )
+        return image_box(model).op("&&")(func.box(func.point(min_lon, min_lat), func.point(max_lon, max_lat)))
     return and_(
         model.min_lon <= max_lon,
         model.max_lon >= min_lon,
@@ -375,7 +371,6 @@ def bbox_intersects(model: Any, bbox: BBox, dialect: str) -> ColumnElement[bool]
 def image_box(model: Any) -> ColumnElement[Any]:
     """``box(point(min_lon, min_lat), point(max_lon, max_lat))`` of the images table (PostgreSQL)."""
     return func.box(func.point(model.min_lon, model.min_lat), func.point(model.max_lon, model.max_lat))
-
 
 
 __all__ = [

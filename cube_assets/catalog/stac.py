@@ -50,7 +50,6 @@ from cube_assets.catalog.search import SearchCatalog
 from cube_assets.errors import CatalogError
 
 
-
 class Band(Protocol):
     """What STAC reads of a band: a client band object, or anything with these attributes (``unit`` optional)."""
 
@@ -110,6 +109,7 @@ class Product(Protocol):
     modified: dt.datetime | None
     properties: Mapping[str, Any]
     tags: Sequence[str]
+
 
 EO_SCHEMA = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
 RASTER_SCHEMA = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
@@ -280,7 +280,7 @@ def _band_assets_fields(band: Band | None, asset: pystac.Asset) -> None:
         ]
     raster = RasterBand.create(
         nodata=band.nodata,
-        data_type=_RASTER_DATA_TYPES.get(band.data_type),
+        data_type=None if band.data_type is None else _RASTER_DATA_TYPES.get(band.data_type),
         spatial_resolution=band.resolution,
         unit=getattr(band, "unit", None),
     )
@@ -300,7 +300,7 @@ def _crs_fields(code: str) -> dict[str, Any]:
     """``proj:code`` (and ``proj:wkt2`` when the CRS has no authority code) of a catalog CRS string."""
     try:
         crs = CRS.from_user_input(code)
-    except Exception:  # noqa: BLE001 - pyproj raises CRSError and others for unparseable input
+    except Exception:  # pyproj raises CRSError and others for unparseable input
         return {"proj:code": code if re.fullmatch(r"[A-Z]+:[0-9A-Za-z.:-]+", code) else None}
     authority = crs.to_authority(min_confidence=100)
     if authority is not None:
@@ -442,7 +442,7 @@ def product_to_collection(
         extra_fields=extra,
         summaries=summaries,
     )
-    item_assets = {}
+    item_assets: dict[str, pystac.ItemAssetDefinition | dict[str, Any]] = {}
     for band in bands:
         definition = pystac.ItemAssetDefinition.create(
             title=band.name,
@@ -466,7 +466,7 @@ def product_to_collection(
 _FIELD_VALIDATORS = {uri: Draft7Validator(schema) for uri, schema in EXTENSION_FIELD_SCHEMAS.items()}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _core_validator(kind: pystac.STACObjectType) -> Any:
     """A JSON-schema validator of the core STAC 1.1.0 schema of ``kind``, built once.
 
@@ -476,6 +476,8 @@ def _core_validator(kind: pystac.STACObjectType) -> Any:
     """
     cache = get_local_schema_cache()
     uri = DefaultSchemaUriMap().get_object_schema_uri(kind, STAC_VERSION)
+    if uri is None:  # pystac knows the schema of every core object type
+        raise KeyError(f"no core STAC {STAC_VERSION} schema for {kind}")
     registry: Registry[Any] = Registry().with_resources(
         [(key, Resource.from_contents(schema)) for key, schema in cache.items()]
     )

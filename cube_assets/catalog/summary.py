@@ -240,23 +240,28 @@ def _summarize_by_ranges(
     in year 9999 (its end may be beyond what ``datetime`` holds).
     """
     image = models.Image
-    earliest = latest = None
     with search.catalog.session() as session:
-        if start is None or end is None:
+        if start is not None and end is not None:
+            first, last = _floor(start, interval), _last_before(end, interval)
+        else:
             earliest, latest = session.execute(
                 select(func.min(image.acquired), func.max(image.acquired)).where(restricted.where_clause())
             ).one()
             if earliest is None:  # nothing matches and the series has an open end
                 return []
-        first = _floor(start if start is not None else earliest, interval)
-        last = _last_before(end, interval) if end is not None else _floor(latest, interval)
+            first = _floor(start if start is not None else earliest, interval)
+            last = _last_before(end, interval) if end is not None else _floor(latest, interval)
         if _interval_count(first, last, interval) > MAX_RANGE_INTERVALS or last.year == dt.MAXYEAR:
             return None  # the grouped pass (whose last interval may end beyond datetime's range)
         starts = [first]
         while starts[-1] < last:
             starts.append(_next(starts[-1], interval))
         ranges = [
-            (bucket, max(bucket, start) if start else bucket, min(_next(bucket, interval), end) if end else _next(bucket, interval))
+            (
+                bucket,
+                max(bucket, start) if start else bucket,
+                min(_next(bucket, interval), end) if end else _next(bucket, interval),
+            )
             for bucket in starts
         ]
         intervals = values(
@@ -267,7 +272,9 @@ def _summarize_by_ranges(
         ).data(ranges)
         totals = (
             select(func.count().label("images"), func.coalesce(func.sum(image.size_bytes), 0).label("size"))
-            .where(search.where_clause(), image.acquired >= intervals.c.range_start, image.acquired < intervals.c.range_end)
+            .where(
+                search.where_clause(), image.acquired >= intervals.c.range_start, image.acquired < intervals.c.range_end
+            )
             .lateral("totals")
         )
         query = (
@@ -328,4 +335,12 @@ def _next(moment: dt.datetime, interval: str) -> dt.datetime:
     return moment + dt.timedelta(days=1)
 
 
-__all__ = ["DATE_FIELDS", "INTERVALS", "MAX_INTERVALS", "IntervalSummary", "Summary", "summarize", "summarize_intervals"]
+__all__ = [
+    "DATE_FIELDS",
+    "INTERVALS",
+    "MAX_INTERVALS",
+    "IntervalSummary",
+    "Summary",
+    "summarize",
+    "summarize_intervals",
+]

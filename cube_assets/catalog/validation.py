@@ -125,7 +125,8 @@ def check_properties(what: str, value: object) -> dict[str, Any]:
     for key in value:
         if not isinstance(key, str) or not key:
             raise CatalogError(f"{what} keys must be non-empty strings, got {key!r}")
-    return json_copy(what, dict(value))
+    properties: dict[str, Any] = json_copy(what, dict(value))
+    return properties
 
 
 def check_data_type(what: str, value: object) -> str:
@@ -136,7 +137,7 @@ def check_data_type(what: str, value: object) -> str:
     """
     if value not in BAND_DATA_TYPES:
         raise CatalogError(f"{what} must be one of {BAND_DATA_TYPES}, got {value!r}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def check_class_labels(what: str, value: object) -> dict[str, str]:

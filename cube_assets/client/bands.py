@@ -13,7 +13,7 @@ from cube_assets.catalog.models import BAND_DATA_TYPES
 from cube_assets.catalog.repository import BandRecord, upsert_bands
 from cube_assets.client import coercers
 from cube_assets.client.attributes import Attribute
-from cube_assets.client.base import O, CatalogObject, InProduct
+from cube_assets.client.base import CatalogObject, InProduct, ObjectT
 from cube_assets.client.connection import Catalog, bind_to_catalogs
 from cube_assets.client.search import ObjectSearch
 from cube_assets.errors import CatalogError
@@ -34,8 +34,12 @@ class Band(InProduct, CatalogObject):
     band_type: ClassVar[str | None] = None
 
     product_id = Attribute(coercers.identifier, kind="string", immutable=True, nullable=False, doc="The product's id.")
-    name = Attribute(coercers.identifier, kind="string", immutable=True, nullable=False, doc="Unique within the product.")
-    type = Attribute(coercers.text, kind="string", readonly=True, doc="spectral, mask, class or generic (from the class).")
+    name = Attribute(
+        coercers.identifier, kind="string", immutable=True, nullable=False, doc="Unique within the product."
+    )
+    type = Attribute(
+        coercers.text, kind="string", readonly=True, doc="spectral, mask, class or generic (from the class)."
+    )
     data_type = Attribute(coercers.data_type, kind="string", doc=f"One of {', '.join(BAND_DATA_TYPES)}.")
     data_range = Attribute(coercers.value_range, doc="(min, max) of the stored values.")
     display_range = Attribute(coercers.value_range, doc="(min, max) to stretch for display.")
@@ -64,7 +68,7 @@ class Band(InProduct, CatalogObject):
         return f"band {self.id!r}" if self.id is not None else "new band"
 
     @classmethod
-    def _key(cls, id: str) -> tuple[Any, ...]:  # noqa: A002
+    def _key(cls, id: str) -> tuple[Any, ...]:
         if not isinstance(id, str) or ":" not in id:
             raise CatalogError(f"band id must be 'product_id:band_name', got {id!r}")
         product_id, name = id.rsplit(":", 1)
@@ -73,7 +77,7 @@ class Band(InProduct, CatalogObject):
         return (product_id, name)
 
     @classmethod
-    def _id_attributes(cls, id: str) -> dict[str, Any]:  # noqa: A002
+    def _id_attributes(cls, id: str) -> dict[str, Any]:
         product_id, name = cls._key(id)
         return {"product_id": product_id, "name": name}
 
@@ -105,7 +109,7 @@ class Band(InProduct, CatalogObject):
         return value
 
     @classmethod
-    def search(cls: type[O], catalog: Catalog | None = None) -> ObjectSearch[O]:
+    def search(cls: type[ObjectT], catalog: Catalog | None = None) -> ObjectSearch[ObjectT]:
         """Return a search over bands; on a subclass, only bands of that type."""
         search = ObjectSearch(cls, cls._resolve_catalog(catalog))
         band_type = getattr(cls, "band_type", None)
@@ -129,7 +133,7 @@ class Band(InProduct, CatalogObject):
                 *self._extra_columns,
             )
         }
-        return BandRecord(type=self.band_type, **fields)  # type: ignore[arg-type]
+        return BandRecord(type=self.band_type, **fields)  # type: ignore[arg-type]  # BandRecord checks the fields itself and names them
 
     _extra_columns: ClassVar[tuple[str, ...]] = ()
 
@@ -184,8 +188,6 @@ class GenericBand(Band):
 _BAND_CLASSES: dict[str, type[Band]] = {
     cls.band_type: cls for cls in (SpectralBand, MaskBand, ClassBand, GenericBand) if cls.band_type
 }
-
-
 
 
 bind_to_catalogs("bands", Band)

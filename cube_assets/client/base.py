@@ -77,8 +77,7 @@ class ObjectState(enum.StrEnum):
     DELETED = "deleted"
 
 
-
-O = TypeVar("O", bound="CatalogObject")
+ObjectT = TypeVar("ObjectT", bound="CatalogObject")
 
 
 def _copy(value: Any) -> Any:
@@ -220,26 +219,26 @@ class CatalogObject:
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    def _key(cls, id: str) -> tuple[Any, ...]:  # noqa: A002
+    def _key(cls, id: str) -> tuple[Any, ...]:
         return (id,)
 
     @classmethod
     def _select(cls, dialect: str) -> Select[Any]:
         """``SELECT`` of the columns objects are built from (Core rows, no ORM identity map)."""
-        return select(*cls._model.__table__.c)  # type: ignore[attr-defined]
+        return select(*cls._model.__table__.c)  # type: ignore[attr-defined]  # _model is a mapped class; its columns are typed Any
 
     @classmethod
-    def _build(cls: type[O], rows: Sequence[Any], catalog: Catalog, session: Session) -> list[O]:
+    def _build(cls: type[ObjectT], rows: Sequence[Any], catalog: Catalog, session: Session) -> list[ObjectT]:
         """Objects from rows of :meth:`_select` (subclasses fetch what the rows lack, e.g. files)."""
         return [cls._from_row(row, catalog, {}) for row in rows]
 
     @classmethod
-    def _load(cls: type[O], catalog: Catalog, session: Session, statement: Select[Any]) -> list[O]:
+    def _load(cls: type[ObjectT], catalog: Catalog, session: Session, statement: Select[Any]) -> list[ObjectT]:
         # Core execution on the session's connection: no ORM layer between the rows and the objects.
         return cls._build(session.connection().execute(statement).all(), catalog, session)
 
     @classmethod
-    def _from_row(cls: type[O], row: Any, catalog: Catalog, extra: Mapping[str, Any]) -> O:
+    def _from_row(cls: type[ObjectT], row: Any, catalog: Catalog, extra: Mapping[str, Any]) -> ObjectT:
         target = cls._class_for(row)
         obj = target.__new__(target)
         object.__setattr__(obj, "_catalog", catalog)
@@ -266,7 +265,9 @@ class CatalogObject:
         attribute = cls._attributes.get(name)
         if attribute is None or attribute.kind is None:
             searchable = sorted(n for n, a in cls._attributes.items() if a.kind is not None)
-            raise CatalogError(f"{cls._what}s have no searchable property {name!r}; searchable: {', '.join(searchable)}")
+            raise CatalogError(
+                f"{cls._what}s have no searchable property {name!r}; searchable: {', '.join(searchable)}"
+            )
         column = getattr(cls._model, attribute.column or name)
         return SearchField(name=name, column=column, kind=attribute.kind, nullable=attribute.nullable)
 
@@ -275,7 +276,7 @@ class CatalogObject:
         return catalog if catalog is not None else default_catalog()
 
     @classmethod
-    def search(cls: type[O], catalog: Catalog | None = None) -> ObjectSearch[O]:
+    def search(cls: type[ObjectT], catalog: Catalog | None = None) -> ObjectSearch[ObjectT]:
         """Return an :class:`~cube_assets.client.search.ObjectSearch` over every object of this class.
 
         Raises:
@@ -284,7 +285,7 @@ class CatalogObject:
         return ObjectSearch(cls, cls._resolve_catalog(catalog))
 
     @classmethod
-    def get(cls: type[O], id: str, catalog: Catalog | None = None) -> O | None:  # noqa: A002
+    def get(cls: type[ObjectT], id: str, catalog: Catalog | None = None) -> ObjectT | None:
         """Return the object stored under ``id``, or None if there is none.
 
         Raises:
@@ -295,8 +296,8 @@ class CatalogObject:
 
     @classmethod
     def get_many(
-        cls: type[O], ids: Iterable[str], ignore_missing: bool = False, catalog: Catalog | None = None
-    ) -> list[O]:
+        cls: type[ObjectT], ids: Iterable[str], ignore_missing: bool = False, catalog: Catalog | None = None
+    ) -> list[ObjectT]:
         """Return the objects stored under ``ids``, in the order of ``ids``, in one query.
 
         Returns:
@@ -311,7 +312,7 @@ class CatalogObject:
             raise CatalogError(f"get_many takes a list of ids, got the string {ids!r}")
         wanted = list(dict.fromkeys(ids))
         keys = {id_: cls._key(id_) for id_ in wanted}
-        found: dict[tuple[Any, ...], O] = {}
+        found: dict[tuple[Any, ...], ObjectT] = {}
         if keys:
             statement = cls._select(resolved.dialect).where(cls._keys_clause(list(keys.values())))
             with resolved.session() as session:
@@ -324,18 +325,18 @@ class CatalogObject:
 
     @classmethod
     def _keys_clause(cls, keys: list[tuple[Any, ...]]) -> Any:
-        return cls._model.id.in_([key[0] for key in keys])  # type: ignore[attr-defined]
+        return cls._model.id.in_([key[0] for key in keys])  # type: ignore[attr-defined]  # _model is a mapped class; its columns are typed Any
 
     @classmethod
     def _tiebreak(cls) -> list[Any]:
         """Columns that make an ordering total (the primary key)."""
-        return [cls._model.id]  # type: ignore[attr-defined]
+        return [cls._model.id]  # type: ignore[attr-defined]  # _model is a mapped class; its columns are typed Any
 
     def _identity(self) -> tuple[Any, ...]:
         return (self._values["id"],)
 
     @classmethod
-    def exists(cls, id: str, catalog: Catalog | None = None) -> bool:  # noqa: A002
+    def exists(cls, id: str, catalog: Catalog | None = None) -> bool:
         """Return whether an object is stored under ``id`` (one indexed query, nothing loaded).
 
         Raises:
@@ -347,7 +348,7 @@ class CatalogObject:
             return bool(session.execute(statement).scalar_one())
 
     @classmethod
-    def get_or_create(cls: type[O], id: str, catalog: Catalog | None = None, **attributes: Any) -> O:  # noqa: A002
+    def get_or_create(cls: type[ObjectT], id: str, catalog: Catalog | None = None, **attributes: Any) -> ObjectT:
         """Return the stored object ``id`` with ``attributes`` assigned, or a new unsaved one with them.
 
         Nothing is written: call :meth:`save`. A stored object whose attributes all match is ``saved``
@@ -365,12 +366,12 @@ class CatalogObject:
         return found
 
     @classmethod
-    def _id_attributes(cls, id: str) -> dict[str, Any]:  # noqa: A002
+    def _id_attributes(cls, id: str) -> dict[str, Any]:
         return {"id": id}
 
     # ------------------------------------------------------------------ writing
 
-    def save(self: O) -> O:
+    def save(self: ObjectT) -> ObjectT:
         """Store the object if it is unsaved or modified; do nothing if it is saved.
 
         A new object whose id is already stored is refused (use :meth:`get_or_create` to update
@@ -420,7 +421,7 @@ class CatalogObject:
         object.__setattr__(self, "_values", fresh._values)
         object.__setattr__(self, "_snapshot", fresh._snapshot)
 
-    def reload(self: O) -> O:
+    def reload(self: ObjectT) -> ObjectT:
         """Replace every attribute with what the catalog holds now (dropping unsaved changes).
 
         Returns:
@@ -447,7 +448,7 @@ class CatalogObject:
         with self.catalog.transaction() as session:
             self._check_deletable(session)
             result = session.execute(delete(self._model).where(self._keys_clause([self._identity()])))
-            if result.rowcount == 0:  # type: ignore[attr-defined]
+            if result.rowcount == 0:  # type: ignore[attr-defined]  # an UPDATE returns a CursorResult, which has rowcount
                 raise NotFoundError(f"{self._label()} is not in the catalog")
         self._deleted = True
 
@@ -464,7 +465,6 @@ class CatalogObject:
         missing = [name for name in names if self._values.get(name) is None]
         if missing:
             raise CatalogError(f"{self._label()}: {', '.join(missing)} required before saving")
-
 
 
 # ------------------------------------------------------------------------------ in a product
@@ -484,7 +484,7 @@ class InProduct:
         """
         found = self.catalog.products.get(self.product_id)
         if found is None:
-            raise NotFoundError(f"{self._label()}: product {self.product_id!r} is not in the catalog")  # type: ignore[attr-defined]
+            raise NotFoundError(f"{self._label()}: product {self.product_id!r} is not in the catalog")  # type: ignore[attr-defined]  # only objects in a product have product_id
         return found
 
 

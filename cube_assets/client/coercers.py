@@ -36,6 +36,7 @@ from cube_assets.errors import CatalogError
 
 def optional(coerce: Coerce) -> Coerce:
     """Return a coercer that passes None through and applies ``coerce`` to anything else."""
+
     def coerce_optional(what: str, value: Any) -> Any:
         return None if value is None else coerce(what, value)
 
@@ -132,9 +133,6 @@ def tags(what: str, value: Any) -> list[str]:
     return check_tag_list(what, list(value))
 
 
-
-
-
 def properties(what: str, value: Any) -> dict[str, Any]:
     """Return a JSON copy of the mapping ``value`` (:func:`~cube_assets.catalog.validation.check_properties`).
 
@@ -214,9 +212,11 @@ def files(what: str, value: Any) -> dict[str, File]:
         if isinstance(file, str):
             file = File(file)
         elif isinstance(file, Mapping):
-            file = File(file.get("href"), file.get("size_bytes"))  # type: ignore[arg-type]
+            file = File(file.get("href"), file.get("size_bytes"))  # type: ignore[arg-type]  # File checks the href and size itself and names them
         if not isinstance(file, File):
-            raise CatalogError(f"{what}: band {band!r} must be a File, an href or {{'href', 'size_bytes'}}, got {file!r}")
+            raise CatalogError(
+                f"{what}: band {band!r} must be a File, an href or {{'href', 'size_bytes'}}, got {file!r}"
+            )
         if not isinstance(file.href, str) or not file.href.strip():
             raise CatalogError(f"{what}: band {band!r} href must be a non-empty string, got {file.href!r}")
         size = file.size_bytes

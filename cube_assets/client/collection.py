@@ -159,7 +159,7 @@ class Collection(Generic[T]):
             return self._items == other
         return NotImplemented
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # a mutable collection is not hashable
 
     def append(self, item: T) -> None:
         """Add ``item`` at the end."""
@@ -207,7 +207,10 @@ class Collection(Generic[T]):
         """
         if not predicates:
             raise CatalogError("sorted needs at least one predicate")
-        keyed = [(tuple(_sort_key(evaluate(item, p)) for p in predicates), index, item) for index, item in enumerate(self._items)]
+        keyed = [
+            (tuple(_sort_key(evaluate(item, p)) for p in predicates), index, item)
+            for index, item in enumerate(self._items)
+        ]
         try:
             keyed.sort(key=lambda entry: entry[0], reverse=reverse)
         except TypeError as exc:
@@ -311,7 +314,9 @@ def image_grid(image: Any) -> Any:
     """
     missing = [name for name in ("crs", "geotransform", "width", "height") if getattr(image, name, None) is None]
     if missing:
-        raise CatalogError(f"image {image.id!r} has no {', '.join(missing)}: it has no grid of its own; pass a geocontext")
+        raise CatalogError(
+            f"image {image.id!r} has no {', '.join(missing)}: it has no grid of its own; pass a geocontext"
+        )
     try:
         return GeoContext.from_grid(image.crs, image.geotransform, (image.height, image.width))
     except ValueError as exc:
@@ -354,8 +359,10 @@ class ImageCollection(Collection[Any]):
             CatalogError: if ``minimum_coverage`` is not in [0, 1], the geometry has no area, or an
                 image has no footprint.
         """
-        if isinstance(minimum_coverage, bool) or not isinstance(minimum_coverage, int | float) or not (
-            0.0 <= minimum_coverage <= 1.0
+        if (
+            isinstance(minimum_coverage, bool)
+            or not isinstance(minimum_coverage, int | float)
+            or not (0.0 <= minimum_coverage <= 1.0)
         ):
             raise CatalogError(f"minimum_coverage must be a number in [0, 1], got {minimum_coverage!r}")
         target, area = _target(geometry_4326(geometry))
@@ -395,7 +402,9 @@ class ImageCollection(Collection[Any]):
         for image in self._items:
             missing = [name for name in names if name not in image.files]
             if missing:
-                raise CatalogError(f"image {image.id!r} has no file for band(s) {missing}; it has {sorted(image.files)}")
+                raise CatalogError(
+                    f"image {image.id!r} has no file for band(s) {missing}; it has {sorted(image.files)}"
+                )
             sources.append({band: file.href for band, file in image.files.items()})
         product_ids = sorted({image.product_id for image in self._items})
         catalog = self._items[0].catalog

@@ -169,8 +169,7 @@ def default_catalog() -> Catalog:
     """
     if _default_catalog is None:
         raise CatalogError(
-            "no catalog given and no default catalog: call cube_assets.client.connect(url)"
-            " or pass catalog=Catalog(url)"
+            "no catalog given and no default catalog: call cube_assets.client.connect(url) or pass catalog=Catalog(url)"
         )
     return _default_catalog
 
@@ -186,7 +185,7 @@ class BoundClass:
         """Return a new unsaved object of the class, bound to the catalog."""
         return self._cls(catalog=self._catalog, **attributes)
 
-    def get(self, id: str) -> Any:  # noqa: A002 - the catalog's word for it
+    def get(self, id: str) -> Any:  # the catalog's word for it
         """``cls.get(id)`` on this catalog."""
         return self._cls.get(id, catalog=self._catalog)
 
@@ -194,11 +193,11 @@ class BoundClass:
         """``cls.get_many(ids, ignore_missing)`` on this catalog."""
         return self._cls.get_many(ids, ignore_missing=ignore_missing, catalog=self._catalog)
 
-    def get_or_create(self, id: str, **attributes: Any) -> Any:  # noqa: A002
+    def get_or_create(self, id: str, **attributes: Any) -> Any:
         """``cls.get_or_create(id, **attributes)`` on this catalog."""
         return self._cls.get_or_create(id, catalog=self._catalog, **attributes)
 
-    def exists(self, id: str) -> bool:  # noqa: A002
+    def exists(self, id: str) -> bool:
         """``cls.exists(id)`` on this catalog."""
         return self._cls.exists(id, catalog=self._catalog)
 

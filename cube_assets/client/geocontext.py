@@ -302,9 +302,7 @@ class GeoContext:
 
     def __repr__(self) -> str:
         crs = self._crs.to_string() if self._crs.to_epsg() else self._crs.to_wkt()[:60]
-        return (
-            f"GeoContext(bounds={self._bounds}, crs={crs!r}, resolution={self._resolution}, shape={self._shape})"
-        )
+        return f"GeoContext(bounds={self._bounds}, crs={crs!r}, resolution={self._resolution}, shape={self._shape})"
 
 
 # -------------------------------------------------------------------- validation helpers
@@ -332,7 +330,7 @@ def _check_crs(crs: CRS | ProjCRS | str | int) -> CRS:
         if isinstance(crs, ProjCRS):
             return CRS.from_wkt(crs.to_wkt())
         return CRS.from_user_input(crs)
-    except Exception as error:  # noqa: BLE001 - rasterio raises several types for unparseable input
+    except Exception as error:  # rasterio raises several types for unparseable input
         raise ValueError(f"GeoContext: crs {crs!r} cannot be parsed ({error})") from error
 
 
@@ -400,7 +398,7 @@ def _as_geometry(geometry: BaseGeometry | Mapping[str, Any] | Any) -> BaseGeomet
             geometry = geometry.get("geometry") or {}
         try:
             shape_geometry = shapely.geometry.shape(geometry)
-        except Exception as error:  # noqa: BLE001 - shapely raises several types for malformed GeoJSON
+        except Exception as error:  # shapely raises several types for malformed GeoJSON
             raise ValueError(f"GeoContext: geometry is not valid GeoJSON ({error})") from error
     if shape_geometry.is_empty:
         raise ValueError("GeoContext: geometry is empty")

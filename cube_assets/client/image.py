@@ -40,7 +40,9 @@ class Image(InProduct, CatalogObject):
     id = Attribute(coercers.identifier, kind="string", immutable=True, nullable=False, doc="Unique id.")
     product_id = Attribute(coercers.identifier, kind="string", immutable=True, nullable=False, doc="The product's id.")
     name = Attribute(coercers.identifier, kind="string", doc="Name (defaults to the id when saved).")
-    acquired = Attribute(coercers.aware_datetime, kind="datetime", nullable=False, doc="Start of acquisition (aware, UTC).")
+    acquired = Attribute(
+        coercers.aware_datetime, kind="datetime", nullable=False, doc="Start of acquisition (aware, UTC)."
+    )
     acquired_end = Attribute(coercers.aware_datetime, kind="datetime", doc="End of the time covered, for composites.")
     geometry = Attribute(coercers.geometry, doc="Footprint in EPSG:4326 (shapely).")
     crs = Attribute(coercers.identifier, kind="string", doc="CRS code, e.g. ``EPSG:32723``.")
@@ -56,11 +58,19 @@ class Image(InProduct, CatalogObject):
     tile = Attribute(coercers.identifier, kind="string", doc="Grid tile name, for cube images.")
     period_start = Attribute(coercers.date, kind="date", doc="Start date of the cube period, for cube images.")
     properties = Attribute(
-        coercers.properties, kind="json", default=dict, nullable=False, doc=f"Extra JSON properties (at most {MAX_PROPERTIES})."
+        coercers.properties,
+        kind="json",
+        default=dict,
+        nullable=False,
+        doc=f"Extra JSON properties (at most {MAX_PROPERTIES}).",
     )
-    tags = Attribute(coercers.tags, kind="tags", default=list, nullable=False, doc=f"At most {MAX_TAGS} distinct strings.")
+    tags = Attribute(
+        coercers.tags, kind="tags", default=list, nullable=False, doc=f"At most {MAX_TAGS} distinct strings."
+    )
     files = Attribute(coercers.files, default=dict, nullable=False, doc="Band name → File(href, size_bytes).")
-    created = Attribute(coercers.aware_datetime, kind="datetime", readonly=True, doc="When the image was first stored (UTC).")
+    created = Attribute(
+        coercers.aware_datetime, kind="datetime", readonly=True, doc="When the image was first stored (UTC)."
+    )
     modified = Attribute(coercers.aware_datetime, kind="datetime", readonly=True, doc="When it was last changed (UTC).")
 
     @classmethod
@@ -235,8 +245,6 @@ class Image(InProduct, CatalogObject):
             self._catalog = self.catalog
             self._refresh(self.catalog)
         return upload
-
-
 
 
 bind_to_catalogs("images", Image)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -26,16 +25,30 @@ class Product(CatalogObject):
     _model = models.Product
     _what = "product"
 
-    id = Attribute(coercers.identifier, kind="string", immutable=True, nullable=False, doc="Unique id, e.g. ``s2_16d-LCF``.")
+    id = Attribute(
+        coercers.identifier, kind="string", immutable=True, nullable=False, doc="Unique id, e.g. ``s2_16d-LCF``."
+    )
     name = Attribute(coercers.identifier, kind="string", doc="Display name.")
     description = Attribute(coercers.text, kind="string", default=str, nullable=False, doc="Free text.")
-    start_datetime = Attribute(coercers.aware_datetime, kind="datetime", doc="Start of the time the product covers (aware).")
-    end_datetime = Attribute(coercers.aware_datetime, kind="datetime", doc="End of the time the product covers (aware).")
-    tags = Attribute(coercers.tags, kind="tags", default=list, nullable=False, doc=f"At most {MAX_TAGS} distinct strings.")
-    properties = Attribute(
-        coercers.properties, kind="json", default=dict, nullable=False, doc=f"Extra JSON properties (at most {MAX_PROPERTIES})."
+    start_datetime = Attribute(
+        coercers.aware_datetime, kind="datetime", doc="Start of the time the product covers (aware)."
     )
-    created = Attribute(coercers.aware_datetime, kind="datetime", readonly=True, doc="When the product was first stored (UTC).")
+    end_datetime = Attribute(
+        coercers.aware_datetime, kind="datetime", doc="End of the time the product covers (aware)."
+    )
+    tags = Attribute(
+        coercers.tags, kind="tags", default=list, nullable=False, doc=f"At most {MAX_TAGS} distinct strings."
+    )
+    properties = Attribute(
+        coercers.properties,
+        kind="json",
+        default=dict,
+        nullable=False,
+        doc=f"Extra JSON properties (at most {MAX_PROPERTIES}).",
+    )
+    created = Attribute(
+        coercers.aware_datetime, kind="datetime", readonly=True, doc="When the product was first stored (UTC)."
+    )
     modified = Attribute(coercers.aware_datetime, kind="datetime", readonly=True, doc="When it was last changed (UTC).")
 
     def _records(self) -> ProductRecord:
@@ -78,8 +91,6 @@ class Product(CatalogObject):
         """Return the product's band ``name``, or None."""
         self._required("id")
         return Band.get(f"{self.id}:{name}", catalog=self.catalog)
-
-
 
 
 bind_to_catalogs("products", Product)

@@ -265,8 +265,10 @@ def _overview_level(src: DatasetReader, band: int, geocontext: GeoContext) -> in
         dx, dy = geocontext.resolution
     else:
         try:
-            left, bottom, right, top = transform_bounds(geocontext.crs, src.crs, *geocontext.grid_bounds, densify_pts=21)
-        except Exception:  # noqa: BLE001 - a failed projection only disables overviews
+            left, bottom, right, top = transform_bounds(
+                geocontext.crs, src.crs, *geocontext.grid_bounds, densify_pts=21
+            )
+        except Exception:  # a failed projection only disables overviews
             return None
         dx, dy = (right - left) / geocontext.width, (top - bottom) / geocontext.height
     ratio = min(dx / abs(src.res[0]), dy / abs(src.res[1]))
@@ -319,7 +321,9 @@ def band_meta_from_files(image: ImageSources) -> dict[str, BandInfo]:
     return infos
 
 
-def flatten_keys(items: Sequence[Any], flatten: str | Callable[[Any], Any] | Sequence[str | Callable[[Any], Any]]) -> list[tuple[Any, ...]]:
+def flatten_keys(
+    items: Sequence[Any], flatten: str | Callable[[Any], Any] | Sequence[str | Callable[[Any], Any]]
+) -> list[tuple[Any, ...]]:
     """One group key per item for ``flatten``: dotted attribute/key paths or callables.
 
     ``"acquired.date"`` reads ``item.acquired`` (or ``item["acquired"]``), then its ``date``, which
@@ -464,7 +468,7 @@ def download_files(
     band_meta: BandMeta | Sequence[BandMeta],
     dest: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
-    format: str = "tif",  # noqa: A002 - the client's name for it
+    format: str = "tif",  # the client's name for it
     names: Sequence[str] | None = None,
     cog: bool = False,
     nodata: float | None = None,
@@ -518,7 +522,9 @@ def download_files(
             layer, paths[index], geocontext, nodata=_output_nodata(request, nodata), cog=cog, band_names=request.bands
         )
 
-    written = dict(_run_unordered(lambda index: (index, write(index)), range(len(paths)), max_workers, progress, "download"))
+    written = dict(
+        _run_unordered(lambda index: (index, write(index)), range(len(paths)), max_workers, progress, "download")
+    )
     return [written[index] for index in range(len(paths))]
 
 
@@ -529,7 +535,7 @@ def download_mosaic_files(
     band_meta: BandMeta | Sequence[BandMeta],
     dest: str | os.PathLike[str],
     *,
-    format: str = "tif",  # noqa: A002 - the client's name for it
+    format: str = "tif",  # the client's name for it
     cog: bool = False,
     nodata: float | None = None,
     resampling: str | Resampling = "nearest",
@@ -562,7 +568,9 @@ def download_mosaic_files(
     order = list(range(len(request.images)))
     reads = _run_ordered(lambda index: _read_image(request, index), order, max_workers, progress, "mosaic")
     layer = _scale_layer(request, order, _paint(reads))
-    return write_raster(layer, path, geocontext, nodata=_output_nodata(request, nodata), cog=cog, band_names=request.bands)
+    return write_raster(
+        layer, path, geocontext, nodata=_output_nodata(request, nodata), cog=cog, band_names=request.bands
+    )
 
 
 # ------------------------------------------------------------------------------------ writing
@@ -602,9 +610,13 @@ def write_raster(
         )
     dtype_name = normalize_data_type(data.dtype)
     if driver in _FORMAT_TYPES and dtype_name not in _FORMAT_TYPES[driver]:
-        raise ValueError(f"write_raster {destination}: {driver} cannot hold {dtype_name} data ({_FORMAT_TYPES[driver]})")
+        raise ValueError(
+            f"write_raster {destination}: {driver} cannot hold {dtype_name} data ({_FORMAT_TYPES[driver]})"
+        )
     if driver in _FORMAT_BANDS and data.shape[0] not in _FORMAT_BANDS[driver]:
-        raise ValueError(f"write_raster {destination}: {driver} holds {_FORMAT_BANDS[driver]} bands, not {data.shape[0]}")
+        raise ValueError(
+            f"write_raster {destination}: {driver} holds {_FORMAT_BANDS[driver]} bands, not {data.shape[0]}"
+        )
     if band_names is not None and len(band_names) != data.shape[0]:
         raise ValueError(f"write_raster {destination}: {len(band_names)} band names for {data.shape[0]} bands")
     if nodata is not None:
@@ -694,7 +706,9 @@ def _request(
     else:
         per_image = list(band_meta)
         if len(per_image) != len(images):
-            raise ValueError(f"band_meta has {len(per_image)} entries for {len(images)} images; give one or one per image")
+            raise ValueError(
+                f"band_meta has {len(per_image)} entries for {len(images)} images; give one or one per image"
+            )
     distinct: dict[tuple[BandInfo, ...], int] = {}
     infos = []
     for index, meta in enumerate(per_image):
@@ -769,7 +783,8 @@ def _move_axis(array: np.ndarray | np.ma.MaskedArray, source: int, destination: 
         return array
     if isinstance(array, np.ma.MaskedArray):
         return np.ma.MaskedArray(
-            np.moveaxis(array.data, source, destination), mask=np.moveaxis(np.ma.getmaskarray(array), source, destination)
+            np.moveaxis(array.data, source, destination),
+            mask=np.moveaxis(np.ma.getmaskarray(array), source, destination),
         )
     return np.moveaxis(array, source, destination)
 
@@ -867,7 +882,7 @@ def _check_format(driver: str, request: _Request, path: Path) -> None:
         raise ValueError(f"{path}: {driver} holds {counts} bands, not {len(request.bands)}")
 
 
-def _extension(format: str) -> str:  # noqa: A002
+def _extension(format: str) -> str:
     extension = format.lower().lstrip(".")
     if extension not in FORMATS:
         raise ValueError(f"format {format!r} is not one of {sorted(FORMATS)}")
@@ -914,7 +929,9 @@ def _equals(values: np.ndarray, nodata: float) -> np.ndarray:
 
 
 def _workers(max_workers: int | None, tasks: int) -> int:
-    if max_workers is not None and (isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1):
+    if max_workers is not None and (
+        isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
+    ):
         raise ValueError(f"max_workers must be a positive integer, got {max_workers!r}")
     default = min(32, (os.cpu_count() or 1) + 4)
     return max(1, min(max_workers or default, tasks))
@@ -924,9 +941,10 @@ def _run_unordered(
     function: Callable[[_T], _R], items: Sequence[_T], max_workers: int | None, progress: bool, what: str
 ) -> Iterator[_R]:
     """``function`` over ``items`` in threads; results as they finish; the first error cancels the rest."""
-    with tqdm(total=len(items), desc=what, disable=not progress) as bar, concurrent.futures.ThreadPoolExecutor(
-        _workers(max_workers, len(items))
-    ) as executor:
+    with (
+        tqdm(total=len(items), desc=what, disable=not progress) as bar,
+        concurrent.futures.ThreadPoolExecutor(_workers(max_workers, len(items))) as executor,
+    ):
         futures = [executor.submit(function, item) for item in items]
         try:
             for future in concurrent.futures.as_completed(futures):
@@ -943,9 +961,10 @@ def _run_ordered(
 ) -> Iterator[_R]:
     """``function`` over ``items`` in threads, results in input order, at most 2 × workers in flight."""
     workers = _workers(max_workers, len(items))
-    with tqdm(total=len(items), desc=what, disable=not progress) as bar, concurrent.futures.ThreadPoolExecutor(
-        workers
-    ) as executor:
+    with (
+        tqdm(total=len(items), desc=what, disable=not progress) as bar,
+        concurrent.futures.ThreadPoolExecutor(workers) as executor,
+    ):
         pending: deque[concurrent.futures.Future[_R]] = deque()
         remaining = iter(items)
         try:

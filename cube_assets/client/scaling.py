@@ -349,7 +349,7 @@ class _BandScale:
             _resolve_value(self.info, value, is_percent, bounds, name, is_float)
             for value, is_percent, bounds, name, is_float in zip(full, percent, ranges, names, floats, strict=True)
         )
-        return _checked_scale(self.info, resolved)  # type: ignore[arg-type]
+        return _checked_scale(self.info, resolved)  # type: ignore[arg-type]  # _checked_scale checks the resolved scale itself
 
 
 def _optional_range(value: tuple[float, float] | None) -> tuple[float | None, float | None]:
@@ -402,7 +402,7 @@ def _resolve_value(
 def _checked_scale(info: BandInfo, scale: tuple[float, float, float, float]) -> Scale:
     if scale[0] == scale[1]:
         raise ValueError(f"band {info.name!r}: scaling input range {scale[:2]} is empty (min == max)")
-    return tuple(scale)  # type: ignore[return-value]
+    return tuple(scale)  # type: ignore[return-value]  # the scale has the length checked just above
 
 
 def _parse_entry(info: BandInfo, value: Any) -> _BandScale:
@@ -424,7 +424,9 @@ def _parse_entry(info: BandInfo, value: Any) -> _BandScale:
         for item in values:
             if isinstance(item, str):
                 if not item.endswith("%") or not _is_number(item[:-1]):
-                    raise ValueError(f"band {info.name!r}: scaling value {item!r} is not a number or a percentage like '25%'")
+                    raise ValueError(
+                        f"band {info.name!r}: scaling value {item!r} is not a number or a percentage like '25%'"
+                    )
                 percent.append(True)
             elif isinstance(item, bool) or not isinstance(item, Real) or not math.isfinite(item):
                 raise ValueError(f"band {info.name!r}: scaling value {item!r} is not a finite number")

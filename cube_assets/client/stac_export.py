@@ -51,7 +51,9 @@ def _write_json(path: Path, document: Mapping[str, Any]) -> None:
         stream.write("\n")
 
 
-def _link(rel: str, href: str, media_type: str = str(pystac.MediaType.JSON), title: str | None = None) -> dict[str, Any]:
+def _link(
+    rel: str, href: str, media_type: str = str(pystac.MediaType.JSON), title: str | None = None
+) -> dict[str, Any]:
     link = {"rel": rel, "href": href, "type": media_type}
     if title:
         link["title"] = title

@@ -234,7 +234,9 @@ def upload_files(
                 )
                 return src.read(number, masked=masked)
 
-        _publish(upload, store, catalog, image, grid, shape_yx, names, len(sources), read, overviews, overview_resampler)
+        _publish(
+            upload, store, catalog, image, grid, shape_yx, names, len(sources), read, overviews, overview_resampler
+        )
 
     return _run(upload, work)
 
@@ -333,7 +335,9 @@ def _image_fields(image: Any) -> dict[str, Any]:
     for key in ("id", "product_id"):
         value = image[key]
         if not isinstance(value, str) or "/" in value or "\\" in value or value in (".", ".."):
-            raise CatalogError(f"image {key} {value!r} must be a string without '/', '\\' or dots alone (it names files)")
+            raise CatalogError(
+                f"image {key} {value!r} must be a string without '/', '\\' or dots alone (it names files)"
+            )
     return dict(image)
 
 
@@ -391,7 +395,7 @@ def _grid(
         raise InvalidRaster("the raster grid needs a geotransform and a crs (in raster_meta or as arguments)")
     try:
         parsed_crs = CRS.from_user_input(crs)
-    except Exception as error:  # noqa: BLE001 - rasterio raises several types for unparseable input
+    except Exception as error:  # rasterio raises several types for unparseable input
         raise InvalidRaster(f"crs {crs!r} cannot be parsed ({error})") from error
     transform = _transform(geotransform)
     return _Grid(parsed_crs, transform, shape_yx)

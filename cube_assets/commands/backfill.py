@@ -28,11 +28,15 @@ from cube_assets.partitions import cube_partitions, split_partition_key
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``backfill`` command."""
-    parser = subparsers.add_parser("backfill", help="backfill a cube's job over a range of periods (needs a running daemon)")
+    parser = subparsers.add_parser(
+        "backfill", help="backfill a cube's job over a range of periods (needs a running daemon)"
+    )
     parser.add_argument("--cube", required=True, help="cube name")
     parser.add_argument("--from", dest="start", required=True, type=date.fromisoformat, help="first day (YYYY-MM-DD)")
     parser.add_argument("--to", dest="end", required=True, type=date.fromisoformat, help="last day (YYYY-MM-DD)")
-    parser.add_argument("--config", default=os.environ.get("CUBE_ASSETS_CONFIG", str(DEMO_CONFIG)), help="cube YAML file")
+    parser.add_argument(
+        "--config", default=os.environ.get("CUBE_ASSETS_CONFIG", str(DEMO_CONFIG)), help="cube YAML file"
+    )
     parser.add_argument("--workspace", default="workspace.yaml", help="Dagster workspace file")
     parser.add_argument("--dry-run", action="store_true", help="print the dagster command instead of running it")
     parser.set_defaults(run=run)
@@ -51,7 +55,8 @@ def backfill_range(config_file: str, cube_name: str, start: date, end: date) -> 
         raise InvalidCubeConfig(f"backfill range: --to {end} precedes --from {start}")
     cube = load_project_config(config_file).cube(cube_name)
     keys = [
-        key for key in cube_partitions(cube).get_partition_keys()
+        key
+        for key in cube_partitions(cube).get_partition_keys()
         if _overlaps(cube.period(split_partition_key(key)[1]), start, end)
     ]
     if not keys:
@@ -72,8 +77,18 @@ def run(args: argparse.Namespace) -> int:
     first, last, count = backfill_range(args.config, args.cube, args.start, args.end)
     dagster = shutil.which("dagster", path=os.path.dirname(sys.executable)) or "dagster"
     command = [
-        dagster, "job", "backfill", "-w", args.workspace, "-j", f"{args.cube}_job",
-        "--from", first, "--to", last, "--noprompt",
+        dagster,
+        "job",
+        "backfill",
+        "-w",
+        args.workspace,
+        "-j",
+        f"{args.cube}_job",
+        "--from",
+        first,
+        "--to",
+        last,
+        "--noprompt",
     ]
     print(f"{args.cube}: {count} partitions, {first} … {last}")
     if args.dry_run:

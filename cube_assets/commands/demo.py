@@ -14,7 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``demo`` command."""
     demo = subparsers.add_parser("demo", help="materialize the demo cube end to end and show the outputs")
     demo.add_argument("--config", default=os.environ.get("CUBE_ASSETS_CONFIG", str(DEMO_CONFIG)), help="cube YAML file")
-    demo.add_argument("--data-root", default=os.environ.get("CUBE_ASSETS_DATA_ROOT", "cube-data"), help="where outputs go")
+    demo.add_argument(
+        "--data-root", default=os.environ.get("CUBE_ASSETS_DATA_ROOT", "cube-data"), help="where outputs go"
+    )
     demo.set_defaults(run=run)
 
 
@@ -29,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     with DagsterInstance.get() as instance:
         counts = run_demo(args.config, args.data_root, instance)
-    print(f"\n{counts['runs']} runs, {counts['merges']} merges, {counts['composites']} composites, "
-          f"{counts['catalog_images']} catalog images in {time.monotonic() - started:.0f} s; "
-          f"Dagster instance: {home} (open it with `make dev`)")
+    print(
+        f"\n{counts['runs']} runs, {counts['merges']} merges, {counts['composites']} composites, "
+        f"{counts['catalog_images']} catalog images in {time.monotonic() - started:.0f} s; "
+        f"Dagster instance: {home} (open it with `make dev`)"
+    )
     return 0

@@ -29,9 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = providers.add_subparsers(dest="action", required=True)
 
     def common(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--catalog-url", default=os.environ.get("CUBE_ASSETS_CATALOG_URL"), help="catalog database URL")
         parser.add_argument(
-            "--data-root", default=os.environ.get("CUBE_ASSETS_DATA_ROOT", "cube-data"),
+            "--catalog-url", default=os.environ.get("CUBE_ASSETS_CATALOG_URL"), help="catalog database URL"
+        )
+        parser.add_argument(
+            "--data-root",
+            default=os.environ.get("CUBE_ASSETS_DATA_ROOT", "cube-data"),
             help="data root whose SQLite catalog is used when no catalog URL is given",
         )
 
@@ -55,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.set_defaults(run=run_list)
 
 
-def _sessions(args: argparse.Namespace):  # noqa: ANN202 - a sessionmaker and the engine to dispose
+def _sessions(args: argparse.Namespace):  # a sessionmaker and the engine to dispose
     from cube_assets.catalog.database import create_catalog_engine, default_catalog_url, session_factory, upgrade_schema
 
     engine = create_catalog_engine(args.catalog_url or default_catalog_url(Path(args.data_root)))

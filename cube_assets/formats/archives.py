@@ -160,7 +160,9 @@ def _check_ratio(where: str, size: int, compressed: int) -> None:
 # Zip
 
 
-def zip_members(archive: str | os.PathLike[str], *, max_bytes: int | None = None) -> list[tuple[ArchiveMember, zipfile.ZipInfo]]:
+def zip_members(
+    archive: str | os.PathLike[str], *, max_bytes: int | None = None
+) -> list[tuple[ArchiveMember, zipfile.ZipInfo]]:
     """Check every member of the zip ``archive`` (see the module docstring).
 
     ``max_bytes`` defaults to the bound of the product kind the first member's name tells.
@@ -253,11 +255,11 @@ def _decompressed(path: Path) -> BinaryIO:
     with open(path, "rb") as probe:
         magic = probe.read(6)
     if magic.startswith(b"\x1f\x8b"):
-        return gzip.open(path, "rb")  # type: ignore[return-value]
+        return gzip.open(path, "rb")  # type: ignore[return-value]  # the decompressor's file object is a binary stream
     if magic.startswith(b"BZh"):
-        return bz2.open(path, "rb")  # type: ignore[return-value]
+        return bz2.open(path, "rb")  # type: ignore[return-value]  # the decompressor's file object is a binary stream
     if magic.startswith(b"\xfd7zXZ\x00"):
-        return lzma.open(path, "rb")  # type: ignore[return-value]
+        return lzma.open(path, "rb")  # type: ignore[return-value]  # the decompressor's file object is a binary stream
     return open(path, "rb")
 
 
@@ -310,7 +312,7 @@ def tar_members(
     try:
         with _decompressed(archive) as raw:
             bounded = _BoundedReader(raw, stream_limit, excess)
-            with tarfile.open(fileobj=bounded, mode="r|") as opened:  # type: ignore[call-overload]
+            with tarfile.open(fileobj=bounded, mode="r|") as opened:  # type: ignore[call-overload]  # the bounded reader is a readable binary stream, as tarfile needs
                 for info in opened:
                     parts = _checked_parts(archive, info.name + ("/" if info.isdir() else ""))
                     problem = _tar_kind_problem(info)
@@ -324,4 +326,3 @@ def tar_members(
         raise
     except (tarfile.TarError, OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:
         raise InvalidScene(f"{archive.name}: not a readable tar archive ({exc})") from exc
-

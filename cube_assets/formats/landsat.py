@@ -175,7 +175,9 @@ def _mtl_from_odl(text: str, where: str) -> dict[str, dict[str, str]]:
             groups.setdefault(value, {})
         elif key == "END_GROUP":
             if not stack or stack[-1] != value:
-                raise InvalidScene(f"{where}: line {number}: END_GROUP = {value} does not close {stack[-1:] or 'a group'}")
+                raise InvalidScene(
+                    f"{where}: line {number}: END_GROUP = {value} does not close {stack[-1:] or 'a group'}"
+                )
             stack.pop()
         elif not stack:
             raise InvalidScene(f"{where}: line {number}: {key} outside any GROUP")
@@ -223,7 +225,9 @@ class LandsatMetadata:
     @property
     def surface_reflectance_bands(self) -> tuple[str, ...]:
         """The ``SR_B*`` bands the product lists, in band-number order."""
-        return tuple(sorted((b for b in self.band_files if _SR_BAND.match(b) and b.startswith("SR_")), key=_band_number))
+        return tuple(
+            sorted((b for b in self.band_files if _SR_BAND.match(b) and b.startswith("SR_")), key=_band_number)
+        )
 
     def scale_and_offset(self, band: str) -> tuple[float, float]:
         """The Level-2 rescaling of ``band``: ``value = DN * scale + offset``.
@@ -238,7 +242,9 @@ class LandsatMetadata:
         name = normalize_landsat_band(band)
         if name not in self.scales or name not in self.offsets:
             known = ", ".join(sorted(self.scales, key=_band_number)) or "none"
-            raise InvalidScene(f"{self.product_id}: band {name} has no Level-2 scale and offset (bands with one: {known})")
+            raise InvalidScene(
+                f"{self.product_id}: band {name} has no Level-2 scale and offset (bands with one: {known})"
+            )
         return self.scales[name], self.offsets[name]
 
 
@@ -461,7 +467,9 @@ class LandsatProduct:
             return self.band_files[name]
         except KeyError:
             present = ", ".join(sorted(self.band_files, key=_band_number)) or "none"
-            raise InvalidScene(f"{self.product_id}: band {name} missing in archive (bands present: {present})") from None
+            raise InvalidScene(
+                f"{self.product_id}: band {name} missing in archive (bands present: {present})"
+            ) from None
 
 
 def open_landsat_product(folder: str | Path) -> LandsatProduct:

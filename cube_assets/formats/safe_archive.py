@@ -137,8 +137,7 @@ def _check_replaceable(archive: Path, target: Path) -> None:
         return
     if target.is_symlink() or not target.is_dir() or not _same_archive(_extracted_from(target), archive):
         raise UnsafeArchive(
-            f"{archive.name}: {target} already exists and was not extracted from this archive; "
-            "it is left as it is"
+            f"{archive.name}: {target} already exists and was not extracted from this archive; it is left as it is"
         )
 
 
@@ -211,7 +210,9 @@ def _copy_members(archive: Path, members: list[tuple[ArchiveMember, zipfile.ZipI
             for member, info in members:
                 path = staging.joinpath(*member.parts)
                 if root not in path.resolve().parents:  # belt and braces after the checks above
-                    raise UnsafeArchive(f"{archive.name}: member {quoted(member.name)} resolves outside the destination")
+                    raise UnsafeArchive(
+                        f"{archive.name}: member {quoted(member.name)} resolves outside the destination"
+                    )
                 if member.is_dir:
                     path.mkdir(parents=True, exist_ok=True)
                     continue

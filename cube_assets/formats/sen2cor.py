@@ -87,8 +87,12 @@ class Sen2CorOutput:
     def as_json(self) -> dict[str, object]:
         """A JSON-able summary for manifests: product id, path, version, image, reused."""
         return {
-            "l1c_product_id": self.l1c_product_id, "l2a_product_id": self.product_id, "l2a_path": str(self.path),
-            "version": self.version, "image": self.image, "reused": self.reused,
+            "l1c_product_id": self.l1c_product_id,
+            "l2a_product_id": self.product_id,
+            "l2a_path": str(self.path),
+            "version": self.version,
+            "image": self.image,
+            "reused": self.reused,
         }
 
 

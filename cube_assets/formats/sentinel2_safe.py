@@ -45,9 +45,23 @@ BAND_NAMES: tuple[str, ...] = (
 #: Native pixel size in metres of each spectral band (used when ``Spectral_Information`` is absent).
 NATIVE_RESOLUTION_M: Mapping[str, int] = MappingProxyType(
     {
-        "B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20,
-        "B08": 10, "B8A": 20, "B09": 60, "B10": 60, "B11": 20, "B12": 20,
-        "TCI": 10, "SCL": 20, "AOT": 10, "WVP": 10,
+        "B01": 60,
+        "B02": 10,
+        "B03": 10,
+        "B04": 10,
+        "B05": 20,
+        "B06": 20,
+        "B07": 20,
+        "B08": 10,
+        "B8A": 20,
+        "B09": 60,
+        "B10": 60,
+        "B11": 20,
+        "B12": 20,
+        "TCI": 10,
+        "SCL": 20,
+        "AOT": 10,
+        "WVP": 10,
     }  # fmt: skip
 )
 
@@ -61,9 +75,7 @@ _TILE_IN_NAME = re.compile(r"_T(\d{2}[A-Z]{3})(?:_|$)")
 _SPACECRAFT_IN_NAME = re.compile(r"^(S2[A-D])_")
 # Band files: L2A "T29UNU_20221005T115411_B04_10m.jp2", L1C "T46RER_20210908T042701_B04.jp2",
 # and the pre-2016 long L1C names "..._B04.jp2".
-_BAND_FILE = re.compile(
-    r"_(?P<band>B0[1-9]|B1[0-2]|B8A|TCI|SCL|AOT|WVP)(?:_(?P<res>\d+)m)?\.jp2$", re.IGNORECASE
-)
+_BAND_FILE = re.compile(r"_(?P<band>B0[1-9]|B1[0-2]|B8A|TCI|SCL|AOT|WVP)(?:_(?P<res>\d+)m)?\.jp2$", re.IGNORECASE)
 _RESOLUTION_FOLDER = re.compile(r"^R(\d+)m$")
 
 
@@ -239,9 +251,7 @@ def find_product_metadata_file(path: str | Path) -> Path:
     found = [path / name for name in PRODUCT_METADATA_FILES if (path / name).is_file()]
     if len(found) != 1:
         what = "no" if not found else "more than one"
-        raise InvalidScene(
-            f"{path.name}: {what} product metadata file ({' or '.join(PRODUCT_METADATA_FILES)})"
-        )
+        raise InvalidScene(f"{path.name}: {what} product metadata file ({' or '.join(PRODUCT_METADATA_FILES)})")
     return found[0]
 
 
@@ -342,7 +352,7 @@ def _spectral_bands(xml: _XmlIndex) -> tuple[dict[int, str], dict[str, int]]:
         names[int(band_id)] = name
         for child in info:
             if _local(child.tag) == "RESOLUTION" and (child.text or "").strip():
-                resolutions[name] = int(float(child.text))  # type: ignore[arg-type]
+                resolutions[name] = int(float(child.text))  # type: ignore[arg-type]  # the text was checked to be non-blank just above
     if not names:
         names = dict(enumerate(BAND_NAMES))
     for name in names.values():
@@ -581,7 +591,7 @@ def parse_tile_metadata(path: str | Path) -> TileMetadata:
 def _resolution_attribute(element: ET.Element, where: str) -> int:
     value = element.get("resolution")
     try:
-        return int(value)  # type: ignore[arg-type]
+        return int(value)  # type: ignore[arg-type]  # None raises TypeError, turned into InvalidScene below
     except (TypeError, ValueError):
         raise InvalidScene(f"{where}: {_local(element.tag)} without a valid resolution attribute") from None
 
@@ -674,7 +684,9 @@ class SafeProduct:
             return files[resolution]
         listed = ", ".join(f"{r} m" for r in available_res)
         if not allow_coarser:
-            raise InvalidScene(f"{self.product_id}: band {name} not available at {resolution} m (available at {listed})")
+            raise InvalidScene(
+                f"{self.product_id}: band {name} not available at {resolution} m (available at {listed})"
+            )
         coarser = [r for r in available_res if r > resolution]
         if not coarser:
             raise InvalidScene(

@@ -511,7 +511,12 @@ def _clouds(scene: SimulatedScene, valid_scl: np.ndarray, k: int) -> tuple[np.nd
 
 
 def _cloud_shadows(
-    scene: SimulatedScene, rng: np.random.Generator, cloud: np.ndarray, scl: np.ndarray, valid_scl: np.ndarray, k: int,
+    scene: SimulatedScene,
+    rng: np.random.Generator,
+    cloud: np.ndarray,
+    scl: np.ndarray,
+    valid_scl: np.ndarray,
+    k: int,
 ) -> np.ndarray:
     """The shadows of the opaque clouds (not cirrus) on the SCL grid, displaced away from the sun.
 
@@ -529,7 +534,11 @@ def _cloud_shadows(
 
 
 def _classify_clear_pixels(
-    scl: np.ndarray, classes: np.ndarray, greenness: np.ndarray, clear: np.ndarray, k: int,
+    scl: np.ndarray,
+    classes: np.ndarray,
+    greenness: np.ndarray,
+    clear: np.ndarray,
+    k: int,
 ) -> None:
     """Set the ``clear`` pixels of ``scl`` to water, vegetation or not vegetated, from the surface at SCL resolution."""
     classes_s = classes[::k, ::k]
@@ -700,7 +709,9 @@ def _product_metadata_xml(scene: SimulatedScene, rendered: _Rendered, image_file
     _sub(datatake, "SENSING_ORBIT_DIRECTION", "DESCENDING")
     organisation = _sub(info, "Product_Organisation")
     granule = _sub(_sub(organisation, "Granule_List"), "Granule", imageFormat="JPEG2000")
-    granule.set("granuleIdentifier", f"{scene.spacecraft}_OPER_MSI_L2A_TL_SIMU_{scene.granule_name}_N{PROCESSING_BASELINE}")
+    granule.set(
+        "granuleIdentifier", f"{scene.spacecraft}_OPER_MSI_L2A_TL_SIMU_{scene.granule_name}_N{PROCESSING_BASELINE}"
+    )
     for name in image_files:
         _sub(granule, "IMAGE_FILE", name)
 

@@ -109,8 +109,13 @@ class BandRadiometry:
     def as_json(self) -> dict[str, Any]:
         """The radiometry as JSON-able values."""
         return {
-            "asset": self.asset, "kind": self.kind, "scale": self.scale, "offset": self.offset,
-            "add_offset": self.add_offset, "nodata": self.nodata, "rule": self.rule,
+            "asset": self.asset,
+            "kind": self.kind,
+            "scale": self.scale,
+            "offset": self.offset,
+            "add_offset": self.add_offset,
+            "nodata": self.nodata,
+            "rule": self.rule,
         }
 
 
@@ -249,7 +254,9 @@ def sentinel2_radiometry(item: Mapping[str, Any], band: str, asset: str | None) 
     if offset is not None:
         return result(offset / scale, "raster:bands offset")
     if baseline is not None:
-        return result(SENTINEL2_BOA_ADD_OFFSET, f"processing baseline {baseline_text} (04.00 or later): BOA_ADD_OFFSET -1000")
+        return result(
+            SENTINEL2_BOA_ADD_OFFSET, f"processing baseline {baseline_text} (04.00 or later): BOA_ADD_OFFSET -1000"
+        )
     raise InvalidScene(
         f"{where}: cannot tell whether BOA_ADD_OFFSET applies: the Item has no processing baseline "
         "(s2:processing_baseline, processing:version or an _Nxxyy_ product name), no "
@@ -278,8 +285,13 @@ def landsat_radiometry(item: Mapping[str, Any], band: str, asset: str | None) ->
     rule = "raster:bands scale and offset"
     if scale is None and offset is None:
         scale, offset, rule = LANDSAT_C2_SR_SCALE, LANDSAT_C2_SR_OFFSET, "Landsat C2 L2 surface-reflectance constants"
-    if scale is None or offset is None or not (
-        math.isclose(scale, LANDSAT_C2_SR_SCALE, rel_tol=1e-6) and math.isclose(offset, LANDSAT_C2_SR_OFFSET, rel_tol=1e-6)
+    if (
+        scale is None
+        or offset is None
+        or not (
+            math.isclose(scale, LANDSAT_C2_SR_SCALE, rel_tol=1e-6)
+            and math.isclose(offset, LANDSAT_C2_SR_OFFSET, rel_tol=1e-6)
+        )
     ):
         raise InvalidScene(
             f"{where}: scale {scale} and offset {offset} are not those of Landsat C2 surface reflectance "

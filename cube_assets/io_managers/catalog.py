@@ -43,12 +43,14 @@ class CatalogIOManager(ConfigurableIOManager):
             changed = _write_batch(engine, obj)
         finally:
             engine.dispose()
-        context.add_output_metadata({
-            "catalog": redact_url(self.url),
-            "image_count": len(obj.images),
-            "images_changed": changed,
-            "image_ids": [image.id for image in obj.images],
-        })
+        context.add_output_metadata(
+            {
+                "catalog": redact_url(self.url),
+                "image_count": len(obj.images),
+                "images_changed": changed,
+                "image_ids": [image.id for image in obj.images],
+            }
+        )
 
     def load_input(self, context: InputContext) -> list[dict[str, Any]]:
         """Return the partition's images (id, product, acquired, files) as stored in the catalog."""
@@ -58,8 +60,12 @@ class CatalogIOManager(ConfigurableIOManager):
             with session_factory(engine)() as session:
                 images = search_images(session, tile=tile, period_start=date.fromisoformat(period))
                 return [
-                    {"id": i.id, "product_id": i.product_id, "acquired": i.acquired.isoformat(),
-                     "files": {f.band: f.href for f in i.files}}
+                    {
+                        "id": i.id,
+                        "product_id": i.product_id,
+                        "acquired": i.acquired.isoformat(),
+                        "files": {f.band: f.href for f in i.files},
+                    }
                     for i in images
                 ]
         finally:

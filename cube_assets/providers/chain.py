@@ -18,8 +18,8 @@ from shapely.geometry.base import BaseGeometry
 
 from cube_assets.errors import ProviderError
 from cube_assets.providers.base import Provider, SceneRef
-from cube_assets.redaction import redact_urls_in_text
 from cube_assets.providers.raw_store import RawStore
+from cube_assets.redaction import redact_urls_in_text
 
 logger = logging.getLogger(__name__)
 
@@ -89,12 +89,16 @@ def search_and_fetch(
         for provider, scene in candidates:
             try:
                 if store is None:
-                    fetched.append(FetchedScene(scene, provider.name, provider.fetch(scene, raw_dir), failures=tuple(errors)))
+                    fetched.append(
+                        FetchedScene(scene, provider.name, provider.fetch(scene, raw_dir), failures=tuple(errors))
+                    )
                 else:
                     stored = store.load(scene, bands, provider)
-                    fetched.append(FetchedScene(
-                        scene, provider.name, stored.path, dict(stored.bands), stored.fetched, tuple(errors)
-                    ))
+                    fetched.append(
+                        FetchedScene(
+                            scene, provider.name, stored.path, dict(stored.bands), stored.fetched, tuple(errors)
+                        )
+                    )
             except (ProviderError, OSError) as exc:
                 # GDAL's and the OS's messages may quote a signed href: the failures go to run metadata.
                 reason = redact_urls_in_text(str(exc))

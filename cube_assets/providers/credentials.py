@@ -244,7 +244,10 @@ def credentials_from_spec(
     if kind == "oauth2_password":
         settings.setdefault("client_id", "")
     return Credentials(
-        kind=kind, hosts=frozenset(hosts), secrets=secrets, settings=settings,
+        kind=kind,
+        hosts=frozenset(hosts),
+        secrets=secrets,
+        settings=settings,
         allow_insecure_loopback=checked.get("allow_insecure_loopback", False),
     )
 
@@ -294,7 +297,9 @@ class OAuth2TokenCache:
                 f"{self._provider}: token request to {redact_url(url)} failed ({type(exc).__name__})"
             ) from None
         if response.status_code != 200:
-            raise ProviderError(f"{self._provider}: token request to {redact_url(url)} refused: HTTP {response.status_code}")
+            raise ProviderError(
+                f"{self._provider}: token request to {redact_url(url)} refused: HTTP {response.status_code}"
+            )
         try:
             document = response.json()
             token = document["access_token"]
@@ -314,7 +319,9 @@ class CredentialAdapter(HTTPAdapter):
     (:meth:`Credentials.check_transport`), whether it is the first request or a redirect.
     """
 
-    def __init__(self, credentials: Credentials | None, tokens: OAuth2TokenCache | None, provider: str = "", **kwargs: Any) -> None:
+    def __init__(
+        self, credentials: Credentials | None, tokens: OAuth2TokenCache | None, provider: str = "", **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self._credentials = credentials
         self._tokens = tokens
@@ -335,7 +342,7 @@ class CredentialAdapter(HTTPAdapter):
             assert self._tokens is not None
             request.headers["Authorization"] = f"Bearer {self._tokens.token(renew=renew).reveal()}"
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]  # keyword arguments pass through to requests' own send
         """Send ``request``, with credentials when its host is allowed; renew an OAuth2 token once on 401.
 
         Raises:

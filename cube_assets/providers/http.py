@@ -187,7 +187,12 @@ class HttpClient:
                     break
                 delay = self.retry.delay(attempt, exc.retry_after)
                 logger.warning(
-                    "%s: attempt %d of %d failed (%s); retrying in %.2f s", where, attempt, self.retry.attempts, exc, delay
+                    "%s: attempt %d of %d failed (%s); retrying in %.2f s",
+                    where,
+                    attempt,
+                    self.retry.attempts,
+                    exc,
+                    delay,
                 )
                 self._sleep(delay)
         raise DownloadError(f"{where}: failed after {self.retry.attempts} attempts: {'; '.join(errors)}")

@@ -56,7 +56,6 @@ from cube_assets.errors import InvalidScene, ProviderError
 from cube_assets.formats.landsat import LANDSAT_C2_L2, MTL_SUFFIXES, is_landsat_folder, open_landsat_product, parse_mtl
 from cube_assets.formats.sentinel2_safe import PRODUCT_METADATA_FILES, parse_product_metadata
 from cube_assets.names import check_name, relative_path_problem
-from cube_assets.quoting import quoted
 from cube_assets.providers.base import (
     SENTINEL2_L1C,
     SENTINEL2_L2A,
@@ -65,6 +64,7 @@ from cube_assets.providers.base import (
     check_search_arguments,
     select_scenes,
 )
+from cube_assets.quoting import quoted
 
 logger = logging.getLogger(__name__)
 

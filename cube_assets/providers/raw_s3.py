@@ -43,10 +43,10 @@ from shapely.geometry.base import BaseGeometry
 
 from cube_assets.errors import ProviderError
 from cube_assets.names import name_problem, relative_path_problem
-from cube_assets.quoting import quoted
 from cube_assets.providers.base import Provider, SceneRef, select_scenes
 from cube_assets.providers.local import PRODUCT_MANIFEST, read_product_manifest
 from cube_assets.providers.raw_store import STAC_ITEM_FILE, RawStore, StoredScene
+from cube_assets.quoting import quoted
 from cube_assets.storage.s3_store import S3RasterStore
 
 logger = logging.getLogger(__name__)
@@ -168,7 +168,9 @@ class RawSceneMirror:
             relative = path.relative_to(collection_dir).as_posix()
             problem = relative_path_problem(relative, root)
             if problem is not None:
-                raise RawMirrorError(f"raw mirror: {scene.scene_id}: file {quoted(relative)} cannot be a key: it {problem}")
+                raise RawMirrorError(
+                    f"raw mirror: {scene.scene_id}: file {quoted(relative)} cannot be a key: it {problem}"
+                )
             status = path.stat()
             files[relative] = {"size": status.st_size, "mtime_ns": status.st_mtime_ns}
             if before.get(relative) != files[relative]:
@@ -181,15 +183,25 @@ class RawSceneMirror:
             "root": root,
             "files": files,
             # Through JSON, so that it compares equal with the previous record's.
-            "scene": json.loads(json.dumps({
-                "datetime": scene.datetime.isoformat(),
-                "footprint": mapping(scene.footprint),
-                "cloud_cover": scene.cloud_cover,
-            })),
+            "scene": json.loads(
+                json.dumps(
+                    {
+                        "datetime": scene.datetime.isoformat(),
+                        "footprint": mapping(scene.footprint),
+                        "cloud_cover": scene.cloud_cover,
+                    }
+                )
+            ),
         }
-        if uploaded or previous.get("root") != root or set(before) != set(files) or previous.get("scene") != record["scene"]:
+        if (
+            uploaded
+            or previous.get("root") != root
+            or set(before) != set(files)
+            or previous.get("scene") != record["scene"]
+        ):
             self.store.write_bytes(
-                self.record_key(scene.collection, scene.scene_id), json.dumps(record, sort_keys=True).encode(),
+                self.record_key(scene.collection, scene.scene_id),
+                json.dumps(record, sort_keys=True).encode(),
                 content_type="application/json",
             )
             logger.info("raw mirror: pushed %s (%d of %d files uploaded)", scene.scene_id, len(uploaded), len(files))
@@ -243,7 +255,9 @@ class RawSceneMirror:
             staging = collection_dir / f".{root}.{uuid.uuid4().hex[:12]}.pull"
             try:
                 for relative in order:
-                    self._download(collection, relative, staging.joinpath(*PurePosixPath(relative).parts[1:]), files[relative])
+                    self._download(
+                        collection, relative, staging.joinpath(*PurePosixPath(relative).parts[1:]), files[relative]
+                    )
                 try:
                     os.rename(staging, entry)
                 except OSError:  # another process pulled it first; check it below
@@ -256,7 +270,12 @@ class RawSceneMirror:
         return entry
 
     def pull_matching(
-        self, collection: str, geometry: BaseGeometry, start: datetime, end: datetime, max_cloud_cover: float | None = None
+        self,
+        collection: str,
+        geometry: BaseGeometry,
+        start: datetime,
+        end: datetime,
+        max_cloud_cover: float | None = None,
     ) -> list[str]:
         """Pull every scene of ``collection`` in S3 that matches the search (the rules of ``providers/base.py``).
 
@@ -269,19 +288,27 @@ class RawSceneMirror:
         prefix = f"{RAW_PREFIX}/{_check_component(collection, 'collection')}/{RECORDS}/"
         candidates = []
         for key in self.store.list_keys(prefix):
-            scene_id = key[len(prefix):].removesuffix(".json")
+            scene_id = key[len(prefix) :].removesuffix(".json")
             record = self.record(collection, scene_id)
             if record is None:
                 continue
             try:
                 found = record["scene"]
-                candidates.append(SceneRef(
-                    provider="raw-mirror", collection=collection, scene_id=scene_id,
-                    datetime=datetime.fromisoformat(found["datetime"]), footprint=shape(found["footprint"]),
-                    cloud_cover=found.get("cloud_cover"), href=self.store.uri(key),
-                ))
+                candidates.append(
+                    SceneRef(
+                        provider="raw-mirror",
+                        collection=collection,
+                        scene_id=scene_id,
+                        datetime=datetime.fromisoformat(found["datetime"]),
+                        footprint=shape(found["footprint"]),
+                        cloud_cover=found.get("cloud_cover"),
+                        href=self.store.uri(key),
+                    )
+                )
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise RawMirrorError(f"raw mirror: record {self.store.uri(key)} has no usable scene metadata: {exc}") from exc
+                raise RawMirrorError(
+                    f"raw mirror: record {self.store.uri(key)} has no usable scene metadata: {exc}"
+                ) from exc
         selected = select_scenes(
             candidates, collection=collection, geometry=geometry, start=start, end=end, max_cloud_cover=max_cloud_cover
         )
@@ -308,13 +335,20 @@ class MirroredRawStore(RawStore):
         return f"MirroredRawStore(root={str(self.root)!r}, offline={self.offline}, mirror={self.mirror!r})"
 
     def search(
-        self, collection: str, geometry: BaseGeometry, start: datetime, end: datetime, max_cloud_cover: float | None = None
+        self,
+        collection: str,
+        geometry: BaseGeometry,
+        start: datetime,
+        end: datetime,
+        max_cloud_cover: float | None = None,
     ) -> list[SceneRef]:
         """Pull the matching scenes from S3, then search the local folder (see :meth:`RawStore.search`)."""
         self.mirror.pull_matching(collection, geometry, start, end, max_cloud_cover)
         return super().search(collection, geometry, start, end, max_cloud_cover)
 
-    def load(self, scene: SceneRef, bands: Sequence[str], provider: Provider | None = None, **options: Any) -> StoredScene:
+    def load(
+        self, scene: SceneRef, bands: Sequence[str], provider: Provider | None = None, **options: Any
+    ) -> StoredScene:
         """Pull ``scene`` from S3, load it as :meth:`RawStore.load` does, and push it back when online.
 
         Raises:

@@ -65,11 +65,8 @@ from cube_assets.errors import InvalidRaster, InvalidScene, ProviderError
 from cube_assets.formats.archives import ArchiveMember, UnsafeArchive, tar_members, zip_members
 from cube_assets.formats.landsat import is_landsat_folder, open_landsat_product
 from cube_assets.names import check_name
-from cube_assets.quoting import quoted
 from cube_assets.providers.base import Provider, SceneRef, check_search_arguments, select_scenes
 from cube_assets.providers.http import DownloadResult, RemoteFile
-from cube_assets.providers.multihash import file_multihash, parse_multihash
-from cube_assets.redaction import redact_url
 from cube_assets.providers.local import (
     LANDSAT_FORMAT,
     PRODUCT_MANIFEST,
@@ -77,6 +74,9 @@ from cube_assets.providers.local import (
     ProductManifest,
     is_complete_product,
 )
+from cube_assets.providers.multihash import file_multihash, parse_multihash
+from cube_assets.quoting import quoted
+from cube_assets.redaction import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -229,7 +229,9 @@ def _read_to_end(path: Path, member: ArchiveMember, stream: Any) -> None:
         for chunk in iter(lambda: stream.read(1 << 20), b""):
             read += len(chunk)
             if read > member.size:
-                raise UnsafeArchive(f"{path.name}: member {quoted(member.name)} holds more than the {member.size} bytes it declares")
+                raise UnsafeArchive(
+                    f"{path.name}: member {quoted(member.name)} holds more than the {member.size} bytes it declares"
+                )
 
 
 def _verify_tar(path: Path, where: str) -> None:
@@ -526,7 +528,12 @@ class RawStore:
             if scene is not None:
                 scenes[scene.scene_id] = scene
         return select_scenes(
-            scenes.values(), collection=collection, geometry=geometry, start=start, end=end, max_cloud_cover=max_cloud_cover
+            scenes.values(),
+            collection=collection,
+            geometry=geometry,
+            start=start,
+            end=end,
+            max_cloud_cover=max_cloud_cover,
         )
 
     def _manifest_scene(self, folder: Path, collection: str) -> SceneRef | None:
@@ -690,8 +697,7 @@ class RawStore:
         unknown = [band for band in to_fetch if band not in available]
         if unknown:
             raise RawStoreError(
-                f"{source.name}: scene {scene.scene_id} has no file for bands {unknown} "
-                f"(it has {sorted(available)})"
+                f"{source.name}: scene {scene.scene_id} has no file for bands {unknown} (it has {sorted(available)})"
             )
         folder.mkdir(parents=True, exist_ok=True)
         self._write_stac_item(folder, scene)
@@ -725,7 +731,9 @@ class RawStore:
             return
         logger.warning(
             "raw store: %s now comes from %s; dropping bands %s of another provider",
-            scene.scene_id, provider, dropped,
+            scene.scene_id,
+            provider,
+            dropped,
         )
         files = [entries.pop(band)["file"] for band in dropped]
         self._write_record(folder, scene, record, entries)
@@ -763,7 +771,9 @@ class RawStore:
                 "source": redact_url(remote.href) if "://" in remote.href else remote.href,
                 **({"asset": remote.asset} if remote.asset else {}),
             }
-        raise RawStoreError(f"{source.name}: scene {scene.scene_id} band {band} is corrupt twice: {'; '.join(problems)}")
+        raise RawStoreError(
+            f"{source.name}: scene {scene.scene_id} band {band} is corrupt twice: {'; '.join(problems)}"
+        )
 
     def _write_stac_item(self, folder: Path, scene: SceneRef) -> None:
         item = scene.properties.get("stac_item")
@@ -838,7 +848,9 @@ class RawStore:
         if missing:
             if offline:
                 raise SceneNotStored(scene.scene_id, missing, f"product {path.name} lacks them")
-            raise RawStoreError(f"{provider.name if provider else 'raw-store'}: product {path.name} lacks bands {missing}")
+            raise RawStoreError(
+                f"{provider.name if provider else 'raw-store'}: product {path.name} lacks bands {missing}"
+            )
         return StoredScene(
             scene_id=scene.scene_id,
             collection=scene.collection,

@@ -253,7 +253,9 @@ class CollectionProvider:
     enabled: bool
 
 
-def set_priority(session: Session, collection: str, provider: str, priority: int, *, enabled: bool = True) -> CollectionProvider:
+def set_priority(
+    session: Session, collection: str, provider: str, priority: int, *, enabled: bool = True
+) -> CollectionProvider:
     """Set ``provider``'s priority for ``collection`` (0 is tried first) and whether it is enabled.
 
     Returns:
@@ -277,7 +279,9 @@ def set_priority(session: Session, collection: str, provider: str, priority: int
     return CollectionProvider(collection, definition, priority, enabled)
 
 
-def collection_providers(session: Session, collection: str, *, include_disabled: bool = False) -> list[CollectionProvider]:
+def collection_providers(
+    session: Session, collection: str, *, include_disabled: bool = False
+) -> list[CollectionProvider]:
     """The providers of ``collection`` in the order they are tried: priority, then name.
 
     Returns:

@@ -47,12 +47,19 @@ def simulated_scenes(options: Mapping[str, Any]) -> list[SimulatedScene]:
         for product in products:
             seed = int(hashlib.sha256(f"{product['tile_id']}{when.isoformat()}".encode()).hexdigest()[:8], 16)
             try:
-                scenes.append(SimulatedScene(
-                    tile_id=product["tile_id"], epsg=int(product["epsg"]), ulx=float(product["ulx"]),
-                    uly=float(product["uly"]), size_px=int(product["size_px"]), sensing_time=when, seed=seed,
-                    cloud_fraction=float(acquisition.get("cloud_fraction", 0.2)),
-                    swath_edge=product["tile_id"] in edge,
-                ))
+                scenes.append(
+                    SimulatedScene(
+                        tile_id=product["tile_id"],
+                        epsg=int(product["epsg"]),
+                        ulx=float(product["ulx"]),
+                        uly=float(product["uly"]),
+                        size_px=int(product["size_px"]),
+                        sensing_time=when,
+                        seed=seed,
+                        cloud_fraction=float(acquisition.get("cloud_fraction", 0.2)),
+                        swath_edge=product["tile_id"] in edge,
+                    )
+                )
             except (KeyError, ValueError) as exc:
                 raise ProviderError(f"simulator product {product!r} on {when}: {exc}") from exc
     return scenes
@@ -61,7 +68,9 @@ def simulated_scenes(options: Mapping[str, Any]) -> list[SimulatedScene]:
 class SimulatorProvider(Provider):
     """Writes the configured simulated products into ``archive`` on first use, then searches and fetches them."""
 
-    def __init__(self, archive: str | os.PathLike[str], scenes: Sequence[SimulatedScene], name: str = "simulator") -> None:
+    def __init__(
+        self, archive: str | os.PathLike[str], scenes: Sequence[SimulatedScene], name: str = "simulator"
+    ) -> None:
         self.name = name
         self.archive = Path(archive)
         self._scenes = list(scenes)
@@ -75,7 +84,12 @@ class SimulatorProvider(Provider):
             self._ready = True
 
     def search(
-        self, collection: str, geometry: BaseGeometry, start: datetime, end: datetime, max_cloud_cover: float | None = None,
+        self,
+        collection: str,
+        geometry: BaseGeometry,
+        start: datetime,
+        end: datetime,
+        max_cloud_cover: float | None = None,
     ) -> list[SceneRef]:
         """Simulate the archive if needed, then search it (see ``LocalArchiveProvider.search``)."""
         self._ensure_archive()

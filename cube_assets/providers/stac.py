@@ -50,11 +50,11 @@ from shapely.geometry.base import BaseGeometry
 from cube_assets.errors import ProviderError
 from cube_assets.formats.stac_item import asset_key_for_band
 from cube_assets.names import check_name, name_problem
-from cube_assets.quoting import quoted
 from cube_assets.providers.base import Provider, SceneRef, check_search_arguments, select_scenes
 from cube_assets.providers.credentials import Credentials, check_credentials_spec, credentials_from_spec
 from cube_assets.providers.http import DownloadResult, HttpClient, RemoteFile
 from cube_assets.providers.retry import RetryPolicy
+from cube_assets.quoting import quoted
 from cube_assets.redaction import redact_url, redact_urls_in_text
 
 logger = logging.getLogger(__name__)
@@ -62,8 +62,30 @@ logger = logging.getLogger(__name__)
 CLOUD_COVER = "eo:cloud_cover"
 #: Band names looked up with ``asset_key_for_band`` when no asset has them as key or band name.
 _USUAL_BAND_NAMES = (
-    "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12", "SCL", "AOT", "WVP",
-    "SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7", "QA_PIXEL",
+    "B01",
+    "B02",
+    "B03",
+    "B04",
+    "B05",
+    "B06",
+    "B07",
+    "B08",
+    "B8A",
+    "B09",
+    "B10",
+    "B11",
+    "B12",
+    "SCL",
+    "AOT",
+    "WVP",
+    "SR_B1",
+    "SR_B2",
+    "SR_B3",
+    "SR_B4",
+    "SR_B5",
+    "SR_B6",
+    "SR_B7",
+    "QA_PIXEL",
 )
 _SCENE_PROPERTY_EXCLUDES = frozenset({"format", "assets", "stac_item", "bands"})
 
@@ -274,7 +296,7 @@ class StacProvider(Provider):
             return list(search.items_as_dicts())
         except ProviderError:
             raise
-        except Exception as exc:  # noqa: BLE001 - pystac-client raises many types; all mean "this provider failed"
+        except Exception as exc:  # pystac-client raises many types; all mean "this provider failed"
             message = redact_urls_in_text(" ".join(str(exc).split()))[:300]
             raise ProviderError(f"{where} failed: {type(exc).__name__}: {message}") from None
 
@@ -441,7 +463,9 @@ class StacProvider(Provider):
         """
         files = self.band_files(scene)
         if band not in files:
-            raise ProviderError(f"{self.name}: scene {scene.scene_id} has no asset for band {band} (it has {sorted(files)})")
+            raise ProviderError(
+                f"{self.name}: scene {scene.scene_id} has no asset for band {band} (it has {sorted(files)})"
+            )
         return self.http.download(files[band], destination)
 
     def fetch(self, scene: SceneRef, destination_dir: Path) -> Path:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeGuard
 
 import numpy as np
 import rasterio
@@ -35,7 +35,8 @@ from cube_assets.raster.product_limits import ProductLimits
 from cube_assets.raster.windowed_io import check_nodata_fits, gdal_cache_limit
 
 COMPRESSIONS = ("DEFLATE", "ZSTD")
-OVERVIEW_RESAMPLINGS = ("nearest", "average", "mode", "bilinear", "cubic")
+OverviewResampling = Literal["nearest", "average", "mode", "bilinear", "cubic"]
+OVERVIEW_RESAMPLINGS: tuple[OverviewResampling, ...] = ("nearest", "average", "mode", "bilinear", "cubic")
 _MIN_BLOCKSIZE = 16  # GeoTIFF tiles must be multiples of 16 pixels.
 _GDAL_ENV = {"GDAL_NUM_THREADS": "ALL_CPUS", "GDAL_TIFF_INTERNAL_MASK": True}
 DRIVERS = ("rio-cogeo", "gdal")
@@ -45,6 +46,12 @@ GDAL_DRIVER_CACHE_BYTES = 64 * 1024 * 1024
 
 #: The media type of a Cloud-Optimized GeoTIFF, for object stores.
 COG_CONTENT_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+
+
+def _is_overview_resampling(name: str) -> TypeGuard[OverviewResampling]:
+    """Return whether ``name`` is one of :data:`OVERVIEW_RESAMPLINGS`; raises nothing."""
+    return name in OVERVIEW_RESAMPLINGS
+
 
 def write_cog(
     array: np.ndarray,
@@ -86,9 +93,7 @@ def write_cog(
     bands = _cast(bands, out_dtype, name)
     check_nodata_fits(nodata, out_dtype, name)
     if band_descriptions is not None and len(band_descriptions) != bands.shape[0]:
-        raise InvalidRaster(
-            f"{name}: {len(band_descriptions)} band descriptions for {bands.shape[0]} bands"
-        )
+        raise InvalidRaster(f"{name}: {len(band_descriptions)} band descriptions for {bands.shape[0]} bands")
     count, height, width = bands.shape
     profile = {
         "driver": "GTiff",
@@ -201,10 +206,8 @@ def _translate(
         predictor=predictor,
         blocksize=blocksize,
     )
-    if overview_resampling not in OVERVIEW_RESAMPLINGS:
-        raise ValueError(
-            f"overview_resampling {overview_resampling!r} is not one of {OVERVIEW_RESAMPLINGS}"
-        )
+    if not _is_overview_resampling(overview_resampling):
+        raise ValueError(f"overview_resampling {overview_resampling!r} is not one of {OVERVIEW_RESAMPLINGS}")
     with atomic_path(destination) as tmp:
         if driver == "gdal":
             rio_copy(source, tmp, **_gdal_cog_options(dst_kwargs, overview_resampling))
@@ -275,9 +278,7 @@ def _as_bands(array: np.ndarray, name: str) -> np.ndarray:
     if array.ndim == 2:
         array = array[np.newaxis]
     if array.ndim != 3:
-        raise InvalidRaster(
-            f"{name}: expected (bands, height, width) or (height, width), got shape {array.shape}"
-        )
+        raise InvalidRaster(f"{name}: expected (bands, height, width) or (height, width), got shape {array.shape}")
     if 0 in array.shape:
         raise InvalidRaster(f"{name}: empty array of shape {array.shape}")
     if array.dtype == np.bool_ or array.dtype.kind not in "uif":
@@ -295,13 +296,11 @@ def _cast(bands: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
             raise InvalidRaster(f"{name}: NaN or infinite values cannot be cast to {dtype}")
         rounded = np.rint(bands)
         if rounded.min() < info.min or rounded.max() > info.max:
-            raise InvalidRaster(
-                f"{name}: values {rounded.min()}..{rounded.max()} do not fit {dtype}"
-            )
-        return rounded.astype(dtype)
+            raise InvalidRaster(f"{name}: values {rounded.min()}..{rounded.max()} do not fit {dtype}")
+        cast_bands: np.ndarray = rounded.astype(dtype)
+        return cast_bands
     if np.issubdtype(dtype, np.integer) and np.issubdtype(bands.dtype, np.integer):
         info = np.iinfo(dtype)
         if bands.min() < info.min or bands.max() > info.max:
             raise InvalidRaster(f"{name}: values {bands.min()}..{bands.max()} do not fit {dtype}")
     return bands.astype(dtype)
-

@@ -195,8 +195,11 @@ def blend_quality(
     order = rank_observations(efficacies, dates)
     days = [date.timetuple().tm_yday for date in dates]
     destinations = dict(
-        zip(QUALITY_OUTPUTS, map(Path, (out_quality_path, out_provenance_path, out_clearob_path, out_totalob_path)),
-            strict=True)
+        zip(
+            QUALITY_OUTPUTS,
+            map(Path, (out_quality_path, out_provenance_path, out_clearob_path, out_totalob_path)),
+            strict=True,
+        )
     )
     with gdal_cache_limit(GDAL_CACHE_BYTES), contextlib.ExitStack() as inputs:
         qualities = open_aligned(inputs, quality_paths, None)
@@ -268,7 +271,10 @@ class _BandStack:
 
     @classmethod
     def open(
-        cls, inputs: contextlib.ExitStack, merge_paths: Sequence[PathLike], quality_paths: Sequence[PathLike],
+        cls,
+        inputs: contextlib.ExitStack,
+        merge_paths: Sequence[PathLike],
+        quality_paths: Sequence[PathLike],
         band_nodata: float,
     ) -> _BandStack:
         """Open the merges and quality files for the life of ``inputs``; check grids, dtypes and nodata."""
@@ -282,8 +288,13 @@ class _BandStack:
 def _output_profile(reference: Any, dtype: Any, nodata: float | None, compress: bool) -> dict[str, Any]:
     """A tiled single-band GeoTIFF profile on ``reference``'s grid; DEFLATE unless it is only staging."""
     return output_profile(
-        dtype, nodata, crs=reference.crs, transform=reference.transform, shape=(reference.height, reference.width),
-        compress=compress, predictor=False,
+        dtype,
+        nodata,
+        crs=reference.crs,
+        transform=reference.transform,
+        shape=(reference.height, reference.width),
+        compress=compress,
+        predictor=False,
     )
 
 
@@ -303,7 +314,7 @@ def _quality_profiles(reference: Any, quality_dtype: np.dtype, quality_nodata: i
 def _numba_available() -> bool:
     """Whether the compiled kernels (numba) import."""
     try:
-        from cube_assets.raster import composite_kernels  # noqa: F401
+        from cube_assets.raster import composite_kernels  # noqa: F401 - imported only to learn whether numba compiles them
     except ImportError:
         return False
     return True
@@ -383,7 +394,7 @@ class _StackReader:
         """An uninitialised ``(T, H, W)`` stack for ``window``."""
         return np.empty((len(self.datasets), int(window.height), int(window.width)), dtype=self.dtype)
 
-    def read(self, window: Window, stack: np.ndarray, which: Sequence[int] | None = None) -> np.ndarray:
+    def read(self, window: Window, stack: np.ndarray, which: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """Read ``window`` of the observations ``which`` (default: all) into ``stack``; return it."""
         for t in range(len(self.datasets)) if which is None else which:
             self.datasets[t].read(1, window=window, out=stack[t])
@@ -456,7 +467,8 @@ def _band_workers(
     lookup = _QualityLookup(job.quality_rules, stack.quality_dtype) if engine == "numba" else None
     workers: list[WindowWorker] = []
     handles = zip(
-        _handles_per_worker(inputs, stack.merges, count), _handles_per_worker(inputs, stack.qualities, count),
+        _handles_per_worker(inputs, stack.merges, count),
+        _handles_per_worker(inputs, stack.qualities, count),
         strict=True,
     )
     for band_datasets, quality_datasets in handles:
@@ -497,7 +509,11 @@ class _CompiledBandWindows:
     """
 
     def __init__(
-        self, band_reader: _StackReader, quality_reader: _StackReader, lookup: _QualityLookup, job: _BandJob,
+        self,
+        band_reader: _StackReader,
+        quality_reader: _StackReader,
+        lookup: _QualityLookup,
+        job: _BandJob,
         nodata: float,
     ) -> None:
         from cube_assets.raster import composite_kernels
@@ -510,8 +526,12 @@ class _CompiledBandWindows:
         fill = dtype.type(nodata)  # compared in the band's dtype, as numpy compares
         sentinel = dtype.type(np.iinfo(dtype).max) if dtype.kind in "iu" else dtype.type(np.nan)
         self.constants = {
-            "table": lookup.table, "offset": lookup.offset, "order": np.asarray(job.order, dtype=np.int64),
-            "fill": fill, "nodata_is_nan": bool(np.isnan(fill)), "sentinel": sentinel,
+            "table": lookup.table,
+            "offset": lookup.offset,
+            "order": np.asarray(job.order, dtype=np.int64),
+            "fill": fill,
+            "nodata_is_nan": bool(np.isnan(fill)),
+            "sentinel": sentinel,
             "network": composite_kernels.sorting_network(len(job.order)),
         }
 
@@ -524,7 +544,9 @@ class _CompiledBandWindows:
         quality = self.lookup.prepare(self.quality_reader.read(window, self.quality_reader.empty(window)))
         count = quality.shape[0]
         stack = KernelWindow(
-            values=self.band_reader.empty(window), quality=quality, loaded=np.zeros(count, dtype=np.bool_),
+            values=self.band_reader.empty(window),
+            quality=quality,
+            loaded=np.zeros(count, dtype=np.bool_),
             **self.constants,
         )
         needed = np.zeros(count, dtype=np.bool_)
@@ -576,7 +598,9 @@ class _NumpyQualityWindows:
         """The quality outputs of ``window``."""
         quality = self.reader.read(window, self.reader.empty(window))
         classes = classify_quality(quality, self.job.quality_rules)
-        return composite_quality_window(quality, classes, self.job.order, self.job.days, self.job.quality_rules.quality_nodata)
+        return composite_quality_window(
+            quality, classes, self.job.order, self.job.days, self.job.quality_rules.quality_nodata
+        )
 
 
 class _CompiledQualityWindows:
@@ -591,7 +615,9 @@ class _CompiledQualityWindows:
     def __call__(self, window: Window) -> dict[str, np.ndarray]:
         """The quality outputs of ``window``."""
         quality = self.reader.read(window, self.reader.empty(window))
-        return composite_quality_kernel(quality, self.lookup.table, self.lookup.offset, self.order, self.days, self.fill)
+        return composite_quality_kernel(
+            quality, self.lookup.table, self.lookup.offset, self.order, self.days, self.fill
+        )
 
 
 def _quality_workers(

@@ -34,27 +34,25 @@ _NODATA = 0  # QualityClass.NODATA
 _CLEAR = 1  # QualityClass.CLEAR
 _MAX_COUNT = 255
 
-_JIT = {"cache": True, "nogil": True, "boundscheck": False}
 
-
-@numba.njit(inline="always", **_JIT)
-def _is_band_nodata(value, fill, nodata_is_nan):  # type: ignore[no-untyped-def]
+@numba.njit(inline="always", cache=True, nogil=True, boundscheck=False)
+def _is_band_nodata(value, fill, nodata_is_nan):  # type: ignore[no-untyped-def]  # numba types it per call
     """``value`` equals the band's nodata ``fill`` (given in the band's dtype; NaN matches NaN)."""
     if nodata_is_nan:
         return value != value
     return value == fill
 
 
-@numba.njit(inline="always", **_JIT)
-def _is_band_value(value, fill, nodata_is_nan):  # type: ignore[no-untyped-def]
+@numba.njit(inline="always", cache=True, nogil=True, boundscheck=False)
+def _is_band_value(value, fill, nodata_is_nan):  # type: ignore[no-untyped-def]  # numba types it per call
     """Not ``_is_band_nodata``: written without a branch, to be combined with ``&`` in hot loops."""
     if nodata_is_nan:
         return value == value
     return value != fill
 
 
-@numba.njit(inline="always", **_JIT)
-def _is_clear(code, lut, lut_offset, value, check_band, fill, nodata_is_nan):  # type: ignore[no-untyped-def]
+@numba.njit(inline="always", cache=True, nogil=True, boundscheck=False)
+def _is_clear(code, lut, lut_offset, value, check_band, fill, nodata_is_nan):  # type: ignore[no-untyped-def]  # numba types it per call
     """The observation is CLEAR by its quality ``code`` and (with ``check_band``) its band ``value`` is data."""
     keep = lut[np.int64(code) + lut_offset] == _CLEAR
     if check_band:
@@ -63,8 +61,8 @@ def _is_clear(code, lut, lut_offset, value, check_band, fill, nodata_is_nan):  #
     return keep
 
 
-@numba.njit(inline="always", **_JIT)
-def _sorts_before(a, b):  # type: ignore[no-untyped-def]
+@numba.njit(inline="always", cache=True, nogil=True, boundscheck=False)
+def _sorts_before(a, b):  # type: ignore[no-untyped-def]  # numba types it per call
     """``a < b`` with NaN after every number, as ``numpy.sort`` orders them."""
     if a != a:
         return False
@@ -73,8 +71,8 @@ def _sorts_before(a, b):  # type: ignore[no-untyped-def]
     return a < b
 
 
-@numba.njit(**_JIT)
-def observations_with_clear(quality, lut, lut_offset, out):  # type: ignore[no-untyped-def]
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def observations_with_clear(quality, lut, lut_offset, out):  # type: ignore[no-untyped-def]  # numba types it per call
     """Set ``out[t]`` when observation ``t`` has at least one CLEAR quality pixel in the window."""
     count, height, width = quality.shape
     for t in range(count):
@@ -89,8 +87,8 @@ def observations_with_clear(quality, lut, lut_offset, out):  # type: ignore[no-u
         out[t] = found
 
 
-@numba.njit(**_JIT)
-def lcf_window(  # type: ignore[no-untyped-def]
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def lcf_window(  # type: ignore[no-untyped-def]  # numba types it per call
     values, quality, lut, lut_offset, order, loaded, check_band, fill, nodata_is_nan, out, chosen, wanted
 ):
     """Best-pixel composite of one window (``composite_rules.lcf``).
@@ -129,8 +127,8 @@ def lcf_window(  # type: ignore[no-untyped-def]
                 wanted[pick] = True
 
 
-@numba.njit(**_JIT)
-def median_window(  # type: ignore[no-untyped-def]
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def median_window(  # type: ignore[no-untyped-def]  # numba types it per call
     values, quality, lut, lut_offset, loaded, check_band, fill, nodata_is_nan, integer, sentinel, network, out
 ):
     """Median of each pixel's CLEAR observations (``composite_rules.median_clear``) into ``out``.
@@ -185,8 +183,8 @@ def median_window(  # type: ignore[no-untyped-def]
                 out[row, col] = (np.float64(low) + np.float64(high)) / 2.0
 
 
-@numba.njit(**_JIT)
-def mean_window(  # type: ignore[no-untyped-def]
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def mean_window(  # type: ignore[no-untyped-def]  # numba types it per call
     values, quality, lut, lut_offset, loaded, check_band, fill, nodata_is_nan, integer, out
 ):
     """Mean of each pixel's CLEAR observations (``composite_rules.mean_clear``) into ``out``.
@@ -225,8 +223,8 @@ def mean_window(  # type: ignore[no-untyped-def]
                 out[row, col] = reals[col] / size
 
 
-@numba.njit(**_JIT)
-def quality_window(  # type: ignore[no-untyped-def]
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def quality_window(  # type: ignore[no-untyped-def]  # numba types it per call
     quality, lut, lut_offset, order, days, fill, out_quality, out_provenance, out_clear, out_total
 ):
     """LCF of the quality band, PROVENANCE (day of year, -1), CLEAROB and TOTALOB of one window.

@@ -92,9 +92,7 @@ def _check_order(order: Sequence[int], count: int) -> np.ndarray:
 # --------------------------------------------------------------------------- pure array functions
 
 
-def lcf(
-    values: np.ndarray, classes: np.ndarray, order: Sequence[int], nodata: float
-) -> tuple[np.ndarray, np.ndarray]:
+def lcf(values: np.ndarray, classes: np.ndarray, order: Sequence[int], nodata: float) -> tuple[np.ndarray, np.ndarray]:
     """Best-pixel (LCF) composite.
 
     Rule: each pixel takes its value from the first CLEAR observation in ``order``; where none
@@ -141,7 +139,7 @@ def provenance(chosen_index: np.ndarray, day_of_year: Sequence[int]) -> np.ndarr
         raise InvalidRaster(f"provenance: chosen indices must lie in -1..{len(days) - 1}")
     if len(days) == 0:
         return np.full(chosen_index.shape, PROVENANCE_NODATA, dtype=np.int16)
-    out = days.astype(np.int16)[np.maximum(chosen_index, 0)]
+    out: np.ndarray = days.astype(np.int16)[np.maximum(chosen_index, 0)]
     out[chosen_index < 0] = PROVENANCE_NODATA
     return out
 
@@ -166,7 +164,7 @@ def composite_quality(quality_values: np.ndarray, chosen_index: np.ndarray, qual
     if chosen_index.size and chosen_index.max() >= quality_values.shape[0]:
         raise InvalidRaster(f"composite_quality: chosen index {chosen_index.max()} exceeds the stack")
     check_nodata_fits(quality_nodata, quality_values.dtype, "composite_quality")
-    out = np.take_along_axis(quality_values, np.maximum(chosen_index, 0)[np.newaxis], axis=0)[0]
+    out: np.ndarray = np.take_along_axis(quality_values, np.maximum(chosen_index, 0)[np.newaxis], axis=0)[0]
     out[chosen_index < 0] = quality_nodata
     return out
 
@@ -179,7 +177,8 @@ def _truncated_midpoint(low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """
     odd = (low % 2) + (high % 2)
     floor = low // 2 + high // 2 + odd // 2
-    return floor + ((odd == 1) & (floor < 0)).astype(floor.dtype)
+    truncated: np.ndarray = floor + ((odd == 1) & (floor < 0)).astype(floor.dtype)
+    return truncated
 
 
 def median_clear(values: np.ndarray, classes: np.ndarray, nodata: float) -> np.ndarray:
@@ -234,6 +233,7 @@ def mean_clear(values: np.ndarray, classes: np.ndarray, nodata: float) -> np.nda
     clear = classes == QualityClass.CLEAR
     count = clear.sum(axis=0)
     divisor = np.maximum(count, 1)
+    mean: np.ndarray
     if values.dtype.kind == "u":
         total = np.where(clear, values, 0).sum(axis=0, dtype=np.uint64)
         mean = (total // divisor.astype(np.uint64)).astype(values.dtype)
@@ -255,7 +255,8 @@ def clear_observation_count(classes: np.ndarray) -> np.ndarray:
         A ``uint8`` ``(H, W)`` array, saturating at 255.
     """
     count = (np.asarray(classes) == QualityClass.CLEAR).sum(axis=0)
-    return np.minimum(count, MAX_COUNT).astype(np.uint8)
+    saturated: np.ndarray = np.minimum(count, MAX_COUNT).astype(np.uint8)
+    return saturated
 
 
 def total_observation_count(classes: np.ndarray) -> np.ndarray:
@@ -265,7 +266,8 @@ def total_observation_count(classes: np.ndarray) -> np.ndarray:
         A ``uint8`` ``(H, W)`` array, saturating at 255.
     """
     count = (np.asarray(classes) != QualityClass.NODATA).sum(axis=0)
-    return np.minimum(count, MAX_COUNT).astype(np.uint8)
+    saturated: np.ndarray = np.minimum(count, MAX_COUNT).astype(np.uint8)
+    return saturated
 
 
 # --------------------------------------------------------------------------- the compiled twins
@@ -363,8 +365,18 @@ def _lcf_kernel(window: KernelWindow, wanted: np.ndarray) -> np.ndarray:
     """LCF compiled (``lcf_window``): unread observations are assumed valid and asked for when chosen."""
     out, chosen = window.empty(), np.empty(window.quality.shape[1:], dtype=np.int32)
     _kernels().lcf_window(
-        window.values, window.quality, window.table, window.offset, window.order, window.loaded, True, window.fill,
-        window.nodata_is_nan, out, chosen, wanted,
+        window.values,
+        window.quality,
+        window.table,
+        window.offset,
+        window.order,
+        window.loaded,
+        True,
+        window.fill,
+        window.nodata_is_nan,
+        out,
+        chosen,
+        wanted,
     )
     return out
 
@@ -373,8 +385,18 @@ def _median_kernel(window: KernelWindow, wanted: np.ndarray) -> np.ndarray:
     """MED compiled (``median_window``) over the loaded observations."""
     out = window.empty()
     _kernels().median_window(
-        window.values, window.quality, window.table, window.offset, window.loaded, True, window.fill,
-        window.nodata_is_nan, window.integer, window.sentinel, window.network, out,
+        window.values,
+        window.quality,
+        window.table,
+        window.offset,
+        window.loaded,
+        True,
+        window.fill,
+        window.nodata_is_nan,
+        window.integer,
+        window.sentinel,
+        window.network,
+        out,
     )
     return out
 
@@ -383,8 +405,16 @@ def _mean_kernel(window: KernelWindow, wanted: np.ndarray) -> np.ndarray:
     """AVG compiled (``mean_window``) over the loaded observations."""
     out = window.empty()
     _kernels().mean_window(
-        window.values, window.quality, window.table, window.offset, window.loaded, True, window.fill,
-        window.nodata_is_nan, window.integer, out,
+        window.values,
+        window.quality,
+        window.table,
+        window.offset,
+        window.loaded,
+        True,
+        window.fill,
+        window.nodata_is_nan,
+        window.integer,
+        out,
     )
     return out
 
@@ -449,7 +479,15 @@ def composite_quality_kernel(
         "totalob": np.empty(shape, dtype=np.uint8),
     }
     _kernels().quality_window(
-        quality, table, offset, order, days, fill, results["quality"], results["provenance"], results["clearob"],
+        quality,
+        table,
+        offset,
+        order,
+        days,
+        fill,
+        results["quality"],
+        results["provenance"],
+        results["clearob"],
         results["totalob"],
     )
     return results

@@ -123,9 +123,7 @@ def _array_mask(
     if array.ndim == 2:
         array = array[np.newaxis]
     if array.ndim != 3 or 0 in array.shape:
-        raise InvalidRaster(
-            f"{name}: expected a non-empty (H, W) or (bands, H, W) array, got shape {array.shape}"
-        )
+        raise InvalidRaster(f"{name}: expected a non-empty (H, W) or (bands, H, W) array, got shape {array.shape}")
     height, width = array.shape[1:]
     out_shape = _decimated_shape((height, width), max_size)
     rows = np.floor((np.arange(out_shape[0]) + 0.5) * height / out_shape[0]).astype(np.intp)
@@ -139,7 +137,7 @@ def _valid_any_band(data: np.ndarray, nodata: float | int | None) -> np.ndarray:
     valid = ~np.isnan(data) if data.dtype.kind == "f" else np.ones(data.shape, dtype=bool)
     if nodata is not None and not math.isnan(nodata):
         valid &= data != nodata
-    return valid.any(axis=0)
+    return np.asarray(valid.any(axis=0))
 
 
 def _decimated_shape(shape: tuple[int, int], max_size: int) -> tuple[int, int]:

@@ -28,13 +28,12 @@ from numbers import Real
 from pathlib import Path
 
 import numpy as np
-from numpy.typing import DTypeLike
 import rasterio
+from numpy.typing import DTypeLike
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from cube_assets.atomic import atomic_path
-
 from cube_assets.errors import InvalidExpression, InvalidRaster
 from cube_assets.raster.inputs import open_input, reading_from
 
@@ -143,7 +142,7 @@ class _Compiler:
     def reject(self, node: ast.AST, why: str) -> InvalidExpression:
         try:
             part = ast.get_source_segment(self.expression, node) or ast.dump(node)
-        except Exception:  # noqa: BLE001 - only used to word the message
+        except Exception:  # only used to word the message
             part = type(node).__name__
         return InvalidExpression(f"expression {_quote(self.expression)}: {why}: {_quote(part)}")
 
@@ -175,19 +174,19 @@ class _Compiler:
         if isinstance(node, ast.Name):
             return self._band(node)
         if isinstance(node, ast.BinOp):
-            ufunc = _BINARY_OPS.get(type(node.op))
-            if ufunc is None:
+            binary = _BINARY_OPS.get(type(node.op))
+            if binary is None:
                 raise self.reject(node, f"operator {type(node.op).__name__} is not allowed")
             left, right = self.compile(node.left), self.compile(node.right)
             if isinstance(node.op, ast.Pow) and self._uses_band(node.left) and not self._uses_band(node.right):
                 self._check_exponent(node, right)
-            return lambda bands: ufunc(left(bands), right(bands))
+            return lambda bands: binary(left(bands), right(bands))
         if isinstance(node, ast.UnaryOp):
-            ufunc = _UNARY_OPS.get(type(node.op))
-            if ufunc is None:
+            unary = _UNARY_OPS.get(type(node.op))
+            if unary is None:
                 raise self.reject(node, f"operator {type(node.op).__name__} is not allowed")
             operand = self.compile(node.operand)
-            return lambda bands: ufunc(operand(bands))
+            return lambda bands: unary(operand(bands))
         if isinstance(node, ast.Compare):
             return self._compare(node)
         if isinstance(node, ast.Call):
@@ -248,7 +247,7 @@ class _Compiler:
 
         def evaluate(bands: Mapping[str, np.ndarray]) -> np.ndarray:
             values = [operand(bands) for operand in operands]
-            result = ufuncs[0](values[0], values[1])
+            result: np.ndarray = ufuncs[0](values[0], values[1])
             for position, ufunc in enumerate(ufuncs[1:], start=1):
                 result = np.logical_and(result, ufunc(values[position], values[position + 1]))
             return result
@@ -390,11 +389,11 @@ def round_into_dtype(
         step = -1 if nodata > 0 else 1
         out[valid & (out == nodata)] = nodata + step
     elif dtype.kind == "f":
-        info = np.finfo(dtype)
+        float_info = np.finfo(dtype)
         if not isinstance(nodata, Real):
             raise InvalidRaster(f"{name}: nodata {nodata!r} cannot be stored in {dtype}")
         filled = np.where(valid, values, 0.0)
-        out = np.clip(filled, info.min, info.max).astype(dtype)
+        out = np.clip(filled, float_info.min, float_info.max).astype(dtype)
         nodata_value = dtype.type(nodata)
         if not np.isnan(nodata_value):
             clash = valid & (out == nodata_value)
@@ -535,17 +534,31 @@ def write_index(
     if missing:
         raise InvalidRaster(f"index {_quote(compiled.expression)}: no file for bands {missing}")
     with contextlib.ExitStack() as stack:
-        sources = {
-            name: stack.enter_context(open_input(band_paths[name], limits=None)) for name in compiled.band_names
-        }
+        sources = {name: stack.enter_context(open_input(band_paths[name], limits=None)) for name in compiled.band_names}
         first = next(iter(sources.values()))
         for name, src in sources.items():
-            if (src.crs, src.width, src.height, src.transform) != (first.crs, first.width, first.height, first.transform):
-                raise InvalidRaster(f"index {_quote(compiled.expression)}: band {name} ({src.name}) is not on the grid of {first.name}")
+            if (src.crs, src.width, src.height, src.transform) != (
+                first.crs,
+                first.width,
+                first.height,
+                first.transform,
+            ):
+                raise InvalidRaster(
+                    f"index {_quote(compiled.expression)}: band {name} ({src.name}) is not on the grid of {first.name}"
+                )
         profile = {
-            "driver": "GTiff", "width": first.width, "height": first.height, "count": 1,
-            "dtype": np.dtype(out_dtype).name, "nodata": out_nodata, "crs": first.crs, "transform": first.transform,
-            "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "deflate",
+            "driver": "GTiff",
+            "width": first.width,
+            "height": first.height,
+            "count": 1,
+            "dtype": np.dtype(out_dtype).name,
+            "nodata": out_nodata,
+            "crs": first.crs,
+            "transform": first.transform,
+            "tiled": True,
+            "blockxsize": 512,
+            "blockysize": 512,
+            "compress": "deflate",
         }
         counts = IndexPixelCounts()
         with atomic_path(destination) as tmp, rasterio.open(tmp, "w", **profile) as dst:
@@ -562,7 +575,8 @@ def write_index(
 def _read_window(path: str | os.PathLike[str], src: DatasetReader, window: Window) -> np.ndarray:
     """Band 1 of ``src`` in ``window``; a failed read names ``path``."""
     with reading_from(path, 1):
-        return src.read(1, window=window)
+        band: np.ndarray = src.read(1, window=window)
+        return band
 
 
 __all__ = [

@@ -88,7 +88,8 @@ def open_input(
 def _errors_reported(dataset: DatasetReader) -> contextlib.AbstractContextManager[object]:
     """The GDAL settings under which every decoding error of ``dataset`` reaches the caller."""
     if dataset.driver == "JP2OpenJPEG":
-        return rasterio.Env(GDAL_NUM_THREADS="1")
+        single_threaded: contextlib.AbstractContextManager[object] = rasterio.Env(GDAL_NUM_THREADS="1")
+        return single_threaded
     return contextlib.nullcontext()
 
 

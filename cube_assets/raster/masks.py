@@ -81,9 +81,7 @@ class ValueMaskRules:
         for name, codes in lists.items():
             for code in codes:
                 if code in seen and seen[code] != name:
-                    raise InvalidQualityRule(
-                        f"quality code {code} is listed both as '{seen[code]}' and as '{name}'"
-                    )
+                    raise InvalidQualityRule(f"quality code {code} is listed both as '{seen[code]}' and as '{name}'")
                 seen[code] = name
 
     @property
@@ -135,7 +133,7 @@ CONFIDENCE_LEVELS = {"NONE": 0, "LOW": 1, "MEDIUM": 2, "HIGH": 3}
 CONFIDENCE_FIELDS = {"cloud": 8, "shadow": 10, "snow": 12, "cirrus": 14}
 """First bit of each two-bit confidence field of QA_PIXEL (cirrus is meaningful for OLI only)."""
 
-_COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
+_COMPARISONS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
     "==": operator.eq,
     "!=": operator.ne,
     "<": operator.lt,
@@ -187,8 +185,7 @@ def parse_confidence_rule(text: str) -> ConfidenceRule:
     field_name = field_token.lower()
     if field_name not in CONFIDENCE_FIELDS:
         raise InvalidQualityRule(
-            f"confidence rule {text!r}: unknown field {field_token!r} "
-            f"(expected one of {', '.join(CONFIDENCE_FIELDS)})"
+            f"confidence rule {text!r}: unknown field {field_token!r} (expected one of {', '.join(CONFIDENCE_FIELDS)})"
         )
     op_token = tokens[1] if len(tokens) > 1 else ""
     if op_token not in _COMPARISONS:
@@ -351,7 +348,8 @@ def extract_bits(values: np.ndarray, first: int, last: int) -> np.ndarray:
 
 def _any_bit_set(values: np.ndarray, bits: Sequence[int]) -> np.ndarray:
     mask = sum(1 << bit for bit in set(bits))
-    return (values & mask) != 0
+    is_set: np.ndarray = (values & mask) != 0
+    return is_set
 
 
 def classify_quality(quality: np.ndarray, rules: QualityRules) -> np.ndarray:
@@ -401,7 +399,8 @@ def radsat_saturated(qa_radsat: np.ndarray) -> np.ndarray:
     Raises:
         InvalidRaster: if ``qa_radsat`` is not an integer array.
     """
-    return extract_bits(qa_radsat, 1, 7) != 0
+    saturated: np.ndarray = extract_bits(qa_radsat, 1, 7) != 0
+    return saturated
 
 
 # --------------------------------------------------------------------------- reflectance and nodata
@@ -457,15 +456,17 @@ def _valid_mask(values: np.ndarray, nodata: float | None) -> np.ndarray:
     if nodata is None:
         return np.ones(values.shape, dtype=bool)
     if isinstance(nodata, float) and np.isnan(nodata):
-        return ~np.isnan(values)
-    return values != nodata
+        not_nan: np.ndarray = ~np.isnan(values)
+        return not_nan
+    valid: np.ndarray = values != nodata
+    return valid
 
 
 def propagate_spectral_nodata(
     quality: np.ndarray,
     spectral: Sequence[np.ndarray],
     spectral_nodata: float | Sequence[float | None] | None,
-    quality_nodata: int,
+    quality_nodata: float,
 ) -> np.ndarray:
     """Make a pixel nodata in the quality band where it is nodata in any spectral band.
 

@@ -51,9 +51,7 @@ def write_quicklook(
     bands = [np.asarray(band) for band in (red, green, blue)]
     for colour, band in zip(("red", "green", "blue"), bands, strict=True):
         if band.ndim != 2 or 0 in band.shape:
-            raise InvalidRaster(
-                f"quicklook {colour} band: expected a non-empty 2-D array, got shape {band.shape}"
-            )
+            raise InvalidRaster(f"quicklook {colour} band: expected a non-empty 2-D array, got shape {band.shape}")
     if len({band.shape for band in bands}) != 1:
         raise InvalidRaster(f"quicklook bands differ in shape: {[band.shape for band in bands]}")
     out_shape = quicklook_shape(bands[0].shape, max_size)
@@ -121,9 +119,7 @@ def quicklook_shape(shape: tuple[int, int], max_size: int) -> tuple[int, int]:
     return (max(1, round(height * scale)), max(1, round(width * scale)))
 
 
-def _nearest_indices(
-    shape: tuple[int, int], out_shape: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
+def _nearest_indices(shape: tuple[int, int], out_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Row and column indices of the source pixels under each output pixel's centre."""
     rows = np.floor((np.arange(out_shape[0]) + 0.5) * shape[0] / out_shape[0]).astype(np.intp)
     cols = np.floor((np.arange(out_shape[1]) + 0.5) * shape[1] / out_shape[1]).astype(np.intp)

@@ -81,7 +81,10 @@ def write_reflectance(
             pixels or ground than ``limits`` allow, or a block of it cannot be read.
     """
     return _write_converted(
-        source, destination, block_size, limits,
+        source,
+        destination,
+        block_size,
+        limits,
         lambda dn: scale_to_reflectance(dn, add_offset=add_offset, quantification=quantification, nodata_in=nodata_in),
     )
 
@@ -132,7 +135,10 @@ def write_landsat_reflectance(
         InvalidRaster: as :func:`write_reflectance`.
     """
     return _write_converted(
-        source, destination, block_size, limits,
+        source,
+        destination,
+        block_size,
+        limits,
         lambda dn: scale_landsat_to_reflectance(dn, scale=scale, offset=offset, nodata_in=nodata_in),
     )
 
@@ -147,7 +153,11 @@ def _write_converted(
     """Write ``convert(band 1 of source)`` block by block as an int16 reflectance GeoTIFF."""
     with open_input(source, limits=limits) as src:
         profile = {
-            **_grid_profile(src), "dtype": "int16", "nodata": REFLECTANCE_NODATA, "compress": "deflate", "predictor": 2,
+            **_grid_profile(src),
+            "dtype": "int16",
+            "nodata": REFLECTANCE_NODATA,
+            "compress": "deflate",
+            "predictor": 2,
         }
         with atomic_path(destination) as tmp, rasterio.open(tmp, "w", **profile) as dst:
             for row in range(0, src.height, block_size):
@@ -180,7 +190,9 @@ def copy_band(
     """
     with open_input(source, limits=limits) as src:
         profile = {
-            **_grid_profile(src), "dtype": src.dtypes[0], "nodata": nodata if nodata is not None else src.nodata,
+            **_grid_profile(src),
+            "dtype": src.dtypes[0],
+            "nodata": nodata if nodata is not None else src.nodata,
             "compress": "deflate",
         }
         with atomic_path(destination) as tmp, rasterio.open(tmp, "w", **profile) as dst:
@@ -194,6 +206,13 @@ def copy_band(
 def _grid_profile(src: DatasetReader) -> dict[str, Any]:
     """A one-band tiled GeoTIFF profile on ``src``'s grid (type, nodata and compression left to the caller)."""
     return {
-        "driver": "GTiff", "width": src.width, "height": src.height, "count": 1, "crs": src.crs,
-        "transform": src.transform, "tiled": True, "blockxsize": 512, "blockysize": 512,
+        "driver": "GTiff",
+        "width": src.width,
+        "height": src.height,
+        "count": 1,
+        "crs": src.crs,
+        "transform": src.transform,
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
     }

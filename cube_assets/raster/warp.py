@@ -156,14 +156,13 @@ def warp_to_grid(
                 resampling=method,
                 dtype=out_dtype,
             ) as vrt:
-                return vrt.read(band, window=window)
+                warped: np.ndarray = vrt.read(band, window=window)
+                return warped
     except RasterioIOError as error:
         raise InvalidRaster(f"{path}: cannot be read as a raster ({error})") from error
 
 
-def mosaic_first_valid(
-    arrays: Sequence[np.ndarray], nodata: float | int
-) -> tuple[np.ndarray, np.ndarray]:
+def mosaic_first_valid(arrays: Sequence[np.ndarray], nodata: float | int) -> tuple[np.ndarray, np.ndarray]:
     """Mosaic same-shaped arrays: at each pixel the first array (in order) with a valid value wins.
 
     A value is valid when it is not ``nodata`` and not NaN.
@@ -183,9 +182,7 @@ def mosaic_first_valid(
     shape = arrays[0].shape
     for index, array in enumerate(arrays):
         if array.shape != shape:
-            raise InvalidRaster(
-                f"mosaic_first_valid: array {index} has shape {array.shape}, array 0 has {shape}"
-            )
+            raise InvalidRaster(f"mosaic_first_valid: array {index} has shape {array.shape}, array 0 has {shape}")
     mosaic = np.full(shape, nodata, dtype=arrays[0].dtype)
     source_index = np.full(shape, DATASOURCE_NODATA, dtype=np.uint8)
     for index, array in enumerate(arrays):
@@ -233,9 +230,16 @@ def merge_scenes_to_tile(
             unknown, or ``block_size`` < 1.
     """
     with open_scene_mosaic(
-        scenes, bands=bands, quality_band=quality_band, dst_crs=dst_crs, dst_transform=dst_transform,
-        dst_shape=dst_shape, band_nodata=band_nodata, resampling=resampling,
-        warp_block=WARP_BLOCK if block_size is None else block_size, threads=1,
+        scenes,
+        bands=bands,
+        quality_band=quality_band,
+        dst_crs=dst_crs,
+        dst_transform=dst_transform,
+        dst_shape=dst_shape,
+        band_nodata=band_nodata,
+        resampling=resampling,
+        warp_block=WARP_BLOCK if block_size is None else block_size,
+        threads=1,
     ) as mosaic:
         merged = {band: np.empty(dst_shape, dtype=dtype) for band, dtype in mosaic.dtypes.items()}
         for window in mosaic.windows():
@@ -330,7 +334,9 @@ class SceneMosaic:
         shape = (int(window.height), int(window.width))
         merged = {band: np.full(shape, self.nodata[band], dtype=self.dtypes[band]) for band in self.bands}
         for block in block_windows(shape[1], shape[0], self.warp_block):
-            grid_block = Window(window.col_off + block.col_off, window.row_off + block.row_off, block.width, block.height)
+            grid_block = Window(
+                window.col_off + block.col_off, window.row_off + block.row_off, block.width, block.height
+            )
             self._merge_block(grid_block, {band: array[block.toslices()] for band, array in merged.items()})
         return merged
 
@@ -365,7 +371,8 @@ class SceneMosaic:
     def _warp(self, index: int, band: str, block: Window) -> np.ndarray:
         """Band ``band`` of scene ``index`` warped onto one warp block of the grid."""
         try:
-            return self._vrt(index, band).read(1, window=block)
+            warped: np.ndarray = self._vrt(index, band).read(1, window=block)
+            return warped
         except RasterioIOError as error:
             cause = f"{error}: {error.__cause__}" if error.__cause__ is not None else str(error)
             raise InvalidScene(
@@ -463,8 +470,16 @@ def open_scene_mosaic(
         if pool is not None:
             stack.callback(pool.shutdown)  # runs after the files below have closed: last in, first out
         yield SceneMosaic(
-            stack, scenes, all_bands=all_bands, dst_crs=CRS.from_user_input(dst_crs), dst_transform=dst_transform,
-            dst_shape=dst_shape, band_nodata=band_nodata, methods=methods, warp_block=warp_block, pool=pool,
+            stack,
+            scenes,
+            all_bands=all_bands,
+            dst_crs=CRS.from_user_input(dst_crs),
+            dst_transform=dst_transform,
+            dst_shape=dst_shape,
+            band_nodata=band_nodata,
+            methods=methods,
+            warp_block=warp_block,
+            pool=pool,
         )
 
 
@@ -565,16 +580,31 @@ def merge_scenes_to_files(
     # The outputs are staged once the scenes are open, and finalized when ``staging`` exits:
     # after the scenes, their warped views and GDAL's blocks of them have been released.
     with contextlib.ExitStack() as staging:
-        with gdal_cache_limit(MERGE_GDAL_CACHE_BYTES), open_scene_mosaic(
-            scenes, bands=spectral, quality_band=quality_band, dst_crs=dst_crs, dst_transform=dst_transform,
-            dst_shape=dst_shape, band_nodata=band_nodata, resampling=resampling, warp_block=warp_block,
-            threads=threads,
-        ) as mosaic, contextlib.ExitStack() as open_files:
+        with (
+            gdal_cache_limit(MERGE_GDAL_CACHE_BYTES),
+            open_scene_mosaic(
+                scenes,
+                bands=spectral,
+                quality_band=quality_band,
+                dst_crs=dst_crs,
+                dst_transform=dst_transform,
+                dst_shape=dst_shape,
+                band_nodata=band_nodata,
+                resampling=resampling,
+                warp_block=warp_block,
+                threads=threads,
+            ) as mosaic,
+            contextlib.ExitStack() as open_files,
+        ):
             windows = mosaic.windows(window_size)
             staged = staging.enter_context(staged_outputs({band: out_paths[band] for band in mosaic.bands}, finalize))
             profiles = {
                 band: output_profile(
-                    mosaic.dtypes[band], mosaic.nodata[band], crs=dst_crs, transform=dst_transform, shape=dst_shape,
+                    mosaic.dtypes[band],
+                    mosaic.nodata[band],
+                    crs=dst_crs,
+                    transform=dst_transform,
+                    shape=dst_shape,
                     compress=finalize is None,
                 )
                 for band in mosaic.bands
@@ -583,8 +613,10 @@ def merge_scenes_to_files(
             for window in windows:
                 merged = mosaic.read(window)
                 merged[quality_band] = propagate_spectral_nodata(
-                    merged[quality_band], [merged[band] for band in spectral],
-                    [band_nodata[band] for band in spectral], band_nodata[quality_band],
+                    merged[quality_band],
+                    [merged[band] for band in spectral],
+                    [band_nodata[band] for band in spectral],
+                    band_nodata[quality_band],
                 )
                 statistics = statistics + MergeStatistics.of(classify_quality(merged[quality_band], rules))
                 write_window(writers, window, merged)
@@ -759,7 +791,8 @@ def _check_bands_agree(
         if bounds is not None and _overlap_share(bounds, tuple(reference.bounds)) >= MIN_BAND_OVERLAP:
             continue
         where = (
-            f"in the quality band's CRS it covers {_bounds_text(bounds)}" if bounds is not None
+            f"in the quality band's CRS it covers {_bounds_text(bounds)}"
+            if bounds is not None
             else "it cannot be transformed into the quality band's CRS"
         )
         raise InvalidScene(
@@ -783,7 +816,9 @@ def _overlap_share(a: Sequence[float], b: Sequence[float]) -> float:
 
 def _bounds_text(bounds: Sequence[float]) -> str:
     """``(left, bottom, right, top)`` for messages: whole metres, or four decimals of degrees."""
-    return "(" + ", ".join(f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4f}" for value in tuple(bounds)[:4]) + ")"
+    return (
+        "(" + ", ".join(f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4f}" for value in tuple(bounds)[:4]) + ")"
+    )
 
 
 def _crs_text(crs: CRS) -> str:
@@ -813,8 +848,9 @@ def _scene_extent_in(src: DatasetReader, dst_crs: CRS) -> tuple[float, float, fl
     if src.crs is None:
         raise InvalidScene(f"{src.name}: no CRS")
     try:
-        return transform_bounds(src.crs, dst_crs, *src.bounds, densify_pts=21)
-    except Exception:  # noqa: BLE001 - projection failures only disable the read-skipping shortcut
+        extent: tuple[float, float, float, float] = transform_bounds(src.crs, dst_crs, *src.bounds, densify_pts=21)
+        return extent
+    except Exception:  # projection failures only disable the read-skipping shortcut
         return None
 
 
@@ -826,9 +862,7 @@ def _window_bounds(window: Window, transform: Affine) -> tuple[float, float, flo
     return (min(xs), min(ys), max(xs), max(ys))
 
 
-def _overlaps(
-    extent: tuple[float, float, float, float] | None, bounds: tuple[float, float, float, float]
-) -> bool:
+def _overlaps(extent: tuple[float, float, float, float] | None, bounds: tuple[float, float, float, float]) -> bool:
     """Whether a scene extent may touch a block's bounds (None: unknown, so yes)."""
     if extent is None or not all(math.isfinite(value) for value in extent):
         return True

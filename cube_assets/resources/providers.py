@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from contextlib import suppress
-from datetime import datetime, time, timezone
+from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +35,10 @@ from cube_assets.grids import Tile
 from cube_assets.providers.base import SENTINEL2_L1C, Provider
 from cube_assets.providers.chain import load_stored, search_and_fetch
 from cube_assets.providers.local import LocalArchiveProvider
-from cube_assets.providers.simulated import SimulatorProvider, simulated_scenes
-from cube_assets.storage.raster_store import RasterStore
 from cube_assets.providers.raw_s3 import MirroredRawStore, RawMirrorError, RawSceneMirror
 from cube_assets.providers.raw_store import RawStore
+from cube_assets.providers.simulated import SimulatorProvider, simulated_scenes
+from cube_assets.storage.raster_store import RasterStore
 from cube_assets.temporal import Period
 
 
@@ -70,7 +70,7 @@ class ProvidersResource(ConfigurableResource):
     def _mirror(self, store: RasterStore | None) -> RawSceneMirror:
         if store is None:
             raise RawMirrorError("ProvidersResource: raw_scenes_in_store is set but no raster store was given")
-        return RawSceneMirror(store, Path(self.data_root) / "raw")  # type: ignore[arg-type]
+        return RawSceneMirror(store, Path(self.data_root) / "raw")  # type: ignore[arg-type]  # the store given to a raw mirror is a RasterStore with its folder layout
 
     def raw_store(self, store: RasterStore | None = None) -> RawStore:
         """The raw store under ``{data_root}/raw``; with ``raw_scenes_in_store``, mirrored in ``store``.
@@ -165,7 +165,7 @@ class ProvidersResource(ConfigurableResource):
         return [
             ProviderConfig(
                 name=entry.provider.name,
-                driver=entry.provider.driver,  # type: ignore[arg-type]
+                driver=entry.provider.driver,  # type: ignore[arg-type]  # the driver name was validated by the registry's model
                 description=entry.provider.description,
                 options=entry.provider.driver_options(),
             )
@@ -178,7 +178,9 @@ class ProvidersResource(ConfigurableResource):
             return [project.provider(name) for name in cube.providers]
         return self.registry_provider_configs(cube.collection)
 
-    def fetch_scenes(self, cube: CubeConfig, tile: Tile, period: Period, store: RasterStore | None = None) -> list[dict[str, Any]]:
+    def fetch_scenes(
+        self, cube: CubeConfig, tile: Tile, period: Period, store: RasterStore | None = None
+    ) -> list[dict[str, Any]]:
         """Find and fetch every scene of ``cube``'s collection over ``tile`` during ``period``.
 
         With ``raw_scenes_in_store``, scenes are also pushed to ``store`` (see :meth:`raw_store`).
@@ -194,20 +196,29 @@ class ProvidersResource(ConfigurableResource):
                 (offline) a stored scene lacks a band (``SceneNotStored``).
         """
         project = load_project_config(self.config_file)
-        start = datetime.combine(period.start, time(), tzinfo=timezone.utc)
-        end = datetime.combine(period.end, time(), tzinfo=timezone.utc)
+        start = datetime.combine(period.start, time(), tzinfo=UTC)
+        end = datetime.combine(period.end, time(), tzinfo=UTC)
         raw_store = self.raw_store(store)
         bands = raw_bands(cube)
         if self.offline:
-            fetched = load_stored(raw_store, cube.collection, tile.geometry_4326, start, end, bands, cube.max_cloud_cover)
+            fetched = load_stored(
+                raw_store, cube.collection, tile.geometry_4326, start, end, bands, cube.max_cloud_cover
+            )
         else:
             providers = [self.build_provider(config) for config in self.cube_provider_configs(project, cube)]
             raw_dir = raw_store.collection_dir(cube.collection)
             raw_dir.mkdir(parents=True, exist_ok=True)
             try:
                 fetched = search_and_fetch(
-                    providers, cube.collection, tile.geometry_4326, start, end, raw_dir, cube.max_cloud_cover,
-                    store=raw_store, bands=bands,
+                    providers,
+                    cube.collection,
+                    tile.geometry_4326,
+                    start,
+                    end,
+                    raw_dir,
+                    cube.max_cloud_cover,
+                    store=raw_store,
+                    bands=bands,
                 )
             finally:
                 for provider in providers:

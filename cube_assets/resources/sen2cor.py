@@ -51,14 +51,22 @@ class Sen2CorResource(ConfigurableResource):
     """Sen2Cor in Docker: image, versions to try, timeout, and the host paths it mounts."""
 
     output_dir: str = Field(description="Where validated Level-2A products are kept (one .SAFE per L1C).")
-    image: str = Field(default=DEFAULT_IMAGE, description="Image without a tag (versions are appended) or with one (used as is).")
+    image: str = Field(
+        default=DEFAULT_IMAGE, description="Image without a tag (versions are appended) or with one (used as is)."
+    )
     versions: list[str] = Field(default=list(DEFAULT_VERSIONS), description="Sen2Cor versions to try, in order.")
-    timeout_seconds: int = Field(default=DEFAULT_TIMEOUT_SECONDS, gt=0, description="A run is stopped after this many seconds.")
-    stop_grace_seconds: int = Field(default=30, ge=0, description="`docker stop --time`: seconds between SIGTERM and SIGKILL.")
+    timeout_seconds: int = Field(
+        default=DEFAULT_TIMEOUT_SECONDS, gt=0, description="A run is stopped after this many seconds."
+    )
+    stop_grace_seconds: int = Field(
+        default=30, ge=0, description="`docker stop --time`: seconds between SIGTERM and SIGKILL."
+    )
     cci_dir: str | None = Field(default=None, description="Host folder of the unpacked CCI4SEN2COR auxiliary data.")
     gipp_path: str | None = Field(default=None, description="Host L2A_GIPP.xml mounted over the image's own.")
     docker: str = Field(default="docker", description="The docker executable (a name on PATH or a path).")
-    docker_user: str | None = Field(default=None, description="`docker run --user`, e.g. '1000:1000' so outputs are not root's.")
+    docker_user: str | None = Field(
+        default=None, description="`docker run --user`, e.g. '1000:1000' so outputs are not root's."
+    )
 
     def to_l2a(self, l1c_path: str | os.PathLike[str]) -> Sen2CorOutput:
         """Return the Level-2A product of the Level-1C ``.SAFE`` at ``l1c_path``, running Sen2Cor if needed.
@@ -97,21 +105,36 @@ class Sen2CorResource(ConfigurableResource):
                 get_dagster_logger().warning(f"{l1c.product_id}: Sen2Cor {attempt.reference} failed: {failure}")
             finally:
                 shutil.rmtree(work_dir, ignore_errors=True)
-        raise Sen2CorError(f"{l1c.product_id}: no Sen2Cor version produced a valid Level-2A product: " + "; ".join(failures))
+        raise Sen2CorError(
+            f"{l1c.product_id}: no Sen2Cor version produced a valid Level-2A product: " + "; ".join(failures)
+        )
 
     # -- one run -----------------------------------------------------------------------------
 
     def _run_once(
-        self, docker: str, attempt: Sen2CorAttempt, l1c: ProductMetadata, l1c_path: Path,
-        work_dir: Path, cci_dir: Path | None, gipp_path: Path | None,
+        self,
+        docker: str,
+        attempt: Sen2CorAttempt,
+        l1c: ProductMetadata,
+        l1c_path: Path,
+        work_dir: Path,
+        cci_dir: Path | None,
+        gipp_path: Path | None,
     ) -> str | None:
         """Run one image; return ``None`` when it produced a valid product, else why not."""
         name = container_name(l1c.product_id, attempt.version, uuid.uuid4().hex[:8])
         output = work_dir / "output"
         output.mkdir()
         command = build_docker_command(
-            docker=docker, reference=attempt.reference, version=attempt.version, l1c_path=l1c_path,
-            output_dir=output, name=name, cci_dir=cci_dir, gipp_path=gipp_path, user=self.docker_user,
+            docker=docker,
+            reference=attempt.reference,
+            version=attempt.version,
+            l1c_path=l1c_path,
+            output_dir=output,
+            name=name,
+            cci_dir=cci_dir,
+            gipp_path=gipp_path,
+            user=self.docker_user,
         )
         log_path = work_dir / "sen2cor.log"
         get_dagster_logger().info(f"{l1c.product_id}: running {' '.join(command)}")
@@ -152,7 +175,9 @@ class Sen2CorResource(ConfigurableResource):
                 continue
             if done.returncode == 0:
                 break
-            logger.warning(f"{' '.join(command)} exited {done.returncode}: {done.stderr.decode(errors='replace')[-500:]}")
+            logger.warning(
+                f"{' '.join(command)} exited {done.returncode}: {done.stderr.decode(errors='replace')[-500:]}"
+            )
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:  # the client outlived its container: end it ourselves
@@ -172,7 +197,9 @@ class Sen2CorResource(ConfigurableResource):
             return None
         return Sen2CorOutput(l1c.product_id, found, product.product_id, None, None, reused=True)
 
-    def _publish(self, output_dir: Path, work_dir: Path, l1c: ProductMetadata, attempt: Sen2CorAttempt) -> Sen2CorOutput:
+    def _publish(
+        self, output_dir: Path, work_dir: Path, l1c: ProductMetadata, attempt: Sen2CorAttempt
+    ) -> Sen2CorOutput:
         produced = find_l2a_product(work_dir / "output", l1c)
         assert produced is not None  # checked by _run_once
         target = output_dir / produced.name
@@ -191,7 +218,9 @@ class Sen2CorResource(ConfigurableResource):
             return existing
         product = validate_l2a_product(target, l1c, expected_bands=L2A_BANDS)
         get_dagster_logger().info(f"{l1c.product_id}: Sen2Cor {attempt.reference} produced {target.name}")
-        return Sen2CorOutput(l1c.product_id, target, product.product_id, attempt.version, attempt.reference, reused=False)
+        return Sen2CorOutput(
+            l1c.product_id, target, product.product_id, attempt.version, attempt.reference, reused=False
+        )
 
     # -- configuration -----------------------------------------------------------------------
 

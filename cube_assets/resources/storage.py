@@ -27,7 +27,9 @@ class RasterStoreResource(ConfigurableResource):
     root: str = Field(default="", description="local: the folder everything is stored under")
     bucket: str = Field(default="", description="s3: the bucket")
     prefix: str = Field(default="", description="s3: key prefix inside the bucket (no leading or trailing '/')")
-    endpoint_url: str = Field(default="", description="s3: http(s)://host:port of an S3-compatible server; empty for AWS")
+    endpoint_url: str = Field(
+        default="", description="s3: http(s)://host:port of an S3-compatible server; empty for AWS"
+    )
     region: str = Field(default="", description="s3: the bucket's region")
     access_key_id: str = Field(default="", description="s3: access key id; empty for boto3's default chain")
     secret_access_key: str = Field(default="", description="s3: secret access key")
@@ -35,8 +37,12 @@ class RasterStoreResource(ConfigurableResource):
     multipart_threshold: int = Field(
         default=DEFAULT_MULTIPART_THRESHOLD, description="s3: files of at least this many bytes upload in parts"
     )
-    multipart_chunksize: int = Field(default=DEFAULT_MULTIPART_CHUNKSIZE, description="s3: part size in bytes (at least 5 MiB)")
-    staging_root: str = Field(default="", description="s3: local folder where files are built before upload; empty for the system's")
+    multipart_chunksize: int = Field(
+        default=DEFAULT_MULTIPART_CHUNKSIZE, description="s3: part size in bytes (at least 5 MiB)"
+    )
+    staging_root: str = Field(
+        default="", description="s3: local folder where files are built before upload; empty for the system's"
+    )
     stale_after_hours: float = Field(
         default=DEFAULT_STALE_AFTER.total_seconds() / 3600,
         description="on opening the store, remove staging folders and abort multipart uploads older than this (0: never)",
@@ -74,10 +80,15 @@ class RasterStoreResource(ConfigurableResource):
             if not self.bucket:
                 raise ValueError("RasterStoreResource: backend 's3' needs 'bucket' (e.g. from CUBE_ASSETS_S3_BUCKET)")
             return S3RasterStore(
-                self.bucket, self.prefix, endpoint_url=self.endpoint_url or None, region=self.region or None,
-                access_key_id=self.access_key_id or None, secret_access_key=self.secret_access_key or None,
+                self.bucket,
+                self.prefix,
+                endpoint_url=self.endpoint_url or None,
+                region=self.region or None,
+                access_key_id=self.access_key_id or None,
+                secret_access_key=self.secret_access_key or None,
                 session_token=self.session_token or None,
-                multipart_threshold=self.multipart_threshold, multipart_chunksize=self.multipart_chunksize,
+                multipart_threshold=self.multipart_threshold,
+                multipart_chunksize=self.multipart_chunksize,
                 staging_root=self.staging_root or None,
             )
         raise ValueError(f"RasterStoreResource: backend {self.backend!r} is not one of {', '.join(BACKENDS)}")

@@ -55,18 +55,34 @@ def blend_period(
         for band in cube.band_names:
             outs = {f: staging / f"{f}_{band}.tif" for f in cube.composites}
             blend_band(
-                [store.gdal_path(m.bands[band]) for m in merges], quality_paths, days, efficacies,
-                cube.quality.rules, cube.composites, outs, cube.nodata, finalize=_to_cog,
+                [store.gdal_path(m.bands[band]) for m in merges],
+                quality_paths,
+                days,
+                efficacies,
+                cube.quality.rules,
+                cube.composites,
+                outs,
+                cube.nodata,
+                finalize=_to_cog,
             )
             for function, path in outs.items():
                 local[function][band] = path
         quality_outs = {
-            "quality": staging / "quality.tif", "provenance": staging / "PROVENANCE.tif",
-            "clearob": staging / "CLEAROB.tif", "totalob": staging / "TOTALOB.tif",
+            "quality": staging / "quality.tif",
+            "provenance": staging / "PROVENANCE.tif",
+            "clearob": staging / "CLEAROB.tif",
+            "totalob": staging / "TOTALOB.tif",
         }
         blend_quality(
-            quality_paths, days, efficacies, cube.quality.rules, quality_outs["quality"],
-            quality_outs["provenance"], quality_outs["clearob"], quality_outs["totalob"], finalize=_to_cog,
+            quality_paths,
+            days,
+            efficacies,
+            cube.quality.rules,
+            quality_outs["quality"],
+            quality_outs["provenance"],
+            quality_outs["clearob"],
+            quality_outs["totalob"],
+            finalize=_to_cog,
         )
         for function in cube.composites:
             files = dict(local[function])
@@ -78,19 +94,36 @@ def blend_period(
             index_pixels: dict[str, IndexPixels] = {}
             for name, expression in cube.indexes.items():
                 compiled = compile_expression(expression, index_inputs(cube, local[function]).keys())
-                written = write_index(compiled, index_inputs(cube, local[function]), staging / f"{function}_{name}_raw.tif", nodata=cube.nodata)
+                written = write_index(
+                    compiled,
+                    index_inputs(cube, local[function]),
+                    staging / f"{function}_{name}_raw.tif",
+                    nodata=cube.nodata,
+                )
                 files[name] = _to_cog_now(written.path, staging / f"{function}_{name}.tif")
                 index_pixels[name] = index_pixel_counts(written)
             quicklook = _quicklook(cube, local[function], staging / f"{function}_quicklook.png")
             composites[function] = _publish(cube, tile, period, function, files, quicklook, index_pixels, store)
     return PeriodBlendManifest(
-        tile=tile.name, period=period.key, composites=composites, observations=len(merges), dates=tuple(days),
+        tile=tile.name,
+        period=period.key,
+        composites=composites,
+        observations=len(merges),
+        dates=tuple(days),
         merges=tuple(merges),
     )
 
 
-def _publish(cube: CubeConfig, tile: Tile, period: Period, function: str, files: Mapping[str, Path],
-             quicklook: Path | None, index_pixels: Mapping[str, IndexPixels], store: RasterStore) -> Composite:
+def _publish(
+    cube: CubeConfig,
+    tile: Tile,
+    period: Period,
+    function: str,
+    files: Mapping[str, Path],
+    quicklook: Path | None,
+    index_pixels: Mapping[str, IndexPixels],
+    store: RasterStore,
+) -> Composite:
     uris = {}
     for band, path in files.items():
         key = composite_key(cube.name, tile.name, period.start, function, band)
@@ -101,8 +134,11 @@ def _publish(cube: CubeConfig, tile: Tile, period: Period, function: str, files:
         quicklook_key = composite_key(cube.name, tile.name, period.start, function, "quicklook", suffix="png")
         quicklook_uri = store.publish(quicklook, quicklook_key, content_type="image/png")
     return Composite(
-        item=composite_item(cube.name, tile.name, period.start, function), bands=uris,
-        quicklook=quicklook_uri, quicklook_key=quicklook_key, index_pixels=dict(index_pixels),
+        item=composite_item(cube.name, tile.name, period.start, function),
+        bands=uris,
+        quicklook=quicklook_uri,
+        quicklook_key=quicklook_key,
+        index_pixels=dict(index_pixels),
     )
 
 
@@ -126,4 +162,4 @@ def _quicklook(cube: CubeConfig, bands: Mapping[str, Path], destination: Path) -
     rgb = [cube.band_by_common_name(c) for c in ("red", "green", "blue")]
     if any(b is None for b in rgb):
         return None
-    return quicklook_from_files(*(bands[b.name] for b in rgb), destination)  # type: ignore[union-attr]
+    return quicklook_from_files(*(bands[b.name] for b in rgb), destination)  # type: ignore[union-attr]  # called only when the cube has quicklook bands

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, time, timezone
+from datetime import UTC, datetime, time
 from typing import Any
 
 import numpy as np
@@ -20,9 +20,18 @@ from cube_assets.temporal import Period
 
 _DTYPE_NAMES = {"uint8": "UInt8", "int16": "Int16", "uint16": "UInt16", "int32": "Int32", "float32": "Float32"}
 SCL_LABELS = {
-    0: "no data", 1: "saturated or defective", 2: "dark area", 3: "cloud shadow", 4: "vegetation",
-    5: "not vegetated", 6: "water", 7: "unclassified", 8: "cloud medium probability",
-    9: "cloud high probability", 10: "thin cirrus", 11: "snow",
+    0: "no data",
+    1: "saturated or defective",
+    2: "dark area",
+    3: "cloud shadow",
+    4: "vegetation",
+    5: "not vegetated",
+    6: "water",
+    7: "unclassified",
+    8: "cloud medium probability",
+    9: "cloud high probability",
+    10: "thin cirrus",
+    11: "snow",
 }
 
 
@@ -78,65 +87,108 @@ def catalog_batch(
 
 def _products(cube: CubeConfig, tile: Tile) -> list[ProductRecord]:
     """The cube's products: one per composite function, the merges, and the source collection."""
-    start = datetime.combine(cube.start_date, time(), tzinfo=timezone.utc)
-    end = datetime.combine(cube.end_date, time(23, 59, 59), tzinfo=timezone.utc)
+    start = datetime.combine(cube.start_date, time(), tzinfo=UTC)
+    end = datetime.combine(cube.end_date, time(23, 59, 59), tzinfo=UTC)
     products = [
         ProductRecord(
-            id=composite_product_id(cube, function), name=f"{cube.title or cube.name} {function}",
-            description=cube.description, start_datetime=start, end_datetime=end, tags=("cube", function),
+            id=composite_product_id(cube, function),
+            name=f"{cube.title or cube.name} {function}",
+            description=cube.description,
+            start_datetime=start,
+            end_datetime=end,
+            tags=("cube", function),
             properties={"collection": cube.collection, "temporal_schema": cube.temporal.step, "grid": tile.grid_name},
         )
         for function in cube.composites
     ]
-    products.append(ProductRecord(
-        id=merge_product_id(cube), name=f"{cube.title or cube.name} merges", description=f"Per-date merges of {cube.name}",
-        start_datetime=start, end_datetime=end, tags=("cube", "merge"),
-        properties={"collection": cube.collection, "grid": tile.grid_name},
-    ))
+    products.append(
+        ProductRecord(
+            id=merge_product_id(cube),
+            name=f"{cube.title or cube.name} merges",
+            description=f"Per-date merges of {cube.name}",
+            start_datetime=start,
+            end_datetime=end,
+            tags=("cube", "merge"),
+            properties={"collection": cube.collection, "grid": tile.grid_name},
+        )
+    )
     products.append(ProductRecord(id=cube.collection, name=cube.collection, tags=("source",)))
     return products
 
 
 def _tile_image_fields(tile: Tile) -> dict[str, Any]:
     """The fields every image on the tile's grid shares: CRS, geotransform, size, pixel size and tile name."""
-    return {"crs": tile.crs.to_string(), "geotransform": tile.transform.to_gdal(), "width": tile.width,
-            "height": tile.height, "pixel_size_x": tile.resolution, "pixel_size_y": tile.resolution, "tile": tile.name}
+    return {
+        "crs": tile.crs.to_string(),
+        "geotransform": tile.transform.to_gdal(),
+        "width": tile.width,
+        "height": tile.height,
+        "pixel_size_x": tile.resolution,
+        "pixel_size_y": tile.resolution,
+        "tile": tile.name,
+    }
 
 
 def _composite_images(
-    cube: CubeConfig, tile: Tile, period: Period, blend: PeriodBlendManifest, store: RasterStore,
+    cube: CubeConfig,
+    tile: Tile,
+    period: Period,
+    blend: PeriodBlendManifest,
+    store: RasterStore,
 ) -> list[ImageRecord]:
     """One image per composite of the blend, spanning the period, with its cloud and fill fractions read from its bands."""
     geometry, common = mapping(tile.geometry_4326), _tile_image_fields(tile)
-    period_start = datetime.combine(period.start, time(), tzinfo=timezone.utc)
-    period_end = datetime.combine(period.end, time(), tzinfo=timezone.utc)
+    period_start = datetime.combine(period.start, time(), tzinfo=UTC)
+    period_end = datetime.combine(period.end, time(), tzinfo=UTC)
     images = []
     for function, composite in blend.composites.items():
         cloud, fill = _composite_fractions(store, composite.bands)
-        images.append(ImageRecord(
-            id=composite.item, product_id=composite_product_id(cube, function), name=composite.item,
-            acquired=period_start, acquired_end=period_end, geometry=geometry, cloud_fraction=cloud, fill_fraction=fill,
-            period_start=period.start, files=_files(store, composite.bands, composite.quicklook),
-            properties={"observations": blend.observations, "dates": [day.isoformat() for day in blend.dates]}, **common,
-        ))
+        images.append(
+            ImageRecord(
+                id=composite.item,
+                product_id=composite_product_id(cube, function),
+                name=composite.item,
+                acquired=period_start,
+                acquired_end=period_end,
+                geometry=geometry,
+                cloud_fraction=cloud,
+                fill_fraction=fill,
+                period_start=period.start,
+                files=_files(store, composite.bands, composite.quicklook),
+                properties={"observations": blend.observations, "dates": [day.isoformat() for day in blend.dates]},
+                **common,
+            )
+        )
     return images
 
 
 def _merge_images(
-    cube: CubeConfig, tile: Tile, period: Period, blend: PeriodBlendManifest, store: RasterStore,
+    cube: CubeConfig,
+    tile: Tile,
+    period: Period,
+    blend: PeriodBlendManifest,
+    store: RasterStore,
 ) -> list[ImageRecord]:
     """One image per merge the blend used, on its date, with the cloud ratio and valid pixels the merge recorded."""
     geometry, common = mapping(tile.geometry_4326), _tile_image_fields(tile)
     images = []
     for merge in blend.merges:
         files = {**merge.bands, cube.quality.band: merge.quality, "DATASOURCE": merge.datasource}
-        images.append(ImageRecord(
-            id=merge.item, product_id=merge_product_id(cube), name=merge.item,
-            acquired=datetime.combine(merge.date, time(), tzinfo=timezone.utc), geometry=geometry,
-            cloud_fraction=merge.cloud_ratio / 100.0, fill_fraction=merge.valid_pixels / merge.total_pixels,
-            period_start=period.start, files=_files(store, files),
-            properties={"efficacy": merge.efficacy, "scenes": list(merge.scenes)}, **common,
-        ))
+        images.append(
+            ImageRecord(
+                id=merge.item,
+                product_id=merge_product_id(cube),
+                name=merge.item,
+                acquired=datetime.combine(merge.date, time(), tzinfo=UTC),
+                geometry=geometry,
+                cloud_fraction=merge.cloud_ratio / 100.0,
+                fill_fraction=merge.valid_pixels / merge.total_pixels,
+                period_start=period.start,
+                files=_files(store, files),
+                properties={"efficacy": merge.efficacy, "scenes": list(merge.scenes)},
+                **common,
+            )
+        )
     return images
 
 
@@ -145,14 +197,21 @@ def _scene_images(cube: CubeConfig, scenes: Sequence[SceneCog], store: RasterSto
     images = []
     for scene in scenes:
         files = {**scene.bands, cube.quality.band: scene.quality, **scene.indexes}
-        images.append(ImageRecord(
-            id=scene.scene_id, product_id=cube.collection, name=scene.scene_id,
-            acquired=scene.datetime, geometry=scene.footprint,
-            crs=_crs_of(store, scene.quality), cloud_fraction=_fraction(scene.cloud_cover),
-            provider=scene.provider, provider_id=scene.scene_id,
-            files=_files(store, files, scene.quicklook),
-            properties={"radiometry": scene.radiometry},
-        ))
+        images.append(
+            ImageRecord(
+                id=scene.scene_id,
+                product_id=cube.collection,
+                name=scene.scene_id,
+                acquired=scene.datetime,
+                geometry=scene.footprint,
+                crs=_crs_of(store, scene.quality),
+                cloud_fraction=_fraction(scene.cloud_cover),
+                provider=scene.provider,
+                provider_id=scene.scene_id,
+                files=_files(store, files, scene.quicklook),
+                properties={"radiometry": scene.radiometry},
+            )
+        )
     return images
 
 
@@ -161,9 +220,17 @@ def _bands(cube: CubeConfig, product_id: str, tile: Tile) -> list[BandRecord]:
         return []
     dtype = _DTYPE_NAMES[cube.dtype]
     records = [
-        BandRecord(name=b.name, type="spectral", data_type=dtype, resolution=tile.resolution, band_index=i,
-                   data_range=(0, 10000), display_range=(0, 4000), nodata=cube.nodata,
-                   description=b.common_name or "")
+        BandRecord(
+            name=b.name,
+            type="spectral",
+            data_type=dtype,
+            resolution=tile.resolution,
+            band_index=i,
+            data_range=(0, 10000),
+            display_range=(0, 4000),
+            nodata=cube.nodata,
+            description=b.common_name or "",
+        )
         for i, b in enumerate(cube.bands)
     ]
     extra = [(cube.quality.band, "class", "UInt8", float(cube.quality.nodata))]
@@ -178,8 +245,17 @@ def _bands(cube: CubeConfig, product_id: str, tile: Tile) -> list[BandRecord]:
         labels = SCL_LABELS if kind == "class" and cube.quality.band == "SCL" else None
         if kind == "class" and product_id.endswith(("-MED", "-AVG")):
             continue  # only LCF and merges carry the quality band
-        records.append(BandRecord(name=name, type=kind, data_type=dtype_name, resolution=tile.resolution,
-                                  band_index=len(records), nodata=nodata, class_labels=labels))
+        records.append(
+            BandRecord(
+                name=name,
+                type=kind,
+                data_type=dtype_name,
+                resolution=tile.resolution,
+                band_index=len(records),
+                nodata=nodata,
+                class_labels=labels,
+            )
+        )
     return records
 
 

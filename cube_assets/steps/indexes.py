@@ -43,6 +43,4 @@ def total_nodata_pixels(index_pixels: Iterable[Mapping[str, IndexPixels | None]]
     Returns:
         The total, for an asset's ``index_nodata_pixels`` metadata.
     """
-    return sum(
-        counts.nodata_pixels for entry in index_pixels for counts in entry.values() if counts is not None
-    )
+    return sum(counts.nodata_pixels for entry in index_pixels for counts in entry.values() if counts is not None)

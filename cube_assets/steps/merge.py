@@ -53,12 +53,18 @@ def merge_date(
     """
     quality_band = cube.quality.band
     sources = [
-        {**{band: store.gdal_path(uri) for band, uri in scene.bands.items()}, quality_band: store.gdal_path(scene.quality)}
+        {
+            **{band: store.gdal_path(uri) for band, uri in scene.bands.items()},
+            quality_band: store.gdal_path(scene.quality),
+        }
         for scene in scenes
     ]
     nodata = {band: cube.nodata for band in cube.band_names} | {quality_band: cube.quality.nodata}
     resampling = {band.name: band.resampling for band in cube.bands} | {quality_band: "nearest"}
-    overview_resampling = {band: "average" for band in cube.band_names} | {quality_band: "nearest", DATASOURCE: "nearest"}
+    overview_resampling = {band: "average" for band in cube.band_names} | {
+        quality_band: "nearest",
+        DATASOURCE: "nearest",
+    }
     keys = {band: merge_key(cube.name, tile.name, day, band) for band in overview_resampling}
     files: dict[str, str] = {}
     with store.staging_dir() as staging:
@@ -67,12 +73,23 @@ def merge_date(
 
         def to_cog(tmp_tiff: Path, final_path: Path) -> None:
             # Whole-tile merges: GDAL's COG driver streams the staging file through a bounded cache.
-            cog_from_file(tmp_tiff, final_path, overview_resampling=overview_resampling[band_of[final_path]], driver="gdal")
+            cog_from_file(
+                tmp_tiff, final_path, overview_resampling=overview_resampling[band_of[final_path]], driver="gdal"
+            )
 
         statistics = merge_scenes_to_files(
-            sources, bands=cube.band_names, quality_band=quality_band, quality_rules=cube.quality.rules,
-            dst_crs=tile.crs_wkt, dst_transform=tile.transform, dst_shape=tile.shape, band_nodata=nodata,
-            out_paths=local, resampling=resampling, window_size=window_size, finalize=to_cog,
+            sources,
+            bands=cube.band_names,
+            quality_band=quality_band,
+            quality_rules=cube.quality.rules,
+            dst_crs=tile.crs_wkt,
+            dst_transform=tile.transform,
+            dst_shape=tile.shape,
+            band_nodata=nodata,
+            out_paths=local,
+            resampling=resampling,
+            window_size=window_size,
+            finalize=to_cog,
         )
         for band, path in local.items():
             files[band] = store.publish(path, keys[band], content_type=COG_CONTENT_TYPE)

@@ -25,16 +25,6 @@ from shapely.geometry import mapping
 
 from cube_assets.cube_config import CubeConfig
 from cube_assets.errors import InvalidScene
-from cube_assets.manifests import IndexPixels, RawScene, ReflectanceScene, SceneCog, Sen2CorRecord
-from cube_assets.raster.cog import COG_CONTENT_TYPE, cog_from_file
-from cube_assets.raster.footprint import valid_data_footprint
-from cube_assets.raster.indexes import CompiledExpression, IndexWrite, compile_expression, write_index
-from cube_assets.raster.inputs import open_input, reading_from
-from cube_assets.raster.product_limits import LANDSAT_C2, SENTINEL2, ProductLimits, limits_for_collection
-from cube_assets.raster.quicklook import quicklook_from_files, write_quicklook
-from cube_assets.providers.base import SENTINEL2_L1C
-from cube_assets.providers.local import PRODUCT_MANIFEST, ProductManifest, read_product_manifest
-from cube_assets.raster.reflectance import copy_band, write_landsat_reflectance, write_reflectance
 from cube_assets.formats.landsat import LANDSAT_C2_L2, is_landsat_folder, normalize_landsat_band, open_landsat_product
 from cube_assets.formats.safe_archive import extract_safe_zip, safe_members
 from cube_assets.formats.sen2cor import Sen2CorOutput
@@ -46,6 +36,16 @@ from cube_assets.formats.stac_item import (
     landsat_radiometry,
     sentinel2_radiometry,
 )
+from cube_assets.manifests import IndexPixels, RawScene, ReflectanceScene, SceneCog, Sen2CorRecord
+from cube_assets.providers.base import SENTINEL2_L1C
+from cube_assets.providers.local import PRODUCT_MANIFEST, ProductManifest, read_product_manifest
+from cube_assets.raster.cog import COG_CONTENT_TYPE, cog_from_file
+from cube_assets.raster.footprint import valid_data_footprint
+from cube_assets.raster.indexes import CompiledExpression, IndexWrite, compile_expression, write_index
+from cube_assets.raster.inputs import open_input, reading_from
+from cube_assets.raster.product_limits import LANDSAT_C2, SENTINEL2, ProductLimits, limits_for_collection
+from cube_assets.raster.quicklook import quicklook_from_files, write_quicklook
+from cube_assets.raster.reflectance import copy_band, write_landsat_reflectance, write_reflectance
 from cube_assets.steps.indexes import index_inputs, index_pixel_counts
 from cube_assets.storage.layout import scene_cog_key, scene_reflectance_key
 from cube_assets.storage.raster_store import RasterStore
@@ -108,7 +108,9 @@ def reflectance_for_scene(
 
 
 def _open_l2a(
-    cube: CubeConfig, product_path: Path, to_l2a: Callable[[Path], Sen2CorOutput] | None,
+    cube: CubeConfig,
+    product_path: Path,
+    to_l2a: Callable[[Path], Sen2CorOutput] | None,
 ) -> tuple[SafeProduct, dict[str, Any] | None]:
     """Open the ``.SAFE`` at ``product_path`` as Level-2A, running ``to_l2a`` (Sen2Cor) on a Level-1C product.
 
@@ -138,7 +140,11 @@ def _open_l2a(
 
 
 def _sentinel2_reflectance(
-    cube: CubeConfig, scene: Mapping[str, Any], store: RasterStore, product: SafeProduct, sen2cor: dict[str, Any] | None,
+    cube: CubeConfig,
+    scene: Mapping[str, Any],
+    store: RasterStore,
+    product: SafeProduct,
+    sen2cor: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """The Sentinel-2 Level-2A branch of :func:`reflectance_for_scene`: band reflectance, quality band, radiometry.
 
@@ -152,14 +158,16 @@ def _sentinel2_reflectance(
         source = product.band_path(band.source_band, resolution)
         offset = metadata.offset(band.source_band)
         bands[band.name] = _produce(
-            store, scene_reflectance_key(cube.name, scene.scene_id, band.name),
+            store,
+            scene_reflectance_key(cube.name, scene.scene_id, band.name),
             lambda out, source=source, offset=offset: write_reflectance(
                 source, out, add_offset=offset, quantification=metadata.quantification_value
             ),
         )
     quality_source = product.band_path(cube.quality.band, resolution)
     quality = _produce(
-        store, scene_reflectance_key(cube.name, scene.scene_id, cube.quality.band),
+        store,
+        scene_reflectance_key(cube.name, scene.scene_id, cube.quality.band),
         lambda out: copy_band(quality_source, out, nodata=cube.quality.nodata, limits=SENTINEL2),
     )
     return _with_reflectance(
@@ -197,14 +205,16 @@ def _landsat_reflectance(cube: CubeConfig, scene: RawScene, store: RasterStore, 
         source = product.band_path(name)
         scales[band.name], offsets[band.name] = scale, offset
         bands[band.name] = _produce(
-            store, scene_reflectance_key(cube.name, scene.scene_id, band.name),
+            store,
+            scene_reflectance_key(cube.name, scene.scene_id, band.name),
             lambda out, source=source, scale=scale, offset=offset: write_landsat_reflectance(
                 source, out, scale=scale, offset=offset
             ),
         )
     quality_source = product.band_path(cube.quality.band)
     quality = _produce(
-        store, scene_reflectance_key(cube.name, scene.scene_id, cube.quality.band),
+        store,
+        scene_reflectance_key(cube.name, scene.scene_id, cube.quality.band),
         lambda out: copy_band(quality_source, out, nodata=cube.quality.nodata, limits=LANDSAT_C2),
     )
     return _with_reflectance(
@@ -254,9 +264,7 @@ def _stored_item(folder: Path, manifest: ProductManifest) -> dict[str, Any]:
 
 def _band_file(folder: Path, manifest: ProductManifest, band: str) -> Path:
     if band not in manifest.bands:
-        raise InvalidScene(
-            f"{manifest.id}: band {band} is not in the raw store ({', '.join(sorted(manifest.bands))})"
-        )
+        raise InvalidScene(f"{manifest.id}: band {band} is not in the raw store ({', '.join(sorted(manifest.bands))})")
     return folder / manifest.bands[band]
 
 
@@ -297,24 +305,38 @@ def _stac_band_reflectance(
         found = radiometry[band.name] = radiometry_of(item, name, asset)
         band_limits = _asset_limits(item, asset, limits_for_collection(collection))
         if found.kind == "landsat":
-            def make(out: Path, source: Path = source, found: BandRadiometry = found, limits: ProductLimits = band_limits) -> Path:
+
+            def make(
+                out: Path, source: Path = source, found: BandRadiometry = found, limits: ProductLimits = band_limits
+            ) -> Path:
                 return write_landsat_reflectance(
                     source, out, scale=found.scale, offset=found.offset, nodata_in=found.nodata, limits=limits
                 )
         else:
-            def make(out: Path, source: Path = source, found: BandRadiometry = found, limits: ProductLimits = band_limits) -> Path:
+
+            def make(
+                out: Path, source: Path = source, found: BandRadiometry = found, limits: ProductLimits = band_limits
+            ) -> Path:
                 return write_reflectance(
-                    source, out, add_offset=found.add_offset, quantification=found.quantification, nodata_in=found.nodata,
+                    source,
+                    out,
+                    add_offset=found.add_offset,
+                    quantification=found.quantification,
+                    nodata_in=found.nodata,
                     limits=limits,
                 )
+
         bands[band.name] = _produce(store, scene_reflectance_key(cube.name, scene_id, band.name), make)
     quality_source = _band_file(folder, manifest, cube.quality.band)
     quality_entry = entries.get(cube.quality.band) if isinstance(entries.get(cube.quality.band), Mapping) else {}
     quality_limits = _asset_limits(
-        item, quality_entry.get("asset") or asset_key_for_band(item, cube.quality.band), limits_for_collection(collection)
+        item,
+        quality_entry.get("asset") or asset_key_for_band(item, cube.quality.band),
+        limits_for_collection(collection),
     )
     quality = _produce(
-        store, scene_reflectance_key(cube.name, scene_id, cube.quality.band),
+        store,
+        scene_reflectance_key(cube.name, scene_id, cube.quality.band),
         lambda out: copy_band(quality_source, out, nodata=cube.quality.nodata, limits=quality_limits),
     )
     return _with_reflectance(
@@ -369,12 +391,16 @@ def publish_scene(cube: CubeConfig, scene: ReflectanceScene, store: RasterStore)
     scene_id = scene.scene_id
     sr_paths = {band: store.gdal_path(uri) for band, uri in scene.bands.items()}
     bands = {
-        band: _produce(store, scene_cog_key(cube.name, scene_id, band),
-                       lambda out, src=src: cog_from_file(src, out, overview_resampling="average"))
+        band: _produce(
+            store,
+            scene_cog_key(cube.name, scene_id, band),
+            lambda out, src=src: cog_from_file(src, out, overview_resampling="average"),
+        )
         for band, src in sr_paths.items()
     }
     quality = _produce(
-        store, scene_cog_key(cube.name, scene_id, cube.quality.band),
+        store,
+        scene_cog_key(cube.name, scene_id, cube.quality.band),
         lambda out: cog_from_file(store.gdal_path(scene.quality), out, overview_resampling="nearest"),
     )
     indexes = {}
@@ -384,7 +410,8 @@ def publish_scene(cube: CubeConfig, scene: ReflectanceScene, store: RasterStore)
         compiled = compile_expression(expression, inputs.keys())
         written: list[IndexWrite] = []
         indexes[name] = _produce(
-            store, scene_cog_key(cube.name, scene_id, name),
+            store,
+            scene_cog_key(cube.name, scene_id, name),
             lambda out, compiled=compiled, written=written: _index_cog(compiled, inputs, out, cube.nodata, written),
         )
         index_pixels[name] = index_pixel_counts(written[0]) if written else None
@@ -394,9 +421,11 @@ def publish_scene(cube: CubeConfig, scene: ReflectanceScene, store: RasterStore)
     if pvi or all(rgb):
         quicklook_key = scene_cog_key(cube.name, scene_id, "quicklook", suffix="png")
         quicklook = _produce(
-            store, quicklook_key,
-            (lambda out: _pvi_quicklook(Path(pvi), out)) if pvi
-            else (lambda out: quicklook_from_files(*(sr_paths[b.name] for b in rgb), out)),  # type: ignore[union-attr]
+            store,
+            quicklook_key,
+            (lambda out: _pvi_quicklook(Path(pvi), out))
+            if pvi
+            else (lambda out: quicklook_from_files(*(sr_paths[b.name] for b in rgb), out)),  # type: ignore[union-attr]  # rgb is None only when no quicklook is made, and then this is not called
             content_type="image/png",
         )
     geometry, footprint_source = scene.footprint, "product_metadata"
@@ -406,21 +435,25 @@ def publish_scene(cube: CubeConfig, scene: ReflectanceScene, store: RasterStore)
     footprint_key = scene_cog_key(cube.name, scene_id, "footprint", suffix="geojson")
     footprint_file = store.write_bytes(
         footprint_key,
-        json.dumps({"type": "Feature", "id": scene_id, "properties": {"source": footprint_source}, "geometry": geometry}).encode(),
+        json.dumps(
+            {"type": "Feature", "id": scene_id, "properties": {"source": footprint_source}, "geometry": geometry}
+        ).encode(),
         content_type="application/geo+json",
     )
-    return SceneCog.model_validate({
-        **dict(scene),
-        "bands": bands,
-        "quality": quality,
-        "indexes": indexes,
-        "index_pixels": index_pixels,
-        "quicklook": quicklook,
-        "quicklook_key": quicklook_key,
-        "footprint": json.loads(json.dumps(geometry)),
-        "footprint_source": footprint_source,
-        "footprint_file": footprint_file,
-    })
+    return SceneCog.model_validate(
+        {
+            **dict(scene),
+            "bands": bands,
+            "quality": quality,
+            "indexes": indexes,
+            "index_pixels": index_pixels,
+            "quicklook": quicklook,
+            "quicklook_key": quicklook_key,
+            "footprint": json.loads(json.dumps(geometry)),
+            "footprint_source": footprint_source,
+            "footprint_file": footprint_file,
+        }
+    )
 
 
 def _pvi_quicklook(pvi: Path, out: Path) -> Path:

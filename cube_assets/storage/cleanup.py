@@ -19,7 +19,7 @@ import shutil
 import stat
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,9 @@ def _newest_mtime(entry: Path) -> float:
     return newest
 
 
-def remove_stale_staging(staging_root: str | os.PathLike[str], older_than: timedelta, now: float | None = None) -> list[Path]:
+def remove_stale_staging(
+    staging_root: str | os.PathLike[str], older_than: timedelta, now: float | None = None
+) -> list[Path]:
     """Remove the entries of ``staging_root`` in which nothing changed for ``older_than``.
 
     Each entry (one writer's temporary folder, or a stray file) is judged by the newest
@@ -92,7 +94,11 @@ def remove_stale_staging(staging_root: str | os.PathLike[str], older_than: timed
 
 
 def remove_stale_temporaries(
-    root: str | os.PathLike[str], older_than: timedelta, now: float | None = None, *, skip: tuple[str, ...] = (".staging",)
+    root: str | os.PathLike[str],
+    older_than: timedelta,
+    now: float | None = None,
+    *,
+    skip: tuple[str, ...] = (".staging",),
 ) -> list[Path]:
     """Remove, anywhere under ``root``, the temporary files and folders of writers killed before their move.
 
@@ -162,8 +168,11 @@ def _sweep_due(root: Path, now: float, every: timedelta | None) -> bool:
 
 
 def clean_stale_writes(
-    store: Any, older_than: timedelta = DEFAULT_STALE_AFTER, now: datetime | None = None,
-    *, temporaries_every: timedelta | None = None,
+    store: Any,
+    older_than: timedelta = DEFAULT_STALE_AFTER,
+    now: datetime | None = None,
+    *,
+    temporaries_every: timedelta | None = None,
 ) -> CleanupReport:
     """Remove ``store``'s abandoned staging entries and abort its abandoned multipart uploads.
 
@@ -177,7 +186,7 @@ def clean_stale_writes(
     Returns:
         The :class:`CleanupReport` of what was removed.
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     staging_root = getattr(store, "staging_root", None)
     if staging_root is None and hasattr(store, "root"):
         staging_root = Path(store.root) / ".staging"
@@ -204,6 +213,10 @@ def clean_stale_writes(
         logger.info(
             "removed %d abandoned staging entries and %d temporary files, aborted %d abandoned multipart uploads "
             "(older than %s): %s",
-            len(staging), len(temporaries), len(uploads), older_than, [str(p) for p in staging + temporaries] + uploads,
+            len(staging),
+            len(temporaries),
+            len(uploads),
+            older_than,
+            [str(p) for p in staging + temporaries] + uploads,
         )
     return CleanupReport(tuple(staging), tuple(uploads), tuple(temporaries))

@@ -23,7 +23,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -77,8 +77,12 @@ class S3RasterStore:
         if self.endpoint_url is not None:
             parts = urlsplit(self.endpoint_url)
             if (
-                parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/")
-                or "@" in parts.netloc or parts.query or parts.fragment
+                parts.scheme not in ("http", "https")
+                or not parts.hostname
+                or parts.path not in ("", "/")
+                or "@" in parts.netloc
+                or parts.query
+                or parts.fragment
             ):
                 # Keys go in access_key_id/secret_access_key (EnvVar), never in the endpoint, which is shown.
                 raise ValueError(
@@ -130,8 +134,10 @@ class S3RasterStore:
             ValueError: when ``uri`` is not an ``s3://bucket/key`` URI.
         """
         if not uri.startswith("s3://"):
-            raise ValueError(f"{redact_url(uri)[:200]!r} is not an s3:// URI (this store is s3://{self.bucket}/{self.prefix})")
-        bucket, _, key = uri[len("s3://"):].partition("/")
+            raise ValueError(
+                f"{redact_url(uri)[:200]!r} is not an s3:// URI (this store is s3://{self.bucket}/{self.prefix})"
+            )
+        bucket, _, key = uri[len("s3://") :].partition("/")
         if not bucket or not key:
             raise ValueError(f"{redact_url(uri)[:200]!r} is not an s3://bucket/key URI")
         return bucket, key
@@ -187,7 +193,8 @@ class S3RasterStore:
 
         endpoint = self.gdal_options().get("AWS_S3_ENDPOINT")
         session = AWSSession(
-            self._boto3_session(), endpoint_url=endpoint,
+            self._boto3_session(),
+            endpoint_url=endpoint,
         )
         return rasterio.Env(session=session, **self.gdal_options())
 
@@ -279,7 +286,9 @@ class S3RasterStore:
         extra = {"ContentType": content_type} if content_type else {}
         object_key = self.object_key(key)
         try:
-            self.client.upload_file(str(local_file), self.bucket, object_key, ExtraArgs=extra, Config=self._transfer_config())
+            self.client.upload_file(
+                str(local_file), self.bucket, object_key, ExtraArgs=extra, Config=self._transfer_config()
+            )
         except (S3UploadFailedError, ClientError, BotoCoreError, OSError) as exc:
             raise OSError(f"upload of {local_file} to s3://{self.bucket}/{object_key} failed: {exc}") from exc
         return f"s3://{self.bucket}/{object_key}"
@@ -325,7 +334,7 @@ class S3RasterStore:
         full = f"{strip}{key_prefix}"
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
-            keys = [item["Key"][len(strip):] for page in pages for item in page.get("Contents", [])]
+            keys = [item["Key"][len(strip) :] for page in pages for item in page.get("Contents", [])]
         except (ClientError, BotoCoreError) as exc:
             raise OSError(f"listing s3://{self.bucket}/{full} failed: {exc}") from exc
         return sorted(keys)
@@ -376,7 +385,7 @@ class S3RasterStore:
 
         if older_than < timedelta(0):
             raise ValueError(f"abort_stale_multipart_uploads: older_than {older_than} must not be negative")
-        cutoff = (now or datetime.now(timezone.utc)) - older_than
+        cutoff = (now or datetime.now(UTC)) - older_than
         listing: dict[str, Any] = {"Bucket": self.bucket, "Prefix": f"{self.prefix}/" if self.prefix else ""}
         aborted = []
         try:
@@ -388,7 +397,9 @@ class S3RasterStore:
                     latest = self._latest_part(upload["Key"], upload["UploadId"])
                     if latest is not None and latest >= cutoff:
                         continue
-                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                    self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
                     aborted.append(upload["Key"])
                 if not page.get("IsTruncated"):
                     break

@@ -44,11 +44,18 @@ def _bands_of(writer: int, image_id: str) -> list[str]:
 
 def _image(writer: int, image_id: str, product_id: str) -> ImageRecord:
     return ImageRecord(
-        id=image_id, product_id=product_id, name=image_id, acquired=dt.datetime(2024, 1, 4, 13, 12, tzinfo=dt.UTC),
-        geometry=FOOTPRINT, crs="EPSG:32723", tile=None if product_id == "sentinel-2-l2a" else f"{writer:06d}",
+        id=image_id,
+        product_id=product_id,
+        name=image_id,
+        acquired=dt.datetime(2024, 1, 4, 13, 12, tzinfo=dt.UTC),
+        geometry=FOOTPRINT,
+        crs="EPSG:32723",
+        tile=None if product_id == "sentinel-2-l2a" else f"{writer:06d}",
         properties={"writer": writer},
-        files=[ImageFileRecord(band=b, href=f"s3://cubes/{image_id}/{b}.tif#writer={writer}", size_bytes=1000 + writer)
-               for b in _bands_of(writer, image_id)],
+        files=[
+            ImageFileRecord(band=b, href=f"s3://cubes/{image_id}/{b}.tif#writer={writer}", size_bytes=1000 + writer)
+            for b in _bands_of(writer, image_id)
+        ],
     )
 
 
@@ -58,8 +65,12 @@ def _batch(writer: int) -> CatalogBatch:
         ProductRecord(id="small-merge", name="small merges", tags=("cube", "merge")),
         ProductRecord(id="sentinel-2-l2a", name="sentinel-2-l2a", tags=("source",)),
     )
-    bands = {"small-LCF": tuple(BandRecord(name=b, type="spectral", data_type="Int16", resolution=10, band_index=i)
-                                for i, b in enumerate(["B02", "B03", "B04", "B08"]))}
+    bands = {
+        "small-LCF": tuple(
+            BandRecord(name=b, type="spectral", data_type="Int16", resolution=10, band_index=i)
+            for i, b in enumerate(["B02", "B03", "B04", "B08"])
+        )
+    }
     own = [_image(writer, f"small_{writer:06d}_2024010{n}", "small-merge") for n in range(OWN_IMAGES)]
     shared = [_image(writer, scene, "sentinel-2-l2a") for scene in _shared_scenes_of(writer)]
     return CatalogBatch(products=products, bands=bands, images=tuple(own + shared))
@@ -126,7 +137,9 @@ def test_eight_writers_at_once_leave_every_item_exactly_once_and_whole(empty_pos
         # One writer's complete version: its row, its files, all of them and nothing else.
         assert image_id in expected_own or image_id in _shared_scenes_of(writer)
         stored_files = sorted((f.band, f.href) for f in files_by_image[image_id])
-        assert stored_files == sorted((b, f"s3://cubes/{image_id}/{b}.tif#writer={writer}") for b in _bands_of(writer, image_id))
+        assert stored_files == sorted(
+            (b, f"s3://cubes/{image_id}/{b}.tif#writer={writer}") for b in _bands_of(writer, image_id)
+        )
 
 
 def test_republishing_a_partition_updates_its_rows_without_duplicating_them(empty_postgresql_catalog: str) -> None:

@@ -89,8 +89,18 @@ def _expected(footprints: dict[str, BaseGeometry], geometry: BaseGeometry) -> se
         (shapely.geometry.LineString([(0.2, -1), (0.2, 2)]), True),  # crosses it
         (shapely.geometry.MultiPoint([(0.9, 0.9), (0.1, 0.1)]), True),  # one of two points inside
     ],
-    ids=["box-beyond-diagonal", "point-beyond", "line-beyond", "box-touching", "point-on-edge", "vertex",
-         "box-inside", "box-around", "line-across", "multipoint"],  # fmt: skip
+    ids=[
+        "box-beyond-diagonal",
+        "point-beyond",
+        "line-beyond",
+        "box-touching",
+        "point-on-edge",
+        "vertex",
+        "box-inside",
+        "box-around",
+        "line-across",
+        "multipoint",
+    ],  # fmt: skip
 )
 def test_a_diagonal_footprint_is_matched_exactly_not_by_its_bounding_box(
     spatial: Catalog, query: BaseGeometry, hit: bool
@@ -103,7 +113,10 @@ def test_a_diagonal_footprint_is_matched_exactly_not_by_its_bounding_box(
 
 def test_a_query_inside_a_footprints_hole_does_not_match_it(spatial: Catalog) -> None:
     frame = shapely.geometry.box(0, 0, 4, 4).difference(shapely.geometry.box(1, 1, 3, 3))
-    _store(spatial, {"frame": frame, "islands": shapely.geometry.MultiPolygon([TRIANGLE, shapely.geometry.box(5, 5, 6, 6)])})
+    _store(
+        spatial,
+        {"frame": frame, "islands": shapely.geometry.MultiPolygon([TRIANGLE, shapely.geometry.box(5, 5, 6, 6)])},
+    )
 
     assert _found(spatial, shapely.geometry.box(1.5, 1.5, 2.5, 2.5)) == set()  # in the hole
     assert _found(spatial, shapely.geometry.box(2.5, 2.5, 3.5, 3.5)) == {"frame"}
@@ -112,7 +125,9 @@ def test_a_query_inside_a_footprints_hole_does_not_match_it(spatial: Catalog) ->
 
 
 def test_a_query_with_a_hole_around_a_footprint_does_not_match_it(spatial: Catalog) -> None:
-    _store(spatial, {"small": shapely.geometry.box(1.5, 1.5, 2.5, 2.5), "large": shapely.geometry.box(0.5, 0.5, 3.5, 3.5)})
+    _store(
+        spatial, {"small": shapely.geometry.box(1.5, 1.5, 2.5, 2.5), "large": shapely.geometry.box(0.5, 0.5, 3.5, 3.5)}
+    )
     ring = shapely.geometry.box(0, 0, 4, 4).difference(shapely.geometry.box(1, 1, 3, 3))
 
     assert _found(spatial, ring) == {"large"}
@@ -172,7 +187,10 @@ def _random_query(rng: random.Random, grid: bool) -> BaseGeometry:
     if kind == "point":
         return shapely.geometry.Point(coordinate(), coordinate())
     return shapely.geometry.GeometryCollection(
-        [shapely.geometry.Point(coordinate(), coordinate()), shapely.geometry.LineString([(coordinate(), coordinate()), (coordinate(), coordinate())])]
+        [
+            shapely.geometry.Point(coordinate(), coordinate()),
+            shapely.geometry.LineString([(coordinate(), coordinate()), (coordinate(), coordinate())]),
+        ]
     )
 
 
@@ -191,7 +209,11 @@ def test_random_footprints_and_queries_match_shapely(spatial: Catalog) -> None:
         assert _found(spatial, query) == expected, query.wkt
         if portable is not None:
             assert _found(portable, query) == expected, query.wkt
-        boxes = {i for i, f in footprints.items() if shapely.geometry.box(*f.bounds).intersects(shapely.geometry.box(*query.bounds))}
+        boxes = {
+            i
+            for i, f in footprints.items()
+            if shapely.geometry.box(*f.bounds).intersects(shapely.geometry.box(*query.bounds))
+        }
         bbox_only += len(boxes - expected)
     assert bbox_only > 100  # many pairs where a bounding-box test alone would have answered wrongly
 
@@ -264,7 +286,9 @@ def test_postgis_footprint_is_written_on_insert_and_on_a_changed_geometry(spatia
 
     def footprint_wkt() -> str:
         with spatial.engine.connect() as connection:
-            return str(connection.execute(text(f"SELECT {schema}.st_astext(footprint) FROM images WHERE id = 'a'")).scalar())
+            return str(
+                connection.execute(text(f"SELECT {schema}.st_astext(footprint) FROM images WHERE id = 'a'")).scalar()
+            )
 
     assert shapely.from_wkt(footprint_wkt()).equals(TRIANGLE)
     with spatial.transaction() as session:
@@ -277,7 +301,9 @@ def test_postgis_footprint_is_written_on_insert_and_on_a_changed_geometry(spatia
 
 def test_search_plans_use_the_spatial_index(spatial: Catalog) -> None:
     _store(spatial, {f"i{n}": shapely.geometry.box(n, 0, n + 1, 1) for n in range(20)})
-    search = Image.search(spatial).intersects(shapely.geometry.box(3.2, 0.2, 3.8, 0.8)).filter(p.acquired >= "2024-01-01")
+    search = (
+        Image.search(spatial).intersects(shapely.geometry.box(3.2, 0.2, 3.8, 0.8)).filter(p.acquired >= "2024-01-01")
+    )
 
     with spatial.engine.connect() as connection:
         if spatial.dialect == "sqlite":

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import shapely.geometry
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-import shapely.geometry
 from sqlalchemy import JSON, CheckConstraint, DateTime, insert, inspect, make_url, text
 from sqlalchemy.sql import column, table
 
@@ -258,7 +258,9 @@ def test_migrated_sqlite_ddl_is_identical_to_models_ddl(tmp_path: Path) -> None:
 # 0004: byte totals, the SQLite R*Tree, the PostGIS footprint (three backends)
 # ---------------------------------------------------------------------------------------------
 
-_PRODUCTS_0003 = table("products", column("id"), column("name"), column("description"), column("tags", JSON), column("properties", JSON))
+_PRODUCTS_0003 = table(
+    "products", column("id"), column("name"), column("description"), column("tags", JSON), column("properties", JSON)
+)
 _IMAGES_0003 = table(
     "images", column("id"), column("product_id"), column("name"), column("acquired", DateTime(timezone=True)),
     column("geometry", JSON), column("min_lon"), column("min_lat"), column("max_lon"), column("max_lat"),
@@ -276,11 +278,24 @@ def _fill_at_0003(url: str) -> None:
     try:
         with engine.begin() as connection:
             connection.execute(insert(_PRODUCTS_0003).values(id="p", name="p", description="", tags=[], properties={}))
-            for image_id, geometry, (x0, y0, x1, y1) in (("triangle", _TRIANGLE, (0, 0, 1, 1)), ("square", _SQUARE, (2, 2, 3, 3))):
+            for image_id, geometry, (x0, y0, x1, y1) in (
+                ("triangle", _TRIANGLE, (0, 0, 1, 1)),
+                ("square", _SQUARE, (2, 2, 3, 3)),
+            ):
                 connection.execute(
                     insert(_IMAGES_0003).values(
-                        id=image_id, product_id="p", name=image_id, acquired=acquired, geometry=geometry,
-                        min_lon=x0, min_lat=y0, max_lon=x1, max_lat=y1, crs="EPSG:4326", properties={}, tags=[],
+                        id=image_id,
+                        product_id="p",
+                        name=image_id,
+                        acquired=acquired,
+                        geometry=geometry,
+                        min_lon=x0,
+                        min_lat=y0,
+                        max_lon=x1,
+                        max_lat=y1,
+                        crs="EPSG:4326",
+                        properties={},
+                        tags=[],
                     )  # fmt: skip
                 )
             connection.execute(
@@ -299,7 +314,9 @@ def _image_columns_and_indexes(url: str) -> tuple[set[str], set[str]]:
     engine = create_catalog_engine(url)
     try:
         inspector = inspect(engine)
-        return {c["name"] for c in inspector.get_columns("images")}, {i["name"] for i in inspector.get_indexes("images")}
+        return {c["name"] for c in inspector.get_columns("images")}, {
+            i["name"] for i in inspector.get_indexes("images")
+        }
     finally:
         engine.dispose()
 
@@ -328,7 +345,10 @@ def test_0004_fills_byte_totals_and_spatial_index_of_existing_images(footprint_b
     schema = postgis_footprint_schema_of(url)
     assert (schema is not None) == footprint_backend.postgis
     if schema is not None:
-        assert _scalar(url, f"SELECT {schema}.st_astext(footprint) FROM images WHERE id = 'triangle'") == "POLYGON((0 0,1 0,0 1,0 0))"
+        assert (
+            _scalar(url, f"SELECT {schema}.st_astext(footprint) FROM images WHERE id = 'triangle'")
+            == "POLYGON((0 0,1 0,0 1,0 0))"
+        )
     with Catalog(url) as catalog:
         beyond_diagonal = Image.search(catalog).intersects(shapely.geometry.box(0.6, 0.6, 2.5, 0.9))
         assert [image.id for image in beyond_diagonal] == []
@@ -376,7 +396,11 @@ def test_0004_without_the_right_to_create_postgis_keeps_the_portable_path(
     role = f"catalog_{uuid.uuid4().hex[:8]}"
     postgresql_server.admin(f"CREATE ROLE {role} LOGIN")
     postgresql_server.admin(f'ALTER DATABASE "{database}" OWNER TO {role}')  # may create in its public schema
-    url = make_url(postgresql_server.database_url(database)).set(username=role, password=None).render_as_string(hide_password=False)
+    url = (
+        make_url(postgresql_server.database_url(database))
+        .set(username=role, password=None)
+        .render_as_string(hide_password=False)
+    )
     try:
         with caplog.at_level(logging.WARNING):
             upgrade_schema(url)

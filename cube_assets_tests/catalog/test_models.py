@@ -78,7 +78,7 @@ def test_orm_update_moves_modified_but_not_created(sessions: sessionmaker[Sessio
     time.sleep(0.01)
 
     with sessions.begin() as session:
-        session.get(Image, "S2-16D:001002:2024-01-01").cloud_fraction = 0.25  # type: ignore[union-attr]
+        session.get(Image, "S2-16D:001002:2024-01-01").cloud_fraction = 0.25  # type: ignore[union-attr]  # the row was saved by the test just before
 
     with sessions() as session:
         created_after, modified_after = session.execute(select(Image.created, Image.modified)).one()
@@ -134,7 +134,7 @@ def test_product_bands_are_ordered_by_band_index(sessions: sessionmaker[Session]
             )
 
     with sessions() as session:
-        names = [band.name for band in session.get(Product, product).bands]  # type: ignore[union-attr]
+        names = [band.name for band in session.get(Product, product).bands]  # type: ignore[union-attr]  # the row was saved by the test just before
 
     assert names == ["B04", "B08", "NDVI"]
 

@@ -113,12 +113,12 @@ def _times(
     sessions: sessionmaker[Session], model: type[Product] | type[Image], key: str
 ) -> tuple[dt.datetime, dt.datetime]:
     with sessions() as session:
-        return session.execute(select(model.created, model.modified).where(model.id == key)).one()  # type: ignore[return-value]
+        return session.execute(select(model.created, model.modified).where(model.id == key)).one()  # type: ignore[return-value]  # a Row of two datetimes
 
 
 def _count(sessions: sessionmaker[Session], model: type) -> int:
     with sessions() as session:
-        return session.scalar(select(func.count()).select_from(model))  # type: ignore[return-value]
+        return session.scalar(select(func.count()).select_from(model))  # type: ignore[return-value]  # a count is an int
 
 
 # ---------------------------------------------------------------------------------------------
@@ -436,7 +436,7 @@ def test_image_record_converts_datetimes_to_utc() -> None:
 
 def test_image_records_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
-        _image().cloud_fraction = 0.5  # type: ignore[misc]
+        _image().cloud_fraction = 0.5  # type: ignore[misc]  # assigning to a frozen record is the behaviour under test
 
 
 @pytest.mark.parametrize(

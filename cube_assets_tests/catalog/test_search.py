@@ -46,12 +46,18 @@ def test_filter_by_acquired_text_compares_instants_in_utc(filled: Catalog) -> No
 def test_filter_by_year_and_month_text_starts_at_the_first_instant(filled: Catalog) -> None:
     found = ids(Image.search(filled).filter((p.acquired >= "2023-03") & (p.acquired < "2024")))
 
-    assert found == expected_ids(lambda r: dt.datetime(2023, 3, 1, tzinfo=UTC) <= r["acquired"] < dt.datetime(2024, 1, 1, tzinfo=UTC))
+    assert found == expected_ids(
+        lambda r: dt.datetime(2023, 3, 1, tzinfo=UTC) <= r["acquired"] < dt.datetime(2024, 1, 1, tzinfo=UTC)
+    )
 
 
 def test_filter_by_date_and_aware_datetime(filled: Catalog) -> None:
     by_date = ids(Image.search(filled).filter(p.acquired < dt.date(2023, 2, 1)))
-    by_datetime = ids(Image.search(filled).filter(p.acquired < dt.datetime(2023, 1, 31, 21, tzinfo=dt.timezone(dt.timedelta(hours=-3)))))
+    by_datetime = ids(
+        Image.search(filled).filter(
+            p.acquired < dt.datetime(2023, 1, 31, 21, tzinfo=dt.timezone(dt.timedelta(hours=-3)))
+        )
+    )
 
     assert by_date == by_datetime == expected_ids(lambda r: r["acquired"] < dt.datetime(2023, 2, 1, tzinfo=UTC))
     assert len(by_date) == 6  # one merge and one composite per tile
@@ -67,17 +73,23 @@ def test_naive_datetime_is_refused_naming_the_property(filled: Catalog) -> None:
     [
         (p.cloud_fraction < 0.2, lambda r: r["cloud_fraction"] is not None and r["cloud_fraction"] < 0.2),
         (p.cloud_fraction <= 0.3, lambda r: r["cloud_fraction"] is not None and r["cloud_fraction"] <= 0.3),
-        (p.cloud_fraction == None, lambda r: r["cloud_fraction"] is None),  # noqa: E711
-        (p.cloud_fraction != None, lambda r: r["cloud_fraction"] is not None),  # noqa: E711
+        (p.cloud_fraction == None, lambda r: r["cloud_fraction"] is None),  # noqa: E711 - builds a property expression, not a comparison with None
+        (p.cloud_fraction != None, lambda r: r["cloud_fraction"] is not None),  # noqa: E711 - builds a property expression, not a comparison with None
         (p.tile == "B", lambda r: r["tile"] == "B"),
         (p.tile != "B", lambda r: r["tile"] is not None and r["tile"] != "B"),
         (p.product_id.in_([LCF, SCENES]), lambda r: r["product_id"] in (LCF, SCENES)),
         (p.id.prefix("merge_A"), lambda r: r["id"].startswith("merge_A")),
         (p.id.prefix("MERGE"), lambda r: False),  # case-sensitive on both backends
         (p.period_start == "2023-05-01", lambda r: r["period_start"] == dt.date(2023, 5, 1)),
-        (p.acquired_end > "2023-11-10", lambda r: r["acquired_end"] is not None and r["acquired_end"] > dt.datetime(2023, 11, 10, tzinfo=UTC)),
+        (
+            p.acquired_end > "2023-11-10",
+            lambda r: r["acquired_end"] is not None and r["acquired_end"] > dt.datetime(2023, 11, 10, tzinfo=UTC),
+        ),
         (p.provider.in_(["cdse", "usgs"]), lambda r: r["provider"] in ("cdse", "usgs")),
-        (p.fill_fraction.between(0.93, 0.97), lambda r: r["fill_fraction"] is not None and 0.93 <= r["fill_fraction"] <= 0.97),
+        (
+            p.fill_fraction.between(0.93, 0.97),
+            lambda r: r["fill_fraction"] is not None and 0.93 <= r["fill_fraction"] <= 0.97,
+        ),
     ],
     ids=lambda value: repr(value) if not callable(value) else "",
 )
@@ -112,9 +124,9 @@ def test_tags_refuse_ordering(filled: Catalog) -> None:
         (p.properties["efficacy"] <= 20, lambda r: "efficacy" in r["properties"] and r["properties"]["efficacy"] <= 20),
         (p.properties.sensor == "OLI", lambda r: r["properties"].get("sensor") == "OLI"),
         (p.properties.sensor != "OLI", lambda r: "sensor" in r["properties"] and r["properties"]["sensor"] != "OLI"),
-        (p.properties.clear == True, lambda r: r["properties"].get("clear") is True),  # noqa: E712
+        (p.properties.clear == True, lambda r: r["properties"].get("clear") is True),  # noqa: E712 - builds a property expression, not a comparison with True
         (p.properties.quality.score >= 10, lambda r: r["properties"].get("quality", {}).get("score", -1) >= 10),
-        (p.properties.observations == None, lambda r: "observations" not in r["properties"]),  # noqa: E711
+        (p.properties.observations == None, lambda r: "observations" not in r["properties"]),  # noqa: E711 - builds a property expression, not a comparison with None
         (p.properties.observations.in_([3, 5]), lambda r: r["properties"].get("observations") in (3, 5)),
     ],
     ids=lambda value: repr(value) if not callable(value) else "",
@@ -134,9 +146,11 @@ def test_and_or_not_combine_like_python(filled: Catalog) -> None:
     found = ids(Image.search(filled).filter(expression))
 
     assert found == expected_ids(
-        lambda r: r["tile"] in ("A", "C")
-        and not (r["cloud_fraction"] is not None and r["cloud_fraction"] > 0.5)
-        and r["product_id"] == MERGE
+        lambda r: (
+            r["tile"] in ("A", "C")
+            and not (r["cloud_fraction"] is not None and r["cloud_fraction"] > 0.5)
+            and r["product_id"] == MERGE
+        )
     )
     assert any(RECORDS_BY_ID[i]["cloud_fraction"] is None for i in found)  # ~ keeps unknown clouds
 
@@ -154,7 +168,7 @@ def test_successive_filters_are_anded_and_searches_are_immutable(filled: Catalog
 
 def test_chained_comparison_is_refused_instead_of_silently_dropping_a_bound() -> None:
     with pytest.raises(CatalogError, match="no truth value"):
-        "2023-01-01" < p.acquired < "2024-01-01"  # noqa: B015
+        "2023-01-01" < p.acquired < "2024-01-01"  # noqa: B015 - the chained comparison is the refused input under test
 
 
 def test_unknown_property_is_refused_naming_it_and_the_valid_ones(filled: Catalog) -> None:
@@ -181,7 +195,7 @@ def test_bad_values_are_refused_when_filtering(filled: Catalog, expression: Any,
 
 def test_filter_takes_only_expressions(filled: Catalog) -> None:
     with pytest.raises(CatalogError, match="property expression"):
-        Image.search(filled).filter("cloud_fraction < 0.2")  # type: ignore[arg-type]
+        Image.search(filled).filter("cloud_fraction < 0.2")  # type: ignore[arg-type]  # the refused input under test
 
 
 # ------------------------------------------------------------------------------ geometry
@@ -243,8 +257,10 @@ def _affine(x: float, y: float, resolution: float) -> Any:
 
 
 def test_intersects_again_replaces_the_geometry(filled: Catalog) -> None:
-    search = Image.search(filled).intersects(shapely.geometry.box(*TILES["A"])).intersects(
-        shapely.geometry.box(-49.9, -11.9, -49.1, -11.1)
+    search = (
+        Image.search(filled)
+        .intersects(shapely.geometry.box(*TILES["A"]))
+        .intersects(shapely.geometry.box(-49.9, -11.9, -49.1, -11.1))
     )
 
     assert ids(search) == ["S2A_20240213"]
@@ -297,13 +313,17 @@ def test_limit_keeps_the_first_in_order_and_count_ignores_it(filled: Catalog) ->
 
     merges = [r for r in RECORDS if r["product_id"] == MERGE]
     newest_first = sorted(merges, key=lambda r: (-r["acquired"].timestamp(), r["id"]))
-    assert ids(search) == [r["id"] for r in newest_first[:4]] == ["merge_A_202312", "merge_B_202312", "merge_C_202312", "merge_A_202311"]
+    assert (
+        ids(search)
+        == [r["id"] for r in newest_first[:4]]
+        == ["merge_A_202312", "merge_B_202312", "merge_C_202312", "merge_A_202311"]
+    )
     assert search.count() == 36
 
 
 def test_count_counts_matches_in_sql(filled: Catalog) -> None:
     statements: list[str] = []
-    listener = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731
+    listener = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731 - a one-line SQLAlchemy event listener
     event.listen(filled.engine, "before_cursor_execute", listener)
     try:
         count = Image.search(filled).filter(p.tags == "odd").count()
@@ -328,10 +348,12 @@ def test_sort_by_unknown_or_multivalued_property_is_refused(filled: Catalog, fie
 
 def test_filters_and_limit_run_in_sql(filled: Catalog) -> None:
     statements: list[str] = []
-    listener = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731
+    listener = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731 - a one-line SQLAlchemy event listener
     event.listen(filled.engine, "before_cursor_execute", listener)
     try:
-        found = list(Image.search(filled).filter(p.cloud_fraction < 0.2).intersects(shapely.geometry.box(*TILES["A"])).limit(2))
+        found = list(
+            Image.search(filled).filter(p.cloud_fraction < 0.2).intersects(shapely.geometry.box(*TILES["A"])).limit(2)
+        )
     finally:
         event.remove(filled.engine, "before_cursor_execute", listener)
 
@@ -354,8 +376,10 @@ def test_postgresql_search_uses_the_gist_index_for_bbox_and_time(filled: Catalog
 
     assert "ix_images_bbox_time_span" in plan
     assert ids(search) == expected_ids(
-        lambda r: _intersects(r, TILES["B"])
-        and dt.datetime(2023, 3, 1, tzinfo=UTC) <= r["acquired"] < dt.datetime(2023, 6, 1, tzinfo=UTC)
+        lambda r: (
+            _intersects(r, TILES["B"])
+            and dt.datetime(2023, 3, 1, tzinfo=UTC) <= r["acquired"] < dt.datetime(2023, 6, 1, tzinfo=UTC)
+        )
     )
 
 
@@ -370,8 +394,10 @@ def test_postgresql_spatial_searches_bound_time_through_the_gist_index_only(fill
     assert "coalesce(images.acquired >=" in spatial.sql() and "tstzrange(" in spatial.sql()
     assert "coalesce(images.acquired" not in temporal.sql() and "images.acquired >=" in temporal.sql()
     assert ids(spatial) == expected_ids(
-        lambda r: _intersects(r, TILES["B"])
-        and dt.datetime(2023, 3, 1, tzinfo=UTC) <= r["acquired"] < dt.datetime(2023, 6, 1, tzinfo=UTC)
+        lambda r: (
+            _intersects(r, TILES["B"])
+            and dt.datetime(2023, 3, 1, tzinfo=UTC) <= r["acquired"] < dt.datetime(2023, 6, 1, tzinfo=UTC)
+        )
     )
 
 
@@ -404,7 +430,9 @@ def test_product_images_are_only_that_products(filled: Catalog) -> None:
     assert product is not None
 
     assert ids(product.images()) == expected_ids(lambda r: r["product_id"] == LCF)
-    assert ids(product.images().filter(p.tile == "A")) == expected_ids(lambda r: r["product_id"] == LCF and r["tile"] == "A")
+    assert ids(product.images().filter(p.tile == "A")) == expected_ids(
+        lambda r: r["product_id"] == LCF and r["tile"] == "A"
+    )
 
 
 def test_products_are_searchable_by_tags_and_text(filled: Catalog) -> None:
@@ -414,7 +442,9 @@ def test_products_are_searchable_by_tags_and_text(filled: Catalog) -> None:
     assert cubes == named == sorted([LCF, MERGE])
 
 
-def test_iterating_without_limit_streams_every_match_in_batches(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_iterating_without_limit_streams_every_match_in_batches(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import cube_assets.catalog.search as search_module
 
     monkeypatch.setattr(search_module, "ITERATION_BATCH", 3)

@@ -32,14 +32,18 @@ from cube_assets.client import Catalog, Image, Product
 from cube_assets_tests.client.objects_fixtures import LCF, catalog, filled  # noqa: F401 - fixtures
 
 UTC = dt.UTC
-BDC_ALBERS = "+proj=aea +lat_0=-12 +lon_0=-54 +lat_1=-2 +lat_2=-22 +x_0=5000000 +y_0=10000000 +ellps=GRS80 +units=m +no_defs"
+BDC_ALBERS = (
+    "+proj=aea +lat_0=-12 +lon_0=-54 +lat_1=-2 +lat_2=-22 +x_0=5000000 +y_0=10000000 +ellps=GRS80 +units=m +no_defs"
+)
 
 
 def _item(filled: Catalog, image_id: str) -> dict[str, Any]:
     image = Image.get(image_id, catalog=filled)
     assert image is not None
-    bands = {band.name: band for band in Product.get(image.product_id, catalog=filled).bands()}  # type: ignore[union-attr]
-    return image_to_item(image, bands, collection_href="../collection.json").to_dict(include_self_link=False, transform_hrefs=False)
+    bands = {band.name: band for band in Product.get(image.product_id, catalog=filled).bands()}  # type: ignore[union-attr]  # the product was saved by the fixture
+    return image_to_item(image, bands, collection_href="../collection.json").to_dict(
+        include_self_link=False, transform_hrefs=False
+    )
 
 
 def test_a_composite_becomes_an_item_with_eo_raster_and_projection(filled: Catalog) -> None:
@@ -113,7 +117,9 @@ def test_a_product_becomes_a_collection_with_item_assets(filled: Catalog) -> Non
     product = Product.get(LCF, catalog=filled)
     assert product is not None
 
-    collection = product_to_collection(product, product.bands(), crs_codes=["EPSG:4326"]).to_dict(include_self_link=False)
+    collection = product_to_collection(product, product.bands(), crs_codes=["EPSG:4326"]).to_dict(
+        include_self_link=False
+    )
 
     validate_stac(collection)
     assert collection["license"] == "CC-BY-4.0" and collection["keywords"] == ["cube", "LCF"]
@@ -123,7 +129,9 @@ def test_a_product_becomes_a_collection_with_item_assets(filled: Catalog) -> Non
     assert list(assets) == ["B04", "B08", "SCL", "CLEAROB", "ALPHA"]
     assert assets["B08"]["eo:bands"] == [{"name": "B08", "common_name": "nir", "description": "nir",
                                           "center_wavelength": pytest.approx(0.8425), "full_width_half_max": pytest.approx(0.115)}]  # fmt: skip
-    assert assets["CLEAROB"]["raster:bands"] == [{"data_type": "uint8", "spatial_resolution": 10.0, "unit": "observations"}]
+    assert assets["CLEAROB"]["raster:bands"] == [
+        {"data_type": "uint8", "spatial_resolution": 10.0, "unit": "observations"}
+    ]
     assert assets["ALPHA"]["roles"] == ["data", "data-mask"]
     assert set(collection["stac_extensions"]) == {EO_SCHEMA, RASTER_SCHEMA, PROJECTION_SCHEMA}
 

@@ -6,6 +6,7 @@ On SQLite and the real PostgreSQL server; expected values come from Python over 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections import defaultdict
 from dataclasses import replace
 from typing import Any
@@ -19,7 +20,7 @@ from cube_assets.catalog.repository import upsert_image
 from cube_assets.catalog.summary import IntervalSummary, Summary
 from cube_assets.client import Catalog, File, Image, Product
 from cube_assets.errors import CatalogError
-from cube_assets_tests.client.objects_fixtures import LCF, MERGE, RECORDS, SCENES, TILES, catalog, filled  # noqa: F401
+from cube_assets_tests.client.objects_fixtures import LCF, MERGE, RECORDS, SCENES, TILES, catalog, filled  # noqa: F401 - pytest fixtures, found by name
 
 UTC = dt.UTC
 
@@ -30,7 +31,9 @@ def _bytes(record: dict[str, Any]) -> int:
 
 def _summary(predicate: Any) -> Summary:
     chosen = [r for r in RECORDS if predicate(r)]
-    return Summary(count=len(chosen), bytes=sum(map(_bytes, chosen)), products=sorted({r["product_id"] for r in chosen}))
+    return Summary(
+        count=len(chosen), bytes=sum(map(_bytes, chosen)), products=sorted({r["product_id"] for r in chosen})
+    )
 
 
 def test_summary_counts_bytes_and_products_of_every_match(filled: Catalog) -> None:
@@ -56,7 +59,7 @@ def test_summary_of_nothing_is_zero(filled: Catalog) -> None:
 
 def test_summary_sends_only_aggregates_from_the_database(filled: Catalog) -> None:
     statements: list[str] = []
-    listener = lambda conn, cursor, statement, *rest: statements.append(statement.lower())  # noqa: E731
+    listener = lambda conn, cursor, statement, *rest: statements.append(statement.lower())  # noqa: E731 - a one-line SQLAlchemy event listener
     event.listen(filled.engine, "before_cursor_execute", listener)
     try:
         Image.search(filled).filter(p.product_id == MERGE).summary()
@@ -92,13 +95,22 @@ def test_summary_interval_month_is_a_gap_free_series(filled: Catalog) -> None:
 
 
 def test_summary_interval_bounds_restrict_and_frame_the_series(filled: Catalog) -> None:
-    series = Image.search(filled).filter(p.product_id == MERGE).summary_interval(
-        "month", start_datetime="2022-11-01", end_datetime="2023-03-01"
+    series = (
+        Image.search(filled)
+        .filter(p.product_id == MERGE)
+        .summary_interval("month", start_datetime="2022-11-01", end_datetime="2023-03-01")
     )
 
-    assert [s.interval_start.date().isoformat() for s in series] == ["2022-11-01", "2022-12-01", "2023-01-01", "2023-02-01"]
+    assert [s.interval_start.date().isoformat() for s in series] == [
+        "2022-11-01",
+        "2022-12-01",
+        "2023-01-01",
+        "2023-02-01",
+    ]
     assert [s.count for s in series] == [0, 0, 3, 3]
-    assert series[2].bytes == sum(_bytes(r) for r in RECORDS if r["id"] in ("merge_A_202301", "merge_B_202301", "merge_C_202301"))
+    assert series[2].bytes == sum(
+        _bytes(r) for r in RECORDS if r["id"] in ("merge_A_202301", "merge_B_202301", "merge_C_202301")
+    )
 
 
 @pytest.mark.parametrize(
@@ -117,7 +129,7 @@ def test_summary_interval_year_week_day_match_python(filled: Catalog, interval: 
         expected[key(record["acquired"])] += 1
     assert {s.interval_start: s.count for s in series if s.count} == dict(expected)
     assert sum(s.count for s in series) == len(RECORDS)
-    steps = {(b.interval_start - a.interval_start).days for a, b in zip(series, series[1:])}
+    steps = {(b.interval_start - a.interval_start).days for a, b in itertools.pairwise(series)}
     assert steps <= {365, 366} if interval == "year" else steps == ({7} if interval == "week" else {1})
 
 
@@ -213,13 +225,13 @@ def test_per_interval_ranges_and_one_grouped_pass_give_the_same_series(
     search = Image.search(filled) if products is None else Image.search(filled).filter(p.product_id.in_(list(products)))
 
     statements: list[str] = []
-    listener = lambda conn, cursor, statement, *rest: statements.append(statement.lower())  # noqa: E731
+    listener = lambda conn, cursor, statement, *rest: statements.append(statement.lower())  # noqa: E731 - a one-line SQLAlchemy event listener
     event.listen(filled.engine, "before_cursor_execute", listener)
     try:
         by_ranges = search.summary_interval(interval, start_datetime=start, end_datetime=end)
     finally:
         event.remove(filled.engine, "before_cursor_execute", listener)
-    grouped = search.filter(p.id != None).summary_interval(interval, start_datetime=start, end_datetime=end)  # noqa: E711
+    grouped = search.filter(p.id != None).summary_interval(interval, start_datetime=start, end_datetime=end)  # noqa: E711 - builds a property expression, not a comparison with None
 
     assert by_ranges == grouped
     assert any("lateral" in s for s in statements) == (filled.dialect == "postgresql" and len(by_ranges) <= 120)

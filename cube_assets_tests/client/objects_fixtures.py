@@ -104,9 +104,27 @@ def _records() -> list[dict[str, Any]]:
     )
     scenes = [
         ("S2A_20240203", dt.datetime(2024, 2, 3, 13, 10, tzinfo=UTC), spanning_a_and_c, 0.05, "earth-search"),
-        ("S2B_20240208", dt.datetime(2024, 2, 8, 13, 10, tzinfo=UTC), shapely.geometry.box(-45.5, -9.8, -44.5, -9.2), None, "earth-search"),
-        ("S2A_20240213", dt.datetime(2024, 2, 13, 13, 10, tzinfo=UTC), shapely.geometry.box(-50.0, -12.0, -49.0, -11.0), 0.5, "cdse"),
-        ("LC09_20240220", dt.datetime(2024, 2, 20, 12, 50, tzinfo=UTC), shapely.geometry.box(-44.2, -9.6, -43.8, -9.4), 0.25, "usgs"),
+        (
+            "S2B_20240208",
+            dt.datetime(2024, 2, 8, 13, 10, tzinfo=UTC),
+            shapely.geometry.box(-45.5, -9.8, -44.5, -9.2),
+            None,
+            "earth-search",
+        ),
+        (
+            "S2A_20240213",
+            dt.datetime(2024, 2, 13, 13, 10, tzinfo=UTC),
+            shapely.geometry.box(-50.0, -12.0, -49.0, -11.0),
+            0.5,
+            "cdse",
+        ),
+        (
+            "LC09_20240220",
+            dt.datetime(2024, 2, 20, 12, 50, tzinfo=UTC),
+            shapely.geometry.box(-44.2, -9.6, -43.8, -9.4),
+            0.25,
+            "usgs",
+        ),
     ]
     for scene_id, acquired, geometry, cloud, provider in scenes:
         records.append(
@@ -175,7 +193,9 @@ def fill(catalog: Catalog) -> None:
                 catalog=catalog,
                 name=record["id"],
                 crs="EPSG:4326",
-                geotransform=None if record["tile"] is None else (TILES[record["tile"]][0], 0.01, 0.0, TILES[record["tile"]][3], 0.0, -0.01),
+                geotransform=None
+                if record["tile"] is None
+                else (TILES[record["tile"]][0], 0.01, 0.0, TILES[record["tile"]][3], 0.0, -0.01),
                 width=None if record["tile"] is None else 100,
                 height=None if record["tile"] is None else 100,
                 **record,
@@ -227,4 +247,16 @@ def filled(request: pytest.FixtureRequest) -> Catalog:
     return _FILLED[request.param]
 
 
-__all__ = ["BACKENDS", "FILLED_BACKENDS", "LCF", "MERGE", "RECORDS", "SCENES", "TILES", "catalog", "expected_ids", "fill", "filled"]
+__all__ = [
+    "BACKENDS",
+    "FILLED_BACKENDS",
+    "LCF",
+    "MERGE",
+    "RECORDS",
+    "SCENES",
+    "TILES",
+    "catalog",
+    "expected_ids",
+    "fill",
+    "filled",
+]

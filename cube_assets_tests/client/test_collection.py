@@ -33,7 +33,7 @@ from cube_assets.definitions import build_definitions
 from cube_assets.errors import CatalogError
 from cube_assets.partitions import partition_key
 from cube_assets.storage.raster_store import LocalRasterStore
-from cube_assets_tests.client.objects_fixtures import BACKENDS, LCF, MERGE, RECORDS, TILES, expected_ids, filled  # noqa: F401
+from cube_assets_tests.client.objects_fixtures import BACKENDS, LCF, MERGE, RECORDS, TILES, expected_ids, filled  # noqa: F401 - pytest fixtures, found by name
 from cube_assets_tests.conftest import write_cube_file
 
 UTC = dt.UTC
@@ -52,8 +52,12 @@ def test_filter_keeps_order_and_type(merges: ImageCollection) -> None:
     by_path = merges.filter("properties.clear")
 
     assert isinstance(clear, ImageCollection)
-    assert [i.id for i in clear] == [i.id for i in by_path] == expected_ids(
-        lambda r: r["product_id"] == MERGE and r["cloud_fraction"] is not None and r["cloud_fraction"] < 0.3
+    assert (
+        [i.id for i in clear]
+        == [i.id for i in by_path]
+        == expected_ids(
+            lambda r: r["product_id"] == MERGE and r["cloud_fraction"] is not None and r["cloud_fraction"] < 0.3
+        )
     )
 
 
@@ -63,14 +67,14 @@ def test_sorted_by_several_predicates_with_unknown_values_last(merges: ImageColl
     values = [(i.cloud_fraction, i.id) for i in ordered]
     known = [v for v in values if v[0] is not None]
     assert known == sorted(known)
-    assert [v[0] for v in values[len(known):]] == [None, None, None]
+    assert [v[0] for v in values[len(known) :]] == [None, None, None]
 
 
 def test_sort_descending_by_path_and_dash(merges: ImageCollection) -> None:
     by_flag = [i.id for i in merges.sort("properties.efficacy", ascending=False)]
     by_dash = [i.id for i in merges.sort("-properties.efficacy")]
 
-    efficacies = [Image.get(i, catalog=merges[0].catalog).properties["efficacy"] for i in by_flag[:3]]  # type: ignore[union-attr]
+    efficacies = [Image.get(i, catalog=merges[0].catalog).properties["efficacy"] for i in by_flag[:3]]  # type: ignore[union-attr]  # saved by the test or its fixture just before
     assert by_flag == by_dash and efficacies == sorted(efficacies, reverse=True) and efficacies[0] == 112
 
 
@@ -154,7 +158,14 @@ IRELAND = {
     "name": "ireland",
     "collection": "sentinel-2-l2a",
     "providers": ["archive"],
-    "grid": {"kind": "user", "name": "ITM60", "crs": 2157, "origin": [577620, 680640], "tile_size": [256, 256], "resolution": 60},
+    "grid": {
+        "kind": "user",
+        "name": "ITM60",
+        "crs": 2157,
+        "origin": [577620, 680640],
+        "tile_size": [256, 256],
+        "resolution": 60,
+    },
     "tiles": ["000000"],
     "start_date": "2022-10-01",
     "end_date": "2022-10-10",
@@ -305,7 +316,7 @@ def test_download_writes_one_readable_file_per_image(graph_catalog: Catalog, tmp
 
 def test_upload_ndarray_catalogs_a_new_image_that_loads_back(graph_catalog: Catalog, tmp_path: Path) -> None:
     grid = GeoContext(TILE_BOX_2157, "EPSG:2157", resolution=60)
-    bands = Product.get("ireland-LCF", catalog=graph_catalog).bands()  # type: ignore[union-attr]
+    bands = Product.get("ireland-LCF", catalog=graph_catalog).bands()  # type: ignore[union-attr]  # saved by the test or its fixture just before
     rng = np.random.default_rng(7)
     pixels = np.stack([rng.integers(0, 200, (256, 256)).astype(np.int16) for _ in bands])
     image = graph_catalog.images(
@@ -319,7 +330,7 @@ def test_upload_ndarray_catalogs_a_new_image_that_loads_back(graph_catalog: Cata
         assert upload.status == "success", upload.error
         assert image.state == ObjectState.SAVED and sorted(image.files) == sorted(b.name for b in bands)
         assert image.crs is not None and image.width == 256
-        loaded = Image.get(image.id, catalog=graph_catalog).ndarray("B04 B8A")  # type: ignore[union-attr]
+        loaded = Image.get(image.id, catalog=graph_catalog).ndarray("B04 B8A")  # type: ignore[union-attr]  # saved by the test or its fixture just before
         np.testing.assert_array_equal(loaded.data, pixels[:2])
         with pytest.raises(CatalogError, match="upload creates new images only"):
             image.upload_ndarray(pixels, store=store, raster_meta=grid)

@@ -102,7 +102,7 @@ def test_saving_an_unchanged_object_touches_no_database(catalog: Catalog) -> Non
     with _statements(catalog) as statements:
         product.save()
         image.save()
-        Product.get("cube-LCF", catalog=catalog).save()  # type: ignore[union-attr]
+        Product.get("cube-LCF", catalog=catalog).save()  # type: ignore[union-attr]  # saved by the test or its fixture just before
 
     assert len(statements) == 1 and statements[0].lstrip().upper().startswith("SELECT")  # the get; no write
 
@@ -118,7 +118,7 @@ def test_changing_an_attribute_makes_it_modified_and_save_stores_it(catalog: Cat
     stored = Product.get("cube-LCF", catalog=catalog)
     assert stored is not None and stored.description == "Least cloud first"
     assert product.state == ObjectState.SAVED
-    assert product.created == created and product.modified is not None and product.modified > modified  # type: ignore[operator]
+    assert product.created == created and product.modified is not None and product.modified > modified  # type: ignore[operator]  # both timestamps are set once the product is saved
 
 
 def test_setting_back_the_saved_value_is_saved_again(catalog: Catalog) -> None:
@@ -192,9 +192,9 @@ def test_unknown_attributes_are_refused_naming_them() -> None:
         _image(None, cloud=0.2)
     image = _image(None)
     with pytest.raises(InvalidAttributeError, match="no attribute 'colour'"):
-        image.colour = "red"  # type: ignore[attr-defined]
+        image.colour = "red"  # type: ignore[attr-defined]  # an unknown attribute is the refused input under test
     with pytest.raises(AttributeError):  # it is an AttributeError too
-        image.colour = "red"  # type: ignore[attr-defined]
+        image.colour = "red"  # type: ignore[attr-defined]  # an unknown attribute is the refused input under test
 
 
 @pytest.mark.parametrize("name", ["created", "modified"])
@@ -331,7 +331,7 @@ def test_get_or_create_returns_the_stored_object_with_the_attributes_applied(cat
     assert same.state == ObjectState.SAVED
     assert changed.state == ObjectState.MODIFIED and changed.tags == ["cube"]
     changed.save()
-    assert Product.get("cube-LCF", catalog=catalog).name == "Renamed"  # type: ignore[union-attr]
+    assert Product.get("cube-LCF", catalog=catalog).name == "Renamed"  # type: ignore[union-attr]  # saved by the test or its fixture just before
 
 
 def test_saving_a_new_object_over_a_stored_id_is_a_conflict(catalog: Catalog) -> None:
@@ -339,7 +339,7 @@ def test_saving_a_new_object_over_a_stored_id_is_a_conflict(catalog: Catalog) ->
 
     with pytest.raises(ConflictError, match="product 'cube-LCF' is already in the catalog"):
         _product(catalog, name="Another").save()
-    assert Product.get("cube-LCF", catalog=catalog).name == "Cube LCF"  # type: ignore[union-attr]
+    assert Product.get("cube-LCF", catalog=catalog).name == "Cube LCF"  # type: ignore[union-attr]  # saved by the test or its fixture just before
 
 
 # ------------------------------------------------------------------------------ delete
@@ -369,7 +369,7 @@ def test_a_product_with_images_cannot_be_deleted(catalog: Catalog) -> None:
 
     with pytest.raises(CatalogError, match="product 'cube-LCF' still has 1 image"):
         product.delete()
-    Image.get("img-1", catalog=catalog).delete()  # type: ignore[union-attr]
+    Image.get("img-1", catalog=catalog).delete()  # type: ignore[union-attr]  # saved by the test or its fixture just before
     product.delete()
     assert not Product.exists("cube-LCF", catalog=catalog)
 
@@ -381,7 +381,7 @@ def test_an_unsaved_object_cannot_be_deleted(catalog: Catalog) -> None:
 
 def test_deleting_an_object_already_gone_is_reported(catalog: Catalog) -> None:
     product = _product(catalog).save()
-    Product.get("cube-LCF", catalog=catalog).delete()  # type: ignore[union-attr]
+    Product.get("cube-LCF", catalog=catalog).delete()  # type: ignore[union-attr]  # saved by the test or its fixture just before
 
     with pytest.raises(NotFoundError, match="not in the catalog"):
         product.delete()
@@ -460,7 +460,7 @@ def test_changing_the_alpha_flag_is_saved(catalog: Catalog) -> None:
     mask.is_alpha = False
     mask.save()
 
-    assert MaskBand.get("cube-LCF:ALPHA", catalog=catalog).is_alpha is False  # type: ignore[union-attr]
+    assert MaskBand.get("cube-LCF:ALPHA", catalog=catalog).is_alpha is False  # type: ignore[union-attr]  # saved by the test or its fixture just before
 
 
 def test_band_search_on_a_subclass_returns_only_that_type(catalog: Catalog) -> None:
@@ -511,7 +511,7 @@ def test_objects_without_a_catalog_use_the_connected_default(catalog_url: str) -
     try:
         Product(id="cube-LCF", name="Cube LCF").save()
         assert Product.get("cube-LCF") is not None
-        assert Product.get("cube-LCF").catalog is connected  # type: ignore[union-attr]
+        assert Product.get("cube-LCF").catalog is connected  # type: ignore[union-attr]  # saved by the test or its fixture just before
         assert [p.id for p in Product.search()] == ["cube-LCF"]
     finally:
         disconnect()
@@ -536,7 +536,11 @@ def test_rows_written_by_the_repository_upserts_are_saved_objects(catalog: Catal
     sessions = session_factory(catalog.engine)
     with sessions.begin() as session:
         upsert_product(session, ProductRecord(id="cube-LCF", name="Cube LCF", tags=("cube",)))
-        upsert_bands(session, "cube-LCF", [BandRecord(name="B04", type="spectral", data_type="Int16", resolution=10, band_index=0)])
+        upsert_bands(
+            session,
+            "cube-LCF",
+            [BandRecord(name="B04", type="spectral", data_type="Int16", resolution=10, band_index=0)],
+        )
         upsert_image(session, ImageRecord(
             id="img-1", product_id="cube-LCF", name="img-1", acquired=dt.datetime(2024, 1, 1, tzinfo=UTC),
             geometry=shapely.geometry.box(-45, -10, -44, -9), crs="EPSG:32723",
@@ -563,7 +567,9 @@ def test_migration_0003_keeps_existing_bands_and_adds_alpha_false(catalog_url: s
     engine = create_catalog_engine(catalog_url)
     try:
         with engine.begin() as connection:
-            connection.execute(text("INSERT INTO products (id, name, description, tags, properties) VALUES ('p', 'P', '', '[]', '{}')"))
+            connection.execute(
+                text("INSERT INTO products (id, name, description, tags, properties) VALUES ('p', 'P', '', '[]', '{}')")
+            )
             connection.execute(text(
                 "INSERT INTO bands (product_id, name, type, data_type, resolution, band_index, description, class_labels)"
                 " VALUES ('p', 'SCL', 'class', 'UInt8', 20, 0, 'scene classes', '{\"4\": \"vegetation\"}')"
@@ -572,7 +578,7 @@ def test_migration_0003_keeps_existing_bands_and_adds_alpha_false(catalog_url: s
         with Catalog(engine, migrate=False) as catalog:
             band = Band.get("p:SCL", catalog=catalog)
         with session_factory(engine)() as session:
-            is_alpha = session.get(BandRow, ("p", "SCL")).is_alpha  # type: ignore[union-attr]
+            is_alpha = session.get(BandRow, ("p", "SCL")).is_alpha  # type: ignore[union-attr]  # the row was saved by the test just before
     finally:
         engine.dispose()
 

@@ -41,8 +41,20 @@ NODATA = -9999
 LANDSAT = "stactools-landsat/tests/data-files/assets3/LC08_L2SP_008059_20191201_20200825_02_T1_SR_{}.TIF"
 RGB_BYTE = "rasterio/tests/data/RGB.byte.tif"
 META = {
-    "red": {"type": "spectral", "data_type": "Int16", "nodata": NODATA, "data_range": (0, 10000), "display_range": (0, 4000)},
-    "nir": {"type": "spectral", "data_type": "Int16", "nodata": NODATA, "data_range": (0, 10000), "display_range": (0, 4000)},
+    "red": {
+        "type": "spectral",
+        "data_type": "Int16",
+        "nodata": NODATA,
+        "data_range": (0, 10000),
+        "display_range": (0, 4000),
+    },
+    "nir": {
+        "type": "spectral",
+        "data_type": "Int16",
+        "nodata": NODATA,
+        "data_range": (0, 10000),
+        "display_range": (0, 4000),
+    },
 }
 
 
@@ -251,8 +263,11 @@ def test_flatten_mosaics_each_group_and_sorts_groups_by_key(tmp_path: Path) -> N
         return {"red": cog(tmp_path / f"{value}.tif", values)}
 
     images = [image_of(1, slice(0, 0)), image_of(2, slice(0, 0)), image_of(3, slice(0, 32))]
-    acquired = [dt.datetime(2024, 1, 9, 13, 0, tzinfo=dt.UTC), dt.datetime(2024, 1, 4, 13, 0, tzinfo=dt.UTC),
-                dt.datetime(2024, 1, 9, 13, 5, tzinfo=dt.UTC)]
+    acquired = [
+        dt.datetime(2024, 1, 9, 13, 0, tzinfo=dt.UTC),
+        dt.datetime(2024, 1, 4, 13, 0, tzinfo=dt.UTC),
+        dt.datetime(2024, 1, 9, 13, 5, tzinfo=dt.UTC),
+    ]
     keys = flatten_keys([{"acquired": when} for when in acquired], ["acquired.date"])
 
     stack, info = stack_files(images, ["red"], grid(), META, flatten=keys, raster_info=True)
@@ -331,7 +346,12 @@ def test_download_writes_a_geotiff_gdal_reads_back(tmp_path: Path, image: dict, 
 
     assert path == tmp_path / "out" / "scene-red-nir.tif"
     with rasterio.open(path) as written:
-        assert (written.driver, written.count, written.dtypes, written.nodata) == ("GTiff", 2, ("int16", "int16"), NODATA)
+        assert (written.driver, written.count, written.dtypes, written.nodata) == (
+            "GTiff",
+            2,
+            ("int16", "int16"),
+            NODATA,
+        )
         assert written.descriptions == ("red", "nir")
         assert written.transform == ORIGIN and written.crs == UTM23S
         np.testing.assert_array_equal(written.read(1), reflectance)

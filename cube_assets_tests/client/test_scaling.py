@@ -20,8 +20,14 @@ from cube_assets.client.scaling import (
     scaling_parameters,
 )
 
-REFLECTANCE = {"type": "spectral", "data_type": "UInt16", "data_range": (0, 10000), "display_range": (0, 4000),
-               "physical_range": (0.0, 1.0), "nodata": 0}
+REFLECTANCE = {
+    "type": "spectral",
+    "data_type": "UInt16",
+    "data_range": (0, 10000),
+    "display_range": (0, 4000),
+    "physical_range": (0.0, 1.0),
+    "nodata": 0,
+}
 RGBQ = {
     "red": REFLECTANCE,
     "green": REFLECTANCE,
@@ -225,8 +231,15 @@ def test_an_unknown_mode_is_refused() -> None:
 
 
 def test_band_records_from_the_catalog_are_accepted() -> None:
-    record = BandRecord(name="red", type="spectral", data_type="UInt8", resolution=10, band_index=0,
-                        data_range=(0, 200), display_range=(10, 190))
+    record = BandRecord(
+        name="red",
+        type="spectral",
+        data_type="UInt8",
+        resolution=10,
+        band_index=0,
+        data_range=(0, 200),
+        display_range=(10, 190),
+    )
 
     info = band_info("red", record)
 

@@ -25,7 +25,7 @@ from cube_assets.client import Catalog, File, SpectralBand
 from cube_assets.client.stac_export import export_static_catalog
 from cube_assets.errors import CatalogError
 from cube_assets.raster.cog import write_cog
-from cube_assets_tests.client.objects_fixtures import LCF, MERGE, RECORDS, SCENES, catalog, filled  # noqa: F401
+from cube_assets_tests.client.objects_fixtures import LCF, MERGE, RECORDS, SCENES, catalog, filled  # noqa: F401 - pytest fixtures, found by name
 
 UTC = dt.UTC
 
@@ -45,11 +45,16 @@ def test_export_writes_a_catalogue_that_pystac_reads_back(filled: Catalog, tmp_p
         validate_stac(collection.to_dict(include_self_link=False, transform_hrefs=False))
     merge = collections[MERGE]
     assert merge.extent.spatial.bboxes == [[-46.0, -10.0, -43.0, -9.0]]
-    assert merge.extent.temporal.intervals == [[dt.datetime(2023, 1, 5, 13, tzinfo=UTC), dt.datetime(2023, 12, 5, 13, tzinfo=UTC)]]
+    assert merge.extent.temporal.intervals == [
+        [dt.datetime(2023, 1, 5, 13, tzinfo=UTC), dt.datetime(2023, 12, 5, 13, tzinfo=UTC)]
+    ]
     item = merge.get_item("merge_B_202306")
     assert item is not None and item.properties["cube_assets:properties"]["efficacy"] == 51
     assert item.assets["B04"].href == "/data/merge/B/5_B04.tif"
-    assert pystac.CatalogType.determine_type(json.loads(result.catalog_path.read_text())) == pystac.CatalogType.SELF_CONTAINED
+    assert (
+        pystac.CatalogType.determine_type(json.loads(result.catalog_path.read_text()))
+        == pystac.CatalogType.SELF_CONTAINED
+    )
 
 
 def test_pystac_client_opens_the_static_catalogue(filled: Catalog, tmp_path: Path) -> None:
@@ -89,7 +94,9 @@ def test_exported_items_locate_the_pixels_of_their_files(catalog: Catalog, tmp_p
     pixels = np.arange(64 * 48, dtype=np.int16).reshape(48, 64)
     path = write_cog(pixels, tmp_path / "red.tif", crs="EPSG:32723", transform=transform, nodata=-9999)
     catalog.products(id="p", name="P").save()
-    SpectralBand(catalog=catalog, product_id="p", name="red", data_type="Int16", resolution=20, band_index=0, nodata=-9999).save()
+    SpectralBand(
+        catalog=catalog, product_id="p", name="red", data_type="Int16", resolution=20, band_index=0, nodata=-9999
+    ).save()
     catalog.images(id="one", product_id="p", acquired="2024-05-01T10:00:00Z", crs="EPSG:32723",
                    geometry=shapely.geometry.box(-46.9, -15.8, -46.8, -15.7), geotransform=transform.to_gdal(),
                    width=64, height=48, files={"red": File(str(path), path.stat().st_size)}).save()  # fmt: skip

@@ -36,15 +36,23 @@ def catalog(engine: Engine) -> Engine:
     """The migrated catalog with an Int16 red/nir product and a Byte RGB product."""
     with session_factory(engine).begin() as session:
         upsert_product(session, ProductRecord(id=PRODUCT, name="Uploads"))
-        upsert_bands(session, PRODUCT, [
-            BandRecord(name="red", type="spectral", data_type="Int16", resolution=10, band_index=0, nodata=NODATA),
-            BandRecord(name="nir", type="spectral", data_type="Int16", resolution=10, band_index=1, nodata=NODATA),
-        ])
+        upsert_bands(
+            session,
+            PRODUCT,
+            [
+                BandRecord(name="red", type="spectral", data_type="Int16", resolution=10, band_index=0, nodata=NODATA),
+                BandRecord(name="nir", type="spectral", data_type="Int16", resolution=10, band_index=1, nodata=NODATA),
+            ],
+        )
         upsert_product(session, ProductRecord(id=RGB_PRODUCT, name="RGB"))
-        upsert_bands(session, RGB_PRODUCT, [
-            BandRecord(name=name, type="spectral", data_type="UInt8", resolution=300, band_index=index, nodata=0)
-            for index, name in enumerate(("red", "green", "blue"))
-        ])
+        upsert_bands(
+            session,
+            RGB_PRODUCT,
+            [
+                BandRecord(name=name, type="spectral", data_type="UInt8", resolution=300, band_index=index, nodata=0)
+                for index, name in enumerate(("red", "green", "blue"))
+            ],
+        )
     return engine
 
 
@@ -236,9 +244,7 @@ def test_upload_files_refuses_files_on_different_grids(
     assert "shifted.tif: grid" in failed.error and "differs from" in failed.error
 
 
-def test_upload_into_an_s3_store_registers_s3_uris_that_load_back(
-    catalog: Engine, s3_server, s3_bucket: str
-) -> None:
+def test_upload_into_an_s3_store_registers_s3_uris_that_load_back(catalog: Engine, s3_server, s3_bucket: str) -> None:
     """Upload through a real S3 API (the session's moto server), then load the catalog's hrefs from S3."""
     from cube_assets.client.raster_read import stack_files
 

@@ -26,8 +26,8 @@ from cube_assets.formats.landsat import (
     read_mtl,
 )
 from cube_assets.providers.local import LocalArchiveProvider
-from cube_assets.raster.masks import rescale_landsat_c2
 from cube_assets.raster.footprint import valid_data_footprint
+from cube_assets.raster.masks import rescale_landsat_c2
 from cube_assets.raster.reflectance import REFLECTANCE_NODATA, scale_landsat_to_reflectance, write_landsat_reflectance
 
 pytestmark = pytest.mark.real_data
@@ -140,11 +140,26 @@ def test_a_level_1_mtl_is_refused(folder: Path, tmp_path: Path) -> None:
     ("edit", "message"),
     [
         (lambda t: t.replace("    WRS_ROW = 59\n", ""), r"IMAGE_ATTRIBUTES/WRS_ROW missing"),
-        (lambda t: t.replace("CLOUD_COVER = 81.02", "CLOUD_COVER = lots"), r"IMAGE_ATTRIBUTES/CLOUD_COVER is not a number: 'lots'"),
-        (lambda t: t.replace('SCENE_CENTER_TIME = "15:13:51.8610990Z"', 'SCENE_CENTER_TIME = "noon"'), "SCENE_CENTER_TIME 'noon'"),
-        (lambda t: t.replace("  END_GROUP = IMAGE_ATTRIBUTES\n", ""), "END_GROUP = LANDSAT_METADATA_FILE does not close"),
-        (lambda t: t.replace("    NADIR_OFFNADIR = \"NADIR\"\n", "    NADIR_OFFNADIR\n"), r"line \d+ is not 'KEY = VALUE'"),
-        (lambda t: t.replace('MAP_PROJECTION = "UTM"', 'MAP_PROJECTION = "SOM"', 1), "MAP_PROJECTION 'SOM' is neither UTM nor PS"),
+        (
+            lambda t: t.replace("CLOUD_COVER = 81.02", "CLOUD_COVER = lots"),
+            r"IMAGE_ATTRIBUTES/CLOUD_COVER is not a number: 'lots'",
+        ),
+        (
+            lambda t: t.replace('SCENE_CENTER_TIME = "15:13:51.8610990Z"', 'SCENE_CENTER_TIME = "noon"'),
+            "SCENE_CENTER_TIME 'noon'",
+        ),
+        (
+            lambda t: t.replace("  END_GROUP = IMAGE_ATTRIBUTES\n", ""),
+            "END_GROUP = LANDSAT_METADATA_FILE does not close",
+        ),
+        (
+            lambda t: t.replace('    NADIR_OFFNADIR = "NADIR"\n', "    NADIR_OFFNADIR\n"),
+            r"line \d+ is not 'KEY = VALUE'",
+        ),
+        (
+            lambda t: t.replace('MAP_PROJECTION = "UTM"', 'MAP_PROJECTION = "SOM"', 1),
+            "MAP_PROJECTION 'SOM' is neither UTM nor PS",
+        ),
     ],
 )
 def test_malformed_odl_is_named(folder: Path, tmp_path: Path, edit, message: str) -> None:
@@ -162,7 +177,10 @@ def test_unknown_cloud_cover_is_none(folder: Path, tmp_path: Path) -> None:
     assert parse_mtl(mtl).cloud_cover is None
 
 
-@pytest.mark.parametrize(("raw", "normalized"), [("B4", "SR_B4"), ("b4", "SR_B4"), ("SR_B04", "SR_B4"), ("st_b10", "ST_B10"), ("qa_pixel", "QA_PIXEL")])
+@pytest.mark.parametrize(
+    ("raw", "normalized"),
+    [("B4", "SR_B4"), ("b4", "SR_B4"), ("SR_B04", "SR_B4"), ("st_b10", "ST_B10"), ("qa_pixel", "QA_PIXEL")],
+)
 def test_band_names_are_normalized(raw: str, normalized: str) -> None:
     assert normalize_landsat_band(raw) == normalized
 
@@ -205,9 +223,16 @@ def test_surface_reflectance_uses_the_mtl_scale_and_offset(product, tmp_path: Pa
 
     with rasterio.open(product.band_path("SR_B4")) as src, rasterio.open(written) as out:
         dn, reflectance = src.read(1), out.read(1)
-        assert (out.crs, out.transform, out.nodata, out.dtypes[0]) == (src.crs, src.transform, REFLECTANCE_NODATA, "int16")
+        assert (out.crs, out.transform, out.nodata, out.dtypes[0]) == (
+            src.crs,
+            src.transform,
+            REFLECTANCE_NODATA,
+            "int16",
+        )
     # the project's one Landsat rule, with this product's MTL values, block by block
-    assert np.array_equal(reflectance, rescale_landsat_c2(dn, scale=2.75e-5, offset=-0.2, nodata_out=REFLECTANCE_NODATA))
+    assert np.array_equal(
+        reflectance, rescale_landsat_c2(dn, scale=2.75e-5, offset=-0.2, nodata_out=REFLECTANCE_NODATA)
+    )
     assert ((reflectance == REFLECTANCE_NODATA) == (dn == 0)).all() and (dn == 0).sum() == 80464
     # away from the clipping bounds: DN 10000 is reflectance 0.075 and 20000 is 0.35, the offset -0.2 applied
     plain = (dn > 7300) & (dn < 40000)

@@ -72,15 +72,23 @@ def test_an_extracted_product_is_reused_until_the_archive_changes(t29unu_safe, t
 @pytest.mark.parametrize(
     ("member", "reason"),
     [
-        ("S2A_MSIL2A_20221005T115411_N0400_R023_T29UNU_20221005T164454.SAFE/../../evil.txt", "climbs out of the archive with '..'"),
-        ("S2A_MSIL2A_20221005T115411_N0400_R023_T29UNU_20221005T164454.SAFE\\..\\..\\evil.txt", "climbs out of the archive with '..'"),
+        (
+            "S2A_MSIL2A_20221005T115411_N0400_R023_T29UNU_20221005T164454.SAFE/../../evil.txt",
+            "climbs out of the archive with '..'",
+        ),
+        (
+            "S2A_MSIL2A_20221005T115411_N0400_R023_T29UNU_20221005T164454.SAFE\\..\\..\\evil.txt",
+            "climbs out of the archive with '..'",
+        ),
         ("/tmp/evil.txt", "has an absolute path"),
         ("C:/evil.txt", "has an absolute path"),
         ("evil.txt", "is not inside a .SAFE folder"),
     ],
     ids=["dot-dot", "dot-dot-backslashes", "absolute", "drive-letter", "outside-the-safe"],
 )
-def test_zip_slip_member_is_refused_naming_archive_and_member_and_nothing_is_written(t29unu_safe, tmp_path, member, reason) -> None:
+def test_zip_slip_member_is_refused_naming_archive_and_member_and_nothing_is_written(
+    t29unu_safe, tmp_path, member, reason
+) -> None:
     archive = _zip(t29unu_safe, tmp_path / "malicious.zip", zipfile.ZipInfo(member))
     destination = tmp_path / "deep" / "out"
 

@@ -101,8 +101,14 @@ def test_bad_images_and_versions_are_refused(image: str, versions: list[str], me
 def test_the_docker_command_mounts_input_output_cci_and_gipp(tmp_path: Path) -> None:
     l1c = tmp_path / "in" / T46RER
     command = build_docker_command(
-        docker="/usr/bin/docker", reference="brazildatacube/sen2cor:2.10.0", version="2.10.0", l1c_path=l1c,
-        output_dir=tmp_path / "out", name="sen2cor-x", cci_dir=tmp_path / "CCI4SEN2COR", gipp_path=tmp_path / "L2A_GIPP.xml",
+        docker="/usr/bin/docker",
+        reference="brazildatacube/sen2cor:2.10.0",
+        version="2.10.0",
+        l1c_path=l1c,
+        output_dir=tmp_path / "out",
+        name="sen2cor-x",
+        cci_dir=tmp_path / "CCI4SEN2COR",
+        gipp_path=tmp_path / "L2A_GIPP.xml",
     )
 
     assert command == [
@@ -117,8 +123,13 @@ def test_the_docker_command_mounts_input_output_cci_and_gipp(tmp_path: Path) -> 
 
 def test_without_auxiliary_data_only_input_and_output_are_mounted(tmp_path: Path) -> None:
     command = build_docker_command(
-        docker="docker", reference="img:2.5.5", version="2.5.5", l1c_path=tmp_path / T46RER,
-        output_dir=tmp_path / "out", name="n", user="1000:1000",
+        docker="docker",
+        reference="img:2.5.5",
+        version="2.5.5",
+        l1c_path=tmp_path / T46RER,
+        output_dir=tmp_path / "out",
+        name="n",
+        user="1000:1000",
     )
 
     assert command.count("--volume") == 2
@@ -136,7 +147,9 @@ def test_without_auxiliary_data_only_input_and_output_are_mounted(tmp_path: Path
 )
 def test_paths_docker_cannot_mount_are_refused(l1c: Path, output: Path, message: str) -> None:
     with pytest.raises(Sen2CorError, match=message):
-        build_docker_command(docker="docker", reference="i:1.0", version="1.0", l1c_path=l1c, output_dir=output, name="n")
+        build_docker_command(
+            docker="docker", reference="i:1.0", version="1.0", l1c_path=l1c, output_dir=output, name="n"
+        )
 
 
 def test_the_container_name_says_which_scene_and_is_docker_safe() -> None:
@@ -157,8 +170,18 @@ def l1c(real_data: Path):
 def _l2a_of(l1c, folder: Path, **overrides) -> Path:
     """A small Level-2A product of ``l1c`` (what a Sen2Cor run would write), by the simulator."""
     arguments = dict(
-        tile_id=l1c.tile_id, epsg=32646, ulx=499980, uly=3100020, size_px=60, sensing_time=l1c.sensing_time,
-        seed=3, bands=L2A_BANDS, cloud_fraction=0.2, swath_edge=False, spacecraft=l1c.spacecraft, relative_orbit=133,
+        tile_id=l1c.tile_id,
+        epsg=32646,
+        ulx=499980,
+        uly=3100020,
+        size_px=60,
+        sensing_time=l1c.sensing_time,
+        seed=3,
+        bands=L2A_BANDS,
+        cloud_fraction=0.2,
+        swath_edge=False,
+        spacecraft=l1c.spacecraft,
+        relative_orbit=133,
     )
     return simulate_l2a_product(folder, **{**arguments, **overrides})
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from pyproj import Transformer
 import shapely
+from pyproj import Transformer
 from shapely.geometry import Point
 
 from cube_assets.formats.sentinel2_safe import SafeProduct, open_safe
@@ -299,9 +299,7 @@ def test_another_seed_gives_other_clouds(tmp_path: Path) -> None:
 
 
 def test_scenes_of_one_tile_share_the_ground(tmp_path: Path, simulated: Simulated) -> None:
-    later = _read(
-        open_safe(_simulate(tmp_path, seed=99, sensing_time=datetime(2024, 2, 14, 13, 32, 29, tzinfo=UTC)))
-    )
+    later = _read(open_safe(_simulate(tmp_path, seed=99, sensing_time=datetime(2024, 2, 14, 13, 32, 29, tzinfo=UTC))))
     clear = np.isin(simulated.scl, (4, 5, 6)) & np.isin(later.scl, (4, 5, 6))
 
     assert clear.sum() > 1000
@@ -384,4 +382,3 @@ def test_simulate_archive_replaces_an_incomplete_product(tmp_path: Path) -> None
 def test_simulate_archive_refuses_two_scenes_with_one_name(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"several scenes would write"):
         simulate_archive(tmp_path, [_scene(5, 1), _scene(5, 2)])
-

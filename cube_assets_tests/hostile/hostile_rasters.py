@@ -29,9 +29,17 @@ def write_geotiff(
 ) -> Path:
     """A tiled single-band GeoTIFF of ``array`` (``crs=None``: none; ``transform=None``: 10 m at ``ORIGIN``)."""
     profile = {
-        "driver": "GTiff", "width": array.shape[1], "height": array.shape[0], "count": 1, "dtype": array.dtype.name,
+        "driver": "GTiff",
+        "width": array.shape[1],
+        "height": array.shape[0],
+        "count": 1,
+        "dtype": array.dtype.name,
         "transform": transform if transform is not None else Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]),
-        "nodata": nodata, "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate",
+        "nodata": nodata,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
     }
     if crs is not None:
         profile["crs"] = crs
@@ -43,9 +51,19 @@ def write_geotiff(
 def declared_only(path: Path, width: int, height: int, pixel_size: float, *, crs: str = UTM29) -> Path:
     """A sparse tiled GeoTIFF whose header declares ``width`` x ``height`` pixels but holds none (a few hundred KB)."""
     profile = {
-        "driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "uint16", "crs": crs,
-        "transform": Affine(pixel_size, 0, ORIGIN[0], 0, -pixel_size, ORIGIN[1]), "nodata": 0,
-        "tiled": True, "blockxsize": 4096, "blockysize": 4096, "sparse_ok": True, "compress": "deflate",
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": 1,
+        "dtype": "uint16",
+        "crs": crs,
+        "transform": Affine(pixel_size, 0, ORIGIN[0], 0, -pixel_size, ORIGIN[1]),
+        "nodata": 0,
+        "tiled": True,
+        "blockxsize": 4096,
+        "blockysize": 4096,
+        "sparse_ok": True,
+        "compress": "deflate",
         "BIGTIFF": "YES",
     }
     with rasterio.open(path, "w", **profile):
@@ -57,8 +75,14 @@ def cog_layout(path: Path, size: int = 1024) -> Path:
     """A real 16-bit GeoTIFF with its header first and its tiles after it (COG layout), of random values."""
     array = np.random.default_rng(8).integers(1, 10_000, (1, size, size), dtype=np.uint16)
     profile = {
-        "driver": "GTiff", "width": size, "height": size, "count": 1, "dtype": "uint16", "crs": UTM29,
-        "transform": Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), "nodata": 0,
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": 1,
+        "dtype": "uint16",
+        "crs": UTM29,
+        "transform": Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]),
+        "nodata": 0,
     }
     with MemoryFile() as memfile:
         with memfile.open(**profile) as staging:
@@ -77,7 +101,9 @@ def cut(source: Path, destination: Path, keep: float) -> Path:
 
 def everything_in(folder: Path) -> list[str]:
     """Every file and folder under ``folder``, hidden ones included, relative to it."""
-    return sorted(str(Path(root, name).relative_to(folder)) for root, dirs, files in os.walk(folder) for name in dirs + files)
+    return sorted(
+        str(Path(root, name).relative_to(folder)) for root, dirs, files in os.walk(folder) for name in dirs + files
+    )
 
 
 @contextmanager

@@ -43,7 +43,11 @@ ZEROS_8_MIB = bytes(8 << 20)
 def _tree(folder: Path) -> dict[str, str]:
     """Every file and folder under ``folder`` (hidden ones too) with the SHA-256 of its bytes."""
     return {
-        str(p.relative_to(folder)): "link" if p.is_symlink() else "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+        str(p.relative_to(folder)): "link"
+        if p.is_symlink()
+        else "dir"
+        if p.is_dir()
+        else hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
     }
 
@@ -77,9 +81,9 @@ def _set_declared_size(path: Path, member: str, size: int) -> None:
     name = member.encode()
     position = 0
     while (position := data.find(name, position + 1)) != -1:
-        if data[position - 30: position - 26] == b"PK\x03\x04":
+        if data[position - 30 : position - 26] == b"PK\x03\x04":
             struct.pack_into("<I", data, position - 30 + 22, size)
-        elif data[position - 46: position - 42] == b"PK\x01\x02":
+        elif data[position - 46 : position - 42] == b"PK\x01\x02":
             struct.pack_into("<I", data, position - 46 + 24, size)
     path.write_bytes(bytes(data))
 
@@ -184,7 +188,9 @@ def test_safe_zip_holding_another_product_neither_replaces_nor_touches_that_prod
     archive = _safe_zip(tmp_path / f"{PRODUCT}.zip", OTHER)
     before = _tree(tmp_path)
 
-    with pytest.raises(UnsafeArchive, match=rf"^{PRODUCT}\.zip: holds '{OTHER}', not the product asked for, '{PRODUCT}'"):
+    with pytest.raises(
+        UnsafeArchive, match=rf"^{PRODUCT}\.zip: holds '{OTHER}', not the product asked for, '{PRODUCT}'"
+    ):
         extract_safe_zip(archive, destination)
 
     assert _tree(tmp_path) == before
@@ -217,14 +223,20 @@ def _symlink_elsewhere(destination: Path) -> None:
     (destination / PRODUCT).symlink_to(destination.parent / "elsewhere", target_is_directory=True)
 
 
-@pytest.mark.parametrize("existing", [_hand_made, _from_another_archive, _symlink_elsewhere], ids=["hand-made", "from-another-archive", "symlink"])
+@pytest.mark.parametrize(
+    "existing",
+    [_hand_made, _from_another_archive, _symlink_elsewhere],
+    ids=["hand-made", "from-another-archive", "symlink"],
+)
 def test_a_folder_no_extraction_of_this_archive_made_is_never_replaced(tmp_path, existing) -> None:
     destination = tmp_path / "dest"
     existing(destination)
     archive = _safe_zip(tmp_path / f"{PRODUCT}.zip")
     before = _tree(tmp_path)
 
-    with pytest.raises(UnsafeArchive, match=rf"^{PRODUCT}\.zip: .*{PRODUCT} already exists and was not extracted from this archive"):
+    with pytest.raises(
+        UnsafeArchive, match=rf"^{PRODUCT}\.zip: .*{PRODUCT} already exists and was not extracted from this archive"
+    ):
         extract_safe_zip(archive, destination)
 
     assert _tree(tmp_path) == before
@@ -259,7 +271,10 @@ def test_zip_bomb_member_is_refused_by_ratio_under_the_default_bound(tmp_path) -
     assert archive.stat().st_size < 100_000
     before = _tree(tmp_path)
 
-    with pytest.raises(UnsafeArchive, match=rf"^{PRODUCT}\.zip: member '.*zeros\.jp2' expands 8388608 bytes from \d+ \(\d+:1\), more than the limit of 100:1"):
+    with pytest.raises(
+        UnsafeArchive,
+        match=rf"^{PRODUCT}\.zip: member '.*zeros\.jp2' expands 8388608 bytes from \d+ \(\d+:1\), more than the limit of 100:1",
+    ):
         extract_safe_zip(archive, tmp_path / "dest")
 
     assert _tree(tmp_path) == before
@@ -271,7 +286,10 @@ def test_zip_of_many_small_members_is_refused_by_its_total_ratio(tmp_path) -> No
     archive = _safe_zip(tmp_path / f"{PRODUCT}.zip", extra=extra)
     before = _tree(tmp_path)
 
-    with pytest.raises(UnsafeArchive, match=rf"^{PRODUCT}\.zip: expands \d+ bytes from {archive.stat().st_size} .*more than the limit of 100:1"):
+    with pytest.raises(
+        UnsafeArchive,
+        match=rf"^{PRODUCT}\.zip: expands \d+ bytes from {archive.stat().st_size} .*more than the limit of 100:1",
+    ):
         extract_safe_zip(archive, tmp_path / "dest")
 
     assert _tree(tmp_path) == before
@@ -282,7 +300,9 @@ def test_zip_declaring_two_gib_is_refused_under_the_default_bound_without_readin
     _set_declared_size(archive, f"{PRODUCT}/GRANULE/huge.jp2", 2 * GIB)
     before = _tree(tmp_path)
 
-    with pytest.raises(UnsafeArchive, match=rf"^{PRODUCT}\.zip: unpacks to at least \d+ bytes, more than the limit of {3 * GIB // 2}"):
+    with pytest.raises(
+        UnsafeArchive, match=rf"^{PRODUCT}\.zip: unpacks to at least \d+ bytes, more than the limit of {3 * GIB // 2}"
+    ):
         extract_safe_zip(archive, tmp_path / "dest")
 
     assert _tree(tmp_path) == before
@@ -292,7 +312,9 @@ def test_a_configured_bound_refuses_an_incompressible_product_above_it(tmp_path)
     archive = _safe_zip(tmp_path / f"{PRODUCT}.zip", extra=[(f"{PRODUCT}/GRANULE/big.jp2", os.urandom(2 << 20))])
     before = _tree(tmp_path)
 
-    with pytest.raises(UnsafeArchive, match=rf"^{PRODUCT}\.zip: unpacks to at least \d+ bytes, more than the limit of 1048576"):
+    with pytest.raises(
+        UnsafeArchive, match=rf"^{PRODUCT}\.zip: unpacks to at least \d+ bytes, more than the limit of 1048576"
+    ):
         extract_safe_zip(archive, tmp_path / "dest", max_bytes=1 << 20)
     with pytest.raises(UnsafeArchive, match="more than the limit of 1048576"):
         safe_members(archive, max_bytes=1 << 20)
@@ -307,7 +329,9 @@ def test_zip_member_holding_more_than_it_declares_leaves_nothing_behind(tmp_path
     destination = _destination_with_a_bystander(tmp_path)
     before = _tree(tmp_path)
 
-    with pytest.raises(InvalidScene, match=rf"^{PRODUCT}\.zip: (cannot be extracted .*liar\.jp2|member '.*liar\.jp2' holds more)"):
+    with pytest.raises(
+        InvalidScene, match=rf"^{PRODUCT}\.zip: (cannot be extracted .*liar\.jp2|member '.*liar\.jp2' holds more)"
+    ):
         extract_safe_zip(archive, destination)
 
     assert _tree(tmp_path) == {**before, f"dest/.{PRODUCT}.lock": hashlib.sha256(b"").hexdigest()}
@@ -348,8 +372,11 @@ TAR_ATTACKS = {
 @pytest.mark.parametrize("compression", ["tar", "tar.gz"])
 def test_tar_member_attack_is_refused_where_the_archive_is_checked(tmp_path, attack, compression) -> None:
     info, reason = TAR_ATTACKS[attack]
-    archive = _tar(tmp_path / f"{LANDSAT}.{compression}", [(_tar_info(f"{LANDSAT}_MTL.json"), b"{}"), (info, b"evil")],
-                   "w:gz" if compression == "tar.gz" else "w")
+    archive = _tar(
+        tmp_path / f"{LANDSAT}.{compression}",
+        [(_tar_info(f"{LANDSAT}_MTL.json"), b"{}"), (info, b"evil")],
+        "w:gz" if compression == "tar.gz" else "w",
+    )
     before = _tree(tmp_path)
 
     with pytest.raises(UnsafeArchive) as refused:
@@ -367,7 +394,9 @@ def test_tar_gz_bomb_is_refused_by_ratio_before_its_member_is_read(tmp_path) -> 
     archive = _tar(tmp_path / f"{LANDSAT}.tar.gz", [(_tar_info(f"{LANDSAT}_SR_B4.TIF"), bytes(16 << 20))], "w:gz")
     assert archive.stat().st_size < 100_000
 
-    with pytest.raises(CorruptFile, match=rf"^{LANDSAT}\.tar\.gz: expands 16777216 bytes from \d+ .*more than the limit of 100:1"):
+    with pytest.raises(
+        CorruptFile, match=rf"^{LANDSAT}\.tar\.gz: expands 16777216 bytes from \d+ .*more than the limit of 100:1"
+    ):
         verify_file(archive)
 
 
@@ -377,20 +406,28 @@ def test_tar_gz_whose_pax_header_is_a_bomb_is_stopped_while_decompressing(tmp_pa
     info.pax_headers = {"comment": "z" * (8 << 20)}
     archive = _tar(tmp_path / f"{LANDSAT}.tar.gz", [(info, b"{}")], "w:gz")
 
-    with pytest.raises(UnsafeArchive, match=rf"^{LANDSAT}\.tar\.gz: decompresses to more than \d+ bytes \(limits: .* and 100:1 of its {archive.stat().st_size} bytes\)"):
+    with pytest.raises(
+        UnsafeArchive,
+        match=rf"^{LANDSAT}\.tar\.gz: decompresses to more than \d+ bytes \(limits: .* and 100:1 of its {archive.stat().st_size} bytes\)",
+    ):
         list(tar_members(archive))
 
 
 def test_tar_above_a_configured_bound_is_refused(tmp_path) -> None:
     archive = _tar(tmp_path / f"{LANDSAT}.tar", [(_tar_info(f"{LANDSAT}_SR_B4.TIF"), os.urandom(2 << 20))])
 
-    with pytest.raises(UnsafeArchive, match=rf"^{LANDSAT}\.tar: unpacks to at least \d+ bytes, more than the limit of 1048576"):
+    with pytest.raises(
+        UnsafeArchive, match=rf"^{LANDSAT}\.tar: unpacks to at least \d+ bytes, more than the limit of 1048576"
+    ):
         list(tar_members(archive, max_bytes=1 << 20))
 
 
 def test_a_sound_tar_and_zip_pass_the_same_checks(tmp_path) -> None:
-    tar = _tar(tmp_path / f"{LANDSAT}.tar.gz", [(_tar_info(f"{LANDSAT}_MTL.json"), b"{}"),
-                                                (_tar_info(f"{LANDSAT}_SR_B4.TIF"), os.urandom(4096))], "w:gz")
+    tar = _tar(
+        tmp_path / f"{LANDSAT}.tar.gz",
+        [(_tar_info(f"{LANDSAT}_MTL.json"), b"{}"), (_tar_info(f"{LANDSAT}_SR_B4.TIF"), os.urandom(4096))],
+        "w:gz",
+    )
     verify_file(tar)
     assert [m.parts for m, _ in tar_members(tar)] == [(f"{LANDSAT}_MTL.json",), (f"{LANDSAT}_SR_B4.TIF",)]
     archive = _safe_zip(tmp_path / f"{PRODUCT}.zip")
@@ -403,29 +440,43 @@ def test_a_sound_tar_and_zip_pass_the_same_checks(tmp_path) -> None:
 
 def test_a_zip_slip_asset_from_a_stac_api_is_never_stored(stac_server, tmp_path) -> None:
     from cube_assets.providers.base import SENTINEL2_L2A
-    from cube_assets.providers.stac import build_stac_provider
     from cube_assets.providers.raw_store import RawStore, RawStoreError
+    from cube_assets.providers.stac import build_stac_provider
 
     archive = _safe_zip(tmp_path / "served.zip", extra=[(f"{PRODUCT}/../../evil.txt", b"evil")])
     url = stac_server.serve_file(archive.read_bytes(), "zipped/product.zip")
     area = box(10.0, 10.0, 10.1, 10.1)
-    item = {"type": "Feature", "stac_version": "1.0.0", "id": PRODUCT.removesuffix(".SAFE"), "collection": SENTINEL2_L2A,
-            "geometry": mapping(area), "bbox": list(area.bounds), "links": [],
-            "properties": {"datetime": "2024-01-05T10:00:00Z"},
-            "assets": {"Product": {"href": url, "type": "application/zip", "roles": ["data"]}}}
+    item = {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": PRODUCT.removesuffix(".SAFE"),
+        "collection": SENTINEL2_L2A,
+        "geometry": mapping(area),
+        "bbox": list(area.bounds),
+        "links": [],
+        "properties": {"datetime": "2024-01-05T10:00:00Z"},
+        "assets": {"Product": {"href": url, "type": "application/zip", "roles": ["data"]}},
+    }
     api = stac_server.add_api("cdse-like", [item])
-    provider = build_stac_provider("cdse-like", {"url": api.url, "retries": 0, "backoff_s": 0, "assets": {"B04": "Product"}}, {})
+    provider = build_stac_provider(
+        "cdse-like", {"url": api.url, "retries": 0, "backoff_s": 0, "assets": {"B04": "Product"}}, {}
+    )
     scene = provider.scene_from_item(api.items[0], SENTINEL2_L2A)
     archive.unlink()
     before = _tree(tmp_path)
 
-    with pytest.raises(RawStoreError, match=r"cdse-like: scene .* band B04 is corrupt twice: B04\.zip: member .*evil\.txt' climbs out"):
+    with pytest.raises(
+        RawStoreError, match=r"cdse-like: scene .* band B04 is corrupt twice: B04\.zip: member .*evil\.txt' climbs out"
+    ):
         RawStore(tmp_path / "raw").load(scene, ["B04"], provider)
 
     folder = tmp_path / "raw" / SENTINEL2_L2A / scene.scene_id
     assert sorted(p.name for p in folder.iterdir()) == ["item.json"]
     assert {p for p in _tree(tmp_path) if p not in before} == {
-        "raw", f"raw/{SENTINEL2_L2A}", f"raw/{SENTINEL2_L2A}/{scene.scene_id}", f"raw/{SENTINEL2_L2A}/.{scene.scene_id}.lock",
+        "raw",
+        f"raw/{SENTINEL2_L2A}",
+        f"raw/{SENTINEL2_L2A}/{scene.scene_id}",
+        f"raw/{SENTINEL2_L2A}/.{scene.scene_id}.lock",
         f"raw/{SENTINEL2_L2A}/{scene.scene_id}/item.json",
     }
     assert not (tmp_path.parent / "evil.txt").exists()

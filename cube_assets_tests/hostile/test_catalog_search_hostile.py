@@ -78,7 +78,9 @@ def assert_catalog_refusal(error: pytest.ExceptionInfo[BaseException], named: st
 def assert_still_usable(catalog: Catalog) -> None:
     """A plain search gives the oracle's answer."""
     found = [image.id for image in Image.search(catalog).filter(p.tile == "B").filter(p.cloud_fraction < 0.5)]
-    assert found == expected_ids(lambda r: r["tile"] == "B" and r["cloud_fraction"] is not None and r["cloud_fraction"] < 0.5)
+    assert found == expected_ids(
+        lambda r: r["tile"] == "B" and r["cloud_fraction"] is not None and r["cloud_fraction"] < 0.5
+    )
     assert found
 
 
@@ -94,7 +96,11 @@ HOSTILE_VALUES: list[tuple[str, Callable[[], Expression], str]] = [
     ("in_ int beyond 64 bits", lambda: p.width.in_([1, 2**63]), "'width'"),
     ("text datetime before year 1 in UTC", lambda: p.acquired < "0001-01-01T00:00:00+05:00", "'acquired'"),
     ("text datetime after year 9999 in UTC", lambda: p.acquired_end >= "9999-12-31T23:30:00-01:00", "'acquired_end'"),
-    ("aware datetime after year 9999 in UTC", lambda: p.acquired > dt.datetime(9999, 12, 31, 23, tzinfo=MINUS_5), "'acquired'"),
+    (
+        "aware datetime after year 9999 in UTC",
+        lambda: p.acquired > dt.datetime(9999, 12, 31, 23, tzinfo=MINUS_5),
+        "'acquired'",
+    ),
     ("lone surrogate", lambda: p.tile == "\ud800", "'tile'"),
     ("lone surrogate in json text", lambda: p.properties.sensor == "MSI\udfff", "'properties.sensor'"),
     ("lone surrogate in prefix", lambda: p.id.prefix("merge\ud800"), "'id'"),
@@ -130,7 +136,17 @@ def test_value_no_column_can_hold_is_refused_naming_the_property(
         (lambda: p.properties.sensor == "MSI", lambda r: r["properties"].get("sensor") == "MSI"),
         (lambda: p.tile != "A" * 4096, lambda r: r["tile"] is not None),
     ],
-    ids=["int64 max", "int64 min", "fraction on an integer column", "in_ beyond 32 bits", "year 1", "end of year 9999", "year 9999 with an offset", "json text", "longest text"],
+    ids=[
+        "int64 max",
+        "int64 min",
+        "fraction on an integer column",
+        "in_ beyond 32 bits",
+        "year 1",
+        "end of year 9999",
+        "year 9999 with an offset",
+        "json text",
+        "longest text",
+    ],
 )
 def test_boundary_values_still_search_like_python(
     filled: Catalog, build: Callable[[], Expression], expected: Callable[[dict[str, Any]], bool]
@@ -140,7 +156,23 @@ def test_boundary_values_still_search_like_python(
 
 # ---------------------------------------------------------------------- names and JSON keys
 
-HOSTILE_KEYS = ['a"b', "a'b", "a\\b", "$.a", "a[0]", "a]", "a\x00", "café", "ｎｉｒ", " lead", "trail ", "a\nb", "*", "k" * 65, "\ud800"]
+HOSTILE_KEYS = [
+    'a"b',
+    "a'b",
+    "a\\b",
+    "$.a",
+    "a[0]",
+    "a]",
+    "a\x00",
+    "café",
+    "ｎｉｒ",
+    " lead",
+    "trail ",
+    "a\nb",
+    "*",
+    "k" * 65,
+    "\ud800",
+]
 
 
 @pytest.mark.parametrize("key", HOSTILE_KEYS, ids=[repr(k)[:20] for k in HOSTILE_KEYS])
@@ -165,7 +197,9 @@ def test_json_key_that_could_reach_a_json_path_is_refused(filled: Catalog, key: 
     ],
     ids=["quote in a name", "100000-character name", "9-key JSON path"],
 )
-def test_property_name_or_path_beyond_the_rule_is_refused(filled: Catalog, attempt: Callable[[], Any], named: str) -> None:
+def test_property_name_or_path_beyond_the_rule_is_refused(
+    filled: Catalog, attempt: Callable[[], Any], named: str
+) -> None:
     with pytest.raises(CatalogError) as error:
         Image.search(filled).filter(attempt() == 1)
 
@@ -214,7 +248,11 @@ def _alternating(count: int) -> Expression:
 HOSTILE_TREES: list[tuple[str, Callable[[], Expression], str]] = [
     ("10000-term & chain", lambda: _chain(operator.and_, 10_000), "&"),
     ("10000-term | chain", lambda: _chain(operator.or_, 10_000), "|"),
-    ("10000-term right-nested &", lambda: functools.reduce(lambda a, b: b & a, [p.tile == str(i) for i in range(10_000)]), "&"),
+    (
+        "10000-term right-nested &",
+        lambda: functools.reduce(lambda a, b: b & a, [p.tile == str(i) for i in range(10_000)]),
+        "&",
+    ),
     ("3000 nested ~", lambda: functools.reduce(lambda e, _: ~e, range(3000), p.tile == "A"), "~"),
     ("10000 alternating & and |", lambda: _alternating(10_000), "nests"),
     ("10000-value in_", lambda: p.tile.in_(str(i) for i in range(10_000)), "in_"),
@@ -222,7 +260,9 @@ HOSTILE_TREES: list[tuple[str, Callable[[], Expression], str]] = [
 
 
 @pytest.mark.parametrize(("case", "build", "named"), HOSTILE_TREES, ids=[case for case, _, _ in HOSTILE_TREES])
-def test_oversized_expression_is_refused_while_it_is_built(filled: Catalog, case: str, build: Callable[[], Expression], named: str) -> None:
+def test_oversized_expression_is_refused_while_it_is_built(
+    filled: Catalog, case: str, build: Callable[[], Expression], named: str
+) -> None:
     with statements(filled) as sent, pytest.raises(CatalogError) as error:
         Image.search(filled).filter(build())
 
@@ -301,7 +341,9 @@ def test_alternating_and_or_at_the_depth_limit_matches_python(filled: Catalog, s
 
     assert (~~expression)._depth == MAX_EXPRESSION_DEPTH
     oracle = _alternating_oracle(MAX_EXPRESSION_DEPTH - 3)
-    assert found == expected_ids(lambda r: oracle(r) and (not spatial or r["geometry"].intersects(shapely.geometry.box(-47, -11, -42, -8))))
+    assert found == expected_ids(
+        lambda r: oracle(r) and (not spatial or r["geometry"].intersects(shapely.geometry.box(-47, -11, -42, -8)))
+    )
     assert found
 
 
@@ -361,9 +403,17 @@ def test_open_ended_interval_summary_from_year_1_is_refused(filled: Catalog) -> 
         ({"interval": "x" * 100_000}, "interval"),
         ({"aggregate_date_field": "acquired\ud800"}, "aggregate_date_field"),
     ],
-    ids=["start before year 1 in UTC", "end after 9999 in UTC", "surrogate interval", "huge interval", "surrogate date field"],
+    ids=[
+        "start before year 1 in UTC",
+        "end after 9999 in UTC",
+        "surrogate interval",
+        "huge interval",
+        "surrogate date field",
+    ],
 )
-def test_interval_summary_argument_out_of_range_is_refused_naming_it(filled: Catalog, arguments: dict[str, Any], named: str) -> None:
+def test_interval_summary_argument_out_of_range_is_refused_naming_it(
+    filled: Catalog, arguments: dict[str, Any], named: str
+) -> None:
     with statements(filled) as sent, pytest.raises(CatalogError) as error:
         Image.search(filled).summary_interval(**arguments)
 
@@ -401,11 +451,15 @@ def test_daily_summary_of_exactly_the_interval_limit_is_listed(filled: Catalog) 
     ],
     ids=["limit 10**30", "limit 2**63", "surrogate tile", "NUL in product_id"],
 )
-def test_repository_search_refuses_arguments_no_database_takes(filled: Catalog, arguments: dict[str, Any], named: str) -> None:
+def test_repository_search_refuses_arguments_no_database_takes(
+    filled: Catalog, arguments: dict[str, Any], named: str
+) -> None:
     with filled.session() as session, statements(filled) as sent, pytest.raises(CatalogError) as error:
         search_images(session, **arguments)
 
     assert_catalog_refusal(error, named)
     assert sent == []
     with filled.session() as session:
-        assert [image.id for image in search_images(session, tile="B", limit=1000)] == expected_ids(lambda r: r["tile"] == "B")
+        assert [image.id for image in search_images(session, tile="B", limit=1000)] == expected_ids(
+            lambda r: r["tile"] == "B"
+        )

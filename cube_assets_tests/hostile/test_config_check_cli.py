@@ -24,20 +24,34 @@ def _several_problems(folder: Path) -> tuple[Path, list[str]]:
     first = copy.deepcopy(SMALL_CUBE)
     first["bands"].append({"name": "../../etc"})
     first["grid"]["name_format"] = "{col:>1000000000}{row}"
-    second = {**copy.deepcopy(SMALL_CUBE), "name": "second", "temporal": {"step": "16D", "foo": 1}, "nodata": 99999,
-              "end_date": "9999-12-31"}
+    second = {
+        **copy.deepcopy(SMALL_CUBE),
+        "name": "second",
+        "temporal": {"step": "16D", "foo": 1},
+        "nodata": 99999,
+        "end_date": "9999-12-31",
+    }
     second["quality"] = {"band": "SCL", "rules": {"preset": "nope"}, "nodata": 0}
     second["indexes"] = {"NDVI": "__import__('os').system('id')"}  # checked against the bands, which are valid here
     fields = [
-        "cubes[0].grid.name_format", "cubes[0].bands[4].name",
-        "cubes[1].end_date", "cubes[1].indexes.NDVI", "cubes[1].temporal.foo", "cubes[1].quality.rules", "cubes[1].nodata",
+        "cubes[0].grid.name_format",
+        "cubes[0].bands[4].name",
+        "cubes[1].end_date",
+        "cubes[1].indexes.NDVI",
+        "cubes[1].temporal.foo",
+        "cubes[1].quality.rules",
+        "cubes[1].nodata",
     ]
     return _write(folder, [first, second]), fields
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cube_assets.cli", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "cube_assets.cli", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)},
     )
 

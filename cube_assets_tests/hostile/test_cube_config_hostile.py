@@ -80,7 +80,9 @@ def test_quality_band_name_outside_the_name_rule_is_refused(tmp_path, name):
     _assert_refused_at(path, "cubes[0].quality.band")
 
 
-@pytest.mark.parametrize(("field", "value"), [("source", "../B04"), ("source", "a b"), ("common_name", "Nir-1"), ("common_name", "")])
+@pytest.mark.parametrize(
+    ("field", "value"), [("source", "../B04"), ("source", "a b"), ("common_name", "Nir-1"), ("common_name", "")]
+)
 def test_band_source_and_common_name_outside_their_rules_are_refused(tmp_path, field, value):
     bands = _bands()
     bands[0][field] = value
@@ -94,8 +96,12 @@ def test_band_named_like_a_published_scene_file_is_refused(tmp_path, name):
 
 @pytest.mark.parametrize(
     ("name", "field"),
-    [("../x", "cubes[0].indexes['../x']"), ("B04", "cubes[0].indexes.B04"), ("SCL", "cubes[0].indexes.SCL"),
-     ("quicklook", "cubes[0].indexes.quicklook")],
+    [
+        ("../x", "cubes[0].indexes['../x']"),
+        ("B04", "cubes[0].indexes.B04"),
+        ("SCL", "cubes[0].indexes.SCL"),
+        ("quicklook", "cubes[0].indexes.quicklook"),
+    ],
 )
 def test_index_name_that_is_unsafe_or_taken_is_refused(tmp_path, name, field):
     _assert_refused_at(_write(tmp_path, [_cube(indexes={name: "nir - red"})]), field)
@@ -124,7 +130,15 @@ def test_declared_provider_name_outside_the_rule_is_refused(tmp_path):
 
 @pytest.mark.parametrize(
     "expression",
-    ["__import__('os').system('id')", "nir.real", "swir + red", "(nir - red", "[nir][0]", "nir if red else 0", "'text'"],
+    [
+        "__import__('os').system('id')",
+        "nir.real",
+        "swir + red",
+        "(nir - red",
+        "[nir][0]",
+        "nir if red else 0",
+        "'text'",
+    ],
 )
 def test_index_expression_the_evaluator_refuses_fails_at_load(tmp_path, expression):
     message = _assert_refused_at(_write(tmp_path, [_cube(indexes={"NDVI": expression})]), "cubes[0].indexes.NDVI")
@@ -133,8 +147,13 @@ def test_index_expression_the_evaluator_refuses_fails_at_load(tmp_path, expressi
 
 @pytest.mark.parametrize(
     "rules",
-    [{"preset": "sen2cor"}, {"preset": "scl", "clear": [4]}, {"kind": "bits"}, {"kind": "values", "clear": [4]},
-     {"kind": "landsat_qa_pixel", "confidence": ["cloud >= VERY"]}],
+    [
+        {"preset": "sen2cor"},
+        {"preset": "scl", "clear": [4]},
+        {"kind": "bits"},
+        {"kind": "values", "clear": [4]},
+        {"kind": "landsat_qa_pixel", "confidence": ["cloud >= VERY"]},
+    ],
 )
 def test_unknown_or_malformed_quality_rules_are_refused(tmp_path, rules):
     path = _write(tmp_path, [_cube(quality={"band": "SCL", "rules": rules, "nodata": 0})])
@@ -151,8 +170,16 @@ def test_resampling_not_supported_by_warping_is_refused(tmp_path, resampling):
 
 @pytest.mark.parametrize(
     ("dtype", "nodata"),
-    [("int16", 99999), ("int16", -32769), ("uint8", -1), ("uint8", 256), ("uint16", 1.5), ("int16", math.nan),
-     ("int32", math.inf), ("float32", 1e39)],
+    [
+        ("int16", 99999),
+        ("int16", -32769),
+        ("uint8", -1),
+        ("uint8", 256),
+        ("uint16", 1.5),
+        ("int16", math.nan),
+        ("int32", math.inf),
+        ("float32", 1e39),
+    ],
 )
 def test_nodata_that_does_not_fit_the_dtype_is_refused(tmp_path, dtype, nodata):
     message = _assert_refused_at(_write(tmp_path, [_cube(dtype=dtype, nodata=nodata)]), "cubes[0].nodata")
@@ -216,12 +243,32 @@ def test_malformed_temporal_schema_is_refused_at_its_field(tmp_path, temporal, f
 
 @pytest.mark.parametrize(
     "name_format",
-    ["{x}", "{", "}", "{col}", "{col}{col}", "{col!r}{row}", "{col:>1000000000}{row}", "{col:0100d}{row:03d}",
-     "{col:x}{row}", "{col}|{row}", "{col} {row}", "{col}/{row}", "{0}{1}", "{col.real}{row}", "{col[0]}{row}",
-     "{col:{row}}", "{{col}}{row}", "a" * 200 + "{col}{row}", 123],
+    [
+        "{x}",
+        "{",
+        "}",
+        "{col}",
+        "{col}{col}",
+        "{col!r}{row}",
+        "{col:>1000000000}{row}",
+        "{col:0100d}{row:03d}",
+        "{col:x}{row}",
+        "{col}|{row}",
+        "{col} {row}",
+        "{col}/{row}",
+        "{0}{1}",
+        "{col.real}{row}",
+        "{col[0]}{row}",
+        "{col:{row}}",
+        "{{col}}{row}",
+        "a" * 200 + "{col}{row}",
+        123,
+    ],
 )
 def test_malformed_or_unbounded_name_format_is_refused(tmp_path, name_format):
-    message = _assert_refused_at(_write(tmp_path, [_cube(grid=_grid(name_format=name_format))]), "cubes[0].grid.name_format")
+    message = _assert_refused_at(
+        _write(tmp_path, [_cube(grid=_grid(name_format=name_format))]), "cubes[0].grid.name_format"
+    )
     assert len(message) <= MAX_MESSAGE
 
 
@@ -257,9 +304,19 @@ def test_unquoted_year_zero_date_in_yaml_is_refused_at_its_field(tmp_path):
         ({"geometry": {"type": "Polygon", "coordinates": "x"}}, "cubes[0].aoi.geometry"),
         ({"geometry": {"type": "Nonsense"}}, "cubes[0].aoi.geometry"),
         ({"geometry": {"type": "Point", "coordinates": [-47.0, -15.0]}}, "cubes[0].aoi.geometry"),
-        ({"geometry": {"type": "Polygon", "coordinates": [[[-47, -15], [-46, -14], [-46, -15], [-47, -14], [-47, -15]]]}},
-         "cubes[0].aoi.geometry"),
-        ({"geometry": {"type": "Polygon", "coordinates": [[[0, 0], [500, 0], [500, 1], [0, 0]]]}}, "cubes[0].aoi.geometry"),
+        (
+            {
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [[[-47, -15], [-46, -14], [-46, -15], [-47, -14], [-47, -15]]],
+                }
+            },
+            "cubes[0].aoi.geometry",
+        ),
+        (
+            {"geometry": {"type": "Polygon", "coordinates": [[[0, 0], [500, 0], [500, 1], [0, 0]]]}},
+            "cubes[0].aoi.geometry",
+        ),
         ({}, "cubes[0].aoi"),
     ],
 )
@@ -282,7 +339,10 @@ def test_area_of_interest_the_grid_cannot_project_is_refused(tmp_path):
         ({"tiles": ["000000", "../x"]}, "cubes[0].tiles[1]"),
         ({"tiles": ["000000", "x" * 10_000]}, "cubes[0].tiles[1]"),
         ({"bands": [{"name": "B04"}, {"name": "B04"}]}, "cubes[0].bands[1].name"),
-        ({"bands": [{"name": "B04", "common_name": "red"}, {"name": "B05", "common_name": "red"}]}, "cubes[0].bands[1].common_name"),
+        (
+            {"bands": [{"name": "B04", "common_name": "red"}, {"name": "B05", "common_name": "red"}]},
+            "cubes[0].bands[1].common_name",
+        ),
         ({"bands": [{"name": "red"}, {"name": "B05", "common_name": "red"}]}, "cubes[0].bands[1].common_name"),
         ({"composites": ["LCF", "LCF"]}, "cubes[0].composites[1]"),
     ],
@@ -314,8 +374,11 @@ def test_name_format_whose_names_repeat_over_the_area_is_refused(tmp_path):
 
 @pytest.mark.parametrize(
     ("changes", "field"),
-    [({"colour": "red"}, "cubes[0].colour"), ({"grid": _grid(foo=1)}, "cubes[0].grid.foo"),
-     ({"bands": [{"name": "B04", "wavelength": 665}]}, "cubes[0].bands[0].wavelength")],
+    [
+        ({"colour": "red"}, "cubes[0].colour"),
+        ({"grid": _grid(foo=1)}, "cubes[0].grid.foo"),
+        ({"bands": [{"name": "B04", "wavelength": 665}]}, "cubes[0].bands[0].wavelength"),
+    ],
 )
 def test_unknown_field_is_refused_at_its_path(tmp_path, changes, field):
     _assert_refused_at(_write(tmp_path, [_cube(**changes)]), field)
@@ -366,25 +429,34 @@ def test_huge_format_width_is_refused_without_building_the_name(tmp_path):
 def test_too_many_partitions_are_refused_with_the_count_and_the_limit(tmp_path):
     # About 94,000 tiles of 100 m and 366 daily periods: 34 million partitions.
     grid = _grid(tile_size=[10, 10], resolution=10)
-    cube = _cube(grid=grid, tiles=None, aoi={"bbox": [-47.28, -15.58, -47.0, -15.3]},
-                 temporal={"step": "1D", "restart": "none"}, end_date="2024-12-31")
+    cube = _cube(
+        grid=grid,
+        tiles=None,
+        aoi={"bbox": [-47.28, -15.58, -47.0, -15.3]},
+        temporal={"step": "1D", "restart": "none"},
+        end_date="2024-12-31",
+    )
     message = _assert_refused_at(_write(tmp_path, [cube]), "cubes[0]")
     assert f"{MAX_PARTITIONS_PER_CUBE:,}" in message and "partitions" in message
 
 
 def test_long_input_is_quoted_in_at_most_about_200_characters(tmp_path):
     name = "../" + "x" * 100_000
-    message = _assert_refused_at(_write(tmp_path, [_cube(bands=_bands(name), indexes={"NDVI": "nir +" * 1900 + " red)"})]),
-                                 "cubes[0].bands[2].name")
+    message = _assert_refused_at(
+        _write(tmp_path, [_cube(bands=_bands(name), indexes={"NDVI": "nir +" * 1900 + " red)"})]),
+        "cubes[0].bands[2].name",
+    )
     assert len(message) <= 2 * MAX_MESSAGE
     assert "x" * 201 not in message and "nir +" * 100 not in message
 
 
 @pytest.mark.parametrize(
     ("provider", "field"),
-    [({**SMALL_SIMULATOR, "options": "token-s3cr3t-value"}, "providers[0].options"),
-     ({**SMALL_SIMULATOR, "password": "token-s3cr3t-value"}, "providers[0].password"),
-     ({**SMALL_SIMULATOR, "driver": "token-s3cr3t-value"}, "providers[0].driver")],
+    [
+        ({**SMALL_SIMULATOR, "options": "token-s3cr3t-value"}, "providers[0].options"),
+        ({**SMALL_SIMULATOR, "password": "token-s3cr3t-value"}, "providers[0].password"),
+        ({**SMALL_SIMULATOR, "driver": "token-s3cr3t-value"}, "providers[0].driver"),
+    ],
 )
 def test_secret_in_a_malformed_provider_is_not_echoed(tmp_path, provider, field):
     message = _assert_refused_at(_write(tmp_path, [_cube()], providers=[provider]), field)
@@ -392,7 +464,9 @@ def test_secret_in_a_malformed_provider_is_not_echoed(tmp_path, provider, field)
 
 
 def test_value_of_an_unknown_key_is_not_echoed(tmp_path):
-    message = _assert_refused_at(_write(tmp_path, [_cube(aws_secret_access_key="token-s3cr3t-value")]), "cubes[0].aws_secret_access_key")
+    message = _assert_refused_at(
+        _write(tmp_path, [_cube(aws_secret_access_key="token-s3cr3t-value")]), "cubes[0].aws_secret_access_key"
+    )
     assert "s3cr3t" not in message
 
 
@@ -461,7 +535,12 @@ def test_cube_file_over_one_mebibyte_is_refused_before_parsing(tmp_path):
 
 @pytest.mark.parametrize(
     ("origin", "resolution", "tile_size"),
-    [((math.inf, 0), 10.0, (10, 10)), ((0, math.nan), 10.0, (10, 10)), ((0, 0), 1e308, (10, 10)), ((0, 0), 10.0, (0, 10))],
+    [
+        ((math.inf, 0), 10.0, (10, 10)),
+        ((0, math.nan), 10.0, (10, 10)),
+        ((0, 0), 1e308, (10, 10)),
+        ((0, 0), 10.0, (0, 10)),
+    ],
 )
 def test_user_grid_with_infinite_origin_resolution_or_empty_tiles_is_refused(origin, resolution, tile_size):
     with pytest.raises(InvalidCubeConfig, match="grid 'G'"):
@@ -471,7 +550,10 @@ def test_user_grid_with_infinite_origin_resolution_or_empty_tiles_is_refused(ori
 def test_tiles_of_an_area_are_counted_before_any_is_made():
     grid = user_grid("G", 32723, (0, 10_000_000), (1, 1), 1.0)
     started = time.monotonic()
-    with pytest.raises(InvalidCubeConfig, match=r"1,000,001 columns × 1,000,001 rows = 1,000,002,000,001 tiles, more than the limit of 100,000"):
+    with pytest.raises(
+        InvalidCubeConfig,
+        match=r"1,000,001 columns × 1,000,001 rows = 1,000,002,000,001 tiles, more than the limit of 100,000",
+    ):
         grid.tiles_intersecting(box(0, 9_000_000, 1_000_000, 10_000_000), "EPSG:32723")
     assert time.monotonic() - started < 30
 
@@ -505,9 +587,17 @@ def test_dagster_definitions_validate_fails_with_the_cube_file_problem(tmp_path)
     path = _write(tmp_path, [_cube(temporal={"step": "16D", "foo": 1})])
     result = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-        env={"CUBE_ASSETS_CONFIG": str(path), "CUBE_ASSETS_DATA_ROOT": str(tmp_path / "data"), "PATH": "/usr/bin:/bin",
-             "DAGSTER_HOME": str(tmp_path), "PYTHONPATH": str(REPO_ROOT)},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            "CUBE_ASSETS_CONFIG": str(path),
+            "CUBE_ASSETS_DATA_ROOT": str(tmp_path / "data"),
+            "PATH": "/usr/bin:/bin",
+            "DAGSTER_HOME": str(tmp_path),
+            "PYTHONPATH": str(REPO_ROOT),
+        },
     )
     output = result.stdout + result.stderr
     assert result.returncode != 0

@@ -56,7 +56,9 @@ def assert_refusal(error: pytest.ExceptionInfo[BaseException], expression: str, 
 def _balanced_sum(leaves: int) -> str:
     terms = ["nir"] * leaves
     while len(terms) > 1:
-        terms = [f"({a}+{b})" for a, b in zip(terms[::2], terms[1::2], strict=False)] + ([terms[-1]] if len(terms) % 2 else [])
+        terms = [f"({a}+{b})" for a, b in zip(terms[::2], terms[1::2], strict=False)] + (
+            [terms[-1]] if len(terms) % 2 else []
+        )
     return terms[0]
 
 
@@ -122,7 +124,9 @@ OVERFLOWING = [
 
 
 @pytest.mark.parametrize(("expression", "part", "fragment"), OVERFLOWING, ids=[e for e, _, _ in OVERFLOWING])
-def test_constant_overflow_is_refused_at_compile_time_naming_the_part(expression: str, part: str, fragment: str) -> None:
+def test_constant_overflow_is_refused_at_compile_time_naming_the_part(
+    expression: str, part: str, fragment: str
+) -> None:
     with pytest.raises(InvalidExpression) as error:
         compile_expression(expression, BANDS)
 
@@ -157,7 +161,9 @@ LOOK_ALIKES = [
 
 
 @pytest.mark.parametrize(("case", "expression", "character"), LOOK_ALIKES, ids=[case for case, _, _ in LOOK_ALIKES])
-def test_non_ascii_character_is_refused_instead_of_folded_onto_a_band(case: str, expression: str, character: str) -> None:
+def test_non_ascii_character_is_refused_instead_of_folded_onto_a_band(
+    case: str, expression: str, character: str
+) -> None:
     with pytest.raises(InvalidExpression) as error:
         compile_expression(expression, ("nir", "red", "nir2"))
 
@@ -167,7 +173,7 @@ def test_non_ascii_character_is_refused_instead_of_folded_onto_a_band(case: str,
 
 def test_python_itself_folds_full_width_letters_onto_ascii_names() -> None:
     # Why the source is checked before parsing: the parser's NFKC would make this "nir".
-    assert ast.parse("ｎｉｒ", mode="eval").body.id == "nir"  # type: ignore[attr-defined]
+    assert ast.parse("ｎｉｒ", mode="eval").body.id == "nir"  # type: ignore[attr-defined]  # the parsed body is a Name
 
 
 # ------------------------------------------------------------------------ run-time overflow
@@ -191,12 +197,16 @@ def reflectance(tmp_path: Path) -> tuple[Path, np.ndarray]:
     return _write_band(inputs / "nir.tif", nir), nir
 
 
-def test_exp_of_reflectance_counts_the_pixels_it_turned_into_nodata(reflectance: tuple[Path, np.ndarray], tmp_path: Path) -> None:
+def test_exp_of_reflectance_counts_the_pixels_it_turned_into_nodata(
+    reflectance: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
     path, nir = reflectance
     out = tmp_path / "out"
     out.mkdir()
 
-    written = write_index(compile_expression("exp(nir)", BANDS), {"nir": path}, out / "exp.tif", nodata=NODATA, block_size=64)
+    written = write_index(
+        compile_expression("exp(nir)", BANDS), {"nir": path}, out / "exp.tif", nodata=NODATA, block_size=64
+    )
 
     valid = nir != NODATA
     with np.errstate(over="ignore"):
@@ -232,7 +242,12 @@ def materialized(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
     assets = [a for a in build_cube_assets(load_project_config(config).cube("small")) if a.key.path[-1] in STAGES]
     (root / "home").mkdir()
     with instance_for_test(temp_dir=str(root / "home")) as instance:
-        result = materialize(assets, partition_key=PARTITION, instance=instance, resources=build_definitions(config, root / "data").resources)
+        result = materialize(
+            assets,
+            partition_key=PARTITION,
+            instance=instance,
+            resources=build_definitions(config, root / "data").resources,
+        )
         assert result.success
         metadata = {
             stage: instance.get_latest_materialization_event(AssetKey(["small", stage])).asset_materialization.metadata
@@ -259,7 +274,9 @@ def _nodata_where_inputs_are_valid(bands: dict[str, str], index_path: str, index
     return int(lost.sum())
 
 
-def test_scene_cog_metadata_counts_the_pixels_each_index_turned_into_nodata(materialized: tuple[Path, dict[str, Any]]) -> None:
+def test_scene_cog_metadata_counts_the_pixels_each_index_turned_into_nodata(
+    materialized: tuple[Path, dict[str, Any]],
+) -> None:
     data, metadata = materialized
     scenes = _manifest(data, "scene_cog")["scenes"]
     recorded = metadata["scene_cog"]["index_pixels"].value
@@ -273,7 +290,9 @@ def test_scene_cog_metadata_counts_the_pixels_each_index_turned_into_nodata(mate
     assert metadata["scene_cog"]["index_nodata_pixels"].value == total
 
 
-def test_period_blend_metadata_counts_the_pixels_each_index_turned_into_nodata(materialized: tuple[Path, dict[str, Any]]) -> None:
+def test_period_blend_metadata_counts_the_pixels_each_index_turned_into_nodata(
+    materialized: tuple[Path, dict[str, Any]],
+) -> None:
     data, metadata = materialized
     composites = _manifest(data, "period_blend")["composites"]
     recorded = metadata["period_blend"]["index_pixels"].value

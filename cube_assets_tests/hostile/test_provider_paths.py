@@ -25,8 +25,8 @@ from cube_assets.names import name_problem
 from cube_assets.providers.base import SENTINEL2_L2A, SceneRef
 from cube_assets.providers.chain import search_and_fetch
 from cube_assets.providers.local import LANDSAT_FORMAT, PRODUCT_MANIFEST, LocalArchiveProvider, read_product_manifest
-from cube_assets.providers.stac import StacProvider, build_stac_provider
 from cube_assets.providers.raw_store import RawStore, RawStoreError
+from cube_assets.providers.stac import StacProvider, build_stac_provider
 
 AREA = box(10.0, 10.0, 10.1, 10.1)
 WINDOW = (datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 2, 1, tzinfo=UTC))
@@ -72,8 +72,15 @@ def _assert_nothing_escaped(tmp_path: Path, before: dict[str, str]) -> None:
 def _geotiff_bytes(tmp_path: Path) -> bytes:
     """A real 8×8 uint16 GeoTIFF (written with rasterio), as a band file a STAC asset serves."""
     path = tmp_path / "band.tif"
-    profile = {"driver": "GTiff", "width": 8, "height": 8, "count": 1, "dtype": "uint16", "crs": "EPSG:32632",
-               "transform": from_origin(500000, 1110000, 10, 10)}
+    profile = {
+        "driver": "GTiff",
+        "width": 8,
+        "height": 8,
+        "count": 1,
+        "dtype": "uint16",
+        "crs": "EPSG:32632",
+        "transform": from_origin(500000, 1110000, 10, 10),
+    }
     with rasterio.open(path, "w", **profile) as dataset:
         dataset.write(np.arange(64, dtype="uint16").reshape(1, 8, 8))
     data = path.read_bytes()
@@ -83,10 +90,15 @@ def _geotiff_bytes(tmp_path: Path) -> bytes:
 
 def _item(item_id: str, assets: dict | None = None, properties: dict | None = None) -> dict:
     return {
-        "type": "Feature", "stac_version": "1.0.0", "id": item_id, "collection": SENTINEL2_L2A,
-        "geometry": mapping(AREA), "bbox": list(AREA.bounds),
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": item_id,
+        "collection": SENTINEL2_L2A,
+        "geometry": mapping(AREA),
+        "bbox": list(AREA.bounds),
         "properties": {"datetime": "2024-01-05T10:00:00Z", "eo:cloud_cover": 5.0, **(properties or {})},
-        "assets": assets or {}, "links": [],
+        "assets": assets or {},
+        "links": [],
     }
 
 
@@ -134,7 +146,9 @@ def test_search_and_fetch_without_a_store_writes_nothing_for_a_hostile_item_id(s
     assert list(raw_dir.iterdir()) == []
 
 
-@pytest.mark.parametrize("kind", ["dot-dot-segments", "absolute-beside-target", "backslashes", "newline-at-end", "too-long"])
+@pytest.mark.parametrize(
+    "kind", ["dot-dot-segments", "absolute-beside-target", "backslashes", "newline-at-end", "too-long"]
+)
 def test_stac_fetch_refuses_a_scene_id_that_bypassed_the_search(stac_server, tmp_path, kind) -> None:
     """A SceneRef made by other code than ``scene_from_item`` is checked again where the folder is made."""
     hostile = _hostile(kind, tmp_path)
@@ -142,12 +156,16 @@ def test_stac_fetch_refuses_a_scene_id_that_bypassed_the_search(stac_server, tmp
     api = stac_server.add_api("hostile", [item])
     provider = _provider(api.url, assets={"B04": "B04"})
     good = provider.scene_from_item(api.items[0], SENTINEL2_L2A)
-    scene = SceneRef(**{**good.__dict__, "scene_id": hostile, "properties": {**good.properties, "stac_item_id": hostile}})
+    scene = SceneRef(
+        **{**good.__dict__, "scene_id": hostile, "properties": {**good.properties, "stac_item_id": hostile}}
+    )
     target = tmp_path / "raw" / SENTINEL2_L2A
     target.mkdir(parents=True)
     before = _tree(tmp_path)
 
-    with pytest.raises(ProviderError, match=r"^hostile: Item .*: scene id .*cannot be a file or folder name") as refused:
+    with pytest.raises(
+        ProviderError, match=r"^hostile: Item .*: scene id .*cannot be a file or folder name"
+    ) as refused:
         provider.fetch(scene, target)
 
     assert repr(hostile)[:150] in str(refused.value)
@@ -168,7 +186,9 @@ def test_stac_scene_id_property_that_climbs_out_is_refused_naming_item_and_prope
 # -- asset keys and file names ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["dot-dot-segments", "absolute-beside-target", "backslashes", "nul", "hidden", "too-long"])
+@pytest.mark.parametrize(
+    "kind", ["dot-dot-segments", "absolute-beside-target", "backslashes", "nul", "hidden", "too-long"]
+)
 def test_stac_fetch_refuses_an_asset_key_that_cannot_be_a_file_name(stac_server, tmp_path, kind) -> None:
     hostile = _hostile(kind, tmp_path)
     api = stac_server.add_api("hostile", [_item(GOOD_ID, {hostile: _band_asset(stac_server, tmp_path)})])
@@ -188,7 +208,9 @@ def test_stac_fetch_refuses_an_asset_key_that_cannot_be_a_file_name(stac_server,
 
 def test_stac_band_files_never_offer_an_asset_key_that_cannot_be_a_band_name(stac_server, tmp_path) -> None:
     keys = [_hostile(kind, tmp_path) for kind in ("dot-dot-segments", "backslashes", "hidden")]
-    api = stac_server.add_api("hostile", [_item(GOOD_ID, {key: _band_asset(stac_server, tmp_path) for key in [*keys, "B04"]})])
+    api = stac_server.add_api(
+        "hostile", [_item(GOOD_ID, {key: _band_asset(stac_server, tmp_path) for key in [*keys, "B04"]})]
+    )
     provider = _provider(api.url)
     [scene] = provider.search(SENTINEL2_L2A, AREA, *WINDOW)
 
@@ -217,7 +239,9 @@ def test_stac_asset_href_file_name_never_names_the_stored_file(stac_server, tmp_
     assert folder == target / GOOD_ID
     stored = sorted(p.name for p in folder.iterdir())
     assert stored == sorted([PRODUCT_MANIFEST, "item.json", read_product_manifest(folder).bands["B04"]])
-    assert read_product_manifest(folder).bands["B04"].startswith("B04.") and all(name_problem(n) is None for n in stored)
+    assert read_product_manifest(folder).bands["B04"].startswith("B04.") and all(
+        name_problem(n) is None for n in stored
+    )
     after = _tree(tmp_path)
     assert {path for path in after if path not in before} <= {
         str(Path("raw", SENTINEL2_L2A, p)) for p in [GOOD_ID, f".{GOOD_ID}.lock", *(f"{GOOD_ID}/{n}" for n in stored)]
@@ -226,7 +250,9 @@ def test_stac_asset_href_file_name_never_names_the_stored_file(stac_server, tmp_
 
 
 def test_stac_options_refuse_a_band_name_that_cannot_be_a_file_name() -> None:
-    with pytest.raises(ProviderError, match=r"^provider hostile: option assets: .*band '\.\./B04' cannot be a file name"):
+    with pytest.raises(
+        ProviderError, match=r"^provider hostile: option assets: .*band '\.\./B04' cannot be a file name"
+    ):
         build_stac_provider("hostile", {"url": "https://stac.example", "assets": {"../B04": "B04"}}, {})
 
 
@@ -253,8 +279,14 @@ def _landsat_scene(archive: Path, scene_id: str) -> SceneRef:
     return SceneRef("local", "landsat-c2-l2", scene_id, WINDOW[0], AREA, None, str(product), {"format": LANDSAT_FORMAT})
 
 
-@pytest.mark.parametrize("hostile", ["../victim", "..", "vic\\..\\..\\tim", "victim\n"], ids=["dot-dot", "dot-dot-alone", "backslashes", "newline"])
-def test_local_fetch_of_a_landsat_product_named_to_climb_out_neither_writes_nor_removes_outside(tmp_path, hostile) -> None:
+@pytest.mark.parametrize(
+    "hostile",
+    ["../victim", "..", "vic\\..\\..\\tim", "victim\n"],
+    ids=["dot-dot", "dot-dot-alone", "backslashes", "newline"],
+)
+def test_local_fetch_of_a_landsat_product_named_to_climb_out_neither_writes_nor_removes_outside(
+    tmp_path, hostile
+) -> None:
     """The copy of a Landsat product is named after the MTL's product id; an incomplete folder of
     that name used to be removed first, so ``../victim`` would have deleted a folder outside."""
     scene = _landsat_scene(tmp_path / "archive", hostile)
@@ -287,8 +319,14 @@ def test_a_manifest_band_path_that_is_not_a_plain_relative_path_is_refused(tmp_p
     folder = tmp_path / "P1"
     folder.mkdir()
     (folder / "B04.tif").write_bytes(_geotiff_bytes(tmp_path))
-    manifest = {"id": "P1", "collection": SENTINEL2_L2A, "datetime": "2024-01-05T10:00:00Z",
-                "footprint": mapping(AREA), "cloud_cover": None, "bands": {"B04": relative}}
+    manifest = {
+        "id": "P1",
+        "collection": SENTINEL2_L2A,
+        "datetime": "2024-01-05T10:00:00Z",
+        "footprint": mapping(AREA),
+        "cloud_cover": None,
+        "bands": {"B04": relative},
+    }
     (folder / PRODUCT_MANIFEST).write_text(json.dumps(manifest))
 
     with pytest.raises(InvalidScene) as refused:

@@ -43,8 +43,12 @@ NDVI = compile_expression("10000 * (nir - red) / (nir + red)", ["nir", "red"])
 
 #: Each reader of scene files, called as ``reader(bad file, sound file on the same grid, output folder)``.
 READERS: dict[str, Callable[[Path, Path, Path], object]] = {
-    "write_reflectance": lambda bad, sound, out: write_reflectance(bad, out / "sr_B04.tif", add_offset=-1000, quantification=10000),
-    "write_landsat_reflectance": lambda bad, sound, out: write_landsat_reflectance(bad, out / "sr_SR_B4.tif", scale=2.75e-5, offset=-0.2),
+    "write_reflectance": lambda bad, sound, out: write_reflectance(
+        bad, out / "sr_B04.tif", add_offset=-1000, quantification=10000
+    ),
+    "write_landsat_reflectance": lambda bad, sound, out: write_landsat_reflectance(
+        bad, out / "sr_SR_B4.tif", scale=2.75e-5, offset=-0.2
+    ),
     "copy_band": lambda bad, sound, out: copy_band(bad, out / "sr_SCL.tif", nodata=0),
     "cog_from_file[rio-cogeo]": lambda bad, sound, out: cog_from_file(bad, out / "B04.tif"),
     "cog_from_file[gdal]": lambda bad, sound, out: cog_from_file(bad, out / "B04.tif", driver="gdal"),
@@ -60,6 +64,7 @@ def _cog_cut(keep: float) -> Callable[[Path, Path], tuple[Path, Path]]:
     def make(folder: Path, real_data: Path) -> tuple[Path, Path]:
         sound = cog_layout(folder / "T29UNU_B04_whole.tif")
         return cut(sound, folder / "T29UNU_B04.tif", keep), sound
+
     return make
 
 
@@ -97,7 +102,9 @@ def test_a_truncated_raster_is_refused_naming_the_file_and_nothing_is_written(
 def test_the_read_error_of_a_truncated_band_names_the_band_and_gdals_reason(tmp_path: Path, real_data: Path) -> None:
     bad, _ = _cog_cut(0.5)(tmp_path, real_data)
 
-    with pytest.raises(InvalidRaster, match=r"T29UNU_B04\.tif: band 1 cannot be read \(truncated or corrupt\?\): .*TIFFReadEncodedTile"):
+    with pytest.raises(
+        InvalidRaster, match=r"T29UNU_B04\.tif: band 1 cannot be read \(truncated or corrupt\?\): .*TIFFReadEncodedTile"
+    ):
         copy_band(bad, tmp_path / "sr_SCL.tif")
     assert not (tmp_path / "sr_SCL.tif").exists()
 
@@ -148,10 +155,17 @@ TILE = Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1])  # 64 x 64 px of the T29UNU t
 
 def _merge(scenes: list[dict[str, Path]], out: Path) -> object:
     return merge_scenes_to_files(
-        [{band: str(path) for band, path in scene.items()} for scene in scenes], bands=["B04"], quality_band="SCL",
-        quality_rules={"preset": "scl"}, dst_crs=UTM29, dst_transform=TILE, dst_shape=(64, 64),
-        band_nodata={"SCL": 0, "B04": 0}, out_paths={name: out / f"merge_{name}.tif" for name in ("SCL", "B04", DATASOURCE)},
-        warp_block=64, window_size=64,
+        [{band: str(path) for band, path in scene.items()} for scene in scenes],
+        bands=["B04"],
+        quality_band="SCL",
+        quality_rules={"preset": "scl"},
+        dst_crs=UTM29,
+        dst_transform=TILE,
+        dst_shape=(64, 64),
+        band_nodata={"SCL": 0, "B04": 0},
+        out_paths={name: out / f"merge_{name}.tif" for name in ("SCL", "B04", DATASOURCE)},
+        warp_block=64,
+        window_size=64,
     )
 
 
@@ -161,7 +175,9 @@ def _band(path: Path, crs: str, transform: Affine, value: int = 1200, dtype: typ
 
 def _same_ground_in_degrees() -> Affine:
     """64 x 64 px in EPSG:4326 over the ground of ``TILE``."""
-    west, south, east, north = transform_bounds(UTM29, "EPSG:4326", ORIGIN[0], ORIGIN[1] - 640, ORIGIN[0] + 640, ORIGIN[1])
+    west, south, east, north = transform_bounds(
+        UTM29, "EPSG:4326", ORIGIN[0], ORIGIN[1] - 640, ORIGIN[0] + 640, ORIGIN[1]
+    )
     return Affine((east - west) / 64, 0, west, 0, -(north - south) / 64, north)
 
 
@@ -174,7 +190,9 @@ ELSEWHERE = {
 
 
 @pytest.mark.parametrize("elsewhere", list(ELSEWHERE))
-def test_a_band_not_on_the_ground_of_its_scene_is_refused_naming_both_files_and_crss(tmp_path: Path, elsewhere: str) -> None:
+def test_a_band_not_on_the_ground_of_its_scene_is_refused_naming_both_files_and_crss(
+    tmp_path: Path, elsewhere: str
+) -> None:
     crs, transform, crs_text = ELSEWHERE[elsewhere]
     scl = _band(tmp_path / "T29UNU_SCL.tif", UTM29, TILE, value=4, dtype=np.uint8)
     b04 = _band(tmp_path / "T29UNU_B04.tif", crs, transform)
@@ -255,7 +273,9 @@ def _kill_while_writing(writer: str, source: Path, folder: Path) -> None:
     script = "import sys, time\nfrom pathlib import Path\nsource, folder = Path(sys.argv[1]), Path(sys.argv[2])\n"
     script += textwrap.dedent(WRITERS[writer])
     child = subprocess.Popen(
-        [sys.executable, "-c", script, str(source), str(folder)], stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-c", script, str(source), str(folder)],
+        stdout=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )
     try:

@@ -58,13 +58,17 @@ def _serialized_metadata(instance: DagsterInstance, run_id: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def prod_run(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server, postgresql_server: PostgresServer) -> Iterator[ProdRun]:
+def prod_run(
+    tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server, postgresql_server: PostgresServer
+) -> Iterator[ProdRun]:
     """Build the prod definitions from the environment, run the cube's job for one partition."""
     root = tmp_path_factory.mktemp("secrets_prod")
     config = write_cube_file(root, SMALL_CUBE, [SMALL_SIMULATOR])
     schema = "secrets_prod_catalog"
     postgresql_server.admin(f'CREATE SCHEMA "{schema}"')
-    catalog_url = make_url(postgresql_server.schema_url(schema)).set(password=PASSWORD).render_as_string(hide_password=False)
+    catalog_url = (
+        make_url(postgresql_server.schema_url(schema)).set(password=PASSWORD).render_as_string(hide_password=False)
+    )
     environment = {
         **s3_server.environment(s3_server.create_bucket("secrets"), prefix="cubes"),
         "CUBE_ASSETS_CATALOG_URL": catalog_url,
@@ -80,7 +84,8 @@ def prod_run(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server, post
         (root / "home").mkdir()
         with instance_for_test(temp_dir=str(root / "home")) as instance:
             result = defs.resolve_job_def(definitions.cube_job_name("small")).execute_in_process(
-                instance=instance, partition_key=PARTITION,
+                instance=instance,
+                partition_key=PARTITION,
             )
             assert result.success
             run = instance.get_run_by_id(result.run_id)
@@ -93,7 +98,7 @@ def prod_run(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server, post
 
 
 def test_prod_catalog_url_reaches_both_resources_as_an_env_var(prod_run: ProdRun) -> None:
-    resources = prod_run.defs.resources  # type: ignore[attr-defined]
+    resources = prod_run.defs.resources  # type: ignore[attr-defined]  # the test's run holds its definitions
     assert resources["catalog_io_manager"].url == EnvVar("CUBE_ASSETS_CATALOG_URL")
     assert resources["providers"].catalog_url == EnvVar("CUBE_ASSETS_CATALOG_URL")
 
@@ -123,7 +128,9 @@ def test_catalog_metadata_names_the_database_without_the_password(prod_run: Prod
     assert all(f"{expected.username}:***@{expected.host}:{expected.port}/{expected.database}" in url for url in catalog)
 
 
-def test_local_catalog_url_variable_also_travels_as_an_env_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgresql_server: PostgresServer) -> None:
+def test_local_catalog_url_variable_also_travels_as_an_env_var(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgresql_server: PostgresServer
+) -> None:
     url = make_url(postgresql_server.admin_url).set(password=PASSWORD).render_as_string(hide_password=False)
     monkeypatch.setenv("CUBE_ENV", "local")
     monkeypatch.setenv("CUBE_ASSETS_CATALOG_URL", url)
@@ -141,7 +148,9 @@ def test_explicit_catalog_url_argument_is_still_used_as_given(tmp_path: Path, mo
     monkeypatch.setenv("CUBE_ASSETS_CATALOG_URL", "postgresql://ignored@127.0.0.1:9/ignored")
     url = f"sqlite:///{tmp_path}/explicit.sqlite"
 
-    defs = definitions.build_definitions(write_cube_file(tmp_path, SMALL_CUBE, [SMALL_SIMULATOR]), tmp_path / "data", url)
+    defs = definitions.build_definitions(
+        write_cube_file(tmp_path, SMALL_CUBE, [SMALL_SIMULATOR]), tmp_path / "data", url
+    )
 
     assert (defs.resources["catalog_io_manager"].url, defs.resources["providers"].catalog_url) == (url, url)
 
@@ -178,14 +187,17 @@ def test_catalog_password_is_not_in_what_the_dagster_ui_shows(prod_run: ProdRun,
             patch.setenv(name, value)
         # The code server is a subprocess: it must import this checkout's package.
         patch.setenv("PYTHONPATH", str(repository))
-        with instance_for_test(temp_dir=str(tmp_path)) as instance, define_out_of_process_context(
-            definitions.__file__, "defs", instance
-        ) as context:
+        with (
+            instance_for_test(temp_dir=str(tmp_path)) as instance,
+            define_out_of_process_context(definitions.__file__, "defs", instance) as context,
+        ):
             location = next(iter(context.get_code_location_entries()))
             selector = {"repositoryLocationName": location, "repositoryName": "__repository__"}
             resources = execute_dagster_graphql(context, RESOURCES_QUERY, {"selector": selector}).data
             default_config = execute_dagster_graphql(
-                context, DEFAULT_CONFIG_QUERY, {"selector": {**selector, "pipelineName": definitions.cube_job_name("small")}},
+                context,
+                DEFAULT_CONFIG_QUERY,
+                {"selector": {**selector, "pipelineName": definitions.cube_job_name("small")}},
             ).data
     shown = json.dumps([resources, default_config])
     assert PASSWORD not in shown

@@ -26,13 +26,26 @@ from cube_assets.redaction import SECRET_QUERY_KEYS, is_secret_query_key, redact
 from cube_assets.steps.catalog_records import CatalogBatch
 from cube_assets.storage.raster_store import LocalRasterStore
 from cube_assets.storage.s3_store import S3RasterStore
-from cube_assets_tests.fixtures_postgres import PostgresServer
 
 SECRET = "Zq9-SECRET-value-4471"
 #: The query-parameter names the security docs promise to mask, in the cases people write them.
 PROMISED_KEYS = (
-    "password", "pass", "passwd", "secret", "token", "access_token", "api_key", "apikey", "key", "sig",
-    "signature", "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "PASSWORD", "Api_Key",
+    "password",
+    "pass",
+    "passwd",
+    "secret",
+    "token",
+    "access_token",
+    "api_key",
+    "apikey",
+    "key",
+    "sig",
+    "signature",
+    "X-Amz-Signature",
+    "X-Amz-Credential",
+    "X-Amz-Security-Token",
+    "PASSWORD",
+    "Api_Key",
 )
 
 
@@ -67,9 +80,15 @@ def test_ordinary_database_query_values_are_kept(key: str) -> None:
         (f"postgresql://cube:a/{SECRET}@db/catalog", "postgresql://cube:***@db/catalog"),
         (f"postgresql://cube:a:{SECRET}@db/catalog", "postgresql://cube:***@db/catalog"),
         (f"postgresql://cube:{SECRET}@db/catalog#{SECRET}", "postgresql://cube:***@db/catalog"),
-        (f"https://user:{SECRET}@stac.example:8443/a/B04.tif?se=2024&sig={SECRET}", "https://stac.example:8443/a/B04.tif?se=***&sig=***"),
+        (
+            f"https://user:{SECRET}@stac.example:8443/a/B04.tif?se=2024&sig={SECRET}",
+            "https://stac.example:8443/a/B04.tif?se=***&sig=***",
+        ),
         # A signed URL may name its signature anything: every web query value is masked, bare ones too.
-        (f"https://bucket.example/B04.tif?X-Custom={SECRET}&{SECRET}", "https://bucket.example/B04.tif?X-Custom=***&***"),
+        (
+            f"https://bucket.example/B04.tif?X-Custom={SECRET}&{SECRET}",
+            "https://bucket.example/B04.tif?X-Custom=***&***",
+        ),
         (f"https://stac.example/items#access_token={SECRET}", "https://stac.example/items"),
         (f"s3://bucket/key.tif?versionId={SECRET}", "s3://bucket/key.tif?versionId=***"),
     ],
@@ -87,7 +106,10 @@ def test_sqlalchemy_url_objects_are_rendered_with_password_and_query_secrets_hid
 
 def test_urls_inside_a_message_are_redacted_and_the_rest_kept() -> None:
     message = f"APIError: 403 for https://stac.example/search?token={SECRET} (via postgresql://u:{SECRET}@db/c)"
-    assert redact_urls_in_text(message) == "APIError: 403 for https://stac.example/search?token=*** (via postgresql://u:***@db/c)"
+    assert (
+        redact_urls_in_text(message)
+        == "APIError: 403 for https://stac.example/search?token=*** (via postgresql://u:***@db/c)"
+    )
 
 
 @pytest.mark.parametrize("value", ["/data/catalog.sqlite", "sqlite:////data/with@sign/catalog.sqlite", "no url here"])
@@ -149,9 +171,15 @@ def test_catalog_io_manager_metadata_shows_no_password(postgresql_schema_url: st
         return CatalogBatch(products=(), bands={}, images=())
 
     with instance_for_test(temp_dir=str(tmp_path)) as instance:
-        result = materialize([catalog_item], instance=instance, resources={"catalog_io_manager": CatalogIOManager(url=url)})
+        result = materialize(
+            [catalog_item], instance=instance, resources={"catalog_io_manager": CatalogIOManager(url=url)}
+        )
         assert result.success
-        shown = str(instance.get_latest_materialization_event(AssetKey("catalog_item")).asset_materialization.metadata["catalog"].value)
+        shown = str(
+            instance.get_latest_materialization_event(AssetKey("catalog_item"))
+            .asset_materialization.metadata["catalog"]
+            .value
+        )
     assert SECRET not in shown
     assert f"{parsed.host}:{parsed.port}/{parsed.database}" in shown
 
@@ -174,7 +202,11 @@ def test_catalog_io_manager_metadata_shows_no_password(postgresql_schema_url: st
 def test_catalog_url_errors_name_the_url_without_its_secret(url: str) -> None:
     with pytest.raises(CatalogError, match="catalog URL") as raised:
         create_catalog_engine(url)
-    chain = [raised.value, raised.value.__cause__, raised.value.__context__ if not raised.value.__suppress_context__ else None]
+    chain = [
+        raised.value,
+        raised.value.__cause__,
+        raised.value.__context__ if not raised.value.__suppress_context__ else None,
+    ]
     leaked = [str(e) for e in chain if e is not None and any(part in str(e) for part in (SECRET[:8], SECRET[8:]))]
     assert leaked == []
 
@@ -188,7 +220,11 @@ def test_sqlite_url_with_a_password_is_refused_before_any_folder_is_made(tmp_pat
 
 @pytest.mark.parametrize(
     "endpoint",
-    [f"http://AKIA:{SECRET}@127.0.0.1:9000", f"https://minio.example?X-Amz-Security-Token={SECRET}", f"ftp://{SECRET}@host"],
+    [
+        f"http://AKIA:{SECRET}@127.0.0.1:9000",
+        f"https://minio.example?X-Amz-Security-Token={SECRET}",
+        f"ftp://{SECRET}@host",
+    ],
     ids=["userinfo", "query", "scheme"],
 )
 def test_s3_endpoint_with_credentials_in_it_is_refused_without_repeating_them(endpoint: str) -> None:
@@ -220,11 +256,18 @@ class _SignedHrefProvider(Provider):
 
     name = "signed"
 
-    def search(self, collection, geometry, start, end, max_cloud_cover=None):  # type: ignore[no-untyped-def]
-        return [SceneRef(
-            provider=self.name, collection=collection, scene_id="S2_SIGNED", datetime=start,
-            footprint=geometry, cloud_cover=0.0, href=f"https://bucket.example/S2_SIGNED.tif?X-Amz-Signature={SECRET}",
-        )]
+    def search(self, collection, geometry, start, end, max_cloud_cover=None):  # type: ignore[no-untyped-def]  # a stand-in provider with the protocol's signature
+        return [
+            SceneRef(
+                provider=self.name,
+                collection=collection,
+                scene_id="S2_SIGNED",
+                datetime=start,
+                footprint=geometry,
+                cloud_cover=0.0,
+                href=f"https://bucket.example/S2_SIGNED.tif?X-Amz-Signature={SECRET}",
+            )
+        ]
 
     def fetch(self, scene: SceneRef, destination_dir: Path) -> Path:
         raise OSError(f"'/vsicurl/{scene.href}' not recognized as being in a supported file format")
@@ -233,7 +276,9 @@ class _SignedHrefProvider(Provider):
 def test_chain_failures_quote_no_signature_in_logs_or_errors(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     start = datetime(2024, 1, 1, tzinfo=UTC)
     with pytest.raises(ProviderError, match="S2_SIGNED: no provider could deliver it") as raised:
-        search_and_fetch([_SignedHrefProvider()], "sentinel-2-l2a", box(0, 0, 1, 1), start, start + timedelta(days=1), tmp_path)
+        search_and_fetch(
+            [_SignedHrefProvider()], "sentinel-2-l2a", box(0, 0, 1, 1), start, start + timedelta(days=1), tmp_path
+        )
     assert "X-Amz-Signature=***" in str(raised.value)
     assert SECRET not in str(raised.value) and SECRET not in caplog.text
     assert list(tmp_path.iterdir()) == []

@@ -59,7 +59,9 @@ def served_file(stac_server: StacTestServer) -> RemoteFile:
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_credentials_are_not_sent_over_http_without_the_opt_in(kind: str, stac_server, served_file, tmp_path: Path) -> None:
+def test_credentials_are_not_sent_over_http_without_the_opt_in(
+    kind: str, stac_server, served_file, tmp_path: Path
+) -> None:
     spec, _header = KINDS[kind]
     with _client(spec, ["127.0.0.1"]) as http, pytest.raises(ProviderError, match="sent over https only") as refused:
         http.download(served_file, tmp_path / "B04.jp2")
@@ -88,7 +90,9 @@ def test_opt_in_does_not_let_credentials_go_over_http_to_another_host(kind: str,
     assert list(tmp_path.iterdir()) == []
 
 
-def test_requests_to_hosts_without_credentials_still_go_anonymously_over_http(stac_server, served_file, tmp_path: Path) -> None:
+def test_requests_to_hosts_without_credentials_still_go_anonymously_over_http(
+    stac_server, served_file, tmp_path: Path
+) -> None:
     spec, _header = KINDS["bearer"]
     with _client(spec, ["stac.example"]) as http:
         http.download(served_file, tmp_path / "B04.jp2")
@@ -98,13 +102,13 @@ def test_requests_to_hosts_without_credentials_still_go_anonymously_over_http(st
 class _Redirector(BaseHTTPRequestHandler):
     target = ""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:  # http.server's naming
         self.send_response(302)
         self.send_header("Location", self.target)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -122,7 +126,9 @@ def redirector() -> Iterator[str]:
         server.server_close()
 
 
-def test_a_redirect_to_plain_http_on_a_credential_host_is_refused_before_it_is_followed(redirector: str, tmp_path: Path) -> None:
+def test_a_redirect_to_plain_http_on_a_credential_host_is_refused_before_it_is_followed(
+    redirector: str, tmp_path: Path
+) -> None:
     spec, _header = KINDS["bearer"]
     with _client(spec, ["127.0.0.1", "stac.example"], allow_insecure_loopback=True) as http:
         with pytest.raises(ProviderError, match=r"not to http://stac\.example/B04\.jp2"):
@@ -136,12 +142,18 @@ def test_a_redirect_to_plain_http_on_a_credential_host_is_refused_before_it_is_f
 
 @pytest.mark.parametrize(
     ("url", "extra"),
-    [("http://stac.example/v1", {}), ("http://stac.example/v1", {"allow_insecure_loopback": True}), ("http://127.0.0.1:9/v1", {})],
+    [
+        ("http://stac.example/v1", {}),
+        ("http://stac.example/v1", {"allow_insecure_loopback": True}),
+        ("http://127.0.0.1:9/v1", {}),
+    ],
     ids=["remote-http", "remote-http-opted-in", "loopback-not-opted-in"],
 )
 def test_stac_provider_with_credentials_on_an_http_url_is_refused_when_built(url: str, extra: dict) -> None:
     options = {"url": url, "credentials": {**KINDS["bearer"][0], **extra}}
-    with pytest.raises(ProviderError, match="provider secure: option url: credentials are sent over https only") as refused:
+    with pytest.raises(
+        ProviderError, match="provider secure: option url: credentials are sent over https only"
+    ) as refused:
         build_stac_provider("secure", options, ENVIRON)
     assert TOKEN not in str(refused.value)
 
@@ -164,8 +176,16 @@ def test_stac_provider_with_opted_in_loopback_credentials_is_built() -> None:
     ids=["remote-http", "remote-http-opted-in", "loopback-not-opted-in", "other-scheme"],
 )
 def test_oauth2_token_url_that_would_send_the_password_in_clear_is_refused(token_url: str, extra: dict) -> None:
-    spec = {"type": "oauth2_password", "token_url": token_url, "username": {"env": "USER"}, "password": {"env": "PASSWORD"}, **extra}
-    with pytest.raises(ProviderError, match="provider secure: credentials.token_url: credentials are sent over https only"):
+    spec = {
+        "type": "oauth2_password",
+        "token_url": token_url,
+        "username": {"env": "USER"},
+        "password": {"env": "PASSWORD"},
+        **extra,
+    }
+    with pytest.raises(
+        ProviderError, match="provider secure: credentials.token_url: credentials are sent over https only"
+    ):
         check_credentials_spec(spec, "provider secure")
 
 

@@ -21,7 +21,14 @@ from sqlalchemy import func, select
 
 from cube_assets.catalog.database import create_catalog_engine, session_factory, upgrade_schema
 from cube_assets.catalog.models import Image, ImageFile, Product
-from cube_assets.catalog.repository import ImageFileRecord, ImageRecord, ProductRecord, search_images, upsert_image, upsert_product
+from cube_assets.catalog.repository import (
+    ImageFileRecord,
+    ImageRecord,
+    ProductRecord,
+    search_images,
+    upsert_image,
+    upsert_product,
+)
 from cube_assets_tests.processes import CONTEXT, run_in_processes
 
 WRITERS = 8
@@ -30,7 +37,6 @@ UPSERTS_PER_WRITER = 200
 STRIDE = UPSERTS_PER_WRITER // 2
 PRODUCT = "cube:S2-16D"
 UTC = dt.UTC
-
 
 
 def _product() -> ProductRecord:
@@ -50,7 +56,10 @@ def _image(n: int, writer: int) -> ImageRecord:
         period_start=dt.date(2024, 1, 1),
         # Which writer wrote last differs from run to run; the files below do not.
         properties={"written_by": writer},
-        files=(ImageFileRecord("B04", f"/cube/{n:04d}/B04.tif", n), ImageFileRecord("B08", f"/cube/{n:04d}/B08.tif", n)),
+        files=(
+            ImageFileRecord("B04", f"/cube/{n:04d}/B04.tif", n),
+            ImageFileRecord("B08", f"/cube/{n:04d}/B08.tif", n),
+        ),
     )
 
 

@@ -21,7 +21,9 @@ def _stand_in(folder: Path, name: str, body: str) -> None:
     path.chmod(0o755)
 
 
-def _system_packages(tmp_path: Path, *, uid: int, pg_ctl: Path, postgis: Path) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+def _system_packages(
+    tmp_path: Path, *, uid: int, pg_ctl: Path, postgis: Path
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "apt-get.calls"
@@ -29,9 +31,20 @@ def _system_packages(tmp_path: Path, *, uid: int, pg_ctl: Path, postgis: Path) -
     _stand_in(bin_dir, "id", f"echo {uid}")
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}
     result = subprocess.run(
-        ["make", "--no-print-directory", "-C", str(REPO), "system-packages",
-         f"PG_CTL_GLOB={pg_ctl}", f"POSTGIS_GLOB={postgis}"],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
+        [
+            "make",
+            "--no-print-directory",
+            "-C",
+            str(REPO),
+            "system-packages",
+            f"PG_CTL_GLOB={pg_ctl}",
+            f"POSTGIS_GLOB={postgis}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     return result, calls.read_text().splitlines() if calls.exists() else []
 
@@ -66,14 +79,19 @@ def test_without_root_the_target_says_what_to_install_and_installs_nothing(tmp_p
 
 def test_make_test_runs_the_install_before_the_tests() -> None:
     plan = subprocess.run(
-        ["make", "--no-print-directory", "-n", "-C", str(REPO), "test"], capture_output=True, text=True, timeout=60, check=True
+        ["make", "--no-print-directory", "-n", "-C", str(REPO), "test"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout
     assert plan.index("postgis-3") < plan.index("pytest")
 
 
 def test_ci_runs_the_readme_test_command_and_installs_nothing_itself() -> None:
     commands = [
-        line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()
+        line.strip()
+        for line in (REPO / ".ci" / "run").read_text().splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
     make_commands = [line for line in commands if line.startswith("make ")]

@@ -17,9 +17,9 @@ from cube_assets.providers.base import SENTINEL2_L2A
 from cube_assets.providers.chain import search_and_fetch
 from cube_assets.providers.http import DownloadError, HttpClient, RemoteFile
 from cube_assets.providers.multihash import BLAKE3, file_multihash, parse_multihash
+from cube_assets.providers.raw_store import CorruptFile, RawStore, verify_file
 from cube_assets.providers.retry import RetryPolicy
 from cube_assets.providers.stac import build_stac_provider
-from cube_assets.providers.raw_store import CorruptFile, RawStore, verify_file
 from cube_assets_tests.fixtures_stac import REAL_S2_ASSET_FILES, real_sentinel2_items
 
 B04 = REAL_S2_ASSET_FILES["B04"]
@@ -100,10 +100,16 @@ def test_wrong_blake3_checksum_falls_through_to_the_next_provider(stac_server, r
         api = stac_server.add_api(name, items)
         providers.append(build_stac_provider(name, {"url": api.url, "retries": 1, "backoff_s": 0}, {}))
 
-    [fetched] = search_and_fetch(providers, SENTINEL2_L2A, TILE, *WINDOW, tmp_path / "unused", store=RawStore(tmp_path / "raw"), bands=["B04"])
+    [fetched] = search_and_fetch(
+        providers, SENTINEL2_L2A, TILE, *WINDOW, tmp_path / "unused", store=RawStore(tmp_path / "raw"), bands=["B04"]
+    )
 
     assert fetched.provider == "mirror"
-    assert len(fetched.failures) == 1 and "primary: " in fetched.failures[0] and "checksum mismatch (blake3)" in fetched.failures[0]
+    assert (
+        len(fetched.failures) == 1
+        and "primary: " in fetched.failures[0]
+        and "checksum mismatch (blake3)" in fetched.failures[0]
+    )
     assert len(stac_server.requests_to(f"/files/primary/{B04}")) == 2
     assert fetched.bands["B04"].read_bytes() == data
     stored = RawStore(tmp_path / "raw", verify_checksums=True).load(fetched.scene, ["B04"], offline=True)

@@ -15,8 +15,8 @@ from shapely.geometry import box
 from cube_assets.errors import ProviderError
 from cube_assets.providers.base import SENTINEL2_L2A
 from cube_assets.providers.chain import search_and_fetch
-from cube_assets.providers.stac import build_stac_provider
 from cube_assets.providers.raw_store import RawStore
+from cube_assets.providers.stac import build_stac_provider
 from cube_assets_tests.fixtures_stac import REAL_S2_ASSET_FILES, real_sentinel2_items
 
 TILE = box(27.4, -7.8, 27.5, -7.7)
@@ -53,7 +53,9 @@ def _fetch(providers, tmp_path: Path, bands=("B04", "SCL")):
     ],
     ids=["http-500", "truncated-body", "wrong-checksum", "timeout", "offline-product"],
 )
-def test_failing_provider_falls_through_to_the_next(stac_server, two_providers, real_data, tmp_path, fault, attempts, reported):
+def test_failing_provider_falls_through_to_the_next(
+    stac_server, two_providers, real_data, tmp_path, fault, attempts, reported
+):
     broken = f"/files/primary/{REAL_S2_ASSET_FILES['B04']}"
     stac_server.fail(broken, times=None, **fault)
 
@@ -66,11 +68,15 @@ def test_failing_provider_falls_through_to_the_next(stac_server, two_providers, 
     assert len(stac_server.requests_to(broken)) == attempts  # the primary's own retries came first
     assert fetched.bands["B04"].read_bytes() == (real_data / REAL_S2_ASSET_FILES["B04"]).read_bytes()
     # The mirror sent the whole file: a partial download of another provider is never resumed.
-    assert [r.headers.get("range") for r in stac_server.requests_to(f"/files/mirror/{REAL_S2_ASSET_FILES['B04']}")] == [None]
+    assert [r.headers.get("range") for r in stac_server.requests_to(f"/files/mirror/{REAL_S2_ASSET_FILES['B04']}")] == [
+        None
+    ]
     assert [p.name for p in fetched.path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_bands_already_stored_by_the_failing_provider_are_replaced_by_the_next_ones(stac_server, two_providers, tmp_path):
+def test_bands_already_stored_by_the_failing_provider_are_replaced_by_the_next_ones(
+    stac_server, two_providers, tmp_path
+):
     stac_server.fail(f"/files/primary/{REAL_S2_ASSET_FILES['B04']}", status=500, times=None)
 
     [fetched], store = _fetch(two_providers, tmp_path, bands=("SCL", "B04"))  # SCL comes first from primary
@@ -94,7 +100,9 @@ def test_scene_no_provider_delivers_names_every_failure(stac_server, two_provide
     for name in ("primary", "mirror"):
         stac_server.fail(f"/files/{name}/{REAL_S2_ASSET_FILES['SCL']}", status=500, times=None)
 
-    with pytest.raises(ProviderError, match=rf"{SCENE_ID}: no provider could deliver it \(primary: .*HTTP 500.*; mirror: .*HTTP 500"):
+    with pytest.raises(
+        ProviderError, match=rf"{SCENE_ID}: no provider could deliver it \(primary: .*HTTP 500.*; mirror: .*HTTP 500"
+    ):
         _fetch(two_providers, tmp_path)
 
 

@@ -106,7 +106,9 @@ def test_persistent_server_error_fails_after_the_policy_attempts(stac_server, cl
     remote, _ = _remote(stac_server)
     stac_server.fail(remote.href, status=500, times=None)
 
-    with pytest.raises(DownloadError, match=r"mirror: .*B04_60m.jp2: failed after 3 attempts: HTTP 500; HTTP 500; HTTP 500"):
+    with pytest.raises(
+        DownloadError, match=r"mirror: .*B04_60m.jp2: failed after 3 attempts: HTTP 500; HTTP 500; HTTP 500"
+    ):
         client.download(remote, tmp_path / "B04.jp2")
 
     assert len(stac_server.requests_to(remote.href)) == 3
@@ -172,7 +174,9 @@ def test_basic_credentials_are_sent_to_their_host_only(stac_server, tmp_path, ca
     stac_server.require_basic("/files/stactools-sentinel2", "alice", "pa55-w0rd-XYZ")
     credentials = credentials_from_spec(
         {"type": "basic", "username": {"env": "U"}, "password": {"env": "P"}, "allow_insecure_loopback": True},
-        {"U": "alice", "P": "pa55-w0rd-XYZ"}, "provider mirror", "127.0.0.1",
+        {"U": "alice", "P": "pa55-w0rd-XYZ"},
+        "provider mirror",
+        "127.0.0.1",
     )
     caplog.set_level(logging.DEBUG)
     with HttpClient("mirror", credentials, FAST) as http:
@@ -191,9 +195,17 @@ def test_oauth2_password_grant_token_is_obtained_and_used(stac_server, tmp_path)
     stac_server.add_oauth_user("bob", "0auth-S3cret")
     stac_server.require_bearer("/files/")
     credentials = credentials_from_spec(
-        {"type": "oauth2_password", "token_url": stac_server.token_url, "client_id": "cdse-public", "allow_insecure_loopback": True,
-         "username": {"env": "U"}, "password": {"env": "P"}},
-        {"U": "bob", "P": "0auth-S3cret"}, "provider cdse", "127.0.0.1",
+        {
+            "type": "oauth2_password",
+            "token_url": stac_server.token_url,
+            "client_id": "cdse-public",
+            "allow_insecure_loopback": True,
+            "username": {"env": "U"},
+            "password": {"env": "P"},
+        },
+        {"U": "bob", "P": "0auth-S3cret"},
+        "provider cdse",
+        "127.0.0.1",
     )
     with HttpClient("cdse", credentials, FAST) as http:
         http.download(remote, tmp_path / "B04.jp2")
@@ -209,11 +221,21 @@ def test_wrong_oauth2_password_is_reported_without_the_password(stac_server, tmp
     remote, _ = _remote(stac_server)
     stac_server.add_oauth_user("bob", "right")
     credentials = credentials_from_spec(
-        {"type": "oauth2_password", "token_url": stac_server.token_url, "username": {"env": "U"}, "password": {"env": "P"},
-         "allow_insecure_loopback": True},
-        {"U": "bob", "P": "wr0ng-pass"}, "provider cdse", "127.0.0.1",
+        {
+            "type": "oauth2_password",
+            "token_url": stac_server.token_url,
+            "username": {"env": "U"},
+            "password": {"env": "P"},
+            "allow_insecure_loopback": True,
+        },
+        {"U": "bob", "P": "wr0ng-pass"},
+        "provider cdse",
+        "127.0.0.1",
     )
-    with HttpClient("cdse", credentials, FAST) as http, pytest.raises(ProviderError, match="token request .* refused: HTTP 401") as raised:
+    with (
+        HttpClient("cdse", credentials, FAST) as http,
+        pytest.raises(ProviderError, match="token request .* refused: HTTP 401") as raised,
+    ):
         http.download(remote, tmp_path / "B04.jp2")
     assert "wr0ng-pass" not in str(raised.value)
     assert isinstance(credentials, Credentials)

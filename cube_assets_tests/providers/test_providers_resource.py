@@ -19,9 +19,9 @@ from cube_assets.cube_config import load_project_config
 from cube_assets.definitions import build_definitions
 from cube_assets.errors import InvalidCubeConfig, ProviderError
 from cube_assets.partitions import partition_key
+from cube_assets.providers.raw_store import SceneNotStored
 from cube_assets.providers.registry import load_providers, parse_provider_definition, set_priority
 from cube_assets.resources.providers import ProvidersResource
-from cube_assets.providers.raw_store import SceneNotStored
 from cube_assets_tests.conftest import write_cube_file
 from cube_assets_tests.fixtures_stac import REAL_S2_ASSET_FILES, real_sentinel2_items
 
@@ -32,7 +32,14 @@ PERIOD = "2020-06-01"
 CUBE = {
     "name": "stac_cube",
     "collection": "sentinel-2-l2a",
-    "grid": {"kind": "user", "name": "T35S60", "crs": 32735, "origin": [560000, 9150000], "tile_size": [256, 256], "resolution": 60},
+    "grid": {
+        "kind": "user",
+        "name": "T35S60",
+        "crs": 32735,
+        "origin": [560000, 9150000],
+        "tile_size": [256, 256],
+        "resolution": 60,
+    },
     "tiles": ["000000"],
     "start_date": "2020-06-01",
     "end_date": "2020-06-30",
@@ -45,7 +52,12 @@ JUNE_SCENES = 6  # the real 35MNM Items of June 2020
 
 def _basic(user_var: str, password_var: str) -> dict:
     # The loopback test server speaks http: credentials go there only with this opt-in.
-    return {"type": "basic", "username": {"env": user_var}, "password": {"env": password_var}, "allow_insecure_loopback": True}
+    return {
+        "type": "basic",
+        "username": {"env": user_var},
+        "password": {"env": password_var},
+        "allow_insecure_loopback": True,
+    }
 
 
 @pytest.fixture
@@ -65,11 +77,23 @@ def test_raw_scene_run_says_who_served_each_scene_and_never_shows_a_password(
     monkeypatch.setenv("STAC_PASSWORD", PASSWORD)
     monkeypatch.setenv("STAC_OLD_PASSWORD", OLD_PASSWORD)
     options = {"url": secure_api.url, "retries": 0}
-    config = write_cube_file(tmp_path, {**CUBE, "providers": ["stale", "secure"]}, [
-        # First in line, with an outdated password: refused (HTTP 401), the run goes on with "secure".
-        {"name": "stale", "driver": "stac", "options": {**options, "credentials": _basic("STAC_USER", "STAC_OLD_PASSWORD")}},
-        {"name": "secure", "driver": "stac", "options": {**options, "credentials": _basic("STAC_USER", "STAC_PASSWORD")}},
-    ])
+    config = write_cube_file(
+        tmp_path,
+        {**CUBE, "providers": ["stale", "secure"]},
+        [
+            # First in line, with an outdated password: refused (HTTP 401), the run goes on with "secure".
+            {
+                "name": "stale",
+                "driver": "stac",
+                "options": {**options, "credentials": _basic("STAC_USER", "STAC_OLD_PASSWORD")},
+            },
+            {
+                "name": "secure",
+                "driver": "stac",
+                "options": {**options, "credentials": _basic("STAC_USER", "STAC_PASSWORD")},
+            },
+        ],
+    )
     defs = build_definitions(config, tmp_path / "data")
     cube = load_project_config(config).cube("stac_cube")
     raw_scene = next(a for a in build_cube_assets(cube) if a.key.path[-1] == "raw_scene")
@@ -77,7 +101,9 @@ def test_raw_scene_run_says_who_served_each_scene_and_never_shows_a_password(
     (tmp_path / "home").mkdir()
 
     with instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
-        result = materialize([raw_scene], partition_key=partition_key("000000", PERIOD), instance=instance, resources=defs.resources)
+        result = materialize(
+            [raw_scene], partition_key=partition_key("000000", PERIOD), instance=instance, resources=defs.resources
+        )
         assert result.success
         event = instance.get_latest_materialization_event(AssetKey(["stac_cube", "raw_scene"]))
         metadata = {key: value.value for key, value in event.asset_materialization.metadata.items()}
@@ -87,9 +113,15 @@ def test_raw_scene_run_says_who_served_each_scene_and_never_shows_a_password(
     assert metadata["provider_failures"] == {}  # "stale" failed to search, so it never offered a scene
     assert "provider stale: search failed" in caplog.text and "401" in caplog.text
     # The password reached the server (or nothing would have been served)…
-    assert all(r.headers.get("authorization", "").startswith("Basic ") for r in stac_server.requests_to("/files/secure/"))
+    assert all(
+        r.headers.get("authorization", "").startswith("Basic ") for r in stac_server.requests_to("/files/secure/")
+    )
     # …and nowhere else: logs, Dagster's event log and metadata, the manifest, the raw store.
-    written = [p.read_text(errors="replace") for p in (tmp_path / "data").rglob("*") if p.is_file() and p.suffix in (".json", ".yaml", ".sqlite")]
+    written = [
+        p.read_text(errors="replace")
+        for p in (tmp_path / "data").rglob("*")
+        if p.is_file() and p.suffix in (".json", ".yaml", ".sqlite")
+    ]
     for secret in (PASSWORD, OLD_PASSWORD):
         assert secret not in caplog.text
         assert secret not in run_log
@@ -107,9 +139,12 @@ def registry_data_root(stac_server, real_data, tmp_path) -> Path:
     for name in ("primary", "mirror"):
         items = stac_server.asset_files(real_sentinel2_items(real_data), REAL_S2_ASSET_FILES, prefix=f"{name}/")
         api = stac_server.add_api(name, items)
-        definitions.append(parse_provider_definition(
-            {"name": name, "driver": "stac", "url": api.url, "options": {"retries": 1, "backoff_s": 0}}, f"{name}.json"
-        ))
+        definitions.append(
+            parse_provider_definition(
+                {"name": name, "driver": "stac", "url": api.url, "options": {"retries": 1, "backoff_s": 0}},
+                f"{name}.json",
+            )
+        )
     with session_factory(engine).begin() as session:
         load_providers(session, definitions)
         set_priority(session, "sentinel-2-l2a", "primary", 0)
@@ -159,8 +194,12 @@ def test_empty_registry_is_a_clear_error(tmp_path) -> None:
 
 
 def test_stac_provider_with_bad_options_fails_when_the_cube_file_loads(tmp_path) -> None:
-    config = write_cube_file(tmp_path, {**CUBE, "providers": ["x"]}, [
-        {"name": "x", "driver": "stac", "options": {"url": "ftp://nowhere", "retries": 1}},
-    ])
+    config = write_cube_file(
+        tmp_path,
+        {**CUBE, "providers": ["x"]},
+        [
+            {"name": "x", "driver": "stac", "options": {"url": "ftp://nowhere", "retries": 1}},
+        ],
+    )
     with pytest.raises(InvalidCubeConfig, match="option url"):
         load_project_config(config)

@@ -18,8 +18,12 @@ import pytest
 from shapely.geometry import box
 
 from cube_assets.providers.base import SENTINEL2_L2A
-from cube_assets.providers.local import LocalArchiveProvider, ProductManifest, read_product_manifest, write_product_manifest
-from cube_assets.providers.stac import StacProvider, build_stac_provider
+from cube_assets.providers.local import (
+    LocalArchiveProvider,
+    ProductManifest,
+    read_product_manifest,
+    write_product_manifest,
+)
 from cube_assets.providers.raw_store import (
     CorruptFile,
     RawStore,
@@ -27,6 +31,7 @@ from cube_assets.providers.raw_store import (
     SceneNotStored,
     verify_file,
 )
+from cube_assets.providers.stac import StacProvider, build_stac_provider
 from cube_assets_tests.fixtures_stac import REAL_LANDSAT_ASSET_FILES, REAL_S2_ASSET_FILES, real_sentinel2_items
 
 TILE = box(27.4, -7.8, 27.5, -7.7)
@@ -140,9 +145,10 @@ def test_load_stores_each_band_once_with_a_manifest(stac_server, provider, scene
     assert (folder / "B04.jp2").read_bytes() == (real_data / REAL_S2_ASSET_FILES["B04"]).read_bytes()
     manifest = read_product_manifest(folder)
     assert dict(manifest.bands) == {"B04": "B04.jp2", "SCL": "SCL.jp2"}
-    assert manifest.properties["raw_store"]["bands"]["B04"]["checksum"] == stac_server.file_size_and_checksum(
-        REAL_S2_ASSET_FILES["B04"]
-    )[1]
+    assert (
+        manifest.properties["raw_store"]["bands"]["B04"]["checksum"]
+        == stac_server.file_size_and_checksum(REAL_S2_ASSET_FILES["B04"])[1]
+    )
     assert json.loads((folder / "item.json").read_text())["id"] == scene.properties["stac_item_id"]
 
 
@@ -216,7 +222,9 @@ def test_file_that_fails_its_check_twice_is_never_stored(stac_server, real_data,
     """An asset without size or checksum whose bytes are a truncated JPEG 2000: only the check can tell."""
     item = real_sentinel2_items(real_data)[0]
     data = (real_data / REAL_S2_ASSET_FILES["B04"]).read_bytes()
-    item["assets"] = {"B04": {"href": stac_server.serve_file(data[: len(data) - 4000], "cut/B04.jp2"), "type": "image/jp2"}}
+    item["assets"] = {
+        "B04": {"href": stac_server.serve_file(data[: len(data) - 4000], "cut/B04.jp2"), "type": "image/jp2"}
+    }
     api = stac_server.add_api("cut", [item])
     provider = build_stac_provider("cut", {"url": api.url, "retries": 0}, {})
     scene = provider.scene_from_item(api.items[0], SENTINEL2_L2A)
@@ -252,7 +260,9 @@ def test_safe_product_is_fetched_whole_and_its_bands_checked(t29unu_safe, tmp_pa
     archive.mkdir()
     (archive / t29unu_safe.name).symlink_to(t29unu_safe)
     local = LocalArchiveProvider(archive, name="archive")
-    [scene] = local.search(SENTINEL2_L2A, T29UNU_AREA, datetime(2022, 10, 5, tzinfo=UTC), datetime(2022, 10, 6, tzinfo=UTC))
+    [scene] = local.search(
+        SENTINEL2_L2A, T29UNU_AREA, datetime(2022, 10, 5, tzinfo=UTC), datetime(2022, 10, 6, tzinfo=UTC)
+    )
     store = RawStore(tmp_path / "raw")
 
     stored = store.load(scene, ["B04", "SCL"], local)
@@ -260,7 +270,9 @@ def test_safe_product_is_fetched_whole_and_its_bands_checked(t29unu_safe, tmp_pa
     assert stored.path == tmp_path / "raw" / SENTINEL2_L2A / t29unu_safe.name
     assert stored.bands["SCL"].name == "T29UNU_20221005T115411_SCL_20m.jp2"
     offline = RawStore(tmp_path / "raw", offline=True)
-    [found] = offline.search(SENTINEL2_L2A, T29UNU_AREA, datetime(2022, 10, 5, tzinfo=UTC), datetime(2022, 10, 6, tzinfo=UTC))
+    [found] = offline.search(
+        SENTINEL2_L2A, T29UNU_AREA, datetime(2022, 10, 5, tzinfo=UTC), datetime(2022, 10, 6, tzinfo=UTC)
+    )
     assert offline.load(found, ["B04"]).path == stored.path
     with pytest.raises(SceneNotStored, match=r"\['B08'\]"):
         offline.load(found, ["B04", "B08"])
@@ -271,17 +283,29 @@ def test_local_cog_product_is_copied_band_by_band(real_data, tmp_path) -> None:
     source.mkdir(parents=True)
     for band in ("red", "qa_pixel", "blue"):
         (source / f"{band}.tif").write_bytes((real_data / REAL_LANDSAT_ASSET_FILES[band]).read_bytes())
-    write_product_manifest(source, ProductManifest(
-        id="LC08_008059_20191201", collection="landsat-c2-l2", datetime=datetime(2019, 12, 1, 15, tzinfo=UTC),
-        footprint=box(-74, 4, -72, 6), cloud_cover=81.0,
-        bands={"red": "red.tif", "qa_pixel": "qa_pixel.tif", "blue": "blue.tif"},
-    ))
+    write_product_manifest(
+        source,
+        ProductManifest(
+            id="LC08_008059_20191201",
+            collection="landsat-c2-l2",
+            datetime=datetime(2019, 12, 1, 15, tzinfo=UTC),
+            footprint=box(-74, 4, -72, 6),
+            cloud_cover=81.0,
+            bands={"red": "red.tif", "qa_pixel": "qa_pixel.tif", "blue": "blue.tif"},
+        ),
+    )
     local = LocalArchiveProvider(tmp_path / "archive", name="usgs-mirror")
-    [scene] = local.search("landsat-c2-l2", box(-73, 5, -72.9, 5.1), datetime(2019, 12, 1, tzinfo=UTC), datetime(2019, 12, 2, tzinfo=UTC))
+    [scene] = local.search(
+        "landsat-c2-l2", box(-73, 5, -72.9, 5.1), datetime(2019, 12, 1, tzinfo=UTC), datetime(2019, 12, 2, tzinfo=UTC)
+    )
 
     stored = RawStore(tmp_path / "raw").load(scene, ["red", "qa_pixel"], local)
 
-    assert sorted(p.name for p in stored.path.iterdir() if not p.name.startswith(".")) == ["product.json", "qa_pixel.tif", "red.tif"]
+    assert sorted(p.name for p in stored.path.iterdir() if not p.name.startswith(".")) == [
+        "product.json",
+        "qa_pixel.tif",
+        "red.tif",
+    ]
     assert stored.provider == "usgs-mirror"
 
 

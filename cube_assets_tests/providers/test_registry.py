@@ -24,7 +24,7 @@ from cube_assets.providers.registry import (
 )
 
 # Both catalog backends, as in the catalog tests (PostgreSQL started by the fixture; fails on CI if absent).
-from cube_assets_tests.catalog.conftest import catalog_url  # noqa: F401
+from cube_assets_tests.catalog.conftest import catalog_url  # noqa: F401 - pytest fixtures, found by name
 
 REGISTRY_TABLES = {"providers", "provider_priorities"}
 
@@ -101,7 +101,9 @@ def test_registry_stores_credential_references_never_values(sessions, catalog_ur
             rows = connection.execute(text("SELECT name, credentials FROM providers")).all()
     finally:
         engine.dispose()
-    stored = {name: credentials if isinstance(credentials, dict) else json.loads(credentials) for name, credentials in rows}
+    stored = {
+        name: credentials if isinstance(credentials, dict) else json.loads(credentials) for name, credentials in rows
+    }
     assert stored["cdse"]["password"] == {"env": "CDSE_PASSWORD"}
     assert "n0t-in-the-catalog" not in json.dumps(stored)
 
@@ -119,7 +121,9 @@ def test_priorities_order_the_collection_and_disabled_providers_are_skipped(sess
         set_priority(session, "sentinel-2-l2a", "gamma", 0, enabled=False)
     with sessions() as session:
         enabled = [p.provider.name for p in collection_providers(session, "sentinel-2-l2a")]
-        everything = [(p.provider.name, p.enabled) for p in collection_providers(session, "sentinel-2-l2a", include_disabled=True)]
+        everything = [
+            (p.provider.name, p.enabled) for p in collection_providers(session, "sentinel-2-l2a", include_disabled=True)
+        ]
         landsat = [p.provider.name for p in collection_providers(session, "landsat-c2-l2")]
 
     assert enabled == ["alpha", "beta"]
@@ -171,7 +175,10 @@ def test_example_files_are_valid_stac_providers() -> None:
         ({"name": "x", "driver": "stac", "url": "https://u:p@x"}, "must not hold user info"),
         ({"name": "x", "driver": "stac", "url": "https://x", "colour": "red"}, "unknown keys"),
         ({"name": "x", "driver": "stac", "url": "https://x", "options": {"retries": -1}}, "option retries"),
-        ({"name": "x", "driver": "local", "credentials": {"type": "bearer", "token": {"env": "T"}}}, "takes no credentials"),
+        (
+            {"name": "x", "driver": "local", "credentials": {"type": "bearer", "token": {"env": "T"}}},
+            "takes no credentials",
+        ),
     ],
 )
 def test_invalid_provider_files_are_refused_with_the_reason(document, message) -> None:
@@ -181,7 +188,9 @@ def test_invalid_provider_files_are_refused_with_the_reason(document, message) -
 
 def test_literal_password_in_a_file_is_refused_without_repeating_it(tmp_path) -> None:
     path = _write(tmp_path, "alpha", credentials={"type": "basic", "username": {"env": "U"}, "password": "pl41n-t3xt"})
-    with pytest.raises(ProviderError, match=r"alpha.json \(provider alpha\): credentials.password must be a reference") as raised:
+    with pytest.raises(
+        ProviderError, match=r"alpha.json \(provider alpha\): credentials.password must be a reference"
+    ) as raised:
         read_provider_directory(tmp_path)
     assert "pl41n-t3xt" not in str(raised.value) and path.is_file()
 

@@ -176,8 +176,19 @@ def test_cog_from_file_keeps_type_nodata_description_and_tags_with_either_driver
     source = tmp_path / "staging.tif"
     values = (np.arange(1100 * 1300, dtype=np.int32).reshape(1100, 1300) % 30011 - 9999).astype(np.int16)
     with rasterio.open(
-        source, "w", driver="GTiff", width=1300, height=1100, count=1, dtype="int16", crs=UTM33,
-        transform=TRANSFORM, nodata=-9999, tiled=True, blockxsize=256, blockysize=256,
+        source,
+        "w",
+        driver="GTiff",
+        width=1300,
+        height=1100,
+        count=1,
+        dtype="int16",
+        crs=UTM33,
+        transform=TRANSFORM,
+        nodata=-9999,
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
     ) as dst:
         dst.write(values, 1)
         dst.set_band_description(1, "PROVENANCE")

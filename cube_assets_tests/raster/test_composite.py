@@ -292,7 +292,10 @@ def test_blend_band_windows_match_whole_array_functions(synthetic_period, tmp_pa
         pixels, profile = read(path)
         np.testing.assert_array_equal(pixels, expected[name], err_msg=name)
         assert (profile["dtype"], profile["nodata"], profile["blockxsize"], profile["compress"]) == (
-            "int16", BAND_NODATA, 512, "deflate"
+            "int16",
+            BAND_NODATA,
+            512,
+            "deflate",
         )
     assert sorted(p.name for p in out.iterdir()) == ["nir_AVG.tif", "nir_LCF.tif", "nir_MED.tif"]
 
@@ -350,7 +353,14 @@ def test_blend_band_calls_finalize_instead_of_moving(synthetic_period, tmp_path)
 
     final = tmp_path / "out" / "nir_MED.tif"
     blend_band(
-        merges, qualities, SYNTH_DATES, SYNTH_EFFICACIES, FMASK4_RULES, ["MED"], {"MED": final}, BAND_NODATA,
+        merges,
+        qualities,
+        SYNTH_DATES,
+        SYNTH_EFFICACIES,
+        FMASK4_RULES,
+        ["MED"],
+        {"MED": final},
+        BAND_NODATA,
         finalize=finalize,
     )
     assert len(calls) == 1 and calls[0][1] == final
@@ -366,7 +376,13 @@ def test_blend_band_rejects_input_on_another_grid_naming_the_file(synthetic_peri
     out = tmp_path / "out" / "nir_LCF.tif"
     with pytest.raises(InvalidRaster, match=r"odd\.tif: shape 700x599 differs"):
         blend_band(
-            merges, [*qualities[:2], odd], SYNTH_DATES, SYNTH_EFFICACIES, FMASK4_RULES, ["LCF"], {"LCF": out},
+            merges,
+            [*qualities[:2], odd],
+            SYNTH_DATES,
+            SYNTH_EFFICACIES,
+            FMASK4_RULES,
+            ["LCF"],
+            {"LCF": out},
             BAND_NODATA,
         )
     assert not out.exists()
@@ -376,7 +392,13 @@ def test_blend_band_rejects_unknown_function(synthetic_period, tmp_path):
     _, _, merges, qualities = synthetic_period
     with pytest.raises(InvalidCubeConfig, match="'MAX' is unknown"):
         blend_band(
-            merges, qualities, SYNTH_DATES, SYNTH_EFFICACIES, FMASK4_RULES, ["MAX"], {"MAX": tmp_path / "x.tif"},
+            merges,
+            qualities,
+            SYNTH_DATES,
+            SYNTH_EFFICACIES,
+            FMASK4_RULES,
+            ["MAX"],
+            {"MAX": tmp_path / "x.tif"},
             BAND_NODATA,
         )
 
@@ -390,8 +412,15 @@ def test_blend_band_leaves_no_file_when_writing_fails(synthetic_period, tmp_path
 
     with pytest.raises(RuntimeError, match="COG conversion failed"):
         blend_band(
-            merges, qualities, SYNTH_DATES, SYNTH_EFFICACIES, FMASK4_RULES, ["AVG"], {"AVG": out / "avg.tif"},
-            BAND_NODATA, finalize=broken_finalize,
+            merges,
+            qualities,
+            SYNTH_DATES,
+            SYNTH_EFFICACIES,
+            FMASK4_RULES,
+            ["AVG"],
+            {"AVG": out / "avg.tif"},
+            BAND_NODATA,
+            finalize=broken_finalize,
         )
     assert list(out.iterdir()) == []
 
@@ -409,8 +438,14 @@ def test_blend_quality_finalizes_its_outputs_in_threads_and_cleans_up_when_one_f
         tmp.rename(final)
 
     with pytest.raises(RuntimeError, match="CLEAROB failed"):
-        blend_quality(qualities, SYNTH_DATES, SYNTH_EFFICACIES, FMASK4_RULES, *(out / f"{n}.tif" for n in names),
-                      finalize=finalize)
+        blend_quality(
+            qualities,
+            SYNTH_DATES,
+            SYNTH_EFFICACIES,
+            FMASK4_RULES,
+            *(out / f"{n}.tif" for n in names),
+            finalize=finalize,
+        )
     assert set(threads) == set(names)  # every output was finalized, not only those before the failure
     assert all(name.startswith("blend-cog") for name in threads.values())
     assert not list(out.glob(".*"))  # no temporary file left behind

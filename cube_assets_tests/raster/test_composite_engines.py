@@ -34,8 +34,14 @@ QUALITY_CODES = np.array([0, 1, 1, 0, 2, 3, 4, 5, 9, 255], dtype=np.int64)
 
 def write(path: Path, array: np.ndarray, nodata) -> Path:
     profile = dict(
-        driver="GTiff", width=WIDTH, height=HEIGHT, count=1, crs="EPSG:32723",
-        transform=from_origin(500000, 8000000, 10, 10), dtype=array.dtype.name, nodata=nodata,
+        driver="GTiff",
+        width=WIDTH,
+        height=HEIGHT,
+        count=1,
+        crs="EPSG:32723",
+        transform=from_origin(500000, 8000000, 10, 10),
+        dtype=array.dtype.name,
+        nodata=nodata,
     )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(array, 1)
@@ -76,8 +82,19 @@ def run_both(tmp_path: Path, values: np.ndarray, quality: np.ndarray, band_nodat
     results = {}
     for engine in ("numba", "numpy"):
         outs = {f: tmp_path / engine / f"{f}.tif" for f in FUNCTIONS}
-        blend_band(merges, qualities, DATES, EFFICACIES, rules, FUNCTIONS, outs, band_nodata,
-                   block_size=BLOCK, engine=engine, **kwargs)
+        blend_band(
+            merges,
+            qualities,
+            DATES,
+            EFFICACIES,
+            rules,
+            FUNCTIONS,
+            outs,
+            band_nodata,
+            block_size=BLOCK,
+            engine=engine,
+            **kwargs,
+        )
         results[engine] = {f: read(path) for f, path in outs.items()}
     return results
 
@@ -138,8 +155,16 @@ def test_numba_blend_quality_matches_numpy(tmp_path, quality_dtype, rules, codes
     results = {}
     for engine in ("numba", "numpy"):
         names = ("quality", "provenance", "clearob", "totalob")
-        outs = blend_quality(paths, DATES, EFFICACIES, rules, *(tmp_path / engine / f"{n}.tif" for n in names),
-                             block_size=BLOCK, engine=engine, io_threads=3)
+        outs = blend_quality(
+            paths,
+            DATES,
+            EFFICACIES,
+            rules,
+            *(tmp_path / engine / f"{n}.tif" for n in names),
+            block_size=BLOCK,
+            engine=engine,
+            io_threads=3,
+        )
         results[engine] = {name: read(path) for name, path in outs.items()}
     for name in results["numpy"]:
         np.testing.assert_array_equal(results["numba"][name][0], results["numpy"][name][0], err_msg=name)
@@ -158,8 +183,9 @@ def test_numba_engine_refuses_64_bit_integer_bands(tmp_path):
     band = [write(tmp_path / f"b{t}.tif", np.zeros((HEIGHT, WIDTH), dtype=np.int64), -1) for t in range(2)]
     quality = [write(tmp_path / f"q{t}.tif", np.zeros((HEIGHT, WIDTH), dtype=np.uint8), None) for t in range(2)]
     with pytest.raises(ValueError, match="engine 'numba' does not handle int64 bands"):
-        blend_band(band, quality, DATES[:2], EFFICACIES[:2], RULES, ["MED"], {"MED": tmp_path / "m.tif"}, -1,
-                   engine="numba")
+        blend_band(
+            band, quality, DATES[:2], EFFICACIES[:2], RULES, ["MED"], {"MED": tmp_path / "m.tif"}, -1, engine="numba"
+        )
     blend_band(band, quality, DATES[:2], EFFICACIES[:2], RULES, ["MED"], {"MED": tmp_path / "m.tif"}, -1)
     assert read(tmp_path / "m.tif")[0].max() == 0  # "auto" took the numpy path
 
@@ -168,8 +194,9 @@ def test_unknown_engine_is_refused(tmp_path):
     band = [write(tmp_path / "b.tif", np.zeros((HEIGHT, WIDTH), dtype=np.int16), -1)]
     quality = [write(tmp_path / "q.tif", np.zeros((HEIGHT, WIDTH), dtype=np.uint8), None)]
     with pytest.raises(ValueError, match="engine 'gpu' is not one of"):
-        blend_band(band, quality, DATES[:1], EFFICACIES[:1], RULES, ["LCF"], {"LCF": tmp_path / "l.tif"}, -1,
-                   engine="gpu")
+        blend_band(
+            band, quality, DATES[:1], EFFICACIES[:1], RULES, ["LCF"], {"LCF": tmp_path / "l.tif"}, -1, engine="gpu"
+        )
 
 
 def test_read_error_in_a_worker_thread_propagates_and_leaves_no_output(tmp_path):
@@ -180,8 +207,19 @@ def test_read_error_in_a_worker_thread_propagates_and_leaves_no_output(tmp_path)
     broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])  # the lower half is cut off
     out = tmp_path / "out" / "avg.tif"
     with pytest.raises(rasterio.errors.RasterioIOError):
-        blend_band(band, quality, DATES[:3], EFFICACIES[:3], RULES, ["AVG"], {"AVG": out}, -1, block_size=32,
-                   engine="numba", io_threads=2)
+        blend_band(
+            band,
+            quality,
+            DATES[:3],
+            EFFICACIES[:3],
+            RULES,
+            ["AVG"],
+            {"AVG": out},
+            -1,
+            block_size=32,
+            engine="numba",
+            io_threads=2,
+        )
     assert not out.exists() and list(out.parent.iterdir()) == []
 
 
@@ -208,8 +246,18 @@ def test_median_kernel_matches_numpy_for_long_stacks(count):
     table = np.arange(256, dtype=np.uint8)  # the quality given here is already QualityClass codes
     out = np.empty((1, 300), dtype=np.int16)
     composite_kernels.median_window(
-        values, classes, table, 0, np.ones(count, dtype=np.bool_), False, np.int16(-9999), False, True,
-        np.int16(32767), composite_kernels.sorting_network(count), out,
+        values,
+        classes,
+        table,
+        0,
+        np.ones(count, dtype=np.bool_),
+        False,
+        np.int16(-9999),
+        False,
+        True,
+        np.int16(32767),
+        composite_kernels.sorting_network(count),
+        out,
     )
     expected = median_clear(values, classes, -9999)
     np.testing.assert_array_equal(out, expected)
@@ -226,9 +274,11 @@ def test_blend_holds_gdal_block_cache_small_until_finalized(tmp_path):
         seen.append(int(rasterio.env.get_gdal_config("GDAL_CACHEMAX")))
         staging.rename(final)
 
-    blend_band(band, quality, DATES[:2], EFFICACIES[:2], RULES, ["LCF"], {"LCF": tmp_path / "l.tif"}, -1,
-               finalize=finalize)
-    blend_quality(quality, DATES[:2], EFFICACIES[:2], RULES, *(tmp_path / f"{n}.tif" for n in "abcd"),
-                  finalize=finalize)
+    blend_band(
+        band, quality, DATES[:2], EFFICACIES[:2], RULES, ["LCF"], {"LCF": tmp_path / "l.tif"}, -1, finalize=finalize
+    )
+    blend_quality(
+        quality, DATES[:2], EFFICACIES[:2], RULES, *(tmp_path / f"{n}.tif" for n in "abcd"), finalize=finalize
+    )
     assert seen == [GDAL_CACHE_BYTES] * 5 and GDAL_CACHE_BYTES == 64 * 1024 * 1024
     assert rasterio.env.get_gdal_config("GDAL_CACHEMAX") != GDAL_CACHE_BYTES  # restored afterwards

@@ -32,17 +32,27 @@ def _stack(seed: int) -> tuple[np.ndarray, np.ndarray]:
 def _kernel_window(values: np.ndarray, quality: np.ndarray) -> KernelWindow:
     table = classify_quality(np.arange(256, dtype=np.uint8), RULES)
     return KernelWindow(
-        values=values, quality=quality, table=table, offset=0, loaded=np.ones(len(values), dtype=np.bool_),
-        order=np.asarray(ORDER, dtype=np.int64), fill=values.dtype.type(NODATA), nodata_is_nan=False,
-        sentinel=values.dtype.type(np.iinfo(values.dtype).max), network=composite_kernels.sorting_network(len(values)),
+        values=values,
+        quality=quality,
+        table=table,
+        offset=0,
+        loaded=np.ones(len(values), dtype=np.bool_),
+        order=np.asarray(ORDER, dtype=np.int64),
+        fill=values.dtype.type(NODATA),
+        nodata_is_nan=False,
+        sentinel=values.dtype.type(np.iinfo(values.dtype).max),
+        network=composite_kernels.sorting_network(len(values)),
     )
 
 
 def test_the_table_names_lcf_med_and_avg():
     assert FUNCTIONS == ("LCF", "MED", "AVG")
     assert all(COMPOSITE_FUNCTIONS[name].name == name for name in FUNCTIONS)
-    assert {name: rule.reads for name, rule in COMPOSITE_FUNCTIONS.items()} == {"LCF": "chosen", "MED": "clear",
-                                                                                "AVG": "clear"}
+    assert {name: rule.reads for name, rule in COMPOSITE_FUNCTIONS.items()} == {
+        "LCF": "chosen",
+        "MED": "clear",
+        "AVG": "clear",
+    }
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)
@@ -76,4 +86,3 @@ def test_quality_window_and_its_compiled_twin_agree():
     assert tuple(expected) == tuple(compiled) == QUALITY_OUTPUTS
     for name in QUALITY_OUTPUTS:
         assert np.array_equal(compiled[name], expected[name]), name
-

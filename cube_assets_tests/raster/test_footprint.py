@@ -98,7 +98,15 @@ def test_footprint_of_a_file_uses_its_nodata(tmp_path: Path) -> None:
     array[0, 0:10, 30:] = 4  # but band 1 has data on a strip of it
     path = tmp_path / "two_bands.tif"
     with rasterio.open(
-        path, "w", driver="GTiff", width=60, height=50, count=2, dtype="int16", crs=UTM33, transform=TRANSFORM,
+        path,
+        "w",
+        driver="GTiff",
+        width=60,
+        height=50,
+        count=2,
+        dtype="int16",
+        crs=UTM33,
+        transform=TRANSFORM,
         nodata=-1,
     ) as dst:
         dst.write(array)

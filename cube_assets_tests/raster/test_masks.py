@@ -145,9 +145,7 @@ def test_qa_pixel_fill_wins_over_confidence_rules():
     assert classify_quality(np.array([1], dtype=np.uint16), rules).tolist() == [N]
 
 
-@pytest.mark.parametrize(
-    ("rule", "first_bit"), [("cloud", 8), ("shadow", 10), ("snow", 12), ("cirrus", 14)]
-)
+@pytest.mark.parametrize(("rule", "first_bit"), [("cloud", 8), ("shadow", 10), ("snow", 12), ("cirrus", 14)])
 def test_confidence_rules_read_their_own_bit_pair(rule, first_bit):
     clear_high = (1 << 6) | (3 << first_bit)
     clear_low = (1 << 6) | (1 << first_bit)

@@ -28,8 +28,16 @@ def read_png(path: Path) -> tuple[str, np.ndarray]:
 def write_band(path: Path, array: np.ndarray, transform: Affine, nodata: float | None = 0) -> Path:
     """A one-band GeoTIFF in UTM 33N."""
     with rasterio.open(
-        path, "w", driver="GTiff", width=array.shape[1], height=array.shape[0], count=1, dtype=array.dtype,
-        crs="EPSG:32633", transform=transform, nodata=nodata,
+        path,
+        "w",
+        driver="GTiff",
+        width=array.shape[1],
+        height=array.shape[0],
+        count=1,
+        dtype=array.dtype,
+        crs="EPSG:32633",
+        transform=transform,
+        nodata=nodata,
     ) as dst:
         dst.write(array, 1)
     return path

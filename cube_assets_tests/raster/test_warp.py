@@ -22,7 +22,6 @@ from cube_assets.raster.warp import (
 )
 
 
-
 def from_origin(west: float, north: float, xsize: float, ysize: float) -> Affine:
     """A north-up transform (``rasterio.transform.from_origin`` without its affine-3 warning)."""
     return Affine(xsize, 0.0, west, 0.0, -ysize, north)
@@ -299,9 +298,7 @@ def test_merge_takes_every_band_of_a_pixel_from_the_first_scene_with_valid_quali
     quality_a[:, :3] = 0  # scene A's quality is missing on the left half...
     red_a = np.full((4, 6), 111, dtype=np.uint16)  # ...although its red band has values there
     scene_a = make_scene(tmp_path / "a", quality=quality_a, red=red_a)
-    scene_b = make_scene(
-        tmp_path / "b", quality=np.full((4, 6), 8, np.uint8), red=np.full((4, 6), 222, np.uint16)
-    )
+    scene_b = make_scene(tmp_path / "b", quality=np.full((4, 6), 8, np.uint8), red=np.full((4, 6), 222, np.uint16))
 
     merged = merge_scenes_to_tile([scene_a, scene_b], bands=["B04"], quality_band="SCL", **MERGE_GRID)
 
@@ -389,8 +386,12 @@ def test_merge_in_blocks_equals_merge_in_one_piece(tmp_path: Path) -> None:
 def test_merge_scene_without_a_band_names_the_scene_and_band(tmp_path: Path) -> None:
     scene = make_scene(tmp_path / "a", quality=np.ones((4, 6), np.uint8), red=np.ones((4, 6), np.uint16))
     with pytest.raises(InvalidScene, match=r"scene 1.*B08"):
-        merge_scenes_to_tile([{**scene, "B08": scene["B04"]}, scene], bands=["B04", "B08"], quality_band="SCL",
-                             **{**MERGE_GRID, "band_nodata": {"SCL": 0, "B04": 0, "B08": 0}})
+        merge_scenes_to_tile(
+            [{**scene, "B08": scene["B04"]}, scene],
+            bands=["B04", "B08"],
+            quality_band="SCL",
+            **{**MERGE_GRID, "band_nodata": {"SCL": 0, "B04": 0, "B08": 0}},
+        )
 
 
 def test_merge_refuses_a_band_whose_type_differs_between_scenes(tmp_path: Path) -> None:

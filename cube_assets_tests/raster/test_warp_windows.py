@@ -27,8 +27,16 @@ BLOCK = 32  # a small warp block, so small grids hold several
 
 def _write(path: Path, array: np.ndarray, transform: Affine, nodata: float) -> str:
     with rasterio.open(
-        path, "w", driver="GTiff", width=array.shape[1], height=array.shape[0], count=1, dtype=array.dtype,
-        crs=UTM33, transform=transform, nodata=nodata,
+        path,
+        "w",
+        driver="GTiff",
+        width=array.shape[1],
+        height=array.shape[0],
+        count=1,
+        dtype=array.dtype,
+        crs=UTM33,
+        transform=transform,
+        nodata=nodata,
     ) as dst:
         dst.write(array, 1)
     return str(path)
@@ -44,14 +52,23 @@ def scenes(tmp_path: Path) -> list[dict[str, str]]:
         red = rng.integers(1, 10_000, (120, 100), dtype=np.int16)
         red[rng.random(red.shape) < 0.05] = -9999
         transform = Affine(10, 0, west, 0, -10, 5_001_200)
-        result.append({"SCL": _write(tmp_path / f"{name}_SCL.tif", scl, transform, 0),
-                       "B04": _write(tmp_path / f"{name}_B04.tif", red, transform, -9999)})
+        result.append(
+            {
+                "SCL": _write(tmp_path / f"{name}_SCL.tif", scl, transform, 0),
+                "B04": _write(tmp_path / f"{name}_B04.tif", red, transform, -9999),
+            }
+        )
     return result
 
 
 GRID = dict(
-    bands=["B04"], quality_band="SCL", dst_crs="EPSG:3857", dst_transform=Affine(12, 0, 1_669_650, 0, -12, 5_646_700),
-    dst_shape=(110, 130), band_nodata={"SCL": 0, "B04": -9999}, warp_block=BLOCK,
+    bands=["B04"],
+    quality_band="SCL",
+    dst_crs="EPSG:3857",
+    dst_transform=Affine(12, 0, 1_669_650, 0, -12, 5_646_700),
+    dst_shape=(110, 130),
+    band_nodata={"SCL": 0, "B04": -9999},
+    warp_block=BLOCK,
 )
 
 
@@ -84,7 +101,9 @@ def test_merge_to_files_is_the_same_whatever_the_window_size(tmp_path, scenes) -
 def test_merge_to_files_masks_spectral_nodata_and_counts_like_the_whole_tile_rules(tmp_path, scenes) -> None:
     statistics, arrays = _merge_files(scenes, tmp_path, 2 * BLOCK)
 
-    whole = merge_scenes_to_tile(scenes, **{key: value for key, value in GRID.items() if key != "warp_block"}, block_size=BLOCK)
+    whole = merge_scenes_to_tile(
+        scenes, **{key: value for key, value in GRID.items() if key != "warp_block"}, block_size=BLOCK
+    )
     quality = propagate_spectral_nodata(whole["SCL"], [whole["B04"]], -9999, 0)
     classes = classify_quality(quality, SCL_RULES)
     assert np.count_nonzero(quality != whole["SCL"]) > 0  # some winners had nodata in B04
@@ -100,7 +119,12 @@ def test_merge_to_files_masks_spectral_nodata_and_counts_like_the_whole_tile_rul
 def test_merge_statistics_of_a_tile_without_observations_are_zero() -> None:
     statistics = MergeStatistics.of(np.zeros((3, 4), dtype=np.uint8))
 
-    assert (statistics.total_pixels, statistics.valid_pixels, statistics.efficacy, statistics.cloud_ratio) == (12, 0, 0.0, 0.0)
+    assert (statistics.total_pixels, statistics.valid_pixels, statistics.efficacy, statistics.cloud_ratio) == (
+        12,
+        0,
+        0.0,
+        0.0,
+    )
 
 
 def test_a_window_size_that_is_not_a_multiple_of_the_warp_block_is_refused(tmp_path, scenes) -> None:
@@ -129,7 +153,9 @@ def test_a_failing_finalize_leaves_no_output_and_no_temporary_file(tmp_path, sce
 
     paths = {name: tmp_path / f"{name}.tif" for name in ("SCL", "B04", DATASOURCE)}
     with pytest.raises(OSError, match="disk full"):
-        merge_scenes_to_files(scenes, quality_rules=SCL_RULES, out_paths=paths, window_size=BLOCK, finalize=finalize, **GRID)
+        merge_scenes_to_files(
+            scenes, quality_rules=SCL_RULES, out_paths=paths, window_size=BLOCK, finalize=finalize, **GRID
+        )
 
     assert len(finalized) == 1  # the first output was finalized, then removed again
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_B04.tif", "a_SCL.tif", "b_B04.tif", "b_SCL.tif"]

@@ -32,8 +32,16 @@ TRANSFORM = Affine(10, 0, 500_000, 0, -10, 5_001_200)
 
 def _write(path: Path, array: np.ndarray, *, transform: Affine = TRANSFORM, crs: CRS = UTM33) -> Path:
     with rasterio.open(
-        path, "w", driver="GTiff", width=array.shape[1], height=array.shape[0], count=1, dtype=array.dtype,
-        crs=crs, transform=transform, nodata=0,
+        path,
+        "w",
+        driver="GTiff",
+        width=array.shape[1],
+        height=array.shape[0],
+        count=1,
+        dtype=array.dtype,
+        crs=crs,
+        transform=transform,
+        nodata=0,
     ) as dst:
         dst.write(array, 1)
     return path
@@ -44,8 +52,15 @@ def _write(path: Path, array: np.ndarray, *, transform: Affine = TRANSFORM, crs:
 
 @pytest.mark.parametrize(
     ("nodata", "dtype"),
-    [(0, "uint8"), (255, "uint8"), (-9999, "int16"), (-9999.0, "int16"), (float("nan"), "float32"), (1e30, "float32"),
-     (None, "uint16")],
+    [
+        (0, "uint8"),
+        (255, "uint8"),
+        (-9999, "int16"),
+        (-9999.0, "int16"),
+        (float("nan"), "float32"),
+        (1e30, "float32"),
+        (None, "uint16"),
+    ],
 )
 def test_nodata_fits_accepts_values_the_dtype_stores_exactly(nodata, dtype):
     assert nodata_fits(nodata, dtype)
@@ -53,7 +68,8 @@ def test_nodata_fits_accepts_values_the_dtype_stores_exactly(nodata, dtype):
 
 
 @pytest.mark.parametrize(
-    ("nodata", "dtype"), [(-9999, "uint16"), (256, "uint8"), (0.5, "int16"), (float("nan"), "uint8"), (float("inf"), "int32")]
+    ("nodata", "dtype"),
+    [(-9999, "uint16"), (256, "uint8"), (0.5, "int16"), (float("nan"), "uint8"), (float("inf"), "int32")],
 )
 def test_nodata_fits_rejects_values_an_integer_dtype_cannot_store(nodata, dtype):
     assert not nodata_fits(nodata, dtype)
@@ -99,7 +115,9 @@ def test_open_aligned_opens_files_on_one_grid(tmp_path):
 
 def test_open_aligned_names_the_file_whose_grid_differs(tmp_path):
     first = _write(tmp_path / "first.tif", np.ones((8, 6), dtype=np.uint16))
-    shifted = _write(tmp_path / "shifted.tif", np.ones((8, 6), dtype=np.uint16), transform=TRANSFORM * Affine.translation(1, 0))
+    shifted = _write(
+        tmp_path / "shifted.tif", np.ones((8, 6), dtype=np.uint16), transform=TRANSFORM * Affine.translation(1, 0)
+    )
     with contextlib.ExitStack() as stack, pytest.raises(InvalidRaster, match="shifted.tif: transform"):
         open_aligned(stack, [first, shifted], None)
 
@@ -124,10 +142,18 @@ def test_open_aligned_names_a_file_that_is_not_a_raster(tmp_path):
 def test_output_profile_is_a_tiled_deflate_geotiff_with_the_dtypes_predictor():
     integer = output_profile("int16", -9999, crs="EPSG:32633", transform=TRANSFORM, shape=(110, 130), compress=True)
     assert (integer["height"], integer["width"], integer["nodata"]) == (110, 130, -9999)
-    assert (integer["tiled"], integer["blockxsize"], integer["compress"], integer["predictor"]) == (True, 512, "deflate", 2)
-    assert output_profile("float32", None, crs=UTM33, transform=TRANSFORM, shape=(4, 4), compress=True)["predictor"] == 3
-    assert "predictor" not in output_profile("uint8", 0, crs=UTM33, transform=TRANSFORM, shape=(4, 4), compress=True,
-                                             predictor=False)
+    assert (integer["tiled"], integer["blockxsize"], integer["compress"], integer["predictor"]) == (
+        True,
+        512,
+        "deflate",
+        2,
+    )
+    assert (
+        output_profile("float32", None, crs=UTM33, transform=TRANSFORM, shape=(4, 4), compress=True)["predictor"] == 3
+    )
+    assert "predictor" not in output_profile(
+        "uint8", 0, crs=UTM33, transform=TRANSFORM, shape=(4, 4), compress=True, predictor=False
+    )
     assert "compress" not in output_profile("uint8", 0, crs=UTM33, transform=TRANSFORM, shape=(4, 4), compress=False)
 
 

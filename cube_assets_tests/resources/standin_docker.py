@@ -90,9 +90,19 @@ def _write_l2a(l1c: Path, output_dir: Path, without_scl: bool) -> None:
     tile = parse_tile_metadata(l1c)
     ulx, uly = tile.origins[10]
     product = simulate_l2a_product(
-        output_dir, tile_id=metadata.tile_id, epsg=tile.epsg, ulx=ulx, uly=uly, size_px=60,
-        sensing_time=metadata.sensing_time, seed=7, bands=L2A_BANDS, cloud_fraction=0.3, swath_edge=False,
-        spacecraft=metadata.spacecraft, relative_orbit=metadata.relative_orbit or 1,
+        output_dir,
+        tile_id=metadata.tile_id,
+        epsg=tile.epsg,
+        ulx=ulx,
+        uly=uly,
+        size_px=60,
+        sensing_time=metadata.sensing_time,
+        seed=7,
+        bands=L2A_BANDS,
+        cloud_fraction=0.3,
+        swath_edge=False,
+        spacecraft=metadata.spacecraft,
+        relative_orbit=metadata.relative_orbit or 1,
     )
     if without_scl:
         for scl in product.rglob("*_SCL_*.jp2"):

@@ -27,8 +27,6 @@ from cube_assets.assets import build_cube_assets
 from cube_assets.cube_config import load_project_config
 from cube_assets.definitions import build_definitions
 from cube_assets.errors import InvalidScene
-from cube_assets.partitions import partition_key
-from cube_assets.resources.sen2cor import Sen2CorResource
 from cube_assets.formats.sen2cor import (
     CONTAINER_CCI_DIR,
     CONTAINER_INPUT_DIR,
@@ -40,6 +38,8 @@ from cube_assets.formats.sen2cor import (
     validate_l2a_product,
 )
 from cube_assets.formats.sentinel2_safe import open_safe, parse_product_metadata
+from cube_assets.partitions import partition_key
+from cube_assets.resources.sen2cor import Sen2CorResource
 from cube_assets.storage.layout import manifest_key
 from cube_assets_tests.conftest import SMALL_CUBE, write_cube_file
 
@@ -79,7 +79,9 @@ def test_a_run_mounts_the_product_and_writes_a_validated_l2a(standin_docker, l1c
     volumes = _volumes(args)
     # the symbolic link is resolved: the container sees the real folder, read-only
     assert volumes[CONTAINER_INPUT_DIR] == f"{l1c.resolve().parent}:ro"
-    assert volumes[CONTAINER_OUTPUT_DIR].endswith(":rw") and volumes[CONTAINER_OUTPUT_DIR].startswith(str(tmp_path / "l2a"))
+    assert volumes[CONTAINER_OUTPUT_DIR].endswith(":rw") and volumes[CONTAINER_OUTPUT_DIR].startswith(
+        str(tmp_path / "l2a")
+    )
     assert set(volumes) == {CONTAINER_INPUT_DIR, CONTAINER_OUTPUT_DIR}
     assert output.version == "2.11.0" and output.image == "brazildatacube/sen2cor:2.11.0" and not output.reused
     assert output.path.parent == tmp_path / "l2a"
@@ -219,7 +221,14 @@ CUBE = {
     "collection": "sentinel-2-l1c",
     "providers": ["archive"],
     # one 600 m tile at the upper-left corner of T46RER, where the stand-in's L2A product lies
-    "grid": {"kind": "user", "name": "T46RER10", "crs": 32646, "origin": [499980, 3100020], "tile_size": [60, 60], "resolution": 10},
+    "grid": {
+        "kind": "user",
+        "name": "T46RER10",
+        "crs": 32646,
+        "origin": [499980, 3100020],
+        "tile_size": [60, 60],
+        "resolution": 10,
+    },
     "start_date": "2021-08-29",
     "end_date": "2021-09-13",
     "composites": ["LCF"],
@@ -233,8 +242,12 @@ def _raw_scene_manifest(data: Path, l1c: Path) -> None:
     not what this test is about, and the real L1C sample holds metadata only)."""
     metadata = parse_product_metadata(l1c)
     scene = {
-        "scene_id": metadata.product_id, "collection": "sentinel-2-l1c", "datetime": metadata.sensing_time.isoformat(),
-        "provider": "archive", "path": str(l1c), "cloud_cover": metadata.cloud_cover,
+        "scene_id": metadata.product_id,
+        "collection": "sentinel-2-l1c",
+        "datetime": metadata.sensing_time.isoformat(),
+        "provider": "archive",
+        "path": str(l1c),
+        "cloud_cover": metadata.cloud_cover,
         "footprint": mapping(metadata.footprint),
     }
     manifest = data / manifest_key("l1c", "raw_scene", "000000", "2021-08-29")
@@ -243,7 +256,9 @@ def _raw_scene_manifest(data: Path, l1c: Path) -> None:
 
 
 def test_an_l1c_cube_runs_sen2cor_in_its_pool_and_merges_the_l2a(standin_docker, l1c, tmp_path):
-    config = write_cube_file(tmp_path, CUBE, [{"name": "archive", "driver": "local", "options": {"root": str(l1c.parent)}}])
+    config = write_cube_file(
+        tmp_path, CUBE, [{"name": "archive", "driver": "local", "options": {"root": str(l1c.parent)}}]
+    )
     data = tmp_path / "data"
     defs = build_definitions(config, data)
     assets = build_cube_assets(load_project_config(config).cube("l1c"))
@@ -254,14 +269,19 @@ def test_an_l1c_cube_runs_sen2cor_in_its_pool_and_merges_the_l2a(standin_docker,
     (tmp_path / "home").mkdir()
     with instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
         result = materialize(
-            assets, selection=AssetSelection.assets(*(AssetKey(["l1c", s]) for s in STAGES)),
-            partition_key=PARTITION, instance=instance, resources=defs.resources,
+            assets,
+            selection=AssetSelection.assets(*(AssetKey(["l1c", s]) for s in STAGES)),
+            partition_key=PARTITION,
+            instance=instance,
+            resources=defs.resources,
         )
         assert result.success
         metadata = instance.get_latest_materialization_event(
             AssetKey(["l1c", "surface_reflectance"])
         ).asset_materialization.metadata
-    (scene,) = json.loads((data / manifest_key("l1c", "surface_reflectance", "000000", "2021-08-29")).read_text())["scenes"]
+    (scene,) = json.loads((data / manifest_key("l1c", "surface_reflectance", "000000", "2021-08-29")).read_text())[
+        "scenes"
+    ]
     assert scene["scene_id"] == L1C_ID
     assert scene["sen2cor"]["version"] == "2.11.0"
     assert metadata["sen2cor"].value[L1C_ID]["l2a_product_id"] == scene["sen2cor"]["l2a_product_id"]
@@ -303,7 +323,9 @@ REAL_L1C = os.environ.get("CUBE_ASSETS_SEN2COR_L1C")  # an L1C .SAFE with its ra
 
 @pytest.mark.slow
 @pytest.mark.skipif(not REAL_L1C, reason="set CUBE_ASSETS_SEN2COR_L1C to a Level-1C .SAFE with rasters")
-@pytest.mark.skipif(not _docker_engine_available(), reason="no Docker engine (docker info fails); skipped here and in CI")
+@pytest.mark.skipif(
+    not _docker_engine_available(), reason="no Docker engine (docker info fails); skipped here and in CI"
+)
 def test_real_sen2cor_image(tmp_path):
     """Runs ``brazildatacube/sen2cor`` for real (an hour or so), with CCI data from
     ``CUBE_ASSETS_SEN2COR_CCI`` when set, and validates what it wrote."""

@@ -34,7 +34,9 @@ from cube_assets.steps.scenes import reflectance_for_scene
 from cube_assets.storage.raster_store import LocalRasterStore
 from cube_assets_tests.conftest import REPO_ROOT
 
-BDC_ALBERS = "+proj=aea +lat_0=-12 +lon_0=-54 +lat_1=-2 +lat_2=-22 +x_0=5000000 +y_0=10000000 +ellps=GRS80 +units=m +no_defs"
+BDC_ALBERS = (
+    "+proj=aea +lat_0=-12 +lon_0=-54 +lat_1=-2 +lat_2=-22 +x_0=5000000 +y_0=10000000 +ellps=GRS80 +units=m +no_defs"
+)
 STATISTICS = ("scenes", "efficacy", "cloud_ratio", "valid_pixels", "clear_pixels", "total_pixels")
 DAY = date(2024, 1, 4)
 
@@ -63,7 +65,13 @@ def assert_same_merge(expected: Mapping[str, Any], actual: Mapping[str, Any]) ->
     assert set(got) == set(want)
     for name in want:
         with rasterio.open(want[name]) as a, rasterio.open(got[name]) as b:
-            assert (b.dtypes, b.nodata, b.shape, b.crs, b.transform) == (a.dtypes, a.nodata, a.shape, a.crs, a.transform), name
+            assert (b.dtypes, b.nodata, b.shape, b.crs, b.transform) == (
+                a.dtypes,
+                a.nodata,
+                a.shape,
+                a.crs,
+                a.transform,
+            ), name
             pixels_a, pixels_b = a.read(1), b.read(1)
             assert np.array_equal(pixels_a, pixels_b), f"{name}: {np.count_nonzero(pixels_a != pixels_b)} pixels differ"
             assert b.overviews(1) == a.overviews(1), name  # average for spectral bands, nearest otherwise, as before
@@ -73,17 +81,33 @@ def assert_same_merge(expected: Mapping[str, Any], actual: Mapping[str, Any]) ->
 
 
 def _cube(grid: dict[str, Any], bands: list[dict[str, Any]], **extra: Any) -> CubeConfig:
-    return CubeConfig.model_validate({
-        "name": "merge_test", "collection": "sentinel-2-l2a", "providers": ["archive"], "grid": grid,
-        "tiles": ["000000"], "start_date": "2022-01-01", "end_date": "2024-12-31", "bands": bands,
-        "quality": {"band": "SCL", "rules": {"preset": "scl"}, "nodata": 0}, **extra,
-    })
+    return CubeConfig.model_validate(
+        {
+            "name": "merge_test",
+            "collection": "sentinel-2-l2a",
+            "providers": ["archive"],
+            "grid": grid,
+            "tiles": ["000000"],
+            "start_date": "2022-01-01",
+            "end_date": "2024-12-31",
+            "bands": bands,
+            "quality": {"band": "SCL", "rules": {"preset": "scl"}, "nodata": 0},
+            **extra,
+        }
+    )
 
 
 # -- three synthetic scenes in UTM 23S over a tile of the BDC Albers projection -------------------
 
 SYNTHETIC_CUBE = _cube(
-    {"kind": "user", "name": "ALBERS10", "crs": BDC_ALBERS, "origin": [5920780, 9592720], "tile_size": [2500, 2300], "resolution": 10},
+    {
+        "kind": "user",
+        "name": "ALBERS10",
+        "crs": BDC_ALBERS,
+        "origin": [5920780, 9592720],
+        "tile_size": [2500, 2300],
+        "resolution": 10,
+    },
     [{"name": "B02", "resampling": "nearest"}, {"name": "B04"}, {"name": "B08", "resampling": "cubic"}],
 )
 SCENE_BLOCK = 256
@@ -91,15 +115,28 @@ SCENE_BLOCK = 256
 
 def _write(path: Path, array: np.ndarray, transform: Affine, nodata: float) -> str:
     with rasterio.open(
-        path, "w", driver="GTiff", width=array.shape[1], height=array.shape[0], count=1, dtype=array.dtype,
-        crs="EPSG:32723", transform=transform, nodata=nodata, tiled=True, blockxsize=SCENE_BLOCK,
-        blockysize=SCENE_BLOCK, compress="deflate",
+        path,
+        "w",
+        driver="GTiff",
+        width=array.shape[1],
+        height=array.shape[0],
+        count=1,
+        dtype=array.dtype,
+        crs="EPSG:32723",
+        transform=transform,
+        nodata=nodata,
+        tiled=True,
+        blockxsize=SCENE_BLOCK,
+        blockysize=SCENE_BLOCK,
+        compress="deflate",
     ) as dst:
         dst.write(array, 1)
     return str(path)
 
 
-def _synthetic_scene(folder: Path, name: str, seed: int, west: float, east: float, south: float, north: float) -> SceneRasters:
+def _synthetic_scene(
+    folder: Path, name: str, seed: int, west: float, east: float, south: float, north: float
+) -> SceneRasters:
     """A scene of SCL (cloud, shadow and nodata blobs, a slanted nodata edge) and three int16 bands.
 
     Band values are smooth with noise; 0.3 % of the pixels with a valid SCL are nodata in one
@@ -107,7 +144,9 @@ def _synthetic_scene(folder: Path, name: str, seed: int, west: float, east: floa
     """
     rng = np.random.default_rng(seed)
     width, height = int((east - west) // 10), int((north - south) // 10)
-    coarse = rng.choice(np.array([0, 3, 4, 4, 4, 5, 5, 6, 8, 9, 10], dtype=np.uint8), size=(height // 37 + 1, width // 37 + 1))
+    coarse = rng.choice(
+        np.array([0, 3, 4, 4, 4, 5, 5, 6, 8, 9, 10], dtype=np.uint8), size=(height // 37 + 1, width // 37 + 1)
+    )
     scl = np.kron(coarse, np.ones((37, 37), dtype=np.uint8))[:height, :width]
     rows, cols = np.mgrid[0:height, 0:width]
     scl[(cols + 0.4 * rows) > 0.9 * width + 0.2 * height + 150 * seed % 400] = 0  # a swath edge
@@ -116,7 +155,9 @@ def _synthetic_scene(folder: Path, name: str, seed: int, west: float, east: floa
     transform = Affine(10, 0, west, 0, -10, north)
     bands = {}
     for offset, band in enumerate(("B02", "B04", "B08")):
-        values = (300 + 900 * offset + 0.3 * cols + 0.2 * rows + rng.integers(-60, 60, (height, width))).astype(np.int16)
+        values = (300 + 900 * offset + 0.3 * cols + 0.2 * rows + rng.integers(-60, 60, (height, width))).astype(
+            np.int16
+        )
         values[scl == 0] = -9999
         values[(rng.random((height, width)) < 0.003) & (scl != 0)] = -9999
         bands[band] = _write(folder / f"{band}.tif", values, transform, -9999)
@@ -140,11 +181,17 @@ def synthetic_scenes(tmp_path_factory) -> list[SceneRasters]:
 @pytest.fixture(scope="module")
 def synthetic_reference(tmp_path_factory, synthetic_scenes) -> dict[str, Any]:
     store = LocalRasterStore(tmp_path_factory.mktemp("reference"))
-    return reference_merge_date(SYNTHETIC_CUBE, SYNTHETIC_CUBE.tile("000000"), DAY, [s.model_dump() for s in synthetic_scenes], store)
+    return reference_merge_date(
+        SYNTHETIC_CUBE, SYNTHETIC_CUBE.tile("000000"), DAY, [s.model_dump() for s in synthetic_scenes], store
+    )
 
 
-def test_windowed_merge_of_three_scenes_equals_the_whole_tile_merge(tmp_path, synthetic_scenes, synthetic_reference) -> None:
-    merge = merge_date(SYNTHETIC_CUBE, SYNTHETIC_CUBE.tile("000000"), DAY, synthetic_scenes, LocalRasterStore(tmp_path)).model_dump(mode="json")
+def test_windowed_merge_of_three_scenes_equals_the_whole_tile_merge(
+    tmp_path, synthetic_scenes, synthetic_reference
+) -> None:
+    merge = merge_date(
+        SYNTHETIC_CUBE, SYNTHETIC_CUBE.tile("000000"), DAY, synthetic_scenes, LocalRasterStore(tmp_path)
+    ).model_dump(mode="json")
 
     with rasterio.open(merge["datasource"]) as datasource, rasterio.open(merge["quality"]) as quality:
         sources, scl = datasource.read(1), quality.read(1)
@@ -157,10 +204,18 @@ def test_windowed_merge_of_three_scenes_equals_the_whole_tile_merge(tmp_path, sy
         assert is_valid_cog(uri)
 
 
-@pytest.mark.parametrize("window_size", [2048, 3072])  # 2048: smaller than the tile, does not divide it; 3072: one window
-def test_merge_pixels_and_statistics_do_not_depend_on_the_window_size(tmp_path, synthetic_scenes, synthetic_reference, window_size) -> None:
+@pytest.mark.parametrize(
+    "window_size", [2048, 3072]
+)  # 2048: smaller than the tile, does not divide it; 3072: one window
+def test_merge_pixels_and_statistics_do_not_depend_on_the_window_size(
+    tmp_path, synthetic_scenes, synthetic_reference, window_size
+) -> None:
     merge = merge_date(
-        SYNTHETIC_CUBE, SYNTHETIC_CUBE.tile("000000"), DAY, synthetic_scenes, LocalRasterStore(tmp_path),
+        SYNTHETIC_CUBE,
+        SYNTHETIC_CUBE.tile("000000"),
+        DAY,
+        synthetic_scenes,
+        LocalRasterStore(tmp_path),
         window_size=window_size,
     ).model_dump(mode="json")
 
@@ -202,7 +257,14 @@ def test_an_unreadable_scene_block_names_the_file_and_publishes_nothing(tmp_path
 
 T29UNU_ID = "S2A_MSIL2A_20221005T115411_N0400_R023_T29UNU_20221005T164454"
 REAL_CUBE = _cube(
-    {"kind": "user", "name": "ITM30", "crs": 2157, "origin": [529980, 728280], "tile_size": [2600, 2300], "resolution": 30},
+    {
+        "kind": "user",
+        "name": "ITM30",
+        "crs": 2157,
+        "origin": [529980, 728280],
+        "tile_size": [2600, 2300],
+        "resolution": 30,
+    },
     [{"name": "B02", "resampling": "nearest"}, {"name": "B04"}, {"name": "B8A"}],
     source_resolution=60,
 )
@@ -211,20 +273,31 @@ REAL_CUBE = _cube(
 @pytest.fixture(scope="module")
 def t29unu_reflectance(tmp_path_factory, t29unu_safe) -> ReflectanceScene:
     metadata = open_safe(t29unu_safe).metadata
-    scene = RawScene.model_validate({
-        "scene_id": T29UNU_ID, "collection": "sentinel-2-l2a", "provider": "archive", "path": str(t29unu_safe),
-        "datetime": "2022-10-05T11:54:11+00:00", "cloud_cover": 59.8, "footprint": mapping(metadata.footprint),
-    })
+    scene = RawScene.model_validate(
+        {
+            "scene_id": T29UNU_ID,
+            "collection": "sentinel-2-l2a",
+            "provider": "archive",
+            "path": str(t29unu_safe),
+            "datetime": "2022-10-05T11:54:11+00:00",
+            "cloud_cover": 59.8,
+            "footprint": mapping(metadata.footprint),
+        }
+    )
     return reflectance_for_scene(REAL_CUBE, scene, LocalRasterStore(tmp_path_factory.mktemp("t29unu_sr")))
 
 
 @pytest.mark.real_data
 def test_windowed_merge_of_the_real_t29unu_equals_the_whole_tile_merge(tmp_path, t29unu_reflectance) -> None:
     tile, day = REAL_CUBE.tile("000000"), date(2022, 10, 5)
-    reference = reference_merge_date(REAL_CUBE, tile, day, [t29unu_reflectance.model_dump()], LocalRasterStore(tmp_path / "reference"))
+    reference = reference_merge_date(
+        REAL_CUBE, tile, day, [t29unu_reflectance.model_dump()], LocalRasterStore(tmp_path / "reference")
+    )
 
     merges = [
-        merge_date(REAL_CUBE, tile, day, [t29unu_reflectance], LocalRasterStore(tmp_path / f"windows_{size}"), window_size=size).model_dump(mode="json")
+        merge_date(
+            REAL_CUBE, tile, day, [t29unu_reflectance], LocalRasterStore(tmp_path / f"windows_{size}"), window_size=size
+        ).model_dump(mode="json")
         for size in (1024, 2048)
     ]
 

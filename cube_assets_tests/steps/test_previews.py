@@ -17,9 +17,17 @@ def _entry(tmp_path: Path) -> ReflectanceScene:
     pvi.parent.mkdir(parents=True)
     pvi.write_bytes(PREVIEW)
     return ReflectanceScene(
-        scene_id="S2A_X", collection="sentinel-2-l2a", datetime="2024-01-05T13:32:29+00:00", provider="archive",
-        path=str(tmp_path / "raw" / "S2A_X.SAFE"), cloud_cover=None, footprint=None,
-        bands={}, quality="S2A_X_SCL.tif", radiometry={}, pvi=str(pvi),
+        scene_id="S2A_X",
+        collection="sentinel-2-l2a",
+        datetime="2024-01-05T13:32:29+00:00",
+        provider="archive",
+        path=str(tmp_path / "raw" / "S2A_X.SAFE"),
+        cloud_cover=None,
+        footprint=None,
+        bands={},
+        quality="S2A_X_SCL.tif",
+        radiometry={},
+        pvi=str(pvi),
     )
 
 
@@ -33,7 +41,9 @@ def test_on_the_local_store_the_entry_keeps_naming_the_file(tmp_path: Path) -> N
     assert not (tmp_path / "store").exists(), "nothing is copied"
 
 
-def test_on_s3_the_preview_travels_as_a_copy_a_later_step_fetches(s3_server: S3Server, s3_bucket: str, tmp_path: Path) -> None:
+def test_on_s3_the_preview_travels_as_a_copy_a_later_step_fetches(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
     store = s3_server.store(s3_bucket, prefix="cubes", staging_root=tmp_path / ".staging")
     entry = _entry(tmp_path)
 

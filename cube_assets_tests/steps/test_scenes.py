@@ -25,10 +25,10 @@ from cube_assets.errors import InvalidScene
 from cube_assets.formats.landsat import parse_mtl
 from cube_assets.formats.sentinel2_safe import open_safe
 from cube_assets.formats.simulator import simulate_l2a_product
+from cube_assets.manifests import RawScene
 from cube_assets.raster.cog import is_valid_cog
 from cube_assets.raster.footprint import iou, valid_data_footprint
 from cube_assets.raster.masks import rescale_landsat_c2
-from cube_assets.manifests import RawScene
 from cube_assets.steps.scenes import publish_scene, reflectance_for_scene
 from cube_assets.storage.raster_store import LocalRasterStore
 
@@ -45,7 +45,14 @@ def _cube(**overrides) -> CubeConfig:
         "name": "ireland",
         "collection": "sentinel-2-l2a",
         "providers": ["archive"],
-        "grid": {"kind": "user", "name": "U29N60", "crs": 32629, "origin": [499980, 5900040], "tile_size": [1830, 1830], "resolution": 60},
+        "grid": {
+            "kind": "user",
+            "name": "U29N60",
+            "crs": 32629,
+            "origin": [499980, 5900040],
+            "tile_size": [1830, 1830],
+            "resolution": 60,
+        },
         "tiles": ["000000"],
         "start_date": "2022-10-01",
         "end_date": "2022-10-10",
@@ -62,15 +69,24 @@ def _cube(**overrides) -> CubeConfig:
 
 
 def _scene(scene_id: str, path: Path, footprint, when: datetime) -> RawScene:
-    return RawScene.model_validate({
-        "scene_id": scene_id, "collection": "sentinel-2-l2a", "datetime": when.isoformat(), "provider": "archive",
-        "path": str(path), "cloud_cover": 50.0, "footprint": footprint,
-    })
+    return RawScene.model_validate(
+        {
+            "scene_id": scene_id,
+            "collection": "sentinel-2-l2a",
+            "datetime": when.isoformat(),
+            "provider": "archive",
+            "path": str(path),
+            "cloud_cover": 50.0,
+            "footprint": footprint,
+        }
+    )
 
 
 def _utm_iou(a, b, epsg: int) -> float:
     to_utm = Transformer.from_crs(4326, epsg, always_xy=True)
-    return iou(*(shapely.transform(g, lambda xy: np.column_stack(to_utm.transform(xy[:, 0], xy[:, 1]))) for g in (a, b)))
+    return iou(
+        *(shapely.transform(g, lambda xy: np.column_stack(to_utm.transform(xy[:, 0], xy[:, 1]))) for g in (a, b))
+    )
 
 
 # -- the real T29UNU ---------------------------------------------------------------------------
@@ -88,7 +104,13 @@ def t29unu(tmp_path_factory, t29unu_safe):
     published = publish_scene(cube, sr, store).model_dump()
     footprint_file = json.loads(Path(published["footprint_file"]).read_text())
     fallback = publish_scene(cube, sr.model_copy(update={"footprint": None}), store).model_dump()
-    return {"store": store, "reflectance": reflectance, "published": published, "footprint_file": footprint_file, "fallback": fallback}
+    return {
+        "store": store,
+        "reflectance": reflectance,
+        "published": published,
+        "footprint_file": footprint_file,
+        "fallback": fallback,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +145,10 @@ def test_without_metadata_the_footprint_is_the_valid_outline_not_the_bounding_bo
 
 def test_baseline_04_offset_is_applied(t29unu, t29unu_safe):
     reflectance = t29unu["reflectance"]
-    with rasterio.open(open_safe(t29unu_safe).band_path("B04", 60)) as src, rasterio.open(reflectance["bands"]["B04"]) as sr:
+    with (
+        rasterio.open(open_safe(t29unu_safe).band_path("B04", 60)) as src,
+        rasterio.open(reflectance["bands"]["B04"]) as sr,
+    ):
         dn, values = src.read(1).astype(int), sr.read(1).astype(int)
 
     assert reflectance["radiometry"]["offsets"] == {"B02": -1000.0, "B03": -1000.0, "B04": -1000.0, "B8A": -1000.0}
@@ -134,12 +159,20 @@ def test_baseline_04_offset_is_applied(t29unu, t29unu_safe):
 
 def test_cogs_are_validated_512_px_tiles_with_overviews(t29unu):
     published = t29unu["published"]
-    for uri, predictor in ((published["bands"]["B04"], 2), (published["quality"], 2), (published["indexes"]["NDVI"], 2)):
+    for uri, predictor in (
+        (published["bands"]["B04"], 2),
+        (published["quality"], 2),
+        (published["indexes"]["NDVI"], 2),
+    ):
         assert is_valid_cog(uri)
         with rasterio.open(uri) as cog:
             assert cog.block_shapes == [(512, 512)]
             structure = cog.tags(ns="IMAGE_STRUCTURE")
-            assert (structure["LAYOUT"], structure["COMPRESSION"], structure["PREDICTOR"]) == ("COG", "DEFLATE", str(predictor))
+            assert (structure["LAYOUT"], structure["COMPRESSION"], structure["PREDICTOR"]) == (
+                "COG",
+                "DEFLATE",
+                str(predictor),
+            )
             assert cog.overviews(1) == [2, 4]
     with rasterio.open(published["quality"]) as scl, rasterio.open(t29unu["reflectance"]["quality"]) as source:
         assert np.array_equal(scl.read(1), source.read(1)) and scl.nodata == 0
@@ -194,14 +227,33 @@ def test_scl_is_read_at_20_m_for_a_20_m_cube(tmp_path, t29unu_safe):
 def test_the_products_pvi_is_the_quicklook(tmp_path):
     when = datetime(2024, 1, 5, 13, 32, 29, tzinfo=UTC)
     safe = simulate_l2a_product(
-        tmp_path / "archive", tile_id="T23LLF", epsg=32723, ulx=300000, uly=8800000, size_px=512, sensing_time=when,
-        seed=4, bands=("B02", "B03", "B04", "B08"), cloud_fraction=0.2, swath_edge=True,
+        tmp_path / "archive",
+        tile_id="T23LLF",
+        epsg=32723,
+        ulx=300000,
+        uly=8800000,
+        size_px=512,
+        sensing_time=when,
+        seed=4,
+        bands=("B02", "B03", "B04", "B08"),
+        cloud_fraction=0.2,
+        swath_edge=True,
     )
     product = open_safe(safe)
     assert product.pvi_path is not None
     cube = _cube(
-        grid={"kind": "user", "name": "U23S10", "crs": 32723, "origin": [300000, 8800000], "tile_size": [512, 512], "resolution": 10},
-        bands=[{"name": b, "common_name": c} for b, c in (("B02", "blue"), ("B03", "green"), ("B04", "red"), ("B08", "nir"))],
+        grid={
+            "kind": "user",
+            "name": "U23S10",
+            "crs": 32723,
+            "origin": [300000, 8800000],
+            "tile_size": [512, 512],
+            "resolution": 10,
+        },
+        bands=[
+            {"name": b, "common_name": c}
+            for b, c in (("B02", "blue"), ("B03", "green"), ("B04", "red"), ("B08", "nir"))
+        ],
     )
     scene = _scene(product.product_id, safe, mapping(product.metadata.footprint), when)
     store = LocalRasterStore(tmp_path / "data")
@@ -224,7 +276,14 @@ def test_the_products_pvi_is_the_quicklook(tmp_path):
 LANDSAT_CUBE = {
     "name": "landsat",
     "collection": "landsat-c2-l2",
-    "grid": {"kind": "user", "name": "U18N", "crs": 32618, "origin": [378285, 275715], "tile_size": [512, 512], "resolution": 450},
+    "grid": {
+        "kind": "user",
+        "name": "U18N",
+        "crs": 32618,
+        "origin": [378285, 275715],
+        "tile_size": [512, 512],
+        "resolution": 450,
+    },
     "bands": [
         {"name": "blue", "source": "B2", "common_name": "blue"},
         {"name": "green", "source": "SR_B3", "common_name": "green"},
@@ -241,7 +300,9 @@ def landsat(tmp_path_factory, real_data):
     folder = real_data / LANDSAT_FOLDER
     metadata = parse_mtl(folder)
     cube = _cube(**LANDSAT_CUBE)
-    scene = _scene(LANDSAT_ID, folder, mapping(metadata.frame), metadata.acquired).model_copy(update={"collection": "landsat-c2-l2"})
+    scene = _scene(LANDSAT_ID, folder, mapping(metadata.frame), metadata.acquired).model_copy(
+        update={"collection": "landsat-c2-l2"}
+    )
     store = LocalRasterStore(tmp_path_factory.mktemp("landsat"))
     reflectance = reflectance_for_scene(cube, scene, store)
     return folder, metadata, reflectance.model_dump(), publish_scene(cube, reflectance, store).model_dump()
@@ -285,7 +346,9 @@ def test_a_landsat_band_that_is_not_reflectance_is_refused(tmp_path, real_data):
     cube = _cube(**{**LANDSAT_CUBE, "bands": [{"name": "thermal", "source": "ST_B10"}], "indexes": {}})
     scene = _scene(LANDSAT_ID, folder, None, datetime(2019, 12, 1, tzinfo=UTC))
 
-    with pytest.raises(InvalidScene, match=rf"{LANDSAT_ID}: cube band thermal reads ST_B10, which is not a surface-reflectance band"):
+    with pytest.raises(
+        InvalidScene, match=rf"{LANDSAT_ID}: cube band thermal reads ST_B10, which is not a surface-reflectance band"
+    ):
         reflectance_for_scene(cube, scene, LocalRasterStore(tmp_path))
 
 
@@ -293,9 +356,16 @@ def test_a_landsat_band_that_is_not_reflectance_is_refused(tmp_path, real_data):
 
 
 def test_a_level_1c_product_needs_sen2cor(tmp_path, real_data):
-    scene = _scene("S2A_MSIL1C_20210908T042701_N0301_R133_T46RER_20210908T070248", real_data / L1C_T46RER, None, datetime(2021, 9, 8, tzinfo=UTC))
+    scene = _scene(
+        "S2A_MSIL1C_20210908T042701_N0301_R133_T46RER_20210908T070248",
+        real_data / L1C_T46RER,
+        None,
+        datetime(2021, 9, 8, tzinfo=UTC),
+    )
 
-    with pytest.raises(InvalidScene, match=r"T46RER.*is Level-1C; it needs Sen2Cor.*sentinel-2-l1c \(this cube's is sentinel-2-l2a\)"):
+    with pytest.raises(
+        InvalidScene, match=r"T46RER.*is Level-1C; it needs Sen2Cor.*sentinel-2-l1c \(this cube's is sentinel-2-l2a\)"
+    ):
         reflectance_for_scene(_cube(), scene, LocalRasterStore(tmp_path))
 
 

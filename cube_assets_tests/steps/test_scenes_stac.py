@@ -26,11 +26,11 @@ from cube_assets.errors import InvalidScene
 from cube_assets.formats.sentinel2_safe import parse_product_metadata
 from cube_assets.formats.stac_item import asset_key_for_band, processing_baseline, sentinel2_radiometry
 from cube_assets.manifests import RawScene
+from cube_assets.providers.raw_store import RawStore
 from cube_assets.providers.stac import build_stac_provider
 from cube_assets.raster.cog import is_valid_cog
 from cube_assets.steps.scenes import publish_scene, reflectance_for_scene
 from cube_assets.storage.raster_store import LocalRasterStore
-from cube_assets.providers.raw_store import RawStore
 from cube_assets_tests.fixtures_stac import (
     CASSETTES,
     LANDSAT_ITEM,
@@ -44,11 +44,18 @@ pytestmark = [pytest.mark.real_data, pytest.mark.filterwarnings("ignore::rasteri
 
 #: Earth Search asset keys → the real 60 m T29UNU rasters of the same bands.
 EARTH_SEARCH_S2_FILES = {
-    "blue": REAL_S2_ASSET_FILES["B02"], "green": REAL_S2_ASSET_FILES["B03"], "red": REAL_S2_ASSET_FILES["B04"],
-    "nir08": REAL_S2_ASSET_FILES["B8A"], "swir16": REAL_S2_ASSET_FILES["B11"], "scl": REAL_S2_ASSET_FILES["SCL"],
+    "blue": REAL_S2_ASSET_FILES["B02"],
+    "green": REAL_S2_ASSET_FILES["B03"],
+    "red": REAL_S2_ASSET_FILES["B04"],
+    "nir08": REAL_S2_ASSET_FILES["B8A"],
+    "swir16": REAL_S2_ASSET_FILES["B11"],
+    "scl": REAL_S2_ASSET_FILES["SCL"],
 }
 S2_BANDS = [{"name": "B04", "common_name": "red"}, {"name": "B8A", "common_name": "nir"}]
-LANDSAT_BANDS = [{"name": "red", "source": "SR_B4", "common_name": "red"}, {"name": "nir", "source": "SR_B5", "common_name": "nir"}]
+LANDSAT_BANDS = [
+    {"name": "red", "source": "SR_B4", "common_name": "red"},
+    {"name": "nir", "source": "SR_B5", "common_name": "nir"},
+]
 S2_SOURCES = {"B04": REAL_S2_ASSET_FILES["B04"], "B8A": REAL_S2_ASSET_FILES["B8A"]}
 LANDSAT_SOURCES = {"red": REAL_LANDSAT_ASSET_FILES["red"], "nir": REAL_LANDSAT_ASSET_FILES["nir08"]}
 
@@ -74,42 +81,76 @@ def earth_search_l2a(real_data: Path) -> dict:
 
 def earth_search_c1_l2a(real_data: Path) -> dict:
     """S2B_T20EPT_20250731T131905_L2A (collection sentinel-2-c1-l2a): baseline 05.11, no flag, raster offset −0.1."""
-    return recorded_item(real_data, "test_cli/TestCLISearch.test_filter[inprocess].yaml", "S2B_T20EPT_20250731T131905_L2A")
+    return recorded_item(
+        real_data, "test_cli/TestCLISearch.test_filter[inprocess].yaml", "S2B_T20EPT_20250731T131905_L2A"
+    )
 
 
 def earth_search_landsat(real_data: Path) -> dict:
     """LC08_L2SP_033032_20231008_02_T1: raster:bands scale 2.75e-5, offset −0.2, qa_pixel nodata 1."""
-    return recorded_item(real_data, "test_item_search/test_multiple_collections.yaml", "LC08_L2SP_033032_20231008_02_T1")
+    return recorded_item(
+        real_data, "test_item_search/test_multiple_collections.yaml", "LC08_L2SP_033032_20231008_02_T1"
+    )
 
 
 def _cube(collection: str, bands: list[dict], quality: dict, indexes: dict | None = None) -> CubeConfig:
-    return CubeConfig.model_validate({
-        "name": "stac_scenes", "collection": collection, "providers": ["api"],
-        "grid": {"kind": "user", "name": "G60", "crs": 32629, "origin": [499980, 5900040], "tile_size": [256, 256], "resolution": 60},
-        "tiles": ["000000"], "start_date": "2020-01-01", "end_date": "2025-12-31",
-        "bands": bands, "quality": quality,
-        "indexes": {"NDVI": "10000 * (nir - red) / (nir + red)"} if indexes is None else indexes,
-    })
+    return CubeConfig.model_validate(
+        {
+            "name": "stac_scenes",
+            "collection": collection,
+            "providers": ["api"],
+            "grid": {
+                "kind": "user",
+                "name": "G60",
+                "crs": 32629,
+                "origin": [499980, 5900040],
+                "tile_size": [256, 256],
+                "resolution": 60,
+            },
+            "tiles": ["000000"],
+            "start_date": "2020-01-01",
+            "end_date": "2025-12-31",
+            "bands": bands,
+            "quality": quality,
+            "indexes": {"NDVI": "10000 * (nir - red) / (nir + red)"} if indexes is None else indexes,
+        }
+    )
 
 
 S2_CUBE = _cube("sentinel-2-l2a", S2_BANDS, {"band": "SCL", "rules": {"preset": "scl"}, "nodata": 0})
-LANDSAT_CUBE = _cube("landsat-c2-l2", LANDSAT_BANDS, {"band": "QA_PIXEL", "rules": {"preset": "landsat_c2_qa_pixel"}, "nodata": 1})
+LANDSAT_CUBE = _cube(
+    "landsat-c2-l2", LANDSAT_BANDS, {"band": "QA_PIXEL", "rules": {"preset": "landsat_c2_qa_pixel"}, "nodata": 1}
+)
 
 
-def _fetch_and_publish(stac_server, tmp_path: Path, item: dict, files: dict | None, cube: CubeConfig, options: dict | None = None):
+def _fetch_and_publish(
+    stac_server, tmp_path: Path, item: dict, files: dict | None, cube: CubeConfig, options: dict | None = None
+):
     """Serve ``item`` (assets → real ``files``; ``None``: as it is), search it, store its bands, compute
     reflectance and publish it."""
     api = stac_server.add_api("api", [item] if files is None else stac_server.asset_files([item], files))
     provider = build_stac_provider("api", {"url": api.url, "retries": 0, **(options or {})}, {})
     footprint = shape(item["geometry"])
     moment = datetime.fromisoformat(item["properties"]["datetime"].replace("Z", "+00:00"))
-    [scene] = provider.search(cube.collection, footprint.representative_point().buffer(0.01), moment - timedelta(days=1), moment + timedelta(days=1))
+    [scene] = provider.search(
+        cube.collection,
+        footprint.representative_point().buffer(0.01),
+        moment - timedelta(days=1),
+        moment + timedelta(days=1),
+    )
     bands = [band.source_band for band in cube.bands] + [cube.quality.band]
     stored = RawStore(tmp_path / "raw").load(scene, bands, provider)
-    entry = RawScene.model_validate({
-        "scene_id": scene.scene_id, "collection": scene.collection, "datetime": scene.datetime.isoformat(),
-        "provider": "api", "path": str(stored.path), "cloud_cover": scene.cloud_cover, "footprint": mapping(scene.footprint),
-    })
+    entry = RawScene.model_validate(
+        {
+            "scene_id": scene.scene_id,
+            "collection": scene.collection,
+            "datetime": scene.datetime.isoformat(),
+            "provider": "api",
+            "path": str(stored.path),
+            "cloud_cover": scene.cloud_cover,
+            "footprint": mapping(scene.footprint),
+        }
+    )
     store = LocalRasterStore(tmp_path / "cubes")
     reflectance = reflectance_for_scene(cube, entry, store)
     return stored, reflectance.model_dump(), publish_scene(cube, reflectance, store).model_dump(), store
@@ -161,7 +202,11 @@ def test_earth_search_scene_goes_from_raw_store_to_cog_with_the_offset_applied_o
 
     # Earth Search keys its assets red/nir08/scl; the cube's B04/B8A/SCL were found through them.
     manifest = json.loads((stored.path / "product.json").read_text())
-    assert {b: e["asset"] for b, e in manifest["properties"]["raw_store"]["bands"].items()} == {"B04": "red", "B8A": "nir08", "SCL": "scl"}
+    assert {b: e["asset"] for b, e in manifest["properties"]["raw_store"]["bands"].items()} == {
+        "B04": "red",
+        "B8A": "nir08",
+        "SCL": "scl",
+    }
     assert (stored.path / "item.json").is_file()
     for band, source in S2_SOURCES.items():
         assert reflectance["radiometry"]["offsets"][band] == add_offset
@@ -170,39 +215,54 @@ def test_earth_search_scene_goes_from_raw_store_to_cog_with_the_offset_applied_o
         assert is_valid_cog(cog)
         _assert_sampled_points_equal(_read(cog), _expected_sentinel2(_read(real_data / source), add_offset))
     # The quality band is the SCL, unchanged.
-    np.testing.assert_array_equal(_read(store.gdal_path(published["quality"])), _read(real_data / REAL_S2_ASSET_FILES["SCL"]))
+    np.testing.assert_array_equal(
+        _read(store.gdal_path(published["quality"])), _read(real_data / REAL_S2_ASSET_FILES["SCL"])
+    )
 
 
 def test_planetary_computer_baseline_02_12_scene_is_read_without_offset(stac_server, real_data, tmp_path) -> None:
     [item] = [i for i in real_sentinel2_items(real_data) if i["id"].startswith("S2A_MSIL2A_20200621")]
-    stored, reflectance, published, store = _fetch_and_publish(stac_server, tmp_path, item, REAL_S2_ASSET_FILES, S2_CUBE)
+    stored, reflectance, published, store = _fetch_and_publish(
+        stac_server, tmp_path, item, REAL_S2_ASSET_FILES, S2_CUBE
+    )
 
     assert reflectance["radiometry"]["bands"]["B04"]["rule"].startswith("processing baseline 02.12")
     for band, source in S2_SOURCES.items():
-        _assert_sampled_points_equal(_read(store.gdal_path(published["bands"][band])), _expected_sentinel2(_read(real_data / source), 0))
+        _assert_sampled_points_equal(
+            _read(store.gdal_path(published["bands"][band])), _expected_sentinel2(_read(real_data / source), 0)
+        )
 
 
 @pytest.mark.parametrize(
     ("item_of", "options", "rule"),
     [
         (earth_search_landsat, {}, "raster:bands scale and offset"),
-        (lambda real_data: json.loads((real_data / LANDSAT_ITEM).read_text()), {"collections": {"landsat-c2-l2": "landsat-c2l2-sr"}},
-         "Landsat C2 L2 surface-reflectance constants"),
+        (
+            lambda real_data: json.loads((real_data / LANDSAT_ITEM).read_text()),
+            {"collections": {"landsat-c2-l2": "landsat-c2l2-sr"}},
+            "Landsat C2 L2 surface-reflectance constants",
+        ),
     ],
     ids=["earth-search-raster-bands", "usgs-item-without-raster-bands"],
 )
-def test_landsat_scene_is_read_with_the_c2_scale_and_offset(stac_server, real_data, tmp_path, item_of, options, rule) -> None:
+def test_landsat_scene_is_read_with_the_c2_scale_and_offset(
+    stac_server, real_data, tmp_path, item_of, options, rule
+) -> None:
     stored, reflectance, published, store = _fetch_and_publish(
         stac_server, tmp_path, item_of(real_data), REAL_LANDSAT_ASSET_FILES, LANDSAT_CUBE, options
     )
 
     manifest = json.loads((stored.path / "product.json").read_text())
     assert {b: e["asset"] for b, e in manifest["properties"]["raw_store"]["bands"].items()} == {
-        "SR_B4": "red", "SR_B5": "nir08", "QA_PIXEL": "qa_pixel"
+        "SR_B4": "red",
+        "SR_B5": "nir08",
+        "QA_PIXEL": "qa_pixel",
     }
     for band, source in LANDSAT_SOURCES.items():
         assert reflectance["radiometry"]["bands"][band]["rule"] == rule
-        _assert_sampled_points_equal(_read(store.gdal_path(published["bands"][band])), _expected_landsat(_read(real_data / source)))
+        _assert_sampled_points_equal(
+            _read(store.gdal_path(published["bands"][band])), _expected_landsat(_read(real_data / source))
+        )
     with rasterio.open(store.gdal_path(published["quality"])) as quality:
         assert quality.nodata == 1
         np.testing.assert_array_equal(quality.read(1), _read(real_data / REAL_LANDSAT_ASSET_FILES["qa_pixel"]))
@@ -210,9 +270,17 @@ def test_landsat_scene_is_read_with_the_c2_scale_and_offset(stac_server, real_da
 
 def test_a_thermal_landsat_band_is_refused(stac_server, real_data, tmp_path) -> None:
     # No index: NDVI needs nir and red, which this cube lacks (refused when the cube is validated).
-    cube = _cube("landsat-c2-l2", [{"name": "st", "source": "lwir11"}], {"band": "QA_PIXEL", "rules": {"preset": "landsat_c2_qa_pixel"}, "nodata": 1}, indexes={})
+    cube = _cube(
+        "landsat-c2-l2",
+        [{"name": "st", "source": "lwir11"}],
+        {"band": "QA_PIXEL", "rules": {"preset": "landsat_c2_qa_pixel"}, "nodata": 1},
+        indexes={},
+    )
     files = {**REAL_LANDSAT_ASSET_FILES, "lwir11": REAL_LANDSAT_ASSET_FILES["red"]}
-    with pytest.raises(InvalidScene, match="LC08_L2SP_033032_20231008_02_T1 band lwir11: asset lwir11 is not a surface-reflectance band"):
+    with pytest.raises(
+        InvalidScene,
+        match="LC08_L2SP_033032_20231008_02_T1 band lwir11: asset lwir11 is not a surface-reflectance band",
+    ):
         _fetch_and_publish(stac_server, tmp_path, earth_search_landsat(real_data), files, cube)
 
 
@@ -251,7 +319,9 @@ def test_an_item_that_cannot_tell_its_offset_is_refused_naming_it(real_data) -> 
     for key in ("s2:processing_baseline", "s2:product_uri"):
         del item["properties"][key]
     item["id"] = "S2A_35MNM_20200731"
-    with pytest.raises(InvalidScene, match="STAC Item S2A_35MNM_20200731 band B04: cannot tell whether BOA_ADD_OFFSET applies"):
+    with pytest.raises(
+        InvalidScene, match="STAC Item S2A_35MNM_20200731 band B04: cannot tell whether BOA_ADD_OFFSET applies"
+    ):
         sentinel2_radiometry(item, "B04", "B04")
 
 
@@ -262,7 +332,9 @@ def _t29unu_zip(t29unu_safe: Path, destination: Path) -> Path:
     """A zip of the files of the real T29UNU product that reading it needs (metadata, 60 m B04, B8A, SCL)."""
     granule = t29unu_safe / "GRANULE" / Path(T29UNU_IMG).parent.name
     members = [t29unu_safe / "MTD_MSIL2A.xml", t29unu_safe / "manifest.safe", granule / "MTD_TL.xml"]
-    members += [granule / "IMG_DATA" / "R60m" / f"T29UNU_20221005T115411_{band}_60m.jp2" for band in ("B04", "B8A", "SCL")]
+    members += [
+        granule / "IMG_DATA" / "R60m" / f"T29UNU_20221005T115411_{band}_60m.jp2" for band in ("B04", "B8A", "SCL")
+    ]
     with zipfile.ZipFile(destination, "w", zipfile.ZIP_STORED) as archive:
         for path in members:
             archive.write(path, f"{t29unu_safe.name}/{path.relative_to(t29unu_safe)}")
@@ -273,16 +345,25 @@ def _t29unu_item(t29unu_safe: Path, href_route: str) -> dict:
     """A CDSE-like Item of the T29UNU product, made from its own metadata, with a zipped-product asset."""
     metadata = parse_product_metadata(t29unu_safe)
     return {
-        "type": "Feature", "stac_version": "1.0.0", "id": metadata.product_id, "collection": "sentinel-2-l2a",
-        "geometry": mapping(metadata.footprint), "bbox": list(metadata.footprint.bounds),
-        "properties": {"datetime": metadata.sensing_time.isoformat().replace("+00:00", "Z"),
-                       "eo:cloud_cover": metadata.cloud_cover, "processing:version": metadata.processing_baseline},
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": metadata.product_id,
+        "collection": "sentinel-2-l2a",
+        "geometry": mapping(metadata.footprint),
+        "bbox": list(metadata.footprint.bounds),
+        "properties": {
+            "datetime": metadata.sensing_time.isoformat().replace("+00:00", "Z"),
+            "eo:cloud_cover": metadata.cloud_cover,
+            "processing:version": metadata.processing_baseline,
+        },
         "assets": {"Product": {"href": href_route, "type": "application/zip", "roles": ["data", "archive"]}},
         "links": [],
     }
 
 
-def test_a_zipped_safe_asset_is_fetched_once_extracted_and_read_with_its_own_offset(stac_server, t29unu_safe, real_data, tmp_path) -> None:
+def test_a_zipped_safe_asset_is_fetched_once_extracted_and_read_with_its_own_offset(
+    stac_server, t29unu_safe, real_data, tmp_path
+) -> None:
     archive = _t29unu_zip(t29unu_safe, tmp_path / "T29UNU.SAFE.zip")
     url = stac_server.serve_file(archive, "zipped/T29UNU.SAFE.zip")
     item = _t29unu_item(t29unu_safe, url)
@@ -300,13 +381,17 @@ def test_a_zipped_safe_asset_is_fetched_once_extracted_and_read_with_its_own_off
     # Read through the .SAFE code: baseline 04.00 from MTD_MSIL2A.xml, so −1000, applied once.
     assert reflectance["radiometry"]["processing_baseline"] == "04.00"
     for band, source in S2_SOURCES.items():
-        _assert_sampled_points_equal(_read(store.gdal_path(published["bands"][band])), _expected_sentinel2(_read(real_data / source), -1000))
+        _assert_sampled_points_equal(
+            _read(store.gdal_path(published["bands"][band])), _expected_sentinel2(_read(real_data / source), -1000)
+        )
 
 
 # -- through Dagster: raw_scene → surface_reflectance → scene_cog of a cube whose provider is STAC --
 
 
-def test_cube_assets_materialize_a_stac_scene_into_cogs_with_the_offset_applied_once(stac_server, real_data, tmp_path) -> None:
+def test_cube_assets_materialize_a_stac_scene_into_cogs_with_the_offset_applied_once(
+    stac_server, real_data, tmp_path
+) -> None:
     """The Earth Search c1 Item over a 256 px tile of 60 m in UTM 20S; the cube names B04/B8A/SCL, the API red/nir08/scl."""
     from dagster import AssetKey, instance_for_test, materialize
 
@@ -318,20 +403,43 @@ def test_cube_assets_materialize_a_stac_scene_into_cogs_with_the_offset_applied_
 
     api = stac_server.add_api("es", stac_server.asset_files([earth_search_c1_l2a(real_data)], EARTH_SEARCH_S2_FILES))
     cube = {
-        "name": "c1", "collection": "sentinel-2-l2a", "providers": ["es"],
-        "grid": {"kind": "user", "name": "U20S60", "crs": 32720, "origin": [690000, 3300000], "tile_size": [256, 256], "resolution": 60},
-        "tiles": ["000000"], "start_date": "2025-07-01", "end_date": "2025-07-31", "temporal": {"step": "1M", "restart": "yearly"},
-        "bands": S2_BANDS, "quality": {"band": "SCL", "rules": {"preset": "scl"}, "nodata": 0},
+        "name": "c1",
+        "collection": "sentinel-2-l2a",
+        "providers": ["es"],
+        "grid": {
+            "kind": "user",
+            "name": "U20S60",
+            "crs": 32720,
+            "origin": [690000, 3300000],
+            "tile_size": [256, 256],
+            "resolution": 60,
+        },
+        "tiles": ["000000"],
+        "start_date": "2025-07-01",
+        "end_date": "2025-07-31",
+        "temporal": {"step": "1M", "restart": "yearly"},
+        "bands": S2_BANDS,
+        "quality": {"band": "SCL", "rules": {"preset": "scl"}, "nodata": 0},
         "indexes": {"NDVI": "10000 * (nir - red) / (nir + red)"},
     }
-    provider = {"name": "es", "driver": "stac", "options": {"url": api.url, "collections": {"sentinel-2-l2a": "sentinel-2-c1-l2a"}, "retries": 0}}
+    provider = {
+        "name": "es",
+        "driver": "stac",
+        "options": {"url": api.url, "collections": {"sentinel-2-l2a": "sentinel-2-c1-l2a"}, "retries": 0},
+    }
     config = write_cube_file(tmp_path, cube, [provider])
     defs = build_definitions(config, tmp_path / "data")
-    stages = [a for a in build_cube_assets(load_project_config(config).cube("c1")) if a.key.path[-1] in ("raw_scene", "surface_reflectance", "scene_cog")]
+    stages = [
+        a
+        for a in build_cube_assets(load_project_config(config).cube("c1"))
+        if a.key.path[-1] in ("raw_scene", "surface_reflectance", "scene_cog")
+    ]
     (tmp_path / "home").mkdir()
 
     with instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
-        result = materialize(stages, partition_key=partition_key("000000", "2025-07-01"), instance=instance, resources=defs.resources)
+        result = materialize(
+            stages, partition_key=partition_key("000000", "2025-07-01"), instance=instance, resources=defs.resources
+        )
         assert result.success
         raw = instance.get_latest_materialization_event(AssetKey(["c1", "raw_scene"])).asset_materialization.metadata
         cogs = instance.get_latest_materialization_event(AssetKey(["c1", "scene_cog"])).asset_materialization.metadata

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -58,7 +58,11 @@ def test_stale_staging_entries_go_and_entries_with_recent_writes_stay(tmp_path: 
 def test_opening_the_local_store_removes_stale_staging_unless_disabled(tmp_path: Path) -> None:
     _staging_with_leftovers(tmp_path / "kept" / ".staging")
     RasterStoreResource(root=str(tmp_path / "kept"), stale_after_hours=0).get_store()
-    assert sorted(p.name for p in (tmp_path / "kept" / ".staging").iterdir()) == ["killed-writer", "running-writer", "stray.tmp"]
+    assert sorted(p.name for p in (tmp_path / "kept" / ".staging").iterdir()) == [
+        "killed-writer",
+        "running-writer",
+        "stray.tmp",
+    ]
 
     _staging_with_leftovers(tmp_path / "data" / ".staging")
     RasterStoreResource(root=str(tmp_path / "data")).get_store()
@@ -99,12 +103,14 @@ def _abandoned_upload(s3_server: S3Server, bucket: str, key: str) -> str:
     return upload
 
 
-def test_abandoned_multipart_uploads_under_the_prefix_are_aborted_once_old_enough(s3_server: S3Server, s3_bucket: str) -> None:
+def test_abandoned_multipart_uploads_under_the_prefix_are_aborted_once_old_enough(
+    s3_server: S3Server, s3_bucket: str
+) -> None:
     store = s3_server.store(s3_bucket, prefix="cubes")
     _abandoned_upload(s3_server, s3_bucket, "cubes/small/000000/2024-01-09/small_000000_20240109_B04.tif")
     _abandoned_upload(s3_server, s3_bucket, "cubes/small/000000/2024-01-01/small_000000_20240101_LCF_B04.tif")
     _abandoned_upload(s3_server, s3_bucket, "other-project/big.tif")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
 
     # Parts sent just now: the uploads may still be running (moto reports 2010 as every upload's start,
     # so the age comes from the parts here).
@@ -121,16 +127,18 @@ def test_abandoned_multipart_uploads_under_the_prefix_are_aborted_once_old_enoug
     assert s3_server.object_keys(s3_bucket) == [], "aborting never makes an object appear"
 
 
-def test_clean_stale_writes_on_s3_cleans_its_staging_root_and_its_uploads(s3_server: S3Server, s3_bucket: str, tmp_path: Path) -> None:
+def test_clean_stale_writes_on_s3_cleans_its_staging_root_and_its_uploads(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
     store = s3_server.store(s3_bucket, prefix="cubes", staging_root=tmp_path / ".staging")
     _staging_with_leftovers(tmp_path / ".staging")
     _abandoned_upload(s3_server, s3_bucket, "cubes/small/x.tif")
 
-    report = clean_stale_writes(store, timedelta(hours=24), now=datetime.now(timezone.utc) + timedelta(hours=1))
+    report = clean_stale_writes(store, timedelta(hours=24), now=datetime.now(UTC) + timedelta(hours=1))
 
     assert report.staging_removed == (tmp_path / ".staging" / "killed-writer", tmp_path / ".staging" / "stray.tmp")
     assert report.uploads_aborted == ()  # started an hour before "now": not stale yet
-    report = clean_stale_writes(store, timedelta(hours=24), now=datetime.now(timezone.utc) + timedelta(days=2))
+    report = clean_stale_writes(store, timedelta(hours=24), now=datetime.now(UTC) + timedelta(days=2))
     assert report.uploads_aborted == ("cubes/small/x.tif",)
     assert s3_server.incomplete_uploads(s3_bucket) == []
 

@@ -42,7 +42,9 @@ def test_s3_store_satisfies_the_raster_store_protocol(s3_server: S3Server, s3_bu
     assert isinstance(LocalRasterStore("/tmp"), RasterStore)
 
 
-def test_published_cog_is_read_back_over_vsis3_with_its_content_type(s3_server: S3Server, s3_bucket: str, tmp_path: Path) -> None:
+def test_published_cog_is_read_back_over_vsis3_with_its_content_type(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
     store = s3_server.store(s3_bucket, prefix="cubes/v1")
     local, array = _cog(tmp_path)
     uri = store.publish(local, "small/000000/2024-01-04/merge_B04.tif", content_type=COG_CONTENT_TYPE)
@@ -59,7 +61,9 @@ def test_published_cog_is_read_back_over_vsis3_with_its_content_type(s3_server: 
     np.testing.assert_array_equal(window, array[200:232, 300:364])
 
 
-def test_gdal_reads_windows_with_range_requests_not_whole_objects(s3_server: S3Server, s3_bucket: str, tmp_path: Path) -> None:
+def test_gdal_reads_windows_with_range_requests_not_whole_objects(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
     store = s3_server.store(s3_bucket)
     uri = store.publish(_cog(tmp_path, size=2048)[0], "big.tif")
     with store.gdal_environment(), rasterio.open(store.gdal_path(uri)) as src:
@@ -71,7 +75,9 @@ def test_gdal_reads_windows_with_range_requests_not_whole_objects(s3_server: S3S
 
 
 def test_large_files_are_uploaded_in_parts(s3_server: S3Server, s3_bucket: str, tmp_path: Path) -> None:
-    store = s3_server.store(s3_bucket, multipart_threshold=MIN_MULTIPART_CHUNKSIZE, multipart_chunksize=MIN_MULTIPART_CHUNKSIZE)
+    store = s3_server.store(
+        s3_bucket, multipart_threshold=MIN_MULTIPART_CHUNKSIZE, multipart_chunksize=MIN_MULTIPART_CHUNKSIZE
+    )
     data = _random_file(tmp_path / "big.bin", 2 * MIN_MULTIPART_CHUNKSIZE + 1000)
 
     uri = store.publish(tmp_path / "big.bin", "parts/big.bin")
@@ -83,7 +89,9 @@ def test_large_files_are_uploaded_in_parts(s3_server: S3Server, s3_bucket: str, 
     assert store.size(uri) == len(data)
 
 
-def test_a_multipart_object_is_invisible_until_its_upload_completes(s3_server: S3Server, s3_bucket: str, tmp_path: Path) -> None:
+def test_a_multipart_object_is_invisible_until_its_upload_completes(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
     store = s3_server.store(s3_bucket, multipart_threshold=1024)
     store.write_bytes("item.tif", b"previous complete version")
     _random_file(tmp_path / "new.tif", 200_000)
@@ -100,8 +108,15 @@ def test_a_multipart_object_is_invisible_until_its_upload_completes(s3_server: S
     assert store.size(store.uri("item.tif")) == 200_000
 
 
-def test_a_failed_multipart_upload_leaves_nothing_under_the_key(s3_server: S3Server, s3_bucket: str, tmp_path: Path) -> None:
-    store = s3_server.store(s3_bucket, multipart_threshold=MIN_MULTIPART_CHUNKSIZE, multipart_chunksize=MIN_MULTIPART_CHUNKSIZE, max_concurrency=1)
+def test_a_failed_multipart_upload_leaves_nothing_under_the_key(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    store = s3_server.store(
+        s3_bucket,
+        multipart_threshold=MIN_MULTIPART_CHUNKSIZE,
+        multipart_chunksize=MIN_MULTIPART_CHUNKSIZE,
+        max_concurrency=1,
+    )
     _random_file(tmp_path / "big.bin", 2 * MIN_MULTIPART_CHUNKSIZE + 1000)
     parts: list[int] = []
 
@@ -123,7 +138,9 @@ def test_a_failed_multipart_upload_leaves_nothing_under_the_key(s3_server: S3Ser
 
 def test_bytes_round_trip_under_the_prefix(s3_server: S3Server, s3_bucket: str) -> None:
     store = s3_server.store(s3_bucket, prefix="/run-7/")
-    uri = store.write_bytes("small/_manifests/tile_merge/000000/2024-01-01.json", b'{"merges": []}', content_type="application/json")
+    uri = store.write_bytes(
+        "small/_manifests/tile_merge/000000/2024-01-01.json", b'{"merges": []}', content_type="application/json"
+    )
 
     assert uri == f"s3://{s3_bucket}/run-7/small/_manifests/tile_merge/000000/2024-01-01.json"
     assert s3_server.object_keys(s3_bucket) == ["run-7/small/_manifests/tile_merge/000000/2024-01-01.json"]
@@ -189,7 +206,9 @@ def test_gdal_options_for_aws_keep_virtual_hosting_and_https() -> None:
     assert not {"AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING"} & set(options)
 
 
-def test_gdal_environment_does_not_leak_credentials_into_the_process_environment(s3_server: S3Server, s3_bucket: str) -> None:
+def test_gdal_environment_does_not_leak_credentials_into_the_process_environment(
+    s3_server: S3Server, s3_bucket: str
+) -> None:
     before = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
     with s3_server.store(s3_bucket).gdal_environment():
         assert rasterio.env.getenv()["AWS_ACCESS_KEY_ID"] == s3_server.access_key_id
@@ -198,8 +217,13 @@ def test_gdal_environment_does_not_leak_credentials_into_the_process_environment
 
 def test_resource_builds_an_s3_store_from_its_fields(s3_server: S3Server, s3_bucket: str, tmp_path: Path) -> None:
     resource = RasterStoreResource(
-        backend="s3", bucket=s3_bucket, prefix="p", endpoint_url=s3_server.endpoint_url, region=s3_server.region,
-        access_key_id=s3_server.access_key_id, secret_access_key=s3_server.secret_access_key,
+        backend="s3",
+        bucket=s3_bucket,
+        prefix="p",
+        endpoint_url=s3_server.endpoint_url,
+        region=s3_server.region,
+        access_key_id=s3_server.access_key_id,
+        secret_access_key=s3_server.secret_access_key,
     )
     store = resource.get_store()
     assert isinstance(store, S3RasterStore)

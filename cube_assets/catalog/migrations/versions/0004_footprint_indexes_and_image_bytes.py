@@ -201,7 +201,9 @@ def _postgis_schema(bind: sa.Connection) -> str | None:
         with bind.begin_nested():
             bind.execute(sa.text(f"CREATE EXTENSION IF NOT EXISTS postgis SCHEMA {_quote(bind, target)}"))
     except DBAPIError as exc:
-        log.warning("catalog migration 0004: cannot create the PostGIS extension (%s); footprints use bounding boxes", exc.orig)
+        log.warning(
+            "catalog migration 0004: cannot create the PostGIS extension (%s); footprints use bounding boxes", exc.orig
+        )
         return None
     return target
 
@@ -232,7 +234,9 @@ $$"""
         " FOR EACH ROW WHEN (OLD.geometry IS DISTINCT FROM NEW.geometry)"
         f" EXECUTE FUNCTION {_FOOTPRINT_FUNCTION}()"
     )
-    op.execute(f"UPDATE images SET footprint = {ps}.st_setsrid({ps}.st_force2d({ps}.st_geomfromgeojson(geometry::text)), 4326)")
+    op.execute(
+        f"UPDATE images SET footprint = {ps}.st_setsrid({ps}.st_force2d({ps}.st_geomfromgeojson(geometry::text)), 4326)"
+    )
     op.execute("CREATE INDEX ix_images_footprint ON images USING gist (footprint)")
 
 
