@@ -158,7 +158,6 @@ def build_definitions(
     Returns:
         The ``Definitions``.
 
-
     Raises:
         InvalidCubeConfig: when the cube file is invalid, ``env`` is unknown, or a variable
             ``prod`` needs is not set.
