@@ -382,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     with postgresql_server() as url, Catalog(url, postgis=not args.no_postgis) as catalog:
         schema = catalog.postgis_schema
         print(
-            f"# footprints: {'PostGIS in schema ' + repr(schema) if schema else 'no PostGIS (bbox index + exact SQL test)'}"
+            "# footprints: "
+            f"{'PostGIS in schema ' + repr(schema) if schema else 'no PostGIS (bbox index + exact SQL test)'}"
         )
         seconds = load(url, args.images)
         print(f"# loaded {args.images} images, {2 * args.images} files into PostgreSQL in {seconds:.0f} s")

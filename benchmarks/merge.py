@@ -298,7 +298,8 @@ def main(argv: Sequence[str] | None = None) -> float:
         print("# seconds run from reading the scenes to COGs published in a local store", flush=True)
         reference = run_side("reference", cube, scenes, workdir / "reference", 0)
         print(
-            f"# reference (whole tile in memory): {reference.seconds:.2f} s, peak RSS {format_bytes(reference.peak_rss)}; "
+            f"# reference (whole tile in memory): {reference.seconds:.2f} s, "
+            f"peak RSS {format_bytes(reference.peak_rss)}; "
             f"efficacy {reference.entry['efficacy']}, cloud ratio {reference.entry['cloud_ratio']}",
             flush=True,
         )

@@ -165,8 +165,8 @@ def reference_merge_scenes_to_tile(
 
     Returns:
         A dict with the quality band, each of ``bands`` (each a ``dst_shape`` array whose data
-        type equals the source band's data type: no scaling, no promotion) and ``"DATASOURCE"`` (uint8, index of the winning scene,
-        255 where none).
+        type equals the source band's data type: no scaling, no promotion) and ``"DATASOURCE"``
+        (uint8, index of the winning scene, 255 where none).
 
     Raises:
         InvalidScene: if no scene is given, more than 255 are, a scene lacks a band, a band

@@ -85,7 +85,10 @@ def _writer(url: str, images: Sequence[int], start: Any, results: Any) -> None:
 
 
 def run_writers(url: str, work: Sequence[Sequence[int]]) -> tuple[float, int, list[str]]:
-    """Time one process per range of ``work`` upserting into the catalog at ``url``; return seconds, peak RSS, failures."""
+    """Time one process per range of ``work`` upserting into the catalog at ``url``.
+
+    Return the seconds, the peak RSS and the failures.
+    """
     database.upgrade_schema(url)
     start, results = CONTEXT.Barrier(len(work) + 1), CONTEXT.Queue()
     processes = [CONTEXT.Process(target=_writer, args=(url, images, start, results)) for images in work]
@@ -133,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         for burner in burners:
             burner.start()
     print(
-        f"SQLite catalog writers: {args.upserts} upserts each, cores {'busy' if args.burn else 'idle'}; {machine_summary()}"
+        f"SQLite catalog writers: {args.upserts} upserts each, "
+        f"cores {'busy' if args.burn else 'idle'}; {machine_summary()}"
     )
     results, failures = [], 0
     try:

@@ -273,7 +273,8 @@ def observation_count_problems(
             if wrong:
                 problems.append(
                     f"{composite.item}: {name} differs from the merges' quality bands at {wrong} of "
-                    f"{found.size} sampled pixels (window {window.col_off},{window.row_off} {window.width}×{window.height})"
+                    f"{found.size} sampled pixels "
+                    f"(window {window.col_off},{window.row_off} {window.width}×{window.height})"
                 )
     return problems
 
@@ -386,7 +387,9 @@ def _build_cube_checks(cube: CubeConfig) -> list[AssetChecksDefinition]:
         name="quality_recorded",
         blocking=False,
         partitions_def=partitions,
-        description="Each merge's nodata fraction and cloud ratio, recomputed from its quality band, match the manifest.",
+        description=(
+            "Each merge's nodata fraction and cloud ratio, recomputed from its quality band, match the manifest."
+        ),
     )
     def merge_quality_recorded(
         context: AssetCheckExecutionContext, tile_merge: TileMergeManifest, store: RasterStoreResource

@@ -540,8 +540,8 @@ class CubeConfig(_Strict):
         partitions = len(tiles) * len(self.periods)
         if partitions > MAX_PARTITIONS_PER_CUBE:
             raise _problem(
-                f"{len(tiles):,} tiles × {len(self.periods):,} periods = {partitions:,} partitions, more than the limit "
-                f"of {MAX_PARTITIONS_PER_CUBE:,} per cube"
+                f"{len(tiles):,} tiles × {len(self.periods):,} periods = {partitions:,} partitions, "
+                f"more than the limit of {MAX_PARTITIONS_PER_CUBE:,} per cube"
             )
         return self
 

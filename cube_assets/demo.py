@@ -49,7 +49,8 @@ def run_demo(
             )
             if not result.success:
                 raise RuntimeError(
-                    f"cube {cube.name}, partition {key}: run {result.run_id} failed; see `dagster dev` or the logs above"
+                    f"cube {cube.name}, partition {key}: run {result.run_id} failed; "
+                    "see `dagster dev` or the logs above"
                 )
             counts["runs"] += 1
             echo(f"{cube.name} [{key}] materialized in {time.monotonic() - started:.1f} s (run {result.run_id[:8]})")
@@ -63,13 +64,15 @@ def run_demo(
                 echo(f"tile {tile.name}, period {period.key}:")
                 for merge in merges:
                     echo(
-                        f"  merge {merge['date']}: efficacy {merge['efficacy']:5.1f} %, cloud {merge['cloud_ratio']:5.1f} %  "
+                        f"  merge {merge['date']}: efficacy {merge['efficacy']:5.1f} %, "
+                        f"cloud {merge['cloud_ratio']:5.1f} %  "
                         f"{Path(merge['bands'][cube.band_names[0]]).parent}/"
                     )
                 counts["merges"] += len(merges)
                 for function, composite in blend["composites"].items():
                     echo(
-                        f"  {function} composite: {Path(composite['bands'][cube.band_names[0]]).parent}/{composite['item']}_*.tif"
+                        f"  {function} composite: "
+                        f"{Path(composite['bands'][cube.band_names[0]]).parent}/{composite['item']}_*.tif"
                     )
                     echo(f"  {function} quicklook: {composite['quicklook']}")
                     counts["composites"] += 1

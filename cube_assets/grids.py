@@ -222,7 +222,8 @@ class Grid:
         count = len(cols) * len(rows)
         if count > max_tiles:
             raise InvalidCubeConfig(
-                f"grid {quoted(self.name)}: the area spans {len(cols):,} columns × {len(rows):,} rows = {count:,} tiles, "
+                f"grid {quoted(self.name)}: the area spans {len(cols):,} columns × {len(rows):,} rows "
+                f"= {count:,} tiles, "
                 f"more than the limit of {max_tiles:,} tiles"
             )
         tiles = []
@@ -246,7 +247,8 @@ class Grid:
         minx, miny, maxx, maxy = bounds
         if not all(math.isfinite(v) for v in bounds):
             raise InvalidCubeConfig(
-                f"grid {quoted(self.name)}: the area has no finite bounds in the grid's CRS (it lies outside the projection's domain)"
+                f"grid {quoted(self.name)}: the area has no finite bounds in the grid's CRS "
+                "(it lies outside the projection's domain)"
             )
         spans = (
             (minx - self.origin_x) / self.tile_size_x,

@@ -361,5 +361,6 @@ def test_make_backfill_wrapper_turns_dates_into_the_same_dagster_command(tmp_pat
     summary, command = result.stdout.strip().splitlines()[-2:]
     assert summary == "bf: 10 partitions, 2023-01-01|000000 … 2025-01-01|001000"
     assert command.endswith(
-        "dagster job backfill -w workspace.yaml -j bf_job --from '2023-01-01|000000' --to '2025-01-01|001000' --noprompt"
+        "dagster job backfill -w workspace.yaml -j bf_job"
+        " --from '2023-01-01|000000' --to '2025-01-01|001000' --noprompt"
     )

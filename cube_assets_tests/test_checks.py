@@ -155,7 +155,8 @@ def test_observation_count_check_recounts_clearob_from_the_merges(built, tmp_pat
         _composites({"LCF": composite}), _merges(blend["merges"]), built["cube"], built["store"]
     )
     assert problems == [
-        f"{composite['item']}: CLEAROB differs from the merges' quality bands at {changed} of {values.size} sampled pixels "
+        f"{composite['item']}: CLEAROB differs from the merges' quality bands "
+        f"at {changed} of {values.size} sampled pixels "
         f"(window {window.col_off},{window.row_off} {window.width}×{window.height})"
     ]
 

@@ -107,7 +107,10 @@ def _tree() -> set[str]:
 
 
 def _layout_listed() -> set[str]:
-    """Return the entries the architecture page's layout block lists under ``cube_assets/``, as :func:`_tree` names them."""
+    """Return the entries the architecture page's layout block lists under ``cube_assets/``.
+
+    They are named as :func:`_tree` names them.
+    """
     block = FENCE.findall(_section(ARCHITECTURE.read_text(), "Layout"))[0][1]
     listed, parent, inside = set(), "", False
     for line in block.splitlines():

@@ -70,7 +70,10 @@ def _alive(pid: int) -> bool:
 
 
 def scratch_job() -> JobDefinition:
-    """The cube's job, with a data root private to this process; the data roots of exited processes are deleted first."""
+    """The cube's job, with a data root private to this process.
+
+    The data roots of exited processes are deleted first.
+    """
     base = Path(os.environ[SCRATCH_VARIABLE])
     mine = base / f"step-{os.getpid()}"
     removed = []
@@ -133,7 +136,8 @@ def result(tmp_path_factory, s3_server: S3Server, postgresql_server: PostgresSer
                         "execution": {
                             "config": {
                                 "max_concurrent": 1,
-                                # Step processes fork from a server that imported the project once (still no shared memory).
+                                # Step processes fork from a server that imported the project once
+                                # (still no shared memory).
                                 "start_method": {"forkserver": {"preload_modules": ["cube_assets.definitions"]}},
                             }
                         }

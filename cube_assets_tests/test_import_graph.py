@@ -76,7 +76,10 @@ def module_graph(modules: Mapping[str, Path]) -> dict[str, set[str]]:
 
 
 def subpackage_graph(graph: Mapping[str, set[str]]) -> dict[str, set[str]]:
-    """Return the graph between sub-packages (``cube_assets.X``): an edge where a module of one imports one of another."""
+    """Return the graph between sub-packages (``cube_assets.X``).
+
+    An edge goes where a module of one imports one of another.
+    """
 
     def group(module: str) -> str:
         return ".".join(module.split(".")[:2])

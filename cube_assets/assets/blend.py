@@ -17,7 +17,8 @@ def build_period_blend(cube: CubeConfig) -> AssetsDefinition:
         **stage_asset_arguments(
             cube,
             "period_blend",
-            f"Composites ({', '.join(cube.composites)}) of the period's merges, with provenance and observation counts.",
+            f"Composites ({', '.join(cube.composites)}) of the period's merges, "
+            "with provenance and observation counts.",
             upstream=("tile_merge",),
         )
     )

@@ -6,7 +6,7 @@ search (:mod:`cube_assets.catalog.search`; the client's ``Image.search()`` build
     from cube_assets.catalog.expressions import properties as p
 
     (p.product_id == "s2_16d-LCF") & (p.acquired >= "2024-01-01") & (p.acquired < "2024-04-01")
-    (p.cloud_fraction < 0.2) | (p.cloud_fraction == None)  # noqa: E711 - builds a property expression, not a comparison with None
+    (p.cloud_fraction < 0.2) | (p.cloud_fraction == None)  # noqa: E711 - builds an expression, no comparison
 
 An expression is a small tree (:class:`Comparison`, :class:`And`, :class:`Or`, :class:`Not`, ...)
 that :meth:`Expression.compile` turns into a SQLAlchemy ``WHERE`` clause for the searched class's

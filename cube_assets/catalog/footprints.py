@@ -187,7 +187,8 @@ _SQLITE = {
         "SELECT polygon.key AS polygon_number, ring.key AS ring_number, ring.value AS ring,"
         " json_array_length(ring.value) AS size"
         " FROM json_each(CASE json_extract({geometry}, '$.type') WHEN 'Polygon'"
-        " THEN json_array(json_extract({geometry}, '$.coordinates')) ELSE json_extract({geometry}, '$.coordinates') END)"
+        " THEN json_array(json_extract({geometry}, '$.coordinates'))"
+        " ELSE json_extract({geometry}, '$.coordinates') END)"
         " AS polygon, json_each(polygon.value) AS ring"
     ),
     "edges": (
@@ -235,8 +236,10 @@ def _segments_meet(sql: dict[str, str], a: str, b: str) -> str:
     """SQL: closed segments a and b share a point (collinear overlaps and zero-length segments too)."""
     greatest, least = sql["greatest"], sql["least"]
     boxes = (
-        f"{greatest}({a}.x1, {a}.x2) >= {least}({b}.x1, {b}.x2) AND {least}({a}.x1, {a}.x2) <= {greatest}({b}.x1, {b}.x2)"
-        f" AND {greatest}({a}.y1, {a}.y2) >= {least}({b}.y1, {b}.y2) AND {least}({a}.y1, {a}.y2) <= {greatest}({b}.y1, {b}.y2)"
+        f"{greatest}({a}.x1, {a}.x2) >= {least}({b}.x1, {b}.x2)"
+        f" AND {least}({a}.x1, {a}.x2) <= {greatest}({b}.x1, {b}.x2)"
+        f" AND {greatest}({a}.y1, {a}.y2) >= {least}({b}.y1, {b}.y2)"
+        f" AND {least}({a}.y1, {a}.y2) <= {greatest}({b}.y1, {b}.y2)"
     )
     return f"{boxes} AND {_not_same_side(a, b)} AND {_not_same_side(b, a)}"
 

@@ -26,8 +26,8 @@ On PostgreSQL the bounding-box condition is ``box(...) && box(...)`` and every `
 comparison gets an added, implied ``tstzrange(...) && tstzrange(...)``, so the GiST index of
 migration 0003 finds "near here, in these dates" at once (in searches with a geometry the plain
 comparison is wrapped so that no B-tree on ``acquired`` joins that plan, see
-``cube_assets.catalog.expressions._BTREE_TIME_BOUNDS``); on SQLite the R*Tree of 0004 finds the candidates and ``acquired``
-comparisons are plain.
+``cube_assets.catalog.expressions._BTREE_TIME_BOUNDS``); on SQLite the R*Tree of 0004 finds the
+candidates and ``acquired`` comparisons are plain.
 """
 
 from __future__ import annotations

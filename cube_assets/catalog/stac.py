@@ -145,8 +145,8 @@ _MEDIA_TYPES = {
 _NUMBER_OR_SPECIAL = {"oneOf": [{"type": "number"}, {"enum": ["nan", "inf", "-inf"]}]}
 
 #: JSON Schemas of the extension fields this module writes, after the extensions' specifications:
-#: eo v1.1.0, raster v1.1.0, projection v2.0.0 (and file v2.1.0 for ``file:size``). Each is applied to item properties, to every
-#: asset and to every ``item_assets`` entry of a collection.
+#: eo v1.1.0, raster v1.1.0, projection v2.0.0 (and file v2.1.0 for ``file:size``). Each is
+#: applied to item properties, to every asset and to every ``item_assets`` entry of a collection.
 EXTENSION_FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
     EO_SCHEMA: {
         "type": "object",
@@ -409,8 +409,9 @@ def product_to_collection(
     """Return the product as a STAC Collection with ``item_assets`` describing each band's asset.
 
     ``spatial_extent`` (lon/lat bbox) and ``temporal_extent`` default to the whole world and the
-    product's ``start_datetime``..``end_datetime``; :func:`~cube_assets.client.stac_export.export_static_catalog` passes the
-    extent of the product's images. ``crs_codes`` become the ``proj:code`` summary.
+    product's ``start_datetime``..``end_datetime``;
+    :func:`~cube_assets.client.stac_export.export_static_catalog` passes the extent of the
+    product's images. ``crs_codes`` become the ``proj:code`` summary.
 
     Returns:
         The ``pystac.Collection`` (no links).

@@ -1,9 +1,10 @@
-"""The checks of catalog fields, shared by the records (:mod:`cube_assets.catalog.repository`) and the client's attributes.
+"""The checks of catalog fields, shared by the records and the client's attributes.
 
-Each check takes ``what``, the object and the field (``"band 'B04': resolution"``), and the
-value; it returns the value in its stored form or raises ``CatalogError`` whose message starts
-with ``what``. Checks of one value only live here; rules across fields (an end after its start,
-a wavelength inside its range) belong to the record of the entity.
+The records are :mod:`cube_assets.catalog.repository`'s. Each check takes ``what``, the object
+and the field (``"band 'B04': resolution"``), and the value; it returns the value in its stored
+form or raises ``CatalogError`` whose message starts with ``what``. Checks of one value only live
+here; rules across fields (an end after its start, a wavelength inside its range) belong to the
+record of the entity.
 """
 
 from __future__ import annotations
@@ -113,7 +114,9 @@ def json_copy(what: str, value: object) -> Any:
 
 
 def check_properties(what: str, value: object) -> dict[str, Any]:
-    """Return a JSON copy of the mapping ``value``, of at most :data:`~cube_assets.catalog.models.MAX_PROPERTIES` non-empty string keys.
+    """Return a JSON copy of the mapping ``value``, of at most ``MAX_PROPERTIES`` non-empty string keys.
+
+    The limit is :data:`~cube_assets.catalog.models.MAX_PROPERTIES`.
 
     Raises:
         CatalogError: naming ``what``, for another type, too many keys, another key or a value JSON cannot hold.

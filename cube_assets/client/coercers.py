@@ -53,7 +53,9 @@ def text(what: str, value: Any) -> str:
 
 
 def identifier(what: str, value: Any) -> str:
-    """Return ``value`` if it is a non-empty (not only blank) string (see :func:`~cube_assets.catalog.validation.check_identifier`).
+    """Return ``value`` if it is a non-empty (not only blank) string.
+
+    See :func:`~cube_assets.catalog.validation.check_identifier`.
 
     Raises:
         CatalogError: naming ``what``, for anything else.
@@ -75,7 +77,10 @@ def number(minimum: float | None = None, maximum: float | None = None, positive:
 
 
 def integer(minimum: int) -> Coerce:
-    """Return a coercer of integers (not booleans) of at least ``minimum``; it raises CatalogError naming ``what`` otherwise."""
+    """Return a coercer of integers (not booleans) of at least ``minimum``.
+
+    The coercer raises CatalogError naming ``what`` otherwise.
+    """
 
     def coerce_integer(what: str, value: Any) -> int:
         return check_integer(what, value, minimum)
@@ -113,7 +118,9 @@ def date(what: str, value: Any) -> dt.date:
 
 
 def value_range(what: str, value: Any) -> tuple[float, float]:
-    """Return ``(min, max)`` as two finite floats with ``min <= max`` (:func:`~cube_assets.catalog.validation.check_range`).
+    """Return ``(min, max)`` as two finite floats with ``min <= max``.
+
+    See :func:`~cube_assets.catalog.validation.check_range`.
 
     Raises:
         CatalogError: naming ``what``, for anything else.
@@ -171,7 +178,9 @@ def geotransform(what: str, value: Any) -> tuple[float, ...]:
 
 
 def data_type(what: str, value: Any) -> str:
-    """Return ``value`` if it is one of the catalog's band data types (:func:`~cube_assets.catalog.validation.check_data_type`).
+    """Return ``value`` if it is one of the catalog's band data types.
+
+    See :func:`~cube_assets.catalog.validation.check_data_type`.
 
     Raises:
         CatalogError: naming ``what``, for anything else.
@@ -180,7 +189,9 @@ def data_type(what: str, value: Any) -> str:
 
 
 def class_labels(what: str, value: Any) -> dict[str, str]:
-    """Return ``value`` as a mapping of pixel values (as text) to labels (:func:`~cube_assets.catalog.validation.check_class_labels`).
+    """Return ``value`` as a mapping of pixel values (as text) to labels.
+
+    See :func:`~cube_assets.catalog.validation.check_class_labels`.
 
     Raises:
         CatalogError: naming ``what``, for anything else.
@@ -189,7 +200,9 @@ def class_labels(what: str, value: Any) -> dict[str, str]:
 
 
 def colormap(what: str, value: Any) -> dict[str, list[int]]:
-    """Return ``value`` as a mapping of pixel values (as text) to colours (:func:`~cube_assets.catalog.validation.check_colormap`).
+    """Return ``value`` as a mapping of pixel values (as text) to colours.
+
+    See :func:`~cube_assets.catalog.validation.check_colormap`.
 
     Raises:
         CatalogError: naming ``what`` and the entry, for anything else.

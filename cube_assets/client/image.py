@@ -1,4 +1,7 @@
-"""An image of the catalog: one catalogued raster of a product (a composite, a merge or a scene), with its files and pixels."""
+"""An image of the catalog: one catalogued raster of a product, with its files and pixels.
+
+The raster is a composite, a merge or a scene.
+"""
 
 from __future__ import annotations
 
@@ -75,7 +78,10 @@ class Image(InProduct, CatalogObject):
 
     @classmethod
     def _collection(cls, images: list[Image], geocontext: Any) -> ImageCollection:
-        """Return ``images`` as an ImageCollection with ``geocontext`` as its default grid (for ``search.collect()``)."""
+        """Return ``images`` as an ImageCollection with ``geocontext`` as its default grid.
+
+        For ``search.collect()``.
+        """
         return ImageCollection(images, geocontext=geocontext)
 
     @classmethod

@@ -613,7 +613,8 @@ def multiproduct_scaling_parameters(
         for band, mine, theirs in zip(bands, scales, first, strict=True):
             if mine != theirs:
                 raise ValueError(
-                    f"band {band!r} scales differently in products {first_product!r} ({theirs}) and {product!r} ({mine})"
+                    f"band {band!r} scales differently in products {first_product!r} ({theirs}) "
+                    f"and {product!r} ({mine})"
                 )
     return first, data_type
 

@@ -1,4 +1,6 @@
-"""The client's search: a catalog :class:`~cube_assets.catalog.search.Search` of client objects that also collects and summarizes.
+"""The client's search: a catalog search of client objects that also collects and summarizes.
+
+The catalog search is :class:`~cube_assets.catalog.search.Search`.
 
 ``Image.search()``, ``Product.search()``, the band classes' ``search()`` and ``product.images()``
 return an :class:`ObjectSearch`: filters, geometry, order and limit as the catalog's search, and
@@ -52,7 +54,9 @@ class ObjectSearch(Search[T]):
         end_datetime: object = None,
         aggregate_date_field: str = "acquired",
     ) -> list[IntervalSummary]:
-        """Return per-interval counts and bytes of the matching images (see :func:`~cube_assets.catalog.summary.summarize_intervals`).
+        """Return per-interval counts and bytes of the matching images.
+
+        See :func:`~cube_assets.catalog.summary.summarize_intervals`.
 
         Raises:
             CatalogError: for a search of products, an unknown interval or date field, or bad bounds.

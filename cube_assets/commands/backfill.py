@@ -1,10 +1,11 @@
-"""``cube-assets backfill``: launch a Dagster backfill of a cube's job over a range of periods.
+r"""``cube-assets backfill``: launch a Dagster backfill of a cube's job over a range of periods.
 
 It only turns dates into partition keys: partition keys print as ``{period}|{tile}`` and
 Dagster lists them period by period, so the periods from ``--from`` to ``--to`` (every tile)
 are one contiguous range ``first key … last key``. It then runs Dagster's own command::
 
-    dagster job backfill -w workspace.yaml -j {cube}_job --from '{first period}|{first tile}' --to '{last period}|{last tile}' --noprompt
+    dagster job backfill -w workspace.yaml -j {cube}_job \
+        --from '{first period}|{first tile}' --to '{last period}|{last tile}' --noprompt
 
 which submits one run per partition to the instance under ``$DAGSTER_HOME``; the daemon
 (``dagster-daemon run``, or ``dagster dev``) launches them within the instance's run limits,

@@ -220,7 +220,8 @@ def copy_member(
                 written += len(chunk)
                 if written > member.size:
                     raise UnsafeArchive(
-                        f"{archive.name}: member {quoted(member.name)} holds more than the {member.size} bytes it declares"
+                        f"{archive.name}: member {quoted(member.name)} "
+                        f"holds more than the {member.size} bytes it declares"
                     )
                 target.write(chunk)
     except FileExistsError:

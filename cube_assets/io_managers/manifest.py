@@ -39,7 +39,8 @@ class ManifestIOManager(ConfigurableIOManager):
         model = _model_of(context.asset_key.path[-1])
         if type(obj) is not model:
             raise TypeError(
-                f"{context.asset_key.to_user_string()}: returned a {type(obj).__name__}, expected its manifest {model.__name__}"
+                f"{context.asset_key.to_user_string()}: returned a {type(obj).__name__}, "
+                f"expected its manifest {model.__name__}"
             )
         data = json.dumps(manifest_json(obj), indent=1, sort_keys=True).encode()
         context.add_output_metadata({"manifest": self.store.get_store().uri(self._key(context))})

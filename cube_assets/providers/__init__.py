@@ -1,4 +1,4 @@
-"""Where scenes come from: the local archive, the simulated archive, STAC APIs over HTTP, the registry and the priority chain.
+"""Where scenes come from: the local and simulated archives, STAC APIs over HTTP, the registry, the priority chain.
 
 ``base`` (the provider interface and scene references), ``local``, ``simulated``, ``stac``;
 ``http`` (verified downloads) with ``credentials``, ``retry`` and ``multihash``; ``registry``

@@ -99,7 +99,10 @@ class RawSceneMirror:
         Raises:
             RawMirrorError: when the collection or scene id cannot be a key component.
         """
-        return f"{RAW_PREFIX}/{_check_component(collection, 'collection')}/{RECORDS}/{_check_component(scene_id, 'scene id')}.json"
+        return (
+            f"{RAW_PREFIX}/{_check_component(collection, 'collection')}/{RECORDS}/"
+            f"{_check_component(scene_id, 'scene id')}.json"
+        )
 
     def file_key(self, collection: str, relative: str) -> str:
         """The store key of the file at ``relative`` (a POSIX path) in ``collection``'s folder."""

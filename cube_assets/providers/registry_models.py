@@ -66,4 +66,7 @@ class ProviderPriority(Base):
     provider: Mapped[RegisteredProvider] = relationship(back_populates="priorities")
 
     def __repr__(self) -> str:
-        return f"ProviderPriority(collection={self.collection!r}, provider={self.provider_name!r}, priority={self.priority})"
+        return (
+            f"ProviderPriority(collection={self.collection!r}, provider={self.provider_name!r}, "
+            f"priority={self.priority})"
+        )

@@ -432,7 +432,10 @@ class _Reopened(Sequence[Any]):
 
 
 def _worker_count(io_threads: int | None, windows: Sequence[Window]) -> int:
-    """How many window workers run: ``io_threads`` (default: the CPUs, at most ``DEFAULT_IO_THREADS``), at most one per window."""
+    """Return how many window workers run: ``io_threads``, at most one per window.
+
+    ``io_threads`` defaults to the CPUs, at most ``DEFAULT_IO_THREADS``.
+    """
     threads = io_threads if io_threads is not None else min(DEFAULT_IO_THREADS, os.cpu_count() or 1)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"io_threads must be an integer of at least 1, got {threads!r}")

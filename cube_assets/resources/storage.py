@@ -45,7 +45,9 @@ class RasterStoreResource(ConfigurableResource):
     )
     stale_after_hours: float = Field(
         default=DEFAULT_STALE_AFTER.total_seconds() / 3600,
-        description="on opening the store, remove staging folders and abort multipart uploads older than this (0: never)",
+        description=(
+            "on opening the store, remove staging folders and abort multipart uploads older than this (0: never)"
+        ),
     )
 
     # One store (and so one boto3 client, ~0.15 s to create) per resource instance.

@@ -136,7 +136,10 @@ def _composite_images(
     blend: PeriodBlendManifest,
     store: RasterStore,
 ) -> list[ImageRecord]:
-    """One image per composite of the blend, spanning the period, with its cloud and fill fractions read from its bands."""
+    """Return one image per composite of the blend, spanning the period.
+
+    Each has its cloud and fill fractions read from its bands.
+    """
     geometry, common = mapping(tile.geometry_4326), _tile_image_fields(tile)
     period_start = datetime.combine(period.start, time(), tzinfo=UTC)
     period_end = datetime.combine(period.end, time(), tzinfo=UTC)

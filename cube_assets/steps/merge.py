@@ -32,9 +32,10 @@ def merge_date(
     """Warp the scenes of ``day`` onto ``tile``, mosaic them (first valid scene wins) and publish COGs.
 
     ``scenes`` are the scenes' rasters (``scene_id``, ``bands`` and ``quality`` URIs; a
-    ``SceneCog`` entry is one) in priority order. A pixel that is nodata in any spectral band becomes nodata in the quality
-    band, so every later stage sees one consistent validity mask. A date whose scenes do not
-    reach the tile still gets an (all-nodata) merge so the timeline stays regular.
+    ``SceneCog`` entry is one) in priority order. A pixel that is nodata in any spectral band
+    becomes nodata in the quality band, so every later stage sees one consistent validity mask.
+    A date whose scenes do not reach the tile still gets an (all-nodata) merge so the timeline
+    stays regular.
 
     The tile is merged window by window (``raster.warp.merge_scenes_to_files``, ``window_size``
     pixels a side): each band goes to an uncompressed staging GeoTIFF, then to a COG through

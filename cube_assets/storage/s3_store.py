@@ -93,7 +93,8 @@ class S3RasterStore:
             raise ValueError(f"S3 multipart_threshold {multipart_threshold}: must be at least 1 byte")
         if multipart_chunksize < MIN_MULTIPART_CHUNKSIZE:
             raise ValueError(
-                f"S3 multipart_chunksize {multipart_chunksize}: S3 parts must be at least {MIN_MULTIPART_CHUNKSIZE} bytes"
+                f"S3 multipart_chunksize {multipart_chunksize}: "
+                f"S3 parts must be at least {MIN_MULTIPART_CHUNKSIZE} bytes"
             )
         self.region = region or None
         self._credentials = {
@@ -471,7 +472,10 @@ class S3RasterStore:
 
     @contextlib.contextmanager
     def staging_dir(self) -> Iterator[Path]:
-        """Yield a local temporary folder (under ``staging_root`` or the system's) for building files before ``publish``."""
+        """Yield a local temporary folder for building files before ``publish``.
+
+        The folder is under ``staging_root``, or the system's temporary folder.
+        """
         if self.staging_root is not None:
             self.staging_root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="cube-assets-", dir=self.staging_root) as tmp:

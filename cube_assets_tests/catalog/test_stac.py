@@ -128,7 +128,8 @@ def test_a_product_becomes_a_collection_with_item_assets(filled: Catalog) -> Non
     assets = collection["item_assets"]
     assert list(assets) == ["B04", "B08", "SCL", "CLEAROB", "ALPHA"]
     assert assets["B08"]["eo:bands"] == [{"name": "B08", "common_name": "nir", "description": "nir",
-                                          "center_wavelength": pytest.approx(0.8425), "full_width_half_max": pytest.approx(0.115)}]  # fmt: skip
+                                          "center_wavelength": pytest.approx(0.8425),
+                                          "full_width_half_max": pytest.approx(0.115)}]  # fmt: skip
     assert assets["CLEAROB"]["raster:bands"] == [
         {"data_type": "uint8", "spatial_resolution": 10.0, "unit": "observations"}
     ]

@@ -182,7 +182,8 @@ def fill(catalog: Catalog) -> None:
                      nodata=-9999, data_range=(0, 10000), display_range=(0, 4000), description="nir",
                      wavelength_min=0.785, wavelength_max=0.900).save()  # fmt: skip
     ClassBand(catalog=catalog, product_id=LCF, name="SCL", data_type="UInt8", resolution=10.0, band_index=2, nodata=0,
-              class_labels={4: "vegetation", 8: "cloud"}, colormap={4: [0, 160, 0, 255], 8: [255, 255, 255]}).save()  # fmt: skip
+              class_labels={4: "vegetation", 8: "cloud"},
+              colormap={4: [0, 160, 0, 255], 8: [255, 255, 255]}).save()  # fmt: skip
     GenericBand(catalog=catalog, product_id=LCF, name="CLEAROB", data_type="UInt8", resolution=10.0, band_index=3,
                 physical_range=(0, 255), unit="observations").save()  # fmt: skip
     MaskBand(catalog=catalog, product_id=LCF, name="ALPHA", data_type="UInt8", resolution=10.0, band_index=4,

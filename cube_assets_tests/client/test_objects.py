@@ -571,7 +571,8 @@ def test_migration_0003_keeps_existing_bands_and_adds_alpha_false(catalog_url: s
                 text("INSERT INTO products (id, name, description, tags, properties) VALUES ('p', 'P', '', '[]', '{}')")
             )
             connection.execute(text(
-                "INSERT INTO bands (product_id, name, type, data_type, resolution, band_index, description, class_labels)"
+                "INSERT INTO bands (product_id, name, type, data_type, resolution, band_index,"
+                " description, class_labels)"
                 " VALUES ('p', 'SCL', 'class', 'UInt8', 20, 0, 'scene classes', '{\"4\": \"vegetation\"}')"
             ))  # fmt: skip
         upgrade_schema(engine)

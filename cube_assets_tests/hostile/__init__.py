@@ -1,1 +1,4 @@
-"""Hostile input and loaded-machine tests: each refusal is clean, names the input, and leaves nothing written or leaked."""
+"""Hostile input and loaded-machine tests.
+
+Each refusal is clean, names the input, and leaves nothing written or leaked.
+"""

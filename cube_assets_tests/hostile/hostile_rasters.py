@@ -108,7 +108,10 @@ def everything_in(folder: Path) -> list[str]:
 
 @contextmanager
 def pixel_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Record every ``read`` of a rasterio dataset or warped view (the readers' only way to pixels), delegating to it."""
+    """Record every ``read`` of a rasterio dataset or warped view, delegating to it.
+
+    Yield the list of recorded calls; ``read`` is the readers' only way to pixels.
+    """
     calls: list[str] = []
     for cls in (DatasetReader, WarpedVRT):
         original = cls.read

@@ -273,7 +273,10 @@ def test_zip_bomb_member_is_refused_by_ratio_under_the_default_bound(tmp_path) -
 
     with pytest.raises(
         UnsafeArchive,
-        match=rf"^{PRODUCT}\.zip: member '.*zeros\.jp2' expands 8388608 bytes from \d+ \(\d+:1\), more than the limit of 100:1",
+        match=(
+            rf"^{PRODUCT}\.zip: member '.*zeros\.jp2' expands 8388608 bytes from \d+ \(\d+:1\), "
+            r"more than the limit of 100:1"
+        ),
     ):
         extract_safe_zip(archive, tmp_path / "dest")
 
@@ -408,7 +411,10 @@ def test_tar_gz_whose_pax_header_is_a_bomb_is_stopped_while_decompressing(tmp_pa
 
     with pytest.raises(
         UnsafeArchive,
-        match=rf"^{LANDSAT}\.tar\.gz: decompresses to more than \d+ bytes \(limits: .* and 100:1 of its {archive.stat().st_size} bytes\)",
+        match=(
+            rf"^{LANDSAT}\.tar\.gz: decompresses to more than \d+ bytes "
+            rf"\(limits: .* and 100:1 of its {archive.stat().st_size} bytes\)"
+        ),
     ):
         list(tar_members(archive))
 

@@ -249,7 +249,9 @@ WRITERS = {
                 time.sleep(600)
             return real(*args, **kwargs)
         reflectance.scale_to_reflectance = pausing
-        reflectance.write_reflectance(source, folder / "S2A_T29UNU_B04.tif", add_offset=-1000, quantification=10000, block_size=256)
+        reflectance.write_reflectance(
+            source, folder / "S2A_T29UNU_B04.tif", add_offset=-1000, quantification=10000, block_size=256
+        )
     """,
     # A merge whose COG step is slow: killed while its staging GeoTIFFs wait to be finalized.
     "merge_scenes_to_files": """
@@ -259,9 +261,11 @@ WRITERS = {
             print("WRITING", flush=True)
             time.sleep(600)
         merge_scenes_to_files(
-            [{"SCL": str(source), "B04": str(source)}], bands=["B04"], quality_band="SCL", quality_rules={"preset": "scl"},
-            dst_crs="EPSG:32629", dst_transform=Affine(10, 0, 499980, 0, -10, 5900040), dst_shape=(512, 512),
-            band_nodata={"SCL": 0, "B04": 0}, out_paths={n: folder / f"merge_{n}.tif" for n in ("SCL", "B04", DATASOURCE)},
+            [{"SCL": str(source), "B04": str(source)}], bands=["B04"], quality_band="SCL",
+            quality_rules={"preset": "scl"}, dst_crs="EPSG:32629",
+            dst_transform=Affine(10, 0, 499980, 0, -10, 5900040), dst_shape=(512, 512),
+            band_nodata={"SCL": 0, "B04": 0},
+            out_paths={n: folder / f"merge_{n}.tif" for n in ("SCL", "B04", DATASOURCE)},
             finalize=finalize, threads=1,
         )
     """,

@@ -1,4 +1,7 @@
-"""A scene's preview handed from surface_reflectance to scene_cog: as a path on the local store, through S3 otherwise."""
+"""A scene's preview handed from surface_reflectance to scene_cog.
+
+As a path on the local store, through S3 otherwise.
+"""
 
 from __future__ import annotations
 

@@ -392,7 +392,10 @@ def test_a_zipped_safe_asset_is_fetched_once_extracted_and_read_with_its_own_off
 def test_cube_assets_materialize_a_stac_scene_into_cogs_with_the_offset_applied_once(
     stac_server, real_data, tmp_path
 ) -> None:
-    """The Earth Search c1 Item over a 256 px tile of 60 m in UTM 20S; the cube names B04/B8A/SCL, the API red/nir08/scl."""
+    """The Earth Search c1 Item over a 256 px tile of 60 m in UTM 20S.
+
+    The cube names B04/B8A/SCL, the API red/nir08/scl.
+    """
     from dagster import AssetKey, instance_for_test, materialize
 
     from cube_assets.assets import build_cube_assets
