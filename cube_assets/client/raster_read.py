@@ -59,7 +59,6 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.io import DatasetReader
-from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from tqdm import tqdm
@@ -77,7 +76,7 @@ from cube_assets.client.scaling import (
 )
 from cube_assets.errors import InvalidRaster
 from cube_assets.raster.cog import cog_from_file
-from cube_assets.raster.windowed_io import check_nodata_fits, nodata_fits
+from cube_assets.raster.windowed_io import check_nodata_fits, nodata_fits, read_warped_band
 
 BandSource = str | os.PathLike[str] | tuple[str | os.PathLike[str], int]
 """A band's file: a path or URI (band 1), or ``(path, band_number)``."""
@@ -220,25 +219,24 @@ def _read_warped(
     dtype: np.dtype,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Warp through a WarpedVRT laid over the grid; masks from the VRT's nodata or alpha."""
-    height, width = geocontext.shape
     # One warp per read: the mask comes from the warped nodata, or from an alpha band warped in
     # the same pass (``read_masks`` would warp everything a second time).
-    options: dict[str, Any] = {"src_nodata": fill, "nodata": fill} if fill is not None else {"add_alpha": True}
-    with WarpedVRT(
+    data, alpha = read_warped_band(
         src,
-        crs=geocontext.crs,
-        transform=geocontext.transform,
-        width=width,
-        height=height,
+        band,
+        dst_crs=geocontext.crs,
+        dst_transform=geocontext.transform,
+        dst_shape=geocontext.shape,
         resampling=method,
-        dtype=dtype.name,
-        **options,
-    ) as vrt:
-        if fill is not None:
-            data = vrt.read(band)
-            return data, _equals(data, fill)
-        data, alpha = vrt.read([band, vrt.count])
-    return data, alpha == 0
+        dtype=dtype,
+        src_nodata=fill,
+        dst_nodata=fill,
+        add_alpha=fill is None,
+    )
+    if alpha is not None:
+        return data, alpha == 0
+    assert fill is not None  # there is an alpha band whenever there is no nodata
+    return data, _equals(data, fill)
 
 
 def _aligned_window(src: DatasetReader, geocontext: GeoContext) -> Window | None:

@@ -54,6 +54,7 @@ from cube_assets.client.scaling import numpy_dtype
 from cube_assets.errors import CatalogError, CubeAssetsError, InvalidRaster
 from cube_assets.grids import densify
 from cube_assets.raster.cog import COG_CONTENT_TYPE, OVERVIEW_RESAMPLINGS, is_valid_cog, write_cog
+from cube_assets.raster.windowed_io import output_profile
 from cube_assets.storage.raster_store import RasterStore
 
 #: ImageRecord fields an upload takes from the caller; the grid fields come from the raster.
@@ -501,17 +502,9 @@ def _write_cog_with_overviews(
     resampler: str,
 ) -> None:
     """A COG with exactly the overview ``factors`` (GDAL's COG driver over pre-built overviews)."""
-    height, width = values.shape
-    profile = {
-        "driver": "GTiff",
-        "count": 1,
-        "height": height,
-        "width": width,
-        "dtype": values.dtype.name,
-        "crs": grid.crs,
-        "transform": grid.transform,
-        "nodata": nodata,
-    }
+    profile = output_profile(
+        values.dtype, nodata, crs=grid.crs, transform=grid.transform, shape=values.shape, compress=False
+    )
     options = {
         "COMPRESS": "DEFLATE",
         "PREDICTOR": "YES",

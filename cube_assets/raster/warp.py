@@ -56,7 +56,9 @@ from cube_assets.raster.windowed_io import (
     gdal_cache_limit,
     open_writers,
     output_profile,
+    read_warped_band,
     staged_outputs,
+    warped_view,
     write_window,
 )
 
@@ -146,8 +148,9 @@ def warp_to_grid(
                 raise InvalidRaster(f"{path}: no band {band} (the file has {src.count})")
             out_dtype = np.dtype(dtype or src.dtypes[band - 1])
             check_nodata_fits(dst_nodata, out_dtype, str(path))
-            with _warped_vrt(
+            warped, _ = read_warped_band(
                 src,
+                band,
                 dst_crs=dst_crs,
                 dst_transform=dst_transform,
                 dst_shape=dst_shape,
@@ -155,9 +158,9 @@ def warp_to_grid(
                 dst_nodata=dst_nodata,
                 resampling=method,
                 dtype=out_dtype,
-            ) as vrt:
-                warped: np.ndarray = vrt.read(band, window=window)
-                return warped
+                window=window,
+            )
+            return warped
     except RasterioIOError as error:
         raise InvalidRaster(f"{path}: cannot be read as a raster ({error})") from error
 
@@ -389,7 +392,7 @@ class SceneMosaic:
                 vrt = self._vrts.get(key)
                 if vrt is None:
                     vrt = self._stack.enter_context(
-                        _warped_vrt(
+                        warped_view(
                             self._datasets[index][band],
                             dst_crs=self._crs,
                             dst_transform=self._transform,
@@ -637,36 +640,6 @@ def _window_text(window: Window) -> str:
         f"rows {int(window.row_off)}..{int(window.row_off + window.height) - 1}, "
         f"cols {int(window.col_off)}..{int(window.col_off + window.width) - 1}"
     )
-
-
-@contextlib.contextmanager
-def _warped_vrt(
-    src: DatasetReader,
-    *,
-    dst_crs: CRS | str | int,
-    dst_transform: Affine,
-    dst_shape: tuple[int, int],
-    src_nodata: float | int | None,
-    dst_nodata: float | int,
-    resampling: Resampling,
-    dtype: np.dtype,
-) -> Iterator[WarpedVRT]:
-    """A ``WarpedVRT`` of ``src`` laid over the destination grid."""
-    if src.crs is None:
-        raise InvalidRaster(f"{src.name}: no CRS")
-    options = {"src_nodata": src_nodata} if src_nodata is not None else {}
-    with WarpedVRT(
-        src,
-        crs=CRS.from_user_input(dst_crs),
-        transform=dst_transform,
-        height=dst_shape[0],
-        width=dst_shape[1],
-        nodata=dst_nodata,
-        resampling=resampling,
-        dtype=np.dtype(dtype).name,
-        **options,
-    ) as vrt:
-        yield vrt
 
 
 def _warp_array(

@@ -1,4 +1,4 @@
-"""Tests of the windowed read / write / staging layer: nodata checks, tiling, aligned stacks, staged outputs."""
+"""Tests of the windowed read / write / staging layer: nodata checks, tiling, aligned stacks, warped reads, staged outputs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import rasterio
 import rasterio.env
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.windows import Window
 
 from cube_assets.errors import InvalidRaster
 from cube_assets.raster.windowed_io import (
@@ -22,7 +24,9 @@ from cube_assets.raster.windowed_io import (
     open_aligned,
     open_writers,
     output_profile,
+    read_warped_band,
     staged_outputs,
+    warped_view,
     write_window,
 )
 
@@ -134,6 +138,89 @@ def test_open_aligned_names_a_file_that_is_not_a_raster(tmp_path):
     broken.write_bytes(b"not a tiff")
     with contextlib.ExitStack() as stack, pytest.raises(InvalidRaster, match="broken.tif: cannot be opened"):
         open_aligned(stack, [broken], None)
+
+
+# ----------------------------------------------------------------------------- warped reads
+
+# A grid of the source's pixels widened by 2 pixels on every side.
+WIDE_TRANSFORM = TRANSFORM * Affine.translation(-2, -2)
+WIDE_SHAPE = (12, 10)
+
+
+def _write_without_nodata(path: Path, array: np.ndarray) -> Path:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=array.shape[1],
+        height=array.shape[0],
+        count=1,
+        dtype=array.dtype,
+        crs=UTM33,
+        transform=TRANSFORM,
+    ) as dst:
+        dst.write(array, 1)
+    return path
+
+
+def _read_wide(path: Path, **options):
+    with rasterio.open(path) as src:
+        return read_warped_band(
+            src,
+            1,
+            dst_crs=UTM33,
+            dst_transform=WIDE_TRANSFORM,
+            dst_shape=WIDE_SHAPE,
+            resampling=Resampling.nearest,
+            dtype=src.dtypes[0],
+            **options,
+        )
+
+
+def test_read_warped_band_fills_pixels_the_source_does_not_cover_with_the_destination_nodata(tmp_path):
+    array = np.arange(1, 49, dtype=np.uint16).reshape(8, 6)
+    values, alpha = _read_wide(_write(tmp_path / "band.tif", array), dst_nodata=0)
+    assert alpha is None
+    assert values.shape == WIDE_SHAPE
+    np.testing.assert_array_equal(values[2:10, 2:8], array)
+    assert (values[:2] == 0).all() and (values[:, :2] == 0).all()
+
+
+def test_read_warped_band_adds_an_alpha_band_for_a_source_without_nodata(tmp_path):
+    array = np.full((8, 6), 7, dtype=np.uint16)
+    values, alpha = _read_wide(_write_without_nodata(tmp_path / "band.tif", array), add_alpha=True)
+    assert alpha is not None
+    expected = np.zeros(WIDE_SHAPE, dtype=bool)
+    expected[2:10, 2:8] = True
+    np.testing.assert_array_equal(alpha != 0, expected)
+    assert (values[expected] == 7).all()
+
+
+def test_read_warped_band_reads_a_window_of_the_grid_as_the_whole_grid_read_has_it(tmp_path):
+    path = _write(tmp_path / "band.tif", np.arange(1, 49, dtype=np.uint16).reshape(8, 6))
+    whole, _ = _read_wide(path, dst_nodata=0)
+    part, _ = _read_wide(path, dst_nodata=0, window=Window(3, 1, 5, 7))
+    np.testing.assert_array_equal(part, whole[1:8, 3:8])
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_warped_view_names_a_file_without_a_crs(tmp_path):
+    path = tmp_path / "nocrs.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8") as dst:
+        dst.write(np.ones((4, 4), dtype=np.uint8), 1)
+    with (
+        rasterio.open(path) as src,
+        pytest.raises(InvalidRaster, match="nocrs.tif: no CRS"),
+        warped_view(
+            src,
+            dst_crs=UTM33,
+            dst_transform=TRANSFORM,
+            dst_shape=(4, 4),
+            resampling=Resampling.nearest,
+            dtype="uint8",
+        ),
+    ):
+        pass
 
 
 # ----------------------------------------------------------------------------- profiles and staged outputs
