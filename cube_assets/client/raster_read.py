@@ -100,7 +100,9 @@ _R = TypeVar("_R")
 
 
 def gdal_path(href: str | os.PathLike[str]) -> str:
-    """The path GDAL opens for ``href``: ``s3://b/k`` → ``/vsis3/b/k``, ``gs://`` → ``/vsigs/``, ``http(s)://`` → ``/vsicurl/``.
+    """The path GDAL opens for ``href``.
+
+    ``s3://b/k`` → ``/vsis3/b/k``, ``gs://`` → ``/vsigs/``, ``http(s)://`` → ``/vsicurl/``.
 
     Returns:
         The GDAL path; local and ``/vsi...`` paths unchanged.

@@ -407,7 +407,10 @@ class SceneMosaic:
         return vrt
 
     def _check_window(self, window: Window) -> Window:
-        """``window`` rounded to whole pixels; ``ValueError`` unless it lies inside the grid on warp-block boundaries."""
+        """``window`` rounded to whole pixels.
+
+        Raises ``ValueError`` unless it lies inside the grid on warp-block boundaries.
+        """
         height, width = self.shape
         window = window.round_offsets().round_lengths()
         col, row, w, h = int(window.col_off), int(window.row_off), int(window.width), int(window.height)
@@ -776,7 +779,10 @@ def _check_bands_agree(
 
 
 def _overlap_share(a: Sequence[float], b: Sequence[float]) -> float:
-    """Area of the intersection of two ``(left, bottom, right, top)`` boxes over the smaller box's area (0 if degenerate)."""
+    """Area of the intersection of two ``(left, bottom, right, top)`` boxes over the smaller box's area.
+
+    0 when either box is degenerate.
+    """
     if not all(math.isfinite(value) for value in (*a, *b)):
         return 0.0
     width = min(a[2], b[2]) - max(a[0], b[0])

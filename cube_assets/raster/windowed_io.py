@@ -304,10 +304,10 @@ def staged_outputs(
     destination. With ``finalize``, ``finalize(tmp, destination)`` is called instead (it must
     write ``destination``, atomically if that matters): one output after another in the calling
     thread, or with ``finalize_threads`` up to that many at once in threads named
-    ``thread_name_prefix`` (a COG conversion is mostly GDAL work outside the GIL); each temporary file is removed once its
-    output is finalized. If one ``finalize`` fails, the outputs this call already finalized are
-    removed again, so no output is left out of step with the others. In any case no temporary
-    file (nor a GDAL sidecar of one) is left behind.
+    ``thread_name_prefix`` (a COG conversion is mostly GDAL work outside the GIL); each
+    temporary file is removed once its output is finalized. If one ``finalize`` fails, the
+    outputs this call already finalized are removed again, so no output is left out of step with
+    the others. In any case no temporary file (nor a GDAL sidecar of one) is left behind.
 
     Returns:
         A context manager yielding ``{name: temporary path}``.

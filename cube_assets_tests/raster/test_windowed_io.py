@@ -1,4 +1,7 @@
-"""Tests of the windowed read / write / staging layer: nodata checks, tiling, aligned stacks, warped reads, staged outputs."""
+"""Tests of the windowed read / write / staging layer.
+
+Nodata checks, tiling, aligned stacks, warped reads, staged outputs and the GDAL cache limit.
+"""
 
 from __future__ import annotations
 
