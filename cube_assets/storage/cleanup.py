@@ -78,19 +78,7 @@ def remove_stale_staging(
     if not root.is_dir():
         return []
     cutoff = (time.time() if now is None else now) - older_than.total_seconds()
-    removed = []
-    for entry in sorted(root.iterdir()):
-        try:
-            if _newest_mtime(entry) >= cutoff:
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-        except FileNotFoundError:  # another process cleaned it first
-            continue
-        removed.append(entry)
-    return removed
+    return [entry for entry in sorted(root.iterdir()) if _remove_if_stale(entry, cutoff)]
 
 
 def remove_stale_temporaries(
