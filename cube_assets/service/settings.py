@@ -1,0 +1,23 @@
+"""What the web service is started with: one frozen record, built by ``cube-assets serve`` or by tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Settings of one running service.
+
+    ``catalog_url`` is the catalog database the assets write (SQLite or PostgreSQL). ``presign`` turns
+    ``s3://`` asset hrefs into presigned ``https://`` URLs. Writes (the Transactions extension) exist only
+    with ``allow_writes``, and then only for requests carrying the bearer token read from the environment
+    variable named by ``write_token_env``.
+    """
+
+    catalog_url: str
+    presign: bool = False
+    allow_writes: bool = False
+    write_token_env: str = "CUBE_ASSETS_API_TOKEN"
+    default_limit: int = 10
+    max_limit: int = 10_000
