@@ -27,23 +27,35 @@ instance:
 demo: $(STAMP) instance
 	CUBE_ASSETS_DATA_ROOT=$(DATA_ROOT) $(BIN)/cube-assets demo
 
-# The servers the tests start for real (PostgreSQL with PostGIS), from Debian's packages where
-# they are missing and apt-get can install them (as root); otherwise say what to install.
+# The servers and programs the tests start for real (PostgreSQL with PostGIS, Redis for Celery,
+# Chromium for the viewer), from Debian's packages where they are missing and apt-get can install
+# them (as root); otherwise say what to install.
 PG_CTL_GLOB := /usr/lib/postgresql/*/bin/pg_ctl
 POSTGIS_GLOB := /usr/share/postgresql/*/extension/postgis.control
+APT_INSTALL := apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
+CAN_APT = [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1
 system-packages:
 	@if ! command -v pg_ctl >/dev/null 2>&1 && [ -z "$$(ls $(PG_CTL_GLOB) 2>/dev/null)" ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  if $(CAN_APT); then \
 	    echo "installing PostgreSQL (Debian package postgresql) for the tests"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	    $(APT_INSTALL) postgresql >/dev/null; \
 	  else echo "PostgreSQL server missing: install Debian's postgresql package (its tests skip, or fail with CI=true)"; fi; \
 	fi
 	@if [ -n "$$(ls $(PG_CTL_GLOB) 2>/dev/null)" ] && [ -z "$$(ls $(POSTGIS_GLOB) 2>/dev/null)" ]; then \
 	  pg_major="$$(ls /usr/lib/postgresql | sort -n | tail -n 1)"; \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  if $(CAN_APT); then \
 	    echo "installing PostGIS (Debian package postgresql-$$pg_major-postgis-3) for the tests"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "postgresql-$$pg_major-postgis-3" >/dev/null; \
+	    $(APT_INSTALL) "postgresql-$$pg_major-postgis-3" >/dev/null; \
 	  else echo "PostGIS missing: install Debian's postgresql-$$pg_major-postgis-3 (its tests skip, or fail with CI=true)"; fi; \
+	fi
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium chromium-driver"; \
+	if [ -n "$$missing" ]; then \
+	  if $(CAN_APT); then \
+	    echo "installing$$missing (Debian packages) for the tests"; \
+	    $(APT_INSTALL) $$missing >/dev/null; \
+	  else echo "missing Debian packages:$$missing (their tests skip, or fail with CI=true)"; fi; \
 	fi
 
 test: $(STAMP) system-packages
