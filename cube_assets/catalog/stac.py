@@ -115,6 +115,7 @@ EO_SCHEMA = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
 RASTER_SCHEMA = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
 PROJECTION_SCHEMA = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 FILE_SCHEMA = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
+DATACUBE_SCHEMA = "https://stac-extensions.github.io/datacube/v2.2.0/schema.json"
 STAC_VERSION = "1.1.0"
 #: Prefix of the catalog's own fields in STAC properties.
 PREFIX = "cube_assets"
@@ -232,8 +233,37 @@ EXTENSION_FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
         "patternProperties": {"^(?!file:)": {}},
         "additionalProperties": False,
     },
+    DATACUBE_SCHEMA: {
+        "type": "object",
+        "properties": {
+            "cube:dimensions": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["type"],
+                    "properties": {
+                        "type": {"type": "string"},
+                        "axis": {"enum": ["x", "y", "z"]},
+                        "extent": {"type": "array", "minItems": 2, "maxItems": 2},
+                        "values": {"type": "array", "minItems": 1},
+                        "step": {"type": ["number", "string", "null"]},
+                        "reference_system": {"type": ["string", "number", "object"]},
+                    },
+                    "anyOf": [{"required": ["extent"]}, {"required": ["values"]}],
+                },
+            },
+        },
+        "patternProperties": {"^(?!cube:)": {}},
+        "additionalProperties": False,
+    },
 }
-_FIELD_PREFIXES = {EO_SCHEMA: "eo:", RASTER_SCHEMA: "raster:", PROJECTION_SCHEMA: "proj:", FILE_SCHEMA: "file:"}
+_FIELD_PREFIXES = {
+    EO_SCHEMA: "eo:",
+    RASTER_SCHEMA: "raster:",
+    PROJECTION_SCHEMA: "proj:",
+    FILE_SCHEMA: "file:",
+    DATACUBE_SCHEMA: "cube:",
+}
 
 
 class StacValidationError(CatalogError):
@@ -261,6 +291,26 @@ def _common_name(band: Band) -> str | None:
     return name if name in EO_COMMON_NAMES else None
 
 
+def band_scale_offset(band: Band) -> tuple[float | None, float | None]:
+    """Return the ``raster:bands`` scale and offset of a band: physical = stored × scale + offset.
+
+    They come from the band's ``data_range`` and ``physical_range`` (optional attributes) when both
+    are given and the data range is not empty; otherwise ``(None, None)``.
+
+    Returns:
+        ``(scale, offset)``, or ``(None, None)``.
+    """
+    data_range = getattr(band, "data_range", None)
+    physical_range = getattr(band, "physical_range", None)
+    if not data_range or not physical_range or len(data_range) != 2 or len(physical_range) != 2:
+        return None, None
+    (low, high), (physical_low, physical_high) = data_range, physical_range
+    if high == low:
+        return None, None
+    scale = (physical_high - physical_low) / (high - low)
+    return scale, physical_low - low * scale
+
+
 def _band_assets_fields(band: Band | None, asset: pystac.Asset) -> None:
     """Put ``eo:bands`` (spectral bands) and ``raster:bands`` on ``asset`` for ``band``."""
     if band is None:
@@ -278,11 +328,14 @@ def _band_assets_fields(band: Band | None, asset: pystac.Asset) -> None:
                 full_width_half_max=None if low is None or high is None else high - low,
             )
         ]
+    scale, offset = band_scale_offset(band)
     raster = RasterBand.create(
         nodata=band.nodata,
         data_type=None if band.data_type is None else _RASTER_DATA_TYPES.get(band.data_type),
         spatial_resolution=band.resolution,
         unit=getattr(band, "unit", None),
+        scale=scale,
+        offset=offset,
     )
     RasterExtension.ext(asset, add_if_missing=False).bands = [raster]
 
@@ -309,9 +362,18 @@ def _crs_fields(code: str) -> dict[str, Any]:
 
 
 def image_to_item(
-    image: Image, bands: Mapping[str, Band] | None = None, *, collection_href: str | None = None
+    image: Image,
+    bands: Mapping[str, Band] | None = None,
+    *,
+    collection_href: str | None = None,
+    composite_function: str | None = None,
 ) -> pystac.Item:
     """Return the image as a STAC Item, one asset per file.
+
+    ``composite_function`` (``LCF``, ``MED``...: see :func:`composite_function_of`) becomes the
+    ``cube_assets:composite_function`` property of a composite; a cube image's period is
+    ``cube_assets:period_start`` and, when it spans time, ``cube_assets:period_end`` (the date
+    of ``acquired_end``).
 
     ``bands`` maps band name to the product's band (:class:`Band`) and
     provides each asset's ``eo:bands``/``raster:bands``; files of bands not in it get plain assets.
@@ -339,6 +401,12 @@ def image_to_item(
     own = {
         "tile": image.tile,
         "period_start": None if image.period_start is None else image.period_start.isoformat(),
+        "period_end": (
+            None
+            if image.period_start is None or image.acquired_end is None
+            else image.acquired_end.astimezone(dt.UTC).date().isoformat()
+        ),
+        "composite_function": composite_function,
         "fill_fraction": image.fill_fraction,
         "provider": image.provider,
         "provider_id": image.provider_id,
@@ -398,6 +466,56 @@ def _ensure_extensions(obj: pystac.STACObject) -> None:
     obj.stac_extensions = declared
 
 
+def composite_function_of(product: Product) -> str | None:
+    """Return the composite function (``LCF``, ``MED``...) of a cube's composite product, else None.
+
+    A composite product is tagged ``cube`` and its function, and its id ends with ``-{function}``
+    (``s2_16d-LCF``); the merges (tagged ``merge``) and source collections have none.
+
+    Returns:
+        The function's name, or None.
+    """
+    tags = list(product.tags)
+    if "cube" not in tags:
+        return None
+    for tag in tags:
+        if tag not in ("cube", "merge") and product.id.endswith(f"-{tag}"):
+            return tag
+    return None
+
+
+def _iso_duration(step: object) -> str | None:
+    """``16D`` / ``P16D`` / ``1M`` as an ISO 8601 duration, else None."""
+    match = re.fullmatch(r"P?(\d+)([DWMY])", str(step or "").strip().upper())
+    return None if match is None else f"P{match.group(1)}{match.group(2)}"
+
+
+def cube_dimensions(
+    bands: Sequence[Band],
+    bbox: Sequence[float],
+    interval: tuple[dt.datetime | None, dt.datetime | None],
+    temporal_step: object = None,
+) -> dict[str, Any]:
+    """Return the ``cube:dimensions`` (datacube extension) of a cube product.
+
+    ``x`` and ``y`` span ``bbox`` in EPSG:4326 (a cube's tiles may lie in several projections;
+    the ``proj:code`` summary lists them), ``t`` the time ``interval`` with ``temporal_step``
+    (``16D`` or an ISO 8601 duration) as its step, ``bands`` the band names in order.
+
+    Returns:
+        The dimensions mapping.
+    """
+    start, end = interval
+    dimensions: dict[str, Any] = {
+        "x": {"type": "spatial", "axis": "x", "extent": [bbox[0], bbox[2]], "reference_system": 4326},
+        "y": {"type": "spatial", "axis": "y", "extent": [bbox[1], bbox[3]], "reference_system": 4326},
+        "t": {"type": "temporal", "extent": [_iso(start), _iso(end)], "step": _iso_duration(temporal_step)},
+    }
+    if bands:
+        dimensions["bands"] = {"type": "bands", "values": [band.name for band in bands]}
+    return dimensions
+
+
 def product_to_collection(
     product: Product,
     bands: Sequence[Band] = (),
@@ -411,7 +529,9 @@ def product_to_collection(
     ``spatial_extent`` (lon/lat bbox) and ``temporal_extent`` default to the whole world and the
     product's ``start_datetime``..``end_datetime``;
     :func:`~cube_assets.client.stac_export.export_static_catalog` passes the extent of the
-    product's images. ``crs_codes`` become the ``proj:code`` summary.
+    product's images. ``crs_codes`` become the ``proj:code`` summary. A cube product (tagged
+    ``cube``) gets ``cube:dimensions`` (:func:`cube_dimensions`), its composite function (if any)
+    as ``cube_assets:composite_function``; ``item_assets`` also describe the quicklook.
 
     Returns:
         The ``pystac.Collection`` (no links).
@@ -456,7 +576,18 @@ def product_to_collection(
         definition.properties.update({k: v for k, v in scratch.extra_fields.items() if ":" in k})
         item_assets[band.name] = definition
     if item_assets:
+        item_assets["quicklook"] = pystac.ItemAssetDefinition.create(
+            title="quicklook", description=None, media_type=str(pystac.MediaType.PNG), roles=["thumbnail", "overview"]
+        )
         collection.item_assets = item_assets
+    if "cube" in product.tags:
+        properties = product.properties or {}
+        collection.extra_fields["cube:dimensions"] = cube_dimensions(
+            bands, bbox, (start, end), properties.get("temporal_schema")
+        )
+        function = composite_function_of(product)
+        if function is not None:
+            collection.extra_fields[f"{PREFIX}:composite_function"] = function
     _ensure_extensions(collection)
     return collection
 
@@ -569,8 +700,12 @@ __all__ = [
     "FILE_SCHEMA",
     "PROJECTION_SCHEMA",
     "RASTER_SCHEMA",
+    "DATACUBE_SCHEMA",
     "StacValidationError",
     "Band",
+    "band_scale_offset",
+    "composite_function_of",
+    "cube_dimensions",
     "File",
     "Image",
     "Product",

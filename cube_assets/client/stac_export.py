@@ -1,4 +1,9 @@
-"""The catalog on disk as a static STAC 1.1 catalogue, written from the client's products and images.
+"""The catalog's STAC documents, built one way for the static export and for the STAC API.
+
+:func:`product_stac` gives a product's Collection (extent from its images) and the
+:class:`ProductStac` context from which :func:`item_document` builds each image's Item; both
+:func:`export_static_catalog` and the API (:mod:`cube_assets.service.stac_backend`) use them and
+add only their own links (and, in the API, asset hrefs as clients reach them).
 
 :func:`export_static_catalog` writes every product and image as a self-contained static
 catalogue (relative links; asset hrefs are the catalogued files) that ``pystac``,
@@ -22,12 +27,67 @@ from typing import Any
 import pystac
 
 from cube_assets.catalog.expressions import properties as p
-from cube_assets.catalog.stac import STAC_VERSION, image_to_item, product_extent, product_to_collection, validate_stac
+from cube_assets.catalog.stac import (
+    STAC_VERSION,
+    Band,
+    composite_function_of,
+    image_to_item,
+    product_extent,
+    product_to_collection,
+    validate_stac,
+)
 from cube_assets.client.base import NotFoundError
 from cube_assets.client.connection import Catalog
 from cube_assets.client.image import Image
 from cube_assets.client.product import Product
 from cube_assets.errors import CatalogError
+
+
+@dataclass(frozen=True)
+class ProductStac:
+    """A product's STAC Collection and what building its items needs: bands by name, composite function."""
+
+    collection: pystac.Collection
+    bands: Mapping[str, Band]
+    composite_function: str | None
+    item_count: int
+
+
+def product_stac(catalog: Catalog, product: Product) -> ProductStac:
+    """Return the product's Collection (extent, CRS codes and datacube dimensions from its images) and item context.
+
+    Returns:
+        A :class:`ProductStac`; the collection has no links.
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: if the catalog cannot be read.
+    """
+    bands = product.bands()
+    count, bbox, interval, codes = product_extent(catalog, product.id)
+    collection = product_to_collection(
+        product,
+        bands,
+        spatial_extent=bbox,
+        temporal_extent=interval if count else None,
+        crs_codes=codes,
+    )
+    return ProductStac(collection, {band.name: band for band in bands}, composite_function_of(product), count)
+
+
+def item_document(image: Image, context: ProductStac) -> dict[str, Any]:
+    """Return the image's STAC Item as a dict naming its collection, without links.
+
+    Returns:
+        The Item dict (asset hrefs are the catalogued file locations).
+
+    Raises:
+        CatalogError: if the image has no footprint or acquisition time.
+    """
+    item = image_to_item(image, context.bands, composite_function=context.composite_function)
+    document = item.to_dict(include_self_link=False, transform_hrefs=False)
+    document["collection"] = image.product_id
+    document["links"] = []
+    return document
 
 
 @dataclass(frozen=True)
@@ -137,16 +197,7 @@ def export_static_catalog(
 
 def _export_product(catalog: Catalog, product: Product, folder: Path, validate: bool) -> int:
     """Write the product's collection and every image's item under ``folder``; return the item count."""
-    bands = product.bands()
-    by_name = {band.name: band for band in bands}
-    count, bbox, interval, codes = product_extent(catalog, product.id)
-    collection = product_to_collection(
-        product,
-        bands,
-        spatial_extent=bbox,
-        temporal_extent=interval if count else None,
-        crs_codes=codes,
-    )
+    context = product_stac(catalog, product)
     links = [
         _link("root", "../catalog.json"),
         _link("parent", "../catalog.json"),
@@ -154,13 +205,11 @@ def _export_product(catalog: Catalog, product: Product, folder: Path, validate: 
     written = 0
     used: set[str] = set()
     for image in Image.search(catalog=catalog).filter(p.product_id == product.id).sort("id"):
-        item = image_to_item(image, by_name)
         name = _safe(image.id)
         if name in used:
             raise CatalogError(f"images {image.id!r} and another of product {product.id!r} map to the same file name")
         used.add(name)
-        document = item.to_dict(include_self_link=False, transform_hrefs=False)
-        document["collection"] = product.id
+        document = item_document(image, context)
         document["links"] = [
             _link("root", "../../catalog.json"),
             _link("parent", "../collection.json"),
@@ -171,7 +220,7 @@ def _export_product(catalog: Catalog, product: Product, folder: Path, validate: 
         _write_json(folder / name / f"{name}.json", document)
         links.append(_link("item", f"./{name}/{name}.json", str(pystac.MediaType.GEOJSON)))
         written += 1
-    document = collection.to_dict(include_self_link=False, transform_hrefs=False)
+    document = context.collection.to_dict(include_self_link=False, transform_hrefs=False)
     document["links"] = links
     if validate:
         validate_stac(document)
@@ -198,4 +247,4 @@ def _swap_into_place(staging: Path, destination: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["ExportResult", "export_static_catalog"]
+__all__ = ["ExportResult", "ProductStac", "export_static_catalog", "item_document", "product_stac"]

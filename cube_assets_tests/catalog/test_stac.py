@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+from types import SimpleNamespace
 from typing import Any
 
 import pystac
@@ -20,10 +21,12 @@ import pytest
 import shapely.geometry
 
 from cube_assets.catalog.stac import (
+    DATACUBE_SCHEMA,
     EO_SCHEMA,
     PROJECTION_SCHEMA,
     RASTER_SCHEMA,
     StacValidationError,
+    band_scale_offset,
     image_to_item,
     product_to_collection,
     validate_stac,
@@ -126,7 +129,8 @@ def test_a_product_becomes_a_collection_with_item_assets(filled: Catalog) -> Non
     assert collection["extent"]["temporal"]["interval"] == [["2023-01-01T00:00:00Z", "2023-12-31T23:59:59Z"]]
     assert collection["summaries"] == {"proj:code": ["EPSG:4326"]}
     assets = collection["item_assets"]
-    assert list(assets) == ["B04", "B08", "SCL", "CLEAROB", "ALPHA"]
+    assert list(assets) == ["B04", "B08", "SCL", "CLEAROB", "ALPHA", "quicklook"]
+    assert assets["quicklook"]["roles"] == ["thumbnail", "overview"]
     assert assets["B08"]["eo:bands"] == [{"name": "B08", "common_name": "nir", "description": "nir",
                                           "center_wavelength": pytest.approx(0.8425),
                                           "full_width_half_max": pytest.approx(0.115)}]  # fmt: skip
@@ -134,7 +138,18 @@ def test_a_product_becomes_a_collection_with_item_assets(filled: Catalog) -> Non
         {"data_type": "uint8", "spatial_resolution": 10.0, "unit": "observations"}
     ]
     assert assets["ALPHA"]["roles"] == ["data", "data-mask"]
-    assert set(collection["stac_extensions"]) == {EO_SCHEMA, RASTER_SCHEMA, PROJECTION_SCHEMA}
+    assert set(collection["stac_extensions"]) == {EO_SCHEMA, RASTER_SCHEMA, PROJECTION_SCHEMA, DATACUBE_SCHEMA}
+    dimensions = collection["cube:dimensions"]
+    assert dimensions["bands"]["values"] == ["B04", "B08", "SCL", "CLEAROB", "ALPHA"]
+    assert dimensions["t"]["extent"] == ["2023-01-01T00:00:00Z", "2023-12-31T23:59:59Z"]
+    assert collection["cube_assets:composite_function"] == "LCF"
+
+
+def test_a_band_with_data_and_physical_ranges_gets_scale_and_offset() -> None:
+    band = SimpleNamespace(data_range=(0, 10000), physical_range=(0.0, 1.0))
+
+    assert band_scale_offset(band) == (pytest.approx(0.0001), 0.0)  # type: ignore[arg-type]  # a duck-typed band
+    assert band_scale_offset(SimpleNamespace(data_range=(0, 10000))) == (None, None)  # type: ignore[arg-type]  # no physical range
 
 
 @pytest.mark.parametrize(
