@@ -44,13 +44,29 @@ from cube_assets.errors import CatalogError
 
 
 @dataclass(frozen=True)
-class ProductStac:
-    """A product's STAC Collection and what building its items needs: bands by name, composite function."""
+class ItemContext:
+    """What building a product's items needs: its bands by name and its composite function."""
 
-    collection: pystac.Collection
     bands: Mapping[str, Band]
     composite_function: str | None
+
+
+@dataclass(frozen=True)
+class ProductStac:
+    """A product's STAC Collection, how many images it has, and its :class:`ItemContext`."""
+
+    collection: pystac.Collection
+    items: ItemContext
     item_count: int
+
+
+def item_context(product: Product) -> ItemContext:
+    """Return what building the product's items needs (one query: its bands).
+
+    Returns:
+        The :class:`ItemContext`.
+    """
+    return ItemContext({band.name: band for band in product.bands()}, composite_function_of(product))
 
 
 def product_stac(catalog: Catalog, product: Product) -> ProductStac:
@@ -71,10 +87,12 @@ def product_stac(catalog: Catalog, product: Product) -> ProductStac:
         temporal_extent=interval if count else None,
         crs_codes=codes,
     )
-    return ProductStac(collection, {band.name: band for band in bands}, composite_function_of(product), count)
+    return ProductStac(
+        collection, ItemContext({band.name: band for band in bands}, composite_function_of(product)), count
+    )
 
 
-def item_document(image: Image, context: ProductStac) -> dict[str, Any]:
+def item_document(image: Image, context: ItemContext) -> dict[str, Any]:
     """Return the image's STAC Item as a dict naming its collection, without links.
 
     Returns:
@@ -209,7 +227,7 @@ def _export_product(catalog: Catalog, product: Product, folder: Path, validate: 
         if name in used:
             raise CatalogError(f"images {image.id!r} and another of product {product.id!r} map to the same file name")
         used.add(name)
-        document = item_document(image, context)
+        document = item_document(image, context.items)
         document["links"] = [
             _link("root", "../../catalog.json"),
             _link("parent", "../collection.json"),
@@ -247,4 +265,12 @@ def _swap_into_place(staging: Path, destination: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["ExportResult", "ProductStac", "export_static_catalog", "item_document", "product_stac"]
+__all__ = [
+    "ExportResult",
+    "ItemContext",
+    "ProductStac",
+    "export_static_catalog",
+    "item_context",
+    "item_document",
+    "product_stac",
+]

@@ -10,7 +10,8 @@ class ServiceSettings:
     """Settings of one running service.
 
     ``catalog_url`` is the catalog database the assets write (SQLite or PostgreSQL). ``presign`` turns
-    ``s3://`` asset hrefs into presigned ``https://`` URLs. Writes (the Transactions extension) exist only
+    ``s3://`` asset hrefs into presigned ``https://`` URLs (signed for ``s3_endpoint_url``, or boto3's
+    own configuration when None). Writes (the Transactions extension) exist only
     with ``allow_writes``, and then only for requests carrying the bearer token read from the environment
     variable named by ``write_token_env``.
     """
@@ -21,3 +22,4 @@ class ServiceSettings:
     write_token_env: str = "CUBE_ASSETS_API_TOKEN"
     default_limit: int = 10
     max_limit: int = 10_000
+    s3_endpoint_url: str | None = None

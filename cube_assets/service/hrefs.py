@@ -1,0 +1,70 @@
+"""Asset hrefs as a client of the API reaches them: local files as absolute paths, S3 objects as ``s3://`` or presigned.
+
+The catalog holds each file's location as the raster store wrote it (a filesystem path or an
+``s3://bucket/key`` URI). :class:`AssetHrefs` makes local paths absolute and, when presigning is
+on, turns ``s3://`` URIs into presigned ``https://`` URLs (boto3, with the credentials and
+endpoint of the environment, as the raster store uses them) valid for ``expires_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+#: How long a presigned URL stays valid, in seconds.
+PRESIGN_EXPIRES_S = 3600
+
+
+@dataclass
+class AssetHrefs:
+    """Rewrites asset hrefs for clients: ``presign`` turns ``s3://`` into presigned https URLs."""
+
+    presign: bool = False
+    expires_s: int = PRESIGN_EXPIRES_S
+    endpoint_url: str | None = None
+    _client: Any = field(default=None, init=False, repr=False)
+
+    def href(self, location: str) -> str:
+        """Return the href a client uses for the catalogued file ``location``.
+
+        Returns:
+            An absolute path, an ``s3://`` URI, a presigned ``https://`` URL, or ``location`` itself
+            for any other URL.
+
+        Raises:
+            botocore.exceptions.BotoCoreError: if presigning is on and no credentials are found.
+        """
+        parts = urlsplit(location)
+        if parts.scheme == "s3":
+            return self._presigned(parts.netloc, parts.path.lstrip("/")) if self.presign else location
+        if parts.scheme == "file":
+            return os.path.abspath(parts.path)
+        if parts.scheme == "":
+            return os.path.abspath(location)
+        return location
+
+    def rewrite(self, item: dict[str, Any]) -> dict[str, Any]:
+        """Rewrite every asset href of an Item dict in place.
+
+        Returns:
+            The same dict.
+        """
+        for asset in (item.get("assets") or {}).values():
+            if isinstance(asset, dict) and isinstance(asset.get("href"), str):
+                asset["href"] = self.href(asset["href"])
+        return item
+
+    def _presigned(self, bucket: str, key: str) -> str:
+        if self._client is None:
+            import boto3  # only when presigning: boto3 is slow to import
+
+            self._client = boto3.client("s3", endpoint_url=self.endpoint_url)  # None: boto3's own configuration
+        url: str = self._client.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=self.expires_s
+        )
+        return url
+
+
+__all__ = ["PRESIGN_EXPIRES_S", "AssetHrefs"]
