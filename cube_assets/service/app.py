@@ -13,12 +13,12 @@ response or a log line).
 """
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import attr
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import Field
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 from stac_fastapi.api.app import StacApi
 from stac_fastapi.api.models import ItemCollectionUri, JSONResponse, create_get_request_model, create_post_request_model
@@ -85,8 +85,25 @@ class QueryablesClient(BaseFiltersClient):  # type: ignore[misc]  # stac-fastapi
         return self.core.queryables(get_base_url(kwargs["request"]), collection_id)
 
 
+class FilterPostRequest(BaseModel):
+    """The filter fields of a POST search: CQL2-JSON, or CQL2 text as a string (``filter-lang`` may say which)."""
+
+    filter_expr: dict[str, Any] | str | None = Field(None, alias="filter", description="A CQL2 filter.")
+    filter_crs: str | None = Field(None, alias="filter-crs", description="CRS of the filter's geometries (CRS84).")
+    filter_lang: Literal["cql2-json", "cql2-text"] | None = Field(
+        None, alias="filter-lang", description="The filter's encoding (guessed from its type when absent)."
+    )
+
+
+@attr.s
+class CatalogFilterExtension(FilterExtension):  # type: ignore[misc]  # stac-fastapi's attrs classes are untyped
+    """The filter extension whose POST body takes CQL2 text too."""
+
+    POST = FilterPostRequest
+
+
 def _filter_extension(core: CatalogCoreClient) -> FilterExtension:
-    return FilterExtension(
+    return CatalogFilterExtension(
         client=QueryablesClient(core=core),
         conformance_classes=[
             FilterConformanceClasses.FILTER,

@@ -213,14 +213,30 @@ def _compare(prop: Any, operator: str, value: Any) -> Expression:
 
 
 def _like(args: Sequence[Any]) -> Expression:
+    """``like`` with a prefix pattern: text, then one final ``%``; ``\\_``, ``\\%`` and ``\\\\`` stand for themselves."""
     name = _property_name(args[0]) if len(args) == 2 else None
     pattern = args[1] if len(args) == 2 else None
     if name is None or not isinstance(pattern, str):
         raise InvalidParameter("filter", "like takes a property and a pattern")
-    stem = pattern[:-1] if pattern.endswith("%") else None
-    if stem is None or any(c in stem for c in "%_\\"):
-        raise InvalidParameter("filter", f"like supports prefix patterns ('abc%') only, got {pattern[:100]!r}")
-    return queryable(name, "filter").property.prefix(stem)
+    stem, escaped, index = [], False, 0
+    for index, character in enumerate(pattern):
+        if escaped:
+            stem.append(character)
+            escaped = False
+        elif character == "\\":
+            escaped = True
+        elif character in "%_":
+            break
+        else:
+            stem.append(character)
+    else:
+        index = len(pattern)
+    if pattern[index:] != "%" or escaped:
+        raise InvalidParameter(
+            "filter",
+            f"like supports prefix patterns only (text, then one final %; escape _ as \\_), got {pattern[:100]!r}",
+        )
+    return queryable(name, "filter").property.prefix("".join(stem))
 
 
 def _t_intersects(args: Sequence[Any]) -> Expression:
