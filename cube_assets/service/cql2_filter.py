@@ -213,12 +213,13 @@ def _compare(prop: Any, operator: str, value: Any) -> Expression:
 
 
 def _like(args: Sequence[Any]) -> Expression:
-    """``like`` with a prefix pattern: text, then one final ``%``; ``\\_``, ``\\%`` and ``\\\\`` stand for themselves."""
+    """``like`` with a prefix pattern: text, then one final ``%`` (``\\_``, ``\\%``, ``\\\\`` are themselves)."""
     name = _property_name(args[0]) if len(args) == 2 else None
     pattern = args[1] if len(args) == 2 else None
     if name is None or not isinstance(pattern, str):
         raise InvalidParameter("filter", "like takes a property and a pattern")
-    stem, escaped, index = [], False, 0
+    stem: list[str] = []
+    escaped, index = False, 0
     for index, character in enumerate(pattern):
         if escaped:
             stem.append(character)

@@ -78,8 +78,10 @@ CASES: list[Case] = [
      lambda s: s.filter(p.cloud_fraction == None)),  # noqa: E711 - builds IS NULL
     ("CQL2 tile, GET", {"filter": "\"cube_assets:tile\" = '024017'", "method": "GET"},
      lambda s: s.filter(p.tile == "024017")),
-    ("CQL2 like prefix", {"filter": "id LIKE 's2\\_test\\_024017\\_%'"}, lambda s: s.filter(p.id.prefix("s2_test_024017_"))),
-    ("CQL2 t_intersects", {"filter": "T_INTERSECTS(datetime, INTERVAL('2024-01-17T00:00:00Z', '2024-01-31T00:00:00Z'))"},
+    ("CQL2 like prefix", {"filter": "id LIKE 's2\\_test\\_024017\\_%'"},
+     lambda s: s.filter(p.id.prefix("s2_test_024017_"))),
+    ("CQL2 t_intersects",
+     {"filter": "T_INTERSECTS(datetime, INTERVAL('2024-01-17T00:00:00Z', '2024-01-31T00:00:00Z'))"},
      lambda s: s.filter(overlap("2024-01-17T00:00:00Z", "2024-01-31T00:00:00Z"))),
     ("CQL2 s_intersects and collection", {"filter": {"op": "and", "args": [
         {"op": "s_intersects", "args": [{"property": "geometry"}, INSIDE_T2.__geo_interface__]},
