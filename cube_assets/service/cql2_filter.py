@@ -220,7 +220,8 @@ def _like(args: Sequence[Any]) -> Expression:
         raise InvalidParameter("filter", "like takes a property and a pattern")
     stem: list[str] = []
     escaped, index = False, 0
-    for index, character in enumerate(pattern):
+    while index < len(pattern):
+        character = pattern[index]
         if escaped:
             stem.append(character)
             escaped = False
@@ -230,8 +231,7 @@ def _like(args: Sequence[Any]) -> Expression:
             break
         else:
             stem.append(character)
-    else:
-        index = len(pattern)
+        index += 1
     if pattern[index:] != "%" or escaped:
         raise InvalidParameter(
             "filter",
