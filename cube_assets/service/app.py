@@ -116,6 +116,16 @@ def _filter_extension(core: CatalogCoreClient) -> FilterExtension:
     )
 
 
+#: Search parameters a whole-body validation message may name.
+_PARAMETERS = ("intersects", "bbox", "datetime", "limit", "filter", "sortby", "fields", "query", "ids", "collections")
+
+
+def _named_in(message: str) -> str:
+    """The first search parameter a validation message names, else ``request``."""
+    found = [(message.find(name), name) for name in _PARAMETERS if name in message]
+    return min(found)[1] if found else "request"
+
+
 def _error(status: int, code: str, description: str, **extra: Any) -> JSONResponse:
     return JSONResponse(status_code=status, content={"code": code, "description": description, **extra})
 
@@ -135,7 +145,7 @@ def add_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {}
         location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
-        parameter = location[0] if location else "request"
+        parameter = location[0] if location else _named_in(str(first.get("msg", "")))
         message = f"{'.'.join(location) or parameter}: {first.get('msg', 'invalid value')}"
         return _error(400, "InvalidParameter", message, parameter=parameter)
 
