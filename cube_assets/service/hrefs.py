@@ -1,9 +1,12 @@
-"""Asset hrefs as a client of the API reaches them: local files as absolute paths, S3 objects as ``s3://`` or presigned.
+"""Asset hrefs as a client of the API reaches them: local files by absolute path, S3 objects as ``s3://`` or presigned.
 
 The catalog holds each file's location as the raster store wrote it (a filesystem path or an
-``s3://bucket/key`` URI). :class:`AssetHrefs` makes local paths absolute and, when presigning is
-on, turns ``s3://`` URIs into presigned ``https://`` URLs (boto3, with the credentials and
-endpoint of the environment, as the raster store uses them) valid for ``expires_s`` seconds.
+``s3://bucket/key`` URI). :class:`AssetHrefs` gives local files as ``file://`` URIs of their
+absolute paths: a bare path such as ``/data/x.tif`` in an Item fetched over HTTP is, for pystac
+and odc-stac, relative to the Item's URL (``http://host/data/x.tif``), while ``file:///data/x.tif``
+stays a local file, and rasterio/GDAL open it. When presigning is on, ``s3://`` URIs become
+presigned ``https://`` URLs (boto3, with the credentials and endpoint of the environment, as the
+raster store uses them) valid for ``expires_s`` seconds.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 #: How long a presigned URL stays valid, in seconds.
 PRESIGN_EXPIRES_S = 3600
@@ -30,8 +34,8 @@ class AssetHrefs:
         """Return the href a client uses for the catalogued file ``location``.
 
         Returns:
-            An absolute path, an ``s3://`` URI, a presigned ``https://`` URL, or ``location`` itself
-            for any other URL.
+            A ``file://`` URI of an absolute path, an ``s3://`` URI, a presigned ``https://`` URL, or
+            ``location`` itself for any other URL.
 
         Raises:
             botocore.exceptions.BotoCoreError: if presigning is on and no credentials are found.
@@ -40,9 +44,9 @@ class AssetHrefs:
         if parts.scheme == "s3":
             return self._presigned(parts.netloc, parts.path.lstrip("/")) if self.presign else location
         if parts.scheme == "file":
-            return os.path.abspath(parts.path)
+            return Path(os.path.abspath(unquote(parts.path))).as_uri()
         if parts.scheme == "":
-            return os.path.abspath(location)
+            return Path(os.path.abspath(location)).as_uri()
         return location
 
     def rewrite(self, item: dict[str, Any]) -> dict[str, Any]:
