@@ -9,7 +9,7 @@ DATA_ROOT ?= $(CURDIR)/cube-data
 DOCS_SITE ?= site
 export DAGSTER_HOME
 
-.PHONY: install demo test lint dev validate docs clean instance backfill system-packages
+.PHONY: install demo test lint dev validate docs clean instance backfill system-packages serve
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ instance:
 
 demo: $(STAMP) instance
 	CUBE_ASSETS_DATA_ROOT=$(DATA_ROOT) $(BIN)/cube-assets demo
+
+# The STAC API over the demo's catalog (CUBE_ENV=prod: $CUBE_ASSETS_CATALOG_URL) on http://127.0.0.1:8000/.
+serve: $(STAMP)
+	CUBE_ASSETS_DATA_ROOT=$(DATA_ROOT) $(BIN)/cube-assets serve
 
 # The servers and programs the tests start for real (PostgreSQL with PostGIS, Redis for Celery,
 # Chromium for the viewer), from Debian's packages where they are missing and apt-get can install

@@ -186,22 +186,23 @@ def create_app(settings: ServiceSettings, *, catalog: Catalog | None = None) -> 
         _filter_extension(core),
         TokenPaginationExtension(),
     ]
+    api_settings = ApiSettings(
+        openapi_url="/api",
+        docs_url="/api.html",
+        stac_fastapi_title="cube-assets STAC API",
+        stac_fastapi_description="Data cubes of cube-assets: composites, merges and their source scenes.",
+        stac_fastapi_landing_id="cube-assets",
+        stac_fastapi_version="1.0.0",
+    )
     extensions = list(search_extensions)
     if settings.allow_writes:
         from cube_assets.service.transactions import transaction_extension  # only when writes are allowed
 
-        extensions.append(transaction_extension(catalog, settings))
+        extensions.append(transaction_extension(catalog, settings, api_settings))
     items_model = create_get_request_model(search_extensions, base_model=ItemsGetRequest)
     api = StacApi(
         app=FastAPI(title="cube-assets", openapi_url="/api", docs_url="/api.html"),
-        settings=ApiSettings(
-            openapi_url="/api",
-            docs_url="/api.html",
-            stac_fastapi_title="cube-assets STAC API",
-            stac_fastapi_description="Data cubes of cube-assets: composites, merges and their source scenes.",
-            stac_fastapi_landing_id="cube-assets",
-            stac_fastapi_version="1.0.0",
-        ),
+        settings=api_settings,
         title="cube-assets STAC API",
         description="Data cubes of cube-assets: composites, merges and their source scenes.",
         api_version="1.0.0",

@@ -1,0 +1,84 @@
+"""``cube-assets serve``: the web service (STAC API) over the catalog, under uvicorn.
+
+::
+
+    cube-assets serve [--host 127.0.0.1] [--port 8000] [--catalog URL] [--presign] [--allow-writes]
+
+The catalog is ``--catalog``; else, with ``CUBE_ENV=prod``, ``$CUBE_ASSETS_CATALOG_URL`` (PostgreSQL);
+else the demo's SQLite catalog under ``--data-root`` (``$CUBE_ASSETS_DATA_ROOT``, default
+``./cube-data``). ``--presign`` gives S3 assets as presigned https URLs (signed with the
+environment's AWS credentials, ``$AWS_ENDPOINT_URL`` for another S3 service). ``--allow-writes``
+adds the Transactions extension, whose requests must carry ``Authorization: Bearer <token>``
+with the token in ``$CUBE_ASSETS_API_TOKEN`` (refused to start without it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``serve`` command."""
+    serve = subparsers.add_parser("serve", help="serve the catalog as a STAC API (FastAPI under uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    serve.add_argument("--catalog", default=None, help="catalog database URL (default: see the module help)")
+    serve.add_argument(
+        "--data-root",
+        default=os.environ.get("CUBE_ASSETS_DATA_ROOT", "cube-data"),
+        help="data root whose SQLite catalog is served when no URL is given",
+    )
+    serve.add_argument("--presign", action="store_true", help="give S3 assets as presigned https URLs")
+    serve.add_argument(
+        "--allow-writes", action="store_true", help="add the Transactions extension (bearer token from the env)"
+    )
+    serve.set_defaults(run=run_serve)
+
+
+def catalog_url(args: argparse.Namespace, environ: dict[str, str] | os._Environ[str] = os.environ) -> str:
+    """Return the catalog URL to serve: ``--catalog``, the production URL under ``CUBE_ENV=prod``, or the demo's.
+
+    Raises:
+        SystemExit: under ``CUBE_ENV=prod`` without ``CUBE_ASSETS_CATALOG_URL`` or ``--catalog``.
+    """
+    from cube_assets.catalog.database import default_catalog_url
+
+    if args.catalog:
+        return str(args.catalog)
+    if environ.get("CUBE_ENV") == "prod":
+        url = environ.get("CUBE_ASSETS_CATALOG_URL")
+        if not url:
+            raise SystemExit("cube-assets serve: CUBE_ENV=prod needs CUBE_ASSETS_CATALOG_URL (or --catalog)")
+        return url
+    return default_catalog_url(Path(args.data_root))
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Serve the API until interrupted; return 0 (2 when the catalog cannot be opened or writes lack a token)."""
+    import uvicorn
+
+    from cube_assets.errors import CatalogError
+    from cube_assets.redaction import redact_url
+    from cube_assets.service.app import create_app
+    from cube_assets.service.settings import ServiceSettings
+
+    settings = ServiceSettings(
+        catalog_url=catalog_url(args),
+        presign=args.presign,
+        allow_writes=args.allow_writes,
+        s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+    )
+    if settings.allow_writes and not os.environ.get(settings.write_token_env):
+        print(f"cube-assets serve: --allow-writes needs a token in ${settings.write_token_env}", file=sys.stderr)
+        return 2
+    try:
+        app = create_app(settings)
+    except CatalogError as exc:
+        print(f"cube-assets serve: {exc}", file=sys.stderr)
+        return 2
+    print(f"cube-assets serve: {redact_url(settings.catalog_url)} on http://{args.host}:{args.port}/", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
