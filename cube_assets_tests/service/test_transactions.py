@@ -1,4 +1,4 @@
-"""Writes: the Transactions extension exists only with allow_writes, needs the bearer token, goes through the catalog."""
+"""Writes: the Transactions extension exists only with allow_writes, needs the bearer token, uses the catalog."""
 
 from __future__ import annotations
 
