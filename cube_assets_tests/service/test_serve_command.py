@@ -49,7 +49,8 @@ def test_the_serve_command_answers_stac_requests(tmp_path: Path) -> None:
                 break
             except httpx.TransportError:
                 if time.monotonic() > deadline or process.poll() is not None:
-                    raise AssertionError(f"serve did not start: {process.stdout.read() if process.stdout else ''}")
+                    output = process.stdout.read() if process.stdout else ""
+                    raise AssertionError(f"serve did not start: {output}") from None
                 time.sleep(0.2)
         found = httpx.get(f"http://127.0.0.1:{port}/search", params={"collections": LCF, "limit": 100}).json()
     finally:
