@@ -463,3 +463,67 @@ def test_the_executor_comes_from_its_setting(tmp_path, name, executor):
 def test_an_unknown_executor_is_refused_with_the_variable_name(tmp_path):
     with pytest.raises(InvalidCubeConfig, match="CUBE_ASSETS_EXECUTOR='celery'"):
         build_definitions(DEMO_CONFIG, tmp_path, executor="celery")
+
+
+# -------------------------------------------------------------------------------------------- the STAC API
+
+API_MANIFEST = DEPLOY / "k8s" / "api.yaml"
+
+
+def _app_status(path: str) -> int:
+    """The status the API (over an empty in-memory catalog) answers ``GET path`` with."""
+    from fastapi.testclient import TestClient
+
+    from cube_assets.client import Catalog
+    from cube_assets.service.app import create_app
+    from cube_assets.service.settings import ServiceSettings
+
+    with Catalog("sqlite://") as catalog, TestClient(create_app(ServiceSettings("sqlite://"), catalog=catalog)) as http:
+        return http.get(path).status_code
+
+
+def _serve_arguments(command: list[str]) -> object:
+    from cube_assets import cli
+
+    assert command[:2] == ["cube-assets", "serve"], command
+    return cli.build_parser().parse_args(command[1:])
+
+
+def test_compose_serves_the_stac_api_over_the_code_locations_catalog():
+    services = _yaml(COMPOSE)["services"]
+    api = services["api"]
+    arguments = _serve_arguments(api["command"])
+    assert _compose_value(api["image"]) == f"cube-assets:{VERSION}"
+    assert arguments.host == "0.0.0.0" and api["ports"] == [f"{arguments.port}:{arguments.port}"]
+    assert api["environment"]["CUBE_ENV"] == "prod"
+    assert (
+        api["environment"]["CUBE_ASSETS_CATALOG_URL"]
+        == services["code_location"]["environment"]["CUBE_ASSETS_CATALOG_URL"]
+    )
+    assert api["environment"]["AWS_ENDPOINT_URL"] == services["code_location"]["environment"]["AWS_ENDPOINT_URL"]
+    probe = re.search(r"http://127\.0\.0\.1:(\d+)(/\S*?)'", " ".join(api["healthcheck"]["test"]))
+    assert probe and int(probe.group(1)) == arguments.port and _app_status(probe.group(2)) == 200
+
+
+def test_kubernetes_runs_the_api_as_a_deployment_and_service_reading_the_chart_secret():
+    manifest = _yaml(API_MANIFEST)
+    kinds = {item["kind"]: item for item in manifest["items"]}
+    assert manifest["kind"] == "List" and set(kinds) == {"Deployment", "Service"}
+    deployment, service = kinds["Deployment"], kinds["Service"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    arguments = _serve_arguments(container["command"])
+    (user_deployment,) = _yaml(HELM_VALUES)["dagster-user-deployments"]["deployments"]
+    image = user_deployment["image"]
+    assert container["image"] == f"{image['repository']}:{image['tag']}"
+    secrets = {secret["secretRef"]["name"] for secret in container["envFrom"]}
+    assert secrets == {entry["name"] for entry in user_deployment["envSecrets"]}  # the catalog URL's Secret
+    assert {"name": "CUBE_ENV", "value": "prod"} in container["env"]
+    (port,) = container["ports"]
+    assert arguments.host == "0.0.0.0" and port["containerPort"] == arguments.port
+    assert service["spec"]["ports"][0]["targetPort"] == port["name"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert _app_status(container[probe]["httpGet"]["path"]) == 200
+        assert container[probe]["httpGet"]["port"] == port["name"]

@@ -6,8 +6,9 @@
 
 The catalog is ``--catalog``; else, with ``CUBE_ENV=prod``, ``$CUBE_ASSETS_CATALOG_URL`` (PostgreSQL);
 else the demo's SQLite catalog under ``--data-root`` (``$CUBE_ASSETS_DATA_ROOT``, default
-``./cube-data``). ``--presign`` gives S3 assets as presigned https URLs (signed with the
-environment's AWS credentials, ``$AWS_ENDPOINT_URL`` for another S3 service). ``--allow-writes``
+``./cube-data``). ``--presign`` gives S3 assets as presigned https URLs, signed with
+``$CUBE_ASSETS_S3_ACCESS_KEY_ID``/``$CUBE_ASSETS_S3_SECRET_ACCESS_KEY`` (else boto3's own chain:
+``AWS_*`` variables, a profile, an instance role) for ``$AWS_ENDPOINT_URL`` (another S3 service). ``--allow-writes``
 adds the Transactions extension, whose requests must carry ``Authorization: Bearer <token>``
 with the token in ``$CUBE_ASSETS_API_TOKEN`` (refused to start without it).
 """
@@ -70,6 +71,9 @@ def run_serve(args: argparse.Namespace) -> int:
         presign=args.presign,
         allow_writes=args.allow_writes,
         s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+        s3_region=os.environ.get("AWS_REGION") or None,
+        s3_access_key_id=os.environ.get("CUBE_ASSETS_S3_ACCESS_KEY_ID") or None,
+        s3_secret_access_key=os.environ.get("CUBE_ASSETS_S3_SECRET_ACCESS_KEY") or None,
     )
     if settings.allow_writes and not os.environ.get(settings.write_token_env):
         print(f"cube-assets serve: --allow-writes needs a token in ${settings.write_token_env}", file=sys.stderr)

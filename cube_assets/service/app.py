@@ -175,7 +175,13 @@ def create_app(settings: ServiceSettings, *, catalog: Catalog | None = None) -> 
     catalog = catalog if catalog is not None else Catalog(settings.catalog_url)
     core = CatalogCoreClient(
         catalog=catalog,
-        hrefs=AssetHrefs(presign=settings.presign, endpoint_url=settings.s3_endpoint_url),
+        hrefs=AssetHrefs(
+            presign=settings.presign,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=settings.s3_secret_access_key,
+        ),
         default_limit=settings.default_limit,
         max_limit=settings.max_limit,
     )

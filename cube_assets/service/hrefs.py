@@ -6,7 +6,7 @@ absolute paths: a bare path such as ``/data/x.tif`` in an Item fetched over HTTP
 and odc-stac, relative to the Item's URL (``http://host/data/x.tif``), while ``file:///data/x.tif``
 stays a local file, and rasterio/GDAL open it. When presigning is on, ``s3://`` URIs become
 presigned ``https://`` URLs (boto3, with the credentials and endpoint of the environment, as the
-raster store uses them) valid for ``expires_s`` seconds.
+raster store uses them: the keys given, else boto3's own chain) valid for ``expires_s`` seconds.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ class AssetHrefs:
     presign: bool = False
     expires_s: int = PRESIGN_EXPIRES_S
     endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
     _client: Any = field(default=None, init=False, repr=False)
 
     def href(self, location: str) -> str:
@@ -64,7 +67,14 @@ class AssetHrefs:
         if self._client is None:
             import boto3  # only when presigning: boto3 is slow to import
 
-            self._client = boto3.client("s3", endpoint_url=self.endpoint_url)  # None: boto3's own configuration
+            # Values left None fall back to boto3's own chain (environment, profile, instance role).
+            self._client = boto3.client(
+                "s3",
+                endpoint_url=self.endpoint_url,
+                region_name=self.region,
+                aws_access_key_id=self.access_key_id,
+                aws_secret_access_key=self.secret_access_key,
+            )
         url: str = self._client.generate_presigned_url(
             "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=self.expires_s
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -11,7 +11,8 @@ class ServiceSettings:
 
     ``catalog_url`` is the catalog database the assets write (SQLite or PostgreSQL). ``presign`` turns
     ``s3://`` asset hrefs into presigned ``https://`` URLs (signed for ``s3_endpoint_url``, or boto3's
-    own configuration when None). Writes (the Transactions extension) exist only
+    own configuration when None) with the ``s3_*`` keys (boto3's own chain when None; never shown in
+    the record's repr). Writes (the Transactions extension) exist only
     with ``allow_writes``, and then only for requests carrying the bearer token read from the environment
     variable named by ``write_token_env``.
     """
@@ -23,3 +24,6 @@ class ServiceSettings:
     default_limit: int = 10
     max_limit: int = 10_000
     s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = field(default=None, repr=False)
+    s3_secret_access_key: str | None = field(default=None, repr=False)
