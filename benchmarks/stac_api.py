@@ -79,9 +79,8 @@ def served(url: str) -> Iterator[str]:
                 break
             except httpx.TransportError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(
-                        f"stac_api: the server did not start: {process.stderr.read() if process.stderr else ''}"
-                    )
+                    output = process.stderr.read() if process.stderr else ""
+                    raise SystemExit(f"stac_api: the server did not start: {output}") from None
                 time.sleep(0.2)
         yield root
     finally:
