@@ -183,9 +183,7 @@ def _png_bytes(rgba: np.ndarray) -> bytes:
             return bytes(memory.read())
 
 
-def _read_decimated(
-    paths_in: Sequence[str | os.PathLike[str]], max_size: int
-) -> tuple[list[np.ndarray], np.ndarray]:
+def _read_decimated(paths_in: Sequence[str | os.PathLike[str]], max_size: int) -> tuple[list[np.ndarray], np.ndarray]:
     """Band 1 of each file read at the quicklook size, and where all of them hold data."""
     paths = list(paths_in)
     with contextlib.ExitStack() as stack:

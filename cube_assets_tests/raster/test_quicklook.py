@@ -67,9 +67,7 @@ def test_quicklook_stretches_a_given_range_to_0_255_and_clips(tmp_path: Path) ->
     green = np.array([[-50, 2000, 1000, 0 + 4]], dtype=np.int32)
     blue = np.full((1, 4), 10000, dtype=np.int32)
 
-    _, rgba = read_png(
-        write_quicklook(red, green, blue, tmp_path / "q.png", nodata=-9999, value_range=(0.0, 10000.0))
-    )
+    _, rgba = read_png(write_quicklook(red, green, blue, tmp_path / "q.png", nodata=-9999, value_range=(0.0, 10000.0)))
 
     np.testing.assert_array_equal(rgba[0, 0], [0, 128, 255, 255])
     np.testing.assert_array_equal(rgba[1, 0], [0, 51, 26, 0])
