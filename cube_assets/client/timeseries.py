@@ -343,10 +343,13 @@ def _area_value(
     except rasterio.errors.RasterioIOError as error:
         raise InvalidRaster(f"{first}: cannot be read ({error})") from error
     local = transform_geometry(_from_lonlat(crs_wkt).transform, geometry)
-    window = from_bounds(*local.bounds, transform=transform).round_offsets("floor").round_lengths("ceil")
-    window = window.intersection(Window(0, 0, width, height)) if _overlaps(window, width, height) else None
-    if window is None or window.width < 1 or window.height < 1:
+    exact = from_bounds(*local.bounds, transform=transform)
+    col0, row0 = max(0, math.floor(exact.col_off)), max(0, math.floor(exact.row_off))
+    col1 = min(width, math.ceil(exact.col_off + exact.width))
+    row1 = min(height, math.ceil(exact.row_off + exact.height))
+    if col1 <= col0 or row1 <= row0:
         return None
+    window = Window(col0, row0, col1 - col0, row1 - row0)
     if window.width * window.height > MAX_POLYGON_PIXELS:
         raise CatalogError(
             f"time series polygon: {int(window.width)} x {int(window.height)} pixels of {observation.image_id} "
@@ -393,15 +396,6 @@ def _area_value(
     )
 
 
-def _overlaps(window: Window, width: int, height: int) -> bool:
-    return bool(
-        window.col_off < width
-        and window.row_off < height
-        and window.col_off + window.width > 0
-        and window.row_off + window.height > 0
-    )
-
-
 # ----------------------------------------------------------------------------- flags
 
 
@@ -419,8 +413,7 @@ def _checked(
         missing = [name for name in bands if name not in observation.files]
         if missing:
             raise CatalogError(
-                f"image {observation.image_id!r} has no file for band(s) {missing}; "
-                f"it has {sorted(observation.files)}"
+                f"image {observation.image_id!r} has no file for band(s) {missing}; it has {sorted(observation.files)}"
             )
     return chosen
 
@@ -441,7 +434,9 @@ def _is_nodata(value: float | None, nodata: float | None) -> bool:
     return nodata is not None and (value == nodata or (math.isnan(nodata) and math.isnan(value)))
 
 
-def _flags(observation: Observation, read: Mapping[str, float | None], raw: Mapping[str, float | None]) -> dict[str, Any]:
+def _flags(
+    observation: Observation, read: Mapping[str, float | None], raw: Mapping[str, float | None]
+) -> dict[str, Any]:
     """``valid``, and a composite's observation counts and provenance."""
     flags: dict[str, Any] = {"valid": all(value is not None for value in raw.values()), "clear": None}
     if "CLEAROB" in read:
