@@ -128,7 +128,7 @@
   async function loadCube() {
     status("loading…");
     const kinds = state.cubes[state.cube];
-    fillSelect(el("function"), kinds.filter((k) => k !== "merge").map((k) => [k, k]), state.fn);
+    fillSelect(el("function"), kinds.filter((k) => k !== "merge").map((k) => [k, k]), state.fn || "LCF");
     state.fn = el("function").value;
     state.layout = await getJSON(`/maps/collections/${encodeURIComponent(product(state.fn))}/layout`);
     state.mergeLayout = kinds.includes("merge")
@@ -218,7 +218,7 @@
       }
     });
     ctx.fillStyle = "#222";
-    ctx.fillText(bands.join(", ") + (composite[0] && composite[0].physical ? "" : ""), left + 6, top + 10);
+    ctx.fillText(bands.join(", "), left + 6, top + 10);
   }
 
   function listItems() {
