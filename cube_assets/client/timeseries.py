@@ -42,7 +42,7 @@ FLAG_BANDS = ("CLEAROB", "TOTALOB", "PROVENANCE")
 #: Spectral bands store reflectance × this factor (the cube's surface reflectance convention).
 REFLECTANCE_SCALE = 10000.0
 #: Most files read at once.
-DEFAULT_WORKERS = 16
+DEFAULT_WORKERS = 8
 #: Largest polygon window read per file, in pixels (a bound on memory and time per request).
 MAX_POLYGON_PIXELS = 4096 * 4096
 
@@ -242,7 +242,10 @@ def point_timeseries(
         index, name, href = task
         return (index, name), _read_pixel(href, lon, lat)
 
-    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(reads) or 1))) as pool:
+    with (
+        rasterio.Env(**_READ_OPTIONS),
+        ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(reads) or 1))) as pool,
+    ):
         values.update(pool.map(read, reads))
     series = []
     for index, observation in enumerate(chosen):
@@ -290,7 +293,10 @@ def polygon_timeseries(
     def one(observation: Observation) -> AreaValue | None:
         return _area_value(observation, bands, geometry, scales, quality_band, quality_rules)
 
-    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(chosen) or 1))) as pool:
+    with (
+        rasterio.Env(**_READ_OPTIONS),
+        ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(chosen) or 1))) as pool,
+    ):
         results = list(pool.map(one, chosen))
     return [value for value in results if value is not None]
 
@@ -306,8 +312,12 @@ _OUTSIDE = _Outside()
 
 
 @lru_cache(maxsize=64)
-def _from_lonlat(crs_wkt: str) -> Transformer:
-    return Transformer.from_crs("EPSG:4326", crs_wkt, always_xy=True)
+def _from_lonlat(crs: str) -> Transformer:
+    return Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+
+
+#: GDAL settings of the reads: no directory listing per file (no sidecars are looked for).
+_READ_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
 
 
 def _read_pixel(href: str, lon: float, lat: float) -> float | None | _Outside:
@@ -315,12 +325,14 @@ def _read_pixel(href: str, lon: float, lat: float) -> float | None | _Outside:
     path = gdal_href(href)
     try:
         with rasterio.open(path) as src:
-            x, y = _from_lonlat(src.crs.to_wkt()).transform(lon, lat)
-            row, col = src.index(x, y)
+            x, y = _from_lonlat(src.crs.to_string()).transform(lon, lat)
+            col_f, row_f = ~src.transform * (x, y)
+            row, col = math.floor(row_f), math.floor(col_f)
             if not (0 <= row < src.height and 0 <= col < src.width):
                 return _OUTSIDE
             value = src.read(1, window=Window(col, row, 1, 1))[0, 0]
-            if src.nodata is not None and (value == src.nodata or (np.isnan(src.nodata) and np.isnan(value))):
+            nodata = src.nodata
+            if nodata is not None and (value == nodata or (math.isnan(nodata) and math.isnan(value))):
                 return None
             return float(value)
     except rasterio.errors.RasterioIOError as error:
@@ -339,10 +351,10 @@ def _area_value(
     first = gdal_href(observation.files[bands[0]])
     try:
         with rasterio.open(first) as src:
-            crs_wkt, transform, width, height = src.crs.to_wkt(), src.transform, src.width, src.height
+            crs, transform, width, height = src.crs.to_string(), src.transform, src.width, src.height
     except rasterio.errors.RasterioIOError as error:
         raise InvalidRaster(f"{first}: cannot be read ({error})") from error
-    local = transform_geometry(_from_lonlat(crs_wkt).transform, geometry)
+    local = transform_geometry(_from_lonlat(crs).transform, geometry)
     exact = from_bounds(*local.bounds, transform=transform)
     col0, row0 = max(0, math.floor(exact.col_off)), max(0, math.floor(exact.row_off))
     col1 = min(width, math.ceil(exact.col_off + exact.width))
