@@ -192,3 +192,46 @@ def test_layout_lists_tiles_periods_dates_and_band_combinations(
     ]
     assert lcf["combinations"]["true-colour"] == ["B04", "B03", "B02"]
     assert {p["kind"] for p in products if p.get("cube") == CUBE} == {"LCF", "MED", "AVG", "merge"}
+
+
+def test_tiles_of_an_image_on_s3_are_read_through_vsis3_with_range_requests(
+    synthetic_cube: SyntheticCube, s3_server, s3_bucket, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from urllib.parse import urlparse
+
+    from cube_assets.catalog.database import create_catalog_engine, session_factory, upgrade_schema
+    from cube_assets.catalog.models import ImageFile
+    from cube_assets_tests.service.maps_app import maps_app
+    from cube_assets_tests.service.synthetic_cube import build_synthetic_cube
+
+    cube = build_synthetic_cube(tmp_path / "cube", tiles=1, periods=1, merges_per_period=2)
+    item = lcf_item(cube)
+    engine = create_catalog_engine(cube.catalog_url)
+    upgrade_schema(engine)
+    with session_factory(engine)() as session:
+        for file in session.query(ImageFile).filter(ImageFile.image_id == item):
+            key = f"cube/{item}/{file.band}.tif"
+            s3_server.client().upload_file(file.href, s3_bucket, key)
+            file.href = f"s3://{s3_bucket}/{key}"
+        session.commit()
+    engine.dispose()
+    endpoint = urlparse(s3_server.endpoint_url)
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": s3_server.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": s3_server.secret_access_key,
+        "AWS_REGION": s3_server.region,
+        "AWS_S3_ENDPOINT": endpoint.netloc,
+        "AWS_HTTPS": "NO",
+        "AWS_VIRTUAL_HOSTING": "FALSE",
+        "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    }.items():
+        monkeypatch.setenv(name, value)
+    tile = web_tile(cube, 0, 128, 128)
+
+    with TestClient(maps_app(cube.catalog_url)) as client:
+        response = client.get(f"/maps/images/{item}/tiles/{tile.z}/{tile.x}/{tile.y}.png?rescale=0,4000")
+
+    assert response.status_code == 200, response.text
+    np.testing.assert_array_equal(decode(response.content), direct(cube, item, ("B04", "B03", "B02"), tile, (0, 4000)))
+    statuses = s3_server.requests("GET", f"/{s3_bucket}/cube/{item}/B04.tif")
+    assert statuses and set(statuses) == {206}  # byte ranges, never the whole file
