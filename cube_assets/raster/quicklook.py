@@ -28,6 +28,10 @@ from rasterio.io import DatasetReader, MemoryFile
 from cube_assets.atomic import atomic_path
 from cube_assets.errors import InvalidRaster
 
+REFLECTANCE_DISPLAY_RANGE = (0.0, 4000.0)
+"""The display range of the cube's spectral bands (reflectance × 10000): what the catalog records for them,
+and so the stretch of their quicklooks, thumbnails and map tiles."""
+
 STRETCH_PERCENTILES = (2.0, 98.0)
 """Percentiles of the valid pixels a stretch spans when no display range is known."""
 

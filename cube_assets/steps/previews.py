@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cube_assets.cube_config import CubeConfig
 from cube_assets.manifests import ReflectanceScene
-from cube_assets.raster.quicklook import THUMBNAIL_SIZE, thumbnail_png
+from cube_assets.raster.quicklook import REFLECTANCE_DISPLAY_RANGE, THUMBNAIL_SIZE, thumbnail_png
 from cube_assets.storage.layout import scene_preview_key
 from cube_assets.storage.raster_store import LocalRasterStore, RasterStore
 
@@ -79,8 +79,9 @@ def rgb_thumbnail(
 ) -> bytes | None:
     """A true-colour PNG thumbnail of one merge or composite (``bands``: band name → URI in ``store``).
 
-    Stretched like every quicklook (:func:`~cube_assets.raster.quicklook.thumbnail_png`); read
-    from the COGs' overviews, so a large tile costs a few small reads.
+    Stretched over the spectral bands' display range (``REFLECTANCE_DISPLAY_RANGE``, what the
+    catalog records and the map tiles use), like the composites' quicklooks; read from the COGs'
+    overviews, so a large tile costs a few small reads.
 
     Returns:
         The PNG bytes, or None when the cube has no red, green and blue bands or ``bands``
@@ -94,4 +95,6 @@ def rgb_thumbnail(
     if len(names) != 3 or any(name not in bands for name in names):
         return None
     with store.gdal_environment():
-        return thumbnail_png(*(store.gdal_path(bands[name]) for name in names), max_size=max_size)
+        return thumbnail_png(
+            *(store.gdal_path(bands[name]) for name in names), max_size=max_size, value_range=REFLECTANCE_DISPLAY_RANGE
+        )
