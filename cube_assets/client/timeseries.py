@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from affine import Affine
 from pyproj import Transformer
 from rasterio.features import geometry_mask
 from rasterio.windows import Window, from_bounds
@@ -42,7 +43,7 @@ FLAG_BANDS = ("CLEAROB", "TOTALOB", "PROVENANCE")
 #: Spectral bands store reflectance × this factor (the cube's surface reflectance convention).
 REFLECTANCE_SCALE = 10000.0
 #: Most files read at once.
-DEFAULT_WORKERS = 8
+DEFAULT_WORKERS = 4
 #: Largest polygon window read per file, in pixels (a bound on memory and time per request).
 MAX_POLYGON_PIXELS = 4096 * 4096
 
@@ -101,6 +102,10 @@ class Observation:
     acquired: dt.datetime
     files: Mapping[str, str]
     acquired_end: dt.datetime | None = None
+    #: The image's grid as the catalog records it (CRS and GDAL geotransform), when known: the pixel
+    #: under a point is then found once per grid, and each file is only checked to be on it.
+    crs: str | None = None
+    geotransform: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -231,6 +236,7 @@ def point_timeseries(
         InvalidRaster: when a file cannot be read.
     """
     chosen = _checked(observations, bands, scales)
+    pixels = {index: _grid_pixel(observation, lon, lat) for index, observation in enumerate(chosen)}
     reads = [
         (index, name, href)
         for index, observation in enumerate(chosen)
@@ -240,7 +246,7 @@ def point_timeseries(
 
     def read(task: tuple[int, str, str]) -> tuple[tuple[int, str], float | None | _Outside]:
         index, name, href = task
-        return (index, name), _read_pixel(href, lon, lat)
+        return (index, name), _read_pixel(href, lon, lat, pixels[index])
 
     with (
         rasterio.Env(**_READ_OPTIONS),
@@ -254,7 +260,10 @@ def point_timeseries(
         raw = {name: _as_float(values[(index, name)]) for name in bands}
         raw = {name: None if _is_nodata(value, scales[name].nodata) else value for name, value in raw.items()}
         physical = {name: scales[name].physical(raw[name]) for name in bands}
-        flags = _flags(observation, {n: _as_float(v) for (i, n), v in values.items() if i == index}, raw)
+        read_here = {
+            name: _as_float(values[(index, name)]) for name, _ in _files_to_read(observation, bands, quality_band)
+        }
+        flags = _flags(observation, read_here, raw)
         flags.update(_quality_flags(observation, values, index, quality_band, quality_rules))
         series.append(
             PointValue(observation.image_id, observation.product_id, observation.acquired,
@@ -320,14 +329,32 @@ def _from_lonlat(crs: str) -> Transformer:
 _READ_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
 
 
-def _read_pixel(href: str, lon: float, lat: float) -> float | None | _Outside:
-    """The value of band 1 of ``href`` under ``(lon, lat)``; None at nodata; ``_OUTSIDE`` off the raster."""
+def _grid_pixel(observation: Observation, lon: float, lat: float) -> tuple[tuple[float, ...], int, int] | None:
+    """``(geotransform, row, col)`` of the point on the observation's recorded grid; None when unknown."""
+    if observation.crs is None or observation.geotransform is None:
+        return None
+    x, y = _from_lonlat(observation.crs).transform(lon, lat)
+    col_f, row_f = ~Affine.from_gdal(*observation.geotransform) * (x, y)
+    return (tuple(observation.geotransform), math.floor(row_f), math.floor(col_f))
+
+
+def _read_pixel(
+    href: str, lon: float, lat: float, grid_pixel: tuple[tuple[float, ...], int, int] | None = None
+) -> float | None | _Outside:
+    """The value of band 1 of ``href`` under ``(lon, lat)``; None at nodata; ``_OUTSIDE`` off the raster.
+
+    With ``grid_pixel`` (the point's row and column on the image's recorded grid) a file on that
+    grid is read there without looking at its CRS; any other file is located from its own header.
+    """
     path = gdal_href(href)
     try:
         with rasterio.open(path) as src:
-            x, y = _from_lonlat(src.crs.to_string()).transform(lon, lat)
-            col_f, row_f = ~src.transform * (x, y)
-            row, col = math.floor(row_f), math.floor(col_f)
+            if grid_pixel is not None and _same_geotransform(src.get_transform(), grid_pixel[0]):
+                row, col = grid_pixel[1], grid_pixel[2]
+            else:
+                x, y = _from_lonlat(src.crs.to_string()).transform(lon, lat)
+                col_f, row_f = ~src.transform * (x, y)
+                row, col = math.floor(row_f), math.floor(col_f)
             if not (0 <= row < src.height and 0 <= col < src.width):
                 return _OUTSIDE
             value = src.read(1, window=Window(col, row, 1, 1))[0, 0]
@@ -337,6 +364,10 @@ def _read_pixel(href: str, lon: float, lat: float) -> float | None | _Outside:
             return float(value)
     except rasterio.errors.RasterioIOError as error:
         raise InvalidRaster(f"{path}: cannot be read ({error})") from error
+
+
+def _same_geotransform(found: Sequence[float], recorded: Sequence[float]) -> bool:
+    return all(abs(a - b) <= 1e-9 * max(1.0, abs(b)) for a, b in zip(found, recorded, strict=True))
 
 
 def _area_value(
@@ -508,7 +539,18 @@ def observations_of(images: Iterable[Any]) -> list[Observation]:
             hrefs = {band: getattr(file, "href", file) for band, file in files.items()}
         else:
             hrefs = {file.band: file.href for file in files}
-        result.append(Observation(image.id, image.product_id, image.acquired, hrefs, image.acquired_end))
+        geotransform = getattr(image, "geotransform", None)
+        result.append(
+            Observation(
+                image.id,
+                image.product_id,
+                image.acquired,
+                hrefs,
+                image.acquired_end,
+                crs=getattr(image, "crs", None),
+                geotransform=tuple(geotransform) if geotransform is not None else None,
+            )
+        )
     return result
 
 

@@ -57,6 +57,8 @@ class MapImage:
     period_start: dt.date | None
     files: Mapping[str, str]
     bands: Mapping[str, MapBand]
+    crs: str | None = None
+    geotransform: tuple[float, ...] | None = None
 
 
 class MapCatalog:
@@ -221,6 +223,8 @@ class MapCatalog:
             period_start=row.period_start,
             files={file.band: file.href for file in row.files},
             bands=self.bands(row.product_id),
+            crs=row.crs,
+            geotransform=tuple(row.geotransform) if row.geotransform else None,
         )
 
 

@@ -162,3 +162,15 @@ def test_bad_places_are_refused_with_what_was_wrong() -> None:
 def test_a_band_the_images_lack_is_named(catalog) -> None:
     with pytest.raises(CatalogError, match="PROVENANCE"):
         _images(catalog, f"{CUBE}-MED").timeseries((0.0, 0.0), ["PROVENANCE"])
+
+
+def test_a_file_off_the_recorded_grid_is_located_from_its_own_header(cube) -> None:
+    day = cube.merge_dates[cube.period_starts[0]][0]
+    href = str(cube.root / CUBE / "000000" / day.isoformat() / f"{CUBE}_000000_{day:%Y%m%d}_B04.tif")
+    shifted = cube.tile_transform(1).to_gdal()  # the grid of the next tile: a wrong record for this file
+    on_grid = Observation("a", "p", dt.datetime(2024, 1, 1, tzinfo=dt.UTC), {"B04": href}, None, "EPSG:32723", shifted)
+    scale = {"B04": BandScale("B04", nodata=-9999)}
+
+    series = point_timeseries([on_grid], ["B04"], *cube.lonlat(0, 40, 70), scale, quality_band=None)
+
+    assert series[0].raw["B04"] == cube.merge_value("B04", 0, 0, 70)
