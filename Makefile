@@ -13,10 +13,12 @@ export DAGSTER_HOME
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml cube_assets/service/static/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[test]"
+	# The viewer's MapLibre GL JS, from the npm registry (served by the app: no CDN).
+	cd cube_assets/service/static && npm ci --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 
 # The embedded default instance: the repository's dagster.yaml under DAGSTER_HOME.
@@ -55,6 +57,7 @@ system-packages:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium chromium-driver"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  if $(CAN_APT); then \
 	    echo "installing$$missing (Debian packages) for the tests"; \

@@ -17,6 +17,9 @@ from cube_assets.partitions import cube_partitions
 from cube_assets.storage.layout import manifest_key
 from cube_assets.storage.raster_store import LocalRasterStore
 
+#: Where the map viewer answers once the service runs with its defaults.
+VIEWER_ADDRESS = "http://127.0.0.1:8000/viewer"
+
 # Every event is still in the instance's event log (see it with `make dev`); the terminal shows warnings only.
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -93,4 +96,8 @@ def run_demo(
             cloud_text = "   -  " if cloud is None else f"{cloud:6.3f}"
             echo(f"  {product_id:<22} {image_id:<40} {acquired:%Y-%m-%d}  cloud {cloud_text}")
     echo(f"  (+ {sum(1 for r in rows if r[0].startswith(project.cubes[0].collection))} source scenes)")
+    echo(
+        "\nsee the cubes on a map: start the service with `make serve` (or `cube-assets serve`), "
+        f"then open {VIEWER_ADDRESS}"
+    )
     return counts

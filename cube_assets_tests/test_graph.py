@@ -115,6 +115,11 @@ def test_materializations_carry_paths_counts_cloud_ratio_and_a_quicklook(built):
     assert merge_meta["valid_pixels"].value > 0
     blend_meta = materializations["period_blend"].metadata
     assert blend_meta["quicklook"].value.startswith("![quicklook](data:image/png;base64,")
+    for meta, labels in ((merge_meta, ("2024-01-04", "2024-01-09")), (blend_meta, ("LCF", "MED", "AVG"))):
+        thumbnails = meta["thumbnail"].value
+        for label in labels:
+            assert f"**{label}** ![{label}](data:image/png;base64," in thumbnails
+        assert len(thumbnails) < 70_000 * len(labels)  # small enough to embed: tens of KB each
     assert materializations["scene_cog"].metadata["scene_count"].value == 4
     catalog_meta = materializations["catalog_item"].metadata
     assert catalog_meta["image_count"].value == 3 + 2 + 4  # composites, merges, scenes

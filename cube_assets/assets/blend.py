@@ -2,12 +2,19 @@
 
 from dagster import AssetExecutionContext, AssetsDefinition, MetadataValue, Output, asset
 
-from cube_assets.assets.common import cube_partition, index_pixels_json, quicklook_markdown, stage_asset_arguments
+from cube_assets.assets.common import (
+    cube_partition,
+    index_pixels_json,
+    quicklook_markdown,
+    stage_asset_arguments,
+    thumbnail_markdown,
+)
 from cube_assets.cube_config import CubeConfig
 from cube_assets.manifests import PeriodBlendManifest, TileMergeManifest
 from cube_assets.resources.storage import RasterStoreResource
 from cube_assets.steps.blend import blend_period
 from cube_assets.steps.indexes import total_nodata_pixels
+from cube_assets.steps.previews import rgb_thumbnail
 
 
 def build_period_blend(cube: CubeConfig) -> AssetsDefinition:
@@ -42,6 +49,9 @@ def build_period_blend(cube: CubeConfig) -> AssetsDefinition:
                 "index_nodata_pixels": total_nodata_pixels(c.index_pixels for c in blended.composites.values()),
                 "index_pixels": MetadataValue.json(
                     {f: index_pixels_json(c.index_pixels) for f, c in blended.composites.items()}
+                ),
+                "thumbnail": thumbnail_markdown(
+                    {f: rgb_thumbnail(cube, c.bands, raster_store) for f, c in blended.composites.items()}
                 ),
                 "quicklook": quicklook_markdown(
                     raster_store.read_bytes(quicklook_key) if quicklook_key else None, quicklook_key

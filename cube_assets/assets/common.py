@@ -53,6 +53,20 @@ def quicklook_markdown(png: bytes | None, where: str | None) -> MetadataValue:
     return MetadataValue.md(f"![quicklook](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
+def thumbnail_markdown(thumbnails: Mapping[str, bytes | None]) -> MetadataValue:
+    """Return Markdown that shows each labelled PNG thumbnail inline in the Dagster UI (data URIs).
+
+    ``thumbnails`` maps a label (a date, a composite function) to PNG bytes, None when there is
+    none; thumbnails are small (at most 256 px), so they are always embedded.
+    """
+    parts = [
+        f"**{label}** ![{label}](data:image/png;base64,{base64.b64encode(png).decode()})"
+        for label, png in thumbnails.items()
+        if png is not None
+    ]
+    return MetadataValue.md("\n\n".join(parts) if parts else "_no thumbnail_")
+
+
 def index_pixels_json(index_pixels: Mapping[str, IndexPixels | None]) -> dict[str, dict[str, int] | None]:
     """Return an entry's ``index_pixels`` as JSON for asset metadata (None: counts unknown).
 

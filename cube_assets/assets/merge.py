@@ -5,11 +5,12 @@ from datetime import date
 
 from dagster import AssetExecutionContext, AssetsDefinition, MetadataValue, Output, asset
 
-from cube_assets.assets.common import cube_partition, stage_asset_arguments
+from cube_assets.assets.common import cube_partition, stage_asset_arguments, thumbnail_markdown
 from cube_assets.cube_config import CubeConfig
 from cube_assets.manifests import SceneCog, SceneCogManifest, TileMergeManifest
 from cube_assets.resources.storage import RasterStoreResource
 from cube_assets.steps.merge import merge_date
+from cube_assets.steps.previews import rgb_thumbnail
 
 
 def build_tile_merge(cube: CubeConfig) -> AssetsDefinition:
@@ -51,6 +52,9 @@ def build_tile_merge(cube: CubeConfig) -> AssetsDefinition:
                 "valid_pixels": sum(m.valid_pixels for m in merges),
                 "clear_pixels": sum(m.clear_pixels for m in merges),
                 "paths": MetadataValue.json({d: m.bands for d, m in zip(days, merges, strict=True)}),
+                "thumbnail": thumbnail_markdown(
+                    {m.date.isoformat(): rgb_thumbnail(cube, m.bands, raster_store) for m in merges[:4]}
+                ),
             },
         )
 

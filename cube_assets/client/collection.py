@@ -32,6 +32,7 @@ from shapely.geometry.base import BaseGeometry
 
 from cube_assets.catalog.expressions import geometry_4326
 from cube_assets.catalog.expressions import properties as p
+from cube_assets.client import timeseries
 from cube_assets.client.bands import Band
 from cube_assets.client.base import CatalogObject
 from cube_assets.client.geocontext import GeoContext
@@ -499,6 +500,40 @@ class ImageCollection(Collection[Any]):
         grid = self._geocontext(geocontext)
         sources, meta = self._sources(bands)
         return download_mosaic_files(sources, bands, grid, meta, dest, **options)
+
+    def timeseries(self, point_or_geometry: Any, bands: str | Sequence[str], *, max_workers: int = 16) -> list[Any]:
+        """The pixel time series of ``bands`` at a point, or a polygon's mean and median per image.
+
+        ``point_or_geometry`` is ``(lon, lat)``, a shapely geometry or GeoJSON in EPSG:4326. One
+        block per COG under the point is read, all files in parallel (see
+        :mod:`cube_assets.client.timeseries`).
+
+        Returns:
+            For a point, one :class:`~cube_assets.client.timeseries.PointValue` per image that
+            covers it (raw and physical values, quality flags); for a polygon, one
+            :class:`~cube_assets.client.timeseries.AreaValue` (mean and median of the clear
+            pixels, their count); in time order.
+
+        Raises:
+            CatalogError: if the collection is empty, the geometry is not a point or polygon,
+                or an image lacks a band's file.
+            InvalidRaster: when a file cannot be read.
+        """
+        geometry = timeseries.point_lonlat(point_or_geometry)
+        names = bands.split() if isinstance(bands, str) else list(bands)
+        _, meta = self._sources(names)
+        metas = meta if isinstance(meta, list) else [meta]
+        scales = {name: timeseries.band_scale(band) for m in metas for name, band in m.items()}
+        product_ids = sorted({image.product_id for image in self._items})
+        classes = Band.search(catalog=self._items[0].catalog).filter(p.product_id.in_(product_ids))
+        quality_band = next((band.name for band in classes if band.type == "class"), None)
+        observations = timeseries.observations_of(self._items)
+        options: dict[str, Any] = {"quality_band": quality_band, "max_workers": max_workers}
+        if quality_band != "SCL":
+            options["quality_rules"] = None  # only the SCL classes are known without the cube file
+        if geometry.geom_type == "Point":
+            return timeseries.point_timeseries(observations, names, geometry.x, geometry.y, scales, **options)
+        return timeseries.polygon_timeseries(observations, names, geometry, scales, **options)
 
 
 __all__ = ["Collection", "Each", "ImageCollection", "coverage_fraction", "evaluate", "image_grid"]

@@ -39,6 +39,7 @@ from stac_fastapi.types.search import BaseSearchGetRequest, BaseSearchPostReques
 from cube_assets.client.connection import Catalog
 from cube_assets.errors import CatalogError
 from cube_assets.service.hrefs import AssetHrefs
+from cube_assets.service.maps import include_map_routes
 from cube_assets.service.queryables import InvalidParameter
 from cube_assets.service.settings import ServiceSettings
 from cube_assets.service.stac_backend import CatalogCoreClient
@@ -222,6 +223,7 @@ def create_app(settings: ServiceSettings, *, catalog: Catalog | None = None) -> 
     add_error_handlers(api.app)
     api.app.state.catalog = catalog
     api.app.state.stac_api = api
+    include_map_routes(api.app, settings)
     return api.app
 
 

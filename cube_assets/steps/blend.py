@@ -12,7 +12,7 @@ from cube_assets.manifests import Composite, IndexPixels, Merge, PeriodBlendMani
 from cube_assets.raster.cog import COG_CONTENT_TYPE, cog_from_file
 from cube_assets.raster.composite import blend_band, blend_quality
 from cube_assets.raster.indexes import compile_expression, write_index
-from cube_assets.raster.quicklook import quicklook_from_files
+from cube_assets.raster.quicklook import REFLECTANCE_DISPLAY_RANGE, quicklook_from_files
 from cube_assets.steps.indexes import index_inputs, index_pixel_counts
 from cube_assets.storage.layout import composite_item, composite_key
 from cube_assets.storage.raster_store import RasterStore
@@ -162,4 +162,4 @@ def _quicklook(cube: CubeConfig, bands: Mapping[str, Path], destination: Path) -
     rgb = [cube.band_by_common_name(c) for c in ("red", "green", "blue")]
     if any(b is None for b in rgb):
         return None
-    return quicklook_from_files(*(bands[b.name] for b in rgb), destination)  # type: ignore[union-attr]  # called only when the cube has quicklook bands
+    return quicklook_from_files(*(bands[b.name] for b in rgb), destination, value_range=REFLECTANCE_DISPLAY_RANGE)  # type: ignore[union-attr]  # called only when the cube has quicklook bands

@@ -15,6 +15,7 @@ from cube_assets.catalog.repository import BandRecord, ImageFileRecord, ImageRec
 from cube_assets.cube_config import CubeConfig
 from cube_assets.grids import Tile
 from cube_assets.manifests import PeriodBlendManifest, SceneCog
+from cube_assets.raster.quicklook import REFLECTANCE_DISPLAY_RANGE
 from cube_assets.storage.raster_store import RasterStore
 from cube_assets.temporal import Period
 
@@ -230,7 +231,7 @@ def _bands(cube: CubeConfig, product_id: str, tile: Tile) -> list[BandRecord]:
             resolution=tile.resolution,
             band_index=i,
             data_range=(0, 10000),
-            display_range=(0, 4000),
+            display_range=REFLECTANCE_DISPLAY_RANGE,
             nodata=cube.nodata,
             description=b.common_name or "",
         )

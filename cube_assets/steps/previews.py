@@ -1,4 +1,9 @@
-"""A scene's own preview image (a ``.SAFE``'s PVI) handed from one step to the next through the store.
+"""Previews: a scene's own preview image handed between steps, and the thumbnails of merges and composites.
+
+:func:`rgb_thumbnail` makes the small PNG (at most 256 px) a merge or composite embeds in its
+materialization, so the Dagster UI shows an image; the full quicklook stays a file.
+
+A scene's own preview image (a ``.SAFE``'s PVI) is handed from one step to the next through the store.
 
 ``surface_reflectance`` finds the preview inside the raw product and ``scene_cog`` turns it into
 the quicklook. On the local store both steps see the same disk, so the entry just names the
@@ -11,10 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from cube_assets.cube_config import CubeConfig
 from cube_assets.manifests import ReflectanceScene
+from cube_assets.raster.quicklook import REFLECTANCE_DISPLAY_RANGE, THUMBNAIL_SIZE, thumbnail_png
 from cube_assets.storage.layout import scene_preview_key
 from cube_assets.storage.raster_store import LocalRasterStore, RasterStore
 
@@ -65,3 +72,29 @@ def local_preview(scene: ReflectanceScene, store: RasterStore) -> Iterator[Refle
         local = staging / key.rsplit("/", 1)[-1]
         local.write_bytes(store.read_bytes(key))
         yield scene.model_copy(update={"pvi": str(local)})
+
+
+def rgb_thumbnail(
+    cube: CubeConfig, bands: Mapping[str, str], store: RasterStore, max_size: int = THUMBNAIL_SIZE
+) -> bytes | None:
+    """A true-colour PNG thumbnail of one merge or composite (``bands``: band name → URI in ``store``).
+
+    Stretched over the spectral bands' display range (``REFLECTANCE_DISPLAY_RANGE``, what the
+    catalog records and the map tiles use), like the composites' quicklooks; read from the COGs'
+    overviews, so a large tile costs a few small reads.
+
+    Returns:
+        The PNG bytes, or None when the cube has no red, green and blue bands or ``bands``
+        lacks one of them.
+
+    Raises:
+        InvalidRaster: when a band file cannot be read.
+    """
+    rgb = [cube.band_by_common_name(colour) for colour in ("red", "green", "blue")]
+    names = [band.name for band in rgb if band is not None]
+    if len(names) != 3 or any(name not in bands for name in names):
+        return None
+    with store.gdal_environment():
+        return thumbnail_png(
+            *(store.gdal_path(bands[name]) for name in names), max_size=max_size, value_range=REFLECTANCE_DISPLAY_RANGE
+        )

@@ -25,12 +25,15 @@ import shapely.geometry
 import uvicorn
 from affine import Affine
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from pyproj import Transformer
 
 from cube_assets.client import Catalog, ClassBand, File, Image, SpectralBand
 from cube_assets.raster.cog import write_cog
 from cube_assets.service.app import create_app
 from cube_assets.service.settings import ServiceSettings
+from cube_assets_tests.service.maps_app import maps_app
+from cube_assets_tests.service.synthetic_cube import SyntheticCube, build_synthetic_cube
 
 UTC = dt.UTC
 CUBE = "s2_test"
@@ -190,3 +193,16 @@ def stac_api_pg(cube_catalog_pg: Catalog) -> Iterator[RunningApi]:
     running = serve(create_app(ServiceSettings(catalog_url="unused"), catalog=cube_catalog_pg), cube_catalog_pg)
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def synthetic_cube(tmp_path_factory: pytest.TempPathFactory) -> SyntheticCube:
+    """Two tiles side by side, three periods of two merges each, and their LCF, MED and AVG composites."""
+    return build_synthetic_cube(tmp_path_factory.mktemp("synthetic-cube"), tiles=2, periods=3, merges_per_period=2)
+
+
+@pytest.fixture(scope="module")
+def maps_client(synthetic_cube: SyntheticCube) -> Iterator[TestClient]:
+    """An HTTP client of the service app over the synthetic cube's catalog."""
+    with TestClient(maps_app(synthetic_cube.catalog_url)) as client:
+        yield client
