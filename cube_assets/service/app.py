@@ -223,7 +223,7 @@ def create_app(settings: ServiceSettings, *, catalog: Catalog | None = None) -> 
     add_error_handlers(api.app)
     api.app.state.catalog = catalog
     api.app.state.stac_api = api
-    include_map_routes(api.app, settings)
+    include_map_routes(api.app, settings, catalog.engine)
     return api.app
 
 

@@ -8,13 +8,13 @@
 * ``GET /viewer`` and its files (:mod:`cube_assets.service.viewer`);
 * ``GET /timeseries`` (:mod:`cube_assets.service.timeseries_routes`).
 
-All of them read the catalog at ``settings.catalog_url`` through one
-:class:`~cube_assets.service.map_catalog.MapCatalog`, closed when the app shuts down.
+All of them read the catalog through one :class:`~cube_assets.service.map_catalog.MapCatalog`.
 """
 
 from __future__ import annotations
 
 from fastapi import FastAPI
+from sqlalchemy.engine import Engine
 
 from cube_assets.service.map_catalog import MapCatalog
 from cube_assets.service.settings import ServiceSettings
@@ -23,12 +23,17 @@ from cube_assets.service.timeseries_routes import timeseries_router
 from cube_assets.service.viewer import include_viewer
 
 
-def include_map_routes(app: FastAPI, settings: ServiceSettings) -> None:
-    """Mount the tile, viewer and time-series routes on ``app``, over the catalog of ``settings``."""
-    catalog = MapCatalog(settings.catalog_url)
+def include_map_routes(app: FastAPI, settings: ServiceSettings, engine: Engine | None = None) -> None:
+    """Mount the tile, viewer and time-series routes on ``app``.
+
+    They read the catalog through ``engine`` when given (the STAC API's own, so both see one catalog), else
+    through an engine of their own on ``settings.catalog_url``, disposed when the app shuts down.
+    """
+    catalog = MapCatalog(engine if engine is not None else settings.catalog_url)
     app.state.map_catalog = catalog
     app.include_router(tile_router(catalog, StretchCache()))
     include_titiler(app, catalog)
     app.include_router(timeseries_router(catalog))
     include_viewer(app)
-    app.router.add_event_handler("shutdown", catalog.close)
+    if engine is None:
+        app.router.add_event_handler("shutdown", catalog.close)
