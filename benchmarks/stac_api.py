@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         local_ms, local_found = local.result
         with served(url) as root:
             over_http(root, bodies[: args.clients], args.clients)  # warm-up
+            single = measure(lambda: over_http(root, bodies, 1))
             remote = measure(lambda: over_http(root, bodies, args.clients))
         remote_ms, remote_found = remote.result
         single_ms, single_found = single.result
