@@ -12,7 +12,8 @@ worker) and times:
 * ``--searches`` typical STAC searches, ``POST /search`` with ``intersects`` a tile's polygon,
   ``datetime`` a 1 to 6 month interval, ``filter`` ``eo:cloud_cover < 20`` (CQL2 text) and
   ``limit`` 100, sent by ``--clients`` concurrent clients (one ``httpx`` client each); the
-  latency is each request's round trip (JSON parsed);
+  latency is each request's round trip (JSON parsed); the same from one client, to tell the
+  cost of a request from the queueing of eight on one server process;
 * the same searches in process: each request body parsed the way the API parses it
   (``parse_search``) and run as the catalog search it becomes (``catalog_search(...).limit(101)``,
   images and files built), one after another;
@@ -185,12 +186,15 @@ def main(argv: list[str] | None = None) -> int:
         local_ms, local_found = local.result
         with served(url) as root:
             over_http(root, bodies[: args.clients], args.clients)  # warm-up
+            single = measure(lambda: over_http(root, bodies, 1))
             remote = measure(lambda: over_http(root, bodies, args.clients))
         remote_ms, remote_found = remote.result
+        single_ms, single_found = single.result
         print(f"# load average after the cases: {_load_average()}")
     rows = []
     for name, times, found, peak in (
         (f"in process: catalog_search x{len(local_ms)} (1 client)", local_ms, local_found, local.peak_rss),
+        (f"HTTP POST /search x{len(single_ms)} (1 client)", single_ms, single_found, single.peak_rss),
         (f"HTTP POST /search x{len(remote_ms)} ({args.clients} clients)", remote_ms, remote_found, remote.peak_rss),
     ):
         p50, p95, worst = _percentiles(times)

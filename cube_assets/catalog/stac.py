@@ -351,6 +351,16 @@ def _asset(href: str, band: Band | None, name: str) -> pystac.Asset:
 
 def _crs_fields(code: str) -> dict[str, Any]:
     """``proj:code`` (and ``proj:wkt2`` when the CRS has no authority code) of a catalog CRS string."""
+    return dict(_parsed_crs_fields(code))
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_crs_fields(code: str) -> tuple[tuple[str, Any], ...]:
+    """:func:`_crs_fields` as a tuple, parsed once per CRS string (pyproj takes about a millisecond)."""
+    return tuple(_crs_fields_uncached(code).items())
+
+
+def _crs_fields_uncached(code: str) -> dict[str, Any]:
     try:
         crs = CRS.from_user_input(code)
     except Exception:  # pyproj raises CRSError and others for unparseable input

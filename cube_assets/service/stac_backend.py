@@ -33,6 +33,7 @@ from cube_assets.service.queryables import queryables_schema
 from cube_assets.service.search_request import FieldsSelection, SearchParameters, catalog_search, parse_search
 
 GEOJSON = "application/geo+json"
+QUERYABLES_REL = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
 JSON = "application/json"
 #: Seconds a product's bands and composite function are reused between requests.
 ITEM_CONTEXT_TTL_S = 5.0
@@ -96,6 +97,11 @@ class CatalogCoreClient(BaseCoreClient):  # type: ignore[misc]  # stac-fastapi's
         page: dict[str, Any] = dict(super().landing_page(**kwargs))
         page["id"], page["title"], page["description"] = "cube-assets", self.title, self.description
         base_url = get_base_url(kwargs["request"])
+        if not any(link.get("rel") == QUERYABLES_REL for link in page["links"]):
+            # stac-fastapi adds it only for extensions named exactly FilterExtension.
+            page["links"].append(
+                {"rel": QUERYABLES_REL, "type": "application/schema+json", "href": _url(base_url, "queryables")}
+            )
         for product in Product.search(catalog=self.catalog).sort("id"):
             page["links"].append(
                 {"rel": "child", "type": JSON, "title": product.name, "href": _url(base_url, "collections", product.id)}
@@ -113,7 +119,7 @@ class CatalogCoreClient(BaseCoreClient):  # type: ignore[misc]  # stac-fastapi's
             {"rel": "root", "type": JSON, "href": base_url},
             {"rel": "items", "type": GEOJSON, "href": _url(base_url, "collections", product.id, "items")},
             {
-                "rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables",
+                "rel": QUERYABLES_REL,
                 "type": "application/schema+json",
                 "href": _url(base_url, "collections", product.id, "queryables"),
             },
