@@ -18,7 +18,9 @@ $(STAMP): pyproject.toml cube_assets/service/static/package-lock.json
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[test]"
 	# The viewer's MapLibre GL JS, from the npm registry (served by the app: no CDN).
-	cd cube_assets/service/static && npm ci --no-audit --no-fund --loglevel=error
+	if command -v npm >/dev/null 2>&1; then \
+	  cd cube_assets/service/static && npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "npm missing: install Debian's npm, then run make install again (the /viewer page needs MapLibre GL JS)"; fi
 	touch $(STAMP)
 
 # The embedded default instance: the repository's dagster.yaml under DAGSTER_HOME.
