@@ -84,7 +84,7 @@ ObjectT = TypeVar("ObjectT", bound="CatalogObject")
 _VALID_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-class class_or_instance_method:  # noqa: N801 - used like the built-in decorators it sits beside
+class class_or_instance_method:
     """A method with a class form and an instance form: ``Image.delete(id)`` and ``image.delete()``."""
 
     def __init__(self, on_class: str, on_instance: str) -> None:
@@ -258,7 +258,8 @@ class CatalogObject:
             values = {
                 name: value
                 for name, value in values.items()
-                if name in saved and not _same(self._values.get(name), saved[name])
+                if name in saved
+                and not _same(self._values.get(name), saved[name])
                 or (name not in saved and not self._attributes[name].readonly and self._snapshot is None)
             }
         if jsonapi_format:
@@ -575,10 +576,33 @@ class CatalogObject:
 
 
 class InProduct:
-    """What a band and an image share: they belong to a product (``product_id``)."""
+    """What a band and an image share: they belong to a product (``product_id``).
+
+    Their constructors take ``product=`` (a Product or its id) for ``product_id``, as the
+    catalog guide writes ``SpectralBand(name="blue", product=product)``.
+    """
 
     product_id: str
     catalog: Catalog
+
+    @staticmethod
+    def _take_product(attributes: dict[str, Any]) -> None:
+        """Replace ``product=`` in constructor ``attributes`` by ``product_id``.
+
+        Raises:
+            CatalogError: if both are given and differ, or the product has no id.
+        """
+        if "product" not in attributes:
+            return
+        product = attributes.pop("product")
+        product_id = product if isinstance(product, str) or product is None else getattr(product, "id", None)
+        if product_id is None:
+            raise CatalogError(f"product= must be a Product with an id or a product id, got {product!r}")
+        if attributes.get("product_id", product_id) != product_id:
+            raise CatalogError(
+                f"product= {product_id!r} and product_id= {attributes['product_id']!r} disagree; give one of them"
+            )
+        attributes["product_id"] = product_id
 
     def product(self) -> Any:
         """Return the :class:`~cube_assets.client.product.Product` this band or image belongs to.

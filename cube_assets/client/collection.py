@@ -24,17 +24,21 @@ import functools
 import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Generic, TypeVar, overload
 
 import shapely
 from pyproj import Transformer
 from shapely.geometry.base import BaseGeometry
 
-from cube_assets.catalog.expressions import geometry_4326
+from cube_assets.catalog.expressions import Expression, geometry_4326
 from cube_assets.catalog.expressions import properties as p
 from cube_assets.client.bands import Band
 from cube_assets.client.base import CatalogObject
+from cube_assets.client.enums import DownloadFileFormat, ResampleAlgorithm
+from cube_assets.client.expression_match import matches
 from cube_assets.client.geocontext import GeoContext
+from cube_assets.client.load_options import adjusted_grid, reader_options
 from cube_assets.client.raster_read import (
     band_meta_from_files,
     download_files,
@@ -43,6 +47,7 @@ from cube_assets.client.raster_read import (
     mosaic_files,
     stack_files,
 )
+from cube_assets.client.scaling import multiproduct_scaling_parameters
 from cube_assets.errors import CatalogError
 from cube_assets.grids import densify
 
@@ -113,6 +118,14 @@ class Each:
     def collect(self, container: Callable[[Iterable[Any]], Any] = list) -> Any:
         """Return the values gathered by ``container`` (default ``list``)."""
         return container(self._values)
+
+    def combine(self, container: Callable[[Iterable[Any]], Any] = list) -> Any:
+        """Return the values gathered by ``container`` (default ``list``), as :meth:`collect` does."""
+        return container(self._values)
+
+    def pipe(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Each:
+        """Return ``function(value, *args, **kwargs)`` for every value, as another :class:`Each`."""
+        return Each(function(value, *args, **kwargs) for value in self._values)
 
     def __repr__(self) -> str:
         return f"Each({self._values!r})"
@@ -195,8 +208,19 @@ class Collection(Generic[T]):
     def _holds(self, value: Any) -> bool:
         return True
 
-    def filter(self, predicate: Predicate) -> Collection[T]:
-        """Return the items for which ``predicate`` is truthy, in order."""
+    def filter(self, predicate: Predicate | Expression) -> Collection[T]:
+        """Return the items for which ``predicate`` is truthy, in order.
+
+        ``predicate`` is a callable, a dotted path, or a search expression such as
+        ``p.cloud_fraction < 0.2`` (evaluated on each item as the catalog would, see
+        :func:`~cube_assets.client.expression_match.matches`).
+
+        Raises:
+            CatalogError: if a path or expression names what an item does not have.
+        """
+        if isinstance(predicate, Expression):
+            expression = predicate
+            return self._new(item for item in self._items if matches(item, expression))
         return self._new(item for item in self._items if evaluate(item, predicate))
 
     def sorted(self, *predicates: Predicate, reverse: bool = False) -> Collection[T]:
@@ -376,20 +400,26 @@ class ImageCollection(Collection[Any]):
 
     # ------------------------------------------------------------------ pixels
 
-    def _geocontext(self, geocontext: Any) -> Any:
-        if geocontext is not None:
-            return geocontext
-        if self.geocontext is not None:
-            return self.geocontext
-        if not self._items:
-            raise CatalogError("the collection is empty: there are no images to load")
-        grids = {image_grid(image) for image in self._items}
-        if len(grids) == 1:
-            return grids.pop()
-        raise CatalogError(
-            f"the {len(self._items)} images lie on {len(grids)} different grids: pass a geocontext"
-            " (e.g. GeoContext.from_tile(tile) or GeoContext.from_geometry(aoi, resolution=10))"
-        )
+    def _geocontext(
+        self, geocontext: Any, crs: Any = None, resolution: Any = None, all_touched: Any = None
+    ) -> GeoContext:
+        """The grid to load onto: ``geocontext``, else the collection's, else the images' common grid.
+
+        ``crs``/``resolution`` then replace those parts (see :mod:`~cube_assets.client.load_options`).
+        """
+        if geocontext is None:
+            geocontext = self.geocontext
+        if geocontext is None:
+            if not self._items:
+                raise CatalogError("the collection is empty: there are no images to load")
+            grids = {image_grid(image) for image in self._items}
+            if len(grids) != 1:
+                raise CatalogError(
+                    f"the {len(self._items)} images lie on {len(grids)} different grids: pass a geocontext"
+                    " (e.g. GeoContext.from_tile(tile) or GeoContext.from_geometry(aoi, resolution=10))"
+                )
+            geocontext = grids.pop()
+        return adjusted_grid(geocontext, crs, resolution, all_touched)
 
     def _sources(self, bands: str | Sequence[str]) -> tuple[list[dict[str, str]], Any]:
         """The images' ``{band: href}`` and their band metadata, as ``raster_read`` takes them."""
@@ -424,20 +454,70 @@ class ImageCollection(Collection[Any]):
             metas.append(meta)
         return sources, metas
 
+    def alpha_band(self, mask_alpha: bool | str | None = None) -> str | None:
+        """Return the band whose 0 pixels are masked for ``mask_alpha``, or None for no alpha masking.
+
+        ``None`` (the default of every loader): the alpha band (a mask band with ``is_alpha``)
+        when every image's product has the same one and every image has its file, else none.
+        ``True``: that band, which must exist. ``False``: none. A string: that band name.
+
+        Raises:
+            ValueError: if ``mask_alpha`` is True and the images have no common alpha band, or it
+                is not a bool, None or a band name.
+        """
+        if mask_alpha is False:
+            return None
+        if isinstance(mask_alpha, str):
+            if not mask_alpha:
+                raise ValueError("mask_alpha: an empty band name")
+            return mask_alpha
+        if mask_alpha is not None and mask_alpha is not True:
+            raise ValueError(f"mask_alpha must be True, False, None or a band name, got {mask_alpha!r}")
+        if not self._items:
+            return None
+        product_ids = sorted({image.product_id for image in self._items})
+        alphas: dict[str, set[str]] = {product_id: set() for product_id in product_ids}
+        for band in Band.search(catalog=self._items[0].catalog).filter(p.product_id.in_(product_ids)):
+            if getattr(band, "is_alpha", False):
+                alphas[band.product_id].add(band.name)
+        common = set.intersection(*alphas.values())
+        found = sorted(name for name in common if all(name in image.files for image in self._items))
+        if found:
+            return found[0]
+        if mask_alpha is True:
+            raise ValueError(
+                f"mask_alpha=True, but the products {product_ids} have no alpha band (a MaskBand with is_alpha)"
+                " whose file every image has"
+            )
+        return None
+
     def stack(
         self,
         bands: str | Sequence[str],
         geocontext: Any = None,
-        *,
+        crs: Any = None,
+        resolution: Any = None,
+        all_touched: Any = None,
         flatten: Predicate | Sequence[Predicate] | None = None,
+        mask_nodata: bool = True,
+        mask_alpha: bool | str | None = None,
+        bands_axis: int = 1,
+        raster_info: bool = False,
+        resampler: ResampleAlgorithm | str = ResampleAlgorithm.NEAR,
+        processing_level: str | None = None,
+        scaling: Any = None,
+        data_type: str | None = None,
+        progress: bool | None = None,
+        max_workers: int | None = None,
         **options: Any,
     ) -> Any:
         """Load ``bands`` of every image onto the grid and stack them: ``(image, band, y, x)``.
 
-        ``flatten`` (predicates such as ``"acquired.date"``) mosaics images with equal keys into
-        one layer; ``options`` are :func:`~cube_assets.client.raster_read.stack_files`'s
-        (``mask_nodata``, ``bands_axis``, ``raster_info``, ``resampling``, ``scaling``,
-        ``data_type``, ``max_workers``, ``progress``, ``use_overviews``).
+        ``crs``/``resolution``/``all_touched``/``resampler``/``processing_level`` as
+        :mod:`~cube_assets.client.load_options`; ``mask_alpha`` as :meth:`alpha_band`; ``flatten``
+        (predicates such as ``"acquired.date"``) mosaics images with equal keys into one layer;
+        ``options`` are :func:`~cube_assets.client.raster_read.stack_files`'s own
+        (``resampling``, ``use_overviews``).
 
         Returns:
             The masked array (and the per-layer raster info when ``raster_info=True``).
@@ -445,18 +525,53 @@ class ImageCollection(Collection[Any]):
         Raises:
             CatalogError: if the collection is empty, an image lacks a band's file, or there is
                 no grid.
-            ValueError, InvalidRaster: from the pixel reader.
+            ValueError, InvalidRaster: from the arguments or the pixel reader.
         """
-        grid = self._geocontext(geocontext)
+        grid = self._geocontext(geocontext, crs, resolution, all_touched)
         sources, meta = self._sources(bands)
         keys = None if flatten is None else flatten_keys(self._items, flatten)
-        return stack_files(sources, bands, grid, meta, flatten=keys, **options)
+        extra = reader_options(
+            resampler=resampler, processing_level=processing_level, progress=progress, options=options
+        )
+        return stack_files(
+            sources,
+            bands,
+            grid,
+            meta,
+            flatten=keys,
+            mask_nodata=mask_nodata,
+            bands_axis=bands_axis,
+            raster_info=raster_info,
+            scaling=scaling,
+            data_type=data_type,
+            max_workers=max_workers,
+            alpha=self.alpha_band(mask_alpha),
+            **extra,
+        )
 
-    def mosaic(self, bands: str | Sequence[str], geocontext: Any = None, **options: Any) -> Any:
+    def mosaic(
+        self,
+        bands: str | Sequence[str],
+        geocontext: Any = None,
+        crs: Any = None,
+        resolution: Any = None,
+        all_touched: Any = None,
+        mask_nodata: bool = True,
+        mask_alpha: bool | str | None = None,
+        bands_axis: int = 0,
+        resampler: ResampleAlgorithm | str = ResampleAlgorithm.NEAR,
+        processing_level: str | None = None,
+        scaling: Any = None,
+        data_type: str | None = None,
+        progress: bool | None = None,
+        raster_info: bool = False,
+        **options: Any,
+    ) -> Any:
         """Mosaic ``bands`` of the images onto the grid, the last image on top: ``(band, y, x)``.
 
         Sort first to choose what wins, e.g. ``images.sorted("cloud_fraction", reverse=True)``
-        puts the least cloudy last. ``options`` as :func:`~cube_assets.client.raster_read.mosaic_files`.
+        puts the least cloudy last; an image's alpha-0 pixels let the image below show through.
+        Arguments as :meth:`stack` (``options`` as :func:`~cube_assets.client.raster_read.mosaic_files`).
 
         Returns:
             The masked array (and the raster info when ``raster_info=True``).
@@ -464,15 +579,49 @@ class ImageCollection(Collection[Any]):
         Raises:
             CatalogError, ValueError, InvalidRaster: as :meth:`stack`.
         """
-        grid = self._geocontext(geocontext)
+        grid = self._geocontext(geocontext, crs, resolution, all_touched)
         sources, meta = self._sources(bands)
-        return mosaic_files(sources, bands, grid, meta, **options)
+        extra = reader_options(
+            resampler=resampler, processing_level=processing_level, progress=progress, options=options
+        )
+        return mosaic_files(
+            sources,
+            bands,
+            grid,
+            meta,
+            mask_nodata=mask_nodata,
+            bands_axis=bands_axis,
+            raster_info=raster_info,
+            scaling=scaling,
+            data_type=data_type,
+            alpha=self.alpha_band(mask_alpha),
+            **extra,
+        )
 
-    def download(self, bands: str | Sequence[str], dest: Any, geocontext: Any = None, **options: Any) -> list[Any]:
-        """Write each image, on the grid, to its own file under folder ``dest`` (or to the paths in ``dest``).
+    def download(
+        self,
+        bands: str | Sequence[str],
+        geocontext: Any = None,
+        crs: Any = None,
+        resolution: Any = None,
+        all_touched: Any = None,
+        dest: Any = None,
+        format: DownloadFileFormat | str = DownloadFileFormat.TIF,
+        resampler: ResampleAlgorithm | str = ResampleAlgorithm.NEAR,
+        processing_level: str | None = None,
+        scaling: Any = None,
+        data_type: str | None = None,
+        progress: bool | None = None,
+        max_workers: int | None = None,
+        mask_alpha: bool | str | None = None,
+        **options: Any,
+    ) -> list[Any]:
+        """Write each image, on the grid, to its own file in folder ``dest`` (default: the working directory).
 
-        Files in a folder are named after the image ids. ``options`` as
-        :func:`~cube_assets.client.raster_read.download_files` (``format``, ``cog``, ``nodata``, ...).
+        ``dest`` may also be one path per image (their extensions decide the format). Files in a
+        folder are named ``{image id}-{band}-{band}....{format}``. The second positional argument
+        may be the destination (``images.download("B04", "out")``) as well as the grid.
+        ``options`` as :func:`~cube_assets.client.raster_read.download_files` (``cog``, ``nodata``).
 
         Returns:
             The written paths, in image order.
@@ -480,15 +629,50 @@ class ImageCollection(Collection[Any]):
         Raises:
             CatalogError, ValueError, InvalidRaster: as :meth:`stack`.
         """
-        grid = self._geocontext(geocontext)
+        geocontext, dest = _grid_and_dest(geocontext, dest)
+        grid = self._geocontext(geocontext, crs, resolution, all_touched)
         sources, meta = self._sources(bands)
         options.setdefault("names", [_safe_name(image.id) for image in self._items])
-        return download_files(sources, bands, grid, meta, dest, **options)
+        extra = reader_options(
+            resampler=resampler, processing_level=processing_level, progress=progress, options=options
+        )
+        return download_files(
+            sources,
+            bands,
+            grid,
+            meta,
+            Path.cwd() if dest is None else dest,
+            format=str(format),
+            scaling=scaling,
+            data_type=data_type,
+            max_workers=max_workers,
+            alpha=self.alpha_band(mask_alpha),
+            **extra,
+        )
 
-    def download_mosaic(self, bands: str | Sequence[str], dest: Any, geocontext: Any = None, **options: Any) -> Any:
-        """Write the mosaic of the images (last on top) on the grid to one file ``dest`` (or into folder ``dest``).
+    def download_mosaic(
+        self,
+        bands: str | Sequence[str],
+        geocontext: Any = None,
+        crs: Any = None,
+        resolution: Any = None,
+        all_touched: Any = None,
+        dest: Any = None,
+        format: DownloadFileFormat | str = DownloadFileFormat.TIF,
+        resampler: ResampleAlgorithm | str = ResampleAlgorithm.NEAR,
+        processing_level: str | None = None,
+        scaling: Any = None,
+        data_type: str | None = None,
+        mask_alpha: bool | str | None = None,
+        nodata: float | None = None,
+        progress: bool | None = None,
+        **options: Any,
+    ) -> Any:
+        """Write the mosaic of the images (last on top) on the grid to one file ``dest``.
 
-        ``options`` as :func:`~cube_assets.client.raster_read.download_mosaic_files`.
+        ``dest`` is a file path (its extension decides the format) or a folder; the default is
+        ``mosaic-{band}-{band}....{format}`` in the working directory. Other arguments as
+        :meth:`mosaic`; ``options`` as :func:`~cube_assets.client.raster_read.download_mosaic_files`.
 
         Returns:
             The written path.
@@ -496,9 +680,56 @@ class ImageCollection(Collection[Any]):
         Raises:
             CatalogError, ValueError, InvalidRaster: as :meth:`stack`.
         """
-        grid = self._geocontext(geocontext)
+        geocontext, dest = _grid_and_dest(geocontext, dest)
+        grid = self._geocontext(geocontext, crs, resolution, all_touched)
         sources, meta = self._sources(bands)
-        return download_mosaic_files(sources, bands, grid, meta, dest, **options)
+        extra = reader_options(
+            resampler=resampler, processing_level=processing_level, progress=progress, options=options
+        )
+        return download_mosaic_files(
+            sources,
+            bands,
+            grid,
+            meta,
+            Path.cwd() if dest is None else dest,
+            format=str(format),
+            scaling=scaling,
+            data_type=data_type,
+            nodata=nodata,
+            alpha=self.alpha_band(mask_alpha),
+            **extra,
+        )
+
+    def scaling_parameters(
+        self,
+        bands: str | Sequence[str],
+        processing_level: str | None = None,
+        scaling: Any = None,
+        data_type: str | None = None,
+    ) -> tuple[list[Any] | None, str]:
+        """Return ``(scales, data_type)`` that :meth:`stack`/:meth:`mosaic` would use for these arguments.
+
+        See :func:`~cube_assets.client.scaling.scaling_parameters`; across products the scales
+        must agree (:func:`~cube_assets.client.scaling.multiproduct_scaling_parameters`).
+
+        Raises:
+            CatalogError: if the collection is empty or an image lacks a band's file.
+            ValueError: for invalid or incompatible scaling, or a ``processing_level``.
+        """
+        reader_options(processing_level=processing_level, options={})
+        names = bands.split() if isinstance(bands, str) else list(bands)
+        _, meta = self._sources(names)
+        metas = [meta] if isinstance(meta, Mapping) else list(meta)
+        products = {str(index): dict(entry) for index, entry in enumerate(metas)}
+        return multiproduct_scaling_parameters(products, names, scaling, data_type)
+
+
+def _grid_and_dest(geocontext: Any, dest: Any) -> tuple[Any, Any]:
+    """Read ``download(bands, "out")`` (this project's order) as well as ``download(bands, grid, "out")``."""
+    if geocontext is not None and not isinstance(geocontext, GeoContext):
+        if dest is None or isinstance(dest, GeoContext):
+            return dest, geocontext
+    return geocontext, dest
 
 
 __all__ = ["Collection", "Each", "ImageCollection", "coverage_fraction", "evaluate", "image_grid"]

@@ -70,4 +70,18 @@ class ObjectSearch(Search[T]):
         )
 
 
-__all__ = ["ObjectSearch"]
+class ListedSearch(ObjectSearch[T]):
+    """A search that also reads as the list of its results: ``len(search)``, ``search[0]``.
+
+    ``product.bands()`` returns one, so it can be refined like any search
+    (``.filter(p.type == BandType.CLASS).sort("name")``) and still used as a list of bands.
+    """
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __getitem__(self, index: int | slice) -> Any:
+        return list(self)[index]
+
+
+__all__ = ["ListedSearch", "ObjectSearch"]
