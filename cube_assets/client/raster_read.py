@@ -630,6 +630,7 @@ def write_raster(
         raise ValueError(f"write_raster {destination}: {len(band_names)} band names for {data.shape[0]} bands")
     if nodata is not None:
         check_nodata_fits(nodata, data.dtype, f"write_raster {destination}")
+    destination.parent.mkdir(parents=True, exist_ok=True)  # intermediate folders are created
     mask = np.ma.getmaskarray(data)
     values = np.array(np.ma.getdata(data), copy=True)
     values[mask] = nodata if nodata is not None else 0
