@@ -21,6 +21,7 @@ step that yields a method is called (``"acquired.date"`` is the calendar date).
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +29,8 @@ from typing import Any
 
 import shapely
 from pyproj import Transformer
+from rasterio.crs import CRS
+from rasterio.errors import CRSError
 from shapely.geometry.base import BaseGeometry
 
 from cube_assets.catalog.expressions import geometry_4326
@@ -140,10 +143,25 @@ class ImageCollection(Collection[Any]):
 
     def __init__(self, items: Iterable[Any] = (), geocontext: Any = None) -> None:
         super().__init__(items)
-        self.geocontext = geocontext
+        self._default_grid = geocontext
+
+    @property
+    def geocontext(self) -> Any:
+        """The default grid: the one given, else the images' own grid when they all share one, else None."""
+        if self._default_grid is not None or not self._items:
+            return self._default_grid
+        try:
+            grids = {image_grid(image) for image in self._items}
+        except CatalogError:
+            return None
+        return grids.pop() if len(grids) == 1 else None
+
+    @geocontext.setter
+    def geocontext(self, value: Any) -> None:
+        self._default_grid = value
 
     def _new(self, items: Iterable[Any]) -> ImageCollection:
-        return ImageCollection(items, geocontext=self.geocontext)
+        return ImageCollection(items, geocontext=self._default_grid)
 
     def _holds(self, value: Any) -> bool:
         return isinstance(value, CatalogObject) and type(value)._spatial  # an Image: the one spatial class
@@ -185,7 +203,7 @@ class ImageCollection(Collection[Any]):
         ``crs``/``resolution`` then replace those parts (see :mod:`~cube_assets.client.load_options`).
         """
         if geocontext is None:
-            geocontext = self.geocontext
+            geocontext = self._default_grid
         if geocontext is None:
             if not self._items:
                 raise CatalogError("the collection is empty: there are no images to load")
@@ -406,7 +424,7 @@ class ImageCollection(Collection[Any]):
         Raises:
             CatalogError, ValueError, InvalidRaster: as :meth:`stack`.
         """
-        geocontext, dest = _grid_and_dest(geocontext, dest)
+        geocontext, crs, dest = _grid_and_dest(geocontext, dest, crs)
         grid = self._geocontext(geocontext, crs, resolution, all_touched)
         sources, meta = self._sources(bands)
         options.setdefault("names", [_safe_name(image.id) for image in self._items])
@@ -457,7 +475,7 @@ class ImageCollection(Collection[Any]):
         Raises:
             CatalogError, ValueError, InvalidRaster: as :meth:`stack`.
         """
-        geocontext, dest = _grid_and_dest(geocontext, dest)
+        geocontext, crs, dest = _grid_and_dest(geocontext, dest, crs)
         grid = self._geocontext(geocontext, crs, resolution, all_touched)
         sources, meta = self._sources(bands)
         extra = reader_options(
@@ -501,12 +519,30 @@ class ImageCollection(Collection[Any]):
         return multiproduct_scaling_parameters(products, names, scaling, data_type)
 
 
-def _grid_and_dest(geocontext: Any, dest: Any) -> tuple[Any, Any]:
-    """Read ``download(bands, "out")`` (this project's order) as well as ``download(bands, grid, "out")``."""
+def _grid_and_dest(geocontext: Any, dest: Any, crs: Any = None) -> tuple[Any, Any, Any]:
+    """Read the destination where the older positional orders put it: ``(grid, crs, dest)`` to use.
+
+    ``download(bands, "out")`` (this project's order) and ``download(bands, grid, "out")`` (the
+    reference's examples, whose third argument is now ``crs``) both mean "write into ``out``": a
+    second argument that is not a grid, or a third that is not a CRS, is the destination.
+    """
     if geocontext is not None and not isinstance(geocontext, GeoContext):
         if dest is None or isinstance(dest, GeoContext):
-            return dest, geocontext
-    return geocontext, dest
+            geocontext, dest = dest, geocontext
+    if crs is not None and dest is None and not _is_crs(crs):
+        crs, dest = None, crs
+    return geocontext, crs, dest
+
+
+def _is_crs(value: Any) -> bool:
+    """Whether ``value`` reads as a CRS (an EPSG code, PROJ or WKT text, a CRS object)."""
+    if isinstance(value, os.PathLike) or (isinstance(value, Sequence) and not isinstance(value, str)):
+        return False
+    try:
+        CRS.from_user_input(value)
+    except (CRSError, TypeError, ValueError):
+        return False
+    return True
 
 
 __all__ = ["Collection", "Each", "ImageCollection", "coverage_fraction", "evaluate", "image_grid"]

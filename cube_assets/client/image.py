@@ -25,7 +25,7 @@ from cube_assets.client import coercers
 from cube_assets.client.attributes import Alias, Attribute, File
 from cube_assets.client.bands import Band
 from cube_assets.client.base import CatalogObject, InProduct, ObjectState
-from cube_assets.client.collection import ImageCollection, coverage_fraction, image_grid
+from cube_assets.client.collection import ImageCollection, _grid_and_dest, coverage_fraction, image_grid
 from cube_assets.client.connection import Catalog, bind_to_catalogs
 from cube_assets.client.enums import DownloadFileFormat, ResampleAlgorithm, StorageState
 from cube_assets.client.image_upload import ImageUpload, ImageUploadOptions, start_upload
@@ -301,8 +301,7 @@ class Image(InProduct, CatalogObject):
         Raises:
             CatalogError, ValueError, InvalidRaster: as :meth:`ndarray`.
         """
-        if geocontext is not None and not _is_grid(geocontext) and (dest is None or _is_grid(dest)):
-            geocontext, dest = dest, geocontext
+        geocontext, crs, dest = _grid_and_dest(geocontext, dest, crs)
         names = bands.split() if isinstance(bands, str) else list(bands)
         default_name = f"{self.id}-{'-'.join(names)}.{format}".replace("/", "_")
         folder = Path.cwd() if dest is None else Path(dest) if Path(dest).is_dir() else None
@@ -471,10 +470,6 @@ class Image(InProduct, CatalogObject):
             fields[name] = shapely.geometry.mapping(value) if name == "geometry" else value
         self._catalog = self.catalog
         return start_upload(self.catalog, self, options, lambda: run(fields))
-
-
-def _is_grid(value: Any) -> bool:
-    return hasattr(value, "raster_info") and hasattr(value, "shape")
 
 
 def _upload_options(

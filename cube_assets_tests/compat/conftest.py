@@ -6,7 +6,7 @@ catalog) with a local upload store, and fills it with:
 * :data:`PRODUCTS`: products with the time spans the product-search examples filter on;
 * ``landsat:LC08:01:RT:TOAR`` with the guide's Landsat bands (six spectral, six class bands, an
   alpha mask band) and :data:`SCENES`: 8 x 8 pixel GeoTIFFs at 30 m (EPSG:32631) inside the
-  guide's Girona triangle, whose alpha band is 0 on the first two rows;
+  guide's Girona triangle, whose alpha band is 0 on the top half;
 * ``landsat:LC08:01:T1:TOAR`` with :data:`MONTHLY` images (no pixels, known file sizes) for the
   summary examples.
 """
@@ -90,10 +90,14 @@ def band_values(scene_index: int, band_index: int) -> np.ndarray:
     return (1000 * (band_index + 1) + 10 * scene_index + columns).astype(np.uint16)
 
 
+#: Rows at the top of every scene where its alpha band is 0 (transparent).
+TRANSPARENT_ROWS = 4
+
+
 def alpha_values() -> np.ndarray:
-    """The alpha band: 0 (transparent) on the first two rows, 1 elsewhere."""
+    """The alpha band: 0 (transparent) on the first :data:`TRANSPARENT_ROWS` rows, 1 elsewhere."""
     alpha = np.ones((SIZE, SIZE), dtype=np.uint16)
-    alpha[:2] = 0
+    alpha[:TRANSPARENT_ROWS] = 0
     return alpha
 
 
