@@ -119,7 +119,7 @@ def run_load(args: argparse.Namespace) -> int:
 
 
 def run_load_provider(args: argparse.Namespace) -> int:
-    """Register the providers of ``--ifile`` or ``--from-dir``; with ``-v`` print each outcome; return 0 (2 on error)."""
+    """Register the providers of ``--ifile`` or ``--from-dir``; with ``-v`` print each outcome; return 0 (2: error)."""
     from cube_assets.errors import ProviderError
     from cube_assets.providers.registry import load_providers, read_provider_directory, read_provider_file
 
