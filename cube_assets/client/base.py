@@ -254,14 +254,10 @@ class CatalogObject:
         """
         values = self.to_dict()
         if modified_only:
-            saved = self._snapshot or {}
-            values = {
-                name: value
-                for name, value in values.items()
-                if name in saved
-                and not _same(self._values.get(name), saved[name])
-                or (name not in saved and not self._attributes[name].readonly and self._snapshot is None)
-            }
+            writable = [name for name, attribute in self._attributes.items() if not attribute.readonly]
+            if self._snapshot is not None:  # saved: what differs from the last read or write
+                writable = [name for name in writable if not _same(self._values.get(name), self._snapshot.get(name))]
+            values = {name: values[name] for name in writable}
         if jsonapi_format:
             identity = getattr(self, "id", None)
             attributes = {name: value for name, value in values.items() if name != "id"}
