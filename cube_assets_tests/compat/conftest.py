@@ -1,7 +1,9 @@
 """A small catalog shaped like the catalog guide's examples, on SQLite and on PostgreSQL.
 
 ``guide_catalog`` connects the client's default catalog (the guide's code uses no explicit
-catalog) with a local upload store, and fills it with:
+catalog) with a local upload store. It is built once per test module and backend; after each
+test, whatever the test added (products, bands, images, uploads) is removed again, so every test
+sees the same catalog. It holds:
 
 * :data:`PRODUCTS`: products with the time spans the product-search examples filter on;
 * ``landsat:LC08:01:RT:TOAR`` with the guide's Landsat bands (six spectral, six class bands, an
@@ -14,6 +16,7 @@ catalog) with a local upload store, and fills it with:
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,9 @@ import rasterio
 from pyproj import Transformer
 from rasterio.transform import from_origin
 from shapely.geometry import box
+from sqlalchemy import delete, select
 
+from cube_assets.catalog import models
 from cube_assets.client import (
     Catalog,
     ClassBand,
@@ -36,8 +41,9 @@ from cube_assets.client import (
     connect,
     disconnect,
 )
+from cube_assets.client.image_upload import upload_executor
 from cube_assets.storage.raster_store import LocalRasterStore
-from cube_assets_tests.catalog.conftest import catalog_url  # noqa: F401 - the fixture, on SQLite and PostgreSQL
+from cube_assets_tests.fixtures_postgres import PostgresServer
 
 UTC = dt.UTC
 RT = "landsat:LC08:01:RT:TOAR"
@@ -169,10 +175,25 @@ def _monthly(product: Product) -> None:
             ).save()
 
 
-@pytest.fixture
-def guide_catalog(catalog_url: str, tmp_path: Path) -> Iterator[Catalog]:
-    """The default catalog, filled as the module docstring says; disconnected afterwards."""
-    catalog = connect(catalog_url, upload_store=LocalRasterStore(tmp_path / "store"))
+@pytest.fixture(scope="module", params=("sqlite", "postgresql"))
+def guide_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A new catalog URL per module: a SQLite file, or a fresh schema of the PostgreSQL test server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('guide')}/catalog.sqlite"
+        return
+    server: PostgresServer = request.getfixturevalue("postgresql_server")
+    schema = f"guide_{uuid.uuid4().hex[:12]}"
+    server.admin(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield server.schema_url(schema)
+    finally:
+        server.admin(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(scope="module")
+def filled_catalog(guide_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Catalog]:
+    """The default catalog, filled as the module docstring says; disconnected after the module."""
+    catalog = connect(guide_url, upload_store=LocalRasterStore(tmp_path_factory.mktemp("store")))
     try:
         for product_id, (start, end) in PRODUCTS.items():
             Product(id=product_id, name=product_id, start_datetime=start, end_datetime=end).save()
@@ -181,12 +202,39 @@ def guide_catalog(catalog_url: str, tmp_path: Path) -> Iterator[Catalog]:
         rt.name = "Landsat 8 Collection 1 Real-Time"
         rt.save()
         _landsat_bands(rt)
-        scenes = tmp_path / "scenes"
-        scenes.mkdir()
-        _scenes(rt, scenes)
+        _scenes(rt, tmp_path_factory.mktemp("scenes"))
         t1 = Product.get(T1)
         assert t1 is not None
         _monthly(t1)
         yield catalog
     finally:
         disconnect()
+
+
+def _keys(catalog: Catalog) -> dict[str, set[str]]:
+    with catalog.session() as session:
+        return {
+            "images": set(session.scalars(select(models.Image.id))),
+            "products": set(session.scalars(select(models.Product.id))),
+            "uploads": set(session.scalars(select(models.ImageUpload.id))),
+        }
+
+
+@pytest.fixture
+def guide_catalog(filled_catalog: Catalog) -> Iterator[Catalog]:
+    """The filled catalog; what the test adds is deleted afterwards."""
+    before = _keys(filled_catalog)
+    yield filled_catalog
+    upload_executor().submit(lambda: None).result(timeout=60)  # no upload still writing
+    after = _keys(filled_catalog)
+    with filled_catalog.transaction() as session:
+        session.execute(
+            delete(models.ImageUpload).where(models.ImageUpload.id.in_(after["uploads"] - before["uploads"]))
+        )
+        new_images = after["images"] - before["images"]
+        session.execute(delete(models.ImageFile).where(models.ImageFile.image_id.in_(new_images)))
+        session.execute(delete(models.Image).where(models.Image.id.in_(new_images)))
+        added = after["products"] - before["products"]
+        session.execute(delete(models.Band).where(models.Band.product_id.in_(added)))
+        session.execute(delete(models.Product).where(models.Product.id.in_(added)))
+    assert _keys(filled_catalog) == before, "a test removed part of the shared catalog"

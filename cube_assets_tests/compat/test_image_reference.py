@@ -56,9 +56,13 @@ def test_coverage_of_a_buffered_footprint_is_a_fraction(guide_catalog: Catalog) 
 
 
 def test_delete_by_id_is_a_classmethod_returning_whether_it_deleted(guide_catalog: Catalog) -> None:
-    assert Image.delete(FIRST) is True
-    assert Image.exists(FIRST) is False
-    assert Image.delete(FIRST) is False
+    first = Image.get(FIRST)
+    assert first is not None
+    Image(id="my-image-id", product_id=RT, acquired="2020-01-01", geometry=first.geometry, cs_code="EPSG:32631").save()
+
+    assert Image.delete("my-image-id") is True
+    assert Image.exists("my-image-id") is False
+    assert Image.delete("my-image-id") is False
 
 
 def test_download_names_the_file_after_the_image_and_bands(guide_catalog: Catalog, in_tmp: Path) -> None:
