@@ -97,16 +97,24 @@ class StoreManager:
         """Return whether the store holds any band of the scene (False without a store)."""
         if self.store is None:
             return False
-        return self.store.stored_scene(self.collection, identifier) is not None
+        if self.store.stored_scene(self.collection, identifier) is not None:
+            return True
+        return len(self.missing_bands(identifier)) < len(self.bands)
 
     def missing_bands(self, identifier: str) -> list[str]:
         """Return the managed bands the store does not hold for the scene (all of them without a store)."""
         if self.store is None:
             return list(self.bands)
         stored = self.store.stored_scene(self.collection, identifier)
-        if stored is None:
+        if stored is not None:
+            return self.store.missing_bands(stored, self.bands)
+        try:  # a whole product (.SAFE) has no band manifest: ask the store offline
+            self.store.load(self._scene(identifier, offline=False), self.bands, offline=True)
+        except SceneNotStored as missing:
+            return [band for band in self.bands if band in missing.missing] or list(self.bands)
+        except RawStoreError:
             return list(self.bands)
-        return self.store.missing_bands(stored, self.bands)
+        return []
 
     def complete(self, identifier: str) -> bool:
         """Return whether the store holds every managed band of the scene."""

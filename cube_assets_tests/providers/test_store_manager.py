@@ -124,3 +124,20 @@ def test_encodings_name_each_bands_type_and_fill_value() -> None:
 def test_an_unknown_scene_is_named(archive: LocalArchiveProvider, tmp_path: Path) -> None:
     with pytest.raises(RawStoreError, match="S2B_NOWHERE"):
         StoreManager(["B04"], tmp_path / "raw", provider=archive).load("S2B_NOWHERE")
+
+
+def test_a_real_safe_product_loads_as_a_dataset(t29unu_safe: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "safe-archive"
+    archive.mkdir()
+    (archive / t29unu_safe.name).symlink_to(t29unu_safe)
+    local = LocalArchiveProvider(archive, name="archive")
+    [scene] = local.scenes()
+    manager = StoreManager(["B04", "B8A"], tmp_path / "raw", provider=local)
+
+    assert manager.missing_bands(scene.scene_id) == ["B04", "B8A"]
+    dataset = manager.load(scene)
+
+    assert dataset["B04"].shape == (1830, 1830) and dataset.rio.crs.to_epsg() == 32629
+    with rasterio.open(next(t29unu_safe.rglob("*_B04_60m.jp2"))) as src:
+        np.testing.assert_array_equal(dataset["B04"].values[::200, ::200], src.read(1)[::200, ::200])
+    assert manager.complete(scene.scene_id) and manager.exists(scene.scene_id)
