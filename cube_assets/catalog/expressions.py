@@ -139,18 +139,18 @@ FieldResolver = Callable[[str], SearchField]
 def parse_datetime(what: str, value: object) -> dt.datetime:
     """Return ``value`` as an aware UTC datetime.
 
-    Accepts an aware ``datetime``, a ``date`` (midnight UTC) or ISO 8601 text: ``YYYY``,
-    ``YYYY-MM``, ``YYYY-MM-DD`` or a full timestamp (``Z`` or an offset; none means UTC).
+    Accepts a ``datetime`` (naive means UTC), a ``date`` (midnight UTC) or ISO 8601 text:
+    ``YYYY``, ``YYYY-MM``, ``YYYY-MM-DD`` or a full timestamp (``Z`` or an offset; none means UTC).
 
     Returns:
         The aware UTC datetime.
 
     Raises:
-        CatalogError: naming ``what``, for a naive ``datetime``, unparseable text or another type.
+        CatalogError: naming ``what``, for unparseable text or another type.
     """
     if isinstance(value, dt.datetime):
         if value.tzinfo is None or value.utcoffset() is None:
-            raise CatalogError(f"{what}: datetime {value.isoformat()} has no time zone; pass an aware datetime")
+            value = value.replace(tzinfo=dt.UTC)  # a timestamp without a time zone is in UTC
         return _in_utc(what, value)
     if isinstance(value, dt.date):
         return dt.datetime.combine(value, dt.time(), tzinfo=dt.UTC)

@@ -66,7 +66,7 @@ NAMING_CONVENTION: dict[str, str] = {
 }
 
 #: Values allowed in ``bands.type``.
-BAND_TYPES: tuple[str, ...] = ("spectral", "mask", "class", "generic")
+BAND_TYPES: tuple[str, ...] = ("spectral", "mask", "class", "generic", "microwave", "derived")
 
 #: Values allowed in ``bands.data_type`` (GDAL-style names; ``UInt8`` rather than ``Byte``).
 BAND_DATA_TYPES: tuple[str, ...] = (
@@ -220,6 +220,15 @@ class Band(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     #: Mask bands only: whether the band is the image's alpha channel (migration 0003).
     is_alpha: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: Spectral bands: full width at half maximum, in micrometres (migration 0005).
+    wavelength_fwhm: Mapped[float | None] = mapped_column(Float)
+    #: Microwave bands: centre frequency and bandwidth, in GHz (migration 0005).
+    frequency: Mapped[float | None] = mapped_column(Float)
+    bandwidth: Mapped[float | None] = mapped_column(Float)
+    #: Unit of ``resolution``: ``meters`` (also when NULL) or ``degrees`` (migration 0005).
+    resolution_unit: Mapped[str | None] = mapped_column(String)
+    #: Name of a standard colormap (class and generic bands; migration 0005).
+    colormap_name: Mapped[str | None] = mapped_column(String)
 
     product: Mapped[Product] = relationship(back_populates="bands")
 
@@ -389,3 +398,29 @@ class ImageFile(Base):
 
     def __repr__(self) -> str:
         return f"ImageFile(image_id={self.image_id!r}, band={self.band!r})"
+
+
+class ImageUpload(Base):
+    """One upload of pixels into an image (migration 0005): its status, events and errors.
+
+    ``status`` is ``pending``, ``running``, ``success``, ``failure`` or ``canceled``; ``events``
+    is a list of ``{"event_type", "event_datetime", "message"}`` and ``errors`` a list of
+    ``{"error_type", "message"}``. ``image_id`` is not a foreign key: a failed upload's image
+    does not exist.
+    """
+
+    __tablename__ = "image_uploads"
+    __table_args__ = (Index("ix_image_uploads_image_id", "image_id"),)
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    product_id: Mapped[str] = mapped_column(String)
+    image_id: Mapped[str] = mapped_column(String)
+    status: Mapped[str] = mapped_column(String)
+    image_upload_options: Mapped[dict[str, Any]] = mapped_column(json_document(), default=dict)
+    events: Mapped[list[dict[str, Any]]] = mapped_column(json_document(), default=list)
+    errors: Mapped[list[dict[str, Any]]] = mapped_column(json_document(), default=list)
+    created: Mapped[dt.datetime] = mapped_column(UTCDateTime(), server_default=utcnow())
+    modified: Mapped[dt.datetime] = mapped_column(UTCDateTime(), server_default=utcnow(), onupdate=utcnow())
+
+    def __repr__(self) -> str:
+        return f"ImageUpload(id={self.id!r}, image_id={self.image_id!r}, status={self.status!r})"

@@ -250,6 +250,11 @@ class BandRecord:
     physical_range: tuple[float, float] | None = None
     unit: str | None = None
     description: str = ""
+    wavelength_fwhm: float | None = None
+    frequency: float | None = None
+    bandwidth: float | None = None
+    resolution_unit: str | None = None
+    colormap_name: str | None = None
 
     def __post_init__(self) -> None:
         what = f"band {self.name!r}"
@@ -261,8 +266,16 @@ class BandRecord:
         check_integer(f"{what}: band_index", self.band_index, 0)
         for name in ("data_range", "display_range", "physical_range"):
             object.__setattr__(self, name, _check_range(what, name, getattr(self, name)))
-        for name in ("nodata", "wavelength_min", "wavelength_max", "wavelength_center"):
-            limits = {"positive": True} if name.startswith("wavelength") else {}
+        for name in (
+            "nodata",
+            "wavelength_min",
+            "wavelength_max",
+            "wavelength_center",
+            "wavelength_fwhm",
+            "frequency",
+            "bandwidth",
+        ):
+            limits = {"positive": True} if name != "nodata" else {}
             object.__setattr__(self, name, _check_optional_number(what, name, getattr(self, name), **limits))
         low, center, high = self.wavelength_min, self.wavelength_center, self.wavelength_max
         if low is not None and high is not None and low > high:
@@ -274,6 +287,9 @@ class BandRecord:
         if self.colormap is not None:
             object.__setattr__(self, "colormap", check_colormap(f"{what}: colormap", self.colormap))
         _check_optional_str(what, "unit", self.unit)
+        _check_optional_str(what, "colormap_name", self.colormap_name)
+        if self.resolution_unit not in (None, "meters", "degrees"):
+            raise CatalogError(f"{what}: resolution_unit must be 'meters' or 'degrees', got {self.resolution_unit!r}")
         check_text(f"{what}: description", self.description)
 
 
@@ -508,6 +524,11 @@ def upsert_bands(session: Session, product_id: str, bands: Sequence[BandRecord])
             "physical_range": _as_list(band.physical_range),
             "unit": band.unit,
             "description": band.description,
+            "wavelength_fwhm": band.wavelength_fwhm,
+            "frequency": band.frequency,
+            "bandwidth": band.bandwidth,
+            "resolution_unit": band.resolution_unit,
+            "colormap_name": band.colormap_name,
         }
         for band in bands
     ]

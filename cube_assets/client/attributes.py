@@ -62,6 +62,42 @@ class Attribute:
         return self.default() if self.default is not None else None
 
 
+class Alias:
+    """Another name of a declared attribute, such as the catalog guide's ``cs_code`` for ``crs``.
+
+    Reading it reads the target through ``read`` (default: unchanged); assigning it assigns the
+    target through ``write``. ``searchable`` aliases (same values as the target) may also be
+    used in search expressions.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        read: Callable[[Any], Any] | None = None,
+        write: Callable[[Any], Any] | None = None,
+        doc: str = "",
+    ) -> None:
+        self.target = target
+        self.read = read
+        self.write = write
+        self.searchable = read is None and write is None
+        self.__doc__ = doc or f"Another name of ``{target}``."
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value = obj._values.get(self.target)
+        return self.read(value) if self.read is not None and value is not None else value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        setattr(obj, self.target, self.write(value) if self.write is not None and value is not None else value)
+
+
 @dataclass(frozen=True)
 class File:
     """The file holding one band of an image: a local path or URI, and its size in bytes if known."""
@@ -70,4 +106,4 @@ class File:
     size_bytes: int | None = None
 
 
-__all__ = ["Attribute", "Coerce", "File"]
+__all__ = ["Alias", "Attribute", "Coerce", "File"]

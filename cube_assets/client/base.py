@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -50,7 +51,7 @@ from sqlalchemy.orm import Session
 
 from cube_assets.catalog import models
 from cube_assets.catalog.expressions import SearchField
-from cube_assets.client.attributes import Attribute, File
+from cube_assets.client.attributes import Alias, Attribute, File
 from cube_assets.client.connection import Catalog, default_catalog
 from cube_assets.client.search import ObjectSearch
 from cube_assets.errors import CatalogError
@@ -78,6 +79,22 @@ class ObjectState(enum.StrEnum):
 
 
 ObjectT = TypeVar("ObjectT", bound="CatalogObject")
+
+#: Characters a band or image name may hold (the catalog guide's rule).
+_VALID_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class class_or_instance_method:
+    """A method with a class form and an instance form: ``Image.delete(id)`` and ``image.delete()``."""
+
+    def __init__(self, on_class: str, on_instance: str) -> None:
+        self._on_class = on_class
+        self._on_instance = on_instance
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return getattr(owner, self._on_class)
+        return getattr(obj, self._on_instance)
 
 
 def _copy(value: Any) -> Any:
@@ -127,15 +144,23 @@ class CatalogObject:
     _spatial: ClassVar[bool] = False
     _default_order: ClassVar[tuple[tuple[str, bool], ...]] = (("id", True),)
     _attributes: ClassVar[dict[str, Attribute]] = {}
+    _aliases: ClassVar[dict[str, Alias]] = {}
+    #: Every attribute name the object accepts: its own and the catalog guide's aliases.
+    ATTRIBUTES: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         attributes: dict[str, Attribute] = {}
+        aliases: dict[str, Alias] = {}
         for klass in reversed(cls.__mro__):
             for name, value in vars(klass).items():
                 if isinstance(value, Attribute):
                     attributes[name] = value
+                elif isinstance(value, Alias):
+                    aliases[name] = value
         cls._attributes = attributes
+        cls._aliases = aliases
+        cls.ATTRIBUTES = (*attributes, *aliases)
 
     def __init__(self, *, catalog: Catalog | None = None, **attributes: Any) -> None:
         object.__setattr__(self, "_catalog", catalog)
@@ -153,11 +178,11 @@ class CatalogObject:
         return f"{self._what} {identity!r}" if identity is not None else f"new {self._what}"
 
     def _check_names(self, names: Iterable[str]) -> None:
-        unknown = sorted(name for name in names if name not in self._attributes)
+        unknown = sorted(name for name in names if name not in self._attributes and name not in self._aliases)
         if unknown:
             raise InvalidAttributeError(
                 f"{type(self).__name__} has no attribute {', '.join(map(repr, unknown))};"
-                f" its attributes are: {', '.join(sorted(self._attributes))}"
+                f" its attributes are: {', '.join(sorted(self.ATTRIBUTES))}"
             )
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -213,6 +238,60 @@ class CatalogObject:
         """Return every attribute as JSON-able data (geometry as GeoJSON, datetimes as ISO text)."""
         return {name: _plain(self._values.get(name)) for name in self._attributes}
 
+    @property
+    def is_modified(self) -> bool:
+        """Whether an attribute differs from what was last read or written (``state`` is ``modified``)."""
+        return self.state == ObjectState.MODIFIED
+
+    def serialize(self, modified_only: bool = False, jsonapi_format: bool = False) -> dict[str, Any]:
+        """Return the attributes as JSON-able data, as :meth:`to_dict` does.
+
+        ``modified_only`` keeps only the attributes changed since the last read or write;
+        ``jsonapi_format`` wraps them as ``{"data": {"id", "type", "attributes"}}``.
+
+        Returns:
+            A dict of plain JSON values.
+        """
+        values = self.to_dict()
+        if modified_only:
+            writable = [name for name, attribute in self._attributes.items() if not attribute.readonly]
+            if self._snapshot is not None:  # saved: what differs from the last read or write
+                writable = [name for name in writable if not _same(self._values.get(name), self._snapshot.get(name))]
+            values = {name: values[name] for name in writable}
+        if jsonapi_format:
+            identity = getattr(self, "id", None)
+            attributes = {name: value for name, value in values.items() if name != "id"}
+            return {"data": {"id": identity, "type": self._what, "attributes": attributes}}
+        return values
+
+    def update(self, ignore_errors: bool = False, **attributes: Any) -> None:
+        """Assign several attributes at once, as ``setattr`` does for each.
+
+        With ``ignore_errors``, an attribute that cannot be set (unknown, read-only, immutable)
+        is skipped and the others are still assigned.
+
+        Raises:
+            InvalidAttributeError, CatalogError: for the first attribute that cannot be set,
+                unless ``ignore_errors``.
+        """
+        for name, value in attributes.items():
+            try:
+                setattr(self, name, value)
+            except InvalidAttributeError:
+                if not ignore_errors:
+                    raise
+
+    @classmethod
+    def make_valid_name(cls, name: str) -> str:
+        """Return ``name`` with every run of characters other than letters, digits, ``.``, ``_`` and ``-`` as one ``_``.
+
+        Raises:
+            CatalogError: if ``name`` is not a string.
+        """
+        if not isinstance(name, str):
+            raise CatalogError(f"make_valid_name takes a string, got {name!r}")
+        return _VALID_NAME.sub("_", name)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._label()}, {self.state.value})"
 
@@ -262,6 +341,9 @@ class CatalogObject:
 
     @classmethod
     def _search_field(cls, name: str) -> SearchField:
+        alias = cls._aliases.get(name)
+        if alias is not None and alias.searchable:
+            name = alias.target
         attribute = cls._attributes.get(name)
         if attribute is None or attribute.kind is None:
             searchable = sorted(n for n, a in cls._attributes.items() if a.kind is not None)
@@ -434,7 +516,24 @@ class CatalogObject:
         self._deleted = False
         return self
 
-    def delete(self) -> None:
+    @classmethod
+    def _delete_id(cls, id: str, catalog: Catalog | None = None) -> bool:
+        """Delete the object stored under ``id``: ``Image.delete("product:name")``.
+
+        Returns:
+            True if it was deleted, False if there was none.
+
+        Raises:
+            CatalogError: if ``id`` is malformed, no catalog is given and there is no default, or
+                (products) it still has images.
+        """
+        found = cls.get(id, catalog=catalog)
+        if found is None:
+            return False
+        found._delete_self()
+        return True
+
+    def _delete_self(self) -> None:
         """Delete the object from the catalog; it becomes ``deleted`` and can no longer change.
 
         Raises:
@@ -451,6 +550,8 @@ class CatalogObject:
             if result.rowcount == 0:  # type: ignore[attr-defined]  # an UPDATE returns a CursorResult, which has rowcount
                 raise NotFoundError(f"{self._label()} is not in the catalog")
         self._deleted = True
+
+    delete = class_or_instance_method("_delete_id", "_delete_self")
 
     def _check_deletable(self, session: Session) -> None:
         return None
@@ -471,10 +572,33 @@ class CatalogObject:
 
 
 class InProduct:
-    """What a band and an image share: they belong to a product (``product_id``)."""
+    """What a band and an image share: they belong to a product (``product_id``).
+
+    Their constructors take ``product=`` (a Product or its id) for ``product_id``, as the
+    catalog guide writes ``SpectralBand(name="blue", product=product)``.
+    """
 
     product_id: str
     catalog: Catalog
+
+    @staticmethod
+    def _take_product(attributes: dict[str, Any]) -> None:
+        """Replace ``product=`` in constructor ``attributes`` by ``product_id``.
+
+        Raises:
+            CatalogError: if both are given and differ, or the product has no id.
+        """
+        if "product" not in attributes:
+            return
+        product = attributes.pop("product")
+        product_id = product if isinstance(product, str) or product is None else getattr(product, "id", None)
+        if product_id is None:
+            raise CatalogError(f"product= must be a Product with an id or a product id, got {product!r}")
+        if attributes.get("product_id", product_id) != product_id:
+            raise CatalogError(
+                f"product= {product_id!r} and product_id= {attributes['product_id']!r} disagree; give one of them"
+            )
+        attributes["product_id"] = product_id
 
     def product(self) -> Any:
         """Return the :class:`~cube_assets.client.product.Product` this band or image belongs to.

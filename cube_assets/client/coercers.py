@@ -31,6 +31,7 @@ from cube_assets.catalog.validation import (
     check_text,
 )
 from cube_assets.client.attributes import Coerce, File
+from cube_assets.client.enums import Resolution, catalog_data_type
 from cube_assets.errors import CatalogError
 
 
@@ -185,7 +186,7 @@ def data_type(what: str, value: Any) -> str:
     Raises:
         CatalogError: naming ``what``, for anything else.
     """
-    return check_data_type(what, value)
+    return check_data_type(what, catalog_data_type(value))
 
 
 def class_labels(what: str, value: Any) -> dict[str, str]:
@@ -239,6 +240,17 @@ def files(what: str, value: Any) -> dict[str, File]:
     return files
 
 
+def resolution(what: str, value: Any) -> Resolution:
+    """Return ``value`` as a :class:`~cube_assets.client.enums.Resolution` (a plain number is in metres).
+
+    Raises:
+        CatalogError: naming ``what``, for a value that is not a positive number.
+    """
+    if isinstance(value, Resolution):
+        return value
+    return Resolution(check_number(what, value, positive=True))
+
+
 __all__ = [
     "aware_datetime",
     "boolean",
@@ -254,6 +266,7 @@ __all__ = [
     "number",
     "optional",
     "properties",
+    "resolution",
     "tags",
     "text",
     "value_range",

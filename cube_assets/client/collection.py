@@ -21,13 +21,16 @@ step that yields a method is called (``"acquired.date"`` is the calendar date).
 from __future__ import annotations
 
 import functools
-import itertools
+import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Generic, TypeVar, overload
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import shapely
 from pyproj import Transformer
+from rasterio.crs import CRS
+from rasterio.errors import CRSError
 from shapely.geometry.base import BaseGeometry
 
 from cube_assets.catalog.expressions import geometry_4326
@@ -35,7 +38,10 @@ from cube_assets.catalog.expressions import properties as p
 from cube_assets.client import timeseries
 from cube_assets.client.bands import Band
 from cube_assets.client.base import CatalogObject
+from cube_assets.client.enums import DownloadFileFormat, ResampleAlgorithm
 from cube_assets.client.geocontext import GeoContext
+from cube_assets.client.items import Collection, Each, Predicate, evaluate
+from cube_assets.client.load_options import adjusted_grid, reader_options
 from cube_assets.client.raster_read import (
     band_meta_from_files,
     download_files,
@@ -44,214 +50,12 @@ from cube_assets.client.raster_read import (
     mosaic_files,
     stack_files,
 )
+from cube_assets.client.scaling import multiproduct_scaling_parameters
 from cube_assets.errors import CatalogError
 from cube_assets.grids import densify
 
-T = TypeVar("T")
-Predicate = str | Callable[[Any], Any]
-"""A dotted attribute/key path or a callable taking an item."""
-
 #: Equal-area CRS in which coverage is measured (WGS 84 / NSIDC EASE-Grid 2.0 Global).
 EQUAL_AREA_CRS = "EPSG:6933"
-
-
-def evaluate(item: Any, predicate: Predicate) -> Any:
-    """Return ``predicate`` applied to ``item``: a callable's result or a dotted path's value.
-
-    Raises:
-        CatalogError: if a step of the path is neither an attribute nor a key of the value.
-    """
-    if callable(predicate):
-        return predicate(item)
-    if not isinstance(predicate, str) or not predicate:
-        raise CatalogError(f"a predicate is a dotted attribute path or a callable, got {predicate!r}")
-    value = item
-    for step in predicate.split("."):
-        if isinstance(value, Mapping) and step in value:
-            value = value[step]
-        elif hasattr(value, step):
-            value = getattr(value, step)
-            if callable(value) and not isinstance(value, type):
-                value = value()
-        else:
-            raise CatalogError(f"{item!r} has no {step!r} (in predicate {predicate!r})")
-    return value
-
-
-def _sort_key(value: Any) -> tuple[bool, Any]:
-    """Order values with None last (Python cannot compare None with other values)."""
-    return (value is None, value)
-
-
-class Each:
-    """Attribute access, item access and calls applied to every item: ``images.each.acquired.year``.
-
-    Iterate it, or :meth:`collect` the values into a list.
-    """
-
-    __slots__ = ("_values",)
-
-    def __init__(self, values: Iterable[Any]) -> None:
-        self._values = list(values)
-
-    def __getattr__(self, name: str) -> Each:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return Each(getattr(value, name) for value in self._values)
-
-    def __getitem__(self, key: Any) -> Each:
-        return Each(value[key] for value in self._values)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Each:
-        return Each(value(*args, **kwargs) for value in self._values)
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def collect(self, container: Callable[[Iterable[Any]], Any] = list) -> Any:
-        """Return the values gathered by ``container`` (default ``list``)."""
-        return container(self._values)
-
-    def __repr__(self) -> str:
-        return f"Each({self._values!r})"
-
-
-class Collection(Generic[T]):
-    """A list of items with functional helpers; slicing and filtering keep the collection type."""
-
-    def __init__(self, items: Iterable[T] = ()) -> None:
-        self._items: list[T] = list(items)
-
-    def _new(self, items: Iterable[T]) -> Collection[T]:
-        return type(self)(items)
-
-    # ------------------------------------------------------------------ list behaviour
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __iter__(self) -> Iterator[T]:
-        return iter(self._items)
-
-    @overload
-    def __getitem__(self, index: int) -> T: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> Collection[T]: ...
-
-    def __getitem__(self, index: int | slice) -> T | Collection[T]:
-        if isinstance(index, slice):
-            return self._new(self._items[index])
-        return self._items[index]
-
-    def __contains__(self, item: object) -> bool:
-        return item in self._items
-
-    def __add__(self, other: Iterable[T]) -> Collection[T]:
-        return self._new([*self._items, *other])
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Collection):
-            return self._items == other._items
-        if isinstance(other, list):
-            return self._items == other
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]  # a mutable collection is not hashable
-
-    def append(self, item: T) -> None:
-        """Add ``item`` at the end."""
-        self._items.append(item)
-
-    def extend(self, items: Iterable[T]) -> None:
-        """Add ``items`` at the end."""
-        self._items.extend(items)
-
-    def to_list(self) -> list[T]:
-        """Return the items as a new list."""
-        return list(self._items)
-
-    # ------------------------------------------------------------------ helpers
-
-    @property
-    def each(self) -> Each:
-        """:class:`Each` over the items: ``collection.each.acquired.date().collect()``."""
-        return Each(self._items)
-
-    def map(self, function: Callable[[T], Any]) -> Collection[Any] | list[Any]:
-        """Return ``function`` applied to every item.
-
-        Returns:
-            A collection of the same type when every result is an item of the kind this
-            collection holds (see :meth:`_holds`), else a list.
-        """
-        results = [function(item) for item in self._items]
-        if results and all(self._holds(result) for result in results):
-            return self._new(results)
-        return results
-
-    def _holds(self, value: Any) -> bool:
-        return True
-
-    def filter(self, predicate: Predicate) -> Collection[T]:
-        """Return the items for which ``predicate`` is truthy, in order."""
-        return self._new(item for item in self._items if evaluate(item, predicate))
-
-    def sorted(self, *predicates: Predicate, reverse: bool = False) -> Collection[T]:
-        """Return the items sorted by the predicates' values (None last, ties keep their order).
-
-        Raises:
-            CatalogError: if no predicate is given or a path does not apply to an item.
-        """
-        if not predicates:
-            raise CatalogError("sorted needs at least one predicate")
-        keyed = [
-            (tuple(_sort_key(evaluate(item, p)) for p in predicates), index, item)
-            for index, item in enumerate(self._items)
-        ]
-        try:
-            keyed.sort(key=lambda entry: entry[0], reverse=reverse)
-        except TypeError as exc:
-            raise CatalogError(f"cannot order items by {predicates}: {exc}") from None
-        return self._new(item for _, _, item in keyed)
-
-    def sort(self, field: str, ascending: bool = True) -> Collection[T]:
-        """Return the items sorted by ``field`` (a dotted path; ``"-field"`` also means descending)."""
-        if field.startswith("-"):
-            field, ascending = field[1:], not ascending
-        return self.sorted(field, reverse=not ascending)
-
-    def groupby(self, *predicates: Predicate) -> Iterator[tuple[Any, Collection[T]]]:
-        """Yield ``(key, collection)`` pairs, one per distinct key, in key order.
-
-        With one predicate the key is its value, with several a tuple of their values.
-
-        Raises:
-            CatalogError: if no predicate is given or the keys cannot be ordered.
-        """
-        if not predicates:
-            raise CatalogError("groupby needs at least one predicate")
-
-        def key_of(item: T) -> Any:
-            values = tuple(evaluate(item, p) for p in predicates)
-            return values[0] if len(values) == 1 else values
-
-        keyed = [(key_of(item), item) for item in self._items]
-        try:
-            keyed.sort(key=lambda entry: _sort_key(entry[0]))
-        except TypeError as exc:
-            raise CatalogError(f"cannot order groups by {predicates}: {exc}") from None
-        return iter(
-            [(key, self._new(item for _, item in group)) for key, group in itertools.groupby(keyed, key=lambda e: e[0])]
-        )
-
-    def __repr__(self) -> str:
-        head = ", ".join(repr(item) for item in self._items[:5])
-        more = f", ... {len(self._items) - 5} more" if len(self._items) > 5 else ""
-        return f"{type(self).__name__}([{head}{more}])"
 
 
 # ------------------------------------------------------------------------------ coverage
@@ -325,7 +129,7 @@ def image_grid(image: Any) -> Any:
 
 
 def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text) or "image"
+    return re.sub(r"[^A-Za-z0-9._:-]+", "_", text) or "image"
 
 
 # ------------------------------------------------------------------------------ images
@@ -340,10 +144,25 @@ class ImageCollection(Collection[Any]):
 
     def __init__(self, items: Iterable[Any] = (), geocontext: Any = None) -> None:
         super().__init__(items)
-        self.geocontext = geocontext
+        self._default_grid = geocontext
+
+    @property
+    def geocontext(self) -> Any:
+        """The default grid: the one given, else the images' own grid when they all share one, else None."""
+        if self._default_grid is not None or not self._items:
+            return self._default_grid
+        try:
+            grids = {image_grid(image) for image in self._items}
+        except CatalogError:
+            return None
+        return grids.pop() if len(grids) == 1 else None
+
+    @geocontext.setter
+    def geocontext(self, value: Any) -> None:
+        self._default_grid = value
 
     def _new(self, items: Iterable[Any]) -> ImageCollection:
-        return ImageCollection(items, geocontext=self.geocontext)
+        return ImageCollection(items, geocontext=self._default_grid)
 
     def _holds(self, value: Any) -> bool:
         return isinstance(value, CatalogObject) and type(value)._spatial  # an Image: the one spatial class
@@ -377,20 +196,26 @@ class ImageCollection(Collection[Any]):
 
     # ------------------------------------------------------------------ pixels
 
-    def _geocontext(self, geocontext: Any) -> Any:
-        if geocontext is not None:
-            return geocontext
-        if self.geocontext is not None:
-            return self.geocontext
-        if not self._items:
-            raise CatalogError("the collection is empty: there are no images to load")
-        grids = {image_grid(image) for image in self._items}
-        if len(grids) == 1:
-            return grids.pop()
-        raise CatalogError(
-            f"the {len(self._items)} images lie on {len(grids)} different grids: pass a geocontext"
-            " (e.g. GeoContext.from_tile(tile) or GeoContext.from_geometry(aoi, resolution=10))"
-        )
+    def _geocontext(
+        self, geocontext: Any, crs: Any = None, resolution: Any = None, all_touched: Any = None
+    ) -> GeoContext:
+        """The grid to load onto: ``geocontext``, else the collection's, else the images' common grid.
+
+        ``crs``/``resolution`` then replace those parts (see :mod:`~cube_assets.client.load_options`).
+        """
+        if geocontext is None:
+            geocontext = self._default_grid
+        if geocontext is None:
+            if not self._items:
+                raise CatalogError("the collection is empty: there are no images to load")
+            grids = {image_grid(image) for image in self._items}
+            if len(grids) != 1:
+                raise CatalogError(
+                    f"the {len(self._items)} images lie on {len(grids)} different grids: pass a geocontext"
+                    " (e.g. GeoContext.from_tile(tile) or GeoContext.from_geometry(aoi, resolution=10))"
+                )
+            geocontext = grids.pop()
+        return adjusted_grid(geocontext, crs, resolution, all_touched)
 
     def _sources(self, bands: str | Sequence[str]) -> tuple[list[dict[str, str]], Any]:
         """The images' ``{band: href}`` and their band metadata, as ``raster_read`` takes them."""
@@ -425,20 +250,70 @@ class ImageCollection(Collection[Any]):
             metas.append(meta)
         return sources, metas
 
+    def alpha_band(self, mask_alpha: bool | str | None = None) -> str | None:
+        """Return the band whose 0 pixels are masked for ``mask_alpha``, or None for no alpha masking.
+
+        ``None`` (the default of every loader): the alpha band (a mask band with ``is_alpha``)
+        when every image's product has the same one and every image has its file, else none.
+        ``True``: that band, which must exist. ``False``: none. A string: that band name.
+
+        Raises:
+            ValueError: if ``mask_alpha`` is True and the images have no common alpha band, or it
+                is not a bool, None or a band name.
+        """
+        if mask_alpha is False:
+            return None
+        if isinstance(mask_alpha, str):
+            if not mask_alpha:
+                raise ValueError("mask_alpha: an empty band name")
+            return mask_alpha
+        if mask_alpha is not None and mask_alpha is not True:
+            raise ValueError(f"mask_alpha must be True, False, None or a band name, got {mask_alpha!r}")
+        if not self._items:
+            return None
+        product_ids = sorted({image.product_id for image in self._items})
+        alphas: dict[str, set[str]] = {product_id: set() for product_id in product_ids}
+        for band in Band.search(catalog=self._items[0].catalog).filter(p.product_id.in_(product_ids)):
+            if getattr(band, "is_alpha", False):
+                alphas[band.product_id].add(band.name)
+        common = set.intersection(*alphas.values())
+        found = sorted(name for name in common if all(name in image.files for image in self._items))
+        if found:
+            return found[0]
+        if mask_alpha is True:
+            raise ValueError(
+                f"mask_alpha=True, but the products {product_ids} have no alpha band (a MaskBand with is_alpha)"
+                " whose file every image has"
+            )
+        return None
+
     def stack(
         self,
         bands: str | Sequence[str],
         geocontext: Any = None,
-        *,
+        crs: Any = None,
+        resolution: Any = None,
+        all_touched: Any = None,
         flatten: Predicate | Sequence[Predicate] | None = None,
+        mask_nodata: bool = True,
+        mask_alpha: bool | str | None = None,
+        bands_axis: int = 1,
+        raster_info: bool = False,
+        resampler: ResampleAlgorithm | str = ResampleAlgorithm.NEAR,
+        processing_level: str | None = None,
+        scaling: Any = None,
+        data_type: str | None = None,
+        progress: bool | None = None,
+        max_workers: int | None = None,
         **options: Any,
     ) -> Any:
         """Load ``bands`` of every image onto the grid and stack them: ``(image, band, y, x)``.
 
-        ``flatten`` (predicates such as ``"acquired.date"``) mosaics images with equal keys into
-        one layer; ``options`` are :func:`~cube_assets.client.raster_read.stack_files`'s
-        (``mask_nodata``, ``bands_axis``, ``raster_info``, ``resampling``, ``scaling``,
-        ``data_type``, ``max_workers``, ``progress``, ``use_overviews``).
+        ``crs``/``resolution``/``all_touched``/``resampler``/``processing_level`` as
+        :mod:`~cube_assets.client.load_options`; ``mask_alpha`` as :meth:`alpha_band`; ``flatten``
+        (predicates such as ``"acquired.date"``) mosaics images with equal keys into one layer;
+        ``options`` are :func:`~cube_assets.client.raster_read.stack_files`'s own
+        (``resampling``, ``use_overviews``).
 
         Returns:
             The masked array (and the per-layer raster info when ``raster_info=True``).
@@ -446,18 +321,53 @@ class ImageCollection(Collection[Any]):
         Raises:
             CatalogError: if the collection is empty, an image lacks a band's file, or there is
                 no grid.
-            ValueError, InvalidRaster: from the pixel reader.
+            ValueError, InvalidRaster: from the arguments or the pixel reader.
         """
-        grid = self._geocontext(geocontext)
+        grid = self._geocontext(geocontext, crs, resolution, all_touched)
         sources, meta = self._sources(bands)
         keys = None if flatten is None else flatten_keys(self._items, flatten)
-        return stack_files(sources, bands, grid, meta, flatten=keys, **options)
+        extra = reader_options(
+            resampler=resampler, processing_level=processing_level, progress=progress, options=options
+        )
+        return stack_files(
+            sources,
+            bands,
+            grid,
+            meta,
+            flatten=keys,
+            mask_nodata=mask_nodata,
+            bands_axis=bands_axis,
+            raster_info=raster_info,
+            scaling=scaling,
+            data_type=data_type,
+            max_workers=max_workers,
+            alpha=self.alpha_band(mask_alpha),
+            **extra,
+        )
 
-    def mosaic(self, bands: str | Sequence[str], geocontext: Any = None, **options: Any) -> Any:
+    def mosaic(
+        self,
+        bands: str | Sequence[str],
+        geocontext: Any = None,
+        crs: Any = None,
+        resolution: Any = None,
+        all_touched: Any = None,
+        mask_nodata: bool = True,
+        mask_alpha: bool | str | None = None,
+        bands_axis: int = 0,
+        resampler: ResampleAlgorithm | str = ResampleAlgorithm.NEAR,
+        processing_level: str | None = None,
+        scaling: Any = None,
+        data_type: str | None = None,
+        progress: bool | None = None,
+        raster_info: bool = False,
+        **options: Any,
+    ) -> Any:
         """Mosaic ``bands`` of the images onto the grid, the last image on top: ``(band, y, x)``.
 
         Sort first to choose what wins, e.g. ``images.sorted("cloud_fraction", reverse=True)``
-        puts the least cloudy last. ``options`` as :func:`~cube_assets.client.raster_read.mosaic_files`.
+        puts the least cloudy last; an image's alpha-0 pixels let the image below show through.
+        Arguments as :meth:`stack` (``options`` as :func:`~cube_assets.client.raster_read.mosaic_files`).
 
         Returns:
             The masked array (and the raster info when ``raster_info=True``).
@@ -465,15 +375,49 @@ class ImageCollection(Collection[Any]):
         Raises:
             CatalogError, ValueError, InvalidRaster: as :meth:`stack`.
         """
-        grid = self._geocontext(geocontext)
+        grid = self._geocontext(geocontext, crs, resolution, all_touched)
         sources, meta = self._sources(bands)
-        return mosaic_files(sources, bands, grid, meta, **options)
+        extra = reader_options(
+            resampler=resampler, processing_level=processing_level, progress=progress, options=options
+        )
+        return mosaic_files(
+            sources,
+            bands,
+            grid,
+            meta,
+            mask_nodata=mask_nodata,
+            bands_axis=bands_axis,
+            raster_info=raster_info,
+            scaling=scaling,
+            data_type=data_type,
+            alpha=self.alpha_band(mask_alpha),
+            **extra,
+        )
 
-    def download(self, bands: str | Sequence[str], dest: Any, geocontext: Any = None, **options: Any) -> list[Any]:
-        """Write each image, on the grid, to its own file under folder ``dest`` (or to the paths in ``dest``).
+    def download(
+        self,
+        bands: str | Sequence[str],
+        geocontext: Any = None,
+        crs: Any = None,
+        resolution: Any = None,
+        all_touched: Any = None,
+        dest: Any = None,
+        format: DownloadFileFormat | str = DownloadFileFormat.TIF,
+        resampler: ResampleAlgorithm | str = ResampleAlgorithm.NEAR,
+        processing_level: str | None = None,
+        scaling: Any = None,
+        data_type: str | None = None,
+        progress: bool | None = None,
+        max_workers: int | None = None,
+        mask_alpha: bool | str | None = None,
+        **options: Any,
+    ) -> list[Any]:
+        """Write each image, on the grid, to its own file in folder ``dest`` (default: the working directory).
 
-        Files in a folder are named after the image ids. ``options`` as
-        :func:`~cube_assets.client.raster_read.download_files` (``format``, ``cog``, ``nodata``, ...).
+        ``dest`` may also be one path per image (their extensions decide the format). Files in a
+        folder are named ``{image id}-{band}-{band}....{format}``. The second positional argument
+        may be the destination (``images.download("B04", "out")``) as well as the grid.
+        ``options`` as :func:`~cube_assets.client.raster_read.download_files` (``cog``, ``nodata``).
 
         Returns:
             The written paths, in image order.
@@ -481,15 +425,50 @@ class ImageCollection(Collection[Any]):
         Raises:
             CatalogError, ValueError, InvalidRaster: as :meth:`stack`.
         """
-        grid = self._geocontext(geocontext)
+        geocontext, crs, dest = _grid_and_dest(geocontext, dest, crs)
+        grid = self._geocontext(geocontext, crs, resolution, all_touched)
         sources, meta = self._sources(bands)
         options.setdefault("names", [_safe_name(image.id) for image in self._items])
-        return download_files(sources, bands, grid, meta, dest, **options)
+        extra = reader_options(
+            resampler=resampler, processing_level=processing_level, progress=progress, options=options
+        )
+        return download_files(
+            sources,
+            bands,
+            grid,
+            meta,
+            Path.cwd() if dest is None else dest,
+            format=str(format),
+            scaling=scaling,
+            data_type=data_type,
+            max_workers=max_workers,
+            alpha=self.alpha_band(mask_alpha),
+            **extra,
+        )
 
-    def download_mosaic(self, bands: str | Sequence[str], dest: Any, geocontext: Any = None, **options: Any) -> Any:
-        """Write the mosaic of the images (last on top) on the grid to one file ``dest`` (or into folder ``dest``).
+    def download_mosaic(
+        self,
+        bands: str | Sequence[str],
+        geocontext: Any = None,
+        crs: Any = None,
+        resolution: Any = None,
+        all_touched: Any = None,
+        dest: Any = None,
+        format: DownloadFileFormat | str = DownloadFileFormat.TIF,
+        resampler: ResampleAlgorithm | str = ResampleAlgorithm.NEAR,
+        processing_level: str | None = None,
+        scaling: Any = None,
+        data_type: str | None = None,
+        mask_alpha: bool | str | None = None,
+        nodata: float | None = None,
+        progress: bool | None = None,
+        **options: Any,
+    ) -> Any:
+        """Write the mosaic of the images (last on top) on the grid to one file ``dest``.
 
-        ``options`` as :func:`~cube_assets.client.raster_read.download_mosaic_files`.
+        ``dest`` is a file path (its extension decides the format) or a folder; the default is
+        ``mosaic-{band}-{band}....{format}`` in the working directory. Other arguments as
+        :meth:`mosaic`; ``options`` as :func:`~cube_assets.client.raster_read.download_mosaic_files`.
 
         Returns:
             The written path.
@@ -497,9 +476,74 @@ class ImageCollection(Collection[Any]):
         Raises:
             CatalogError, ValueError, InvalidRaster: as :meth:`stack`.
         """
-        grid = self._geocontext(geocontext)
+        geocontext, crs, dest = _grid_and_dest(geocontext, dest, crs)
+        grid = self._geocontext(geocontext, crs, resolution, all_touched)
         sources, meta = self._sources(bands)
-        return download_mosaic_files(sources, bands, grid, meta, dest, **options)
+        extra = reader_options(
+            resampler=resampler, processing_level=processing_level, progress=progress, options=options
+        )
+        return download_mosaic_files(
+            sources,
+            bands,
+            grid,
+            meta,
+            Path.cwd() if dest is None else dest,
+            format=str(format),
+            scaling=scaling,
+            data_type=data_type,
+            nodata=nodata,
+            alpha=self.alpha_band(mask_alpha),
+            **extra,
+        )
+
+    def scaling_parameters(
+        self,
+        bands: str | Sequence[str],
+        processing_level: str | None = None,
+        scaling: Any = None,
+        data_type: str | None = None,
+    ) -> tuple[list[Any] | None, str]:
+        """Return ``(scales, data_type)`` that :meth:`stack`/:meth:`mosaic` would use for these arguments.
+
+        See :func:`~cube_assets.client.scaling.scaling_parameters`; across products the scales
+        must agree (:func:`~cube_assets.client.scaling.multiproduct_scaling_parameters`).
+
+        Raises:
+            CatalogError: if the collection is empty or an image lacks a band's file.
+            ValueError: for invalid or incompatible scaling, or a ``processing_level``.
+        """
+        reader_options(processing_level=processing_level, options={})
+        names = bands.split() if isinstance(bands, str) else list(bands)
+        _, meta = self._sources(names)
+        metas = [meta] if isinstance(meta, Mapping) else list(meta)
+        products = {str(index): dict(entry) for index, entry in enumerate(metas)}
+        return multiproduct_scaling_parameters(products, names, scaling, data_type)
+
+
+def _grid_and_dest(geocontext: Any, dest: Any, crs: Any = None) -> tuple[Any, Any, Any]:
+    """Read the destination where the older positional orders put it: ``(grid, crs, dest)`` to use.
+
+    ``download(bands, "out")`` (this project's order) and ``download(bands, grid, "out")`` (the
+    reference's examples, whose third argument is now ``crs``) both mean "write into ``out``": a
+    second argument that is not a grid, or a third that is not a CRS, is the destination.
+    """
+    if geocontext is not None and not isinstance(geocontext, GeoContext):
+        if dest is None or isinstance(dest, GeoContext):
+            geocontext, dest = dest, geocontext
+    if crs is not None and dest is None and not _is_crs(crs):
+        crs, dest = None, crs
+    return geocontext, crs, dest
+
+
+def _is_crs(value: Any) -> bool:
+    """Whether ``value`` reads as a CRS (an EPSG code, PROJ or WKT text, a CRS object)."""
+    if isinstance(value, os.PathLike) or (isinstance(value, Sequence) and not isinstance(value, str)):
+        return False
+    try:
+        CRS.from_user_input(value)
+    except (CRSError, TypeError, ValueError):
+        return False
+    return True
 
     def timeseries(self, point_or_geometry: Any, bands: str | Sequence[str], *, max_workers: int = 16) -> list[Any]:
         """The pixel time series of ``bands`` at a point, or a polygon's mean and median per image.

@@ -52,6 +52,8 @@ class Catalog:
     ``catalog.bands`` and ``catalog.images`` give the
     class methods (``get``, ``get_many``, ``get_or_create``, ``exists``, ``search``) bound to
     this catalog, and create new objects bound to it: ``catalog.products(id=..., name=...)``.
+    ``upload_store`` (a :class:`~cube_assets.storage.raster_store.RasterStore`) is where image
+    uploads write their files when the call names no store.
     Use it as a context manager, or call :meth:`close`, to release its connections.
 
     Raises:
@@ -64,8 +66,12 @@ class Catalog:
     bands: BoundClass
     images: BoundClass
 
-    def __init__(self, url: str | Engine, *, migrate: bool = True, postgis: bool = True) -> None:
+    def __init__(
+        self, url: str | Engine, *, migrate: bool = True, postgis: bool = True, upload_store: Any = None
+    ) -> None:
         self._use_postgis = postgis
+        #: The raster store that ``Image.upload``/``upload_ndarray`` write into when given none.
+        self.upload_store = upload_store
         if isinstance(url, Engine):
             self.engine = url
             self._owns_engine = False
@@ -133,7 +139,7 @@ class Catalog:
 _default_catalog: Catalog | None = None
 
 
-def connect(url: str | Engine, *, migrate: bool = True) -> Catalog:
+def connect(url: str | Engine, *, migrate: bool = True, upload_store: Any = None) -> Catalog:
     """Open the catalog at ``url`` and make it the default for objects created without one.
 
     The previous default, if any, is closed. This is the only module-level state of the object
@@ -146,7 +152,7 @@ def connect(url: str | Engine, *, migrate: bool = True) -> Catalog:
         CatalogError, sqlalchemy.exc.SQLAlchemyError: as :class:`Catalog`.
     """
     global _default_catalog
-    catalog = Catalog(url, migrate=migrate)
+    catalog = Catalog(url, migrate=migrate, upload_store=upload_store)
     if _default_catalog is not None:
         _default_catalog.close()
     _default_catalog = catalog

@@ -5,9 +5,12 @@ The raster is a composite, a merge or a scene.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import shapely
 import shapely.geometry
 from sqlalchemy import JSON, Select, Text, cast, func, select, type_coerce
@@ -15,14 +18,19 @@ from sqlalchemy.orm import Session
 
 from cube_assets.catalog import models
 from cube_assets.catalog.expressions import geometry_4326
+from cube_assets.catalog.expressions import properties as p
 from cube_assets.catalog.models import MAX_PROPERTIES, MAX_TAGS
 from cube_assets.catalog.repository import ImageFileRecord, ImageRecord, upsert_image
 from cube_assets.client import coercers
-from cube_assets.client.attributes import Attribute, File
+from cube_assets.client.attributes import Alias, Attribute, File
+from cube_assets.client.bands import Band
 from cube_assets.client.base import CatalogObject, InProduct, ObjectState
-from cube_assets.client.collection import ImageCollection, coverage_fraction, image_grid
+from cube_assets.client.collection import ImageCollection, _grid_and_dest, coverage_fraction, image_grid
 from cube_assets.client.connection import Catalog, bind_to_catalogs
-from cube_assets.client.upload import IMAGE_FIELDS, Upload, UploadStatus, upload_files, upload_ndarray
+from cube_assets.client.enums import DownloadFileFormat, ResampleAlgorithm, StorageState
+from cube_assets.client.image_upload import ImageUpload, ImageUploadOptions, start_upload
+from cube_assets.client.search import ObjectSearch
+from cube_assets.client.upload import IMAGE_FIELDS, Upload, upload_files, upload_ndarray
 from cube_assets.errors import CatalogError
 from cube_assets.storage.raster_store import RasterStore
 
@@ -32,7 +40,10 @@ class Image(InProduct, CatalogObject):
 
     ``geometry`` is the footprint (a shapely polygon in EPSG:4326; GeoJSON is accepted),
     ``acquired``..``acquired_end`` the time covered, ``crs``/``geotransform``/``width``/``height``
-    the raster grid, ``files`` maps band name to :class:`File`.
+    the raster grid (also named ``cs_code``/``geotrans``/``x_pixels``/``y_pixels``), ``files``
+    maps band name to :class:`File`, ``extra_properties`` is ``properties``.
+    ``Image(product=product, name="scene2")`` builds the id ``"{product_id}:{name}"``; an id
+    ``"{product_id}:{name}"`` given alone gives the product and the name.
     """
 
     _model = models.Image
@@ -75,6 +86,38 @@ class Image(InProduct, CatalogObject):
         coercers.aware_datetime, kind="datetime", readonly=True, doc="When the image was first stored (UTC)."
     )
     modified = Attribute(coercers.aware_datetime, kind="datetime", readonly=True, doc="When it was last changed (UTC).")
+
+    cs_code = Alias("crs", doc="The catalog guide's name of ``crs`` (an EPSG code such as ``EPSG:32723``).")
+    projection = Alias("crs", doc="The CRS as PROJ or WKT text; stored in ``crs``.")
+    geotrans = Alias("geotransform", doc="The catalog guide's name of ``geotransform``.")
+    x_pixels = Alias("width", doc="The catalog guide's name of ``width``.")
+    y_pixels = Alias("height", doc="The catalog guide's name of ``height``.")
+    extra_properties = Alias("properties", doc="The catalog guide's name of ``properties``.")
+
+    def __init__(self, *, catalog: Catalog | None = None, **attributes: Any) -> None:
+        self._take_product(attributes)
+        identity = attributes.get("id")
+        if isinstance(identity, str) and ":" in identity and "product_id" not in attributes:
+            product_id, name = identity.rsplit(":", 1)
+            attributes["product_id"] = product_id
+            attributes.setdefault("name", name)
+        super().__init__(catalog=catalog, **attributes)
+        self._fill_id()
+
+    def _fill_id(self) -> None:
+        """Give a new image without an id the id ``"{product_id}:{name}"``."""
+        if self._values.get("id") is None and self._values.get("product_id") and self._values.get("name"):
+            self._values["id"] = f"{self._values['product_id']}:{self._values['name']}"
+
+    @property
+    def date(self) -> Any:
+        """The acquisition time (``acquired``)."""
+        return self.acquired
+
+    @property
+    def storage_state(self) -> StorageState:
+        """``available``: every catalogued image here has its files."""
+        return StorageState.AVAILABLE
 
     @classmethod
     def _collection(cls, images: list[Image], geocontext: Any) -> ImageCollection:
@@ -126,6 +169,7 @@ class Image(InProduct, CatalogObject):
         return super()._read_column(row, attribute)
 
     def _records(self) -> ImageRecord:
+        self._fill_id()
         self._required("id", "product_id", "acquired", "geometry", "crs")
         return ImageRecord(
             id=self.id,
@@ -171,33 +215,85 @@ class Image(InProduct, CatalogObject):
         self._required("geometry")
         return coverage_fraction(self.geometry, geometry_4326(geometry))
 
+    @property
     def geocontext(self) -> Any:
-        """Return the image's own raster grid as a :class:`~cube_assets.client.geocontext.GeoContext`.
+        """The image's own raster grid as a :class:`~cube_assets.client.geocontext.GeoContext`.
 
         Raises:
             CatalogError: if ``crs``, ``geotransform``, ``width`` or ``height`` is unknown.
         """
         return image_grid(self)
 
-    def ndarray(self, bands: str | Sequence[str], geocontext: Any = None, **options: Any) -> Any:
+    def ndarray(
+        self,
+        bands: str | Sequence[str],
+        geocontext: Any = None,
+        crs: Any = None,
+        resolution: Any = None,
+        all_touched: Any = None,
+        mask_nodata: bool = True,
+        mask_alpha: bool | str | None = None,
+        bands_axis: int = 0,
+        raster_info: bool = False,
+        resampler: ResampleAlgorithm | str = ResampleAlgorithm.NEAR,
+        processing_level: str | None = None,
+        scaling: Any = None,
+        data_type: str | None = None,
+        progress: bool | None = None,
+        **options: Any,
+    ) -> Any:
         """Load ``bands`` of this image onto ``geocontext`` (default: its own grid): ``(band, y, x)``.
 
-        ``options`` are those of :func:`cube_assets.client.raster_read.mosaic_files`
-        (``mask_nodata``, ``bands_axis``, ``raster_info``, ``resampling``, ``scaling``, ``data_type``...).
+        Arguments as :meth:`ImageCollection.mosaic <cube_assets.client.collection.ImageCollection.mosaic>`;
+        ``mask_alpha=None`` masks the pixels where the product's alpha band is 0, if it has one.
 
         Returns:
-            A masked array (see ``mosaic_files``).
+            A masked array (see ``mosaic_files``), and the raster info with ``raster_info=True``.
 
         Raises:
             CatalogError: if the band metadata cannot be found or there is no grid.
-            ValueError, InvalidRaster: from the pixel reader.
+            ValueError, InvalidRaster: from the arguments or the pixel reader.
         """
-        return ImageCollection([self], geocontext=geocontext).mosaic(bands, **options)
+        return ImageCollection([self], geocontext=geocontext).mosaic(
+            bands,
+            crs=crs,
+            resolution=resolution,
+            all_touched=all_touched,
+            mask_nodata=mask_nodata,
+            mask_alpha=mask_alpha,
+            bands_axis=bands_axis,
+            raster_info=raster_info,
+            resampler=resampler,
+            processing_level=processing_level,
+            scaling=scaling,
+            data_type=data_type,
+            progress=progress,
+            **options,
+        )
 
-    def download(self, bands: str | Sequence[str], dest: Any, geocontext: Any = None, **options: Any) -> Any:
-        """Write ``bands`` of this image, on ``geocontext`` (default: its own grid), to ``dest`` (a file or folder).
+    def download(
+        self,
+        bands: str | Sequence[str],
+        geocontext: Any = None,
+        crs: Any = None,
+        resolution: Any = None,
+        all_touched: Any = None,
+        dest: Any = None,
+        format: DownloadFileFormat | str = DownloadFileFormat.TIF,
+        resampler: ResampleAlgorithm | str = ResampleAlgorithm.NEAR,
+        processing_level: str | None = None,
+        scaling: Any = None,
+        data_type: str | None = None,
+        nodata: float | None = None,
+        progress: bool | None = None,
+        **options: Any,
+    ) -> Any:
+        """Write ``bands`` of this image, on ``geocontext`` (default: its own grid), to a file.
 
-        ``options`` are those of :func:`cube_assets.client.raster_read.download_mosaic_files`.
+        ``dest`` is a file path (its extension decides the format) or a folder; by default the
+        file ``{image id}-{band}-{band}....{format}`` in the working directory. The second
+        positional argument may be the destination as well as the grid. Other arguments as
+        :meth:`ndarray`; ``options`` as :func:`cube_assets.client.raster_read.download_mosaic_files`.
 
         Returns:
             The written path.
@@ -205,52 +301,198 @@ class Image(InProduct, CatalogObject):
         Raises:
             CatalogError, ValueError, InvalidRaster: as :meth:`ndarray`.
         """
-        return ImageCollection([self], geocontext=geocontext).download_mosaic(bands, dest, **options)
+        geocontext, crs, dest = _grid_and_dest(geocontext, dest, crs)
+        names = bands.split() if isinstance(bands, str) else list(bands)
+        default_name = f"{self.id}-{'-'.join(names)}.{format}".replace("/", "_")
+        folder = Path.cwd() if dest is None else Path(dest) if Path(dest).is_dir() else None
+        target = folder / default_name if folder is not None else dest
+        return ImageCollection([self], geocontext=geocontext).download_mosaic(
+            bands,
+            crs=crs,
+            resolution=resolution,
+            all_touched=all_touched,
+            dest=target,
+            resampler=resampler,
+            processing_level=processing_level,
+            scaling=scaling,
+            data_type=data_type,
+            nodata=nodata,
+            progress=progress,
+            **options,
+        )
 
-    def upload_ndarray(self, ndarray: Any, *, store: RasterStore, **options: Any) -> Upload:
-        """Write ``ndarray`` as this new image's COGs into ``store`` and catalog the image with its files.
+    def scaling_parameters(
+        self,
+        bands: str | Sequence[str],
+        processing_level: str | None = None,
+        scaling: Any = None,
+        data_type: str | None = None,
+    ) -> tuple[list[Any] | None, str]:
+        """Return ``(scales, data_type)`` that :meth:`ndarray` would use for these arguments.
 
-        The image's attributes (id, product_id, acquired, and any of name, acquired_end,
+        Raises:
+            CatalogError: if a band has no file or metadata.
+            ValueError: for invalid scaling or a ``processing_level``.
+        """
+        return ImageCollection([self]).scaling_parameters(bands, processing_level, scaling, data_type)
+
+    def image_uploads(self) -> ObjectSearch[ImageUpload]:
+        """Return a search of the uploads of this image.
+
+        Raises:
+            CatalogError: if the image has no id.
+        """
+        self._fill_id()
+        self._required("id")
+        return ImageUpload.search(catalog=self.catalog).filter(p.image_id == self.id)
+
+    def upload_ndarray(
+        self,
+        ndarray: Any,
+        upload_options: ImageUploadOptions | None = None,
+        raster_meta: Any = None,
+        overviews: Sequence[int] | None = None,
+        overview_resampler: str | None = None,
+        overwrite: bool = False,
+        *,
+        store: RasterStore | None = None,
+        **options: Any,
+    ) -> ImageUpload:
+        """Upload ``ndarray`` as this new image's COGs into the store and catalog it, in the background.
+
+        The image's attributes (id or product and name, acquired, and any of acquired_end,
         geometry, cloud_fraction, fill_fraction, provider, provider_id, tile, period_start,
-        properties, tags) describe it; the grid comes from ``options`` (``raster_meta=`` a
-        GeoContext or its ``raster_info()``, or ``geotransform=`` and ``crs=``), see
-        :func:`cube_assets.client.upload.upload_ndarray`. On success the object is reloaded
-        from the catalog and is ``saved``, with its files and grid.
+        properties, tags) describe it. The grid is ``raster_meta`` (a GeoContext, its
+        ``raster_info()`` or the raster info of a load), else the image's ``geotrans`` and
+        ``cs_code``, else ``geotransform=``/``crs=`` in ``options`` (see
+        :func:`cube_assets.client.upload.upload_ndarray`, which does the work). ``overviews`` and
+        ``overview_resampler`` may also come in ``upload_options``. ``store`` defaults to the
+        catalog's ``upload_store``. On success the object is reloaded by
+        :meth:`ImageUpload.wait_for_completion` / ``reload`` and is ``saved``.
 
         Returns:
-            The :class:`~cube_assets.client.upload.Upload`; check its ``status``.
+            The :class:`~cube_assets.client.image_upload.ImageUpload`, ``pending`` at first.
 
         Raises:
-            CatalogError: if the image is already saved or deleted (uploading replaces nothing here).
+            CatalogError: if the image is saved or deleted, required attributes are missing, an
+                image with its id exists and ``overwrite`` is False, or there is no store.
         """
-        return self._upload(lambda fields: upload_ndarray(store, self.catalog.sessions, fields, ndarray, **options))
+        opts = _upload_options(upload_options, overviews, overview_resampler, "ndarray")
+        if raster_meta is None and "geotransform" not in options and self.geotransform is not None:
+            options = {"geotransform": self.geotransform, "crs": self.crs, **options}
+        target = self._upload_store(store)
+        sessions = self.catalog.sessions
+        reader = {**options, **_overview_arguments(opts)}
+        pixels = ndarray
+        if "bands" not in reader and self.product_id is not None:
+            reader["bands"], pixels = self._fit_to_product(ndarray)
+        return self._upload(
+            opts,
+            overwrite,
+            lambda fields: upload_ndarray(target, sessions, fields, pixels, raster_meta=raster_meta, **reader),
+        )
 
-    def upload(self, files: Any, *, store: RasterStore, **options: Any) -> Upload:
-        """Upload rasters on disk as this new image's COGs (see :func:`cube_assets.client.upload.upload_files`).
+    def upload(
+        self,
+        files: Any,
+        upload_options: ImageUploadOptions | None = None,
+        overwrite: bool = False,
+        *,
+        store: RasterStore | None = None,
+        **options: Any,
+    ) -> ImageUpload:
+        """Upload rasters on disk as this new image's COGs, in the background (see :meth:`upload_ndarray`).
+
+        ``files`` is one path, a list of paths (their bands in order are the product's bands) or
+        a mapping of band name to path (see :func:`cube_assets.client.upload.upload_files`).
 
         Returns:
-            The :class:`~cube_assets.client.upload.Upload`; check its ``status``.
+            The :class:`~cube_assets.client.image_upload.ImageUpload`.
 
         Raises:
-            CatalogError: if the image is already saved or deleted.
+            CatalogError: as :meth:`upload_ndarray`.
         """
-        return self._upload(lambda fields: upload_files(store, self.catalog.sessions, fields, files, **options))
+        opts = _upload_options(upload_options, None, None, "file")
+        target = self._upload_store(store)
+        sessions = self.catalog.sessions
+        listed = [files] if isinstance(files, str | os.PathLike) else files
+        reader = {**options, **_overview_arguments(opts)}
+        return self._upload(opts, overwrite, lambda fields: upload_files(target, sessions, fields, listed, **reader))
 
-    def _upload(self, run: Callable[[dict[str, Any]], Upload]) -> Upload:
+    def _fit_to_product(self, ndarray: Any) -> tuple[list[str] | None, Any]:
+        """The bands an array with fewer bands than the product fills, and the array to upload.
+
+        Its bands are the product's first bands by ``band_index`` (a 1-band array for a product
+        of ``blue`` and ``alpha`` is its ``blue``, as the catalog guide uploads it). When the
+        product also has an alpha band the array does not fill, a masked array's mask becomes
+        that alpha band (0 where any band is masked) and the masked pixels are written as 0.
+
+        Returns:
+            ``(band names, array)``; ``(None, ndarray)`` when the array has as many bands as the
+            product (the upload then checks it as it is).
+        """
+        count = 1 if getattr(ndarray, "ndim", 3) == 2 else len(ndarray)
+        bands = list(Band.search(catalog=self.catalog).filter(p.product_id == self.product_id))
+        if not 0 < count < len(bands):
+            return None, ndarray
+        names = [band.name for band in bands[:count]]
+        alpha = next((b for b in bands[count:] if getattr(b, "is_alpha", False)), None)
+        if alpha is None or not isinstance(ndarray, np.ma.MaskedArray):
+            return names, ndarray
+        layers = ndarray[np.newaxis] if ndarray.ndim == 2 else ndarray
+        transparent = np.ma.getmaskarray(layers).any(axis=0)
+        filled = np.ma.filled(layers, 0)
+        opaque = (~transparent).astype(filled.dtype)[np.newaxis]
+        return [*names, alpha.name], np.concatenate([filled, opaque])
+
+    def _upload_store(self, store: RasterStore | None) -> RasterStore:
+        resolved = store if store is not None else self.catalog.upload_store
+        if resolved is None:
+            raise CatalogError(
+                f"{self._label()}: no raster store to upload into; pass store= or open the catalog with upload_store="
+            )
+        return resolved
+
+    def _upload(
+        self, options: ImageUploadOptions, overwrite: bool, run: Callable[[dict[str, Any]], Upload]
+    ) -> ImageUpload:
         if self.state != ObjectState.UNSAVED:
             raise CatalogError(f"{self._label()} is {self.state.value}; upload creates new images only")
+        self._fill_id()
         self._required("id", "product_id", "acquired")
+        if not overwrite and Image.exists(self.id, catalog=self.catalog):
+            raise CatalogError(f"{self._label()} is already in the catalog; pass overwrite=True to replace its files")
         fields: dict[str, Any] = {}
         for name in IMAGE_FIELDS:
             value = self._values.get(name)
             if value is None:
                 continue
             fields[name] = shapely.geometry.mapping(value) if name == "geometry" else value
-        upload = run(fields)
-        if upload.status == UploadStatus.SUCCESS:
-            self._catalog = self.catalog
-            self._refresh(self.catalog)
-        return upload
+        self._catalog = self.catalog
+        return start_upload(self.catalog, self, options, lambda: run(fields))
+
+
+def _upload_options(
+    given: ImageUploadOptions | None, overviews: Sequence[int] | None, resampler: str | None, upload_type: str
+) -> ImageUploadOptions:
+    """The upload's options: ``given`` with ``overviews``/``overview_resampler`` arguments on top."""
+    base = given if given is not None else ImageUploadOptions()
+    if not isinstance(base, ImageUploadOptions):
+        raise CatalogError(f"upload_options must be an ImageUploadOptions, got {type(base).__name__}")
+    return ImageUploadOptions(
+        overviews=tuple(overviews) if overviews is not None else base.overviews,
+        overview_resampler=resampler if resampler is not None else base.overview_resampler,
+        upload_type=upload_type,
+    )
+
+
+def _overview_arguments(options: ImageUploadOptions) -> dict[str, Any]:
+    arguments: dict[str, Any] = {}
+    if options.overviews is not None:
+        arguments["overviews"] = list(options.overviews)
+    if options.overview_resampler is not None:
+        arguments["overview_resampler"] = options.overview_resampler
+    return arguments
 
 
 bind_to_catalogs("images", Image)

@@ -15,7 +15,7 @@ from cube_assets.client.bands import Band
 from cube_assets.client.base import CatalogObject
 from cube_assets.client.connection import bind_to_catalogs
 from cube_assets.client.image import Image
-from cube_assets.client.search import ObjectSearch
+from cube_assets.client.search import ListedSearch, ObjectSearch
 from cube_assets.errors import CatalogError
 
 
@@ -82,10 +82,18 @@ class Product(CatalogObject):
         self._required("id")
         return Image.search(catalog=self.catalog).filter(p.product_id == self.id)
 
-    def bands(self) -> list[Band]:
-        """Return the product's bands, ordered by ``band_index`` (each of its own Band subclass)."""
+    def bands(self) -> ListedSearch[Band]:
+        """Return a search of the product's bands, ordered by ``band_index`` (each of its own Band subclass).
+
+        The search can be refined (``.filter(p.type == BandType.CLASS).sort("name")``) and also
+        reads as a list (``len``, indexing, iteration).
+
+        Raises:
+            CatalogError: if the product has no id.
+        """
         self._required("id")
-        return list(Band.search(catalog=self.catalog).filter(p.product_id == self.id).sort("band_index"))
+        search = ListedSearch(Band, self.catalog).filter(p.product_id == self.id)
+        return search.sort("band_index")  # type: ignore[return-value]  # sort returns type(self), a ListedSearch
 
     def get_band(self, name: str) -> Band | None:
         """Return the product's band ``name``, or None."""

@@ -27,6 +27,10 @@ overrides the file's own, else the file's nodata or mask band) is found, where t
 cover the grid, and where a float value is NaN. Masked data holds the band's nodata in unscaled
 output (0 when there is none or it does not fit the output type) and 0 in scaled output.
 
+**Alpha.** With ``alpha`` (a band name), every band of an image is also masked where that
+image's alpha band is 0: those pixels are transparent, in a stack and in a mosaic (where the image
+below shows through). The result is then a masked array even with ``mask_nodata=False``.
+
 **Mosaics** take, band by band and pixel by pixel, the last image in the given order whose pixel
 is not masked (GDAL's VRT mosaic rule: later sources are painted over earlier ones, nodata is
 transparent). **Flattening** (the client's ``flatten=["acquired.date"]``): images sharing a group
@@ -89,7 +93,7 @@ BandMeta = Mapping[str, Any]
 FORMATS: dict[str, str] = {"tif": "GTiff", "tiff": "GTiff", "png": "PNG", "jpg": "JPEG", "jpeg": "JPEG"}
 _FORMAT_TYPES: dict[str, tuple[str, ...]] = {"PNG": ("Byte", "UInt16"), "JPEG": ("Byte",)}
 _FORMAT_BANDS: dict[str, tuple[int, ...]] = {"PNG": (1, 2, 3, 4), "JPEG": (1, 3)}
-_RESAMPLING_ALIASES = {"near": "nearest"}
+_RESAMPLING_ALIASES = {"near": "nearest", "cubicspline": "cubic_spline"}
 _OVERVIEW_TOLERANCE = 1e-6
 _ALIGN_TOLERANCE = 1e-6
 _T = TypeVar("_T")
@@ -294,6 +298,7 @@ class _Request:
     scales: tuple[Scale, ...] | None
     data_type: str
     use_overviews: bool
+    alpha: str | None = None
 
 
 def band_meta_from_files(image: ImageSources) -> dict[str, BandInfo]:
@@ -375,6 +380,7 @@ def stack_files(
     max_workers: int | None = None,
     progress: bool = False,
     use_overviews: bool = True,
+    alpha: str | None = None,
 ) -> np.ndarray | np.ma.MaskedArray | tuple[np.ndarray | np.ma.MaskedArray, list[dict[str, Any]]]:
     """Load ``bands`` of every image onto ``geocontext`` and stack them: ``(image, band, y, x)``.
 
@@ -397,13 +403,13 @@ def stack_files(
             be ordered, ``bands_axis`` is 0 or out of range, or scaling is invalid.
         InvalidRaster: if a file cannot be read (naming the file and band).
     """
-    request = _request(images, bands, geocontext, band_meta, resampling, scaling, data_type, use_overviews)
+    request = _request(images, bands, geocontext, band_meta, resampling, scaling, data_type, use_overviews, alpha)
     groups = _groups(len(request.images), flatten)
     axis = _check_axis(bands_axis, ndim=4, band_axis=1, what="stack_files")
     height, width = geocontext.shape
     out_dtype = numpy_dtype(request.data_type)
     stacked = np.empty((len(groups), len(request.bands), height, width), dtype=out_dtype)
-    masks = np.empty(stacked.shape, dtype=bool) if mask_nodata else None
+    masks = np.empty(stacked.shape, dtype=bool) if mask_nodata or alpha is not None else None
 
     def load(index: int) -> int:
         layer = _load_layer(request, groups[index], out=stacked[index])
@@ -435,6 +441,7 @@ def mosaic_files(
     max_workers: int | None = None,
     progress: bool = False,
     use_overviews: bool = True,
+    alpha: str | None = None,
 ) -> np.ndarray | np.ma.MaskedArray | tuple[np.ndarray | np.ma.MaskedArray, dict[str, Any]]:
     """Mosaic every image onto ``geocontext``: ``(band, y, x)``, the last image winning where they overlap.
 
@@ -449,12 +456,12 @@ def mosaic_files(
     Raises:
         ValueError, InvalidRaster: as :func:`stack_files`.
     """
-    request = _request(images, bands, geocontext, band_meta, resampling, scaling, data_type, use_overviews)
+    request = _request(images, bands, geocontext, band_meta, resampling, scaling, data_type, use_overviews, alpha)
     axis = _check_axis(bands_axis, ndim=3, band_axis=0, what="mosaic_files")
     order = list(range(len(request.images)))
     reads = _run_ordered(lambda index: _read_image(request, index), order, max_workers, progress, "mosaic")
     layer = _scale_layer(request, order, _paint(reads))
-    result: np.ndarray | np.ma.MaskedArray = layer if mask_nodata else np.ma.getdata(layer)
+    result: np.ndarray | np.ma.MaskedArray = layer if mask_nodata or alpha is not None else np.ma.getdata(layer)
     result = _move_axis(result, 0, axis)
     if raster_info:
         return result, _raster_info(request, order)
@@ -478,6 +485,7 @@ def download_files(
     max_workers: int | None = None,
     progress: bool = False,
     use_overviews: bool = True,
+    alpha: str | None = None,
 ) -> list[Path]:
     """Write each image, loaded onto ``geocontext``, to its own file (GeoTIFF, PNG or JPEG).
 
@@ -512,7 +520,7 @@ def download_files(
     drivers = {_driver_of(path) for path in paths}
     if scaling is None and drivers & {"PNG", "JPEG"}:
         scaling = "display"
-    request = _request(images, bands_list, geocontext, band_meta, resampling, scaling, data_type, use_overviews)
+    request = _request(images, bands_list, geocontext, band_meta, resampling, scaling, data_type, use_overviews, alpha)
     for path in paths:
         _check_format(_driver_of(path), request, path)
 
@@ -544,6 +552,7 @@ def download_mosaic_files(
     max_workers: int | None = None,
     progress: bool = False,
     use_overviews: bool = True,
+    alpha: str | None = None,
 ) -> Path:
     """Write the mosaic of ``images`` (last wins) on ``geocontext`` to one file.
 
@@ -563,7 +572,7 @@ def download_mosaic_files(
     driver = _driver_of(path)
     if scaling is None and driver in ("PNG", "JPEG"):
         scaling = "display"
-    request = _request(images, bands_list, geocontext, band_meta, resampling, scaling, data_type, use_overviews)
+    request = _request(images, bands_list, geocontext, band_meta, resampling, scaling, data_type, use_overviews, alpha)
     _check_format(driver, request, path)
     order = list(range(len(request.images)))
     reads = _run_ordered(lambda index: _read_image(request, index), order, max_workers, progress, "mosaic")
@@ -621,6 +630,7 @@ def write_raster(
         raise ValueError(f"write_raster {destination}: {len(band_names)} band names for {data.shape[0]} bands")
     if nodata is not None:
         check_nodata_fits(nodata, data.dtype, f"write_raster {destination}")
+    destination.parent.mkdir(parents=True, exist_ok=True)  # intermediate folders are created
     mask = np.ma.getmaskarray(data)
     values = np.array(np.ma.getdata(data), copy=True)
     values[mask] = nodata if nodata is not None else 0
@@ -687,6 +697,7 @@ def _request(
     scaling: Any,
     data_type: str | None,
     use_overviews: bool,
+    alpha: str | None = None,
 ) -> _Request:
     """Validate the arguments every loader shares and resolve the scaling once."""
     if not isinstance(geocontext, GeoContext):
@@ -701,6 +712,8 @@ def _request(
         missing = [band for band in bands_list if band not in image]
         if missing:
             raise ValueError(f"image {index} has no file for bands {missing} (it has {sorted(image)})")
+        if alpha is not None and alpha not in image:
+            raise ValueError(f"image {index} has no file for the alpha band {alpha!r} (it has {sorted(image)})")
     if isinstance(band_meta, Mapping):
         per_image: list[BandMeta] = [band_meta] * len(images)
     else:
@@ -729,6 +742,7 @@ def _request(
         scales=None if scales is None else tuple(scales),
         data_type=out_type,
         use_overviews=use_overviews,
+        alpha=alpha,
     )
 
 
@@ -806,7 +820,27 @@ def _read_image(request: _Request, index: int) -> list[np.ma.MaskedArray]:
             )
         except InvalidRaster as error:
             raise InvalidRaster(f"image {index} band {band!r}: {error}") from error
+    if request.alpha is not None:
+        transparent = _transparent(request, index)
+        for array in arrays:
+            array.mask = np.ma.getmaskarray(array) | transparent
     return arrays
+
+
+def _transparent(request: _Request, index: int) -> np.ndarray:
+    """Where image ``index``'s alpha band is 0 (or does not cover the grid): its transparent pixels."""
+    assert request.alpha is not None
+    try:
+        alpha = read_band_window(
+            request.images[index][request.alpha],
+            request.geocontext,
+            resampling=Resampling.nearest,
+            nodata=None,
+            use_overviews=request.use_overviews,
+        )
+    except InvalidRaster as error:
+        raise InvalidRaster(f"image {index} alpha band {request.alpha!r}: {error}") from error
+    return np.ma.getmaskarray(alpha) | (np.ma.getdata(alpha) == 0)
 
 
 def _paint(reads: Iterable[list[np.ma.MaskedArray]]) -> list[np.ma.MaskedArray]:

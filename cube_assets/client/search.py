@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from cube_assets.catalog.search import Search, Searchable
 from cube_assets.catalog.summary import IntervalSummary, Summary, summarize, summarize_intervals
+from cube_assets.client.items import Collection
 from cube_assets.errors import CatalogError
 
 T = TypeVar("T", bound=Searchable)
@@ -36,7 +37,9 @@ class ObjectSearch(Search[T]):
             CatalogError: if this is not a search of images.
         """
         if not self._cls._spatial:
-            raise CatalogError(f"collect gathers images; use list() for {self._cls.__name__} searches")
+            if geocontext is not None:
+                raise CatalogError(f"a geocontext applies to images, not to {self._cls.__name__} searches")
+            return Collection(list(self))
         return self._cls._collection(list(self), geocontext)
 
     def summary(self) -> Summary:
@@ -70,4 +73,18 @@ class ObjectSearch(Search[T]):
         )
 
 
-__all__ = ["ObjectSearch"]
+class ListedSearch(ObjectSearch[T]):
+    """A search that also reads as the list of its results: ``len(search)``, ``search[0]``.
+
+    ``product.bands()`` returns one, so it can be refined like any search
+    (``.filter(p.type == BandType.CLASS).sort("name")``) and still used as a list of bands.
+    """
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __getitem__(self, index: int | slice) -> Any:
+        return list(self)[index]
+
+
+__all__ = ["ListedSearch", "ObjectSearch"]

@@ -5,6 +5,13 @@
     cube-assets providers load --from-dir DIR [--update]      register every DIR/*.json
     cube-assets providers set-priority COLLECTION PROVIDER N [--disable]
     cube-assets providers list [--collection COLLECTION]
+    cube-assets providers load-provider (-i FILE | --from-dir DIR) [--update] [-v]
+    cube-assets providers overview COLLECTION
+
+``load-provider`` and ``overview`` are the Brazil Data Cube collection-builder's commands:
+``load-provider`` skips providers already registered unless ``--update`` and, with ``-v``, prints
+``Provider NAME created`` (or ``updated``, ``skipped``) per provider; ``overview`` prints a
+collection's data collect order (its providers by priority, disabled ones marked).
 
 The catalog is ``--catalog-url``, else ``$CUBE_ASSETS_CATALOG_URL``, else the SQLite catalog
 under ``--data-root`` (``$CUBE_ASSETS_DATA_ROOT``, default ``./cube-data``); its schema is
@@ -52,6 +59,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common(priority)
     priority.set_defaults(run=run_set_priority)
 
+    legacy = actions.add_parser("load-provider", help="register providers from one JSON file or a folder of them")
+    source = legacy.add_mutually_exclusive_group(required=True)
+    source.add_argument("-i", "--ifile", help="one provider JSON file")
+    source.add_argument("--from-dir", "--from_dir", dest="from_dir", help="folder of provider JSON files")
+    legacy.add_argument("--update", action="store_true", help="update providers already registered")
+    legacy.add_argument("-v", "--verbose", action="store_true", help="print what happened to each provider")
+    common(legacy)
+    legacy.set_defaults(run=run_load_provider)
+
+    overview = actions.add_parser("overview", help="describe a collection: its data collect order")
+    overview.add_argument("collection")
+    common(overview)
+    overview.set_defaults(run=run_overview)
+
     listing = actions.add_parser("list", help="show registered providers and collection priorities")
     listing.add_argument("--collection", help="only this collection's priorities")
     common(listing)
@@ -94,6 +115,52 @@ def run_load(args: argparse.Namespace) -> int:
             print(f"{label}: {name}")
     if report.skipped and not args.update:
         print("(existing providers were skipped; --update replaces them)")
+    return 0
+
+
+def run_load_provider(args: argparse.Namespace) -> int:
+    """Register the providers of ``--ifile`` or ``--from-dir``; with ``-v`` print each outcome; return 0 (2: error)."""
+    from cube_assets.errors import ProviderError
+    from cube_assets.providers.registry import load_providers, read_provider_directory, read_provider_file
+
+    try:
+        definitions = (
+            [read_provider_file(Path(args.ifile))]
+            if args.ifile is not None
+            else read_provider_directory(Path(args.from_dir))
+        )
+    except ProviderError as exc:
+        return _fail(str(exc))
+    sessions, engine = _sessions(args)
+    try:
+        with sessions.begin() as session:
+            report = load_providers(session, definitions, update=args.update)
+    finally:
+        engine.dispose()
+    if args.verbose:
+        for label, names in (("created", report.added), ("updated", report.updated), ("skipped", report.skipped)):
+            for name in names:
+                print(f"Provider {name} {label}")
+    return 0
+
+
+def run_overview(args: argparse.Namespace) -> int:
+    """Print a collection's data collect order (providers by priority); return 0 (2 if it has none)."""
+    from cube_assets.providers.registry import collection_providers
+
+    sessions, engine = _sessions(args)
+    try:
+        with sessions() as session:
+            ranked = collection_providers(session, args.collection, include_disabled=True)
+    finally:
+        engine.dispose()
+    if not ranked:
+        return _fail(f"collection {args.collection!r} has no providers; set one with set-priority")
+    print(f"Collection: {args.collection}")
+    print("Data collect order:")
+    for entry in ranked:
+        state = "" if entry.enabled else "  (disabled)"
+        print(f"  {entry.priority:3d}  {entry.provider.name}  [{entry.provider.driver}]{state}")
     return 0
 
 

@@ -536,6 +536,17 @@ class RawStore:
             max_cloud_cover=max_cloud_cover,
         )
 
+    def stored_scene(self, collection: str, scene_id: str) -> SceneRef | None:
+        """The band-by-band scene ``scene_id`` as its stored manifest describes it, or None if it is not stored.
+
+        Raises:
+            RawStoreError: if the collection or scene id cannot be a folder name.
+        """
+        folder = self.scene_dir(collection, scene_id)
+        if not (folder / PRODUCT_MANIFEST).is_file():
+            return None
+        return self._manifest_scene(folder, collection)
+
     def _manifest_scene(self, folder: Path, collection: str) -> SceneRef | None:
         record = self._record(folder)
         try:

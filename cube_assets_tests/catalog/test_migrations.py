@@ -36,7 +36,7 @@ from cube_assets.providers import registry_models  # noqa: F401 - the registry t
 from cube_assets_tests.catalog.conftest import FootprintBackend
 from cube_assets_tests.fixtures_postgres import PostgresServer
 
-CATALOG_TABLES = {"products", "bands", "images", "image_files", "providers", "provider_priorities"}
+CATALOG_TABLES = {"products", "bands", "images", "image_files", "image_uploads", "providers", "provider_priorities"}
 #: SQLite only (0004): the R*Tree, the shadow tables SQLite keeps for it, and its id table.
 SQLITE_RTREE_TABLES = {f"images_bbox_rtree{suffix}" for suffix in ("", "_node", "_rowid", "_parent", "_ids")}
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
@@ -137,7 +137,7 @@ def test_upgrade_from_empty_creates_catalog_tables_at_head(catalog_url: str) -> 
 
     assert _tables(catalog_url) == _head_tables(catalog_url)
     assert _revision(catalog_url) == [HEAD]
-    assert HEAD == "0004"
+    assert HEAD == "0005"
 
 
 def test_upgrade_twice_is_a_no_op(catalog_url: str) -> None:

@@ -63,9 +63,12 @@ def test_filter_by_date_and_aware_datetime(filled: Catalog) -> None:
     assert len(by_date) == 6  # one merge and one composite per tile
 
 
-def test_naive_datetime_is_refused_naming_the_property(filled: Catalog) -> None:
-    with pytest.raises(CatalogError, match="'acquired'.*no time zone"):
-        Image.search(filled).filter(p.acquired > dt.datetime(2023, 1, 1))
+def test_naive_datetime_is_read_as_utc(filled: Catalog) -> None:
+    naive = Image.search(filled).filter(p.acquired < dt.datetime(2023, 2, 1))
+    aware = Image.search(filled).filter(p.acquired < dt.datetime(2023, 2, 1, tzinfo=UTC))
+
+    assert [image.id for image in naive] == [image.id for image in aware]
+    assert naive.count() == 6
 
 
 @pytest.mark.parametrize(

@@ -326,6 +326,7 @@ def test_upload_ndarray_catalogs_a_new_image_that_loads_back(graph_catalog: Cata
     store = LocalRasterStore(tmp_path / "store")
 
     upload = image.upload_ndarray(pixels, store=store, raster_meta=grid)
+    upload.wait_for_completion(timeout=60)
     try:
         assert upload.status == "success", upload.error
         assert image.state == ObjectState.SAVED and sorted(image.files) == sorted(b.name for b in bands)
