@@ -51,7 +51,8 @@ from cube_assets.grids import (
 )
 from cube_assets.quoting import quoted, shortened
 from cube_assets.raster.indexes import compile_expression
-from cube_assets.raster.masks import rules_from_config
+from cube_assets.raster.masks import ValueMaskRules, rules_from_config
+from cube_assets.raster.reflectance import DEFAULT_BLOCK_SIZE, BandStorage
 from cube_assets.temporal import Period, TemporalSchema
 
 _CUBE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -69,6 +70,8 @@ FIRST_YEAR, LAST_YEAR = 1970, 2100
 MAX_CUBES = 100
 MAX_PROVIDERS = 100
 MAX_BANDS = 64
+MAX_SOURCE_BANDS = 1024
+MIN_BLOCK_SIZE, MAX_BLOCK_SIZE = 16, 4096
 MAX_INDEXES = 64
 MAX_PARTITIONS_PER_CUBE = 5_000_000
 MAX_CRS_CHARACTERS = 20_000
@@ -141,7 +144,7 @@ class GridConfig(_Strict):
     crs: str | int | None = None  # user
     origin: tuple[float, float] | None = None  # user
     tile_size: tuple[StrictInt, StrictInt] | None = None  # user
-    resolution: float | None = Field(None, gt=0)  # user
+    resolution: float | tuple[float, float] | None = None  # user: a pixel size, or [x, y] for non-square pixels
     name_format: str = "{col:03d}{row:03d}"
 
     @field_validator("name")
@@ -158,6 +161,15 @@ class GridConfig(_Strict):
             raise ValueError(f"CRS must be an EPSG code or a PROJ/WKT string, got {quoted(value)}")
         if isinstance(value, str) and len(value) > MAX_CRS_CHARACTERS:
             raise ValueError(f"CRS of {len(value):,} characters is longer than {MAX_CRS_CHARACTERS:,}")
+        return value
+
+    @field_validator("resolution")
+    @classmethod
+    def _check_resolution(cls, value: float | tuple[float, float] | None) -> float | tuple[float, float] | None:
+        sizes = value if isinstance(value, tuple) else (value,)
+        if value is not None and not all(size > 0 for size in sizes):
+            shown = list(value) if isinstance(value, tuple) else value
+            raise ValueError(f"resolution {shown} must be a positive pixel size, or [x, y] of positive sizes")
         return value
 
     @field_validator("tile_size")
@@ -222,6 +234,16 @@ class BandConfig(_Strict):
     source: str | None = None  # band name in the source product; defaults to ``name``
     common_name: str | None = None  # blue, green, red, nir, swir16 … (used by indexes and quicklooks)
     resampling: str = "bilinear"
+    band_index: StrictInt | None = Field(None, ge=1, le=MAX_SOURCE_BANDS)  # 1-based band of the source file
+    source_nodata: float | None = Field(None, allow_inf_nan=True)  # the input's nodata when the product has none
+    valid_range: tuple[float, float] | None = None  # stored units; default: the product's reflectance rule
+
+    @field_validator("valid_range")
+    @classmethod
+    def _check_valid_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not value[0] < value[1]:
+            raise ValueError(f"valid range {list(value)} must be [min, max] with min below max")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -258,7 +280,26 @@ class QualityConfig(_Strict):
 
     band: str
     rules: dict[str, Any] = Field(default_factory=lambda: {"preset": "scl"})
-    nodata: StrictInt = Field(0, ge=0, le=65535)
+    nodata: StrictInt = Field(0, ge=0, le=65535)  # default: the rules' first nodata code (0 for bit rules)
+    band_index: StrictInt | None = Field(None, ge=1, le=MAX_SOURCE_BANDS)  # 1-based band of the source file
+    radsat: str | None = None  # Landsat: the QA_RADSAT band; its saturated pixels become saturated
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nodata_of_the_rules(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "nodata" not in value:
+            try:
+                rules = rules_from_config(value.get("rules", {"preset": "scl"}))
+            except (InvalidQualityRule, TypeError):
+                return value  # reported by the rules' own check
+            if isinstance(rules, ValueMaskRules):
+                return {**value, "nodata": rules.quality_nodata}
+        return value
+
+    @field_validator("radsat")
+    @classmethod
+    def _check_radsat(cls, value: str | None) -> str | None:
+        return _check_name(value, "QA_RADSAT band name")
 
     @field_validator("band")
     @classmethod
@@ -373,6 +414,11 @@ class CubeConfig(_Strict):
     nodata: float = Field(-9999, allow_inf_nan=True)
     source_resolution: float | None = Field(None, gt=0)  # which product resolution to read; default: the grid's
     max_cloud_cover: float | None = Field(None, ge=0, le=100)
+    # cube-builder options
+    apply_valid_range: bool = False  # values outside a band's valid range become nodata (else clipped)
+    block_size: StrictInt | None = None  # GeoTIFF block side of the cube's scene files; default 512
+    reuse_data_cube: str | None = None  # blend the merges of this other cube of the file instead of merging
+    native_grid: bool = False  # merge: keep each scene on its own grid (no warp), in the tile's CRS only
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, allow_inf_nan=False)
 
@@ -493,6 +539,22 @@ class CubeConfig(_Strict):
         _raise_any([((i,), f"{value[i]} repeats composites[{j}]") for i, j in _repeats(value).items()])
         return value
 
+    @field_validator("block_size")
+    @classmethod
+    def _check_block_size(cls, value: int | None) -> int | None:
+        if value is not None and not (MIN_BLOCK_SIZE <= value <= MAX_BLOCK_SIZE and value % 16 == 0):
+            raise ValueError(
+                f"block size {value} must be a multiple of 16 in {MIN_BLOCK_SIZE}..{MAX_BLOCK_SIZE} (GeoTIFF tiles)"
+            )
+        return value
+
+    @field_validator("reuse_data_cube")
+    @classmethod
+    def _check_reused_cube_name(cls, value: str | None) -> str | None:
+        if value is not None and not _CUBE_NAME.fullmatch(value):
+            raise ValueError(f"{quoted(value)} is not a cube name")
+        return value
+
     @field_validator("dtype")
     @classmethod
     def _check_dtype(cls, value: str) -> str:
@@ -516,6 +578,38 @@ class CubeConfig(_Strict):
         elif not math.isnan(value) and not abs(value) <= float(np.finfo(kind).max):
             raise ValueError(f"nodata {value} cannot be stored in {dtype} (a finite {dtype} or .nan)")
         return value
+
+    @model_validator(mode="after")
+    def _check_valid_ranges(self) -> CubeConfig:
+        problems = []
+        for position, band in enumerate(self.bands):
+            if band.valid_range is None:
+                continue
+            low, high = band.valid_range
+            if not math.isnan(self.nodata) and low <= self.nodata <= high:
+                problems.append(
+                    (
+                        ("bands", position, "valid_range"),
+                        f"the cube's nodata {self.nodata:g} lies inside the valid range {list(band.valid_range)}: "
+                        "valid pixels could not be told from nodata",
+                    )
+                )
+            kind = np.dtype(self.dtype)
+            if kind.kind in "iu" and (low > np.iinfo(kind).max or high < np.iinfo(kind).min):
+                problems.append(
+                    (("bands", position, "valid_range"), f"{list(band.valid_range)} holds no value of {self.dtype}")
+                )
+        _raise_any(problems)
+        return self
+
+    def band_storage(self, band: BandConfig) -> BandStorage:
+        """How the cube stores ``band``: its dtype, nodata, the band's valid range and ``apply_valid_range``."""
+        return BandStorage(self.dtype, self.nodata, band.valid_range, self.apply_valid_range)
+
+    @property
+    def file_block_size(self) -> int:
+        """The GeoTIFF block side of the cube's scene files: ``block_size``, else 512."""
+        return self.block_size or DEFAULT_BLOCK_SIZE
 
     @model_validator(mode="after")
     def _check_tiles_and_periods(self) -> CubeConfig:
