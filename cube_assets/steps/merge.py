@@ -75,7 +75,11 @@ def merge_date(
         def to_cog(tmp_tiff: Path, final_path: Path) -> None:
             # Whole-tile merges: GDAL's COG driver streams the staging file through a bounded cache.
             cog_from_file(
-                tmp_tiff, final_path, overview_resampling=overview_resampling[band_of[final_path]], driver="gdal"
+                tmp_tiff,
+                final_path,
+                overview_resampling=overview_resampling[band_of[final_path]],
+                driver="gdal",
+                blocksize=cube.file_block_size,
             )
 
         statistics = merge_scenes_to_files(

@@ -465,14 +465,16 @@ def publish_scene(cube: CubeConfig, scene: ReflectanceScene, store: RasterStore)
         band: _produce(
             store,
             scene_cog_key(cube.name, scene_id, band),
-            lambda out, src=src: cog_from_file(src, out, overview_resampling="average"),
+            lambda out, src=src: cog_from_file(src, out, overview_resampling="average", blocksize=cube.file_block_size),
         )
         for band, src in sr_paths.items()
     }
     quality = _produce(
         store,
         scene_cog_key(cube.name, scene_id, cube.quality.band),
-        lambda out: cog_from_file(store.gdal_path(scene.quality), out, overview_resampling="nearest"),
+        lambda out: cog_from_file(
+            store.gdal_path(scene.quality), out, overview_resampling="nearest", blocksize=cube.file_block_size
+        ),
     )
     indexes = {}
     index_pixels: dict[str, IndexPixels | None] = {}
