@@ -27,6 +27,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StrictInt,
     ValidationError,
     ValidationInfo,
@@ -421,6 +422,12 @@ class CubeConfig(_Strict):
     native_grid: bool = False  # merge: keep each scene on its own grid (no warp), in the tile's CRS only
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, allow_inf_nan=False)
+    _reused_cube: CubeConfig | None = PrivateAttr(None)
+
+    @property
+    def reused_cube(self) -> CubeConfig | None:
+        """The cube whose merges this cube blends (``reuse_data_cube``), once the whole file is checked."""
+        return self._reused_cube
 
     @field_validator("name")
     @classmethod
@@ -746,6 +753,12 @@ class ProjectConfig(_Strict):
     def _check_cubes(cls, value: list[CubeConfig], info: ValidationInfo) -> list[CubeConfig]:
         names = [cube.name for cube in value]
         problems = [((i, "name"), f"cube {quoted(names[i])} repeats cubes[{j}]") for i, j in _repeats(names).items()]
+        reuse = _reuse_problems(value)
+        problems += reuse
+        if not reuse:
+            by_name = {cube.name: cube for cube in value}
+            for cube in value:
+                cube._reused_cube = by_name[cube.reuse_data_cube] if cube.reuse_data_cube else None
         declared = info.data.get("providers")
         if declared is not None:
             known = {provider.name for provider in declared}
@@ -779,6 +792,46 @@ class ProjectConfig(_Strict):
             if provider.name == name:
                 return provider
         raise InvalidCubeConfig(f"no provider called {quoted(name)}")
+
+
+def _reuse_problems(cubes: list[CubeConfig]) -> list[tuple[tuple[str | int, ...], str]]:
+    """What makes each cube's ``reuse_data_cube`` unusable: an unknown cube, a chain, another grid or bands."""
+    by_name = {cube.name: cube for cube in cubes}
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for position, cube in enumerate(cubes):
+        if cube.reuse_data_cube is None:
+            continue
+        at = (position, "reuse_data_cube")
+        source = by_name.get(cube.reuse_data_cube)
+        if source is None or source is cube:
+            what = "itself" if source is cube else "no cube of this file"
+            problems.append((at, f"{quoted(cube.reuse_data_cube)} is {what}; name another cube of the file"))
+            continue
+        if source.reuse_data_cube is not None:
+            problems.append(
+                (at, f"cube {source.name} reuses {source.reuse_data_cube} itself; name the cube that merges")
+            )
+        mismatched = [
+            name
+            for name, mine, theirs in (
+                ("grid", cube.grid.model_dump(), source.grid.model_dump()),
+                ("quality.band", cube.quality.band, source.quality.band),
+                ("dtype", cube.dtype, source.dtype),
+                ("nodata", cube.nodata, source.nodata),
+                ("native_grid", cube.native_grid, source.native_grid),
+            )
+            if mine != theirs and not (name == "nodata" and math.isnan(mine) and math.isnan(theirs))
+        ]
+        if mismatched:
+            problems.append((at, f"cube {source.name} differs in {', '.join(mismatched)}; the merges must be the same"))
+        missing = [name for name in cube.band_names if name not in source.band_names]
+        if missing:
+            problems.append((at, f"bands {missing} are not bands of cube {source.name} ({source.band_names})"))
+        tiles = {tile.name for tile in source.tile_list}
+        outside = [tile.name for tile in cube.tile_list if tile.name not in tiles]
+        if outside:
+            problems.append((at, f"tiles {outside[:10]} are not tiles of cube {source.name}"))
+    return problems
 
 
 DEMO_CONFIG = Path(__file__).parent / "cubes" / "demo.yaml"

@@ -137,3 +137,28 @@ def test_block_size_defaults_to_512(tmp_path):
     assert config.cube("small").file_block_size == 512
     _, config = _load(tmp_path, block_size=256)
     assert config.cube("small").file_block_size == 256
+
+
+def _reusing(**change) -> dict:
+    cube = {**copy.deepcopy(SMALL_CUBE), "name": "small_med", "reuse_data_cube": "small", "composites": ["MED"]}
+    return {**cube, **change}
+
+
+def test_a_cube_reusing_another_one_knows_it_once_the_file_is_loaded(tmp_path):
+    _, config = _load(tmp_path, cubes=[_reusing(bands=[{"name": "B04", "common_name": "red"}], indexes={})])
+    assert config.cube("small_med").reused_cube is config.cube("small")
+    assert config.cube("small").reused_cube is None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"reuse_data_cube": "nowhere"}, "'nowhere' is no cube of this file"),
+        ({"reuse_data_cube": "small_med"}, "'small_med' is itself"),
+        ({"dtype": "uint16", "nodata": 0}, "cube small differs in dtype, nodata"),
+        ({"grid": {**SMALL_CUBE["grid"], "resolution": 20}}, "cube small differs in grid"),
+        ({"bands": [{"name": "B11"}], "indexes": {}}, r"bands \['B11'\] are not bands of cube small"),
+    ],
+)
+def test_a_reuse_that_cannot_hold_is_refused_at_its_field(tmp_path, change, message):
+    _refused(tmp_path, r"cubes\[1\]\.reuse_data_cube: " + message, cubes=[_reusing(**change)])

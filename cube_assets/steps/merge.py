@@ -6,15 +6,19 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from cube_assets.cube_config import CubeConfig
+from cube_assets.errors import InvalidManifest
 from cube_assets.grids import Tile
-from cube_assets.manifests import Merge, SceneRasters
+from cube_assets.manifests import Merge, SceneRasters, TileMergeManifest
 from cube_assets.raster.cog import COG_CONTENT_TYPE, cog_from_file
 from cube_assets.raster.warp import DATASOURCE, DATASOURCE_NODATA, WARP_BLOCK, merge_scenes_to_files
-from cube_assets.storage.layout import merge_item, merge_key
+from cube_assets.storage.layout import manifest_key, merge_item, merge_key
 from cube_assets.storage.raster_store import RasterStore
+from cube_assets.temporal import Period
 
-__all__ = ["DATASOURCE", "DATASOURCE_NODATA", "MERGE_WINDOW", "merge_date"]
+__all__ = ["DATASOURCE", "DATASOURCE_NODATA", "MERGE_WINDOW", "merge_date", "reused_merges"]
 
 MERGE_WINDOW = WARP_BLOCK
 """Side, in pixels, of the windows a merge is processed in (a multiple of ``warp.WARP_BLOCK``)."""
@@ -111,3 +115,44 @@ def merge_date(
         clear_pixels=statistics.clear_pixels,
         total_pixels=statistics.total_pixels,
     )
+
+
+def reused_merges(
+    cube: CubeConfig, source: CubeConfig, tile: Tile, period: Period, store: RasterStore
+) -> tuple[Merge, ...]:
+    """The merges of ``source`` (the cube ``cube.reuse_data_cube`` names) on ``tile`` during ``period``.
+
+    Nothing is merged again: the source cube's ``tile_merge`` manifests of every one of its
+    periods that overlaps ``period`` are read from the store, and each merge of a date within
+    ``period`` is kept with the files the source published, restricted to ``cube``'s bands.
+    The cube file's check made sure both cubes share grid, quality band, dtype and nodata, and
+    that ``cube``'s bands are bands of ``source``.
+
+    Returns:
+        The merges in date order (none when the source had no scene in the period).
+
+    Raises:
+        InvalidManifest: naming the cube, tile and period, when a source period's merges have
+            not been materialized yet, or its manifest is not a ``tile_merge`` manifest.
+    """
+    merges: list[Merge] = []
+    for source_period in source.periods:
+        if source_period.end <= period.start or source_period.start >= period.end:
+            continue
+        key = manifest_key(source.name, "tile_merge", tile.name, source_period.key)
+        where = f"cube {cube.name} reuses {source.name}: tile {tile.name} period {source_period.key}"
+        if not store.exists(key):
+            raise InvalidManifest(
+                f"{where}: its merges are not materialized yet ({key}); materialize {source.name}/tile_merge "
+                f"for partition {tile.name}|{source_period.key} first"
+            )
+        try:
+            manifest = TileMergeManifest.model_validate_json(store.read_bytes(key))
+        except ValidationError as exc:
+            raise InvalidManifest(f"{where}: {key} is not a tile_merge manifest ({exc.error_count()} errors)") from exc
+        merges += [
+            merge.model_copy(update={"bands": {band: merge.bands[band] for band in cube.band_names}})
+            for merge in manifest.merges
+            if period.contains(merge.date)
+        ]
+    return tuple(sorted(merges, key=lambda merge: merge.date))
