@@ -74,7 +74,7 @@ def build_raw_scene(cube: CubeConfig, retry_policy: RetryPolicy = DOWNLOAD_RETRY
 
 
 def build_surface_reflectance(cube: CubeConfig) -> AssetsDefinition:
-    """Return the ``surface_reflectance`` asset: each scene's bands as reflectance × 10000 (int16).
+    """Return the ``surface_reflectance`` asset: each scene's bands as reflectance × 10000 (the cube's dtype).
 
     For a Level-1C cube (collection ``sentinel-2-l1c``) the asset also takes the ``sen2cor``
     resource, which turns each scene into Level-2A first, and runs in the ``sen2cor``

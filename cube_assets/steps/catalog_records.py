@@ -124,7 +124,7 @@ def _tile_image_fields(tile: Tile) -> dict[str, Any]:
         "width": tile.width,
         "height": tile.height,
         "pixel_size_x": tile.resolution,
-        "pixel_size_y": tile.resolution,
+        "pixel_size_y": tile.resolution_y,
         "tile": tile.name,
     }
 
