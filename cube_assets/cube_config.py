@@ -589,6 +589,10 @@ class CubeConfig(_Strict):
     @model_validator(mode="after")
     def _check_valid_ranges(self) -> CubeConfig:
         problems = []
+        if self.quality.radsat and not self.collection.startswith("landsat"):
+            problems.append(
+                (("quality", "radsat"), f"QA_RADSAT is a Landsat band; collection {quoted(self.collection)} has none")
+            )
         for position, band in enumerate(self.bands):
             if band.valid_range is None:
                 continue

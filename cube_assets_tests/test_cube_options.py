@@ -162,3 +162,8 @@ def test_a_cube_reusing_another_one_knows_it_once_the_file_is_loaded(tmp_path):
 )
 def test_a_reuse_that_cannot_hold_is_refused_at_its_field(tmp_path, change, message):
     _refused(tmp_path, r"cubes\[1\]\.reuse_data_cube: " + message, cubes=[_reusing(**change)])
+
+
+def test_radsat_is_refused_for_a_collection_that_is_not_landsat(tmp_path):
+    quality = {**SMALL_CUBE["quality"], "radsat": "QA_RADSAT"}
+    _refused(tmp_path, r"cubes\[0\]\.quality\.radsat: QA_RADSAT is a Landsat band", quality=quality)

@@ -387,13 +387,18 @@ def _stac_band_reflectance(
     )
     quality_asset = quality_entry.get("asset") or asset_key_for_band(item, cube.quality.band)
     quality_index = cube.quality.band_index or band_index_in_asset(item, quality_asset, cube.quality.band)
-    quality = _produce(
-        store,
-        scene_reflectance_key(cube.name, scene_id, cube.quality.band),
-        lambda out: copy_band(
-            quality_source, out, limits=quality_limits, **{**_quality_copy(cube), "band_index": quality_index}
-        ),
-    )
+    quality_copy = {**_quality_copy(cube), "band_index": quality_index}
+    if cube.quality.radsat:
+        radsat_source = _band_file(folder, manifest, cube.quality.radsat)
+
+        def make_quality(out: Path) -> Path:
+            return write_quality_with_radsat(quality_source, radsat_source, out, limits=quality_limits, **quality_copy)
+    else:
+
+        def make_quality(out: Path) -> Path:
+            return copy_band(quality_source, out, limits=quality_limits, **quality_copy)
+
+    quality = _produce(store, scene_reflectance_key(cube.name, scene_id, cube.quality.band), make_quality)
     return _with_reflectance(
         scene,
         bands=bands,

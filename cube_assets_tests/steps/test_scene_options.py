@@ -236,3 +236,19 @@ def test_landsat_radsat_saturation_becomes_quality_nodata(tmp_path, real_data):
     assert saturated.sum() > 0
     assert (values[saturated] == cube.quality.nodata).all()
     np.testing.assert_array_equal(values[~saturated], source[~saturated])
+
+
+def test_radsat_is_applied_to_a_landsat_scene_stored_band_by_band(tmp_path, real_data):
+    source = real_data / LANDSAT_FOLDER
+    folder = tmp_path / "raw" / LANDSAT_ID
+    folder.mkdir(parents=True)
+    files = {"SR_B4": "SR_B4.TIF", "QA_PIXEL": "QA_PIXEL.TIF", "QA_RADSAT": "QA_RADSAT.TIF"}
+    for name in files.values():
+        (folder / name).write_bytes((source / f"{LANDSAT_ID}_{name}").read_bytes())
+    _product(folder, "landsat-c2-l2", files, {})
+    quality = {**LANDSAT_CUBE["quality"], "radsat": "QA_RADSAT"}
+    cube = _cube(**{**LANDSAT_CUBE, "quality": quality, "bands": [{"name": "red", "source": "SR_B4"}], "indexes": {}})
+    written = reflectance_for_scene(cube, _raw(folder, "landsat-c2-l2"), LocalRasterStore(tmp_path / "store"))
+    with rasterio.open(folder / "QA_RADSAT.TIF") as radsat, rasterio.open(written.quality) as out:
+        saturated = radsat_saturated(radsat.read(1))
+        assert saturated.sum() > 0 and (out.read(1)[saturated] == 1).all()
