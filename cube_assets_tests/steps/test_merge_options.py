@@ -80,3 +80,12 @@ def test_a_native_grid_merge_refuses_scenes_on_two_grids(tmp_path, real_data, na
     with pytest.raises(InvalidScene, match=r"scene B band B04 .* lies on another grid than scene A band B04"):
         merge_date(native_cube, native_cube.tile("000000"), date(2022, 10, 5), [first, shifted], store)
     assert not list((tmp_path / "store").rglob("*.tif"))
+
+
+def test_the_cubes_block_size_sets_the_blocks_of_its_merges(tmp_path, real_data, native_cube):
+    scene = _scene_files(real_data, tmp_path / "a", Window(600, 400, 160, 160), "A")
+    cube = native_cube.model_copy(update={"block_size": 64})
+    merge = merge_date(cube, cube.tile("000000"), date(2022, 10, 5), [scene], LocalRasterStore(tmp_path / "store"))
+    for path in (merge.bands["B04"], merge.quality, merge.datasource):
+        with rasterio.open(path) as src:
+            assert src.block_shapes[0] == (64, 64)
