@@ -7,7 +7,9 @@ use), so nothing it declares fails later in a run: names that become keys or pat
 ``_NAME``; numbers are finite; dates lie in ``FIRST_YEAR``..``LAST_YEAR``; grids, tile names,
 areas, quality rules, resampling names, ``nodata`` against the dtype and every index expression
 are built or compiled once; the tiles of a cube (at most ``MAX_TILES_PER_CUBE``, counted before
-any is made) and its partitions are bounded. Every problem is reported, each as
+any is made) and its partitions are bounded; band valid ranges against the cube's nodata and
+dtype; a ``reuse_data_cube`` against the cube it names (same grid, quality band, storage). Every
+problem is reported, each as
 ``FILE: cubes[0].temporal.step: what is wrong`` (``check_project_config``).
 """
 
@@ -823,6 +825,12 @@ def _reuse_problems(cubes: list[CubeConfig]) -> list[tuple[tuple[str | int, ...]
                 ("dtype", cube.dtype, source.dtype),
                 ("nodata", cube.nodata, source.nodata),
                 ("native_grid", cube.native_grid, source.native_grid),
+                ("apply_valid_range", cube.apply_valid_range, source.apply_valid_range),
+                (
+                    "bands' valid_range",
+                    {band.name: band.valid_range for band in cube.bands},
+                    {band.name: band.valid_range for band in source.bands if band.name in cube.band_names},
+                ),
             )
             if mine != theirs and not (name == "nodata" and math.isnan(mine) and math.isnan(theirs))
         ]

@@ -156,6 +156,11 @@ def test_a_cube_reusing_another_one_knows_it_once_the_file_is_loaded(tmp_path):
         ({"reuse_data_cube": "nowhere"}, "'nowhere' is no cube of this file"),
         ({"reuse_data_cube": "small_med"}, "'small_med' is itself"),
         ({"dtype": "uint16", "nodata": 0}, "cube small differs in dtype, nodata"),
+        ({"apply_valid_range": True}, "cube small differs in apply_valid_range"),
+        (
+            {"bands": [{"name": "B04", "valid_range": [0, 5000]}], "indexes": {}},
+            "cube small differs in bands' valid_range",
+        ),
         ({"grid": {**SMALL_CUBE["grid"], "resolution": 20}}, "cube small differs in grid"),
         ({"bands": [{"name": "B11"}], "indexes": {}}, r"bands \['B11'\] are not bands of cube small"),
     ],
