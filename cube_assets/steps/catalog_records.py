@@ -116,6 +116,19 @@ def _products(cube: CubeConfig, tile: Tile) -> list[ProductRecord]:
     return products
 
 
+def _image_grid(
+    cube: CubeConfig, tile: Tile, store: RasterStore, uri: str | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The footprint and grid fields of an image: the tile's, or (``native_grid`` cubes) those of its file ``uri``."""
+    if not cube.native_grid or uri is None:
+        return mapping(tile.geometry_4326), _tile_image_fields(tile)
+    with rasterio.open(store.gdal_path(uri)) as src:
+        grid = Tile(
+            tile.grid_name, tile.name, tile.col, tile.row, src.crs.to_wkt(), src.transform, src.width, src.height
+        )
+    return mapping(grid.geometry_4326), _tile_image_fields(grid)
+
+
 def _tile_image_fields(tile: Tile) -> dict[str, Any]:
     """The fields every image on the tile's grid shares: CRS, geotransform, size, pixel size and tile name."""
     return {
@@ -140,12 +153,12 @@ def _composite_images(
 
     Each has its cloud and fill fractions read from its bands.
     """
-    geometry, common = mapping(tile.geometry_4326), _tile_image_fields(tile)
     period_start = datetime.combine(period.start, time(), tzinfo=UTC)
     period_end = datetime.combine(period.end, time(), tzinfo=UTC)
     images = []
     for function, composite in blend.composites.items():
         cloud, fill = _composite_fractions(store, composite.bands)
+        geometry, common = _image_grid(cube, tile, store, composite.bands.get("CLEAROB"))
         images.append(
             ImageRecord(
                 id=composite.item,
@@ -173,10 +186,10 @@ def _merge_images(
     store: RasterStore,
 ) -> list[ImageRecord]:
     """One image per merge the blend used, on its date, with the cloud ratio and valid pixels the merge recorded."""
-    geometry, common = mapping(tile.geometry_4326), _tile_image_fields(tile)
     images = []
     for merge in blend.merges:
         files = {**merge.bands, cube.quality.band: merge.quality, "DATASOURCE": merge.datasource}
+        geometry, common = _image_grid(cube, tile, store, merge.quality)
         images.append(
             ImageRecord(
                 id=merge.item,

@@ -89,3 +89,27 @@ def test_the_cubes_block_size_sets_the_blocks_of_its_merges(tmp_path, real_data,
     for path in (merge.bands["B04"], merge.quality, merge.datasource):
         with rasterio.open(path) as src:
             assert src.block_shapes[0] == (64, 64)
+
+
+def test_native_grid_merges_are_blended_and_catalogued_on_their_own_grid(tmp_path, real_data, native_cube):
+    from cube_assets.steps.blend import blend_period
+    from cube_assets.steps.catalog_records import catalog_batch
+
+    cube = native_cube.model_copy(update={"composites": ["LCF"]})
+    tile, period = cube.tile("000000"), cube.periods[0]
+    store = LocalRasterStore(tmp_path / "store")
+    merges = [
+        merge_date(
+            cube, tile, day, [_scene_files(real_data, tmp_path / day.isoformat(), WINDOW, day.isoformat())], store
+        )
+        for day in (date(2022, 10, 2), date(2022, 10, 5))
+    ]
+    blend = blend_period(cube, tile, period, merges, store)
+    with rasterio.open(blend.composites["LCF"].bands["B04"]) as out, rasterio.open(merges[0].bands["B04"]) as merged:
+        assert (out.transform, out.shape) == (merged.transform, merged.shape)
+        assert out.shape == (WINDOW.height, WINDOW.width)
+        transform = merged.transform
+    images = {image.id: image for image in catalog_batch(cube, tile, period, blend, [], store).images}
+    for image in (images[blend.composites["LCF"].item], images[merges[0].item]):
+        assert (image.width, image.height) == (WINDOW.width, WINDOW.height)
+        assert tuple(image.geotransform) == transform.to_gdal()
