@@ -620,6 +620,13 @@ class CubeConfig(_Strict):
         return BandStorage(self.dtype, self.nodata, band.valid_range, self.apply_valid_range)
 
     @property
+    def index_nodata(self) -> float:
+        """The nodata of the cube's index bands (int16, signed like an index): the cube's nodata when
+        int16 can hold it, else −9999."""
+        fits = not math.isnan(self.nodata) and self.nodata == int(self.nodata) and -32768 <= self.nodata <= 32767
+        return self.nodata if fits else -9999
+
+    @property
     def file_block_size(self) -> int:
         """The GeoTIFF block side of the cube's scene files: ``block_size``, else 512."""
         return self.block_size or DEFAULT_BLOCK_SIZE

@@ -20,8 +20,11 @@ import pytest
 import rasterio
 import yaml
 from dagster import instance_for_test, materialize
+from sqlalchemy import select
 
 from cube_assets.assets import build_cube_assets
+from cube_assets.catalog.database import create_catalog_engine, default_catalog_url, session_factory
+from cube_assets.catalog.models import Band
 from cube_assets.cube_config import load_project_config
 from cube_assets.definitions import build_definitions
 from cube_assets.partitions import partition_key
@@ -29,7 +32,8 @@ from cube_assets.storage.layout import manifest_key, merge_key
 from cube_assets_tests.conftest import SMALL_CUBE, SMALL_SIMULATOR, write_cube_file
 
 PARTITION = partition_key("000000", "2024-01-01")
-STAGES = ["raw_scene", "surface_reflectance", "scene_cog", "tile_merge", "period_blend"]
+STAGES = ["raw_scene", "surface_reflectance", "scene_cog", "tile_merge", "period_blend", "catalog_item"]
+INDEX_NODATA = {"uint16": -9999, "int16": -32768}  # indexes are int16: the cube's nodata when it fits
 
 
 # A cube made from the merges of "small" without merging again: fewer bands, 8-day periods, the median.
@@ -45,7 +49,7 @@ REUSING_CUBE = {
 
 def _build(root: Path, dtype: str, nodata: float) -> Path:
     cube = copy.deepcopy(SMALL_CUBE)
-    cube.update(dtype=dtype, nodata=nodata, composites=["LCF"], indexes={})
+    cube.update(dtype=dtype, nodata=nodata, composites=["LCF"])
     config = write_cube_file(root, cube, [SMALL_SIMULATOR])
     reusing = {**copy.deepcopy(REUSING_CUBE), "dtype": dtype, "nodata": nodata}
     config.write_text(yaml.safe_dump({"providers": [SMALL_SIMULATOR], "cubes": [cube, reusing]}, sort_keys=False))
@@ -156,3 +160,20 @@ def test_a_cube_that_reuses_another_cubes_merges_blends_them_without_merging(bui
     clear = np.isin(scl, [4, 5, 6])
     assert clear.sum() > 1000 and (dtype, nodata) == ("int16", -32768)
     np.testing.assert_array_equal(median[clear], merged[clear])  # the median of one clear observation is itself
+
+
+def test_index_bands_and_catalog_bands_carry_the_nodata_of_their_files(cube):
+    data, dtype, nodata = cube
+    lcf = _manifest(data, "period_blend")["composites"]["LCF"]["bands"]
+    scene = _manifest(data, "scene_cog")["scenes"][0]
+    for uri in (lcf["NDVI"], scene["indexes"]["NDVI"]):
+        values, file_dtype, file_nodata = _read(uri)
+        assert (file_dtype, file_nodata) == ("int16", INDEX_NODATA[dtype])
+        assert (values != file_nodata).sum() > 1000
+    engine = create_catalog_engine(default_catalog_url(data))
+    with session_factory(engine)() as session:
+        bands = {band.name: band for band in session.scalars(select(Band).where(Band.product_id == "small-LCF"))}
+        bands = {name: (band.nodata, band.data_type) for name, band in bands.items()}
+    engine.dispose()
+    assert bands["B04"] == (nodata, {"uint16": "UInt16", "int16": "Int16"}[dtype])
+    assert bands["NDVI"] == (INDEX_NODATA[dtype], "Int16")

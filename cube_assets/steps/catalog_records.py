@@ -242,7 +242,7 @@ def _bands(cube: CubeConfig, product_id: str, tile: Tile) -> list[BandRecord]:
             data_type=dtype,
             resolution=tile.resolution,
             band_index=i,
-            data_range=(0, 10000),
+            data_range=b.valid_range or (0, 10000),
             display_range=(0, 4000),
             nodata=cube.nodata,
             description=b.common_name or "",
@@ -256,7 +256,7 @@ def _bands(cube: CubeConfig, product_id: str, tile: Tile) -> list[BandRecord]:
         extra += [("CLEAROB", "generic", "UInt8", None), ("TOTALOB", "generic", "UInt8", None)]
         if product_id.endswith("-LCF"):
             extra.append(("PROVENANCE", "generic", "Int16", -1.0))
-        extra += [(name, "generic", "Int16", cube.nodata) for name in cube.indexes]
+        extra += [(name, "generic", "Int16", cube.index_nodata) for name in cube.indexes]
     for name, kind, dtype_name, nodata in extra:
         labels = SCL_LABELS if kind == "class" and cube.quality.band == "SCL" else None
         if kind == "class" and product_id.endswith(("-MED", "-AVG")):

@@ -490,7 +490,9 @@ def publish_scene(cube: CubeConfig, scene: ReflectanceScene, store: RasterStore)
         indexes[name] = _produce(
             store,
             scene_cog_key(cube.name, scene_id, name),
-            lambda out, compiled=compiled, written=written: _index_cog(compiled, inputs, out, cube.nodata, written),
+            lambda out, compiled=compiled, written=written: _index_cog(
+                compiled, inputs, out, cube.nodata, written, cube.index_nodata
+            ),
         )
         index_pixels[name] = index_pixel_counts(written[0]) if written else None
     rgb = [cube.band_by_common_name(c) for c in ("red", "green", "blue")]
@@ -545,10 +547,15 @@ def _pvi_quicklook(pvi: Path, out: Path) -> Path:
 
 
 def _index_cog(
-    compiled: CompiledExpression, inputs: Mapping[str, str], out: Path, nodata: float, written: list[IndexWrite]
+    compiled: CompiledExpression,
+    inputs: Mapping[str, str],
+    out: Path,
+    nodata: float,
+    written: list[IndexWrite],
+    index_nodata: float,
 ) -> Path:
     raw = out.with_name(out.stem + ".raw.tif")
-    written.append(write_index(compiled, inputs, raw, nodata=nodata))
+    written.append(write_index(compiled, inputs, raw, nodata=nodata, out_nodata=index_nodata))
     try:
         return cog_from_file(raw, out, overview_resampling="average")
     finally:
