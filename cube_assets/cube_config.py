@@ -7,7 +7,9 @@ use), so nothing it declares fails later in a run: names that become keys or pat
 ``_NAME``; numbers are finite; dates lie in ``FIRST_YEAR``..``LAST_YEAR``; grids, tile names,
 areas, quality rules, resampling names, ``nodata`` against the dtype and every index expression
 are built or compiled once; the tiles of a cube (at most ``MAX_TILES_PER_CUBE``, counted before
-any is made) and its partitions are bounded. Every problem is reported, each as
+any is made) and its partitions are bounded; band valid ranges against the cube's nodata and
+dtype; a ``reuse_data_cube`` against the cube it names (same grid, quality band, storage). Every
+problem is reported, each as
 ``FILE: cubes[0].temporal.step: what is wrong`` (``check_project_config``).
 """
 
@@ -27,6 +29,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StrictInt,
     ValidationError,
     ValidationInfo,
@@ -51,7 +54,8 @@ from cube_assets.grids import (
 )
 from cube_assets.quoting import quoted, shortened
 from cube_assets.raster.indexes import compile_expression
-from cube_assets.raster.masks import rules_from_config
+from cube_assets.raster.masks import ValueMaskRules, rules_from_config
+from cube_assets.raster.reflectance import DEFAULT_BLOCK_SIZE, BandStorage
 from cube_assets.temporal import Period, TemporalSchema
 
 _CUBE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -69,6 +73,8 @@ FIRST_YEAR, LAST_YEAR = 1970, 2100
 MAX_CUBES = 100
 MAX_PROVIDERS = 100
 MAX_BANDS = 64
+MAX_SOURCE_BANDS = 1024
+MIN_BLOCK_SIZE, MAX_BLOCK_SIZE = 16, 4096
 MAX_INDEXES = 64
 MAX_PARTITIONS_PER_CUBE = 5_000_000
 MAX_CRS_CHARACTERS = 20_000
@@ -141,7 +147,7 @@ class GridConfig(_Strict):
     crs: str | int | None = None  # user
     origin: tuple[float, float] | None = None  # user
     tile_size: tuple[StrictInt, StrictInt] | None = None  # user
-    resolution: float | None = Field(None, gt=0)  # user
+    resolution: float | tuple[float, float] | None = None  # user: a pixel size, or [x, y] for non-square pixels
     name_format: str = "{col:03d}{row:03d}"
 
     @field_validator("name")
@@ -158,6 +164,15 @@ class GridConfig(_Strict):
             raise ValueError(f"CRS must be an EPSG code or a PROJ/WKT string, got {quoted(value)}")
         if isinstance(value, str) and len(value) > MAX_CRS_CHARACTERS:
             raise ValueError(f"CRS of {len(value):,} characters is longer than {MAX_CRS_CHARACTERS:,}")
+        return value
+
+    @field_validator("resolution")
+    @classmethod
+    def _check_resolution(cls, value: float | tuple[float, float] | None) -> float | tuple[float, float] | None:
+        sizes = value if isinstance(value, tuple) else (value,)
+        if value is not None and not all(size > 0 for size in sizes):
+            shown = list(value) if isinstance(value, tuple) else value
+            raise ValueError(f"resolution {shown} must be a positive pixel size, or [x, y] of positive sizes")
         return value
 
     @field_validator("tile_size")
@@ -222,6 +237,16 @@ class BandConfig(_Strict):
     source: str | None = None  # band name in the source product; defaults to ``name``
     common_name: str | None = None  # blue, green, red, nir, swir16 … (used by indexes and quicklooks)
     resampling: str = "bilinear"
+    band_index: StrictInt | None = Field(None, ge=1, le=MAX_SOURCE_BANDS)  # 1-based band of the source file
+    source_nodata: float | None = Field(None, allow_inf_nan=True)  # the input's nodata when the product has none
+    valid_range: tuple[float, float] | None = None  # stored units; default: the product's reflectance rule
+
+    @field_validator("valid_range")
+    @classmethod
+    def _check_valid_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not value[0] < value[1]:
+            raise ValueError(f"valid range {list(value)} must be [min, max] with min below max")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -258,7 +283,26 @@ class QualityConfig(_Strict):
 
     band: str
     rules: dict[str, Any] = Field(default_factory=lambda: {"preset": "scl"})
-    nodata: StrictInt = Field(0, ge=0, le=65535)
+    nodata: StrictInt = Field(0, ge=0, le=65535)  # default: the rules' first nodata code (0 for bit rules)
+    band_index: StrictInt | None = Field(None, ge=1, le=MAX_SOURCE_BANDS)  # 1-based band of the source file
+    radsat: str | None = None  # Landsat: the QA_RADSAT band; its saturated pixels become saturated
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nodata_of_the_rules(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "nodata" not in value:
+            try:
+                rules = rules_from_config(value.get("rules", {"preset": "scl"}))
+            except (InvalidQualityRule, TypeError):
+                return value  # reported by the rules' own check
+            if isinstance(rules, ValueMaskRules):
+                return {**value, "nodata": rules.quality_nodata}
+        return value
+
+    @field_validator("radsat")
+    @classmethod
+    def _check_radsat(cls, value: str | None) -> str | None:
+        return _check_name(value, "QA_RADSAT band name")
 
     @field_validator("band")
     @classmethod
@@ -373,8 +417,19 @@ class CubeConfig(_Strict):
     nodata: float = Field(-9999, allow_inf_nan=True)
     source_resolution: float | None = Field(None, gt=0)  # which product resolution to read; default: the grid's
     max_cloud_cover: float | None = Field(None, ge=0, le=100)
+    # cube-builder options
+    apply_valid_range: bool = False  # values outside a band's valid range become nodata (else clipped)
+    block_size: StrictInt | None = None  # GeoTIFF block side of the cube's scene files; default 512
+    reuse_data_cube: str | None = None  # blend the merges of this other cube of the file instead of merging
+    native_grid: bool = False  # merge: keep each scene on its own grid (no warp), in the tile's CRS only
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, allow_inf_nan=False)
+    _reused_cube: CubeConfig | None = PrivateAttr(None)
+
+    @property
+    def reused_cube(self) -> CubeConfig | None:
+        """The cube whose merges this cube blends (``reuse_data_cube``), once the whole file is checked."""
+        return self._reused_cube
 
     @field_validator("name")
     @classmethod
@@ -493,6 +548,22 @@ class CubeConfig(_Strict):
         _raise_any([((i,), f"{value[i]} repeats composites[{j}]") for i, j in _repeats(value).items()])
         return value
 
+    @field_validator("block_size")
+    @classmethod
+    def _check_block_size(cls, value: int | None) -> int | None:
+        if value is not None and not (MIN_BLOCK_SIZE <= value <= MAX_BLOCK_SIZE and value % 16 == 0):
+            raise ValueError(
+                f"block size {value} must be a multiple of 16 in {MIN_BLOCK_SIZE}..{MAX_BLOCK_SIZE} (GeoTIFF tiles)"
+            )
+        return value
+
+    @field_validator("reuse_data_cube")
+    @classmethod
+    def _check_reused_cube_name(cls, value: str | None) -> str | None:
+        if value is not None and not _CUBE_NAME.fullmatch(value):
+            raise ValueError(f"{quoted(value)} is not a cube name")
+        return value
+
     @field_validator("dtype")
     @classmethod
     def _check_dtype(cls, value: str) -> str:
@@ -516,6 +587,49 @@ class CubeConfig(_Strict):
         elif not math.isnan(value) and not abs(value) <= float(np.finfo(kind).max):
             raise ValueError(f"nodata {value} cannot be stored in {dtype} (a finite {dtype} or .nan)")
         return value
+
+    @model_validator(mode="after")
+    def _check_valid_ranges(self) -> CubeConfig:
+        problems = []
+        if self.quality.radsat and not self.collection.startswith("landsat"):
+            problems.append(
+                (("quality", "radsat"), f"QA_RADSAT is a Landsat band; collection {quoted(self.collection)} has none")
+            )
+        for position, band in enumerate(self.bands):
+            if band.valid_range is None:
+                continue
+            low, high = band.valid_range
+            if not math.isnan(self.nodata) and low <= self.nodata <= high:
+                problems.append(
+                    (
+                        ("bands", position, "valid_range"),
+                        f"the cube's nodata {self.nodata:g} lies inside the valid range {list(band.valid_range)}: "
+                        "valid pixels could not be told from nodata",
+                    )
+                )
+            kind = np.dtype(self.dtype)
+            if kind.kind in "iu" and (low > np.iinfo(kind).max or high < np.iinfo(kind).min):
+                problems.append(
+                    (("bands", position, "valid_range"), f"{list(band.valid_range)} holds no value of {self.dtype}")
+                )
+        _raise_any(problems)
+        return self
+
+    def band_storage(self, band: BandConfig) -> BandStorage:
+        """How the cube stores ``band``: its dtype, nodata, the band's valid range and ``apply_valid_range``."""
+        return BandStorage(self.dtype, self.nodata, band.valid_range, self.apply_valid_range)
+
+    @property
+    def index_nodata(self) -> float:
+        """The nodata of the cube's index bands (int16, signed like an index): the cube's nodata when
+        int16 can hold it, else −9999."""
+        fits = not math.isnan(self.nodata) and self.nodata == int(self.nodata) and -32768 <= self.nodata <= 32767
+        return self.nodata if fits else -9999
+
+    @property
+    def file_block_size(self) -> int:
+        """The GeoTIFF block side of the cube's scene files: ``block_size``, else 512."""
+        return self.block_size or DEFAULT_BLOCK_SIZE
 
     @model_validator(mode="after")
     def _check_tiles_and_periods(self) -> CubeConfig:
@@ -652,6 +766,12 @@ class ProjectConfig(_Strict):
     def _check_cubes(cls, value: list[CubeConfig], info: ValidationInfo) -> list[CubeConfig]:
         names = [cube.name for cube in value]
         problems = [((i, "name"), f"cube {quoted(names[i])} repeats cubes[{j}]") for i, j in _repeats(names).items()]
+        reuse = _reuse_problems(value)
+        problems += reuse
+        if not reuse:
+            by_name = {cube.name: cube for cube in value}
+            for cube in value:
+                cube._reused_cube = by_name[cube.reuse_data_cube] if cube.reuse_data_cube else None
         declared = info.data.get("providers")
         if declared is not None:
             known = {provider.name for provider in declared}
@@ -685,6 +805,52 @@ class ProjectConfig(_Strict):
             if provider.name == name:
                 return provider
         raise InvalidCubeConfig(f"no provider called {quoted(name)}")
+
+
+def _reuse_problems(cubes: list[CubeConfig]) -> list[tuple[tuple[str | int, ...], str]]:
+    """What makes each cube's ``reuse_data_cube`` unusable: an unknown cube, a chain, another grid or bands."""
+    by_name = {cube.name: cube for cube in cubes}
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for position, cube in enumerate(cubes):
+        if cube.reuse_data_cube is None:
+            continue
+        at = (position, "reuse_data_cube")
+        source = by_name.get(cube.reuse_data_cube)
+        if source is None or source is cube:
+            what = "itself" if source is cube else "no cube of this file"
+            problems.append((at, f"{quoted(cube.reuse_data_cube)} is {what}; name another cube of the file"))
+            continue
+        if source.reuse_data_cube is not None:
+            problems.append(
+                (at, f"cube {source.name} reuses {source.reuse_data_cube} itself; name the cube that merges")
+            )
+        mismatched = [
+            name
+            for name, mine, theirs in (
+                ("grid", cube.grid.model_dump(), source.grid.model_dump()),
+                ("quality.band", cube.quality.band, source.quality.band),
+                ("dtype", cube.dtype, source.dtype),
+                ("nodata", cube.nodata, source.nodata),
+                ("native_grid", cube.native_grid, source.native_grid),
+                ("apply_valid_range", cube.apply_valid_range, source.apply_valid_range),
+                (
+                    "bands' valid_range",
+                    {band.name: band.valid_range for band in cube.bands},
+                    {band.name: band.valid_range for band in source.bands if band.name in cube.band_names},
+                ),
+            )
+            if mine != theirs and not (name == "nodata" and math.isnan(mine) and math.isnan(theirs))
+        ]
+        if mismatched:
+            problems.append((at, f"cube {source.name} differs in {', '.join(mismatched)}; the merges must be the same"))
+        missing = [name for name in cube.band_names if name not in source.band_names]
+        if missing:
+            problems.append((at, f"bands {missing} are not bands of cube {source.name} ({source.band_names})"))
+        tiles = {tile.name for tile in source.tile_list}
+        outside = [tile.name for tile in cube.tile_list if tile.name not in tiles]
+        if outside:
+            problems.append((at, f"tiles {outside[:10]} are not tiles of cube {source.name}"))
+    return problems
 
 
 DEMO_CONFIG = Path(__file__).parent / "cubes" / "demo.yaml"

@@ -83,14 +83,24 @@ class Tile:
 
     @property
     def resolution(self) -> float:
-        """Pixel size in CRS units (square pixels)."""
+        """Pixel width in CRS units (the pixel size when pixels are square)."""
         return self.transform.a
+
+    @property
+    def resolution_x(self) -> float:
+        """Pixel width in CRS units."""
+        return self.transform.a
+
+    @property
+    def resolution_y(self) -> float:
+        """Pixel height in CRS units (positive; the transform's ``e`` is its negative)."""
+        return -self.transform.e
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """``(minx, miny, maxx, maxy)`` in the tile's CRS."""
         minx, maxy = self.transform.c, self.transform.f
-        return (minx, maxy - self.height * self.resolution, minx + self.width * self.resolution, maxy)
+        return (minx, maxy - self.height * self.resolution_y, minx + self.width * self.resolution_x, maxy)
 
     @property
     def geometry(self) -> Polygon:
@@ -115,9 +125,16 @@ class Grid:
     tile_height: int
     resolution: float
     name_format: str = "{col:03d}{row:03d}"
+    resolution_y: float | None = None
+    """Pixel height in CRS units when pixels are not square; ``None``: ``resolution``."""
 
     def __post_init__(self) -> None:
-        for what, value in (("origin x", self.origin_x), ("origin y", self.origin_y), ("resolution", self.resolution)):
+        for what, value in (
+            ("origin x", self.origin_x),
+            ("origin y", self.origin_y),
+            ("resolution", self.resolution),
+            ("resolution y", self.pixel_height),
+        ):
             if not math.isfinite(value):
                 raise InvalidCubeConfig(f"grid {quoted(self.name)}: {what} must be a finite number, got {value}")
         for what, value in (("tile width", self.tile_width), ("tile height", self.tile_height)):
@@ -125,8 +142,11 @@ class Grid:
                 raise InvalidCubeConfig(
                     f"grid {quoted(self.name)}: {what} must lie in 1..{MAX_TILE_SIDE_PX} px, got {value}"
                 )
-        if not self.resolution > 0:
-            raise InvalidCubeConfig(f"grid {quoted(self.name)}: resolution must be positive, got {self.resolution}")
+        if not (self.resolution > 0 and self.pixel_height > 0):
+            raise InvalidCubeConfig(
+                f"grid {quoted(self.name)}: resolution must be positive, got {self.resolution}"
+                + (f" × {self.resolution_y}" if self.resolution_y is not None else "")
+            )
         if not (math.isfinite(self.tile_size_x) and math.isfinite(self.tile_size_y)):
             raise InvalidCubeConfig(
                 f"grid {quoted(self.name)}: resolution {self.resolution} makes tiles of infinite size"
@@ -142,14 +162,24 @@ class Grid:
         return CRS.from_wkt(self.crs_wkt)
 
     @property
+    def pixel_width(self) -> float:
+        """Pixel width in CRS units."""
+        return self.resolution
+
+    @property
+    def pixel_height(self) -> float:
+        """Pixel height in CRS units: ``resolution_y``, else ``resolution`` (square pixels)."""
+        return self.resolution if self.resolution_y is None else self.resolution_y
+
+    @property
     def tile_size_x(self) -> float:
         """Tile width in CRS units."""
-        return self.tile_width * self.resolution
+        return self.tile_width * self.pixel_width
 
     @property
     def tile_size_y(self) -> float:
         """Tile height in CRS units."""
-        return self.tile_height * self.resolution
+        return self.tile_height * self.pixel_height
 
     def tile(self, col: int, row: int) -> Tile:
         """Return the tile at grid column ``col`` and row ``row``.
@@ -168,7 +198,7 @@ class Grid:
             0.0,
             self.origin_x + col * self.tile_size_x,
             0.0,
-            -self.resolution,
+            -self.pixel_height,
             self.origin_y - row * self.tile_size_y,
         )
         return Tile(self.name, name, col, row, self.crs_wkt, transform, self.tile_width, self.tile_height)
@@ -384,7 +414,7 @@ def user_grid(
     crs: str | int,
     origin: tuple[float, float],
     tile_size: tuple[int, int],
-    resolution: float,
+    resolution: float | tuple[float, float],
     name_format: str = "{col:03d}{row:03d}",
 ) -> Grid:
     """Return a user-defined grid.
@@ -393,10 +423,12 @@ def user_grid(
         crs: anything ``pyproj.CRS.from_user_input`` accepts (EPSG code, PROJ string, WKT).
         origin: upper-left corner ``(x, y)`` of tile (0, 0) in CRS units.
         tile_size: ``(width, height)`` in pixels.
+        resolution: the pixel size, or ``(x, y)``: width and height of non-square pixels.
 
     Raises:
         InvalidCubeConfig: for an unparseable or geographic CRS, or non-positive sizes.
     """
+    resolution_x, resolution_y = resolution if isinstance(resolution, tuple | list) else (resolution, resolution)
     try:
         parsed = CRS.from_user_input(crs)
     except Exception as exc:  # pyproj raises CRSError with a long message
@@ -408,8 +440,9 @@ def user_grid(
         float(origin[1]),
         int(tile_size[0]),
         int(tile_size[1]),
-        float(resolution),
+        float(resolution_x),
         name_format,
+        None if resolution_y == resolution_x else float(resolution_y),
     )
 
 

@@ -14,12 +14,16 @@ STAGES = ("raw_scene", "surface_reflectance", "scene_cog", "tile_merge", "period
 
 
 def build_cube_assets(cube: CubeConfig) -> list[AssetsDefinition]:
-    """Return the six assets of ``cube``, keyed ``[cube.name, stage]`` and grouped under ``cube.name``."""
+    """Return the six assets of ``cube``, keyed ``[cube.name, stage]`` and grouped under ``cube.name``.
+
+    A cube that reuses another cube's merges (``reuse_data_cube``) keeps the six stages: its
+    scene stages find no scene, and its ``tile_merge`` takes the other cube's stored merges.
+    """
     return [
         build_raw_scene(cube),
         build_surface_reflectance(cube),
         build_scene_cog(cube),
-        build_tile_merge(cube),
+        build_tile_merge(cube, cube.reused_cube),
         build_period_blend(cube),
         build_catalog_item(cube),
     ]

@@ -46,11 +46,16 @@ def build_raw_scene(cube: CubeConfig, retry_policy: RetryPolicy = DOWNLOAD_RETRY
         context: AssetExecutionContext, providers: ProvidersResource, store: RasterStoreResource
     ) -> Output[RawSceneManifest]:
         part = cube_partition(context, cube)
-        # The store keeps the raw scenes too when the providers resource says so (prod).
-        scenes = [
-            RawScene.model_validate(s)
-            for s in providers.fetch_scenes(cube, part.tile, part.period, store=store.get_store())
-        ]
+        # The store keeps the raw scenes too when the providers resource says so (prod). A cube
+        # that reuses another cube's merges fetches nothing: its tile_merge takes those merges.
+        scenes = (
+            []
+            if cube.reuse_data_cube
+            else [
+                RawScene.model_validate(s)
+                for s in providers.fetch_scenes(cube, part.tile, part.period, store=store.get_store())
+            ]
+        )
         served = {s.scene_id: s.provider for s in scenes}
         return Output(
             RawSceneManifest(tile=part.tile.name, period=part.period.key, scenes=tuple(scenes)),
@@ -69,7 +74,7 @@ def build_raw_scene(cube: CubeConfig, retry_policy: RetryPolicy = DOWNLOAD_RETRY
 
 
 def build_surface_reflectance(cube: CubeConfig) -> AssetsDefinition:
-    """Return the ``surface_reflectance`` asset: each scene's bands as reflectance × 10000 (int16).
+    """Return the ``surface_reflectance`` asset: each scene's bands as reflectance × 10000 (the cube's dtype).
 
     For a Level-1C cube (collection ``sentinel-2-l1c``) the asset also takes the ``sen2cor``
     resource, which turns each scene into Level-2A first, and runs in the ``sen2cor``

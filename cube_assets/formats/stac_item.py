@@ -34,6 +34,13 @@ offset`` with ``raster:bands`` scale and offset (USGS Items without them: the C2
 Anything else (surface temperature, atmospheric bands) is refused.
 
 Other collections need ``raster:bands`` scale and offset (:func:`generic_radiometry`).
+
+**Input nodata** comes from the product: ``raster:bands`` ``nodata`` (or STAC 1.1 ``nodata``),
+else the product specification's (Sentinel-2 L2A ``NODATA`` 0, Landsat C2 fill 0); for other
+collections nothing is assumed (the file's own nodata tag decides, and without one every
+value is data). **Multi-band assets** (a BOA stack in one GeoTIFF): a band listed in an
+asset's ``eo:bands`` / ``bands`` is read from its position there (:func:`band_index_in_asset`),
+with that position's ``raster:bands`` entry.
 """
 
 from __future__ import annotations
@@ -69,6 +76,10 @@ SENTINEL2_ASSET_KEYS: dict[str, str] = {
 BOA_OFFSET_APPLIED_PROPERTIES = ("earthsearch:boa_offset_applied", "sentinel:boa_offset_applied")
 SENTINEL2_BOA_ADD_OFFSET = -1000.0
 SENTINEL2_QUANTIFICATION = 10000.0
+SENTINEL2_L2A_NODATA = 0.0
+"""The ``NODATA`` special value of every Sentinel-2 L2A band (the product specification's)."""
+LANDSAT_C2_FILL = 0.0
+"""The fill value of Landsat Collection 2 Level-2 surface reflectance (the product guide's)."""
 LANDSAT_C2_SR_SCALE = 2.75e-5
 LANDSAT_C2_SR_OFFSET = -0.2
 _BASELINE = re.compile(r"^(\d{1,2})\.(\d{1,2})$")
@@ -84,8 +95,11 @@ class BandRadiometry:
     """How one band's digital numbers become reflectance: ``reflectance = DN × scale + offset``.
 
     ``asset`` is the Item's asset key (``None`` when the Item does not list the band);
-    ``nodata`` the input nodata value; ``rule`` says, in words, where the offset came from
-    (it goes into the ``surface_reflectance`` manifest).
+    ``nodata`` the input nodata value: the one the Item declares, else the product
+    specification's (Sentinel-2 L2A ``NODATA`` 0, Landsat C2 fill 0), else ``None`` (other
+    collections: never guessed; the file's own nodata tag then decides); ``band_index`` the band's 1-based
+    position in a multi-band asset (from its ``eo:bands`` / ``bands``); ``rule`` says, in words,
+    where the offset came from (it goes into the ``surface_reflectance`` manifest).
     """
 
     band: str
@@ -95,6 +109,7 @@ class BandRadiometry:
     offset: float
     nodata: float | None
     rule: str
+    band_index: int = 1
 
     @property
     def add_offset(self) -> float:
@@ -116,6 +131,7 @@ class BandRadiometry:
             "add_offset": self.add_offset,
             "nodata": self.nodata,
             "rule": self.rule,
+            "band_index": self.band_index,
         }
 
 
@@ -138,6 +154,24 @@ def _single_band_name(asset: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _band_names(asset: Mapping[str, Any]) -> list[str | None]:
+    bands = asset.get("eo:bands") or asset.get("bands") or []
+    if not isinstance(bands, list):
+        return []
+    return [entry.get("name") if isinstance(entry, Mapping) else None for entry in bands]
+
+
+def band_index_in_asset(item: Mapping[str, Any], asset: str | None, band: str) -> int:
+    """The 1-based position of ``band`` in asset ``asset`` of ``item`` (a multi-band file such as a BOA stack).
+
+    Returns:
+        The position of the ``eo:bands`` (or STAC 1.1 ``bands``) entry named ``band``; 1 when the
+        asset lists no such band (single-band files).
+    """
+    names = _band_names(_asset(item, asset))
+    return names.index(band) + 1 if band in names else 1
+
+
 def asset_key_for_band(item: Mapping[str, Any], band: str) -> str | None:
     """The key of the asset of ``item`` that holds ``band`` (see the module docstring for the order).
 
@@ -157,6 +191,9 @@ def asset_key_for_band(item: Mapping[str, Any], band: str) -> str | None:
     for key, asset in by_type:
         if _single_band_name(asset) == band:
             return key
+    for key, asset in by_type:
+        if band in _band_names(asset):
+            return key
     landsat = _LANDSAT_SR.match(band)
     if landsat:
         number = int(landsat.group(1))
@@ -168,18 +205,21 @@ def asset_key_for_band(item: Mapping[str, Any], band: str) -> str | None:
     return None
 
 
-def _raster_fields(asset: Mapping[str, Any]) -> tuple[float | None, float | None, float | None, str | None]:
-    """``(scale, offset, nodata, unit)`` of a single-band asset: ``raster:bands`` (STAC 1.0) or
-    the STAC 1.1 ``bands`` / asset-level ``raster:scale``, ``raster:offset``, ``nodata``."""
+def _raster_fields(
+    asset: Mapping[str, Any], index: int = 1
+) -> tuple[float | None, float | None, float | None, str | None]:
+    """``(scale, offset, nodata, unit)`` of band ``index`` (1-based) of an asset: ``raster:bands``
+    (STAC 1.0) or the STAC 1.1 ``bands`` / asset-level ``raster:scale``, ``raster:offset``, ``nodata``."""
     band: Mapping[str, Any] = {}
     raster_bands = asset.get("raster:bands")
-    if isinstance(raster_bands, list) and raster_bands and isinstance(raster_bands[0], Mapping):
-        band = raster_bands[0]
+    position = index - 1
+    if isinstance(raster_bands, list) and len(raster_bands) > position and isinstance(raster_bands[position], Mapping):
+        band = raster_bands[position]
         scale, offset = band.get("scale"), band.get("offset")
     else:
         bands = asset.get("bands")
-        if isinstance(bands, list) and len(bands) == 1 and isinstance(bands[0], Mapping):
-            band = bands[0]
+        if isinstance(bands, list) and len(bands) > position and isinstance(bands[position], Mapping):
+            band = bands[position]
         scale = band.get("raster:scale", asset.get("raster:scale"))
         offset = band.get("raster:offset", asset.get("raster:offset"))
     nodata = band.get("nodata", asset.get("nodata"))
@@ -221,7 +261,9 @@ def _asset(item: Mapping[str, Any], asset: str | None) -> Mapping[str, Any]:
     return found if isinstance(found, Mapping) else {}
 
 
-def sentinel2_radiometry(item: Mapping[str, Any], band: str, asset: str | None) -> BandRadiometry:
+def sentinel2_radiometry(
+    item: Mapping[str, Any], band: str, asset: str | None, index: int | None = None
+) -> BandRadiometry:
     """The radiometry of Sentinel-2 L2A ``band`` (asset key ``asset``) from ``item``.
 
     Returns:
@@ -233,19 +275,21 @@ def sentinel2_radiometry(item: Mapping[str, Any], band: str, asset: str | None) 
             whether the BOA offset applies.
     """
     where = f"STAC Item {item_id(item)} band {band}"
-    scale, offset, nodata, _ = _raster_fields(_asset(item, asset))
+    index = index or band_index_in_asset(item, asset, band)
+    scale, offset, nodata, _ = _raster_fields(_asset(item, asset), index)
     if scale is None:
         scale = 1.0 / SENTINEL2_QUANTIFICATION
     if scale <= 0:
         raise InvalidScene(f"{where}: raster:bands scale {scale} is not positive")
-    nodata = 0.0 if nodata is None else nodata
+    if nodata is None:
+        nodata = SENTINEL2_L2A_NODATA  # the product specification's NODATA special value
     properties = item.get("properties") or {}
     applied = next((properties[key] for key in BOA_OFFSET_APPLIED_PROPERTIES if key in properties), None)
     baseline = processing_baseline(item)
     baseline_text = f"{baseline[0]:02d}.{baseline[1]:02d}" if baseline else None
 
     def result(dn_offset: float, rule: str) -> BandRadiometry:
-        return BandRadiometry(band, asset, "sentinel-2", scale, dn_offset * scale, nodata, rule)
+        return BandRadiometry(band, asset, "sentinel-2", scale, dn_offset * scale, nodata, rule, index)
 
     if applied is True:
         return result(0.0, "earthsearch:boa_offset_applied: the files already include BOA_ADD_OFFSET")
@@ -264,12 +308,15 @@ def sentinel2_radiometry(item: Mapping[str, Any], band: str, asset: str | None) 
     )
 
 
-def landsat_radiometry(item: Mapping[str, Any], band: str, asset: str | None) -> BandRadiometry:
+def landsat_radiometry(
+    item: Mapping[str, Any], band: str, asset: str | None, index: int | None = None
+) -> BandRadiometry:
     """The radiometry of Landsat C2 Level-2 surface-reflectance ``band`` (asset key ``asset``).
 
     Returns:
         The :class:`BandRadiometry` with ``raster:bands`` scale and offset, else the C2 L2
-        surface-reflectance constants (2.75e-5, −0.2); nodata from ``raster:bands``, else 0.
+        surface-reflectance constants (2.75e-5, −0.2); nodata from ``raster:bands``, else the
+        C2 fill value 0 of the product guide.
 
     Raises:
         InvalidScene: naming the Item and band, when the band is not surface reflectance
@@ -277,7 +324,8 @@ def landsat_radiometry(item: Mapping[str, Any], band: str, asset: str | None) ->
             other than the C2 surface-reflectance ones).
     """
     where = f"STAC Item {item_id(item)} band {band}"
-    scale, offset, nodata, unit = _raster_fields(_asset(item, asset))
+    index = index or band_index_in_asset(item, asset, band)
+    scale, offset, nodata, unit = _raster_fields(_asset(item, asset), index)
     if _NOT_REFLECTANCE.match(band) or _NOT_REFLECTANCE.match(asset or "") or unit not in (None, "", "reflectance"):
         raise InvalidScene(
             f"{where}: asset {asset} is not a surface-reflectance band" + (f" (unit {unit})" if unit else "")
@@ -297,10 +345,13 @@ def landsat_radiometry(item: Mapping[str, Any], band: str, asset: str | None) ->
             f"{where}: scale {scale} and offset {offset} are not those of Landsat C2 surface reflectance "
             f"({LANDSAT_C2_SR_SCALE}, {LANDSAT_C2_SR_OFFSET})"
         )
-    return BandRadiometry(band, asset, "landsat", scale, offset, 0.0 if nodata is None else nodata, rule)
+    nodata = LANDSAT_C2_FILL if nodata is None else nodata  # the product guide's fill value
+    return BandRadiometry(band, asset, "landsat", scale, offset, nodata, rule, index)
 
 
-def generic_radiometry(item: Mapping[str, Any], band: str, asset: str | None) -> BandRadiometry:
+def generic_radiometry(
+    item: Mapping[str, Any], band: str, asset: str | None, index: int | None = None
+) -> BandRadiometry:
     """The radiometry of ``band`` of an Item of any other collection: its ``raster:bands``.
 
     Returns:
@@ -309,9 +360,10 @@ def generic_radiometry(item: Mapping[str, Any], band: str, asset: str | None) ->
     Raises:
         InvalidScene: naming the Item and band, when ``raster:bands`` gives no positive scale.
     """
-    scale, offset, nodata, _ = _raster_fields(_asset(item, asset))
+    index = index or band_index_in_asset(item, asset, band)
+    scale, offset, nodata, _ = _raster_fields(_asset(item, asset), index)
     if scale is None or scale <= 0:
         raise InvalidScene(
             f"STAC Item {item_id(item)} band {band}: no positive raster:bands scale to turn its values into reflectance"
         )
-    return BandRadiometry(band, asset, "generic", scale, offset or 0.0, nodata, "raster:bands scale and offset")
+    return BandRadiometry(band, asset, "generic", scale, offset or 0.0, nodata, "raster:bands scale and offset", index)

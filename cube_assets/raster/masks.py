@@ -122,7 +122,13 @@ FMASK4_RULES = ValueMaskRules(clear=(0, 1), not_clear=(2, 3, 4), nodata=(255,))
 """Fmask 4: 0 land, 1 water, 2 shadow, 3 snow, 4 cloud, 255 fill."""
 
 CMASK_RULES = ValueMaskRules(clear=(127,), not_clear=(255,), nodata=(0,))
-"""CBERS CMASK: 127 clear, 255 cloud, 0 fill."""
+"""CBERS-4 CMASK as INPE's collections store it: 127 clear, 255 cloud, 0 fill (preset
+``cbers4_cmask_127clear_255cloud_0fill``, also known by its former name ``cmask``)."""
+
+CBERS4_CLOUD_MASK_0_4_255_RULES = ValueMaskRules(clear=(0,), not_clear=(4,), nodata=(255,))
+"""The other common CBERS-4 cloud-mask convention: 0 clear, 4 cloud, 255 nodata (preset
+``cbers4_mask_0clear_4cloud_255nodata``); its quality nodata is 255, so the cube's
+``quality.nodata`` must be 255 as well."""
 
 
 # --------------------------------------------------------------------------- Landsat QA_PIXEL rules
@@ -273,6 +279,8 @@ QualityRules = ValueMaskRules | LandsatQAPixelRules
 PRESETS: dict[str, QualityRules] = {
     "scl": SCL_RULES,
     "fmask4": FMASK4_RULES,
+    "cbers4_cmask_127clear_255cloud_0fill": CMASK_RULES,
+    "cbers4_mask_0clear_4cloud_255nodata": CBERS4_CLOUD_MASK_0_4_255_RULES,
     "cmask": CMASK_RULES,
     "landsat_c2_qa_pixel": LANDSAT_C2_QA_PIXEL_RULES,
 }
@@ -292,9 +300,11 @@ def _check_keys(config: Mapping[str, Any], allowed: set[str], required: set[str]
 def rules_from_config(config: Mapping[str, Any]) -> QualityRules:
     """Build quality rules from a collection's configuration.
 
-    Accepted forms: ``{"preset": "scl" | "fmask4" | "cmask" | "landsat_c2_qa_pixel"}`` (nothing
-    else beside it), ``{"kind": "values", "clear": [...], "not_clear": [...], "saturated": [...],
-    "nodata": 0}``, or ``{"kind": "landsat_qa_pixel", "confidence": ["cloud >= MEDIUM"]}``.
+    Accepted forms: ``{"preset": name}`` with a name of ``PRESETS`` (``scl``, ``fmask4``,
+    ``cbers4_cmask_127clear_255cloud_0fill`` (alias ``cmask``), ``cbers4_mask_0clear_4cloud_255nodata``,
+    ``landsat_c2_qa_pixel``; nothing else beside it), ``{"kind": "values", "clear": [...],
+    "not_clear": [...], "saturated": [...], "nodata": 0}``, or
+    ``{"kind": "landsat_qa_pixel", "confidence": ["cloud >= MEDIUM"]}``.
 
     Returns:
         A ``ValueMaskRules`` or ``LandsatQAPixelRules``.
@@ -528,6 +538,7 @@ def cloud_ratio(classes: np.ndarray) -> float:
 
 
 __all__ = [
+    "CBERS4_CLOUD_MASK_0_4_255_RULES",
     "CMASK_RULES",
     "CONFIDENCE_FIELDS",
     "CONFIDENCE_LEVELS",

@@ -46,7 +46,8 @@ def raw_bands(cube: CubeConfig) -> list[str]:
     """The source bands a raw scene of ``cube`` must hold.
 
     The cube's spectral bands, plus its quality band except for Sentinel-2 Level-1C, whose
-    quality band (SCL) is produced by Sen2Cor in the ``surface_reflectance`` stage.
+    quality band (SCL) is produced by Sen2Cor in the ``surface_reflectance`` stage, plus the
+    Landsat saturation band (``quality.radsat``) when the cube names one.
 
     Returns:
         Band names as the source product names them.
@@ -54,6 +55,8 @@ def raw_bands(cube: CubeConfig) -> list[str]:
     bands = [band.source_band for band in cube.bands]
     if cube.collection != SENTINEL2_L1C:
         bands.append(cube.quality.band)
+    if cube.quality.radsat:
+        bands.append(cube.quality.radsat)
     return bands
 
 

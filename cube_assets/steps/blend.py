@@ -99,6 +99,7 @@ def blend_period(
                     index_inputs(cube, local[function]),
                     staging / f"{function}_{name}_raw.tif",
                     nodata=cube.nodata,
+                    out_nodata=cube.index_nodata,
                 )
                 files[name] = _to_cog_now(written.path, staging / f"{function}_{name}.tif")
                 index_pixels[name] = index_pixel_counts(written)

@@ -117,6 +117,19 @@ def _products(cube: CubeConfig, tile: Tile) -> list[ProductRecord]:
     return products
 
 
+def _image_grid(
+    cube: CubeConfig, tile: Tile, store: RasterStore, uri: str | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The footprint and grid fields of an image: the tile's, or (``native_grid`` cubes) those of its file ``uri``."""
+    if not cube.native_grid or uri is None:
+        return mapping(tile.geometry_4326), _tile_image_fields(tile)
+    with rasterio.open(store.gdal_path(uri)) as src:
+        grid = Tile(
+            tile.grid_name, tile.name, tile.col, tile.row, src.crs.to_wkt(), src.transform, src.width, src.height
+        )
+    return mapping(grid.geometry_4326), _tile_image_fields(grid)
+
+
 def _tile_image_fields(tile: Tile) -> dict[str, Any]:
     """The fields every image on the tile's grid shares: CRS, geotransform, size, pixel size and tile name."""
     return {
@@ -125,7 +138,7 @@ def _tile_image_fields(tile: Tile) -> dict[str, Any]:
         "width": tile.width,
         "height": tile.height,
         "pixel_size_x": tile.resolution,
-        "pixel_size_y": tile.resolution,
+        "pixel_size_y": tile.resolution_y,
         "tile": tile.name,
     }
 
@@ -141,12 +154,12 @@ def _composite_images(
 
     Each has its cloud and fill fractions read from its bands.
     """
-    geometry, common = mapping(tile.geometry_4326), _tile_image_fields(tile)
     period_start = datetime.combine(period.start, time(), tzinfo=UTC)
     period_end = datetime.combine(period.end, time(), tzinfo=UTC)
     images = []
     for function, composite in blend.composites.items():
         cloud, fill = _composite_fractions(store, composite.bands)
+        geometry, common = _image_grid(cube, tile, store, composite.bands.get("CLEAROB"))
         images.append(
             ImageRecord(
                 id=composite.item,
@@ -174,10 +187,10 @@ def _merge_images(
     store: RasterStore,
 ) -> list[ImageRecord]:
     """One image per merge the blend used, on its date, with the cloud ratio and valid pixels the merge recorded."""
-    geometry, common = mapping(tile.geometry_4326), _tile_image_fields(tile)
     images = []
     for merge in blend.merges:
         files = {**merge.bands, cube.quality.band: merge.quality, "DATASOURCE": merge.datasource}
+        geometry, common = _image_grid(cube, tile, store, merge.quality)
         images.append(
             ImageRecord(
                 id=merge.item,
@@ -230,7 +243,7 @@ def _bands(cube: CubeConfig, product_id: str, tile: Tile) -> list[BandRecord]:
             data_type=dtype,
             resolution=tile.resolution,
             band_index=i,
-            data_range=(0, 10000),
+            data_range=b.valid_range or (0, 10000),
             display_range=REFLECTANCE_DISPLAY_RANGE,
             nodata=cube.nodata,
             description=b.common_name or "",
@@ -244,7 +257,7 @@ def _bands(cube: CubeConfig, product_id: str, tile: Tile) -> list[BandRecord]:
         extra += [("CLEAROB", "generic", "UInt8", None), ("TOTALOB", "generic", "UInt8", None)]
         if product_id.endswith("-LCF"):
             extra.append(("PROVENANCE", "generic", "Int16", -1.0))
-        extra += [(name, "generic", "Int16", cube.nodata) for name in cube.indexes]
+        extra += [(name, "generic", "Int16", cube.index_nodata) for name in cube.indexes]
     for name, kind, dtype_name, nodata in extra:
         labels = SCL_LABELS if kind == "class" and cube.quality.band == "SCL" else None
         if kind == "class" and product_id.endswith(("-MED", "-AVG")):

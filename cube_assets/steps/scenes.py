@@ -23,7 +23,7 @@ from typing import Any
 
 from shapely.geometry import mapping
 
-from cube_assets.cube_config import CubeConfig
+from cube_assets.cube_config import BandConfig, CubeConfig
 from cube_assets.errors import InvalidScene
 from cube_assets.formats.landsat import LANDSAT_C2_L2, is_landsat_folder, normalize_landsat_band, open_landsat_product
 from cube_assets.formats.safe_archive import extract_safe_zip, safe_members
@@ -32,6 +32,7 @@ from cube_assets.formats.sentinel2_safe import SafeProduct, open_safe
 from cube_assets.formats.stac_item import (
     BandRadiometry,
     asset_key_for_band,
+    band_index_in_asset,
     generic_radiometry,
     landsat_radiometry,
     sentinel2_radiometry,
@@ -45,7 +46,15 @@ from cube_assets.raster.indexes import CompiledExpression, IndexWrite, compile_e
 from cube_assets.raster.inputs import open_input, reading_from
 from cube_assets.raster.product_limits import LANDSAT_C2, SENTINEL2, ProductLimits, limits_for_collection
 from cube_assets.raster.quicklook import quicklook_from_files, write_quicklook
-from cube_assets.raster.reflectance import copy_band, write_landsat_reflectance, write_reflectance
+from cube_assets.raster.reflectance import (
+    FROM_FILE,
+    LANDSAT_C2_FILL,
+    SENTINEL2_L2A_NODATA,
+    copy_band,
+    write_landsat_reflectance,
+    write_quality_with_radsat,
+    write_reflectance,
+)
 from cube_assets.steps.indexes import index_inputs, index_pixel_counts
 from cube_assets.storage.layout import scene_cog_key, scene_reflectance_key
 from cube_assets.storage.raster_store import RasterStore
@@ -160,15 +169,22 @@ def _sentinel2_reflectance(
         bands[band.name] = _produce(
             store,
             scene_reflectance_key(cube.name, scene.scene_id, band.name),
-            lambda out, source=source, offset=offset: write_reflectance(
-                source, out, add_offset=offset, quantification=metadata.quantification_value
+            lambda out, source=source, offset=offset, band=band: write_reflectance(
+                source,
+                out,
+                add_offset=offset,
+                quantification=metadata.quantification_value,
+                nodata_in=_source_nodata(band, SENTINEL2_L2A_NODATA),
+                storage=cube.band_storage(band),
+                band_index=band.band_index or 1,
+                tile_size=cube.file_block_size,
             ),
         )
     quality_source = product.band_path(cube.quality.band, resolution)
     quality = _produce(
         store,
         scene_reflectance_key(cube.name, scene.scene_id, cube.quality.band),
-        lambda out: copy_band(quality_source, out, nodata=cube.quality.nodata, limits=SENTINEL2),
+        lambda out: copy_band(quality_source, out, limits=SENTINEL2, **_quality_copy(cube)),
     )
     return _with_reflectance(
         scene,
@@ -207,16 +223,32 @@ def _landsat_reflectance(cube: CubeConfig, scene: RawScene, store: RasterStore, 
         bands[band.name] = _produce(
             store,
             scene_reflectance_key(cube.name, scene.scene_id, band.name),
-            lambda out, source=source, scale=scale, offset=offset: write_landsat_reflectance(
-                source, out, scale=scale, offset=offset
+            lambda out, source=source, scale=scale, offset=offset, band=band: write_landsat_reflectance(
+                source,
+                out,
+                scale=scale,
+                offset=offset,
+                nodata_in=_source_nodata(band, LANDSAT_C2_FILL),
+                storage=cube.band_storage(band),
+                band_index=band.band_index or 1,
+                tile_size=cube.file_block_size,
             ),
         )
     quality_source = product.band_path(cube.quality.band)
-    quality = _produce(
-        store,
-        scene_reflectance_key(cube.name, scene.scene_id, cube.quality.band),
-        lambda out: copy_band(quality_source, out, nodata=cube.quality.nodata, limits=LANDSAT_C2),
-    )
+    quality_key = scene_reflectance_key(cube.name, scene.scene_id, cube.quality.band)
+    if cube.quality.radsat:
+        radsat_source = product.band_path(normalize_landsat_band(cube.quality.radsat))
+        quality = _produce(
+            store,
+            quality_key,
+            lambda out: write_quality_with_radsat(
+                quality_source, radsat_source, out, limits=LANDSAT_C2, **_quality_copy(cube)
+            ),
+        )
+    else:
+        quality = _produce(
+            store, quality_key, lambda out: copy_band(quality_source, out, limits=LANDSAT_C2, **_quality_copy(cube))
+        )
     return _with_reflectance(
         scene,
         footprint=None,  # the MTL has only the image frame; publish_scene traces the valid data
@@ -302,28 +334,47 @@ def _stac_band_reflectance(
         source = _band_file(folder, manifest, name)
         entry = entries.get(name) if isinstance(entries.get(name), Mapping) else {}
         asset = entry.get("asset") or asset_key_for_band(item, name)
-        found = radiometry[band.name] = radiometry_of(item, name, asset)
+        found = radiometry[band.name] = radiometry_of(item, name, asset, band.band_index)
         band_limits = _asset_limits(item, asset, limits_for_collection(collection))
         if found.kind == "landsat":
 
             def make(
-                out: Path, source: Path = source, found: BandRadiometry = found, limits: ProductLimits = band_limits
+                out: Path,
+                source: Path = source,
+                found: BandRadiometry = found,
+                limits: ProductLimits = band_limits,
+                band: BandConfig = band,
             ) -> Path:
                 return write_landsat_reflectance(
-                    source, out, scale=found.scale, offset=found.offset, nodata_in=found.nodata, limits=limits
+                    source,
+                    out,
+                    scale=found.scale,
+                    offset=found.offset,
+                    nodata_in=_source_nodata(band, found.nodata),
+                    limits=limits,
+                    storage=cube.band_storage(band),
+                    band_index=found.band_index,
+                    tile_size=cube.file_block_size,
                 )
         else:
 
             def make(
-                out: Path, source: Path = source, found: BandRadiometry = found, limits: ProductLimits = band_limits
+                out: Path,
+                source: Path = source,
+                found: BandRadiometry = found,
+                limits: ProductLimits = band_limits,
+                band: BandConfig = band,
             ) -> Path:
                 return write_reflectance(
                     source,
                     out,
                     add_offset=found.add_offset,
                     quantification=found.quantification,
-                    nodata_in=found.nodata,
+                    nodata_in=_source_nodata(band, found.nodata),
                     limits=limits,
+                    storage=cube.band_storage(band),
+                    band_index=found.band_index,
+                    tile_size=cube.file_block_size,
                 )
 
         bands[band.name] = _produce(store, scene_reflectance_key(cube.name, scene_id, band.name), make)
@@ -334,11 +385,20 @@ def _stac_band_reflectance(
         quality_entry.get("asset") or asset_key_for_band(item, cube.quality.band),
         limits_for_collection(collection),
     )
-    quality = _produce(
-        store,
-        scene_reflectance_key(cube.name, scene_id, cube.quality.band),
-        lambda out: copy_band(quality_source, out, nodata=cube.quality.nodata, limits=quality_limits),
-    )
+    quality_asset = quality_entry.get("asset") or asset_key_for_band(item, cube.quality.band)
+    quality_index = cube.quality.band_index or band_index_in_asset(item, quality_asset, cube.quality.band)
+    quality_copy = {**_quality_copy(cube), "band_index": quality_index}
+    if cube.quality.radsat:
+        radsat_source = _band_file(folder, manifest, cube.quality.radsat)
+
+        def make_quality(out: Path) -> Path:
+            return write_quality_with_radsat(quality_source, radsat_source, out, limits=quality_limits, **quality_copy)
+    else:
+
+        def make_quality(out: Path) -> Path:
+            return copy_band(quality_source, out, limits=quality_limits, **quality_copy)
+
+    quality = _produce(store, scene_reflectance_key(cube.name, scene_id, cube.quality.band), make_quality)
     return _with_reflectance(
         scene,
         bands=bands,
@@ -351,6 +411,22 @@ def _stac_band_reflectance(
         },
         pvi=None,
     )
+
+
+def _source_nodata(band: BandConfig, product_nodata: float | None) -> float | str | None:
+    """The input nodata of ``band``: the cube file's ``source_nodata``, else the product's, else the file's tag."""
+    if band.source_nodata is not None:
+        return band.source_nodata
+    return FROM_FILE if product_nodata is None else product_nodata
+
+
+def _quality_copy(cube: CubeConfig) -> dict[str, Any]:
+    """The keyword arguments of ``copy_band`` for the cube's quality band: nodata, band index, block size."""
+    return {
+        "nodata": cube.quality.nodata,
+        "band_index": cube.quality.band_index or 1,
+        "tile_size": cube.file_block_size,
+    }
 
 
 def _asset_limits(item: Mapping[str, Any], asset: str | None, limits: ProductLimits) -> ProductLimits:
@@ -394,14 +470,16 @@ def publish_scene(cube: CubeConfig, scene: ReflectanceScene, store: RasterStore)
         band: _produce(
             store,
             scene_cog_key(cube.name, scene_id, band),
-            lambda out, src=src: cog_from_file(src, out, overview_resampling="average"),
+            lambda out, src=src: cog_from_file(src, out, overview_resampling="average", blocksize=cube.file_block_size),
         )
         for band, src in sr_paths.items()
     }
     quality = _produce(
         store,
         scene_cog_key(cube.name, scene_id, cube.quality.band),
-        lambda out: cog_from_file(store.gdal_path(scene.quality), out, overview_resampling="nearest"),
+        lambda out: cog_from_file(
+            store.gdal_path(scene.quality), out, overview_resampling="nearest", blocksize=cube.file_block_size
+        ),
     )
     indexes = {}
     index_pixels: dict[str, IndexPixels | None] = {}
@@ -412,7 +490,9 @@ def publish_scene(cube: CubeConfig, scene: ReflectanceScene, store: RasterStore)
         indexes[name] = _produce(
             store,
             scene_cog_key(cube.name, scene_id, name),
-            lambda out, compiled=compiled, written=written: _index_cog(compiled, inputs, out, cube.nodata, written),
+            lambda out, compiled=compiled, written=written: _index_cog(
+                compiled, inputs, out, cube.nodata, written, cube.index_nodata
+            ),
         )
         index_pixels[name] = index_pixel_counts(written[0]) if written else None
     rgb = [cube.band_by_common_name(c) for c in ("red", "green", "blue")]
@@ -467,10 +547,15 @@ def _pvi_quicklook(pvi: Path, out: Path) -> Path:
 
 
 def _index_cog(
-    compiled: CompiledExpression, inputs: Mapping[str, str], out: Path, nodata: float, written: list[IndexWrite]
+    compiled: CompiledExpression,
+    inputs: Mapping[str, str],
+    out: Path,
+    nodata: float,
+    written: list[IndexWrite],
+    index_nodata: float,
 ) -> Path:
     raw = out.with_name(out.stem + ".raw.tif")
-    written.append(write_index(compiled, inputs, raw, nodata=nodata))
+    written.append(write_index(compiled, inputs, raw, nodata=nodata, out_nodata=index_nodata))
     try:
         return cog_from_file(raw, out, overview_resampling="average")
     finally:
