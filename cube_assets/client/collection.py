@@ -519,32 +519,6 @@ class ImageCollection(Collection[Any]):
         products = {str(index): dict(entry) for index, entry in enumerate(metas)}
         return multiproduct_scaling_parameters(products, names, scaling, data_type)
 
-
-def _grid_and_dest(geocontext: Any, dest: Any, crs: Any = None) -> tuple[Any, Any, Any]:
-    """Read the destination where the older positional orders put it: ``(grid, crs, dest)`` to use.
-
-    ``download(bands, "out")`` (this project's order) and ``download(bands, grid, "out")`` (the
-    reference's examples, whose third argument is now ``crs``) both mean "write into ``out``": a
-    second argument that is not a grid, or a third that is not a CRS, is the destination.
-    """
-    if geocontext is not None and not isinstance(geocontext, GeoContext):
-        if dest is None or isinstance(dest, GeoContext):
-            geocontext, dest = dest, geocontext
-    if crs is not None and dest is None and not _is_crs(crs):
-        crs, dest = None, crs
-    return geocontext, crs, dest
-
-
-def _is_crs(value: Any) -> bool:
-    """Whether ``value`` reads as a CRS (an EPSG code, PROJ or WKT text, a CRS object)."""
-    if isinstance(value, os.PathLike) or (isinstance(value, Sequence) and not isinstance(value, str)):
-        return False
-    try:
-        CRS.from_user_input(value)
-    except (CRSError, TypeError, ValueError):
-        return False
-    return True
-
     def timeseries(self, point_or_geometry: Any, bands: str | Sequence[str], *, max_workers: int = 16) -> list[Any]:
         """The pixel time series of ``bands`` at a point, or a polygon's mean and median per image.
 
@@ -578,6 +552,32 @@ def _is_crs(value: Any) -> bool:
         if geometry.geom_type == "Point":
             return timeseries.point_timeseries(observations, names, geometry.x, geometry.y, scales, **options)
         return timeseries.polygon_timeseries(observations, names, geometry, scales, **options)
+
+
+def _grid_and_dest(geocontext: Any, dest: Any, crs: Any = None) -> tuple[Any, Any, Any]:
+    """Read the destination where the older positional orders put it: ``(grid, crs, dest)`` to use.
+
+    ``download(bands, "out")`` (this project's order) and ``download(bands, grid, "out")`` (the
+    reference's examples, whose third argument is now ``crs``) both mean "write into ``out``": a
+    second argument that is not a grid, or a third that is not a CRS, is the destination.
+    """
+    if geocontext is not None and not isinstance(geocontext, GeoContext):
+        if dest is None or isinstance(dest, GeoContext):
+            geocontext, dest = dest, geocontext
+    if crs is not None and dest is None and not _is_crs(crs):
+        crs, dest = None, crs
+    return geocontext, crs, dest
+
+
+def _is_crs(value: Any) -> bool:
+    """Whether ``value`` reads as a CRS (an EPSG code, PROJ or WKT text, a CRS object)."""
+    if isinstance(value, os.PathLike) or (isinstance(value, Sequence) and not isinstance(value, str)):
+        return False
+    try:
+        CRS.from_user_input(value)
+    except (CRSError, TypeError, ValueError):
+        return False
+    return True
 
 
 __all__ = ["Collection", "Each", "ImageCollection", "coverage_fraction", "evaluate", "image_grid"]
