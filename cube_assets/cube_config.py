@@ -50,6 +50,7 @@ from cube_assets.grids import (
     utm_grid,
 )
 from cube_assets.quoting import quoted, shortened
+from cube_assets.raster.composite_rules import COMPOSITE_FUNCTION_NAMES, is_composite_function
 from cube_assets.raster.indexes import compile_expression
 from cube_assets.raster.masks import rules_from_config
 from cube_assets.temporal import Period, TemporalSchema
@@ -60,7 +61,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 collections, providers and grids."""
 _COMMON_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-COMPOSITE_FUNCTIONS = ("LCF", "MED", "AVG")
+COMPOSITE_FUNCTIONS = COMPOSITE_FUNCTION_NAMES
 _DTYPES = ("uint8", "int16", "uint16", "int32", "float32")
 RESAMPLING_NAMES = tuple(method.name for method in SUPPORTED_RESAMPLING)
 # Scene files published beside the bands share their key space (storage/layout.py).
@@ -485,10 +486,11 @@ class CubeConfig(_Strict):
     @field_validator("composites")
     @classmethod
     def _check_composites(cls, value: list[str]) -> list[str]:
-        unknown = [name for name in value if name not in COMPOSITE_FUNCTIONS]
+        unknown = [name for name in value if not is_composite_function(name)]
         if unknown:
             raise ValueError(
                 f"unknown composite functions {quoted(unknown)}; expected some of {list(COMPOSITE_FUNCTIONS)}"
+                " or a percentile P0..P100"
             )
         _raise_any([((i,), f"{value[i]} repeats composites[{j}]") for i, j in _repeats(value).items()])
         return value

@@ -33,7 +33,6 @@ from rasterio.windows import Window
 
 from cube_assets.errors import InvalidCubeConfig
 from cube_assets.raster.composite_rules import (
-    COMPOSITE_FUNCTIONS,
     FUNCTIONS,
     PROVENANCE_NODATA,
     QUALITY_OUTPUTS,
@@ -41,6 +40,8 @@ from cube_assets.raster.composite_rules import (
     KernelWindow,
     composite_quality_kernel,
     composite_quality_window,
+    composite_rule,
+    is_band_function,
     rank_observations,
 )
 from cube_assets.raster.masks import (
@@ -224,11 +225,13 @@ def _choose_rules(functions: Sequence[str], out_paths: Mapping[str, PathLike]) -
         InvalidCubeConfig: on an unknown function or a function without an output path.
     """
     for function in functions:
-        if function not in COMPOSITE_FUNCTIONS:
-            raise InvalidCubeConfig(f"compositing function {function!r} is unknown (expected one of {FUNCTIONS})")
+        if not is_band_function(function):
+            raise InvalidCubeConfig(
+                f"compositing function {function!r} is unknown (expected one of {FUNCTIONS} or P0..P100)"
+            )
         if function not in out_paths:
             raise InvalidCubeConfig(f"compositing function {function!r} has no output path")
-    return [COMPOSITE_FUNCTIONS[function] for function in dict.fromkeys(functions)]
+    return [composite_rule(function) for function in dict.fromkeys(functions)]
 
 
 # --------------------------------------------------------------------------- input checks

@@ -10,6 +10,8 @@ stack, applying exactly the rule of its pure-numpy twin in ``composite_rules``:
   floats; NaN sorts last like ``numpy.sort``);
 * ``mean_window``: ``composite_rules.mean_clear`` (integer sums in int64, mean truncated toward zero;
   float sums in float64 in observation order, like numpy's axis-0 sum);
+* ``percentiles_window`` / ``std_window``: the spectral-temporal metrics of ``composite_metrics``
+  (percentiles, MIN, MAX, RANGE, IQR; STD);
 * ``quality_window``: LCF of the quality band itself with PROVENANCE, CLEAROB and TOTALOB.
 
 The quality band is classified on the fly through a lookup table built by
@@ -224,6 +226,126 @@ def mean_window(  # type: ignore[no-untyped-def]  # numba types it per call
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
+def percentiles_window(  # type: ignore[no-untyped-def]  # numba types it per call
+    values,
+    quality,
+    lut,
+    lut_offset,
+    loaded,
+    check_band,
+    fill,
+    nodata_is_nan,
+    integer,
+    sentinel,
+    network,
+    percents,
+    wide,
+    counts,
+):
+    """Percentiles of each pixel's CLEAR observations (``composite_metrics.wide_percentiles``).
+
+    Sorted row by row as ``median_window`` sorts; ``wide[k]`` gets percentile ``percents[k]``
+    before the cast to the band dtype (int64 truncated toward zero for integer bands, float64
+    otherwise) and ``counts`` the clear observations of each pixel.
+    """
+    count, height, width = quality.shape
+    ordered = np.empty((count, width), dtype=values.dtype)
+    sizes = np.empty(width, dtype=np.int64)
+    for row in range(height):
+        sizes[:] = 0
+        for t in range(count):
+            if not loaded[t]:
+                ordered[t, :] = sentinel
+                continue
+            for col in range(width):
+                value = values[t, row, col]
+                keep = _is_clear(quality[t, row, col], lut, lut_offset, value, check_band, fill, nodata_is_nan)
+                ordered[t, col] = value if keep else sentinel
+                sizes[col] += keep
+        for pair in range(network.shape[0]):
+            i = network[pair, 0]
+            j = network[pair, 1]
+            if integer:
+                for col in range(width):
+                    a = ordered[i, col]
+                    b = ordered[j, col]
+                    ordered[i, col] = min(a, b)
+                    ordered[j, col] = max(a, b)
+            else:
+                for col in range(width):
+                    a = ordered[i, col]
+                    b = ordered[j, col]
+                    if _sorts_before(b, a):
+                        ordered[i, col] = b
+                        ordered[j, col] = a
+        for col in range(width):
+            size = sizes[col]
+            counts[row, col] = size
+            top = size - 1 if size > 0 else 0
+            for k in range(percents.shape[0]):
+                position = top * percents[k]
+                low_rank = position // 100
+                remainder = position % 100
+                high_rank = min(low_rank + 1, top)
+                low = ordered[low_rank, col]
+                high = ordered[high_rank, col]
+                if integer:
+                    total = np.int64(low) * (100 - remainder) + np.int64(high) * remainder
+                    wide[k, row, col] = total // 100 if total >= 0 else -((-total) // 100)
+                else:
+                    wide[k, row, col] = (np.float64(low) * (100 - remainder) + np.float64(high) * remainder) / 100.0
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def std_window(  # type: ignore[no-untyped-def]  # numba types it per call
+    values, quality, lut, lut_offset, loaded, check_band, fill, nodata_is_nan, integer, out
+):
+    """Population standard deviation of each pixel's CLEAR observations (``composite_metrics.std_clear``).
+
+    Row by row, observations in index order: the mean from an exact int64 sum (integers) or a
+    float64 sum, then the squared float64 deviations; integer results truncated toward zero.
+    """
+    count, height, width = quality.shape
+    wholes = np.empty(width, dtype=np.int64)
+    reals = np.empty(width, dtype=np.float64)
+    squares = np.empty(width, dtype=np.float64)
+    sizes = np.empty(width, dtype=np.int64)
+    keeps = np.empty((count, width), dtype=np.bool_)
+    for row in range(height):
+        wholes[:] = 0
+        reals[:] = 0.0
+        squares[:] = 0.0
+        sizes[:] = 0
+        for t in range(count):
+            for col in range(width):
+                keep = loaded[t] and _is_clear(
+                    quality[t, row, col], lut, lut_offset, values[t, row, col], check_band, fill, nodata_is_nan
+                )
+                keeps[t, col] = keep
+                if keep:
+                    if integer:
+                        wholes[col] += np.int64(values[t, row, col])
+                    else:
+                        reals[col] += np.float64(values[t, row, col])
+                    sizes[col] += 1
+        for col in range(width):
+            divisor = np.float64(max(sizes[col], 1))
+            reals[col] = (np.float64(wholes[col]) if integer else reals[col]) / divisor
+        for t in range(count):
+            for col in range(width):
+                if keeps[t, col]:
+                    deviation = np.float64(values[t, row, col]) - reals[col]
+                    squares[col] += deviation * deviation
+        for col in range(width):
+            size = sizes[col]
+            if size == 0:
+                out[row, col] = fill
+                continue
+            deviation_std = np.sqrt(squares[col] / np.float64(size))
+            out[row, col] = np.trunc(deviation_std) if integer else deviation_std
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
 def quality_window(  # type: ignore[no-untyped-def]  # numba types it per call
     quality, lut, lut_offset, order, days, fill, out_quality, out_provenance, out_clear, out_total
 ):
@@ -294,6 +416,8 @@ __all__ = [
     "mean_window",
     "median_window",
     "observations_with_clear",
+    "percentiles_window",
     "quality_window",
     "sorting_network",
+    "std_window",
 ]
