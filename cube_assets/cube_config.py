@@ -50,6 +50,7 @@ from cube_assets.grids import (
     utm_grid,
 )
 from cube_assets.quoting import quoted, shortened
+from cube_assets.raster.composite_cube_rules import CUBE_FUNCTION_NAMES, check_cube_function_options
 from cube_assets.raster.composite_rules import COMPOSITE_FUNCTION_NAMES, is_composite_function
 from cube_assets.raster.indexes import compile_expression
 from cube_assets.raster.masks import rules_from_config
@@ -370,6 +371,7 @@ class CubeConfig(_Strict):
     quality: QualityConfig
     indexes: dict[str, str] = Field(default_factory=dict, max_length=MAX_INDEXES)
     composites: list[str] = Field(default_factory=lambda: ["LCF"])
+    composite_options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # MAXNDVI / BAP / GMED options
     dtype: str = "int16"
     nodata: float = Field(-9999, allow_inf_nan=True)
     source_resolution: float | None = Field(None, gt=0)  # which product resolution to read; default: the grid's
@@ -518,6 +520,24 @@ class CubeConfig(_Strict):
         elif not math.isnan(value) and not abs(value) <= float(np.finfo(kind).max):
             raise ValueError(f"nodata {value} cannot be stored in {dtype} (a finite {dtype} or .nan)")
         return value
+
+    @model_validator(mode="after")
+    def _check_composite_options(self) -> CubeConfig:
+        for name in self.composite_options:
+            if name not in self.composites or name not in CUBE_FUNCTION_NAMES:
+                raise _problem(
+                    f"options for {quoted(name)}, which is not one of the cube's MAXNDVI, BAP or GMED",
+                    "composite_options",
+                )
+        for name in self.composites:
+            if name in CUBE_FUNCTION_NAMES:
+                try:
+                    check_cube_function_options(
+                        name, self.composite_options.get(name, {}), [b.name for b in self.bands], list(self.indexes)
+                    )
+                except ValueError as exc:
+                    raise _problem(str(exc), "composite_options", name) from None
+        return self
 
     @model_validator(mode="after")
     def _check_tiles_and_periods(self) -> CubeConfig:

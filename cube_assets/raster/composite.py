@@ -314,6 +314,44 @@ def blend_cube(
     return {name: Path(path) for name, path in destinations.items()}
 
 
+def identity_cube(
+    merge_paths: Sequence[PathLike],
+    dates: Sequence[datetime.date],
+    out_path: PathLike,
+    nodata: float | None,
+    block_size: int = 512,
+    finalize: Finalize | None = None,
+) -> Path:
+    """IDT of one band: its merges, unchanged, as one GeoTIFF with a band per date (a cube of dates).
+
+    Bands are in date order (equal dates keep their input order), each described by its ISO
+    date; pixels are copied window by window, so memory does not grow with the tile. The output
+    is a DEFLATE GeoTIFF moved into place, or an uncompressed temporary file handed to
+    ``finalize(tmp_tiff, out_path)``.
+
+    Returns:
+        ``out_path``.
+
+    Raises:
+        InvalidRaster: naming the file, if a merge cannot be opened or differs in grid or dtype.
+        ValueError: if there is not one date per merge, or none.
+    """
+    _check_observations([merge_paths], ["merge_paths"], dates, [0.0] * len(dates))
+    order = sorted(range(len(dates)), key=lambda i: dates[i])
+    with gdal_cache_limit(GDAL_CACHE_BYTES), contextlib.ExitStack() as inputs:
+        merges = open_aligned(inputs, merge_paths, None)
+        dtype = np.dtype(merges[0].dtypes[0])
+        profile = {**_output_profile(merges[0], dtype, nodata, compress=finalize is None), "count": len(order)}
+        staged = inputs.enter_context(staged_outputs({"IDT": out_path}, finalize))
+        with rasterio.open(staged["IDT"], "w", **profile) as out:
+            for band, t in enumerate(order, start=1):
+                out.set_band_description(band, dates[t].isoformat())
+            for window in block_windows(merges[0].width, merges[0].height, block_size):
+                for band, t in enumerate(order, start=1):
+                    out.write(merges[t].read(1, window=window), band, window=window)
+    return Path(out_path)
+
+
 def _choose_rules(functions: Sequence[str], out_paths: Mapping[str, PathLike]) -> list[CompositeRule]:
     """The rules of ``functions`` from ``COMPOSITE_FUNCTIONS``, once each, in the order given.
 
@@ -887,4 +925,5 @@ __all__ = [
     "blend_band",
     "blend_cube",
     "blend_quality",
+    "identity_cube",
 ]

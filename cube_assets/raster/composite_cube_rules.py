@@ -684,6 +684,28 @@ def cube_rule(name: str, options: Mapping[str, Any], context: CubeContext) -> Cu
     raise ValueError(f"compositing function {name!r} is not one of {list(CUBE_FUNCTION_NAMES)}")
 
 
+def check_cube_function_options(
+    name: str, options: Mapping[str, Any], band_names: Sequence[str], index_names: Sequence[str]
+) -> None:
+    """Check the options of cube function ``name`` as a cube configures them, before any pixel is read.
+
+    Returns:
+        None.
+
+    Raises:
+        ValueError: naming the option, as ``cube_rule`` would on these bands and indexes.
+    """
+    if not isinstance(options, Mapping):
+        raise ValueError(f"{name}: options must be a mapping, got {options!r}")
+    indexes: dict[str, tuple[IndexFunction, Mapping[str, str]]] = {index: (_no_index, {}) for index in index_names}
+    cube_rule(name, options, CubeContext(band_names=tuple(band_names), indexes=indexes))
+
+
+def _no_index(inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Stands for an index while options are only checked."""
+    raise NotImplementedError("an index placeholder is never evaluated")
+
+
 __all__ = [
     "BAP_WEIGHTS",
     "CUBE_FUNCTION_NAMES",
@@ -697,6 +719,7 @@ __all__ = [
     "OutputSpec",
     "bap_options",
     "bap_scores",
+    "check_cube_function_options",
     "cloud_distance",
     "cube_rule",
     "day_distance",

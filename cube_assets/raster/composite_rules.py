@@ -37,6 +37,7 @@ from typing import Literal
 import numpy as np
 
 from cube_assets.errors import InvalidRaster
+from cube_assets.raster.composite_cube_rules import CUBE_FUNCTION_NAMES
 from cube_assets.raster.composite_metrics import (
     finish_difference,
     finish_percentile,
@@ -532,8 +533,11 @@ def is_band_function(name: str) -> bool:
     return name in COMPOSITE_FUNCTIONS or PERCENTILE_NAME.match(name) is not None
 
 
-CUBE_FUNCTIONS: tuple[str, ...] = ()
-"""Compositing functions over all the bands of a cube at once (``composite_cube_rules``)."""
+IDENTITY = "IDT"
+"""The identity "composite": the period's merges as a cube of dates (``composite.identity_cube``)."""
+
+CUBE_FUNCTIONS: tuple[str, ...] = (*CUBE_FUNCTION_NAMES, IDENTITY)
+"""Compositing functions over all the bands of a cube at once (``composite_cube_rules``) and IDT."""
 
 COMPOSITE_FUNCTION_NAMES = FUNCTIONS + CUBE_FUNCTIONS
 """Every fixed compositing function name a cube may configure (besides ``Pnn``)."""
@@ -636,6 +640,7 @@ __all__ = [
     "COMPOSITE_FUNCTIONS",
     "COMPOSITE_FUNCTION_NAMES",
     "CUBE_FUNCTIONS",
+    "IDENTITY",
     "FUNCTIONS",
     "MAX_COUNT",
     "PROVENANCE_NODATA",
