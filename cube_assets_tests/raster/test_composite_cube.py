@@ -255,3 +255,36 @@ def test_cube_window_clear_ignores_nodata_and_cloud():
         nodata=-9999,
     )
     assert window.clear[:, 0, 0].tolist() == [True, False]
+
+
+# ----------------------------------------------------------------------------- the drivers
+
+
+def test_blend_cube_refuses_an_output_without_a_path(tmp_path):
+    from cube_assets.errors import InvalidCubeConfig
+
+    values, quality = random_cube(6)
+    merges = {
+        band: [write(tmp_path / f"{band}_{t}.tif", values[b, t], -9999) for t in range(2)]
+        for b, band in enumerate(BANDS)
+    }
+    qualities = [write(tmp_path / f"q_{t}.tif", quality[t], None) for t in range(2)]
+    rule = cube_rule("BAP", {}, CONTEXT)
+    outs = {band: tmp_path / f"{band}.tif" for band in BANDS}  # no SCORE, DOY, ...
+    with pytest.raises(InvalidCubeConfig, match="SCORE"):
+        blend_cube(merges, qualities, DATES[:2], EFFICACIES[:2], RULES, rule, outs, -9999)
+    assert not list(tmp_path.glob("B0*.tif")) and not (tmp_path / "blue.tif").exists()
+
+
+def test_identity_cube_stacks_the_merges_in_date_order(tmp_path):
+    from cube_assets.raster.composite import identity_cube
+
+    layers = [np.full((HEIGHT, WIDTH), value, dtype=np.int16) for value in (30, 10, 20)]
+    paths = [write(tmp_path / f"m{i}.tif", layer, -9999) for i, layer in enumerate(layers)]
+    dates = [datetime.date(2024, 1, 30), datetime.date(2024, 1, 10), datetime.date(2024, 1, 20)]
+    out = identity_cube(paths, dates, tmp_path / "IDT.tif", -9999, block_size=BLOCK)
+    with rasterio.open(out) as src:
+        assert src.count == 3
+        assert list(src.descriptions) == ["2024-01-10", "2024-01-20", "2024-01-30"]
+        assert src.read()[:, 5, 5].tolist() == [10, 20, 30]
+        assert src.nodata == -9999
