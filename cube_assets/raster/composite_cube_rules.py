@@ -370,19 +370,22 @@ def bap_scores(window: CubeWindow, options: BapOptions, target_doy: int, target_
         [weights["doy"] * s_doy[t] + weights["year"] * s_year[t] + weights["view"] * s_view[t] for t in range(count)]
     )
     cap = float(options.max_cloud_distance)
-    distance = window.cloud_distance
+    clear = window.clear
+    scores: np.ndarray = np.full(window.classes.shape, np.nan)
+    # Only the clear pixels are scored (the others are never chosen), each term where it is not 1.
+    distance = window.cloud_distance[clear]
+    s_cloud = np.ones(distance.shape)
+    near = distance < cap
     with np.errstate(over="ignore"):
-        s_cloud = np.where(distance >= cap, 1.0, 1.0 / (1.0 + np.exp(-10.0 / cap * (distance - cap / 2.0))))
+        s_cloud[near] = 1.0 / (1.0 + np.exp(-10.0 / cap * (distance[near] - cap / 2.0)))
         if options.haze_band is not None:
-            blue = window.values[window.band_names.index(options.haze_band)].astype(np.float64)
+            blue = window.values[window.band_names.index(options.haze_band)][clear].astype(np.float64)
             h = options.haze_max
             s_haze = 1.0 / (1.0 + np.exp(10.0 / h * (blue - h / 2.0)))
         else:
-            s_haze = np.ones(window.classes.shape)
-    scores: np.ndarray = (
-        per_observation[:, None, None] + weights["cloud"] * s_cloud + weights["haze"] * s_haze
-    ) / total
-    scores[~window.clear] = np.nan
+            s_haze = np.ones(distance.shape)
+    observation = np.broadcast_to(per_observation[:, None, None], window.classes.shape)[clear]
+    scores[clear] = (observation + weights["cloud"] * s_cloud + weights["haze"] * s_haze) / total
     return scores
 
 
