@@ -4,6 +4,7 @@ Run::
 
     .venv/bin/python benchmarks/blend.py                 # 2048 x 2048 x 10 dates, best of 3
     .venv/bin/python benchmarks/blend.py --size 10560    # a full BDC tile, one run (minutes)
+    .venv/bin/python benchmarks/blend.py --cases science # P25, GMED, MAXNDVI, BAP (``blend_science``)
 
 It builds a synthetic period (``build_synthetic_period``): 10 dates of one tile, each an int16
 band (reflectance x 10000, nodata -9999) and a Sentinel-2 SCL band with cloud blobs, shadows,
@@ -401,7 +402,15 @@ def warm_up(directory: Path) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> float:
-    """Run the benchmark; return the minimum ratio against the reference."""
+    """Run the benchmark; return the minimum ratio against the reference (``--cases science``: ``blend_science``)."""
+    cases = argparse.ArgumentParser(add_help=False)
+    cases.add_argument("--cases", choices=("classic", "science"), default="classic")
+    chosen, rest = cases.parse_known_args(argv)
+    if chosen.cases == "science":
+        import blend_science
+
+        return blend_science.main(rest)
+    argv = rest
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=2048, help="tile width and height in pixels (default 2048)")
     parser.add_argument("--dates", type=int, default=10, help="observations in the period (default 10)")

@@ -33,6 +33,11 @@ Where the cube builder's code and this project's rules differ, the rules win in 
   stays bounded.
 
 Only numpy, numpy.ma and rasterio are used, not ``cube_assets.raster.composite``.
+
+The references of the spectral-temporal metrics and the geometric median are the libraries
+users would reach for: ``reference_percentile_band`` is ``numpy.nanpercentile`` of the clear
+stack, ``reference_geomedian`` the ``geomad`` package (Geoscience Australia's hdstats
+successor), each window by window with the same staging files and COG conversion.
 """
 
 from __future__ import annotations
@@ -328,3 +333,115 @@ def _lean_quality_window(
         provenance[clear_not_done] = days[order]
         notdone &= masked
     return best, provenance, clear, total
+
+
+# --------------------------------------------------------------------------- references of the new functions
+
+
+def _clear_stack(
+    datasets: Sequence[rasterio.io.DatasetReader],
+    masks: Sequence[rasterio.io.DatasetReader],
+    window: Window,
+    codes: _Codes,
+    band_nodata: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A window's ``(T, H, W)`` float64 stack with NaN where an observation is not clear, and the clear mask."""
+    values = np.stack([dataset.read(1, window=window) for dataset in datasets]).astype(np.float64)
+    quality = np.stack([mask.read(1, window=window) for mask in masks])
+    clear = np.isin(quality, codes.clear) & (values != band_nodata)
+    values[~clear] = np.nan
+    return values, clear
+
+
+def reference_percentile_band(
+    merge_paths: Sequence[PathLike],
+    quality_paths: Sequence[PathLike],
+    rules,  # type: ignore[no-untyped-def]  # value rules, as the other references take them
+    percent: float,
+    out_path: PathLike,
+    band_nodata: float,
+    finalize: Finalize | None = None,
+) -> Path:
+    """``numpy.nanpercentile`` of the clear observations (linear), truncated toward zero, window by window.
+
+    Returns:
+        ``out_path``.
+    """
+    codes = _Codes(rules)
+    bands = [rasterio.open(path) for path in merge_paths]
+    masks = [rasterio.open(path) for path in quality_paths]
+    try:
+        dtype = bands[0].dtypes[0]
+        with _output(Path(out_path), _staging_profile(bands[0], dtype, band_nodata), finalize) as out:
+            for window in _block_windows(bands[0]):
+                values, clear = _clear_stack(bands, masks, window, codes, band_nodata)
+                with np.errstate(all="ignore"), warnings_ignored():
+                    result = np.nanpercentile(values, percent, axis=0)
+                out.write(np.where(clear.any(axis=0), np.trunc(result), band_nodata).astype(dtype), 1, window=window)
+    finally:
+        for dataset in bands + masks:
+            dataset.close()
+    return Path(out_path)
+
+
+@contextlib.contextmanager
+def warnings_ignored():
+    """Silence numpy's "All-NaN slice" warnings of pixels without clear observations."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def reference_geomedian(
+    merge_paths: dict[str, Sequence[PathLike]],
+    quality_paths: Sequence[PathLike],
+    rules,  # type: ignore[no-untyped-def]  # value rules, as the other references take them
+    out_paths: dict[str, PathLike],
+    band_nodata: float,
+    eps: float,
+    max_iterations: int,
+    finalize: Finalize | None = None,
+    num_threads: int | None = None,
+) -> dict[str, Path]:
+    """The ``geomad`` package's geometric median of the clear observations, window by window.
+
+    Per window the bands' clear stacks (NaN elsewhere) go to ``geomad.nangeomedian_pcm`` as one
+    float32 ``(H, W, B, T)`` array; the result is truncated toward zero into the bands' dtype.
+
+    Returns:
+        ``{band: path}``.
+    """
+    import geomad
+
+    codes = _Codes(rules)
+    names = list(merge_paths)
+    bands = {name: [rasterio.open(path) for path in merge_paths[name]] for name in names}
+    masks = [rasterio.open(path) for path in quality_paths]
+    threads = num_threads or os.cpu_count() or 1
+    try:
+        first = bands[names[0]][0]
+        dtype = first.dtypes[0]
+        with contextlib.ExitStack() as outputs:
+            out = {
+                name: outputs.enter_context(
+                    _output(Path(out_paths[name]), _staging_profile(first, dtype, band_nodata), finalize)
+                )
+                for name in names
+            }
+            for window in _block_windows(first):
+                stacks = [_clear_stack(bands[name], masks, window, codes, band_nodata) for name in names]
+                clear = np.logical_and.reduce([c for _, c in stacks])
+                stacked = np.stack([np.where(clear, v, np.nan) for v, _ in stacks]).astype(np.float32)
+                cube = np.ascontiguousarray(stacked.transpose(2, 3, 0, 1))  # (H, W, B, T)
+                with warnings_ignored():
+                    median = geomad.nangeomedian_pcm(cube, eps=eps, maxiters=max_iterations, num_threads=threads)
+                any_clear = clear.any(axis=0)
+                for b, name in enumerate(names):
+                    result = np.where(any_clear, np.trunc(np.nan_to_num(median[:, :, b])), band_nodata)
+                    out[name].write(result.astype(dtype), 1, window=window)
+    finally:
+        for dataset in [d for group in bands.values() for d in group] + masks:
+            dataset.close()
+    return {name: Path(path) for name, path in out_paths.items()}

@@ -53,6 +53,8 @@ from cube_assets.grids import (
     utm_grid,
 )
 from cube_assets.quoting import quoted, shortened
+from cube_assets.raster.composite_cube_rules import CUBE_FUNCTION_NAMES, check_cube_function_options
+from cube_assets.raster.composite_rules import COMPOSITE_FUNCTION_NAMES, is_composite_function
 from cube_assets.raster.indexes import compile_expression
 from cube_assets.raster.masks import ValueMaskRules, rules_from_config
 from cube_assets.raster.reflectance import DEFAULT_BLOCK_SIZE, BandStorage
@@ -64,7 +66,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 collections, providers and grids."""
 _COMMON_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-COMPOSITE_FUNCTIONS = ("LCF", "MED", "AVG")
+COMPOSITE_FUNCTIONS = COMPOSITE_FUNCTION_NAMES
 _DTYPES = ("uint8", "int16", "uint16", "int32", "float32")
 RESAMPLING_NAMES = tuple(method.name for method in SUPPORTED_RESAMPLING)
 # Scene files published beside the bands share their key space (storage/layout.py).
@@ -413,6 +415,7 @@ class CubeConfig(_Strict):
     quality: QualityConfig
     indexes: dict[str, str] = Field(default_factory=dict, max_length=MAX_INDEXES)
     composites: list[str] = Field(default_factory=lambda: ["LCF"])
+    composite_options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # MAXNDVI / BAP / GMED options
     dtype: str = "int16"
     nodata: float = Field(-9999, allow_inf_nan=True)
     source_resolution: float | None = Field(None, gt=0)  # which product resolution to read; default: the grid's
@@ -540,10 +543,11 @@ class CubeConfig(_Strict):
     @field_validator("composites")
     @classmethod
     def _check_composites(cls, value: list[str]) -> list[str]:
-        unknown = [name for name in value if name not in COMPOSITE_FUNCTIONS]
+        unknown = [name for name in value if not is_composite_function(name)]
         if unknown:
             raise ValueError(
                 f"unknown composite functions {quoted(unknown)}; expected some of {list(COMPOSITE_FUNCTIONS)}"
+                " or a percentile P0..P100"
             )
         _raise_any([((i,), f"{value[i]} repeats composites[{j}]") for i, j in _repeats(value).items()])
         return value
@@ -630,6 +634,24 @@ class CubeConfig(_Strict):
     def file_block_size(self) -> int:
         """The GeoTIFF block side of the cube's scene files: ``block_size``, else 512."""
         return self.block_size or DEFAULT_BLOCK_SIZE
+
+    @model_validator(mode="after")
+    def _check_composite_options(self) -> CubeConfig:
+        for name in self.composite_options:
+            if name not in self.composites or name not in CUBE_FUNCTION_NAMES:
+                raise _problem(
+                    f"options for {quoted(name)}, which is not one of the cube's MAXNDVI, BAP or GMED",
+                    "composite_options",
+                )
+        for name in self.composites:
+            if name in CUBE_FUNCTION_NAMES:
+                try:
+                    check_cube_function_options(
+                        name, self.composite_options.get(name, {}), [b.name for b in self.bands], list(self.indexes)
+                    )
+                except ValueError as exc:
+                    raise _problem(str(exc), "composite_options", name) from None
+        return self
 
     @model_validator(mode="after")
     def _check_tiles_and_periods(self) -> CubeConfig:

@@ -32,7 +32,7 @@ def test_aoi_selects_the_tiles_it_touches(tmp_path):
     [
         ({"name": "S2-16D"}, r"cubes\[0\]\.name"),
         ({"providers": ["nowhere"]}, r"cubes\[0\]\.providers\[0\]: unknown provider"),
-        ({"composites": ["LCF", "MAX"]}, "unknown composite functions"),
+        ({"composites": ["LCF", "MAXIMUM"]}, "unknown composite functions"),
         ({"end_date": "2023-01-01"}, "precedes start_date"),
         ({"tiles": ["12"]}, "not a tile name"),
         ({"temporal": {"step": "16X"}}, "16X"),

@@ -1,8 +1,9 @@
 """The window engine of the composites: blend a tile and period's merges window by window.
 
-``blend_band`` composites one band with the rules it names ("LCF", "MED", "AVG"), taken by name
-from ``composite_rules.COMPOSITE_FUNCTIONS``; ``blend_quality`` writes the quality outputs
-(quality, PROVENANCE, CLEAROB, TOTALOB). Both go through the same phases: check the inputs,
+``blend_band`` composites one band with the rules it names ("LCF", "MED", "AVG", "P25", ...), taken
+by name from ``composite_rules``; ``blend_cube`` composites every band at once with a rule over
+all bands (MAXNDVI, BAP, GMED of ``composite_cube_rules``); ``blend_quality`` writes the quality
+outputs (quality, PROVENANCE, CLEAROB, TOTALOB). Both go through the same phases: check the inputs,
 open the aligned stack of merges (``windowed_io.open_aligned``), choose the rules and the engine,
 run the windows in parallel workers (``_run_windows``) and finalize the staged outputs
 (``windowed_io.staged_outputs``). Peak memory depends on ``block_size`` and T, not on the tile
@@ -32,8 +33,8 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from cube_assets.errors import InvalidCubeConfig
+from cube_assets.raster.composite_cube_rules import CubeRule, CubeWindow, cloud_distance
 from cube_assets.raster.composite_rules import (
-    COMPOSITE_FUNCTIONS,
     FUNCTIONS,
     PROVENANCE_NODATA,
     QUALITY_OUTPUTS,
@@ -41,6 +42,8 @@ from cube_assets.raster.composite_rules import (
     KernelWindow,
     composite_quality_kernel,
     composite_quality_window,
+    composite_rule,
+    is_band_function,
     rank_observations,
 )
 from cube_assets.raster.masks import (
@@ -214,6 +217,141 @@ def blend_quality(
     return destinations
 
 
+def blend_cube(
+    merge_paths: Mapping[str, Sequence[PathLike]],
+    quality_paths: Sequence[PathLike],
+    dates: Sequence[datetime.date],
+    efficacies: Sequence[float],
+    quality_rules: QualityRules | Mapping[str, Any],
+    rule: CubeRule,
+    out_paths: Mapping[str, PathLike],
+    band_nodata: float,
+    block_size: int = 512,
+    finalize: Finalize | None = None,
+    *,
+    engine: str = "auto",
+    io_threads: int | None = None,
+    view_zenith: Sequence[float | None] | None = None,
+) -> dict[str, Path]:
+    """Composite every band of a tile and period at once with a cube ``rule`` (MAXNDVI, BAP, GMED).
+
+    Rules: observations are ranked with ``rank_observations``; the quality is classified with
+    ``quality_rules``; a pixel nodata in any band is NODATA for that observation in every band;
+    then ``rule`` (``composite_cube_rules``) composites the ``(B, T, H, W)`` stack of each window.
+    A rule with a ``halo`` (BAP) gets, per observation, the distance to the nearest cloud or
+    shadow pixel computed on the window and ``halo`` pixels around it, so its pixels do not
+    depend on the windows. ``view_zenith`` gives each observation's view zenith in degrees
+    (None where unknown).
+
+    Window by window like ``blend_band``, with the same ``engine`` and ``io_threads`` choices
+    (both engines give identical pixels) and the same output files. In a window, the band files
+    of observations without a CLEAR pixel there are not read (no cube rule uses them).
+
+    Returns:
+        ``{band or information output: output path}`` (``out_paths`` must name every band of
+        ``merge_paths`` and every output of ``rule.outputs``).
+
+    Raises:
+        InvalidRaster: naming the file, if an input cannot be opened or differs in grid or dtype
+            from the first merge, or if ``band_nodata`` does not fit.
+        InvalidCubeConfig: if an output has no path, or there are no bands.
+        ValueError: if the inputs do not have one entry per observation, or on an unknown
+            ``engine`` or a bad ``io_threads``.
+    """
+    if not merge_paths:
+        raise InvalidCubeConfig(f"{rule.name}: no bands to composite")
+    band_names = tuple(merge_paths)
+    _check_observations(
+        [*merge_paths.values(), quality_paths, view_zenith if view_zenith is not None else dates],
+        [*band_names, "quality_paths", "view_zenith"],
+        dates,
+        efficacies,
+    )
+    missing = [name for name in (*band_names, *rule.outputs) if name not in out_paths]
+    if missing:
+        raise InvalidCubeConfig(f"{rule.name}: outputs {missing} have no output path")
+    zenith = (
+        np.array([np.nan if v is None else float(v) for v in view_zenith], dtype=np.float64) if view_zenith else None
+    )
+    job = _CubeJob(
+        rule=rule,
+        quality_rules=_as_rules(quality_rules),
+        order=np.asarray(rank_observations(efficacies, dates), dtype=np.int64),
+        days=np.asarray([d.timetuple().tm_yday for d in dates], dtype=np.int16),
+        years=np.asarray([d.year for d in dates], dtype=np.int64),
+        view_zenith=zenith,
+    )
+    with gdal_cache_limit(GDAL_CACHE_BYTES), contextlib.ExitStack() as inputs:
+        stacks = {name: _BandStack.open(inputs, merge_paths[name], quality_paths, band_nodata) for name in band_names}
+        first = stacks[band_names[0]]
+        for stack in stacks.values():
+            open_aligned(inputs, [first.merges[0].name, stack.merges[0].name], None)  # one grid and dtype for all bands
+        chosen_engine = _resolve_engine(engine, first.dtype)
+        windows = list(block_windows(first.merges[0].width, first.merges[0].height, block_size))
+        count = _worker_count(io_threads, windows)
+        band_handles = {name: list(_handles_per_worker(inputs, stacks[name].merges, count)) for name in band_names}
+        quality_handles = list(_handles_per_worker(inputs, first.qualities, count))
+        workers: list[WindowWorker] = [
+            _CubeWindows(
+                {name: _StackReader(band_handles[name][w], first.dtype) for name in band_names},
+                _StackReader(quality_handles[w], first.quality_dtype),
+                job,
+                first.nodata,
+                chosen_engine,
+            )
+            for w in range(count)
+        ]
+        profiles = {
+            name: _output_profile(first.merges[0], first.dtype, first.nodata, compress=finalize is None)
+            for name in band_names
+        }
+        for name, spec in rule.outputs.items():
+            profiles[name] = _output_profile(
+                first.merges[0], np.dtype(spec.dtype), spec.nodata, compress=finalize is None
+            )
+        destinations = {name: out_paths[name] for name in profiles}
+        _composite_windows(inputs, windows, workers, destinations, profiles, finalize)
+    return {name: Path(path) for name, path in destinations.items()}
+
+
+def identity_cube(
+    merge_paths: Sequence[PathLike],
+    dates: Sequence[datetime.date],
+    out_path: PathLike,
+    nodata: float | None,
+    block_size: int = 512,
+    finalize: Finalize | None = None,
+) -> Path:
+    """IDT of one band: its merges, unchanged, as one GeoTIFF with a band per date (a cube of dates).
+
+    Bands are in date order (equal dates keep their input order), each described by its ISO
+    date; pixels are copied window by window, so memory does not grow with the tile. The output
+    is a DEFLATE GeoTIFF moved into place, or an uncompressed temporary file handed to
+    ``finalize(tmp_tiff, out_path)``.
+
+    Returns:
+        ``out_path``.
+
+    Raises:
+        InvalidRaster: naming the file, if a merge cannot be opened or differs in grid or dtype.
+        ValueError: if there is not one date per merge, or none.
+    """
+    _check_observations([merge_paths], ["merge_paths"], dates, [0.0] * len(dates))
+    order = sorted(range(len(dates)), key=lambda i: dates[i])
+    with gdal_cache_limit(GDAL_CACHE_BYTES), contextlib.ExitStack() as inputs:
+        merges = open_aligned(inputs, merge_paths, None)
+        dtype = np.dtype(merges[0].dtypes[0])
+        profile = {**_output_profile(merges[0], dtype, nodata, compress=finalize is None), "count": len(order)}
+        staged = inputs.enter_context(staged_outputs({"IDT": out_path}, finalize))
+        with rasterio.open(staged["IDT"], "w", **profile) as out:
+            for band, t in enumerate(order, start=1):
+                out.set_band_description(band, dates[t].isoformat())
+            for window in block_windows(merges[0].width, merges[0].height, block_size):
+                for band, t in enumerate(order, start=1):
+                    out.write(merges[t].read(1, window=window), band, window=window)
+    return Path(out_path)
+
+
 def _choose_rules(functions: Sequence[str], out_paths: Mapping[str, PathLike]) -> list[CompositeRule]:
     """The rules of ``functions`` from ``COMPOSITE_FUNCTIONS``, once each, in the order given.
 
@@ -224,18 +362,20 @@ def _choose_rules(functions: Sequence[str], out_paths: Mapping[str, PathLike]) -
         InvalidCubeConfig: on an unknown function or a function without an output path.
     """
     for function in functions:
-        if function not in COMPOSITE_FUNCTIONS:
-            raise InvalidCubeConfig(f"compositing function {function!r} is unknown (expected one of {FUNCTIONS})")
+        if not is_band_function(function):
+            raise InvalidCubeConfig(
+                f"compositing function {function!r} is unknown (expected one of {FUNCTIONS} or P0..P100)"
+            )
         if function not in out_paths:
             raise InvalidCubeConfig(f"compositing function {function!r} has no output path")
-    return [COMPOSITE_FUNCTIONS[function] for function in dict.fromkeys(functions)]
+    return [composite_rule(function) for function in dict.fromkeys(functions)]
 
 
 # --------------------------------------------------------------------------- input checks
 
 
 def _check_observations(
-    paths: Sequence[Sequence[PathLike]], names: Sequence[str], dates: Sequence[Any], efficacies: Sequence[float]
+    paths: Sequence[Sequence[Any]], names: Sequence[str], dates: Sequence[Any], efficacies: Sequence[float]
 ) -> None:
     """Raise ``ValueError`` unless every sequence has one entry per observation, and there is one."""
     lengths = {name: len(seq) for name, seq in zip(names, paths, strict=True)}
@@ -579,6 +719,79 @@ class _CompiledBandWindows:
         stack.loaded[which] = True
 
 
+# --------------------------------------------------------------------------- cube workers
+
+
+@dataclass(frozen=True)
+class _CubeJob:
+    """What every worker of ``blend_cube`` composites."""
+
+    rule: CubeRule
+    quality_rules: QualityRules
+    order: np.ndarray
+    days: np.ndarray
+    years: np.ndarray
+    view_zenith: np.ndarray | None
+
+
+class _CubeWindows:
+    """A worker of ``blend_cube``: read a window of every band (with the quality's halo), run the rule."""
+
+    def __init__(
+        self,
+        band_readers: Mapping[str, _StackReader],
+        quality_reader: _StackReader,
+        job: _CubeJob,
+        nodata: float,
+        engine: str,
+    ) -> None:
+        self.band_readers, self.quality_reader, self.job, self.nodata = band_readers, quality_reader, job, nodata
+        self.engine = engine
+
+    def __call__(self, window: Window) -> dict[str, np.ndarray]:
+        """The rule's outputs of ``window``."""
+        classes, distance = self._classes(window)
+        clear_somewhere = (classes == QualityClass.CLEAR).reshape(classes.shape[0], -1).any(axis=1)
+        which = np.flatnonzero(clear_somewhere)
+        values = np.empty((len(self.band_readers), *classes.shape), dtype=next(iter(self.band_readers.values())).dtype)
+        for b, reader in enumerate(self.band_readers.values()):
+            values[b] = self.nodata
+            reader.read(window, values[b], which)
+        classes = propagate_spectral_nodata(classes, list(values), self.nodata, QualityClass.NODATA)
+        cube = CubeWindow(
+            values=values,
+            classes=classes,
+            band_names=tuple(self.band_readers),
+            order=self.job.order,
+            days=self.job.days,
+            years=self.job.years,
+            nodata=self.nodata,
+            cloud_distance=distance,
+            view_zenith=self.job.view_zenith,
+        )
+        rule = self.job.rule
+        return rule.kernel(cube) if self.engine == "numba" else rule.numpy(cube)
+
+    def _classes(self, window: Window) -> tuple[np.ndarray, np.ndarray | None]:
+        """The window's quality classes and, for a rule with a halo, the capped distance to cloud."""
+        halo = self.job.rule.halo
+        if not halo:
+            quality = self.quality_reader.read(window, self.quality_reader.empty(window))
+            return classify_quality(quality, self.job.quality_rules), None
+        dataset = self.quality_reader.datasets[0]
+        col0, row0 = max(0, int(window.col_off) - halo), max(0, int(window.row_off) - halo)
+        col1 = min(dataset.width, int(window.col_off + window.width) + halo)
+        row1 = min(dataset.height, int(window.row_off + window.height) + halo)
+        around = Window(col0, row0, col1 - col0, row1 - row0)
+        classes = classify_quality(
+            self.quality_reader.read(around, self.quality_reader.empty(around)), self.job.quality_rules
+        )
+        distance = cloud_distance(classes, halo)
+        rows = slice(int(window.row_off) - row0, int(window.row_off) - row0 + int(window.height))
+        cols = slice(int(window.col_off) - col0, int(window.col_off) - col0 + int(window.width))
+        return np.ascontiguousarray(classes[:, rows, cols]), np.ascontiguousarray(distance[:, rows, cols])
+
+
 # --------------------------------------------------------------------------- quality workers
 
 
@@ -710,5 +923,7 @@ __all__ = [
     "ENGINES",
     "GDAL_CACHE_BYTES",
     "blend_band",
+    "blend_cube",
     "blend_quality",
+    "identity_cube",
 ]

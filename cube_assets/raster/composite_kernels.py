@@ -10,6 +10,10 @@ stack, applying exactly the rule of its pure-numpy twin in ``composite_rules``:
   floats; NaN sorts last like ``numpy.sort``);
 * ``mean_window``: ``composite_rules.mean_clear`` (integer sums in int64, mean truncated toward zero;
   float sums in float64 in observation order, like numpy's axis-0 sum);
+* ``percentiles_window`` / ``std_window``: the spectral-temporal metrics of ``composite_metrics``
+  (percentiles, MIN, MAX, RANGE, IQR; STD);
+* ``quality_mosaic_window``, ``geomedian_window``, ``deviations_window``: the rules over all
+  bands of ``composite_cube_rules`` (MAXNDVI and BAP, GMED and its deviations);
 * ``quality_window``: LCF of the quality band itself with PROVENANCE, CLEAROB and TOTALOB.
 
 The quality band is classified on the fly through a lookup table built by
@@ -224,6 +228,126 @@ def mean_window(  # type: ignore[no-untyped-def]  # numba types it per call
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
+def percentiles_window(  # type: ignore[no-untyped-def]  # numba types it per call
+    values,
+    quality,
+    lut,
+    lut_offset,
+    loaded,
+    check_band,
+    fill,
+    nodata_is_nan,
+    integer,
+    sentinel,
+    network,
+    percents,
+    wide,
+    counts,
+):
+    """Percentiles of each pixel's CLEAR observations (``composite_metrics.wide_percentiles``).
+
+    Sorted row by row as ``median_window`` sorts; ``wide[k]`` gets percentile ``percents[k]``
+    before the cast to the band dtype (int64 truncated toward zero for integer bands, float64
+    otherwise) and ``counts`` the clear observations of each pixel.
+    """
+    count, height, width = quality.shape
+    ordered = np.empty((count, width), dtype=values.dtype)
+    sizes = np.empty(width, dtype=np.int64)
+    for row in range(height):
+        sizes[:] = 0
+        for t in range(count):
+            if not loaded[t]:
+                ordered[t, :] = sentinel
+                continue
+            for col in range(width):
+                value = values[t, row, col]
+                keep = _is_clear(quality[t, row, col], lut, lut_offset, value, check_band, fill, nodata_is_nan)
+                ordered[t, col] = value if keep else sentinel
+                sizes[col] += keep
+        for pair in range(network.shape[0]):
+            i = network[pair, 0]
+            j = network[pair, 1]
+            if integer:
+                for col in range(width):
+                    a = ordered[i, col]
+                    b = ordered[j, col]
+                    ordered[i, col] = min(a, b)
+                    ordered[j, col] = max(a, b)
+            else:
+                for col in range(width):
+                    a = ordered[i, col]
+                    b = ordered[j, col]
+                    if _sorts_before(b, a):
+                        ordered[i, col] = b
+                        ordered[j, col] = a
+        for col in range(width):
+            size = sizes[col]
+            counts[row, col] = size
+            top = size - 1 if size > 0 else 0
+            for k in range(percents.shape[0]):
+                position = top * percents[k]
+                low_rank = position // 100
+                remainder = position % 100
+                high_rank = min(low_rank + 1, top)
+                low = ordered[low_rank, col]
+                high = ordered[high_rank, col]
+                if integer:
+                    total = np.int64(low) * (100 - remainder) + np.int64(high) * remainder
+                    wide[k, row, col] = total // 100 if total >= 0 else -((-total) // 100)
+                else:
+                    wide[k, row, col] = (np.float64(low) * (100 - remainder) + np.float64(high) * remainder) / 100.0
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def std_window(  # type: ignore[no-untyped-def]  # numba types it per call
+    values, quality, lut, lut_offset, loaded, check_band, fill, nodata_is_nan, integer, out
+):
+    """Population standard deviation of each pixel's CLEAR observations (``composite_metrics.std_clear``).
+
+    Row by row, observations in index order: the mean from an exact int64 sum (integers) or a
+    float64 sum, then the squared float64 deviations; integer results truncated toward zero.
+    """
+    count, height, width = quality.shape
+    wholes = np.empty(width, dtype=np.int64)
+    reals = np.empty(width, dtype=np.float64)
+    squares = np.empty(width, dtype=np.float64)
+    sizes = np.empty(width, dtype=np.int64)
+    keeps = np.empty((count, width), dtype=np.bool_)
+    for row in range(height):
+        wholes[:] = 0
+        reals[:] = 0.0
+        squares[:] = 0.0
+        sizes[:] = 0
+        for t in range(count):
+            for col in range(width):
+                keep = loaded[t] and _is_clear(
+                    quality[t, row, col], lut, lut_offset, values[t, row, col], check_band, fill, nodata_is_nan
+                )
+                keeps[t, col] = keep
+                if keep:
+                    if integer:
+                        wholes[col] += np.int64(values[t, row, col])
+                    else:
+                        reals[col] += np.float64(values[t, row, col])
+                    sizes[col] += 1
+        for col in range(width):
+            divisor = np.float64(max(sizes[col], 1))
+            reals[col] = (np.float64(wholes[col]) if integer else reals[col]) / divisor
+        for t in range(count):
+            for col in range(width):
+                if keeps[t, col]:
+                    deviation = np.float64(values[t, row, col]) - reals[col]
+                    squares[col] += deviation * deviation
+        for col in range(width):
+            size = sizes[col]
+            if size == 0:
+                out[row, col] = fill
+                continue
+            deviation_std = np.sqrt(squares[col] / np.float64(size))
+            out[row, col] = np.trunc(deviation_std) if integer else deviation_std
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
 def quality_window(  # type: ignore[no-untyped-def]  # numba types it per call
     quality, lut, lut_offset, order, days, fill, out_quality, out_provenance, out_clear, out_total
 ):
@@ -265,6 +389,164 @@ def quality_window(  # type: ignore[no-untyped-def]  # numba types it per call
                 out_provenance[row, col] = days[pick]
 
 
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def quality_mosaic_window(values, classes, order, score, fill, out, chosen):  # type: ignore[no-untyped-def]  # numba types it per call
+    """Every band from the CLEAR observation with the highest score (``composite_cube_rules.quality_mosaic``).
+
+    ``values`` is ``(B, T, H, W)``, ``classes`` and ``score`` ``(T, H, W)``; the first CLEAR
+    observation in ``order`` is taken and replaced by a later one only with a strictly higher
+    score (NaN counts as minus infinity). ``out`` gets every band (``fill`` where none is
+    clear), ``chosen`` the observation (-1).
+    """
+    bands = values.shape[0]
+    count, height, width = classes.shape
+    for row in range(height):
+        for col in range(width):
+            pick = -1
+            best = -np.inf
+            for rank in range(count):
+                t = order[rank]
+                if classes[t, row, col] != _CLEAR:
+                    continue
+                value = score[t, row, col]
+                if value != value:
+                    value = -np.inf
+                if pick < 0 or value > best:
+                    pick = t
+                    best = value
+            chosen[row, col] = pick
+            for b in range(bands):
+                out[b, row, col] = fill if pick < 0 else values[b, pick, row, col]
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def geomedian_window(values, clear, eps, max_iterations, out):  # type: ignore[no-untyped-def]  # numba types it per call
+    """Geometric median of each pixel's CLEAR observations across the bands (``composite_cube_rules.geomedian``).
+
+    Weiszfeld's iterations with Vardi and Zhang's modification, as ``geomad`` iterates, in
+    float64 from the mean of the clear observations; sums over observations and bands in index
+    order. ``out`` is ``(B, H, W)`` float64, NaN where no observation is clear.
+    """
+    bands, count, height, width = values.shape
+    x = np.empty((bands, count), dtype=np.float64)
+    valid = np.empty(count, dtype=np.bool_)
+    y = np.empty(bands, dtype=np.float64)
+    target = np.empty(bands, dtype=np.float64)
+    updated = np.empty(bands, dtype=np.float64)
+    distance = np.empty(count, dtype=np.float64)
+    inverse = np.empty(count, dtype=np.float64)
+    for row in range(height):
+        for col in range(width):
+            n = 0
+            for t in range(count):
+                valid[t] = clear[t, row, col]
+                n += valid[t]
+                for b in range(bands):
+                    x[b, t] = np.float64(values[b, t, row, col])
+            if n == 0:
+                for b in range(bands):
+                    out[b, row, col] = np.nan
+                continue
+            for b in range(bands):
+                total = 0.0
+                for t in range(count):
+                    total += x[b, t] if valid[t] else 0.0
+                y[b] = total / np.float64(n)
+            for _ in range(max_iterations):
+                for t in range(count):
+                    total = 0.0
+                    for b in range(bands):
+                        gap = x[b, t] - y[b]
+                        total += gap * gap
+                    distance[t] = np.sqrt(total)
+                    inverse[t] = 1.0 / distance[t] if distance[t] > 0.0 else 1.0
+                inverse_sum = 0.0
+                for t in range(count):
+                    inverse_sum += inverse[t] if valid[t] else 0.0
+                for b in range(bands):
+                    total = 0.0
+                    for t in range(count):
+                        total += inverse[t] / inverse_sum * x[b, t] if valid[t] else 0.0
+                    target[b] = total
+                zeros = 0
+                for t in range(count):
+                    zeros += valid[t] and distance[t] == 0.0
+                if zeros == n:
+                    break
+                if zeros == 0:
+                    for b in range(bands):
+                        updated[b] = target[b]
+                else:
+                    residual = 0.0
+                    for b in range(bands):
+                        r = (target[b] - y[b]) * inverse_sum
+                        residual += r * r
+                    residual = np.sqrt(residual)
+                    ratio = zeros / residual if residual > 0.0 else 0.0
+                    for b in range(bands):
+                        updated[b] = max(0.0, 1.0 - ratio) * target[b] + min(1.0, ratio) * y[b]
+                moved = 0.0
+                for b in range(bands):
+                    gap = y[b] - updated[b]
+                    moved += gap * gap
+                moved = np.sqrt(moved)
+                for b in range(bands):
+                    y[b] = updated[b]
+                if moved < eps:
+                    break
+            for b in range(bands):
+                out[b, row, col] = y[b]
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def deviations_window(values, clear, median, kind, out):  # type: ignore[no-untyped-def]  # numba types it per call
+    """SMAD (``kind`` 0), EMAD (1) or BCMAD (2) of each pixel (``composite_cube_rules.geomedian_deviations``).
+
+    The median over the CLEAR observations of their cosine, Euclidean or Bray-Curtis distance
+    to the geometric ``median`` (``(B, H, W)`` float64); ``out`` float64, NaN without clear data.
+    """
+    bands, count, height, width = values.shape
+    distances = np.empty(count, dtype=np.float64)
+    for row in range(height):
+        for col in range(width):
+            norm_median = 0.0
+            for b in range(bands):
+                norm_median += median[b, row, col] * median[b, row, col]
+            norm_median = np.sqrt(norm_median)
+            n = 0
+            for t in range(count):
+                if not clear[t, row, col]:
+                    continue
+                first = 0.0
+                second = 0.0
+                for b in range(bands):
+                    value = np.float64(values[b, t, row, col])
+                    m = median[b, row, col]
+                    if kind == 0:
+                        first += value * m
+                        second += value * value
+                    elif kind == 1:
+                        gap = value - m
+                        first += gap * gap
+                    else:
+                        first += abs(value - m)
+                        second += abs(value + m)
+                if kind == 0:
+                    denominator = np.sqrt(second) * norm_median
+                    distance = 1.0 - first / denominator if denominator != 0.0 else np.nan
+                elif kind == 1:
+                    distance = np.sqrt(first)
+                else:
+                    distance = first / second if second != 0.0 else np.nan
+                distances[n] = distance
+                n += 1
+            if n == 0:
+                out[row, col] = np.nan
+                continue
+            ordered = np.sort(distances[:n])
+            out[row, col] = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2.0
+
+
 def sorting_network(count: int) -> np.ndarray:
     """Compare-exchange pairs (i, j), i < j, that sort ``count`` values ascending.
 
@@ -290,10 +572,15 @@ def sorting_network(count: int) -> np.ndarray:
 
 
 __all__ = [
+    "deviations_window",
+    "geomedian_window",
     "lcf_window",
     "mean_window",
     "median_window",
     "observations_with_clear",
+    "percentiles_window",
+    "quality_mosaic_window",
     "quality_window",
     "sorting_network",
+    "std_window",
 ]

@@ -16,7 +16,8 @@ All are vectorised numpy, keep the input dtype (uint16 40000 stays 40000) and ne
 are taken in 64 bits). They are the reference ("pure numpy") path.
 
 ``COMPOSITE_FUNCTIONS`` is the table the window engine (``composite``) picks a band's rules
-from by name ("LCF", "MED", "AVG"), like rasterio's ``MERGE_METHODS``: each ``CompositeRule``
+from by name ("LCF", "MED", "AVG", the metrics of ``composite_metrics``: "STD", "MIN", "MAX",
+"RANGE", "IQR", and ``composite_rule`` for any "Pnn"), like rasterio's ``MERGE_METHODS``: each ``CompositeRule``
 holds its numpy function and, side by side, its compiled twin over one ``KernelWindow`` (the
 kernels of ``composite_kernels``, which give the same pixels). ``composite_quality_window`` and
 ``composite_quality_kernel`` are the same pair for the quality outputs (quality, PROVENANCE,
@@ -27,6 +28,7 @@ first called, so this module imports without it.
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -35,6 +37,15 @@ from typing import Literal
 import numpy as np
 
 from cube_assets.errors import InvalidRaster
+from cube_assets.raster.composite_cube_rules import CUBE_FUNCTION_NAMES
+from cube_assets.raster.composite_metrics import (
+    finish_difference,
+    finish_percentile,
+    iqr_clear,
+    percentiles_clear,
+    range_clear,
+    std_clear,
+)
 from cube_assets.raster.masks import QualityClass
 from cube_assets.raster.windowed_io import check_nodata_fits
 
@@ -419,15 +430,147 @@ def _mean_kernel(window: KernelWindow, wanted: np.ndarray) -> np.ndarray:
     return out
 
 
+def _wide_kernel(window: KernelWindow, percents: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``percentiles_window`` of a window: the wide percentiles and the clear counts."""
+    shape = window.quality.shape[1:]
+    wide = np.empty((len(percents), *shape), dtype=np.int64 if window.integer else np.float64)
+    counts = np.empty(shape, dtype=np.int64)
+    _kernels().percentiles_window(
+        window.values,
+        window.quality,
+        window.table,
+        window.offset,
+        window.loaded,
+        True,
+        window.fill,
+        window.nodata_is_nan,
+        window.integer,
+        window.sentinel,
+        window.network,
+        np.asarray(percents, dtype=np.int64),
+        wide,
+        counts,
+    )
+    return wide, counts
+
+
+def _percentile_rule(name: str, percent: int) -> CompositeRule:
+    """``Pnn`` (``MIN`` = P0, ``MAX`` = P100): ``percentiles_clear`` and its compiled twin."""
+
+    def numpy_rule(values: np.ndarray, classes: np.ndarray, order: Sequence[int], nodata: float) -> np.ndarray:
+        composite: np.ndarray = percentiles_clear(values, classes, (percent,), nodata)[0]
+        return composite
+
+    def kernel_rule(window: KernelWindow, wanted: np.ndarray) -> np.ndarray:
+        wide, counts = _wide_kernel(window, (percent,))
+        return finish_percentile(wide[0], counts, window.values.dtype, window.fill.item())
+
+    return CompositeRule(name, numpy=numpy_rule, kernel=kernel_rule, reads="clear")
+
+
+def _difference_rule(name: str, low: int, high: int) -> CompositeRule:
+    """``RANGE`` (P100 - P0) or ``IQR`` (P75 - P25): ``range_clear`` / ``iqr_clear`` and their compiled twin."""
+    numpy_rule = range_clear if (low, high) == (0, 100) else iqr_clear
+
+    def numpy_values(values: np.ndarray, classes: np.ndarray, order: Sequence[int], nodata: float) -> np.ndarray:
+        return numpy_rule(values, classes, nodata)
+
+    def kernel_rule(window: KernelWindow, wanted: np.ndarray) -> np.ndarray:
+        wide, counts = _wide_kernel(window, (low, high))
+        return finish_difference(wide[1], wide[0], counts, window.values.dtype, window.fill.item())
+
+    return CompositeRule(name, numpy=numpy_values, kernel=kernel_rule, reads="clear")
+
+
+def _std_values(values: np.ndarray, classes: np.ndarray, order: Sequence[int], nodata: float) -> np.ndarray:
+    """STD: ``std_clear`` (the order does not matter)."""
+    return std_clear(values, classes, nodata)
+
+
+def _std_kernel(window: KernelWindow, wanted: np.ndarray) -> np.ndarray:
+    """STD compiled (``std_window``) over the loaded observations."""
+    out = window.empty()
+    _kernels().std_window(
+        window.values,
+        window.quality,
+        window.table,
+        window.offset,
+        window.loaded,
+        True,
+        window.fill,
+        window.nodata_is_nan,
+        window.integer,
+        out,
+    )
+    return out
+
+
 COMPOSITE_FUNCTIONS: dict[str, CompositeRule] = {
     "LCF": CompositeRule("LCF", numpy=_lcf_values, kernel=_lcf_kernel, reads="chosen"),
     "MED": CompositeRule("MED", numpy=_median_values, kernel=_median_kernel, reads="clear"),
     "AVG": CompositeRule("AVG", numpy=_mean_values, kernel=_mean_kernel, reads="clear"),
+    "STD": CompositeRule("STD", numpy=_std_values, kernel=_std_kernel, reads="clear"),
+    "MIN": _percentile_rule("MIN", 0),
+    "MAX": _percentile_rule("MAX", 100),
+    "RANGE": _difference_rule("RANGE", 0, 100),
+    "IQR": _difference_rule("IQR", 25, 75),
 }
-"""The compositing functions of a band, by name."""
+"""The compositing functions of a band with a fixed name; ``Pnn`` percentiles come from ``composite_rule``."""
 
 FUNCTIONS = tuple(COMPOSITE_FUNCTIONS)
-"""Names of the compositing functions ``blend_band`` knows."""
+"""Names of the fixed-name compositing functions ``blend_band`` knows (besides ``P0`` .. ``P100``)."""
+
+PERCENTILE_NAME = re.compile(r"^P(100|[0-9]{1,2})$")
+"""A percentile function's name: ``P`` and the percent, 0..100 (``P5``, ``P05``, ``P25``, ``P100``)."""
+
+
+def is_band_function(name: str) -> bool:
+    """Whether ``name`` is a compositing function of one band: a ``COMPOSITE_FUNCTIONS`` name or ``Pnn``.
+
+    Returns:
+        True for "LCF", "MED", "AVG", "STD", "MIN", "MAX", "RANGE", "IQR" and "P0" .. "P100".
+    """
+    return name in COMPOSITE_FUNCTIONS or PERCENTILE_NAME.match(name) is not None
+
+
+IDENTITY = "IDT"
+"""The identity "composite": the period's merges as a cube of dates (``composite.identity_cube``)."""
+
+CUBE_FUNCTIONS: tuple[str, ...] = (*CUBE_FUNCTION_NAMES, IDENTITY)
+"""Compositing functions over all the bands of a cube at once (``composite_cube_rules``) and IDT."""
+
+COMPOSITE_FUNCTION_NAMES = FUNCTIONS + CUBE_FUNCTIONS
+"""Every fixed compositing function name a cube may configure (besides ``Pnn``)."""
+
+
+def is_composite_function(name: str) -> bool:
+    """Whether a cube may configure ``name`` as a composite: a band function or a cube function.
+
+    Returns:
+        True for the names of ``COMPOSITE_FUNCTION_NAMES`` and "P0" .. "P100".
+    """
+    return is_band_function(name) or name in CUBE_FUNCTIONS
+
+
+def composite_rule(name: str) -> CompositeRule:
+    """The rule of the band function ``name``; ``Pnn`` builds the ``nn``-th percentile (``P50`` is MED's rule).
+
+    Returns:
+        The ``CompositeRule`` named ``name``.
+
+    Raises:
+        ValueError: if ``name`` is not a band function (``is_band_function``).
+    """
+    if name in COMPOSITE_FUNCTIONS:
+        return COMPOSITE_FUNCTIONS[name]
+    match = PERCENTILE_NAME.match(name)
+    if match is None:
+        raise ValueError(f"compositing function {name!r} is unknown (expected one of {FUNCTIONS} or P0..P100)")
+    percent = int(match.group(1))
+    if percent == 50:
+        median = COMPOSITE_FUNCTIONS["MED"]
+        return CompositeRule(name, numpy=median.numpy, kernel=median.kernel, reads=median.reads)
+    return _percentile_rule(name, percent)
 
 
 # --------------------------------------------------------------------------- the quality outputs
@@ -495,6 +638,9 @@ def composite_quality_kernel(
 
 __all__ = [
     "COMPOSITE_FUNCTIONS",
+    "COMPOSITE_FUNCTION_NAMES",
+    "CUBE_FUNCTIONS",
+    "IDENTITY",
     "FUNCTIONS",
     "MAX_COUNT",
     "PROVENANCE_NODATA",
@@ -503,10 +649,14 @@ __all__ = [
     "KernelRule",
     "KernelWindow",
     "NumpyRule",
+    "PERCENTILE_NAME",
     "clear_observation_count",
+    "composite_rule",
     "composite_quality",
     "composite_quality_kernel",
     "composite_quality_window",
+    "is_band_function",
+    "is_composite_function",
     "lcf",
     "mean_clear",
     "median_clear",

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Mapping, Sequence
+from datetime import date
 from pathlib import Path
 
 from cube_assets.cube_config import CubeConfig
 from cube_assets.grids import Tile
 from cube_assets.manifests import Composite, IndexPixels, Merge, PeriodBlendManifest
 from cube_assets.raster.cog import COG_CONTENT_TYPE, cog_from_file
-from cube_assets.raster.composite import blend_band, blend_quality
+from cube_assets.raster.composite import blend_band, blend_cube, blend_quality, identity_cube
+from cube_assets.raster.composite_cube_rules import CUBE_FUNCTION_NAMES, CubeContext, cube_rule
+from cube_assets.raster.composite_rules import IDENTITY, is_band_function
 from cube_assets.raster.indexes import compile_expression, write_index
 from cube_assets.raster.quicklook import REFLECTANCE_DISPLAY_RANGE, quicklook_from_files
 from cube_assets.steps.indexes import index_inputs, index_pixel_counts
@@ -30,10 +33,14 @@ def blend_period(
 ) -> PeriodBlendManifest:
     """Composite the merges of ``period`` on ``tile`` with each of the cube's functions; publish COGs.
 
-    Every function composites each spectral band; LCF also composites the quality band and
-    writes PROVENANCE (day of year of the chosen observation), and every function's item
-    carries CLEAROB and TOTALOB. Band indexes are computed from each composite's bands.
-    A period without merges produces no composite (an empty ``composites`` mapping).
+    The band functions (LCF, MED, AVG, STD, MIN, MAX, RANGE, IQR, Pnn) composite each spectral
+    band, all of them in one pass per band; the cube functions (MAXNDVI, BAP, GMED) every band at
+    once, with their options from ``cube.composite_options``; IDT publishes each band's merges
+    as one file with a band per date. LCF also composites the quality band and writes PROVENANCE
+    (day of year of the chosen observation); MAXNDVI and BAP write their own PROVENANCE, BAP its
+    SCORE, DOY, DOY_DISTANCE and NUM, GMED the deviations it is asked for; every function's item
+    carries CLEAROB and TOTALOB. Band indexes are computed from each composite's bands (not for
+    IDT). A period without merges produces no composite (an empty ``composites`` mapping).
 
     Returns:
         The ``period_blend`` manifest: per function a ``Composite`` (item, bands, quicklook), the
@@ -49,61 +56,79 @@ def blend_period(
     days = [m.date for m in merges]
     efficacies = [m.efficacy for m in merges]
     quality_paths = [store.gdal_path(m.quality) for m in merges]
+    band_paths = {band: [store.gdal_path(m.bands[band]) for m in merges] for band in cube.band_names}
+    band_functions = [f for f in cube.composites if is_band_function(f)]
+    cube_functions = [f for f in cube.composites if f in CUBE_FUNCTION_NAMES]
     composites: dict[str, Composite] = {}
     with store.staging_dir() as staging:
         local: dict[str, dict[str, Path]] = {f: {} for f in cube.composites}
-        for band in cube.band_names:
-            outs = {f: staging / f"{f}_{band}.tif" for f in cube.composites}
-            blend_band(
-                [store.gdal_path(m.bands[band]) for m in merges],
+        if band_functions:
+            for band in cube.band_names:
+                outs = {f: staging / f"{f}_{band}.tif" for f in band_functions}
+                blend_band(
+                    band_paths[band],
+                    quality_paths,
+                    days,
+                    efficacies,
+                    cube.quality.rules,
+                    band_functions,
+                    outs,
+                    cube.nodata,
+                    finalize=_to_cog,
+                )
+                for function, path in outs.items():
+                    local[function][band] = path
+        extras: dict[str, dict[str, Path]] = {f: {} for f in cube.composites}
+        context = cube_context(cube, period)
+        for function in cube_functions:
+            rule = cube_rule(function, cube.composite_options.get(function, {}), context)
+            outs = {name: staging / f"{function}_{name}.tif" for name in (*cube.band_names, *rule.outputs)}
+            blend_cube(
+                band_paths,
                 quality_paths,
                 days,
                 efficacies,
                 cube.quality.rules,
-                cube.composites,
+                rule,
                 outs,
                 cube.nodata,
                 finalize=_to_cog,
             )
-            for function, path in outs.items():
-                local[function][band] = path
-        quality_outs = {
-            "quality": staging / "quality.tif",
-            "provenance": staging / "PROVENANCE.tif",
-            "clearob": staging / "CLEAROB.tif",
-            "totalob": staging / "TOTALOB.tif",
-        }
-        blend_quality(
-            quality_paths,
-            days,
-            efficacies,
-            cube.quality.rules,
-            quality_outs["quality"],
-            quality_outs["provenance"],
-            quality_outs["clearob"],
-            quality_outs["totalob"],
-            finalize=_to_cog,
-        )
+            local[function] = {band: outs[band] for band in cube.band_names}
+            extras[function] = {name: outs[name] for name in rule.outputs}
+        quality_outs = _blend_quality(cube, quality_paths, days, efficacies, staging)
+        if IDENTITY in cube.composites:
+            local[IDENTITY] = {
+                band: identity_cube(band_paths[band], days, staging / f"IDT_{band}.tif", cube.nodata, finalize=_to_cog)
+                for band in cube.band_names
+            }
+            extras[IDENTITY] = {
+                cube.quality.band: identity_cube(
+                    quality_paths, days, staging / "IDT_quality.tif", cube.quality.nodata, finalize=_to_cog
+                )
+            }
         for function in cube.composites:
-            files = dict(local[function])
+            files = {**local[function], **extras[function]}
             files["CLEAROB"] = quality_outs["clearob"]
             files["TOTALOB"] = quality_outs["totalob"]
             if function == "LCF":
                 files[cube.quality.band] = quality_outs["quality"]
                 files["PROVENANCE"] = quality_outs["provenance"]
             index_pixels: dict[str, IndexPixels] = {}
-            for name, expression in cube.indexes.items():
-                compiled = compile_expression(expression, index_inputs(cube, local[function]).keys())
-                written = write_index(
-                    compiled,
-                    index_inputs(cube, local[function]),
-                    staging / f"{function}_{name}_raw.tif",
-                    nodata=cube.nodata,
-                    out_nodata=cube.index_nodata,
-                )
-                files[name] = _to_cog_now(written.path, staging / f"{function}_{name}.tif")
-                index_pixels[name] = index_pixel_counts(written)
-            quicklook = _quicklook(cube, local[function], staging / f"{function}_quicklook.png")
+            quicklook = None
+            if function != IDENTITY:
+                for name, expression in cube.indexes.items():
+                    compiled = compile_expression(expression, index_inputs(cube, local[function]).keys())
+                    written = write_index(
+                        compiled,
+                        index_inputs(cube, local[function]),
+                        staging / f"{function}_{name}_raw.tif",
+                        nodata=cube.nodata,
+                        out_nodata=cube.index_nodata,
+                    )
+                    files[name] = _to_cog_now(written.path, staging / f"{function}_{name}.tif")
+                    index_pixels[name] = index_pixel_counts(written)
+                quicklook = _quicklook(cube, local[function], staging / f"{function}_quicklook.png")
             composites[function] = _publish(cube, tile, period, function, files, quicklook, index_pixels, store)
     return PeriodBlendManifest(
         tile=tile.name,
@@ -113,6 +138,69 @@ def blend_period(
         dates=tuple(days),
         merges=tuple(merges),
     )
+
+
+def cube_context(cube: CubeConfig, period: Period | None = None) -> CubeContext:
+    """What the cube functions of ``cube`` need for ``period``: bands, compiled indexes, the period's middle.
+
+    Without a period the middle is the context's default (enough to name a rule's outputs).
+
+    Returns:
+        The ``CubeContext`` (each index with the band every variable of it reads).
+    """
+    names = {band: band for band in cube.band_names}
+    variables = index_inputs(cube, names)
+    indexes = {}
+    for name, expression in cube.indexes.items():
+        compiled = compile_expression(expression, variables.keys())
+        indexes[name] = (compiled.evaluate_float, {v: variables[v] for v in compiled.band_names})
+    if period is None:
+        return CubeContext(band_names=tuple(cube.band_names), indexes=indexes)
+    middle = period.start + (period.end - period.start) / 2
+    return CubeContext(
+        band_names=tuple(cube.band_names),
+        indexes=indexes,
+        period_middle_doy=middle.timetuple().tm_yday,
+        period_middle_year=middle.year,
+    )
+
+
+def information_bands(cube: CubeConfig, function: str) -> list[tuple[str, str, float | None]]:
+    """The information outputs of ``function`` besides the bands, CLEAROB, TOTALOB and indexes.
+
+    Returns:
+        ``(name, numpy dtype name, nodata)`` of each: LCF's PROVENANCE, MAXNDVI's and BAP's
+        outputs, GMED's deviations; none for the other functions.
+    """
+    if function == "LCF":
+        return [("PROVENANCE", "int16", -1.0)]
+    if function in CUBE_FUNCTION_NAMES:
+        rule = cube_rule(function, cube.composite_options.get(function, {}), cube_context(cube))
+        return [(name, spec.dtype, spec.nodata) for name, spec in rule.outputs.items()]
+    return []
+
+
+def _blend_quality(
+    cube: CubeConfig, quality_paths: Sequence[str], days: Sequence[date], efficacies: Sequence[float], staging: Path
+) -> dict[str, Path]:
+    quality_outs = {
+        "quality": staging / "quality.tif",
+        "provenance": staging / "PROVENANCE.tif",
+        "clearob": staging / "CLEAROB.tif",
+        "totalob": staging / "TOTALOB.tif",
+    }
+    blend_quality(
+        quality_paths,
+        days,
+        efficacies,
+        cube.quality.rules,
+        quality_outs["quality"],
+        quality_outs["provenance"],
+        quality_outs["clearob"],
+        quality_outs["totalob"],
+        finalize=_to_cog,
+    )
+    return quality_outs
 
 
 def _publish(

@@ -15,7 +15,9 @@ from cube_assets.catalog.repository import BandRecord, ImageFileRecord, ImageRec
 from cube_assets.cube_config import CubeConfig
 from cube_assets.grids import Tile
 from cube_assets.manifests import PeriodBlendManifest, SceneCog
+from cube_assets.raster.composite_rules import IDENTITY
 from cube_assets.raster.quicklook import REFLECTANCE_DISPLAY_RANGE
+from cube_assets.steps.blend import information_bands
 from cube_assets.storage.raster_store import RasterStore
 from cube_assets.temporal import Period
 
@@ -255,13 +257,17 @@ def _bands(cube: CubeConfig, product_id: str, tile: Tile) -> list[BandRecord]:
         extra.append(("DATASOURCE", "generic", "UInt8", 255.0))
     else:
         extra += [("CLEAROB", "generic", "UInt8", None), ("TOTALOB", "generic", "UInt8", None)]
-        if product_id.endswith("-LCF"):
-            extra.append(("PROVENANCE", "generic", "Int16", -1.0))
-        extra += [(name, "generic", "Int16", cube.index_nodata) for name in cube.indexes]
+        function = product_id.rsplit("-", 1)[-1]
+        extra += [
+            (name, "generic", _DTYPE_NAMES[dtype_name], None if nodata is None or np.isnan(nodata) else nodata)
+            for name, dtype_name, nodata in information_bands(cube, function)
+        ]
+        if function != IDENTITY:
+            extra += [(name, "generic", "Int16", cube.index_nodata) for name in cube.indexes]
     for name, kind, dtype_name, nodata in extra:
         labels = SCL_LABELS if kind == "class" and cube.quality.band == "SCL" else None
-        if kind == "class" and product_id.endswith(("-MED", "-AVG")):
-            continue  # only LCF and merges carry the quality band
+        if kind == "class" and product_id != merge_product_id(cube) and not product_id.endswith(("-LCF", "-IDT")):
+            continue  # only LCF, IDT and merges carry the quality band
         records.append(
             BandRecord(
                 name=name,

@@ -390,15 +390,15 @@ def test_blend_band_rejects_input_on_another_grid_naming_the_file(synthetic_peri
 
 def test_blend_band_rejects_unknown_function(synthetic_period, tmp_path):
     _, _, merges, qualities = synthetic_period
-    with pytest.raises(InvalidCubeConfig, match="'MAX' is unknown"):
+    with pytest.raises(InvalidCubeConfig, match="'MAXIMUM' is unknown"):
         blend_band(
             merges,
             qualities,
             SYNTH_DATES,
             SYNTH_EFFICACIES,
             FMASK4_RULES,
-            ["MAX"],
-            {"MAX": tmp_path / "x.tif"},
+            ["MAXIMUM"],
+            {"MAXIMUM": tmp_path / "x.tif"},
             BAND_NODATA,
         )
 

@@ -75,20 +75,22 @@ def random_quality(rng: np.random.Generator, dtype: np.dtype) -> np.ndarray:
     return quality
 
 
-def run_both(tmp_path: Path, values: np.ndarray, quality: np.ndarray, band_nodata, rules=RULES, **kwargs):
+def run_both(
+    tmp_path: Path, values: np.ndarray, quality: np.ndarray, band_nodata, rules=RULES, functions=FUNCTIONS, **kwargs
+):
     """Blend with each engine; return {engine: {function: (pixels, dtype)}}."""
     merges = [write(tmp_path / f"band_{t}.tif", values[t], band_nodata) for t in range(len(DATES))]
     qualities = [write(tmp_path / f"quality_{t}.tif", quality[t], None) for t in range(len(DATES))]
     results = {}
     for engine in ("numba", "numpy"):
-        outs = {f: tmp_path / engine / f"{f}.tif" for f in FUNCTIONS}
+        outs = {f: tmp_path / engine / f"{f}.tif" for f in functions}
         blend_band(
             merges,
             qualities,
             DATES,
             EFFICACIES,
             rules,
-            FUNCTIONS,
+            functions,
             outs,
             band_nodata,
             block_size=BLOCK,

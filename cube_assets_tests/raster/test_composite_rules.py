@@ -45,13 +45,12 @@ def _kernel_window(values: np.ndarray, quality: np.ndarray) -> KernelWindow:
     )
 
 
-def test_the_table_names_lcf_med_and_avg():
-    assert FUNCTIONS == ("LCF", "MED", "AVG")
+def test_the_table_names_the_band_functions():
+    assert FUNCTIONS == ("LCF", "MED", "AVG", "STD", "MIN", "MAX", "RANGE", "IQR")
     assert all(COMPOSITE_FUNCTIONS[name].name == name for name in FUNCTIONS)
     assert {name: rule.reads for name, rule in COMPOSITE_FUNCTIONS.items()} == {
         "LCF": "chosen",
-        "MED": "clear",
-        "AVG": "clear",
+        **dict.fromkeys(FUNCTIONS[1:], "clear"),
     }
 
 
