@@ -5,11 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DAGSTER_HOME ?= $(CURDIR)/.dagster_home
-DATA_ROOT ?= $(CURDIR)/cube-data
+DATA_ROOT ?= $(or $(CUBE_ASSETS_DATA_ROOT),$(CURDIR)/cube-data)
+# `make prod-local`: the data folder of the local rehearsal of production (docs/operations.md).
+PROD_ROOT ?= $(CURDIR)/.dagster_prod
 DOCS_SITE ?= site
 export DAGSTER_HOME
 
-.PHONY: install demo test lint dev validate docs clean instance backfill system-packages
+.PHONY: install demo test lint dev validate docs clean instance backfill system-packages prod-local prod-local-stop
 
 install: $(STAMP)
 
@@ -19,10 +21,25 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-# The embedded default instance: the repository's dagster.yaml under DAGSTER_HOME.
+# The embedded default instance: the repository's dagster.yaml under DAGSTER_HOME. A dagster.yaml
+# already there is replaced only when it is the copy this target made (recorded beside it in
+# .dagster.yaml.installed); any other one (the production instance, your edits) is kept, and said so.
 instance:
-	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	@mkdir -p "$(DAGSTER_HOME)"
+	@target="$(DAGSTER_HOME)/dagster.yaml"; installed="$(DAGSTER_HOME)/.dagster.yaml.installed"; \
+	if [ ! -e "$$target" ] || cmp -s "$$target" dagster.yaml || { [ -e "$$installed" ] && cmp -s "$$target" "$$installed"; }; then \
+	  cp dagster.yaml "$$target.tmp" && mv "$$target.tmp" "$$target" && cp dagster.yaml "$$installed"; \
+	else \
+	  echo "keeping $$target: it differs from the repository's dagster.yaml (remove it to go back to the embedded SQLite instance)"; \
+	fi
+
+# The local rehearsal of production: PostgreSQL with PostGIS and moto's S3 server on loopback under
+# PROD_ROOT, the databases and the bucket, PROD_ROOT/env.sh; `make prod-local-stop` stops them.
+prod-local: $(STAMP)
+	$(BIN)/cube-assets prod-local start --root "$(PROD_ROOT)"
+
+prod-local-stop: $(STAMP)
+	$(BIN)/cube-assets prod-local stop --root "$(PROD_ROOT)"
 
 demo: $(STAMP) instance
 	CUBE_ASSETS_DATA_ROOT=$(DATA_ROOT) $(BIN)/cube-assets demo
