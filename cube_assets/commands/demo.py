@@ -35,9 +35,6 @@ def run(args: argparse.Namespace) -> int:
         0 once every partition is built; 2 (with the reason on stderr) when ``--env prod`` lacks
         ``DAGSTER_HOME`` or a variable the production resources need.
     """
-    from dagster import DagsterInstance
-
-    from cube_assets.demo import run_demo
     from cube_assets.errors import InvalidCubeConfig
 
     if args.env == "prod" and not os.environ.get("DAGSTER_HOME"):
@@ -52,6 +49,11 @@ def run(args: argparse.Namespace) -> int:
     home.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     try:
+        from dagster import DagsterInstance
+
+        # cube_assets.definitions builds its module-level Definitions from the environment on import.
+        from cube_assets.demo import run_demo
+
         with DagsterInstance.get() as instance:
             counts = run_demo(args.config, args.data_root, instance, env=args.env)
     except InvalidCubeConfig as exc:
