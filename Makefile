@@ -10,6 +10,9 @@ DATA_ROOT ?= $(or $(CUBE_ASSETS_DATA_ROOT),$(CURDIR)/cube-data)
 PROD_ROOT ?= $(CURDIR)/.dagster_prod
 DOCS_SITE ?= site
 export DAGSTER_HOME
+# Dagster 1.13 marks `dagster dev` and `dagster definitions validate` as superseded by `dg` (which
+# the project does not install); they work as before, so `make dev` and `make validate` hide that warning.
+QUIET_SUPERSEDED := PYTHONWARNINGS='ignore:Function `dev_command` is superseded,ignore:Function `definitions_validate_command` is superseded'
 
 .PHONY: install demo test lint dev validate docs clean instance backfill system-packages prod-local prod-local-stop
 
@@ -83,14 +86,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check cube_assets cube_assets_tests benchmarks && $(BIN)/ruff format --check cube_assets cube_assets_tests benchmarks && $(BIN)/mypy
 
 validate: $(STAMP) instance
-	$(BIN)/dagster definitions validate -w workspace.yaml
+	$(QUIET_SUPERSEDED) $(BIN)/dagster definitions validate -w workspace.yaml
 
 # NO_MKDOCS_2_WARNING: silences the banner mkdocs-material prints about MkDocs 2 on every build.
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(DOCS_SITE)
 
 dev: $(STAMP) instance
-	CUBE_ASSETS_DATA_ROOT=$(DATA_ROOT) $(BIN)/dagster dev -w workspace.yaml
+	$(QUIET_SUPERSEDED) CUBE_ASSETS_DATA_ROOT=$(DATA_ROOT) $(BIN)/dagster dev -w workspace.yaml
 
 # A backfill of one cube's job over the periods overlapping FROM..TO (YYYY-MM-DD), one run per
 # partition, launched by the daemon of `make dev` (or `dagster-daemon run -w workspace.yaml`):

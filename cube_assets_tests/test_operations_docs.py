@@ -176,6 +176,30 @@ def test_documented_dagster_commands_are_not_superseded_or_deprecated() -> None:
     assert warned == [], f"these print a SupersessionWarning or DeprecationWarning: {warned}"
 
 
+def test_make_dev_and_validate_hide_the_supersession_warnings_of_their_dagster_commands(tmp_path: Path) -> None:
+    from dagster._cli import create_dagster_cli
+
+    cli = create_dagster_cli()
+    assert cli.commands["dev"].callback._superseded  # so without the filter they would warn
+    assert cli.commands["definitions"].commands["validate"].callback._superseded
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    value = re.search(r"^QUIET_SUPERSEDED := PYTHONWARNINGS='([^']+)'$", makefile, re.MULTILINE)
+    assert value
+    for target, command in (("validate", "dagster definitions validate"), ("dev", "dagster dev")):
+        recipe = re.search(rf"^{target}:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
+        assert recipe and "$(QUIET_SUPERSEDED)" in recipe[1] and command in recipe[1], target
+    checked = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-m", "no_such_module_here"],
+        env={**_fresh_environment(), "DAGSTER_HOME": str(tmp_path), "PYTHONWARNINGS": value[1]},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "no_such_module_here" in checked.stdout + checked.stderr  # it ran
+    assert "SupersessionWarning" not in checked.stderr
+
+
 # -- make targets, .gitignore, the demo's environment ----------------------------------------------
 
 
