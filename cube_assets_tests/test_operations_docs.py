@@ -295,6 +295,27 @@ def test_demo_names_the_production_variables_it_misses(tmp_path: Path) -> None:
     assert not (tmp_path / "cube-data" / CUBE).exists()
 
 
+def test_prod_local_says_how_to_install_moto_when_it_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cube_assets import prod_local
+
+    monkeypatch.setitem(sys.modules, "moto.server", None)  # what `import moto.server` finds uninstalled
+    state = prod_local.ProdLocalState(
+        pg_port=1, s3_port=prod_local.free_tcp_port(), pg_password="p", s3_secret_access_key="s"
+    )
+    with pytest.raises(prod_local.ProdLocalError, match=r"pip install 'moto\[server\]>=5,<6'"):
+        prod_local._start_s3(tmp_path, state)
+    assert not (tmp_path / "s3.log").exists()
+
+
+def test_prod_local_stop_refuses_a_folder_it_never_started(tmp_path: Path) -> None:
+    from cube_assets.prod_local import ProdLocalError, stop_prod_local
+
+    with pytest.raises(ProdLocalError, match=f"prod-local folder {tmp_path}: no state.json"):
+        stop_prod_local(tmp_path)
+
+
 # -- the rehearsal, run as written -------------------------------------------------------------------
 
 
@@ -392,8 +413,8 @@ def catalog_rows(environment: dict[str, str]) -> dict[str, list[tuple]]:
         engine.dispose()
 
 
-def successful_dagster_runs(environment: dict[str, str]) -> int:
-    """Return how many successful runs Dagster's PostgreSQL run storage holds."""
+def successful_dagster_runs(environment: dict[str, str]) -> dict[str, int]:
+    """Return how many successful runs of each job Dagster's PostgreSQL run storage holds."""
     import psycopg
 
     with psycopg.connect(
@@ -403,9 +424,10 @@ def successful_dagster_runs(environment: dict[str, str]) -> int:
         user=environment["DAGSTER_PG_USERNAME"],
         password=environment["DAGSTER_PG_PASSWORD"],
     ) as connection:
-        row = connection.execute("SELECT count(*) FROM runs WHERE status = 'SUCCESS'").fetchone()
-    assert row is not None
-    return int(row[0])
+        rows = connection.execute(
+            "SELECT pipeline_name, count(*) FROM runs WHERE status = 'SUCCESS' GROUP BY pipeline_name"
+        ).fetchall()
+    return {job: int(count) for job, count in rows}
 
 
 def check_lcf_pixels_over_vsis3(environment: dict[str, str], tile: str, merge_dates: list[date]) -> int:
@@ -482,7 +504,7 @@ def test_rehearsal_builds_the_demo_cube_on_postgresql_and_s3(rehearsal_folder: P
     images = [image for image, _ in rows["images"]]
     assert len(images) == len(set(images)) == 28
     assert all(href.startswith("s3://cubes/demo/") for _, _, href, _ in rows["image_files"])
-    assert successful_dagster_runs(environment) == len(TILES)
+    assert successful_dagster_runs(environment) == {f"{CUBE}_job": len(TILES)}  # the cube's job, both tiles
     manifest = _s3(environment).get_object(
         Bucket="cubes", Key=f"demo/{CUBE}/_manifests/tile_merge/{TILES[0]}/{PERIOD}.json"
     )
@@ -498,7 +520,7 @@ def test_rehearsal_builds_the_demo_cube_on_postgresql_and_s3(rehearsal_folder: P
     _, timings["rebuild"] = run_block(rehearsal_block("build"), rehearsal_folder, environment, 1500)
     assert bucket_contents(environment) == objects  # the same keys, every object byte-identical
     assert catalog_rows(environment) == rows
-    assert successful_dagster_runs(environment) == 2 * len(TILES)
+    assert successful_dagster_runs(environment) == {f"{CUBE}_job": 2 * len(TILES)}
 
     ports = [int(environment["DAGSTER_PG_PORT"]), int(environment["AWS_ENDPOINT_URL"].rsplit(":", 1)[1])]
     _, timings["stop"] = run_block(rehearsal_block("stop"), rehearsal_folder, environment, 120)
