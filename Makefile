@@ -5,11 +5,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DAGSTER_HOME ?= $(CURDIR)/.dagster_home
-DATA_ROOT ?= $(CURDIR)/cube-data
+DATA_ROOT ?= $(or $(CUBE_ASSETS_DATA_ROOT),$(CURDIR)/cube-data)
+# `make prod-local`: the data folder of the local rehearsal of production (docs/operations.md).
+PROD_ROOT ?= $(CURDIR)/.dagster_prod
 DOCS_SITE ?= site
 export DAGSTER_HOME
+# Dagster 1.13 marks `dagster dev` and `dagster definitions validate` as superseded by `dg` (which
+# the project does not install); they work as before, so `make dev` and `make validate` hide that warning.
+QUIET_SUPERSEDED := PYTHONWARNINGS='ignore:Function `dev_command` is superseded,ignore:Function `definitions_validate_command` is superseded'
 
-.PHONY: install demo test lint dev validate docs clean instance backfill system-packages serve
+.PHONY: install demo test lint dev validate docs clean instance backfill system-packages serve prod-local prod-local-stop
 
 install: $(STAMP)
 
@@ -23,10 +28,25 @@ $(STAMP): pyproject.toml cube_assets/service/static/package-lock.json
 	else echo "npm missing: install Debian's npm, then run make install again (the /viewer page needs MapLibre GL JS)"; fi
 	touch $(STAMP)
 
-# The embedded default instance: the repository's dagster.yaml under DAGSTER_HOME.
+# The embedded default instance: the repository's dagster.yaml under DAGSTER_HOME. A dagster.yaml
+# already there is replaced only when it is the copy this target made (recorded beside it in
+# .dagster.yaml.installed); any other one (the production instance, your edits) is kept, and said so.
 instance:
-	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	@mkdir -p "$(DAGSTER_HOME)"
+	@target="$(DAGSTER_HOME)/dagster.yaml"; installed="$(DAGSTER_HOME)/.dagster.yaml.installed"; \
+	if [ ! -e "$$target" ] || cmp -s "$$target" dagster.yaml || { [ -e "$$installed" ] && cmp -s "$$target" "$$installed"; }; then \
+	  cp dagster.yaml "$$target.tmp" && mv "$$target.tmp" "$$target" && cp dagster.yaml "$$installed"; \
+	else \
+	  echo "keeping $$target: it differs from the repository's dagster.yaml (remove it to go back to the embedded SQLite instance)"; \
+	fi
+
+# The local rehearsal of production: PostgreSQL with PostGIS and moto's S3 server on loopback under
+# PROD_ROOT, the databases and the bucket, PROD_ROOT/env.sh; `make prod-local-stop` stops them.
+prod-local: $(STAMP)
+	$(BIN)/cube-assets prod-local start --root "$(PROD_ROOT)"
+
+prod-local-stop: $(STAMP)
+	$(BIN)/cube-assets prod-local stop --root "$(PROD_ROOT)"
 
 demo: $(STAMP) instance
 	CUBE_ASSETS_DATA_ROOT=$(DATA_ROOT) $(BIN)/cube-assets demo
@@ -75,14 +95,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check cube_assets cube_assets_tests benchmarks && $(BIN)/ruff format --check cube_assets cube_assets_tests benchmarks && $(BIN)/mypy
 
 validate: $(STAMP) instance
-	$(BIN)/dagster definitions validate -w workspace.yaml
+	$(QUIET_SUPERSEDED) $(BIN)/dagster definitions validate -w workspace.yaml
 
 # NO_MKDOCS_2_WARNING: silences the banner mkdocs-material prints about MkDocs 2 on every build.
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(DOCS_SITE)
 
 dev: $(STAMP) instance
-	CUBE_ASSETS_DATA_ROOT=$(DATA_ROOT) $(BIN)/dagster dev -w workspace.yaml
+	$(QUIET_SUPERSEDED) CUBE_ASSETS_DATA_ROOT=$(DATA_ROOT) $(BIN)/dagster dev -w workspace.yaml
 
 # A backfill of one cube's job over the periods overlapping FROM..TO (YYYY-MM-DD), one run per
 # partition, launched by the daemon of `make dev` (or `dagster-daemon run -w workspace.yaml`):

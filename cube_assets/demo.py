@@ -7,15 +7,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from dagster import DagsterInstance
+from dagster import DagsterInstance, Definitions
 
-from cube_assets.catalog.database import create_catalog_engine, default_catalog_url, session_factory
+from cube_assets.assets.common import CATALOG_IO_MANAGER
+from cube_assets.catalog.database import create_catalog_engine, session_factory
 from cube_assets.catalog.models import Image
 from cube_assets.cube_config import load_project_config
 from cube_assets.definitions import build_definitions, cube_job_name
 from cube_assets.partitions import cube_partitions
+from cube_assets.redaction import redact_url
 from cube_assets.storage.layout import manifest_key
-from cube_assets.storage.raster_store import LocalRasterStore
+from cube_assets.storage.raster_store import LocalRasterStore, RasterStore
+from cube_assets.storage.s3_store import S3RasterStore
 
 #: Where the map viewer answers once the service runs with its defaults.
 VIEWER_ADDRESS = "http://127.0.0.1:8000/viewer"
@@ -24,21 +27,51 @@ VIEWER_ADDRESS = "http://127.0.0.1:8000/viewer"
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
+def demo_outputs(defs: Definitions) -> tuple[RasterStore, str]:
+    """Return the raster store and the catalog URL the runs of ``defs`` write to, ``EnvVar``s resolved now.
+
+    Raises:
+        dagster.DagsterInvalidConfigError: when a variable a resource reads is not set.
+    """
+    store = defs.resources["store"].process_config_and_initialize().get_store()
+    catalog_url = defs.resources[CATALOG_IO_MANAGER].process_config_and_initialize().url
+    return store, catalog_url
+
+
+def store_location(store: RasterStore) -> str:
+    """Return where ``store`` keeps its files: ``s3://bucket/prefix`` or the local folder."""
+    if isinstance(store, S3RasterStore):
+        return f"s3://{store.bucket}/{store.prefix}".rstrip("/")
+    if isinstance(store, LocalRasterStore):
+        return str(store.root)
+    return repr(store)
+
+
 def run_demo(
-    config_file: str | Path, data_root: str | Path, instance: DagsterInstance, echo: Callable[[str], None] = print
+    config_file: str | Path,
+    data_root: str | Path,
+    instance: DagsterInstance,
+    echo: Callable[[str], None] = print,
+    env: str = "local",
 ) -> dict[str, int]:
     """Run each cube's job for every partition on ``instance``, then print where the outputs are.
+
+    ``env`` is ``CUBE_ENV``: ``local`` stores under ``data_root`` with a SQLite catalog, ``prod``
+    in the S3 bucket and the PostgreSQL catalog of the ``CUBE_ASSETS_*`` variables (as
+    :func:`cube_assets.definitions.build_definitions`); the outputs are read back from there.
 
     Returns:
         Counts: ``runs``, ``merges``, ``composites``, ``catalog_images``.
 
     Raises:
         RuntimeError: naming the cube and partition of a run that failed.
+        InvalidCubeConfig: when ``env`` is unknown or a variable ``prod`` needs is not set.
     """
     data_root = Path(data_root).resolve()
     project = load_project_config(config_file)
-    defs = build_definitions(config_file, data_root)
-    store = LocalRasterStore(data_root)
+    defs = build_definitions(config_file, data_root, env=env)
+    store, catalog_url = demo_outputs(defs)
+    echo(f"CUBE_ENV={env}: rasters in {store_location(store)}, catalog {redact_url(catalog_url)}")
     counts = {"runs": 0, "merges": 0, "composites": 0, "catalog_images": 0}
     for cube in project.cubes:
         job = defs.resolve_job_def(cube_job_name(cube.name))
@@ -69,17 +102,17 @@ def run_demo(
                     echo(
                         f"  merge {merge['date']}: efficacy {merge['efficacy']:5.1f} %, "
                         f"cloud {merge['cloud_ratio']:5.1f} %  "
-                        f"{Path(merge['bands'][cube.band_names[0]]).parent}/"
+                        f"{merge['bands'][cube.band_names[0]].rsplit('/', 1)[0]}/"
                     )
                 counts["merges"] += len(merges)
                 for function, composite in blend["composites"].items():
                     echo(
                         f"  {function} composite: "
-                        f"{Path(composite['bands'][cube.band_names[0]]).parent}/{composite['item']}_*.tif"
+                        f"{composite['bands'][cube.band_names[0]].rsplit('/', 1)[0]}/{composite['item']}_*.tif"
                     )
                     echo(f"  {function} quicklook: {composite['quicklook']}")
                     counts["composites"] += 1
-    engine = create_catalog_engine(default_catalog_url(data_root))
+    engine = create_catalog_engine(catalog_url)
     try:
         with session_factory(engine)() as session:
             rows = (
@@ -90,7 +123,7 @@ def run_demo(
     finally:
         engine.dispose()
     counts["catalog_images"] = len(rows)
-    echo(f"\ncatalog {default_catalog_url(data_root)}: {len(rows)} images")
+    echo(f"\ncatalog {redact_url(catalog_url)}: {len(rows)} images")
     for product_id, image_id, acquired, cloud in rows:
         if not product_id.startswith(project.cubes[0].collection):
             cloud_text = "   -  " if cloud is None else f"{cloud:6.3f}"
