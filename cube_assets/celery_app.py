@@ -12,19 +12,32 @@ own (``CUBE_ASSETS_DATA_ROOT``); Dagster's instance comes with each task.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
+from celery import Celery
 from dagster_celery.config import dict_wrapper
 from dagster_celery.make_app import make_app
 from dagster_celery.tasks import create_task
 
 from cube_assets.executors import BACKEND_VARIABLE, BROKER_VARIABLE, DEFAULT_BACKEND, DEFAULT_BROKER, celery_settings
 
-app = make_app(
-    {
-        "broker": os.environ.get(BROKER_VARIABLE) or DEFAULT_BROKER,
-        "backend": os.environ.get(BACKEND_VARIABLE) or DEFAULT_BACKEND,
-        "include": [],
-        "config_source": dict_wrapper(celery_settings(os.environ)),
-    }
-)
-execute_plan = create_task(app)
+
+def build_app(environ: Mapping[str, str]) -> Celery:
+    """Return ``dagster_celery``'s app, with its ``execute_plan`` task, configured from ``environ``.
+
+    Raises:
+        InvalidCubeConfig: when a Celery variable is invalid.
+    """
+    app = make_app(
+        {
+            "broker": environ.get(BROKER_VARIABLE) or DEFAULT_BROKER,
+            "backend": environ.get(BACKEND_VARIABLE) or DEFAULT_BACKEND,
+            "include": [],
+            "config_source": dict_wrapper(celery_settings(environ)),
+        }
+    )
+    create_task(app)
+    return app
+
+
+app = build_app(os.environ)
