@@ -14,7 +14,7 @@ export DAGSTER_HOME
 # the project does not install); they work as before, so `make dev` and `make validate` hide that warning.
 QUIET_SUPERSEDED := PYTHONWARNINGS='ignore:Function `dev_command` is superseded,ignore:Function `definitions_validate_command` is superseded'
 
-.PHONY: install demo test lint dev validate docs clean instance backfill system-packages serve prod-local prod-local-stop
+.PHONY: install demo test lint dev validate docs clean instance backfill system-packages serve prod-local prod-local-stop worker
 
 install: $(STAMP)
 
@@ -110,6 +110,15 @@ dev: $(STAMP) instance
 backfill: $(STAMP) instance
 	@test -n "$(CUBE)" -a -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make backfill CUBE=name FROM=YYYY-MM-DD TO=YYYY-MM-DD"; exit 2; }
 	CUBE_ASSETS_DATA_ROOT=$(DATA_ROOT) $(BIN)/cube-assets backfill --cube $(CUBE) --from $(FROM) --to $(TO)
+
+# One Celery worker for runs with CUBE_ASSETS_EXECUTOR=celery, taking one step at a time from
+# CUBE_ASSETS_CELERY_BROKER (default redis://localhost:6379/0); start one per core, on any machine
+# with the same cube file and storage variables (docs/operations.md, "Scaling to a country"):
+#   make worker CUBE_ENV=prod WORKER=gpu-box-1
+WORKER ?= $(shell hostname)
+worker: $(STAMP) instance
+	CUBE_ASSETS_DATA_ROOT=$(DATA_ROOT) CUBE_ASSETS_EXECUTOR=celery \
+	  $(BIN)/dagster-celery worker start -A cube_assets.celery_app -n $(WORKER) -- --concurrency=1
 
 clean:
 	rm -rf $(VENV) .dagster_home cube-data .pytest_cache site

@@ -24,8 +24,11 @@ Environment (read here, at load time, and nowhere deeper):
 
   The data root is then only each process's scratch: its copy of the raw scenes it reads (kept
   in S3 under ``_raw/``, see ``providers/raw_s3.py``) and the staging folder of uploads.
-* ``CUBE_ASSETS_EXECUTOR``: how a run executes its steps (see ``EXECUTORS``): ``multiprocess``
-  (Dagster's default), ``in_process``, ``k8s`` (a Kubernetes pod per step) or ``dask``.
+* ``CUBE_ASSETS_EXECUTOR``: how a run executes its steps (``cube_assets.executors.EXECUTORS``):
+  ``multiprocess`` (Dagster's default), ``in_process``, ``k8s`` (a Kubernetes pod per step) or
+  ``celery`` (a Celery task per step, on workers anywhere; its broker and settings are read by
+  ``cube_assets.executors`` from ``CUBE_ASSETS_CELERY_BROKER``, ``CUBE_ASSETS_CELERY_BACKEND`` and
+  ``CUBE_ASSETS_CELERY_VISIBILITY_TIMEOUT_S``).
 * ``CUBE_ASSETS_SENSOR_INTERVAL_S``, ``CUBE_ASSETS_BLEND_CRON``, ``CUBE_ASSETS_LATE_SCENE_DELAY_HOURS``:
   the new-scene sensors and the blend schedules (``cube_assets.schedules.AutomationSettings``).
 """
@@ -35,15 +38,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dagster import (
-    AssetSelection,
-    Definitions,
-    EnvVar,
-    ExecutorDefinition,
-    define_asset_job,
-    in_process_executor,
-    multiprocess_executor,
-)
+from dagster import AssetSelection, Definitions, EnvVar, define_asset_job
 
 from cube_assets.assets import build_cube_assets
 from cube_assets.assets.common import CATALOG_IO_MANAGER, MANIFEST_IO_MANAGER
@@ -51,6 +46,7 @@ from cube_assets.catalog.database import default_catalog_url
 from cube_assets.checks import build_cube_checks
 from cube_assets.cube_config import DEMO_CONFIG, ProjectConfig, load_project_config
 from cube_assets.errors import InvalidCubeConfig
+from cube_assets.executors import executor_named
 from cube_assets.io_managers.catalog import CatalogIOManager
 from cube_assets.io_managers.manifest import ManifestIOManager
 from cube_assets.resources.providers import ProvidersResource
@@ -63,33 +59,6 @@ from cube_assets.sensors import build_new_scenes_sensor
 def cube_job_name(cube_name: str) -> str:
     """Name of the job that materializes every stage of one cube."""
     return f"{cube_name}_job"
-
-
-EXECUTORS = ("multiprocess", "in_process", "k8s", "dask")
-
-
-def executor_named(name: str) -> ExecutorDefinition:
-    """Return the executor called ``name`` (one of ``EXECUTORS``).
-
-    ``k8s`` runs every step in its own Kubernetes pod (``dagster_k8s.k8s_job_executor``, for the
-    Helm deployment); ``dask`` submits steps to a Dask cluster (``dagster_dask.dask_executor``).
-
-    Raises:
-        InvalidCubeConfig: naming ``CUBE_ASSETS_EXECUTOR`` when ``name`` is unknown.
-    """
-    if name == "multiprocess":
-        return multiprocess_executor
-    if name == "in_process":
-        return in_process_executor
-    if name == "k8s":
-        from dagster_k8s import k8s_job_executor
-
-        return k8s_job_executor
-    if name == "dask":
-        from dagster_dask import dask_executor
-
-        return dask_executor
-    raise InvalidCubeConfig(f"CUBE_ASSETS_EXECUTOR={name!r}: must be one of {', '.join(EXECUTORS)}")
 
 
 ENVIRONMENTS = ("local", "prod")
@@ -198,7 +167,7 @@ def build_definitions(
         jobs=jobs,
         sensors=sensors,
         schedules=schedules,
-        executor=executor_named(executor),
+        executor=executor_named(executor, os.environ),
         resources={
             "store": store,
             "providers": ProvidersResource(

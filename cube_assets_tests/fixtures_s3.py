@@ -4,7 +4,7 @@
 free port. It runs in a separate process rather than as a thread (``ThreadedMotoServer``) so that
 GDAL, which reads ``/vsis3/`` objects over HTTP from the test process, never waits on a server
 thread that needs the test process's GIL, and so that subprocesses (crash tests, Dagster's
-multiprocess executor, dask workers) reach the same objects. Nothing is mocked: boto3 and GDAL
+multiprocess executor, Celery workers) reach the same objects. Nothing is mocked: boto3 and GDAL
 talk HTTP to it exactly as they would to any S3-compatible server.
 
 Fixtures:

@@ -31,6 +31,7 @@ from cube_assets_tests.fixtures_postgres import PostgresServer
 DEPLOY = REPO_ROOT / "deploy"
 COMPOSE = DEPLOY / "docker-compose.yml"
 HELM_VALUES = DEPLOY / "helm" / "values.yaml"
+CELERY_WORKERS = DEPLOY / "kubernetes" / "celery-workers.yaml"
 CODE_SERVER_PORT = 4000
 PROJECT_SERVICES = ("code_location", "webserver", "daemon")
 VERSION = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
@@ -207,7 +208,8 @@ def test_every_file_in_deploy_parses():
     }
     for path in files:
         if path.suffix in (".yaml", ".yml"):
-            assert isinstance(_yaml(path), dict), path
+            documents = list(yaml.safe_load_all(path.read_text()))  # Kubernetes manifests hold several
+            assert documents and all(isinstance(document, dict) for document in documents), path
         elif path.name == "Dockerfile":
             instructions = _dockerfile_instructions()
             assert instructions[0][0] == "FROM"
@@ -300,13 +302,32 @@ def test_compose_endpoints_name_services_and_ports_that_exist():
     catalog = re.match(r"postgresql://(\w+):([^@]+)@(\w+):(\d+)/(\w+)$", environment["CUBE_ASSETS_CATALOG_URL"])
     assert catalog and catalog.group(3) == "postgres" and catalog.group(5) == environment["DAGSTER_PG_DB"]
     assert environment["CUBE_ENV"] == "prod"
-    assert environment["CUBE_ASSETS_EXECUTOR"] in ("multiprocess", "in_process")
+    assert environment["CUBE_ASSETS_EXECUTOR"] == "celery"
     volumes = services["code_location"]["volumes"]
     assert any(
         v.startswith("${CUBE_FILE:-../cube_assets/cubes/demo.yaml}:" + environment["CUBE_ASSETS_CONFIG"])
         for v in volumes
     )
     assert (COMPOSE.parent / "../cube_assets/cubes/demo.yaml").resolve() == DEMO_CONFIG
+
+
+def test_compose_workers_take_the_steps_from_the_broker_with_the_runs_settings():
+    services = _yaml(COMPOSE)["services"]
+    worker, code_location = services["worker"], services["code_location"]
+    # The same variables as the runs: the worker loads the same definitions to run their steps.
+    assert worker["environment"] == code_location["environment"]
+    command = worker["command"]
+    assert command[:3] == ["dagster-celery", "worker", "start"]
+    app = command[command.index("-A") + 1]
+    assert importlib.util.find_spec(app) is not None
+    assert "--concurrency=1" in command
+    environment = {k: _compose_value(v) for k, v in worker["environment"].items()}
+    for variable in ("CUBE_ASSETS_CELERY_BROKER", "CUBE_ASSETS_CELERY_BACKEND"):
+        assert re.match(r"redis://broker:6379/\d$", environment[variable]), variable
+    assert "--appendonly" in services["broker"]["command"]  # queued tasks survive a restart of the broker
+    # Scaled replicas share no data root: the worker mounts nothing writable.
+    assert all(volume.endswith(":ro") for volume in worker["volumes"])
+    assert "deploy" not in worker and "container_name" not in worker  # `--scale worker=N` needs neither
 
 
 def test_compose_environment_loads_the_production_instance(postgresql_server: PostgresServer, tmp_path, monkeypatch):
@@ -369,6 +390,37 @@ def test_helm_code_location_runs_the_project_image_module_and_port():
     mounts = {m["name"]: m["mountPath"] for m in deployment["volumeMounts"]}
     assert environment["CUBE_ASSETS_CONFIG"].startswith(mounts["cubes"] + "/")
     assert environment["CUBE_ASSETS_DATA_ROOT"] == mounts["scratch"]
+
+
+def _manifests(path: Path) -> dict[str, dict]:
+    return {f"{d['kind']}/{d['metadata']['name']}": d for d in yaml.safe_load_all(path.read_text())}
+
+
+def test_kubernetes_workers_run_the_compose_workers_command_on_the_helm_image_and_broker():
+    manifests = _manifests(CELERY_WORKERS)
+    (container,) = manifests["Deployment/cube-assets-worker"]["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == _yaml(COMPOSE)["services"]["worker"]["command"]
+    deployment = _helm_deployment()
+    assert container["image"] == f"{deployment['image']['repository']}:{deployment['image']['tag']}"
+    environment = {item["name"]: item.get("value") for item in container["env"]}
+    assert environment["CUBE_ASSETS_EXECUTOR"] == "celery"
+    # The code location's variables (executor aside) and Secret, so a task loads the same definitions.
+    helm_environment = {item["name"]: item["value"] for item in deployment["env"]}
+    for name, value in helm_environment.items():
+        if name not in ("CUBE_ASSETS_EXECUTOR", "CUBE_ASSETS_LATE_SCENE_DELAY_HOURS", "CUBE_ASSETS_SENSOR_INTERVAL_S"):
+            assert environment[name] == value, name
+    assert container["envFrom"] == [{"secretRef": {"name": s["name"]}} for s in deployment["envSecrets"]]
+    sources = _project_sources()
+    for variable in environment:
+        assert re.search(rf"\b{variable}\b", sources), f"{variable} is read nowhere in the project"
+    service = manifests["Service/cube-assets-broker"]
+    port = service["spec"]["ports"][0]["port"]
+    for variable in ("CUBE_ASSETS_CELERY_BROKER", "CUBE_ASSETS_CELERY_BACKEND"):
+        assert re.match(rf"redis://{service['metadata']['name']}:{port}/\d$", environment[variable]), variable
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert environment["CUBE_ASSETS_DATA_ROOT"] == mounts["scratch"]
+    volumes = {v["name"]: v for v in manifests["Deployment/cube-assets-worker"]["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["scratch"] == {"name": "scratch", "emptyDir": {}}  # each pod's own data root
 
 
 def test_helm_secrets_come_from_kubernetes_secrets():
@@ -453,7 +505,8 @@ def test_helm_concurrency_renders_to_an_instance_dagster_loads(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name, executor", [("k8s", "k8s"), ("dask", "dask"), ("in_process", "in_process"), ("multiprocess", "multiprocess")]
+    "name, executor",
+    [("k8s", "k8s"), ("celery", "celery"), ("in_process", "in_process"), ("multiprocess", "multiprocess")],
 )
 def test_the_executor_comes_from_its_setting(tmp_path, name, executor):
     defs = build_definitions(DEMO_CONFIG, tmp_path, executor=name)
@@ -461,8 +514,8 @@ def test_the_executor_comes_from_its_setting(tmp_path, name, executor):
 
 
 def test_an_unknown_executor_is_refused_with_the_variable_name(tmp_path):
-    with pytest.raises(InvalidCubeConfig, match="CUBE_ASSETS_EXECUTOR='celery'"):
-        build_definitions(DEMO_CONFIG, tmp_path, executor="celery")
+    with pytest.raises(InvalidCubeConfig, match="CUBE_ASSETS_EXECUTOR='dask'"):
+        build_definitions(DEMO_CONFIG, tmp_path, executor="dask")
 
 
 # -------------------------------------------------------------------------------------------- the STAC API

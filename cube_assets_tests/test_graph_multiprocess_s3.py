@@ -14,16 +14,9 @@ that read anything from another step's disk would fail; the test checks from the
 log that the deletions did happen before each step. Dagster's compute logs are switched off, so
 the instance's folder is not written by the steps either.
 
-**Executor.** Dagster's multiprocess executor. dagster-dask's executor on a local Dask cluster
-would be the other candidate, but dagster-dask 0.29.27 cannot run this job with Dagster 1.13: it passes the
-``DagsterRun`` to ``Client.submit``, distributed walks every tuple argument looking for futures,
-and the run (a ``NamedTuple``) holds a ``RunOpConcurrency`` ``@record`` whenever a step declares a
-concurrency pool (``raw_scene`` runs in the ``downloads`` pool), whose iteration Dagster forbids:
-``Exception: Iteration is not allowed on `@record` RunOpConcurrency``. That happens with
-distributed 2026.8.0 and with 2024.11.2 and 2024.10.0 alike (older ones unpack named tuples the
-same way), and a one-op job with a pool fails the same way while one without runs; it is a
-dagster-dask bug, not a version to pin. The multiprocess executor gives each step the same
-isolation: its own process, its own scratch folder, inputs only from S3 and PostgreSQL.
+**Executor.** Dagster's multiprocess executor, which gives each step its own process and scratch
+folder, inputs only from S3 and PostgreSQL. Steps on other machines (Celery workers with their
+own data roots) are tested in ``cube_assets_tests/scale_out/``.
 """
 
 from __future__ import annotations
