@@ -50,6 +50,7 @@ from cube_assets.grids import (
     utm_grid,
 )
 from cube_assets.quoting import quoted, shortened
+from cube_assets.raster.codecs import COMPRESSIONS, DEFAULT_COMPRESSION
 from cube_assets.raster.indexes import compile_expression
 from cube_assets.raster.masks import rules_from_config
 from cube_assets.temporal import Period, TemporalSchema
@@ -373,6 +374,7 @@ class CubeConfig(_Strict):
     nodata: float = Field(-9999, allow_inf_nan=True)
     source_resolution: float | None = Field(None, gt=0)  # which product resolution to read; default: the grid's
     max_cloud_cover: float | None = Field(None, ge=0, le=100)
+    compression: str = DEFAULT_COMPRESSION  # codec of the merges' and composites' COGs (raster/cog.py)
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, allow_inf_nan=False)
 
@@ -385,6 +387,13 @@ class CubeConfig(_Strict):
                 "(it becomes a Dagster asset key prefix)"
             )
         return value
+
+    @field_validator("compression")
+    @classmethod
+    def _check_compression(cls, value: str) -> str:
+        if value.upper() not in COMPRESSIONS:
+            raise ValueError(f"compression {quoted(value)} is not one of {', '.join(COMPRESSIONS)}")
+        return value.upper()
 
     @field_validator("collection")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -63,7 +64,7 @@ def blend_period(
                 cube.composites,
                 outs,
                 cube.nodata,
-                finalize=_to_cog,
+                finalize=functools.partial(_to_cog, compression=cube.compression),
             )
             for function, path in outs.items():
                 local[function][band] = path
@@ -82,7 +83,7 @@ def blend_period(
             quality_outs["provenance"],
             quality_outs["clearob"],
             quality_outs["totalob"],
-            finalize=_to_cog,
+            finalize=functools.partial(_to_cog, compression=cube.compression),
         )
         for function in cube.composites:
             files = dict(local[function])
@@ -100,7 +101,7 @@ def blend_period(
                     staging / f"{function}_{name}_raw.tif",
                     nodata=cube.nodata,
                 )
-                files[name] = _to_cog_now(written.path, staging / f"{function}_{name}.tif")
+                files[name] = _to_cog_now(written.path, staging / f"{function}_{name}.tif", cube.compression)
                 index_pixels[name] = index_pixel_counts(written)
             quicklook = _quicklook(cube, local[function], staging / f"{function}_quicklook.png")
             composites[function] = _publish(cube, tile, period, function, files, quicklook, index_pixels, store)
@@ -148,13 +149,13 @@ def _private_copy(path: Path) -> Path:
     return copy
 
 
-def _to_cog(tmp_tiff: Path, final_path: Path) -> None:
+def _to_cog(tmp_tiff: Path, final_path: Path, compression: str) -> None:
     # Whole-tile composites: GDAL's COG driver streams them through a bounded cache.
-    cog_from_file(tmp_tiff, final_path, overview_resampling="nearest", driver="gdal")
+    cog_from_file(tmp_tiff, final_path, compress=compression, overview_resampling="nearest", driver="gdal")
 
 
-def _to_cog_now(tiff: Path, final_path: Path) -> Path:
-    _to_cog(tiff, final_path)
+def _to_cog_now(tiff: Path, final_path: Path, compression: str) -> Path:
+    _to_cog(tiff, final_path, compression)
     return final_path
 
 

@@ -75,7 +75,11 @@ def merge_date(
         def to_cog(tmp_tiff: Path, final_path: Path) -> None:
             # Whole-tile merges: GDAL's COG driver streams the staging file through a bounded cache.
             cog_from_file(
-                tmp_tiff, final_path, overview_resampling=overview_resampling[band_of[final_path]], driver="gdal"
+                tmp_tiff,
+                final_path,
+                compress=cube.compression,
+                overview_resampling=overview_resampling[band_of[final_path]],
+                driver="gdal",
             )
 
         statistics = merge_scenes_to_files(

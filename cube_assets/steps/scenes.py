@@ -42,7 +42,7 @@ from cube_assets.providers.local import PRODUCT_MANIFEST, ProductManifest, read_
 from cube_assets.raster.cog import COG_CONTENT_TYPE, cog_from_file
 from cube_assets.raster.footprint import valid_data_footprint
 from cube_assets.raster.indexes import CompiledExpression, IndexWrite, compile_expression, write_index
-from cube_assets.raster.inputs import open_input, reading_from
+from cube_assets.raster.inputs import enable_openjpeg_threads, open_input, reading_from
 from cube_assets.raster.product_limits import LANDSAT_C2, SENTINEL2, ProductLimits, limits_for_collection
 from cube_assets.raster.quicklook import quicklook_from_files, write_quicklook
 from cube_assets.raster.reflectance import copy_band, write_landsat_reflectance, write_reflectance
@@ -88,6 +88,7 @@ def reflectance_for_scene(
             is a bomb, or holds another product than the scene (its id is the ``.SAFE`` name).
         Sen2CorError: from ``to_l2a`` when Sen2Cor fails or times out.
     """
+    enable_openjpeg_threads()  # JPEG 2000 tiles decode with OpenJPEG's threads, one tile at a time
     product_path = Path(scene.path)
     if product_path.is_file() and product_path.name.lower().endswith(".zip"):
         product_path = extract_safe_zip(product_path, product_path.parent, product_id=scene.scene_id)
