@@ -18,7 +18,7 @@ COMPRESSIONS = ("DEFLATE", "ZSTD", "LERC_ZSTD")
 DEFAULT_COMPRESSION = "ZSTD"
 """The codec of every COG unless a cube chooses another: the fastest to write and read at a size no
 larger than DEFLATE's on merges and composites (``benchmarks/codecs.py``, docs/benchmarks.md)."""
-DEFAULT_LEVELS = {"DEFLATE": 6, "ZSTD": 1, "LERC_ZSTD": 1}
+DEFAULT_LEVELS = {"DEFLATE": 6, "ZSTD": 3, "LERC_ZSTD": 3}
 """The compression level of each codec when the caller gives none (DEFLATE: libdeflate's 1-12)."""
 _LEVEL_RANGES = {"DEFLATE": (1, 12), "ZSTD": (1, 22), "LERC_ZSTD": (1, 22)}
 _PREDICTED = ("DEFLATE", "ZSTD")  # LERC has its own lossless coding; a TIFF predictor does not apply
