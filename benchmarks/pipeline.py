@@ -254,15 +254,16 @@ class StageTiming:
 
 
 def stage_timings(events: Sequence[Any], sampler: TreeSampler) -> dict[str, StageTiming]:
-    """Per stage: seconds from its step's start to its success, and the tree's peak RSS meanwhile."""
+    """Per stage: seconds from its step's start to its success, and the tree's peak RSS meanwhile.
+
+    ``events`` are the run's event log entries (``instance.all_logs(run_id)``).
+    """
     from dagster import DagsterEventType
 
     starts: dict[str, float] = {}
     ends: dict[str, float] = {}
-    for event in events:
-        record = getattr(event, "event_log_entry", None)
-        timestamp = record.timestamp if record is not None else event.timestamp
-        dagster_event = event.dagster_event if record is None else record.dagster_event
+    for record in events:
+        timestamp, dagster_event = record.timestamp, record.dagster_event
         if dagster_event is None or dagster_event.step_key is None:
             continue
         stage = dagster_event.step_key.rsplit("__", 1)[-1]
@@ -321,8 +322,7 @@ def run_dagster(executor: str, config: Path, archive: Path, workdir: Path) -> Da
             if executor == "in_process":
                 with steps_timed(timer):
                     result = job.execute_in_process(instance=instance, partition_key=key, run_config=quiet)
-                events = result.all_events
-                success = result.success
+                run_id, success = result.run_id, result.success
             else:
                 os.environ["CUBE_ASSETS_CONFIG"] = str(config)
                 os.environ["CUBE_ASSETS_DATA_ROOT"] = str(data_root)
@@ -333,11 +333,11 @@ def run_dagster(executor: str, config: Path, archive: Path, workdir: Path) -> Da
                     tags=tags,
                     run_config={**quiet, "execution": {"config": {"max_concurrent": os.cpu_count() or 1}}},
                 ) as run:
-                    events = run.all_events
-                    success = run.success
+                    run_id, success = run.run_id, run.success
             seconds = time.perf_counter() - start
         if not success:
             raise RuntimeError(f"the {executor} run failed; see its events")
+        events = instance.all_logs(run_id)
         return DagsterRun(executor, seconds, stage_timings(events, sampler), dict(timer.seconds))
 
 

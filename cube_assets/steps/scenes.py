@@ -376,7 +376,8 @@ def publish_scene(cube: CubeConfig, scene: ReflectanceScene, store: RasterStore)
     one, else red, green and blue scaled from 0–10000; 768 px on the long side at most,
     nodata transparent. The footprint is the product's own (from its metadata) when the entry
     has one, else the outline of the valid pixels of the quality band (``footprint_source``
-    says which); it is written as GeoJSON in EPSG:4326.
+    says which); it is written as GeoJSON in EPSG:4326. Every COG is written by GDAL's COG
+    driver with the cube's ``compression``.
 
     Returns:
         The scene entry (a ``SceneCog``) with ``bands``, ``quality``, ``indexes``, ``quicklook`` and
@@ -395,14 +396,18 @@ def publish_scene(cube: CubeConfig, scene: ReflectanceScene, store: RasterStore)
         band: _produce(
             store,
             scene_cog_key(cube.name, scene_id, band),
-            lambda out, src=src: cog_from_file(src, out, overview_resampling="average"),
+            lambda out, src=src: cog_from_file(
+                src, out, compress=cube.compression, overview_resampling="average", driver="gdal"
+            ),
         )
         for band, src in sr_paths.items()
     }
     quality = _produce(
         store,
         scene_cog_key(cube.name, scene_id, cube.quality.band),
-        lambda out: cog_from_file(store.gdal_path(scene.quality), out, overview_resampling="nearest"),
+        lambda out: cog_from_file(
+            store.gdal_path(scene.quality), out, compress=cube.compression, overview_resampling="nearest", driver="gdal"
+        ),
     )
     indexes = {}
     index_pixels: dict[str, IndexPixels | None] = {}
@@ -413,7 +418,9 @@ def publish_scene(cube: CubeConfig, scene: ReflectanceScene, store: RasterStore)
         indexes[name] = _produce(
             store,
             scene_cog_key(cube.name, scene_id, name),
-            lambda out, compiled=compiled, written=written: _index_cog(compiled, inputs, out, cube.nodata, written),
+            lambda out, compiled=compiled, written=written: _index_cog(
+                compiled, inputs, out, cube.nodata, written, cube.compression
+            ),
         )
         index_pixels[name] = index_pixel_counts(written[0]) if written else None
     rgb = [cube.band_by_common_name(c) for c in ("red", "green", "blue")]
@@ -468,12 +475,17 @@ def _pvi_quicklook(pvi: Path, out: Path) -> Path:
 
 
 def _index_cog(
-    compiled: CompiledExpression, inputs: Mapping[str, str], out: Path, nodata: float, written: list[IndexWrite]
+    compiled: CompiledExpression,
+    inputs: Mapping[str, str],
+    out: Path,
+    nodata: float,
+    written: list[IndexWrite],
+    compression: str,
 ) -> Path:
     raw = out.with_name(out.stem + ".raw.tif")
     written.append(write_index(compiled, inputs, raw, nodata=nodata))
     try:
-        return cog_from_file(raw, out, overview_resampling="average")
+        return cog_from_file(raw, out, compress=compression, overview_resampling="average", driver="gdal")
     finally:
         raw.unlink(missing_ok=True)
 
