@@ -18,8 +18,9 @@ stage: seconds (from the step's start to its success in the event log) and peak 
 whole process tree, sampled every 20 ms: the stage's step process under the multiprocess
 executor). In the in-process run the steps' own functions (``providers.fetch_scenes``,
 ``reflectance_for_scene``, ``publish_scene``, ``merge_date``, ``blend_period``,
-``catalog_batch``) are timed too; ``dagster_overhead_share`` is the run's time outside them over
-the run's time (Dagster, the IO managers writing manifests and the catalog, logging).
+``catalog_batch``) are timed too; ``dagster_overhead_share`` is the run's time outside them and
+outside the asset check steps (the project's own checks of the outputs) over the run's time:
+Dagster, the IO managers writing manifests and the catalog, logging.
 
 **GDAL's tools**, scripted as a user would (one command after the other, Debian's ``gdal-bin``):
 ``gdal_translate -of COG`` of every band of every scene (the scene COGs), then per date and band
@@ -271,10 +272,11 @@ def stage_timings(events: Sequence[Any], sampler: TreeSampler) -> dict[str, Stag
             starts[stage] = timestamp
         elif dagster_event.event_type == DagsterEventType.STEP_SUCCESS:
             ends[stage] = timestamp
+    order = [stage for stage in STAGES if stage in ends] + sorted(set(ends) - set(STAGES))
     return {
         stage: StageTiming(ends[stage] - starts[stage], sampler.peak(starts[stage], ends[stage]))
-        for stage in STAGES
-        if stage in starts and stage in ends
+        for stage in order
+        if stage in starts
     }
 
 
@@ -413,11 +415,7 @@ def gdal_pipeline(archive: Path, size: int, workdir: Path) -> dict[str, GdalStag
 
 
 def _dagster_table(run: DagsterRun) -> None:
-    rows = [
-        (stage, f"{run.stages[stage].seconds:.2f}", format_bytes(run.stages[stage].peak_rss))
-        for stage in STAGES
-        if stage in run.stages
-    ]
+    rows = [(stage, f"{timing.seconds:.2f}", format_bytes(timing.peak_rss)) for stage, timing in run.stages.items()]
     rows.append(("whole run", f"{run.seconds:.2f}", "-"))
     print(f"# Dagster, {run.executor} executor")
     print_table(rows, ("stage", "seconds", "peak_rss_tree"))
@@ -478,9 +476,10 @@ def main(argv: Sequence[str] | None = None) -> tuple[float, float]:
             [(name, f"{project[name]:.2f}", f"{gdal[name].seconds:.2f}", f"{ratios[name]:.2f}") for name in project],
             ("stage", "project_s", "gdal_s", "ratio"),
         )
-        work = sum(in_process.step_work.values())
+        checks = sum(timing.seconds for stage, timing in in_process.stages.items() if stage not in STAGES)
+        work = sum(in_process.step_work.values()) + checks
         own = json.dumps({name: round(seconds, 2) for name, seconds in in_process.step_work.items()})
-        print(f"# steps' own work in the in-process run (s): {own}")
+        print(f"# steps' own work in the in-process run (s): {own}; asset check steps: {checks:.2f}")
         overhead = (in_process.seconds - work) / in_process.seconds
         print(f"# machine after: {machine_summary()}", flush=True)
         print(f"max_stage_ratio_vs_gdal: {max(ratios.values()):.2f}")
