@@ -80,6 +80,7 @@ system-packages:
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium chromium-driver"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
+	command -v gdalinfo >/dev/null 2>&1 || missing="$$missing gdal-bin"; \
 	if [ -n "$$missing" ]; then \
 	  if $(CAN_APT); then \
 	    echo "installing$$missing (Debian packages) for the tests"; \

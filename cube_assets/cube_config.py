@@ -53,6 +53,7 @@ from cube_assets.grids import (
     utm_grid,
 )
 from cube_assets.quoting import quoted, shortened
+from cube_assets.raster.codecs import COMPRESSIONS, DEFAULT_COMPRESSION
 from cube_assets.raster.composite_cube_rules import CUBE_FUNCTION_NAMES, check_cube_function_options
 from cube_assets.raster.composite_rules import COMPOSITE_FUNCTION_NAMES, is_composite_function
 from cube_assets.raster.indexes import compile_expression
@@ -425,6 +426,7 @@ class CubeConfig(_Strict):
     block_size: StrictInt | None = None  # GeoTIFF block side of the cube's scene files; default 512
     reuse_data_cube: str | None = None  # blend the merges of this other cube of the file instead of merging
     native_grid: bool = False  # merge: keep each scene on its own grid (no warp), in the tile's CRS only
+    compression: str = DEFAULT_COMPRESSION  # codec of the merges' and composites' COGs (raster/cog.py)
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, allow_inf_nan=False)
     _reused_cube: CubeConfig | None = PrivateAttr(None)
@@ -443,6 +445,13 @@ class CubeConfig(_Strict):
                 "(it becomes a Dagster asset key prefix)"
             )
         return value
+
+    @field_validator("compression")
+    @classmethod
+    def _check_compression(cls, value: str) -> str:
+        if value.upper() not in COMPRESSIONS:
+            raise ValueError(f"compression {quoted(value)} is not one of {', '.join(COMPRESSIONS)}")
+        return value.upper()
 
     @field_validator("collection")
     @classmethod

@@ -4,7 +4,12 @@ Every writer builds the COG under a temporary name beside the destination, valid
 ``rio_cogeo.cogeo.cog_validate`` and only then moves it into place, so a destination path
 either holds a valid COG or is left untouched.
 
-Two translators make the same layout (tiled, compressed with a predictor, internal overviews):
+The codec is one of :data:`COMPRESSIONS`, all lossless: DEFLATE, ZSTD (both with a predictor) or
+LERC_ZSTD with ``MAX_Z_ERROR=0``; :data:`DEFAULT_COMPRESSION` was chosen by measurement
+(``benchmarks/codecs.py``), and a cube may choose another (``compression:``). Files of any of
+them read alike, so cubes written with another codec stay readable.
+
+Two translators make the same layout (tiled, compressed, internal overviews):
 rio-cogeo's ``cog_translate`` (the default, used for scenes) and GDAL's own COG driver
 (``driver="gdal"``), which streams a large raster through a bounded block cache and compresses
 the full resolution once. Whole-tile composites use the latter: on a 10560 x 10560 tile it
@@ -30,11 +35,11 @@ from rio_cogeo.cogeo import cog_translate, cog_validate
 
 from cube_assets.atomic import atomic_path
 from cube_assets.errors import InvalidRaster
+from cube_assets.raster.codecs import DEFAULT_COMPRESSION, compression_options
 from cube_assets.raster.inputs import open_input, reading_from
 from cube_assets.raster.product_limits import ProductLimits
 from cube_assets.raster.windowed_io import check_nodata_fits, gdal_cache_limit
 
-COMPRESSIONS = ("DEFLATE", "ZSTD")
 OverviewResampling = Literal["nearest", "average", "mode", "bilinear", "cubic"]
 OVERVIEW_RESAMPLINGS: tuple[OverviewResampling, ...] = ("nearest", "average", "mode", "bilinear", "cubic")
 _MIN_BLOCKSIZE = 16  # GeoTIFF tiles must be multiples of 16 pixels.
@@ -61,7 +66,8 @@ def write_cog(
     transform: Affine,
     nodata: float | int | None,
     dtype: str | np.dtype | None = None,
-    compress: str = "DEFLATE",
+    compress: str = DEFAULT_COMPRESSION,
+    level: int | None = None,
     predictor: int | None = None,
     blocksize: int = 512,
     overview_resampling: str = "nearest",
@@ -72,6 +78,7 @@ def write_cog(
     ``array`` is ``(bands, height, width)`` or ``(height, width)`` (one band). When ``dtype``
     differs from the array's, values are cast; a float array cast to an integer type is
     rounded to the nearest integer and must be finite and inside the type's range.
+    ``compress`` is one of :data:`COMPRESSIONS` at ``level`` (see :func:`compression_options`);
     ``predictor=None`` picks 2 (horizontal differencing) for integer types and 3 (floating
     point) for float types. Rasters smaller than ``blocksize`` get the smallest power-of-two
     block (at least 16) that covers them, and overviews are only built when the raster's
@@ -84,8 +91,8 @@ def write_cog(
         InvalidRaster: if the array is not 2-D or 3-D, is empty, cannot be cast to ``dtype``,
             ``nodata`` does not fit the output type, ``band_descriptions`` has the wrong length,
             or the written file is not a valid COG.
-        ValueError: if ``compress``, ``overview_resampling``, ``predictor`` or ``blocksize``
-            is not one this module supports.
+        ValueError: if ``compress``, ``level``, ``overview_resampling``, ``predictor`` or
+            ``blocksize`` is not one this module supports.
     """
     name = f"array for {Path(destination).name}"
     bands = _as_bands(array, name)
@@ -115,6 +122,7 @@ def write_cog(
                 staging,
                 destination,
                 compress=compress,
+                level=level,
                 predictor=predictor,
                 blocksize=blocksize,
                 overview_resampling=overview_resampling,
@@ -125,7 +133,8 @@ def cog_from_file(
     src_path: str | os.PathLike[str],
     destination: str | os.PathLike[str],
     *,
-    compress: str = "DEFLATE",
+    compress: str = DEFAULT_COMPRESSION,
+    level: int | None = None,
     predictor: int | None = None,
     blocksize: int = 512,
     overview_resampling: str = "nearest",
@@ -135,8 +144,9 @@ def cog_from_file(
     """Translate the GeoTIFF (or any GDAL raster) at ``src_path`` into a COG at ``destination``.
 
     Pixel values, data type, nodata, band descriptions and dataset tags are kept; the output is
-    tiled, compressed and gets internal overviews when the raster is larger than a block.
-    ``predictor=None`` chooses 2 for integer and 3 for float data. ``driver`` picks the
+    tiled, compressed with ``compress`` at ``level`` (see :func:`compression_options`) and gets
+    internal overviews when the raster is larger than a block. ``predictor=None`` chooses 2 for
+    integer and 3 for float data. ``driver`` picks the
     translator: ``"rio-cogeo"`` (``cog_translate``) or ``"gdal"`` (GDAL's COG driver, with a
     64 MiB block cache: for rasters too large to stage in memory). Either output is validated;
     only rio-cogeo records the ``OVERVIEW_RESAMPLING`` tag. The source must have a CRS; with
@@ -150,8 +160,8 @@ def cog_from_file(
         InvalidRaster: naming the file, if ``src_path`` cannot be opened as a raster, has no
             CRS, declares more than ``limits`` allow, cannot be read to its end (truncated or
             corrupt), or the translated file does not pass ``cog_validate``.
-        ValueError: if ``compress``, ``overview_resampling``, ``predictor``, ``blocksize`` or
-            ``driver`` is not one this module supports.
+        ValueError: if ``compress``, ``level``, ``overview_resampling``, ``predictor``,
+            ``blocksize`` or ``driver`` is not one this module supports.
     """
     if driver not in DRIVERS:
         raise ValueError(f"driver {driver!r} is not one of {DRIVERS}")
@@ -162,6 +172,7 @@ def cog_from_file(
             source,
             destination,
             compress=compress,
+            level=level,
             predictor=predictor,
             blocksize=blocksize,
             overview_resampling=overview_resampling,
@@ -191,6 +202,7 @@ def _translate(
     destination: str | os.PathLike[str],
     *,
     compress: str,
+    level: int | None,
     predictor: int | None,
     blocksize: int,
     overview_resampling: str,
@@ -203,6 +215,7 @@ def _translate(
         width=source.width,
         height=source.height,
         compress=compress,
+        level=level,
         predictor=predictor,
         blocksize=blocksize,
     )
@@ -233,21 +246,13 @@ def _cog_profile(
     width: int,
     height: int,
     compress: str,
+    level: int | None,
     predictor: int | None,
     blocksize: int,
 ) -> dict[str, Any]:
     """GeoTIFF creation options of a tiled, compressed COG for rasters of this type and size."""
-    compress = compress.upper()
-    if compress not in COMPRESSIONS:
-        raise ValueError(f"compress {compress!r} is not one of {COMPRESSIONS}")
     if blocksize < _MIN_BLOCKSIZE or blocksize % _MIN_BLOCKSIZE:
         raise ValueError(f"blocksize {blocksize} must be a positive multiple of 16")
-    if predictor is None:
-        predictor = 3 if np.issubdtype(dtype, np.floating) else 2
-    if predictor not in (1, 2, 3):
-        raise ValueError(f"predictor {predictor} is not 1, 2 or 3")
-    if predictor == 3 and not np.issubdtype(dtype, np.floating):
-        raise ValueError(f"predictor 3 needs floating point data, not {dtype}")
     block = min(blocksize, max(_MIN_BLOCKSIZE, 1 << (max(width, height) - 1).bit_length()))
     return {
         "driver": "GTiff",
@@ -255,21 +260,64 @@ def _cog_profile(
         "tiled": True,
         "blockxsize": block,
         "blockysize": block,
-        "compress": compress,
-        "predictor": predictor,
+        **compression_options(compress, dtype, level=level, predictor=predictor),
     }
 
 
-def _gdal_cog_options(profile: dict[str, Any], overview_resampling: str) -> dict[str, Any]:
+def cog_driver_options(
+    dtype: Any,
+    *,
+    width: int,
+    height: int,
+    compress: str = DEFAULT_COMPRESSION,
+    level: int | None = None,
+    overview_resampling: str = "nearest",
+    blocksize: int = 512,
+) -> dict[str, str]:
+    """The creation options GDAL's COG driver gets from ``cog_from_file(..., driver="gdal")``.
+
+    The same options as ``-co KEY=VALUE`` make ``gdal_translate -of COG`` write the same layout
+    and codec (``benchmarks/pipeline.py`` scripts GDAL's tools with them).
+
+    Returns:
+        ``{"COMPRESS": ..., "LEVEL": ..., "BLOCKSIZE": ..., ...}`` (upper-case keys, text values),
+        without the ``driver`` key.
+
+    Raises:
+        ValueError: if ``compress``, ``level``, ``blocksize`` or ``overview_resampling`` is not
+            one this module supports.
+    """
+    if not _is_overview_resampling(overview_resampling):
+        raise ValueError(f"overview_resampling {overview_resampling!r} is not one of {OVERVIEW_RESAMPLINGS}")
+    profile = _cog_profile(
+        dtype=np.dtype(dtype),
+        width=width,
+        height=height,
+        compress=compress,
+        level=level,
+        predictor=None,
+        blocksize=blocksize,
+    )
+    options = _gdal_cog_options(profile, overview_resampling)
+    del options["driver"]
+    return options
+
+
+def _gdal_cog_options(profile: dict[str, Any], overview_resampling: str) -> dict[str, str]:
     """The COG driver's creation options for the layout ``_cog_profile`` describes."""
-    return {
+    options = {
         "driver": "COG",
-        "COMPRESS": profile["compress"],
-        "PREDICTOR": {1: "NO", 2: "STANDARD", 3: "FLOATING_POINT"}[profile["predictor"]],
+        "COMPRESS": profile["compress"].upper(),
+        "LEVEL": str(profile.get("zlevel", profile.get("zstd_level"))),
         "BLOCKSIZE": str(profile["blockxsize"]),
         "OVERVIEW_RESAMPLING": overview_resampling.upper(),
         "NUM_THREADS": "ALL_CPUS",
     }
+    if "predictor" in profile:
+        options["PREDICTOR"] = {1: "NO", 2: "STANDARD", 3: "FLOATING_POINT"}[profile["predictor"]]
+    if "max_z_error" in profile:
+        options["MAX_Z_ERROR"] = str(profile["max_z_error"])
+    return options
 
 
 def _as_bands(array: np.ndarray, name: str) -> np.ndarray:

@@ -120,7 +120,7 @@ def blend_band(
     ``DEFAULT_IO_THREADS``; 1 runs everything in the calling thread.
 
     Each output is a tiled 512 x 512 GeoTIFF with the first merge's grid and dtype and
-    ``band_nodata``, DEFLATE-compressed and moved into place under its final name; with
+    ``band_nodata``, compressed with the default codec and moved into place under its final name; with
     ``finalize`` it is an uncompressed temporary file handed to ``finalize(tmp_tiff,
     final_path)`` (e.g. a COG conversion; several outputs are finalized at once, in threads)
     and removed afterwards. If one ``finalize`` fails, the outputs already finalized are removed.
@@ -180,7 +180,7 @@ def blend_quality(
 
     Window by window like ``blend_band``, with the same ``engine`` and ``io_threads`` choices
     (both engines give identical pixels; the numba engine needs an integer quality band of at
-    most 16 bits, ``"auto"`` takes numpy otherwise) and the same output files (DEFLATE
+    most 16 bits, ``"auto"`` takes numpy otherwise) and the same output files (compressed
     GeoTIFFs, or uncompressed temporary files handed to ``finalize``).
 
     Returns:
@@ -426,7 +426,7 @@ class _BandStack:
 
 
 def _output_profile(reference: Any, dtype: Any, nodata: float | None, compress: bool) -> dict[str, Any]:
-    """A tiled single-band GeoTIFF profile on ``reference``'s grid; DEFLATE unless it is only staging."""
+    """A tiled single-band GeoTIFF profile on ``reference``'s grid; compressed unless it is only staging."""
     return output_profile(
         dtype,
         nodata,

@@ -6,10 +6,14 @@ band exists, a CRS is declared, the size is one the product can have, see
 the reads themselves, so a truncated or corrupt file raises :class:`InvalidRaster` naming the
 file and the band instead of GDAL's bare ``Read failed``.
 
-JPEG 2000 files are decoded in the reading thread: when OpenJPEG decodes several tiles of one
-read in worker threads (GDAL's default), a tile that fails to decode is only logged and the read
-returns zeros, so a truncated Sentinel-2 band would become a band of nodata without an error.
-One thread decodes such a band about half as fast on two cores.
+JPEG 2000 tiles are decoded one after the other (``GDAL_NUM_THREADS=1`` while a JP2 file is
+open), each with several OpenJPEG threads (``OPJ_NUM_THREADS``, see
+:func:`enable_openjpeg_threads`). GDAL's own multi-threaded mode decodes the tiles of one read in
+a thread pool, and there a tile that fails to decode is only logged and comes back as zeros: a
+truncated Sentinel-2 band would become a band of nodata without an error (a read of one tile, or
+GDAL_NUM_THREADS=1, raises). OpenJPEG's threads work inside one tile, in the reading thread's
+decode call, so a failing tile still fails the read; ``cube_assets_tests/raster/test_inputs.py``
+checks both behaviours on a real Sentinel-2 band cut short.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from rasterio.io import DatasetReader
 from cube_assets.errors import InvalidRaster
 from cube_assets.raster.product_limits import ProductLimits, check_declared_size
 
+OPENJPEG_THREADS_VARIABLE = "OPJ_NUM_THREADS"
+"""The environment variable OpenJPEG reads its decoding threads from (GDAL then leaves them be)."""
+
 MAX_QUOTED = 200
 """Characters of a GDAL message quoted in an error (they can repeat long paths)."""
 _QUERY = re.compile(r"\?[^\s'\"]*")
@@ -39,6 +46,26 @@ def display_name(path: str | os.PathLike[str]) -> str:
         The path as text, with any ``?query`` replaced by ``?…``.
     """
     return _QUERY.sub("?…", str(path))
+
+
+def enable_openjpeg_threads(threads: int | None = None) -> str:
+    """Let OpenJPEG decode each JPEG 2000 tile with ``threads`` threads (default: the CPU count).
+
+    OpenJPEG reads ``OPJ_NUM_THREADS`` from the process environment when it creates a decoder
+    (GDAL's configuration options do not reach it), so this sets the variable, unless it is
+    already set (an operator's choice wins). Tiles are still decoded one after the other
+    (:func:`open_input`), so a tile that fails to decode fails the read.
+
+    Returns:
+        The value in effect.
+
+    Raises:
+        ValueError: if ``threads`` is less than 1.
+    """
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    value = str(threads if threads is not None else os.cpu_count() or 1)
+    return os.environ.setdefault(OPENJPEG_THREADS_VARIABLE, value)
 
 
 def _brief(error: BaseException) -> str:

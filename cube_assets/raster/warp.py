@@ -561,7 +561,7 @@ def merge_scenes_to_files(
 
     ``out_paths`` names the file of the quality band, every one of ``bands`` and
     ``"DATASOURCE"`` (uint8, nodata 255). Each is a tiled 512 x 512 GeoTIFF on the grid with
-    the band's data type and nodata, DEFLATE-compressed and moved into place under its final
+    the band's data type and nodata, compressed with the default codec and moved into place under its final
     name; with ``finalize`` it is written uncompressed under a temporary name and handed to
     ``finalize(tmp_tiff, final_path)`` (e.g. a COG conversion) once every window is written,
     then removed. On any error every temporary file, and every output this call had already

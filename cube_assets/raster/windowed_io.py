@@ -39,13 +39,14 @@ from rasterio.windows import Window
 
 from cube_assets.atomic import atomic_path, temporary_path
 from cube_assets.errors import InvalidRaster
+from cube_assets.raster.codecs import DEFAULT_COMPRESSION, compression_options
 
 PathLike = str | os.PathLike[str]
 Finalize = Callable[[Path, Path], None]
 """``finalize(staged_tiff, destination)``: writes ``destination`` from a finished staging file."""
 
 OUTPUT_BLOCK_SIZE = 512
-"""Tile side of the windowed GeoTIFF outputs (staging files and DEFLATE outputs)."""
+"""Tile side of the windowed GeoTIFF outputs (staging files and compressed outputs)."""
 
 
 # --------------------------------------------------------------------------- nodata
@@ -253,20 +254,22 @@ def output_profile(
     crs: CRS | str | int | None,
     transform: Affine,
     shape: tuple[int, int],
-    compress: bool,
+    compress: bool | str,
     predictor: bool = True,
 ) -> dict[str, Any]:
     """The profile of a tiled (512 x 512) single-band GeoTIFF on a grid of ``shape = (height, width)``.
 
-    With ``compress`` it is DEFLATE-compressed, with the predictor suiting the dtype (2 for
-    integers, 3 for floats) unless ``predictor`` is False; without, it is uncompressed (a
-    staging file for a ``finalize`` that compresses it).
+    ``compress`` is a codec of ``codecs.COMPRESSIONS`` or True for ``codecs.DEFAULT_COMPRESSION``
+    (at the codec's default level), with the predictor suiting the dtype (2 for integers, 3 for
+    floats) unless ``predictor`` is False; False leaves it uncompressed (a staging file for a
+    ``finalize`` that compresses it).
 
     Returns:
         A profile for ``rasterio.open(path, "w", **profile)``.
 
     Raises:
         TypeError: if ``dtype`` is not a numpy dtype.
+        ValueError: if ``compress`` is not a known codec.
         rasterio.errors.CRSError: if ``crs`` is not a CRS.
     """
     dtype = np.dtype(dtype)
@@ -283,10 +286,11 @@ def output_profile(
         "blockxsize": OUTPUT_BLOCK_SIZE,
         "blockysize": OUTPUT_BLOCK_SIZE,
     }
-    if compress:
-        profile["compress"] = "deflate"
-        if predictor:
-            profile["predictor"] = 2 if dtype.kind in "iu" else 3
+    if compress is not False:
+        codec = DEFAULT_COMPRESSION if compress is True else compress
+        profile.update(compression_options(codec, dtype))
+        if not predictor:
+            profile.pop("predictor", None)
     return profile
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Mapping, Sequence
 from datetime import date
@@ -74,7 +75,7 @@ def blend_period(
                     band_functions,
                     outs,
                     cube.nodata,
-                    finalize=_to_cog,
+                    finalize=functools.partial(_to_cog, compression=cube.compression),
                 )
                 for function, path in outs.items():
                     local[function][band] = path
@@ -92,19 +93,29 @@ def blend_period(
                 rule,
                 outs,
                 cube.nodata,
-                finalize=_to_cog,
+                finalize=functools.partial(_to_cog, compression=cube.compression),
             )
             local[function] = {band: outs[band] for band in cube.band_names}
             extras[function] = {name: outs[name] for name in rule.outputs}
         quality_outs = _blend_quality(cube, quality_paths, days, efficacies, staging)
         if IDENTITY in cube.composites:
             local[IDENTITY] = {
-                band: identity_cube(band_paths[band], days, staging / f"IDT_{band}.tif", cube.nodata, finalize=_to_cog)
+                band: identity_cube(
+                    band_paths[band],
+                    days,
+                    staging / f"IDT_{band}.tif",
+                    cube.nodata,
+                    finalize=functools.partial(_to_cog, compression=cube.compression),
+                )
                 for band in cube.band_names
             }
             extras[IDENTITY] = {
                 cube.quality.band: identity_cube(
-                    quality_paths, days, staging / "IDT_quality.tif", cube.quality.nodata, finalize=_to_cog
+                    quality_paths,
+                    days,
+                    staging / "IDT_quality.tif",
+                    cube.quality.nodata,
+                    finalize=functools.partial(_to_cog, compression=cube.compression),
                 )
             }
         for function in cube.composites:
@@ -126,7 +137,7 @@ def blend_period(
                         nodata=cube.nodata,
                         out_nodata=cube.index_nodata,
                     )
-                    files[name] = _to_cog_now(written.path, staging / f"{function}_{name}.tif")
+                    files[name] = _to_cog_now(written.path, staging / f"{function}_{name}.tif", cube.compression)
                     index_pixels[name] = index_pixel_counts(written)
                 quicklook = _quicklook(cube, local[function], staging / f"{function}_quicklook.png")
             composites[function] = _publish(cube, tile, period, function, files, quicklook, index_pixels, store)
@@ -198,7 +209,7 @@ def _blend_quality(
         quality_outs["provenance"],
         quality_outs["clearob"],
         quality_outs["totalob"],
-        finalize=_to_cog,
+        finalize=functools.partial(_to_cog, compression=cube.compression),
     )
     return quality_outs
 
@@ -237,13 +248,13 @@ def _private_copy(path: Path) -> Path:
     return copy
 
 
-def _to_cog(tmp_tiff: Path, final_path: Path) -> None:
+def _to_cog(tmp_tiff: Path, final_path: Path, compression: str) -> None:
     # Whole-tile composites: GDAL's COG driver streams them through a bounded cache.
-    cog_from_file(tmp_tiff, final_path, overview_resampling="nearest", driver="gdal")
+    cog_from_file(tmp_tiff, final_path, compress=compression, overview_resampling="nearest", driver="gdal")
 
 
-def _to_cog_now(tiff: Path, final_path: Path) -> Path:
-    _to_cog(tiff, final_path)
+def _to_cog_now(tiff: Path, final_path: Path, compression: str) -> Path:
+    _to_cog(tiff, final_path, compression)
     return final_path
 
 

@@ -90,6 +90,7 @@ def merge_date(
             cog_from_file(
                 tmp_tiff,
                 final_path,
+                compress=cube.compression,
                 overview_resampling=overview_resampling[band_of[final_path]],
                 driver="gdal",
                 blocksize=cube.file_block_size,

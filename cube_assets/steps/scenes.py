@@ -43,7 +43,7 @@ from cube_assets.providers.local import PRODUCT_MANIFEST, ProductManifest, read_
 from cube_assets.raster.cog import COG_CONTENT_TYPE, cog_from_file
 from cube_assets.raster.footprint import valid_data_footprint
 from cube_assets.raster.indexes import CompiledExpression, IndexWrite, compile_expression, write_index
-from cube_assets.raster.inputs import open_input, reading_from
+from cube_assets.raster.inputs import enable_openjpeg_threads, open_input, reading_from
 from cube_assets.raster.product_limits import LANDSAT_C2, SENTINEL2, ProductLimits, limits_for_collection
 from cube_assets.raster.quicklook import quicklook_from_files, write_quicklook
 from cube_assets.raster.reflectance import (
@@ -97,6 +97,7 @@ def reflectance_for_scene(
             is a bomb, or holds another product than the scene (its id is the ``.SAFE`` name).
         Sen2CorError: from ``to_l2a`` when Sen2Cor fails or times out.
     """
+    enable_openjpeg_threads()  # JPEG 2000 tiles decode with OpenJPEG's threads, one tile at a time
     product_path = Path(scene.path)
     if product_path.is_file() and product_path.name.lower().endswith(".zip"):
         product_path = extract_safe_zip(product_path, product_path.parent, product_id=scene.scene_id)
@@ -451,7 +452,8 @@ def publish_scene(cube: CubeConfig, scene: ReflectanceScene, store: RasterStore)
     one, else red, green and blue scaled from 0–10000; 768 px on the long side at most,
     nodata transparent. The footprint is the product's own (from its metadata) when the entry
     has one, else the outline of the valid pixels of the quality band (``footprint_source``
-    says which); it is written as GeoJSON in EPSG:4326.
+    says which); it is written as GeoJSON in EPSG:4326. Every COG is written by GDAL's COG
+    driver with the cube's ``compression``.
 
     Returns:
         The scene entry (a ``SceneCog``) with ``bands``, ``quality``, ``indexes``, ``quicklook`` and
@@ -470,7 +472,14 @@ def publish_scene(cube: CubeConfig, scene: ReflectanceScene, store: RasterStore)
         band: _produce(
             store,
             scene_cog_key(cube.name, scene_id, band),
-            lambda out, src=src: cog_from_file(src, out, overview_resampling="average", blocksize=cube.file_block_size),
+            lambda out, src=src: cog_from_file(
+                src,
+                out,
+                compress=cube.compression,
+                overview_resampling="average",
+                driver="gdal",
+                blocksize=cube.file_block_size,
+            ),
         )
         for band, src in sr_paths.items()
     }
@@ -478,7 +487,12 @@ def publish_scene(cube: CubeConfig, scene: ReflectanceScene, store: RasterStore)
         store,
         scene_cog_key(cube.name, scene_id, cube.quality.band),
         lambda out: cog_from_file(
-            store.gdal_path(scene.quality), out, overview_resampling="nearest", blocksize=cube.file_block_size
+            store.gdal_path(scene.quality),
+            out,
+            compress=cube.compression,
+            overview_resampling="nearest",
+            driver="gdal",
+            blocksize=cube.file_block_size,
         ),
     )
     indexes = {}
@@ -491,7 +505,7 @@ def publish_scene(cube: CubeConfig, scene: ReflectanceScene, store: RasterStore)
             store,
             scene_cog_key(cube.name, scene_id, name),
             lambda out, compiled=compiled, written=written: _index_cog(
-                compiled, inputs, out, cube.nodata, written, cube.index_nodata
+                compiled, inputs, out, cube.nodata, written, cube.index_nodata, cube.compression
             ),
         )
         index_pixels[name] = index_pixel_counts(written[0]) if written else None
@@ -553,11 +567,12 @@ def _index_cog(
     nodata: float,
     written: list[IndexWrite],
     index_nodata: float,
+    compression: str,
 ) -> Path:
     raw = out.with_name(out.stem + ".raw.tif")
     written.append(write_index(compiled, inputs, raw, nodata=nodata, out_nodata=index_nodata))
     try:
-        return cog_from_file(raw, out, overview_resampling="average")
+        return cog_from_file(raw, out, compress=compression, overview_resampling="average", driver="gdal")
     finally:
         raw.unlink(missing_ok=True)
 

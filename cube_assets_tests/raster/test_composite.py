@@ -12,6 +12,7 @@ import rasterio
 from rasterio.transform import from_origin
 
 from cube_assets.errors import InvalidCubeConfig, InvalidRaster
+from cube_assets.raster.codecs import DEFAULT_COMPRESSION
 from cube_assets.raster.composite import blend_band, blend_quality
 from cube_assets.raster.composite_rules import (
     clear_observation_count,
@@ -295,7 +296,7 @@ def test_blend_band_windows_match_whole_array_functions(synthetic_period, tmp_pa
             "int16",
             BAND_NODATA,
             512,
-            "deflate",
+            DEFAULT_COMPRESSION.lower(),
         )
     assert sorted(p.name for p in out.iterdir()) == ["nir_AVG.tif", "nir_LCF.tif", "nir_MED.tif"]
 

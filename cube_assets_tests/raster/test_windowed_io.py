@@ -19,6 +19,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from cube_assets.errors import InvalidRaster
+from cube_assets.raster.codecs import DEFAULT_COMPRESSION
 from cube_assets.raster.windowed_io import (
     block_windows,
     check_nodata_fits,
@@ -229,15 +230,17 @@ def test_warped_view_names_a_file_without_a_crs(tmp_path):
 # ----------------------------------------------------------------------------- profiles and staged outputs
 
 
-def test_output_profile_is_a_tiled_deflate_geotiff_with_the_dtypes_predictor():
+def test_output_profile_is_a_tiled_geotiff_of_the_default_codec_with_the_dtypes_predictor():
     integer = output_profile("int16", -9999, crs="EPSG:32633", transform=TRANSFORM, shape=(110, 130), compress=True)
     assert (integer["height"], integer["width"], integer["nodata"]) == (110, 130, -9999)
     assert (integer["tiled"], integer["blockxsize"], integer["compress"], integer["predictor"]) == (
         True,
         512,
-        "deflate",
+        DEFAULT_COMPRESSION.lower(),
         2,
     )
+    deflate = output_profile("int16", -9999, crs=UTM33, transform=TRANSFORM, shape=(4, 4), compress="DEFLATE")
+    assert (deflate["compress"], deflate["zlevel"]) == ("deflate", 6)
     assert (
         output_profile("float32", None, crs=UTM33, transform=TRANSFORM, shape=(4, 4), compress=True)["predictor"] == 3
     )

@@ -26,6 +26,7 @@ from cube_assets.formats.landsat import parse_mtl
 from cube_assets.formats.sentinel2_safe import open_safe
 from cube_assets.formats.simulator import simulate_l2a_product
 from cube_assets.manifests import RawScene
+from cube_assets.raster.codecs import DEFAULT_COMPRESSION
 from cube_assets.raster.cog import is_valid_cog
 from cube_assets.raster.footprint import iou, valid_data_footprint
 from cube_assets.raster.masks import rescale_landsat_c2
@@ -170,7 +171,7 @@ def test_cogs_are_validated_512_px_tiles_with_overviews(t29unu):
             structure = cog.tags(ns="IMAGE_STRUCTURE")
             assert (structure["LAYOUT"], structure["COMPRESSION"], structure["PREDICTOR"]) == (
                 "COG",
-                "DEFLATE",
+                DEFAULT_COMPRESSION,
                 str(predictor),
             )
             assert cog.overviews(1) == [2, 4]
