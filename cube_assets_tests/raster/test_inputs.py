@@ -25,15 +25,17 @@ def _real_band(real_data: Path) -> Path:
     return real_data / REAL_S2_ASSET_FILES["B04"]
 
 
-def test_gdal_thread_pool_turns_an_undecodable_tile_into_zeros(tmp_path: Path, real_data: Path) -> None:
+def test_gdal_thread_pool_returns_wrong_pixels_of_an_undecodable_tile_without_error(
+    tmp_path: Path, real_data: Path
+) -> None:
+    # Why GDAL's tile loop stays single-threaded for JPEG 2000: with its thread pool, tiles that fail to
+    # decode come back as other values (zeros, or what the buffer held) and the read does not fail.
     truncated = cut(_real_band(real_data), tmp_path / "B04.jp2", 0.9)
     with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"), rasterio.open(truncated) as dataset:
         values = dataset.read(1)  # no error: the failed tiles are only logged
     with rasterio.open(_real_band(real_data)) as sound:
         expected = sound.read(1)
-    broken = values != expected
-    assert broken.any()
-    assert (values[broken] == 0).all()
+    assert (values != expected).any()
 
 
 def test_a_truncated_jp2_fails_the_read_with_openjpeg_threads(
