@@ -26,6 +26,7 @@ reference the published rasters must equal byte for byte.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import time
 from collections import Counter
@@ -41,7 +42,6 @@ from cube_assets.catalog.repository import search_images
 from cube_assets.definitions import build_definitions
 from cube_assets_tests.fixtures_postgres import PostgresServer
 from cube_assets_tests.fixtures_s3 import S3Server
-from cube_assets_tests.processes import CONTEXT
 from cube_assets_tests.scale_out.cluster import (
     Worker,
     backfill_settled,
@@ -62,11 +62,13 @@ BROKER_OUTAGE_S = 10
 MAX_RUN_RETRIES = 3
 #: Generous: the machine is shared and has two cores.
 BACKFILL_TIMEOUT_S = 2400
+#: The in-process reference of the same partitions, run beside the backfill, has this long after it.
+REFERENCE_TIMEOUT_S = 600
 PUBLISHED_SUFFIXES = (".tif", ".png")
 
 
 def _reference_run(config: str, root: str) -> None:
-    """Every partition of the job in process, on a local data root (runs in a forked process, logging to a file)."""
+    """Every partition of the job in process, on a local data root (runs in a spawned process, logging to a file)."""
     Path(root).mkdir()
     with open(Path(root).parent / "reference.log", "ab") as log:
         os.dup2(log.fileno(), 1)
@@ -122,7 +124,10 @@ def cluster(s3_server: S3Server, postgresql_server: PostgresServer):
         try:
             instance, workers, base = running.instance, running.workers, running.base
             reference_root = base / "reference"
-            reference = CONTEXT.Process(target=_reference_run, args=(str(running.config), str(reference_root)))
+            # spawned, not forked: this process runs threads (clients of the daemon, S3, PostgreSQL), and a
+            # fork can inherit one of their locks held, deadlocking the child.
+            spawn = multiprocessing.get_context("spawn")
+            reference = spawn.Process(target=_reference_run, args=(str(running.config), str(reference_root)))
             reference.start()
             started = time.monotonic()
             backfill_id = running.deployment.backfill(JOB)
@@ -153,7 +158,10 @@ def cluster(s3_server: S3Server, postgresql_server: PostgresServer):
                 3,
             )
             elapsed = time.monotonic() - started
-            reference.join(timeout=BACKFILL_TIMEOUT_S)
+            reference.join(timeout=REFERENCE_TIMEOUT_S)
+            assert reference.exitcode == 0, (
+                f"the in-process reference run ended with {reference.exitcode} (see reference.log)"
+            )
             yield {
                 "instance": instance,
                 "backfill_id": backfill_id,
