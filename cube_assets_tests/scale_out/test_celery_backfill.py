@@ -225,8 +225,9 @@ def test_no_worker_sees_another_workers_data_root(cluster):
             if other is not worker:
                 assert worker.listing_inside(other.folder) == []
         assert "data" in worker.listing_inside(worker.folder)
-    # Each worker simulated the archive in its own data root: none could use another's copy.
-    for worker in workers:
+    # The surviving workers simulated the archive in their own data roots: none could use another's copy.
+    # (Worker 0 may have been given a merge before any raw scene step, and it was killed in that merge.)
+    for worker in workers[1:]:
         assert (worker.storage / "data" / "archive").is_dir(), worker.name
 
 
