@@ -412,10 +412,10 @@ def _median_kernel(window: KernelWindow, wanted: np.ndarray) -> np.ndarray:
     return out
 
 
-def _mean_kernel(window: KernelWindow, wanted: np.ndarray) -> np.ndarray:
-    """AVG compiled (``mean_window``) over the loaded observations."""
+def _clear_summary_kernel(kernel_name: str, window: KernelWindow) -> np.ndarray:
+    """Run the compiled ``kernel_name`` (``mean_window``, ``std_window``) over the loaded observations."""
     out = window.empty()
-    _kernels().mean_window(
+    getattr(_kernels(), kernel_name)(
         window.values,
         window.quality,
         window.table,
@@ -428,6 +428,11 @@ def _mean_kernel(window: KernelWindow, wanted: np.ndarray) -> np.ndarray:
         out,
     )
     return out
+
+
+def _mean_kernel(window: KernelWindow, wanted: np.ndarray) -> np.ndarray:
+    """AVG compiled (``mean_window``) over the loaded observations."""
+    return _clear_summary_kernel("mean_window", window)
 
 
 def _wide_kernel(window: KernelWindow, percents: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -489,20 +494,7 @@ def _std_values(values: np.ndarray, classes: np.ndarray, order: Sequence[int], n
 
 def _std_kernel(window: KernelWindow, wanted: np.ndarray) -> np.ndarray:
     """STD compiled (``std_window``) over the loaded observations."""
-    out = window.empty()
-    _kernels().std_window(
-        window.values,
-        window.quality,
-        window.table,
-        window.offset,
-        window.loaded,
-        True,
-        window.fill,
-        window.nodata_is_nan,
-        window.integer,
-        out,
-    )
-    return out
+    return _clear_summary_kernel("std_window", window)
 
 
 COMPOSITE_FUNCTIONS: dict[str, CompositeRule] = {
