@@ -4,9 +4,12 @@ Pure code over files (local paths, ``s3://`` URIs read through ``/vsis3/``, or G
 catalog, the HTTP route and :meth:`ImageCollection.timeseries` build the :class:`Observation`
 records and the band scales, and these functions read the pixels.
 
-For a point, each COG under it is opened and the one pixel is read through a 1 × 1 window, so
-GDAL fetches just the block that holds it (one range request over ``/vsis3/``); the files are read
-in parallel threads (GDAL releases the GIL). A polygon reads the window of its bounding box.
+For a point, the one pixel of each COG under it is read through a 1 × 1 window, so GDAL fetches
+just the block that holds it (one range request over ``/vsis3/``); the files are read in parallel
+threads (GDAL releases the GIL). A polygon reads the window of its bounding box. The files stay
+open in a :class:`~cube_assets.raster.dataset_pool.DatasetPool` (by default one shared by the
+process), so the next series over the same images opens nothing and a block read once is not
+decoded again.
 
 Each observation comes back with its raw values (as stored), its physical values (reflectance
 for spectral bands stored as reflectance × 10000; the linear map from ``data_range`` to
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -36,16 +40,20 @@ from shapely.geometry.base import BaseGeometry
 from shapely.ops import transform as transform_geometry
 
 from cube_assets.errors import CatalogError, InvalidRaster
+from cube_assets.raster.dataset_pool import DatasetPool
 from cube_assets.raster.masks import SCL_RULES, QualityClass, QualityRules, classify_quality
 
 #: Band names read as quality flags, besides the quality band itself.
 FLAG_BANDS = ("CLEAROB", "TOTALOB", "PROVENANCE")
 #: Spectral bands store reflectance × this factor (the cube's surface reflectance convention).
 REFLECTANCE_SCALE = 10000.0
-#: Most files read at once.
-DEFAULT_WORKERS = 4
+#: Files read at once: one thread per core, at most 4 (more threads than cores only contend).
+DEFAULT_WORKERS = max(1, min(4, os.cpu_count() or 1))
 #: Largest polygon window read per file, in pixels (a bound on memory and time per request).
 MAX_POLYGON_PIXELS = 4096 * 4096
+
+#: The pool of open datasets used when a caller gives none.
+SHARED_POOL = DatasetPool()
 
 _CLASS_NAMES = {
     QualityClass.NODATA: "nodata",
@@ -221,12 +229,14 @@ def point_timeseries(
     quality_band: str | None = "SCL",
     quality_rules: QualityRules | None = SCL_RULES,
     max_workers: int = DEFAULT_WORKERS,
+    pool: DatasetPool | None = None,
 ) -> list[PointValue]:
     """The values of ``bands`` at ``(lon, lat)`` in every observation, in time order.
 
     Each band file and flag file (``quality_band``, CLEAROB, TOTALOB, PROVENANCE, when the
-    observation has them) is read at the one pixel under the point, all files in parallel.
-    An observation whose raster does not cover the point is left out.
+    observation has them) is read at the one pixel under the point, all files in parallel,
+    through ``pool`` (``SHARED_POOL`` when None). An observation whose raster does not cover
+    the point is left out.
 
     Returns:
         One ``PointValue`` per observation covering the point, ordered by ``acquired`` then id.
@@ -236,23 +246,30 @@ def point_timeseries(
         InvalidRaster: when a file cannot be read.
     """
     chosen = _checked(observations, bands, scales)
-    pixels = {index: _grid_pixel(observation, lon, lat) for index, observation in enumerate(chosen)}
+    pixels = _grid_pixels(chosen, lon, lat)
     reads = [
         (index, name, href)
         for index, observation in enumerate(chosen)
         for name, href in _files_to_read(observation, bands, quality_band)
     ]
+    datasets = SHARED_POOL if pool is None else pool
+
+    def read_share(share: Sequence[tuple[int, str, str]]) -> list[tuple[tuple[int, str], float | None | _Outside]]:
+        # One task per thread, not per file: a pixel of an open dataset whose block is cached reads
+        # in tens of microseconds, less than handing a task to a thread costs.
+        return [((index, name), _read_pixel(datasets, href, lon, lat, pixels[index])) for index, name, href in share]
+
+    workers = max(1, min(max_workers, len(reads)))
+    shares = [reads[start::workers] for start in range(workers)]
     values: dict[tuple[int, str], float | None | _Outside] = {}
-
-    def read(task: tuple[int, str, str]) -> tuple[tuple[int, str], float | None | _Outside]:
-        index, name, href = task
-        return (index, name), _read_pixel(href, lon, lat, pixels[index])
-
-    with (
-        rasterio.Env(**_READ_OPTIONS),
-        ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(reads) or 1))) as pool,
-    ):
-        values.update(pool.map(read, reads))
+    with rasterio.Env(**_READ_OPTIONS):
+        if workers == 1:
+            values.update(read_share(reads))
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as executor:
+                for share_values in executor.map(read_share, shares):
+                    values.update(share_values)
+    quality_classes = _quality_classes(values, quality_band, quality_rules)
     series = []
     for index, observation in enumerate(chosen):
         if any(isinstance(values.get((index, name)), _Outside) for name in bands):
@@ -264,7 +281,7 @@ def point_timeseries(
             name: _as_float(values[(index, name)]) for name, _ in _files_to_read(observation, bands, quality_band)
         }
         flags = _flags(observation, read_here, raw)
-        flags.update(_quality_flags(observation, values, index, quality_band, quality_rules))
+        flags.update(_quality_flags(observation, values, index, quality_band, quality_rules, quality_classes))
         series.append(
             PointValue(observation.image_id, observation.product_id, observation.acquired,
                        observation.acquired_end, raw, physical, flags)
@@ -281,13 +298,15 @@ def polygon_timeseries(
     quality_band: str | None = "SCL",
     quality_rules: QualityRules | None = SCL_RULES,
     max_workers: int = DEFAULT_WORKERS,
+    pool: DatasetPool | None = None,
 ) -> list[AreaValue]:
     """Per observation, the mean and median of ``bands`` over the clear pixels inside ``geometry`` (EPSG:4326).
 
     A pixel counts when its centre is inside the polygon, every band has data there and it is
     clear: its quality class is clear (merges) or it has a clear observation, CLEAROB > 0
     (composites); an observation without either flag counts every valid pixel. Observations whose
-    raster does not reach the polygon are left out.
+    raster does not reach the polygon are left out. Files are read through ``pool``
+    (``SHARED_POOL`` when None).
 
     Returns:
         One ``AreaValue`` per observation, ordered by ``acquired`` then id.
@@ -298,9 +317,10 @@ def polygon_timeseries(
         InvalidRaster: when a file cannot be read.
     """
     chosen = _checked(observations, bands, scales)
+    datasets = SHARED_POOL if pool is None else pool
 
     def one(observation: Observation) -> AreaValue | None:
-        return _area_value(observation, bands, geometry, scales, quality_band, quality_rules)
+        return _area_value(datasets, observation, bands, geometry, scales, quality_band, quality_rules)
 
     with (
         rasterio.Env(**_READ_OPTIONS),
@@ -329,17 +349,34 @@ def _from_lonlat(crs: str) -> Transformer:
 _READ_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
 
 
-def _grid_pixel(observation: Observation, lon: float, lat: float) -> tuple[tuple[float, ...], int, int] | None:
-    """``(geotransform, row, col)`` of the point on the observation's recorded grid; None when unknown."""
-    if observation.crs is None or observation.geotransform is None:
-        return None
-    x, y = _from_lonlat(observation.crs).transform(lon, lat)
-    col_f, row_f = ~Affine.from_gdal(*observation.geotransform) * (x, y)
-    return (tuple(observation.geotransform), math.floor(row_f), math.floor(col_f))
+def _grid_pixels(
+    observations: Sequence[Observation], lon: float, lat: float
+) -> dict[int, tuple[tuple[float, ...], int, int] | None]:
+    """Per observation index, ``(geotransform, row, col)`` of the point on its recorded grid (None when unknown).
+
+    The point is located once per distinct grid: the images of one tile share theirs.
+    """
+    located: dict[tuple[str, tuple[float, ...]], tuple[tuple[float, ...], int, int]] = {}
+    pixels: dict[int, tuple[tuple[float, ...], int, int] | None] = {}
+    for index, observation in enumerate(observations):
+        if observation.crs is None or observation.geotransform is None:
+            pixels[index] = None
+            continue
+        key = (observation.crs, tuple(observation.geotransform))
+        if key not in located:
+            x, y = _from_lonlat(observation.crs).transform(lon, lat)
+            col_f, row_f = ~Affine.from_gdal(*observation.geotransform) @ (x, y)
+            located[key] = (key[1], math.floor(row_f), math.floor(col_f))
+        pixels[index] = located[key]
+    return pixels
 
 
 def _read_pixel(
-    href: str, lon: float, lat: float, grid_pixel: tuple[tuple[float, ...], int, int] | None = None
+    pool: DatasetPool,
+    href: str,
+    lon: float,
+    lat: float,
+    grid_pixel: tuple[tuple[float, ...], int, int] | None = None,
 ) -> float | None | _Outside:
     """The value of band 1 of ``href`` under ``(lon, lat)``; None at nodata; ``_OUTSIDE`` off the raster.
 
@@ -348,12 +385,12 @@ def _read_pixel(
     """
     path = gdal_href(href)
     try:
-        with rasterio.open(path) as src:
+        with pool.dataset(path) as src:
             if grid_pixel is not None and _same_geotransform(src.get_transform(), grid_pixel[0]):
                 row, col = grid_pixel[1], grid_pixel[2]
             else:
                 x, y = _from_lonlat(src.crs.to_string()).transform(lon, lat)
-                col_f, row_f = ~src.transform * (x, y)
+                col_f, row_f = ~src.transform @ (x, y)
                 row, col = math.floor(row_f), math.floor(col_f)
             if not (0 <= row < src.height and 0 <= col < src.width):
                 return _OUTSIDE
@@ -371,6 +408,7 @@ def _same_geotransform(found: Sequence[float], recorded: Sequence[float]) -> boo
 
 
 def _area_value(
+    pool: DatasetPool,
     observation: Observation,
     bands: Sequence[str],
     geometry: BaseGeometry,
@@ -380,11 +418,8 @@ def _area_value(
 ) -> AreaValue | None:
     """Read the window of ``geometry`` in every file of ``observation`` and summarise its clear pixels."""
     first = gdal_href(observation.files[bands[0]])
-    try:
-        with rasterio.open(first) as src:
-            crs, transform, width, height = src.crs.to_string(), src.transform, src.width, src.height
-    except rasterio.errors.RasterioIOError as error:
-        raise InvalidRaster(f"{first}: cannot be read ({error})") from error
+    with pool.dataset(first) as src:
+        crs, transform, width, height = src.crs.to_string(), src.transform, src.width, src.height
     local = transform_geometry(_from_lonlat(crs).transform, geometry)
     exact = from_bounds(*local.bounds, transform=transform)
     col0, row0 = max(0, math.floor(exact.col_off)), max(0, math.floor(exact.row_off))
@@ -405,8 +440,12 @@ def _area_value(
     )
     arrays = {}
     for name, href in _files_to_read(observation, bands, quality_band):
-        with rasterio.open(gdal_href(href)) as src:
-            arrays[name] = src.read(1, window=window)
+        path = gdal_href(href)
+        try:
+            with pool.dataset(path) as src:
+                arrays[name] = src.read(1, window=window)
+        except rasterio.errors.RasterioIOError as error:
+            raise InvalidRaster(f"{path}: cannot be read ({error})") from error
     valid = inside.copy()
     for name in bands:
         nodata = scales[name].nodata
@@ -496,12 +535,33 @@ def _flags(
     return flags
 
 
+def _quality_classes(
+    values: Mapping[tuple[int, str], float | None | _Outside],
+    quality_band: str | None,
+    quality_rules: QualityRules | None,
+) -> dict[int, QualityClass]:
+    """The class of every quality value read, by value, classified in one call."""
+    if not quality_band or quality_rules is None:
+        return {}
+    found = {
+        int(value)
+        for (_, name), value in values.items()
+        if name == quality_band and value is not None and not isinstance(value, _Outside)
+    }
+    if not found:
+        return {}
+    distinct = np.array(sorted(found))
+    classes = classify_quality(distinct, quality_rules)
+    return {int(value): QualityClass(int(klass)) for value, klass in zip(distinct, classes, strict=True)}
+
+
 def _quality_flags(
     observation: Observation,
     values: Mapping[tuple[int, str], float | None | _Outside],
     index: int,
     quality_band: str | None,
     quality_rules: QualityRules | None,
+    quality_classes: Mapping[int, QualityClass],
 ) -> dict[str, Any]:
     """A merge's quality value and class, and whether it is clear."""
     if not quality_band or quality_band not in observation.files:
@@ -510,10 +570,7 @@ def _quality_flags(
     quality = None if value is None or isinstance(value, _Outside) else int(value)
     flags: dict[str, Any] = {"quality": quality}
     if quality_rules is not None and "CLEAROB" not in observation.files:
-        if quality is None:  # the quality band's own nodata
-            klass = QualityClass.NODATA
-        else:
-            klass = QualityClass(int(classify_quality(np.array([quality]), quality_rules)[0]))
+        klass = QualityClass.NODATA if quality is None else quality_classes[quality]  # None: the band's own nodata
         flags["quality_class"] = _CLASS_NAMES[klass]
         flags["clear"] = klass == QualityClass.CLEAR
     return flags
@@ -559,6 +616,7 @@ __all__ = [
     "BandScale",
     "Observation",
     "PointValue",
+    "SHARED_POOL",
     "band_scale",
     "gdal_href",
     "observations_of",

@@ -8,9 +8,12 @@ the same COGs uploaded to the moto S3 server (``/vsis3/``).
 from __future__ import annotations
 
 import datetime as dt
+import os
+import shutil
 
 import numpy as np
 import pytest
+import rasterio
 import shapely.geometry
 from rasterio.warp import transform_geom
 
@@ -25,6 +28,7 @@ from cube_assets.client.timeseries import (
     point_timeseries,
 )
 from cube_assets.errors import CatalogError
+from cube_assets.raster.dataset_pool import DatasetPool
 from cube_assets_tests.service.synthetic_cube import CUBE, EPSG, SyntheticCube, build_synthetic_cube
 
 
@@ -174,3 +178,27 @@ def test_a_file_off_the_recorded_grid_is_located_from_its_own_header(cube) -> No
     series = point_timeseries([on_grid], ["B04"], *cube.lonlat(0, 40, 70), scale, quality_band=None)
 
     assert series[0].raw["B04"] == cube.merge_value("B04", 0, 0, 70)
+
+
+def test_a_series_after_a_cog_is_replaced_reads_the_new_file(cube, tmp_path) -> None:
+    day = cube.merge_dates[cube.period_starts[0]][0]
+    source = cube.root / CUBE / "000000" / day.isoformat() / f"{CUBE}_000000_{day:%Y%m%d}_B04.tif"
+    href = tmp_path / "B04.tif"
+    shutil.copyfile(source, href)
+    observation = Observation("a", "p", dt.datetime(2024, 1, 1, tzinfo=dt.UTC), {"B04": str(href)})
+    scale = {"B04": BandScale("B04", nodata=-9999)}
+    pool = DatasetPool(capacity=8)
+    place = cube.lonlat(0, 40, 70)
+    before = point_timeseries([observation], ["B04"], *place, scale, quality_band=None, pool=pool)
+    assert len(pool) == 1  # kept open for the next series
+    with rasterio.open(source) as src:
+        profile, pixels = src.profile, src.read()
+    staging = tmp_path / "B04.staging.tif"
+    with rasterio.open(staging, "w", **profile) as dst:  # the asset materialized again, then moved into place
+        dst.write(pixels + 1)
+    os.replace(staging, href)
+
+    after = point_timeseries([observation], ["B04"], *place, scale, quality_band=None, pool=pool)
+
+    assert before[0].raw["B04"] == cube.merge_value("B04", 0, 0, 70)
+    assert after[0].raw["B04"] == cube.merge_value("B04", 0, 0, 70) + 1
