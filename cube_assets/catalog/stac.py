@@ -1,6 +1,7 @@
 """The catalog as STAC 1.1: products as Collections, images as Items, validated offline.
 
-* :func:`product_to_collection` and :func:`image_to_item` build ``pystac`` objects with the
+* :func:`product_to_collection` builds a ``pystac`` Collection, :func:`image_item_dict` an Item
+  dict as pystac would write it (:func:`image_to_item` reads it as a ``pystac.Item``), with the
   ``eo`` (v1.1.0), ``raster`` (v1.1.0) and ``projection`` (v2.0.0) extensions: per band asset,
   ``eo:bands`` for spectral bands (name, common name, centre wavelength and width in µm) and
   ``raster:bands`` for every band (nodata, data type, resolution, unit); on items
@@ -38,7 +39,6 @@ from jsonschema.validators import validator_for
 from pyproj import CRS
 from pystac.extensions.eo import Band as EOBand
 from pystac.extensions.eo import EOExtension
-from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 from pystac.validation.local_validator import get_local_schema_cache
 from pystac.validation.schema_uri_map import DefaultSchemaUriMap
@@ -371,14 +371,49 @@ def _crs_fields_uncached(code: str) -> dict[str, Any]:
     return {"proj:code": None, "proj:wkt2": crs.to_wkt()}
 
 
-def image_to_item(
+def band_asset_fields(band: Band | None) -> dict[str, Any]:
+    """Return the ``eo:bands`` (spectral bands) and ``raster:bands`` fields of the asset of ``band``.
+
+    Returns:
+        The fields as a dict (empty for None).
+    """
+    scratch = pystac.Asset(href="scratch")
+    _band_assets_fields(band, scratch)
+    return dict(scratch.extra_fields)
+
+
+def _copied(fields: Mapping[str, Any]) -> dict[str, Any]:
+    # Band fields are lists of flat dicts shared by every item of a product: each asset gets its own.
+    return {
+        key: [dict(entry) for entry in value] if isinstance(value, list) else value for key, value in fields.items()
+    }
+
+
+def _asset_dict(href: str, band: Band | None, name: str, fields: Mapping[str, Any], size: int | None) -> dict[str, Any]:
+    """The asset of one file as ``pystac.Asset.to_dict`` gives it: href, type, title, fields, roles."""
+    roles = ["data"] if band is not None else (["thumbnail", "overview"] if name == "quicklook" else ["data"])
+    if band is not None and band.type == "mask":
+        roles = ["data", "data-mask"]
+    asset: dict[str, Any] = {"href": href}
+    media_type = _media_type(href)
+    if media_type is not None:
+        asset["type"] = media_type
+    asset["title"] = name
+    asset.update(_copied(fields))
+    if size is not None:
+        asset["file:size"] = size
+    asset["roles"] = roles
+    return asset
+
+
+def image_item_dict(
     image: Image,
     bands: Mapping[str, Band] | None = None,
     *,
-    collection_href: str | None = None,
     composite_function: str | None = None,
-) -> pystac.Item:
-    """Return the image as a STAC Item, one asset per file.
+    asset_fields: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Return the image as a STAC Item dict, one asset per file, without links or collection.
 
     ``composite_function`` (``LCF``, ``MED``...: see :func:`composite_function_of`) becomes the
     ``cube_assets:composite_function`` property of a composite; a cube image's period is
@@ -387,11 +422,12 @@ def image_to_item(
 
     ``bands`` maps band name to the product's band (:class:`Band`) and
     provides each asset's ``eo:bands``/``raster:bands``; files of bands not in it get plain assets.
-    With ``collection_href`` (where the product's collection is), the item names its collection
-    (the product id) and links to it; STAC requires the link whenever the name is given.
+    ``asset_fields`` (band name to :func:`band_asset_fields`) saves computing them per image.
+    The dict is built directly, as ``pystac.Item.to_dict`` would give it (same keys, values
+    and order): the API builds a page of Items this way without a pystac object per Item.
 
     Returns:
-        The ``pystac.Item`` (no other links).
+        The Item dict (asset hrefs are the catalogued file locations; ``links`` is empty).
 
     Raises:
         CatalogError: if the image has no footprint or acquisition time.
@@ -424,56 +460,86 @@ def image_to_item(
         "tags": list(image.tags) or None,
     }
     properties.update({f"{PREFIX}:{key}": value for key, value in own.items() if value is not None})
-    item = pystac.Item(
-        id=image.id,
-        geometry=geometry,
-        bbox=list(image.geometry.bounds),
-        datetime=image.acquired,
-        properties=properties,
-    )
-    if collection_href is not None:
-        item.collection_id = image.product_id
-        item.add_link(pystac.Link(pystac.RelType.COLLECTION, collection_href, media_type=pystac.MediaType.JSON))
     if image.name and image.name != image.id:
-        item.common_metadata.title = image.name
+        properties["title"] = image.name
+    assets: dict[str, Any] = {}
     for name, file in image.files.items():
-        asset = _asset(file.href, bands.get(name), name)
-        if file.size_bytes is not None:
-            asset.extra_fields["file:size"] = file.size_bytes
-        item.add_asset(name, asset)
+        band = bands.get(name)
+        fields = asset_fields[name] if asset_fields is not None and name in asset_fields else band_asset_fields(band)
+        assets[name] = _asset_dict(file.href, band, name, fields, file.size_bytes)
     if image.cloud_fraction is not None:
-        EOExtension.ext(item, add_if_missing=True).cloud_cover = round(image.cloud_fraction * 100, 6)
-    elif bands and any(b.type == "spectral" for b in bands.values()):
-        EOExtension.ext(item, add_if_missing=True)
-    _projection(item, image)
-    _ensure_extensions(item)
+        properties["eo:cloud_cover"] = round(image.cloud_fraction * 100, 6)
+    properties.update(_projection(image))
+    properties["datetime"] = pystac.utils.datetime_to_str(image.acquired)
+    item: dict[str, Any] = {
+        "type": "Feature",
+        "stac_version": pystac.get_stac_version(),
+        "stac_extensions": [],
+        "id": image.id,
+        "geometry": geometry,
+        "bbox": list(image.geometry.bounds),
+        "properties": properties,
+        "links": [],
+        "assets": assets,
+    }
+    item["stac_extensions"] = _used_extensions(item)
     return item
 
 
-def _projection(item: pystac.Item, image: Image) -> None:
+def image_to_item(
+    image: Image,
+    bands: Mapping[str, Band] | None = None,
+    *,
+    collection_href: str | None = None,
+    composite_function: str | None = None,
+) -> pystac.Item:
+    """Return the image as a ``pystac.Item``: :func:`image_item_dict` read by pystac.
+
+    With ``collection_href`` (where the product's collection is), the item names its collection
+    (the product id) and links to it; STAC requires the link whenever the name is given.
+
+    Returns:
+        The ``pystac.Item`` (no other links).
+
+    Raises:
+        CatalogError: if the image has no footprint or acquisition time.
+    """
+    item = pystac.Item.from_dict(image_item_dict(image, bands, composite_function=composite_function))
+    if collection_href is not None:
+        item.collection_id = image.product_id
+        item.add_link(pystac.Link(pystac.RelType.COLLECTION, collection_href, media_type=pystac.MediaType.JSON))
+        _ensure_extensions(item)
+    return item
+
+
+def _projection(image: Image) -> dict[str, Any]:
+    """The ``proj:*`` properties of an image: CRS code (or WKT2), and the grid's transform, shape and bbox."""
     if image.crs is None:
-        return
-    projection = ProjectionExtension.ext(item, add_if_missing=True)
-    for key, value in _crs_fields(image.crs).items():
-        item.properties[key] = value
+        return {}
+    fields = _crs_fields(image.crs)
     if image.geotransform is not None:
         c, a, b, f, d, e = image.geotransform
-        projection.transform = [a, b, c, d, e, f]
+        fields["proj:transform"] = [a, b, c, d, e, f]
         if image.width is not None and image.height is not None:
-            projection.shape = [image.height, image.width]
+            fields["proj:shape"] = [image.height, image.width]
             xs = [c, c + a * image.width + b * image.height, c + a * image.width, c + b * image.height]
             ys = [f, f + d * image.width + e * image.height, f + d * image.width, f + e * image.height]
-            projection.bbox = [min(xs), min(ys), max(xs), max(ys)]
+            fields["proj:bbox"] = [min(xs), min(ys), max(xs), max(ys)]
+    return fields
+
+
+def _used_extensions(document: Mapping[str, Any], declared: Iterable[str] = ()) -> list[str]:
+    """``declared`` without this module's extensions, then each of them whose fields appear anywhere in ``document``."""
+    text = json.dumps(document)
+    kept = [uri for uri in declared if uri not in _FIELD_PREFIXES]
+    return kept + [uri for uri, prefix in _FIELD_PREFIXES.items() if f'"{prefix}' in text]
 
 
 def _ensure_extensions(obj: pystac.STACObject) -> None:
     """Declare every extension whose fields appear anywhere in ``obj``; drop ones that do not."""
-    text = json.dumps(obj.to_dict(include_self_link=False, transform_hrefs=False))
-    declared = [uri for uri in obj.stac_extensions if uri not in _FIELD_PREFIXES]
-    for uri, prefix in _FIELD_PREFIXES.items():
-        if f'"{prefix}' in text:
-            declared.append(uri)
-    obj.stac_extensions = declared
+    obj.stac_extensions = _used_extensions(
+        obj.to_dict(include_self_link=False, transform_hrefs=False), obj.stac_extensions
+    )
 
 
 def composite_function_of(product: Product) -> str | None:
@@ -719,6 +785,8 @@ __all__ = [
     "File",
     "Image",
     "Product",
+    "band_asset_fields",
+    "image_item_dict",
     "image_to_item",
     "product_extent",
     "product_to_collection",

@@ -20,7 +20,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,9 @@ from cube_assets.catalog.expressions import properties as p
 from cube_assets.catalog.stac import (
     STAC_VERSION,
     Band,
+    band_asset_fields,
     composite_function_of,
-    image_to_item,
+    image_item_dict,
     product_extent,
     product_to_collection,
     validate_stac,
@@ -45,10 +46,14 @@ from cube_assets.errors import CatalogError
 
 @dataclass(frozen=True)
 class ItemContext:
-    """What building a product's items needs: its bands by name and its composite function."""
+    """What building a product's items needs: its bands by name, its composite function, each band's asset fields."""
 
     bands: Mapping[str, Band]
     composite_function: str | None
+    asset_fields: Mapping[str, Mapping[str, Any]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "asset_fields", {name: band_asset_fields(band) for name, band in self.bands.items()})
 
 
 @dataclass(frozen=True)
@@ -101,10 +106,10 @@ def item_document(image: Image, context: ItemContext) -> dict[str, Any]:
     Raises:
         CatalogError: if the image has no footprint or acquisition time.
     """
-    item = image_to_item(image, context.bands, composite_function=context.composite_function)
-    document = item.to_dict(include_self_link=False, transform_hrefs=False)
+    document = image_item_dict(
+        image, context.bands, composite_function=context.composite_function, asset_fields=context.asset_fields
+    )
     document["collection"] = image.product_id
-    document["links"] = []
     return document
 
 

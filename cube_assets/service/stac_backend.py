@@ -6,6 +6,10 @@ from one :class:`~cube_assets.client.Catalog`. Collections and Items are the doc
 :mod:`cube_assets.client.stac_export` builds for the static export; this module only adds the
 API's links and the hrefs clients reach (:mod:`cube_assets.service.hrefs`). A page is fetched as
 ``limit + 1`` rows in the search's order; the extra row only says that a ``next`` link is due.
+
+Items and pages are returned as ready responses (:class:`GeoJSONResponse`, JSON encoded once):
+FastAPI would otherwise walk every value of a page through ``jsonable_encoder`` first, which
+took longer than building the page (the documents hold only JSON types already).
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import attr
+from stac_fastapi.api.models import GeoJSONResponse
 from stac_fastapi.types.core import BaseCoreClient
 from stac_fastapi.types.errors import NotFoundError
 from stac_fastapi.types.requests import get_base_url
 from starlette.requests import Request
+from starlette.responses import Response
 
 from cube_assets.client.connection import Catalog
 from cube_assets.client.image import Image
@@ -181,16 +187,16 @@ class CatalogCoreClient(BaseCoreClient):  # type: ignore[misc]  # stac-fastapi's
         ]
         return document
 
-    def get_item(self, item_id: str, collection_id: str, **kwargs: Any) -> dict[str, Any]:
-        """Return image ``item_id`` of product ``collection_id`` as an Item (404 if either is unknown)."""
+    def get_item(self, item_id: str, collection_id: str, **kwargs: Any) -> Response:
+        """Return image ``item_id`` of product ``collection_id`` as an Item response (404 if either is unknown)."""
         self._product(collection_id)
         image = Image.get(item_id, catalog=self.catalog)
         if image is None or image.product_id != collection_id:
             raise NotFoundError(f"item {item_id[:100]!r} not found in collection {collection_id[:100]!r}")
-        return self._item_document(image, get_base_url(kwargs["request"]))
+        return GeoJSONResponse(self._item_document(image, get_base_url(kwargs["request"])))
 
-    def _page(self, search: SearchParameters, request: Request, next_link: Mapping[str, Any]) -> dict[str, Any]:
-        """Run one page of ``search`` and return it as an ItemCollection with a ``next`` link if more follow."""
+    def _page(self, search: SearchParameters, request: Request, next_link: Mapping[str, Any]) -> Response:
+        """Run one page of ``search``; return it as an ItemCollection response with a ``next`` link if more follow."""
         base_url = get_base_url(request)
         images = list(catalog_search(self.catalog, search).limit(search.limit + 1))
         more, images = len(images) > search.limit, images[: search.limit]
@@ -203,9 +209,10 @@ class CatalogCoreClient(BaseCoreClient):  # type: ignore[misc]  # stac-fastapi's
             last = images[-1]
             token = encode_token(Cursor(search.order.label, getattr(last, search.order.property_name), last.id))
             links.append(_with_token(dict(next_link), token))
-        return {"type": "FeatureCollection", "features": features, "links": links, "numberReturned": len(features)}
+        page = {"type": "FeatureCollection", "features": features, "links": links, "numberReturned": len(features)}
+        return GeoJSONResponse(page)
 
-    def _get_page(self, request: Request, collection_id: str | None = None, **values: Any) -> dict[str, Any]:
+    def _get_page(self, request: Request, collection_id: str | None = None, **values: Any) -> Response:
         search = parse_search(
             values, default_limit=self.default_limit, max_limit=self.max_limit, collection_id=collection_id
         )
@@ -213,18 +220,18 @@ class CatalogCoreClient(BaseCoreClient):  # type: ignore[misc]  # stac-fastapi's
         next_link = {"rel": "next", "type": GEOJSON, "method": "GET", "href": str(request.url), "_query": query}
         return self._page(search, request, next_link)
 
-    def item_collection(self, collection_id: str, **kwargs: Any) -> dict[str, Any]:
+    def item_collection(self, collection_id: str, **kwargs: Any) -> Response:
         """Return a page of the collection's items (``GET /collections/{id}/items``; 404 if unknown)."""
         self._product(collection_id)
         request = kwargs.pop("request")
         return self._get_page(request, collection_id, **_stac_names(kwargs))
 
-    def get_search(self, **kwargs: Any) -> dict[str, Any]:
+    def get_search(self, **kwargs: Any) -> Response:
         """Return a page of ``GET /search``."""
         request = kwargs.pop("request")
         return self._get_page(request, **_stac_names(kwargs))
 
-    def post_search(self, search_request: Any, **kwargs: Any) -> dict[str, Any]:
+    def post_search(self, search_request: Any, **kwargs: Any) -> Response:
         """Return a page of ``POST /search``."""
         request: Request = kwargs["request"]
         body = search_request.model_dump(by_alias=True, exclude_none=True, mode="json")
