@@ -27,6 +27,7 @@ from cube_assets.catalog.stac import (
     RASTER_SCHEMA,
     StacValidationError,
     band_scale_offset,
+    image_item_dict,
     image_to_item,
     product_to_collection,
     validate_stac,
@@ -90,6 +91,20 @@ def test_items_are_valid_stac(filled: Catalog, image_id: str) -> None:
 
     validate_stac(item)
     pystac.Item.from_dict(item).validate(validator=_core_only())  # pystac's own validator, core schema
+
+
+@pytest.mark.parametrize("image_id", ["lcf_A_202301", "merge_C_202312", "S2A_20240203"])
+def test_an_item_dict_is_what_pystac_reads_and_writes_back(filled: Catalog, image_id: str) -> None:
+    image = Image.get(image_id, catalog=filled)
+    assert image is not None
+    bands = {band.name: band for band in Product.get(image.product_id, catalog=filled).bands()}  # type: ignore[union-attr]  # the product was saved by the fixture
+
+    item = image_item_dict(image, bands)
+
+    assert pystac.Item.from_dict(copy.deepcopy(item)).to_dict(include_self_link=False, transform_hrefs=False) == item
+    assert item["id"] == image_id and item["links"] == []
+    assert set(item["assets"]) == set(image.files)
+    validate_stac(item)
 
 
 def _core_only() -> Any:
