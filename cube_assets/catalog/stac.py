@@ -340,15 +340,6 @@ def _band_assets_fields(band: Band | None, asset: pystac.Asset) -> None:
     RasterExtension.ext(asset, add_if_missing=False).bands = [raster]
 
 
-def _asset(href: str, band: Band | None, name: str) -> pystac.Asset:
-    roles = ["data"] if band is not None else (["thumbnail", "overview"] if name == "quicklook" else ["data"])
-    if band is not None and band.type == "mask":
-        roles = ["data", "data-mask"]
-    asset = pystac.Asset(href=href, title=name, media_type=_media_type(href), roles=roles)
-    _band_assets_fields(band, asset)
-    return asset
-
-
 def _crs_fields(code: str) -> dict[str, Any]:
     """``proj:code`` (and ``proj:wkt2`` when the CRS has no authority code) of a catalog CRS string."""
     return dict(_parsed_crs_fields(code))
@@ -391,9 +382,10 @@ def _copied(fields: Mapping[str, Any]) -> dict[str, Any]:
 
 def _asset_dict(href: str, band: Band | None, name: str, fields: Mapping[str, Any], size: int | None) -> dict[str, Any]:
     """The asset of one file as ``pystac.Asset.to_dict`` gives it: href, type, title, fields, roles."""
-    roles = ["data"] if band is not None else (["thumbnail", "overview"] if name == "quicklook" else ["data"])
-    if band is not None and band.type == "mask":
-        roles = ["data", "data-mask"]
+    if band is None:
+        roles = ["thumbnail", "overview"] if name == "quicklook" else ["data"]
+    else:
+        roles = ["data", "data-mask"] if band.type == "mask" else ["data"]
     asset: dict[str, Any] = {"href": href}
     media_type = _media_type(href)
     if media_type is not None:
@@ -647,9 +639,7 @@ def product_to_collection(
             media_type=str(pystac.MediaType.COG),
             roles=["data", "data-mask"] if band.type == "mask" else ["data"],
         )
-        scratch = pystac.Asset(href="scratch")
-        _band_assets_fields(band, scratch)
-        definition.properties.update({k: v for k, v in scratch.extra_fields.items() if ":" in k})
+        definition.properties.update({k: v for k, v in band_asset_fields(band).items() if ":" in k})
         item_assets[band.name] = definition
     if item_assets:
         item_assets["quicklook"] = pystac.ItemAssetDefinition.create(

@@ -116,13 +116,6 @@ class DatasetPool:
             entry.lock.release()
             self._evict()
 
-    def clear(self) -> None:
-        """Close every idle dataset of the pool (one in use is closed when its reader is done)."""
-        with self._lock:
-            paths = list(self._entries)
-        for path in paths:
-            self._evict_path(path)
-
     # ----------------------------------------------------------------------------- internals
 
     def _checkout(self, path: str) -> _Entry:
