@@ -2,7 +2,7 @@
 
 ::
 
-    cube-assets serve [--host 127.0.0.1] [--port 8000] [--catalog URL] [--presign] [--allow-writes]
+    cube-assets serve [--host 127.0.0.1] [--port 8000] [--workers 1] [--catalog URL] [--presign] [--allow-writes]
 
 The catalog is ``--catalog``; else, with ``CUBE_ENV=prod``, ``$CUBE_ASSETS_CATALOG_URL`` (PostgreSQL);
 else the demo's SQLite catalog under ``--data-root`` (``$CUBE_ASSETS_DATA_ROOT``, default
@@ -10,15 +10,27 @@ else the demo's SQLite catalog under ``--data-root`` (``$CUBE_ASSETS_DATA_ROOT``
 ``$CUBE_ASSETS_S3_ACCESS_KEY_ID``/``$CUBE_ASSETS_S3_SECRET_ACCESS_KEY`` (else boto3's own chain:
 ``AWS_*`` variables, a profile, an instance role) for ``$AWS_ENDPOINT_URL`` (another S3 service). ``--allow-writes``
 adds the Transactions extension, whose requests must carry ``Authorization: Bearer <token>``
-with the token in ``$CUBE_ASSETS_API_TOKEN`` (refused to start without it).
+with the token in ``$CUBE_ASSETS_API_TOKEN`` (refused to start without it). ``--workers N`` runs N
+worker processes (uvicorn's), each with its own catalog connections, on one port: a search is
+bound by Python, so one process uses one core.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from cube_assets.service.settings import ServiceSettings
+
+WORKER_OPTIONS_ENV = "CUBE_ASSETS_SERVE_OPTIONS"
+"""Where ``serve --workers N`` hands the catalog URL and flags to its workers (S3 keys stay in their own variables)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser("serve", help="serve the catalog as a STAC API (FastAPI under uvicorn)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    serve.add_argument(
+        "--workers", type=_worker_count, default=1, help="worker processes (default 1: one core's worth)"
+    )
     serve.add_argument("--catalog", default=None, help="catalog database URL (default: see the module help)")
     serve.add_argument(
         "--data-root",
@@ -57,6 +72,55 @@ def catalog_url(args: argparse.Namespace, environ: dict[str, str] | os._Environ[
     return default_catalog_url(Path(args.data_root))
 
 
+def _worker_count(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= 64:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of workers from 1 to 64")
+    return count
+
+
+def service_settings(
+    catalog: str, presign: bool, allow_writes: bool, environ: dict[str, str] | os._Environ[str] = os.environ
+) -> ServiceSettings:
+    """Return the service settings for a catalog URL and flags, with the S3 endpoint and keys from ``environ``.
+
+    Returns:
+        The :class:`~cube_assets.service.settings.ServiceSettings`.
+    """
+    from cube_assets.service.settings import ServiceSettings
+
+    return ServiceSettings(
+        catalog_url=catalog,
+        presign=presign,
+        allow_writes=allow_writes,
+        s3_endpoint_url=environ.get("AWS_ENDPOINT_URL") or None,
+        s3_region=environ.get("AWS_REGION") or None,
+        s3_access_key_id=environ.get("CUBE_ASSETS_S3_ACCESS_KEY_ID") or None,
+        s3_secret_access_key=environ.get("CUBE_ASSETS_S3_SECRET_ACCESS_KEY") or None,
+    )
+
+
+def worker_app() -> FastAPI:
+    """Return the app of one ``serve --workers N`` worker process, from the options its parent set.
+
+    Returns:
+        The service's FastAPI app.
+
+    Raises:
+        RuntimeError: outside a worker started by ``serve`` (no options in the environment).
+    """
+    from cube_assets.service.app import create_app
+
+    options = os.environ.get(WORKER_OPTIONS_ENV)
+    if not options:
+        raise RuntimeError(f"cube-assets serve worker: ${WORKER_OPTIONS_ENV} is not set")
+    values = json.loads(options)
+    return create_app(service_settings(values["catalog_url"], values["presign"], values["allow_writes"]))
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Serve the API until interrupted; return 0 (2 when the catalog cannot be opened or writes lack a token)."""
     import uvicorn
@@ -64,25 +128,27 @@ def run_serve(args: argparse.Namespace) -> int:
     from cube_assets.errors import CatalogError
     from cube_assets.redaction import redact_url
     from cube_assets.service.app import create_app
-    from cube_assets.service.settings import ServiceSettings
 
-    settings = ServiceSettings(
-        catalog_url=catalog_url(args),
-        presign=args.presign,
-        allow_writes=args.allow_writes,
-        s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
-        s3_region=os.environ.get("AWS_REGION") or None,
-        s3_access_key_id=os.environ.get("CUBE_ASSETS_S3_ACCESS_KEY_ID") or None,
-        s3_secret_access_key=os.environ.get("CUBE_ASSETS_S3_SECRET_ACCESS_KEY") or None,
-    )
+    settings = service_settings(catalog_url(args), args.presign, args.allow_writes)
     if settings.allow_writes and not os.environ.get(settings.write_token_env):
         print(f"cube-assets serve: --allow-writes needs a token in ${settings.write_token_env}", file=sys.stderr)
         return 2
     try:
-        app = create_app(settings)
+        app = create_app(settings)  # with workers too: the catalog is checked (and migrated) once, here
     except CatalogError as exc:
         print(f"cube-assets serve: {exc}", file=sys.stderr)
         return 2
-    print(f"cube-assets serve: {redact_url(settings.catalog_url)} on http://{args.host}:{args.port}/", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    workers = getattr(args, "workers", 1)
+    where = f"{redact_url(settings.catalog_url)} on http://{args.host}:{args.port}/"
+    print(f"cube-assets serve: {where}" + (f" ({workers} workers)" if workers > 1 else ""), flush=True)
+    if workers == 1:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+        return 0
+    app.state.catalog.close()
+    os.environ[WORKER_OPTIONS_ENV] = json.dumps(
+        {"catalog_url": settings.catalog_url, "presign": settings.presign, "allow_writes": settings.allow_writes}
+    )
+    uvicorn.run(
+        f"{__name__}:worker_app", factory=True, host=args.host, port=args.port, workers=workers, log_level="info"
+    )
     return 0

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -35,12 +36,15 @@ def test_prod_serves_the_catalog_url_of_the_environment() -> None:
         catalog_url(arguments(), {"CUBE_ENV": "prod"})
 
 
-def test_the_serve_command_answers_stac_requests(tmp_path: Path) -> None:
+def serve(tmp_path: Path, *options: str) -> tuple[dict[str, Any], dict[str, Any], str, int]:
+    """Run ``cube-assets serve`` over the test cube's catalog; return the landing page, a search, its output, port."""
     build_cube_catalog(f"sqlite:///{tmp_path}/catalog.sqlite", tmp_path).close()
     port = free_port()
     environment = {**os.environ, "PYTHONPATH": str(REPO), "CUBE_ENV": "dev"}
     command = [sys.executable, "-m", "cube_assets.cli", "serve", "--port", str(port), "--data-root", str(tmp_path)]
-    process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [*command, *options], env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -52,11 +56,42 @@ def test_the_serve_command_answers_stac_requests(tmp_path: Path) -> None:
                     output = process.stdout.read() if process.stdout else ""
                     raise AssertionError(f"serve did not start: {output}") from None
                 time.sleep(0.2)
-        found = httpx.get(f"http://127.0.0.1:{port}/search", params={"collections": LCF, "limit": 100}).json()
+        assert landing.status_code == 200
+        found = [
+            httpx.get(f"http://127.0.0.1:{port}/search", params={"collections": LCF, "limit": 100}).json()
+            for _ in range(4)
+        ]
     finally:
         process.terminate()
         output, _ = process.communicate(timeout=30)
+    assert all(page == found[0] for page in found)
+    return landing.json(), found[0], output, port
 
-    assert landing.status_code == 200 and landing.json()["type"] == "Catalog"
+
+def test_the_serve_command_answers_stac_requests(tmp_path: Path) -> None:
+    landing, found, output, port = serve(tmp_path)
+
+    assert landing["type"] == "Catalog"
     assert found["numberReturned"] == 8
+    assert output.count("Started server process") == 1
     assert f"sqlite:///{tmp_path}/catalog.sqlite on http://127.0.0.1:{port}/" in output
+
+
+def test_serve_with_workers_runs_that_many_processes_on_one_port(tmp_path: Path) -> None:
+    landing, found, output, port = serve(tmp_path, "--workers", "2")
+
+    assert landing["type"] == "Catalog"
+    assert found["numberReturned"] == 8
+    assert f"on http://127.0.0.1:{port}/ (2 workers)" in output
+    started = {line.split("[")[-1].rstrip("]") for line in output.splitlines() if "Started server process" in line}
+    assert len(started) == 2, output
+
+
+@pytest.mark.parametrize("workers", ["0", "65", "two"])
+def test_a_bad_worker_count_is_refused_by_name(tmp_path: Path, workers: str) -> None:
+    command = [sys.executable, "-m", "cube_assets.cli", "serve", "--workers", workers, "--data-root", str(tmp_path)]
+    result = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+
+    assert result.returncode == 2
+    assert f"--workers: {workers!r} is not a number of workers from 1 to 64" in result.stderr
+    assert not (tmp_path / "catalog.sqlite").exists()
