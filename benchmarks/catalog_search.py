@@ -85,8 +85,12 @@ def _binary(name: str) -> str:
 
 
 @contextlib.contextmanager
-def postgresql_server() -> Iterator[str]:
-    """Start a throw-away PostgreSQL server; yield its SQLAlchemy URL; stop and delete it on exit."""
+def postgresql_server(tcp_port: int | None = None) -> Iterator[str]:
+    """Start a throw-away PostgreSQL server; yield its SQLAlchemy URL; stop and delete it on exit.
+
+    The server listens on a Unix socket only, or with ``tcp_port`` on that loopback port too (trust
+    authentication; the URL is then the TCP one), for clients that cannot use a socket.
+    """
     run_as: list[str] = []
     root = Path(tempfile.mkdtemp(prefix="cube-bench-pg-"))
     if os.geteuid() == 0:
@@ -100,15 +104,20 @@ def postgresql_server() -> Iterator[str]:
             check=True,
             capture_output=True,
         )
+        listen = "127.0.0.1" if tcp_port else ""
         options = (
-            f"-k {root} -p 5432 -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            f"-k {root} -p {tcp_port or 5432} -c listen_addresses='{listen}' -c max_connections=200"
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         )
         subprocess.run(
             [*run_as, pg_ctl, "-D", str(data), "-o", options, "-l", str(log), "-w", "-t", "60", "start"],
             check=True,
             capture_output=True,
         )
-        yield f"postgresql+psycopg://postgres@/postgres?host={root}&port=5432"
+        if tcp_port:
+            yield f"postgresql+psycopg://postgres@127.0.0.1:{tcp_port}/postgres"
+        else:
+            yield f"postgresql+psycopg://postgres@/postgres?host={root}&port=5432"
     finally:
         subprocess.run([*run_as, pg_ctl, "-D", str(data), "-m", "fast", "stop"], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)

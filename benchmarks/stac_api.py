@@ -2,28 +2,31 @@
 
 Run::
 
-    .venv/bin/python benchmarks/stac_api.py [--images 1000000] [--searches 200] [--clients 8]
+    .venv/bin/python benchmarks/stac_api.py [--images 1000000] [--searches 200] [--clients 8] [--workers 2] [--pgstac]
 
-It starts a throw-away PostgreSQL server and loads ``--images`` images with the loader of
-``benchmarks/catalog_search.py`` (1,000 tiles over Brazil, five years, five products, two files per
-image), then starts ``cube-assets serve`` over that catalog in its own process (uvicorn, one
-worker) and times:
+It starts a throw-away PostgreSQL server (loopback TCP) and loads ``--images`` images with the
+loader of ``benchmarks/catalog_search.py`` (1,000 tiles over Brazil, five years, five products,
+two files per image), then times ``--searches`` typical STAC searches: ``POST /search`` with
+``intersects`` a tile's polygon, ``datetime`` a 1 to 6 month interval, ``filter``
+``eo:cloud_cover < 20`` (CQL2 JSON, what every server takes in a POST) and ``limit`` 100. Cases:
 
-* ``--searches`` typical STAC searches, ``POST /search`` with ``intersects`` a tile's polygon,
-  ``datetime`` a 1 to 6 month interval, ``filter`` ``eo:cloud_cover < 20`` (CQL2 text) and
-  ``limit`` 100, sent by ``--clients`` concurrent clients (one ``httpx`` client each); the
-  latency is each request's round trip (JSON parsed); the same from one client, to tell the
-  cost of a request from the queueing of eight on one server process;
-* the same searches in process: each request body parsed the way the API parses it
-  (``parse_search``) and run as the catalog search it becomes (``catalog_search(...).limit(101)``,
-  images and files built), one after another;
-* where ``pypgstac`` and ``stac-fastapi-pgstac`` are installed and ``--pgstac`` is given, the
-  anchor: the same Items loaded into pgstac on the same server and the same searches against
-  stac-fastapi-pgstac (not run by default; see the output when absent).
+* in process: each body parsed the way the API parses it (``parse_search``) and run as the
+  catalog search it becomes (``catalog_search(...).limit(101)``, images and files built), from
+  one client and from ``--clients`` threads at once over the same ``Catalog``;
+* over HTTP: ``cube-assets serve`` in its own process, one worker, from one client and from
+  ``--clients`` concurrent clients (one ``httpx`` client each, responses uncompressed, JSON
+  parsed); then with ``--workers`` processes (``serve --workers``) from ``--clients`` clients;
+* with ``--pgstac``, where ``pypgstac`` and ``stac-fastapi-pgstac`` are installed, the anchor:
+  the same Items (built by this project's code) loaded into pgstac on the same server, and the
+  same searches against stac-fastapi-pgstac with ``--workers`` processes from ``--clients``
+  clients.
 
-It prints a table (p50, p95, max in milliseconds, peak RSS of this process), the load average,
-then ``api_overhead_p95`` (p95 over HTTP ÷ p95 in process; target ≤ 1.3) and, last,
-``stac_search_p95_ms`` (target ≤ 60).
+It prints a table (p50, p95, max in milliseconds, items found, peak RSS of this process), the
+load average, ``pgstac_search_p95_ms`` when the anchor ran, then ``api_overhead_p95`` (p95 over
+HTTP from ``--clients`` clients to one worker ÷ p95 in process from as many threads: the cost of
+the API at the same concurrency, one process each; target ≤ 1.3) and, last,
+``stac_search_p95_ms`` (p95 over HTTP from ``--clients`` clients to ``--workers`` workers;
+target ≤ 60).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import machine_summary, measure, peak_rss_method, print_table
+from _pgstac_anchor import load_pgstac, pgstac_command, pgstac_missing
 from catalog_search import END, START, TILE_COLUMNS, TILE_ROWS, load, postgresql_server, tile_box
 
 from cube_assets.client import Catalog
@@ -65,11 +69,8 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def served(url: str) -> Iterator[str]:
-    """Run ``cube-assets serve --catalog url`` in its own process; yield its root URL; stop it on exit."""
-    port = _free_port()
-    environment = {**os.environ, "PYTHONPATH": str(REPO), "CUBE_ENV": "dev"}
-    command = [sys.executable, "-m", "cube_assets.cli", "serve", "--port", str(port), "--catalog", url]
+def served(command: list[str], environment: dict[str, str], port: int) -> Iterator[str]:
+    """Run a server ``command`` listening on ``port``; yield its root URL once it answers; stop it on exit."""
     process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     root = f"http://127.0.0.1:{port}/"
     try:
@@ -81,12 +82,20 @@ def served(url: str) -> Iterator[str]:
             except httpx.TransportError:
                 if process.poll() is not None or time.monotonic() > deadline:
                     output = process.stderr.read() if process.stderr else ""
-                    raise SystemExit(f"stac_api: the server did not start: {output}") from None
+                    raise SystemExit(f"stac_api: {command[2:5]} did not start: {output}") from None
                 time.sleep(0.2)
         yield root
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def ours(url: str, workers: int) -> tuple[list[str], dict[str, str], int]:
+    """The command, environment and port of ``cube-assets serve`` over the catalog at ``url``."""
+    port = _free_port()
+    environment = {**os.environ, "PYTHONPATH": str(REPO), "CUBE_ENV": "dev"}
+    command = [sys.executable, "-m", "cube_assets.cli", "serve", "--port", str(port), "--catalog", url]
+    return [*command, "--workers", str(workers)], environment, port
 
 
 def search_bodies(count: int, seed: int) -> list[dict[str, Any]]:
@@ -102,23 +111,32 @@ def search_bodies(count: int, seed: int) -> list[dict[str, Any]]:
             {
                 "intersects": shapely.geometry.mapping(shapely.geometry.box(*tile_box(tile))),
                 "datetime": f"{start:%Y-%m-%dT%H:%M:%SZ}/{end:%Y-%m-%dT%H:%M:%SZ}",
-                "filter": "eo:cloud_cover < 20",
-                "filter-lang": "cql2-text",
+                "filter": {"op": "<", "args": [{"property": "eo:cloud_cover"}, 20]},
+                "filter-lang": "cql2-json",
                 "limit": 100,
             }
         )
     return bodies
 
 
-def in_process(catalog: Catalog, bodies: list[dict[str, Any]]) -> tuple[list[float], int]:
-    """Milliseconds of each body's catalog search, run in this process one after another; total images."""
-    times, found = [], 0
-    for body in bodies:
+def in_process(catalog: Catalog, bodies: list[dict[str, Any]], clients: int = 1) -> tuple[list[float], int]:
+    """Milliseconds of each body's catalog search in this process, from ``clients`` threads; total images."""
+    lock = threading.Lock()
+    times: list[float] = []
+    found = [0]
+
+    def one(body: dict[str, Any]) -> None:
         started = time.perf_counter()
         search = parse_search(body, default_limit=10, max_limit=10_000)
-        found += len(list(catalog_search(catalog, search).limit(search.limit + 1))[: search.limit])
-        times.append((time.perf_counter() - started) * 1000)
-    return times, found
+        images = len(list(catalog_search(catalog, search).limit(search.limit + 1))[: search.limit])
+        elapsed = (time.perf_counter() - started) * 1000
+        with lock:
+            times.append(elapsed)
+            found[0] += images
+
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(one, bodies))
+    return times, found[0]
 
 
 def over_http(root: str, bodies: list[dict[str, Any]], clients: int) -> tuple[list[float], int]:
@@ -130,10 +148,11 @@ def over_http(root: str, bodies: list[dict[str, Any]], clients: int) -> tuple[li
 
     def one(body: dict[str, Any]) -> None:
         if not hasattr(local, "client"):
-            local.client = httpx.Client(base_url=root, timeout=120)
+            local.client = httpx.Client(base_url=root, timeout=120, headers={"Accept-Encoding": "identity"})
         started = time.perf_counter()
         response = local.client.post("search", json=body)
-        response.raise_for_status()
+        if response.status_code != 200:
+            raise SystemExit(f"stac_api: {root}search answered {response.status_code}: {response.text[:500]}")
         features = len(response.json()["features"])
         elapsed = (time.perf_counter() - started) * 1000
         with lock:
@@ -155,61 +174,72 @@ def _load_average() -> str:
     return f"{one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} CPUs)"
 
 
-def _pgstac_available() -> str | None:
-    try:
-        import pypgstac  # noqa: F401 - imported only to learn whether it is installed
-        import stac_fastapi.pgstac  # noqa: F401 - imported only to learn whether it is installed
-    except ImportError as exc:
-        return f"not installed ({exc})"
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     """Start PostgreSQL, load the images, serve them, time the searches; return 0."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=1_000_000)
     parser.add_argument("--searches", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="server processes (default: CPUs)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--pgstac", action="store_true", help="also time stac-fastapi-pgstac on the same items")
     args = parser.parse_args(argv)
 
     print(f"# stac_api: {machine_summary()}")
     print(f"# peak RSS: {peak_rss_method()}")
-    with postgresql_server() as url, Catalog(url) as catalog:
+    cases: list[tuple[str, Any]] = []
+    anchor_note = "not run (--pgstac)"
+    with postgresql_server(tcp_port=_free_port()) as url, Catalog(url) as catalog:
         seconds = load(url, args.images)
         print(f"# loaded {args.images} images into PostgreSQL in {seconds:.0f} s")
         bodies = search_bodies(args.searches, args.seed)
+        anchor = args.pgstac and pgstac_missing() is None
+        if args.pgstac and not anchor:
+            anchor_note = str(pgstac_missing())
+        if anchor:
+            seconds, loaded = load_pgstac(url, catalog)
+            print(f"# loaded the same {loaded} Items into pgstac in {seconds:.0f} s")
         in_process(catalog, bodies[:3])  # warm-up: connection and statement caches
         print(f"# load average before the cases: {_load_average()}")
-        local = measure(lambda: in_process(catalog, bodies))
-        local_ms, local_found = local.result
-        with served(url) as root:
+        cases.append(("in process (1 client)", measure(lambda: in_process(catalog, bodies))))
+        cases.append(
+            (f"in process ({args.clients} threads)", measure(lambda: in_process(catalog, bodies, args.clients)))
+        )
+        with served(*ours(url, 1)) as root:
             over_http(root, bodies[: args.clients], args.clients)  # warm-up
-            single = measure(lambda: over_http(root, bodies, 1))
-            remote = measure(lambda: over_http(root, bodies, args.clients))
-        remote_ms, remote_found = remote.result
-        single_ms, single_found = single.result
+            cases.append(("HTTP, 1 worker (1 client)", measure(lambda: over_http(root, bodies, 1))))
+            one_worker = measure(lambda: over_http(root, bodies, args.clients))
+            cases.append((f"HTTP, 1 worker ({args.clients} clients)", one_worker))
+        workers = one_worker
+        if args.workers > 1:
+            with served(*ours(url, args.workers)) as root:
+                over_http(root, bodies[: args.clients * 2], args.clients)  # warm-up: every worker
+                workers = measure(lambda: over_http(root, bodies, args.clients))
+            cases.append((f"HTTP, {args.workers} workers ({args.clients} clients)", workers))
+        if anchor:
+            port = _free_port()
+            command, environment = pgstac_command(url, port, args.workers)
+            with served(command, environment, port) as root:
+                over_http(root, bodies[: args.clients * 2], args.clients)  # warm-up
+                pgstac = measure(lambda: over_http(root, bodies, args.clients))
+            cases.append((f"stac-fastapi-pgstac, {args.workers} workers ({args.clients} clients)", pgstac))
         print(f"# load average after the cases: {_load_average()}")
     rows = []
-    for name, times, found, peak in (
-        (f"in process: catalog_search x{len(local_ms)} (1 client)", local_ms, local_found, local.peak_rss),
-        (f"HTTP POST /search x{len(single_ms)} (1 client)", single_ms, single_found, single.peak_rss),
-        (f"HTTP POST /search x{len(remote_ms)} ({args.clients} clients)", remote_ms, remote_found, remote.peak_rss),
-    ):
+    for name, measured in cases:
+        times, found = measured.result
         p50, p95, worst = _percentiles(times)
-        rows.append((name, f"{p50:.1f}", f"{p95:.1f}", f"{worst:.1f}", found, f"{peak / 2**20:.0f} MiB"))
-    if args.pgstac:
-        reason = _pgstac_available() or "loading into pgstac is not implemented in this script yet"
-        rows.append(("stac-fastapi-pgstac (anchor)", "-", "-", "-", "-", reason))
-    else:
-        rows.append(("stac-fastapi-pgstac (anchor)", "-", "-", "-", "-", "not run (--pgstac)"))
+        rows.append((name, f"{p50:.1f}", f"{p95:.1f}", f"{worst:.1f}", found, f"{measured.peak_rss / 2**20:.0f} MiB"))
+    if not anchor:
+        rows.append(("stac-fastapi-pgstac (anchor)", "-", "-", "-", "-", anchor_note))
     print_table(rows, ["case", "p50_ms", "p95_ms", "max_ms", "items", "peak_rss"])
-    if local_found != remote_found:
-        print(f"# WARNING: {local_found} images in process, {remote_found} features over HTTP")
-    overhead = _percentiles(remote_ms)[1] / _percentiles(local_ms)[1]
-    print(f"api_overhead_p95: {overhead:.2f}")
-    print(f"stac_search_p95_ms: {_percentiles(remote_ms)[1]:.1f}")
+    counts = {name: measured.result[1] for name, measured in cases}
+    if len(set(counts.values())) > 1:
+        print(f"# NOTE: the cases found different numbers of items: {counts}")
+    threads = cases[1][1].result[0]
+    if anchor:
+        print(f"pgstac_search_p95_ms: {_percentiles(pgstac.result[0])[1]:.1f}")
+    print(f"api_overhead_p95: {_percentiles(one_worker.result[0])[1] / _percentiles(threads)[1]:.2f}")
+    print(f"stac_search_p95_ms: {_percentiles(workers.result[0])[1]:.1f}")
     return 0
 
 
