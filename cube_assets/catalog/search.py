@@ -127,16 +127,19 @@ class Search(Generic[T]):
         self._cls = cls
         self._catalog = catalog
         self._filters = filters
-        # The compiled filters, kept so a search is compiled once, when each filter is added.
-        self._clauses = (
-            clauses
-            if len(clauses) == len(filters)
-            else tuple(expression.compile(self._resolve, self._dialect) for expression in filters)
-        )
         self._bbox = bbox
         self._geometry = geometry
         self._order = order
         self._limit = limit
+        # The compiled filters, kept so a search is compiled once, when each filter is added (in
+        # the mode its geometry asks for: a search given its geometry first never compiles twice).
+        self._clauses = clauses if len(clauses) == len(filters) else tuple(map(self._compile, filters))
+
+    def _compile(self, expression: Expression) -> ColumnElement[bool]:
+        if self._geometry is not None and self._dialect == "postgresql":
+            with without_btree_time_bounds():
+                return expression.compile(self._resolve, self._dialect)
+        return expression.compile(self._resolve, self._dialect)
 
     def _copy(self, **changes: Any) -> Search[T]:
         values: dict[str, Any] = {
@@ -191,8 +194,7 @@ class Search(Generic[T]):
         terms = sum(f._terms for f in self._filters) + expression._terms
         if terms > MAX_SEARCH_TERMS:
             raise CatalogError(f"filter: the search would hold {terms} comparisons, at most {MAX_SEARCH_TERMS} allowed")
-        clause = expression.compile(self._resolve, self._dialect)
-        return self._copy(filters=(*self._filters, expression), clauses=(*self._clauses, clause))
+        return self._copy(filters=(*self._filters, expression), clauses=(*self._clauses, self._compile(expression)))
 
     def intersects(self, geometry: object) -> Search[T]:
         """Return a search for images whose footprint intersects ``geometry``.
@@ -214,7 +216,10 @@ class Search(Generic[T]):
         if not self._cls._spatial:
             raise CatalogError(f"{self._cls.__name__} objects have no footprint; intersects is for images")
         shape = geometry_4326(geometry)
-        return self._copy(bbox=tuple(float(v) for v in shape.bounds), geometry=shape)
+        recompile = self._geometry is None and self._dialect == "postgresql"  # the filters' mode changes
+        return self._copy(
+            bbox=tuple(float(v) for v in shape.bounds), geometry=shape, clauses=() if recompile else self._clauses
+        )
 
     def sort(self, field: str, ascending: bool = True) -> Search[T]:
         """Return a search ordered by ``field`` (``"-field"`` also means descending); replaces earlier sorts.
@@ -261,9 +266,6 @@ class Search(Generic[T]):
         """Return the SQL condition of every filter and the geometry, for this catalog's dialect."""
         model = self._cls._model
         clauses = list(self._clauses)
-        if self._geometry is not None and self._dialect == "postgresql":
-            with without_btree_time_bounds():
-                clauses = [expression.compile(self._resolve, self._dialect) for expression in self._filters]
         if self._bbox is not None and self._geometry is not None:
             clauses.append(
                 footprint_intersects(

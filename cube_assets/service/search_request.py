@@ -286,6 +286,11 @@ def catalog_search(catalog: Catalog, search: SearchParameters) -> ObjectSearch[I
         InvalidParameter: naming ``filter`` or ``query`` when the catalog refuses a condition, or ``token``.
     """
     images: ObjectSearch[Image] = catalog.images.search()
+    if search.geometry is not None:  # first: the filters then compile once, in the mode a geometry asks for
+        try:
+            images = images.intersects(search.geometry)
+        except CatalogError as exc:
+            raise InvalidParameter("intersects", str(exc)) from None
     try:
         if search.collections is not None:
             images = images.filter(p.product_id.in_(search.collections))
@@ -300,11 +305,6 @@ def catalog_search(catalog: Catalog, search: SearchParameters) -> ObjectSearch[I
             images = images.filter(condition)
         except CatalogError as exc:
             raise InvalidParameter("filter", str(exc)) from None
-    if search.geometry is not None:
-        try:
-            images = images.intersects(search.geometry)
-        except CatalogError as exc:
-            raise InvalidParameter("intersects", str(exc)) from None
     if search.token is not None:
         images = images.filter(after_key(search.order, decode_token(search.token, search.order)))
     return images.sort(search.order.property_name, ascending=search.order.ascending)
