@@ -29,8 +29,9 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
+import numpy as np
 import pystac
 import pystac.utils
 from jsonschema import Draft7Validator
@@ -43,6 +44,7 @@ from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 from pystac.validation.local_validator import get_local_schema_cache
 from pystac.validation.schema_uri_map import DefaultSchemaUriMap
 from referencing import Registry, Resource
+from shapely.geometry.base import BaseGeometry
 from sqlalchemy import func, select
 
 from cube_assets.catalog import models
@@ -427,7 +429,7 @@ def image_item_dict(
     bands = bands or {}
     if image.geometry is None or image.acquired is None:
         raise CatalogError(f"image {image.id!r} needs a footprint and an acquisition time to become a STAC item")
-    geometry = json.loads(json.dumps(image.geometry.__geo_interface__))
+    geometry = _geojson(image.geometry)
     properties: dict[str, Any] = {}
     if image.acquired_end is not None:
         properties["start_datetime"] = _iso(image.acquired)
@@ -474,8 +476,35 @@ def image_item_dict(
         "links": [],
         "assets": assets,
     }
-    item["stac_extensions"] = _used_extensions(item)
+    item["stac_extensions"] = _item_extensions(properties, assets)
     return item
+
+
+def _geojson(shape: BaseGeometry) -> dict[str, Any]:
+    """A Polygon or MultiPolygon as its GeoJSON mapping with lists, as ``json.loads(json.dumps(mapping(shape)))``.
+
+    Shapely's ``__geo_interface__`` builds an empty ring per polygon to compare with; reading the
+    rings' coordinates as arrays is several times faster.
+    """
+    if shape.geom_type == "Polygon":
+        return {"type": "Polygon", "coordinates": _rings(shape)}
+    if shape.geom_type == "MultiPolygon":
+        return {"type": "MultiPolygon", "coordinates": [_rings(part) for part in shape.geoms]}
+    return cast(dict[str, Any], json.loads(json.dumps(shape.__geo_interface__)))
+
+
+def _rings(polygon: Any) -> list[Any]:
+    if polygon.is_empty:
+        return []
+    return [np.asarray(ring.coords).tolist() for ring in (polygon.exterior, *polygon.interiors)]
+
+
+def _item_extensions(properties: Mapping[str, Any], assets: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The extensions whose fields an Item built here holds: as property names or asset field names."""
+    names = {name.split(":", 1)[0] + ":" for name in properties if ":" in name}
+    for asset in assets.values():
+        names.update(name.split(":", 1)[0] + ":" for name in asset if ":" in name)
+    return [uri for uri, prefix in _FIELD_PREFIXES.items() if prefix in names]
 
 
 def image_to_item(

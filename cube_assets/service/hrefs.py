@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote_from_bytes, unquote, urlsplit
 
 #: How long a presigned URL stays valid, in seconds.
 PRESIGN_EXPIRES_S = 3600
@@ -43,6 +43,8 @@ class AssetHrefs:
         Raises:
             botocore.exceptions.BotoCoreError: if presigning is on and no credentials are found.
         """
+        if location.startswith("/"):  # the common case, without urlsplit and pathlib: as Path(...).as_uri()
+            return "file://" + quote_from_bytes(os.fsencode(os.path.abspath(location)))
         parts = urlsplit(location)
         if parts.scheme == "s3":
             return self._presigned(parts.netloc, parts.path.lstrip("/")) if self.presign else location

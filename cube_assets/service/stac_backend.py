@@ -7,9 +7,9 @@ from one :class:`~cube_assets.client.Catalog`. Collections and Items are the doc
 API's links and the hrefs clients reach (:mod:`cube_assets.service.hrefs`). A page is fetched as
 ``limit + 1`` rows in the search's order; the extra row only says that a ``next`` link is due.
 
-Items and pages are returned as ready responses (:class:`GeoJSONResponse`, JSON encoded once):
-FastAPI would otherwise walk every value of a page through ``jsonable_encoder`` first, which
-took longer than building the page (the documents hold only JSON types already).
+Items and pages are returned as ready responses (:class:`GeoJSONResponse`, JSON encoded once, by
+orjson): FastAPI would otherwise walk every value of a page through ``jsonable_encoder`` first,
+which took longer than building the page (the documents hold only JSON types already).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import attr
-from stac_fastapi.api.models import GeoJSONResponse
+import orjson
 from stac_fastapi.types.core import BaseCoreClient
 from stac_fastapi.types.errors import NotFoundError
 from stac_fastapi.types.requests import get_base_url
@@ -43,6 +43,30 @@ QUERYABLES_REL = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
 JSON = "application/json"
 #: Seconds a product's bands and composite function are reused between requests.
 ITEM_CONTEXT_TTL_S = 5.0
+
+
+class GeoJSONResponse(Response):
+    """A GeoJSON response encoded by orjson: compact UTF-8, as the standard encoder gives, several times faster."""
+
+    media_type = GEOJSON
+
+    def render(self, content: Any) -> bytes:
+        """Return ``content`` as JSON bytes.
+
+        Raises:
+            orjson.JSONEncodeError: for a value JSON cannot hold (a non-string key, an integer over 64 bits).
+        """
+        return orjson.dumps(content, default=_plain)
+
+
+def _plain(value: Any) -> Any:
+    """A number or text of a subclass (a band's ``Resolution``, say) as its plain type, which orjson encodes."""
+    for kind in (int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    raise TypeError(f"{type(value).__name__} is not a JSON type")
+
+
 #: Fields an Item keeps whatever the ``fields`` selection says.
 _ALWAYS = ("type", "stac_version", "id", "links")
 
