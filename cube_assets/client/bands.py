@@ -117,6 +117,8 @@ class Band(InProduct, CatalogObject):
     def _tiebreak(cls) -> list[Any]:
         return [models.Band.product_id, models.Band.name]
 
+    _converted_columns = frozenset({"data_range", "display_range", "physical_range", "resolution"})
+
     @classmethod
     def _read_column(cls, row: Any, attribute: Attribute) -> Any:
         value = super()._read_column(row, attribute)

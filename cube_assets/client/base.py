@@ -144,6 +144,10 @@ class CatalogObject:
     _spatial: ClassVar[bool] = False
     _default_order: ClassVar[tuple[tuple[str, bool], ...]] = (("id", True),)
     _attributes: ClassVar[dict[str, Attribute]] = {}
+    _writable: ClassVar[tuple[str, ...]] = ()
+    _row_plan: ClassVar[tuple[tuple[str, str, bool], ...]] = ()
+    #: The attributes an overridden ``_read_column`` converts (None: every attribute goes through it).
+    _converted_columns: ClassVar[frozenset[str] | None] = None
     _aliases: ClassVar[dict[str, Alias]] = {}
     #: Every attribute name the object accepts: its own and the catalog guide's aliases.
     ATTRIBUTES: ClassVar[tuple[str, ...]] = ()
@@ -161,6 +165,13 @@ class CatalogObject:
         cls._attributes = attributes
         cls._aliases = aliases
         cls.ATTRIBUTES = (*attributes, *aliases)
+        cls._writable = tuple(name for name, attribute in attributes.items() if not attribute.readonly)
+        hooked = cls._read_column.__func__ is not CatalogObject._read_column.__func__  # type: ignore[attr-defined]
+        converted = cls._converted_columns
+        cls._row_plan = tuple(
+            (name, str(attribute.column or name), hooked and (converted is None or name in converted))
+            for name, attribute in attributes.items()
+        )
 
     def __init__(self, *, catalog: Catalog | None = None, **attributes: Any) -> None:
         object.__setattr__(self, "_catalog", catalog)
@@ -211,7 +222,12 @@ class CatalogObject:
 
     def _tracked(self) -> dict[str, Any]:
         """A copy of the writable values to compare with later (containers copied, so in-place changes show)."""
-        return {name: _copy(value) for name, value in self._values.items() if not self._attributes[name].readonly}
+        values = self._values
+        return {
+            name: _copy(value) if isinstance(value, dict | list) else value
+            for name in self._writable
+            for value in (values.get(name),)
+        }
 
     @property
     def state(self) -> ObjectState:
@@ -322,10 +338,14 @@ class CatalogObject:
         obj = target.__new__(target)
         object.__setattr__(obj, "_catalog", catalog)
         object.__setattr__(obj, "_deleted", False)
-        values = {
-            name: extra[name] if name in extra else target._read_column(row, attribute)
-            for name, attribute in target._attributes.items()
-        }
+        values = {}
+        for name, column, hooked in target._row_plan:  # the read hook only where a class converts the column
+            if name in extra:
+                values[name] = extra[name]
+            elif hooked:
+                values[name] = target._read_column(row, target._attributes[name])
+            else:
+                values[name] = getattr(row, column)
         object.__setattr__(obj, "_values", values)
         object.__setattr__(obj, "_snapshot", obj._tracked())
         return obj

@@ -162,6 +162,8 @@ class Image(InProduct, CatalogObject):
             images.append(cls._from_row(row, catalog, {"geometry": geometry, "files": files}))
         return images
 
+    _converted_columns = frozenset({"geotransform"})
+
     @classmethod
     def _read_column(cls, row: Any, attribute: Attribute) -> Any:
         if attribute.name == "geotransform":
