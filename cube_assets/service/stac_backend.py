@@ -15,6 +15,7 @@ which took longer than building the page (the documents hold only JSON types alr
 from __future__ import annotations
 
 import copy
+import functools
 import threading
 import time
 from collections.abc import Mapping
@@ -73,6 +74,12 @@ _ALWAYS = ("type", "stac_version", "id", "links")
 
 def _url(base_url: str, *parts: str) -> str:
     return base_url.rstrip("/") + "/" + "/".join(quote(part, safe="") for part in parts)
+
+
+@functools.lru_cache(maxsize=1024)
+def _collection_url(base_url: str, collection_id: str) -> str:
+    """The URL of a collection (asked for by every Item of a page: kept)."""
+    return _url(base_url, "collections", collection_id)
 
 
 def select_fields(item: dict[str, Any], fields: FieldsSelection) -> dict[str, Any]:
@@ -198,13 +205,9 @@ class CatalogCoreClient(BaseCoreClient):  # type: ignore[misc]  # stac-fastapi's
 
     def _item_document(self, image: Image, base_url: str) -> dict[str, Any]:
         document = self.hrefs.rewrite(item_document(image, self._context(image.product_id)))
-        collection_url = _url(base_url, "collections", image.product_id)
+        collection_url = _collection_url(base_url, image.product_id)
         document["links"] = [
-            {
-                "rel": "self",
-                "type": GEOJSON,
-                "href": _url(base_url, "collections", image.product_id, "items", image.id),
-            },
+            {"rel": "self", "type": GEOJSON, "href": collection_url + "/items/" + quote(image.id, safe="")},
             {"rel": "parent", "type": JSON, "href": collection_url},
             {"rel": "collection", "type": JSON, "href": collection_url},
             {"rel": "root", "type": JSON, "href": base_url},
