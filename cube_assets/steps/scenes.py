@@ -40,6 +40,7 @@ from cube_assets.formats.stac_item import (
 from cube_assets.manifests import IndexPixels, RawScene, ReflectanceScene, SceneCog, Sen2CorRecord
 from cube_assets.providers.base import SENTINEL2_L1C
 from cube_assets.providers.local import PRODUCT_MANIFEST, ProductManifest, read_product_manifest
+from cube_assets.raster.bandpass import adjusted_scale_and_offset
 from cube_assets.raster.cog import COG_CONTENT_TYPE, cog_from_file
 from cube_assets.raster.footprint import valid_data_footprint
 from cube_assets.raster.indexes import CompiledExpression, IndexWrite, compile_expression, write_index
@@ -218,7 +219,7 @@ def _landsat_reflectance(cube: CubeConfig, scene: RawScene, store: RasterStore, 
                 f"{metadata.product_id}: cube band {band.name} reads {name}, which is not a surface-reflectance "
                 f"band ({', '.join(metadata.surface_reflectance_bands)})"
             )
-        scale, offset = metadata.scale_and_offset(name)
+        scale, offset = landsat_rescaling(cube, band, *metadata.scale_and_offset(name))
         source = product.band_path(name)
         scales[band.name], offsets[band.name] = scale, offset
         bands[band.name] = _produce(
@@ -255,7 +256,12 @@ def _landsat_reflectance(cube: CubeConfig, scene: RawScene, store: RasterStore, 
         footprint=None,  # the MTL has only the image frame; publish_scene traces the valid data
         bands=bands,
         quality=quality,
-        radiometry={"processing_level": metadata.processing_level, "scales": scales, "offsets": offsets},
+        radiometry={
+            "processing_level": metadata.processing_level,
+            "scales": scales,
+            "offsets": offsets,
+            "bandpass_adjustment": cube.landsat_bandpass,
+        },
         pvi=None,
     )
 
@@ -346,11 +352,12 @@ def _stac_band_reflectance(
                 limits: ProductLimits = band_limits,
                 band: BandConfig = band,
             ) -> Path:
+                scale, offset = landsat_rescaling(cube, band, found.scale, found.offset)
                 return write_landsat_reflectance(
                     source,
                     out,
-                    scale=found.scale,
-                    offset=found.offset,
+                    scale=scale,
+                    offset=offset,
                     nodata_in=_source_nodata(band, found.nodata),
                     limits=limits,
                     storage=cube.band_storage(band),
@@ -412,6 +419,27 @@ def _stac_band_reflectance(
         },
         pvi=None,
     )
+
+
+def landsat_rescaling(cube: CubeConfig, band: BandConfig, scale: float, offset: float) -> tuple[float, float]:
+    """The scale and offset a Landsat band of ``cube`` is read with: the product's, with the cube's bandpass folded in.
+
+    With ``cube.landsat_bandpass == "hls"`` the OLI-to-MSI adjustment of the band's role
+    (``common_name``) is folded into ``DN × scale + offset``
+    (:func:`~cube_assets.raster.bandpass.adjusted_scale_and_offset`); otherwise they are unchanged.
+
+    Returns:
+        ``(scale, offset)`` giving reflectance (0..1) from the band's DNs.
+
+    Raises:
+        InvalidScene: naming the band, when the cube adjusts and the band has no role HLS knows.
+    """
+    if cube.landsat_bandpass != "hls":
+        return scale, offset
+    try:
+        return adjusted_scale_and_offset(scale, offset, band.common_name or "")
+    except KeyError as exc:
+        raise InvalidScene(f"cube {cube.name} band {band.name}: {exc.args[0]}") from None
 
 
 def _source_nodata(band: BandConfig, product_nodata: float | None) -> float | str | None:

@@ -324,6 +324,27 @@ def test_landsat_bands_are_read_with_the_mtl_scale_and_offset(landsat):
     assert ((values == -9999) == (dn == 0)).all()
 
 
+def test_landsat_bands_of_an_hls_cube_are_adjusted_to_sentinel2(tmp_path, real_data):
+    folder = real_data / LANDSAT_FOLDER
+    metadata = parse_mtl(folder)
+    cube = _cube(**LANDSAT_CUBE, bandpass_adjustment="hls")
+    scene = _scene(LANDSAT_ID, folder, mapping(metadata.frame), metadata.acquired).model_copy(
+        update={"collection": "landsat-c2-l2"}
+    )
+    reflectance = reflectance_for_scene(cube, scene, LocalRasterStore(tmp_path)).model_dump()
+
+    assert reflectance["radiometry"]["bandpass_adjustment"] == "hls"
+    assert reflectance["radiometry"]["scales"]["red"] == pytest.approx(2.75e-5 / 0.9765, rel=1e-12)
+    with rasterio.open(folder / f"{LANDSAT_ID}_SR_B4.TIF") as src, rasterio.open(reflectance["bands"]["red"]) as sr:
+        dn, values = src.read(1), sr.read(1)
+    plain = (dn > 7400) & (dn < 30000)
+    assert plain.sum() > 1000
+    hls = np.rint(((dn[plain] * 2.75e-5 - 0.2) - 0.0009) / 0.9765 * 10000)  # MSI = (OLI - b) / a
+    assert np.array_equal(values[plain], hls)
+    assert (values[plain] != np.rint((dn[plain] * 2.75e-5 - 0.2) * 10000)).mean() > 0.5  # not the unadjusted values
+    assert ((values == -9999) == (dn == 0)).all()
+
+
 def test_landsat_qa_pixel_is_the_quality_band_with_fill_as_nodata(landsat):
     folder, _, reflectance, published = landsat
     with rasterio.open(folder / f"{LANDSAT_ID}_QA_PIXEL.TIF") as src, rasterio.open(published["quality"]) as qa:
