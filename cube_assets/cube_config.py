@@ -57,6 +57,7 @@ from cube_assets.raster.bandpass import HLS_MSI_TO_OLI
 from cube_assets.raster.codecs import COMPRESSIONS, DEFAULT_COMPRESSION
 from cube_assets.raster.composite_cube_rules import CUBE_FUNCTION_NAMES, check_cube_function_options
 from cube_assets.raster.composite_rules import COMPOSITE_FUNCTION_NAMES, is_composite_function
+from cube_assets.raster.datasource import MAX_SOURCES
 from cube_assets.raster.indexes import compile_expression
 from cube_assets.raster.masks import ValueMaskRules, rules_from_config
 from cube_assets.raster.reflectance import DEFAULT_BLOCK_SIZE, BandStorage
@@ -80,8 +81,6 @@ MAX_BANDS = 64
 MAX_SOURCE_BANDS = 1024
 MIN_BLOCK_SIZE, MAX_BLOCK_SIZE = 16, 4096
 MAX_INDEXES = 64
-MAX_SOURCES = 8
-"""A cube's sources: each is one bit of its composites' DATASOURCE band (uint8)."""
 SOURCES_QUALITY_BAND = "QUALITY"
 """The quality band of a cube with ``sources``: every source's own quality classified into ``QualityClass`` codes."""
 MAX_PARTITIONS_PER_CUBE = 5_000_000

@@ -14,7 +14,7 @@ stack, applying exactly the rule of its pure-numpy twin in ``composite_rules``:
   (percentiles, MIN, MAX, RANGE, IQR; STD);
 * ``quality_mosaic_window``, ``geomedian_window``, ``deviations_window``: the rules over all
   bands of ``composite_cube_rules`` (MAXNDVI and BAP, GMED and its deviations);
-* ``quality_window``: LCF of the quality band itself with PROVENANCE, CLEAROB and TOTALOB.
+* ``quality_window``: LCF of the quality band itself with PROVENANCE, CLEAROB, TOTALOB and DATASOURCE.
 
 The quality band is classified on the fly through a lookup table built by
 ``masks.classify_quality`` over every code of its dtype (so classification cannot differ from
@@ -349,11 +349,25 @@ def std_window(  # type: ignore[no-untyped-def]  # numba types it per call
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
 def quality_window(  # type: ignore[no-untyped-def]  # numba types it per call
-    quality, lut, lut_offset, order, days, fill, out_quality, out_provenance, out_clear, out_total
+    quality,
+    lut,
+    lut_offset,
+    order,
+    days,
+    bits,
+    fill,
+    out_quality,
+    out_provenance,
+    out_clear,
+    out_total,
+    out_source_chosen,
+    out_source_clear,
 ):
-    """LCF of the quality band, PROVENANCE (day of year, -1), CLEAROB and TOTALOB of one window.
+    """LCF of the quality band, PROVENANCE (day of year, -1), CLEAROB, TOTALOB and DATASOURCE of one window.
 
     Row by row, observations in rank order: the first CLEAR one wins, else the first present.
+    ``out_source_chosen`` gets the chosen observation's ``bits`` entry (0 where none),
+    ``out_source_clear`` the OR of the entries of the CLEAR observations.
     """
     count, height, width = quality.shape
     classes = np.empty(width, dtype=np.uint8)
@@ -361,11 +375,13 @@ def quality_window(  # type: ignore[no-untyped-def]  # numba types it per call
     presents = np.empty(width, dtype=np.int64)
     clears = np.empty(width, dtype=np.int64)
     totals = np.empty(width, dtype=np.int64)
+    sources = np.empty(width, dtype=np.uint8)
     for row in range(height):
         picks[:] = -1
         presents[:] = -1
         clears[:] = 0
         totals[:] = 0
+        sources[:] = 0
         for rank in range(count):
             t = order[rank]
             for col in range(width):
@@ -375,18 +391,23 @@ def quality_window(  # type: ignore[no-untyped-def]  # numba types it per call
                 clear = classes[col] == _CLEAR
                 totals[col] += present
                 clears[col] += clear
+                if clear:
+                    sources[col] |= bits[t]
                 presents[col] = t if present and presents[col] < 0 else presents[col]
                 picks[col] = t if clear and picks[col] < 0 else picks[col]
         for col in range(width):
             pick = picks[col] if picks[col] >= 0 else presents[col]
             out_clear[row, col] = min(clears[col], _MAX_COUNT)
             out_total[row, col] = min(totals[col], _MAX_COUNT)
+            out_source_clear[row, col] = sources[col]
             if pick < 0:
                 out_quality[row, col] = fill
                 out_provenance[row, col] = -1
+                out_source_chosen[row, col] = 0
             else:
                 out_quality[row, col] = quality[pick, row, col]
                 out_provenance[row, col] = days[pick]
+                out_source_chosen[row, col] = bits[pick]
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
