@@ -771,6 +771,12 @@ class CubeConfig(_Strict):
         """The cube's source names in order (bit i of DATASOURCE is source i); none without ``sources``."""
         return [source.name for source in self.sources or []]
 
+    def source_views(self) -> list[tuple[str | None, CubeConfig]]:
+        """``(source name, source_view)`` of every source in order; ``[(None, self)]`` for a cube without sources."""
+        if not self.sources:
+            return [(None, self)]
+        return [(source.name, self.source_view(source.name)) for source in self.sources]
+
     def source_view(self, name: str) -> CubeConfig:
         """This cube as its source ``name`` alone: its collection, providers, bands' product names and quality.
 
