@@ -148,7 +148,7 @@ def reflectance_for_cube_scene(
         return reflectance_for_scene(cube, scene, store, to_l2a=to_l2a)
     if scene.source not in cube.source_names:
         raise InvalidScene(
-            f"{scene.scene_id}: source {scene.source!r} is not one of cube {cube.name}'s {cube.source_names}"
+            f"{scene.scene_id}: source {scene.source!r} is not one of cube {cube.name}'s sources {cube.source_names}"
         )
     view = cube.source_view(scene.source)
     entry = reflectance_for_scene(view, scene, store, to_l2a=to_l2a)
