@@ -14,7 +14,8 @@ stack, applying exactly the rule of its pure-numpy twin in ``composite_rules``:
   (percentiles, MIN, MAX, RANGE, IQR; STD);
 * ``quality_mosaic_window``, ``geomedian_window``, ``deviations_window``: the rules over all
   bands of ``composite_cube_rules`` (MAXNDVI and BAP, GMED and its deviations);
-* ``quality_window``: LCF of the quality band itself with PROVENANCE, CLEAROB, TOTALOB and DATASOURCE.
+* ``quality_window``: LCF of the quality band itself with PROVENANCE, CLEAROB and TOTALOB;
+  ``quality_sources_window`` the DATASOURCE of that choice and of the clear observations.
 
 The quality band is classified on the fly through a lookup table built by
 ``masks.classify_quality`` over every code of its dtype (so classification cannot differ from
@@ -349,25 +350,11 @@ def std_window(  # type: ignore[no-untyped-def]  # numba types it per call
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
 def quality_window(  # type: ignore[no-untyped-def]  # numba types it per call
-    quality,
-    lut,
-    lut_offset,
-    order,
-    days,
-    bits,
-    fill,
-    out_quality,
-    out_provenance,
-    out_clear,
-    out_total,
-    out_source_chosen,
-    out_source_clear,
+    quality, lut, lut_offset, order, days, fill, out_quality, out_provenance, out_clear, out_total
 ):
-    """LCF of the quality band, PROVENANCE (day of year, -1), CLEAROB, TOTALOB and DATASOURCE of one window.
+    """LCF of the quality band, PROVENANCE (day of year, -1), CLEAROB and TOTALOB of one window.
 
     Row by row, observations in rank order: the first CLEAR one wins, else the first present.
-    ``out_source_chosen`` gets the chosen observation's ``bits`` entry (0 where none),
-    ``out_source_clear`` the OR of the entries of the CLEAR observations.
     """
     count, height, width = quality.shape
     classes = np.empty(width, dtype=np.uint8)
@@ -375,13 +362,11 @@ def quality_window(  # type: ignore[no-untyped-def]  # numba types it per call
     presents = np.empty(width, dtype=np.int64)
     clears = np.empty(width, dtype=np.int64)
     totals = np.empty(width, dtype=np.int64)
-    sources = np.empty(width, dtype=np.uint8)
     for row in range(height):
         picks[:] = -1
         presents[:] = -1
         clears[:] = 0
         totals[:] = 0
-        sources[:] = 0
         for rank in range(count):
             t = order[rank]
             for col in range(width):
@@ -391,23 +376,52 @@ def quality_window(  # type: ignore[no-untyped-def]  # numba types it per call
                 clear = classes[col] == _CLEAR
                 totals[col] += present
                 clears[col] += clear
-                if clear:
-                    sources[col] |= bits[t]
                 presents[col] = t if present and presents[col] < 0 else presents[col]
                 picks[col] = t if clear and picks[col] < 0 else picks[col]
         for col in range(width):
             pick = picks[col] if picks[col] >= 0 else presents[col]
             out_clear[row, col] = min(clears[col], _MAX_COUNT)
             out_total[row, col] = min(totals[col], _MAX_COUNT)
-            out_source_clear[row, col] = sources[col]
             if pick < 0:
                 out_quality[row, col] = fill
                 out_provenance[row, col] = -1
-                out_source_chosen[row, col] = 0
             else:
                 out_quality[row, col] = quality[pick, row, col]
                 out_provenance[row, col] = days[pick]
-                out_source_chosen[row, col] = bits[pick]
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def quality_sources_window(quality, lut, lut_offset, order, bits, out_chosen, out_clear):  # type: ignore[no-untyped-def]  # numba types it per call
+    """The two DATASOURCE outputs of one window, beside ``quality_window``'s LCF choice.
+
+    ``out_chosen`` gets the ``bits`` entry of the observation LCF chooses (the first CLEAR in
+    rank order, else the first present; 0 where none), ``out_clear`` the OR of the entries of the
+    CLEAR observations. A pass of its own, so cubes without sources pay nothing for it.
+    """
+    count, height, width = quality.shape
+    classes = np.empty(width, dtype=np.uint8)
+    picks = np.empty(width, dtype=np.int64)
+    presents = np.empty(width, dtype=np.int64)
+    sources = np.empty(width, dtype=np.uint8)
+    for row in range(height):
+        picks[:] = -1
+        presents[:] = -1
+        sources[:] = 0
+        for rank in range(count):
+            t = order[rank]
+            bit = bits[t]
+            for col in range(width):
+                classes[col] = lut[np.int64(quality[t, row, col]) + lut_offset]
+            for col in range(width):
+                present = classes[col] != _NODATA
+                clear = classes[col] == _CLEAR
+                presents[col] = t if present and presents[col] < 0 else presents[col]
+                picks[col] = t if clear and picks[col] < 0 else picks[col]
+                sources[col] |= bit if clear else np.uint8(0)
+        for col in range(width):
+            pick = picks[col] if picks[col] >= 0 else presents[col]
+            out_clear[row, col] = sources[col]
+            out_chosen[row, col] = 0 if pick < 0 else bits[pick]
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)

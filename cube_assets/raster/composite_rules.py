@@ -620,9 +620,9 @@ def composite_quality_kernel(
     fill: np.generic,
     bits: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """``composite_quality_window`` compiled (``quality_window``), classifying through ``table``.
+    """``composite_quality_window`` compiled (``quality_window``; ``quality_sources_window`` with ``bits``).
 
-    ``order`` is int64, ``days`` int16, ``fill`` the quality nodata in the quality's dtype and
+    Classifies through ``table``; ``order`` is int64, ``days`` int16, ``fill`` the quality nodata in the quality's dtype and
     ``bits`` (uint8, or None) each observation's DATASOURCE bit.
 
     Returns:
@@ -638,26 +638,32 @@ def composite_quality_kernel(
         "provenance": np.empty(shape, dtype=np.int16),
         "clearob": np.empty(shape, dtype=np.uint8),
         "totalob": np.empty(shape, dtype=np.uint8),
-        "datasource_chosen": np.empty(shape, dtype=np.uint8),
-        "datasource_clear": np.empty(shape, dtype=np.uint8),
     }
-    _kernels().quality_window(
+    kernels = _kernels()
+    kernels.quality_window(
         quality,
         table,
         offset,
         order,
         days,
-        np.zeros(quality.shape[0], dtype=np.uint8) if bits is None else np.asarray(bits, dtype=np.uint8),
         fill,
         results["quality"],
         results["provenance"],
         results["clearob"],
         results["totalob"],
-        results["datasource_chosen"],
-        results["datasource_clear"],
     )
-    if bits is None:
-        del results["datasource_chosen"], results["datasource_clear"]
+    if bits is not None:
+        results["datasource_chosen"] = np.empty(shape, dtype=np.uint8)
+        results["datasource_clear"] = np.empty(shape, dtype=np.uint8)
+        kernels.quality_sources_window(
+            quality,
+            table,
+            offset,
+            order,
+            np.asarray(bits, dtype=np.uint8),
+            results["datasource_chosen"],
+            results["datasource_clear"],
+        )
     return results
 
 
