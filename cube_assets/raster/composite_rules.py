@@ -622,8 +622,8 @@ def composite_quality_kernel(
 ) -> dict[str, np.ndarray]:
     """``composite_quality_window`` compiled (``quality_window``; ``quality_sources_window`` with ``bits``).
 
-    Classifies through ``table``; ``order`` is int64, ``days`` int16, ``fill`` the quality nodata in the quality's dtype and
-    ``bits`` (uint8, or None) each observation's DATASOURCE bit.
+    Classifies through ``table``; ``order`` is int64, ``days`` int16, ``fill`` the quality
+    nodata in the quality's dtype and ``bits`` (uint8, or None) each observation's DATASOURCE bit.
 
     Returns:
         ``{"quality", "provenance", "clearob", "totalob"}`` (and, with ``bits``, the DATASOURCE
