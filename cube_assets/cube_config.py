@@ -733,6 +733,11 @@ class CubeConfig(_Strict):
             for i, band in enumerate(self.bands)
             if band.common_name is None
         ]
+        problems += [
+            (("bands", i, "source"), f"in a cube with sources each source names band {band.name} (sources[].bands)")
+            for i, band in enumerate(self.bands)
+            if band.source is not None
+        ]
         for i, source in enumerate(self.sources):
             problems += [
                 (("sources", i, "bands"), f"band role {quoted(role)} (bands[{b}], {self.bands[b].name}) is missing")

@@ -112,6 +112,13 @@ def test_a_band_without_a_role_is_refused_in_a_cube_with_sources(tmp_path):
         _load(tmp_path, cube)
 
 
+def test_a_band_source_is_refused_in_a_cube_with_sources(tmp_path):
+    cube = _two_source_cube()
+    cube["bands"][2] = {"name": "B04", "common_name": "red", "source": "B04"}
+    with pytest.raises(InvalidCubeConfig, match=r"cubes\[0\]\.bands\[2\]\.source: in a cube with sources each source"):
+        _load(tmp_path, cube)
+
+
 def test_hls_refuses_a_role_it_has_no_coefficients_for(tmp_path):
     cube = _two_source_cube()
     cube["bands"].append({"name": "B05", "common_name": "rededge"})

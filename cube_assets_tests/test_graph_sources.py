@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from cube_assets.assets import build_cube_assets
 from cube_assets.catalog.database import create_catalog_engine, default_catalog_url, session_factory
-from cube_assets.catalog.models import Band
+from cube_assets.catalog.models import Band, Product
 from cube_assets.catalog.repository import search_images
 from cube_assets.cube_config import load_project_config
 from cube_assets.definitions import build_definitions
@@ -120,4 +120,9 @@ def test_the_catalog_describes_the_datasource_bits(built):
         band = session.scalars(select(Band).where(Band.product_id == "small-MED", Band.name == "DATASOURCE")).one()
         assert band.data_type == "UInt8" and band.nodata == 0
         assert "1 = a (sentinel-2-l2a), 2 = b (sentinel-2-l2a)" in band.description
+        product = session.get(Product, "small-LCF")
+        assert product.properties["sources"] == [
+            {"name": "a", "collection": "sentinel-2-l2a", "bit": 1},
+            {"name": "b", "collection": "sentinel-2-l2a", "bit": 2},
+        ]
     engine.dispose()

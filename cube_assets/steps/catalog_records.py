@@ -101,7 +101,12 @@ def _products(cube: CubeConfig, tile: Tile) -> list[ProductRecord]:
             start_datetime=start,
             end_datetime=end,
             tags=("cube", function),
-            properties={"collection": cube.collection, "temporal_schema": cube.temporal.step, "grid": tile.grid_name},
+            properties={
+                "collection": cube.collection,
+                "temporal_schema": cube.temporal.step,
+                "grid": tile.grid_name,
+                **_sources_property(cube),
+            },
         )
         for function in cube.composites
     ]
@@ -113,11 +118,20 @@ def _products(cube: CubeConfig, tile: Tile) -> list[ProductRecord]:
             start_datetime=start,
             end_datetime=end,
             tags=("cube", "merge"),
-            properties={"collection": cube.collection, "grid": tile.grid_name},
+            properties={"collection": cube.collection, "grid": tile.grid_name, **_sources_property(cube)},
         )
     )
     products += [ProductRecord(id=c, name=c, tags=("source",)) for c in _source_collections(cube)]
     return products
+
+
+def _sources_property(cube: CubeConfig) -> dict[str, Any]:
+    """``{"sources": [{name, collection, bit}, ...]}`` for a cube with sources, else nothing."""
+    if not cube.sources:
+        return {}
+    return {
+        "sources": [{"name": s.name, "collection": s.collection, "bit": 1 << i} for i, s in enumerate(cube.sources)]
+    }
 
 
 def _source_collections(cube: CubeConfig) -> list[str]:
