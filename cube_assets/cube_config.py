@@ -789,6 +789,9 @@ class CubeConfig(_Strict):
         and storage stay the cube's); ``bandpass_adjustment`` is the cube's resolved
         (``landsat_bandpass``).
 
+        Returns:
+            A ``CubeConfig`` without ``sources``, not validated again (its parts were).
+
         Raises:
             InvalidCubeConfig: if the cube has no source ``name``.
         """

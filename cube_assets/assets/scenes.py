@@ -73,7 +73,7 @@ def build_raw_scene(cube: CubeConfig, retry_policy: RetryPolicy = DOWNLOAD_RETRY
 
 def _first_of_each_scene(scenes: list[RawScene]) -> list[RawScene]:
     """The scenes in datetime order, a scene id found by several sources kept for the first of them only."""
-    unique = {}
+    unique: dict[str, RawScene] = {}
     for scene in scenes:
         unique.setdefault(scene.scene_id, scene)
     return sorted(unique.values(), key=lambda s: (s.datetime, s.scene_id))

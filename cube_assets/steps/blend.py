@@ -58,6 +58,7 @@ def blend_period(
 
     Raises:
         InvalidRaster: when a merge file is unreadable or on another grid.
+        InvalidManifest: in a cube with sources, when a merge names none of them.
     """
     if not merges:
         return PeriodBlendManifest(tile=tile.name, period=period.key, composites={}, observations=0, merges=())
