@@ -53,9 +53,11 @@ from cube_assets.grids import (
     utm_grid,
 )
 from cube_assets.quoting import quoted, shortened
+from cube_assets.raster.bandpass import HLS_MSI_TO_OLI
 from cube_assets.raster.codecs import COMPRESSIONS, DEFAULT_COMPRESSION
 from cube_assets.raster.composite_cube_rules import CUBE_FUNCTION_NAMES, check_cube_function_options
 from cube_assets.raster.composite_rules import COMPOSITE_FUNCTION_NAMES, is_composite_function
+from cube_assets.raster.datasource import MAX_SOURCES
 from cube_assets.raster.indexes import compile_expression
 from cube_assets.raster.masks import ValueMaskRules, rules_from_config
 from cube_assets.raster.reflectance import DEFAULT_BLOCK_SIZE, BandStorage
@@ -79,6 +81,8 @@ MAX_BANDS = 64
 MAX_SOURCE_BANDS = 1024
 MIN_BLOCK_SIZE, MAX_BLOCK_SIZE = 16, 4096
 MAX_INDEXES = 64
+SOURCES_QUALITY_BAND = "QUALITY"
+"""The quality band of a cube with ``sources``: every source's own quality classified into ``QualityClass`` codes."""
 MAX_PARTITIONS_PER_CUBE = 5_000_000
 MAX_CRS_CHARACTERS = 20_000
 MAX_PROBLEMS_IN_MESSAGE = 20
@@ -324,6 +328,83 @@ class QualityConfig(_Strict):
         return value
 
 
+def _default_source_quality(collection: str) -> dict[str, Any] | None:
+    """The quality band of a source that names none: Landsat ``QA_PIXEL``, Sentinel-2 ``SCL``; else None."""
+    if collection.startswith("landsat"):
+        return {"band": "QA_PIXEL", "rules": {"preset": "landsat_c2_qa_pixel"}, "nodata": 1}
+    if collection.startswith("sentinel-2"):
+        return {"band": "SCL", "rules": {"preset": "scl"}, "nodata": 0}
+    return None
+
+
+class SourceConfig(_Strict):
+    """One source of a cube with several: its collection, providers, bands by role and quality band.
+
+    ``bands`` maps each band role (a cube band's ``common_name``) to the band's name in this
+    source's products; ``quality`` defaults to ``QA_PIXEL`` for Landsat and ``SCL`` for
+    Sentinel-2 collections.
+    """
+
+    name: str
+    collection: str
+    providers: list[str] = Field(default_factory=list, max_length=MAX_PROVIDERS)
+    bands: dict[str, str] = Field(max_length=MAX_BANDS)
+    quality: QualityConfig
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_quality(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "quality" not in value and isinstance(value.get("collection"), str):
+            default = _default_source_quality(value["collection"])
+            if default is not None:
+                return {**value, "quality": default}
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _check_source_name(cls, value: str) -> str:
+        return _check_name(value, "source name")
+
+    @field_validator("collection")
+    @classmethod
+    def _check_collection(cls, value: str) -> str:
+        if value == "sentinel-2-l1c":
+            raise ValueError("a cube source must be Level-2 (sentinel-2-l1c goes through Sen2Cor, single-source only)")
+        return _check_name(value, "collection")
+
+    @field_validator("providers")
+    @classmethod
+    def _check_provider_names(cls, value: list[str]) -> list[str]:
+        problems = [
+            ((i,), message) for i, name in enumerate(value) if (message := _name_problem(name, "provider name"))
+        ]
+        problems += [((i,), f"provider {quoted(value[i])} repeats providers[{j}]") for i, j in _repeats(value).items()]
+        _raise_any(problems)
+        return value
+
+    @field_validator("bands")
+    @classmethod
+    def _check_band_names(cls, value: dict[str, str]) -> dict[str, str]:
+        _raise_any([((role,), m) for role, name in value.items() if (m := _name_problem(name, "source band name"))])
+        return value
+
+    @model_validator(mode="after")
+    def _check_radsat(self) -> SourceConfig:
+        if self.quality.radsat and not self.collection.startswith("landsat"):
+            raise _problem(f"QA_RADSAT is a Landsat band; collection {quoted(self.collection)} has none", "quality")
+        return self
+
+    @property
+    def is_landsat(self) -> bool:
+        """True for a Landsat collection."""
+        return self.collection.startswith("landsat")
+
+    @property
+    def is_sentinel2(self) -> bool:
+        """True for a Sentinel-2 collection."""
+        return self.collection.startswith("sentinel-2")
+
+
 class AoiConfig(_Strict):
     """An area of interest in EPSG:4326: a bbox ``[minlon, minlat, maxlon, maxlat]`` or a GeoJSON geometry."""
 
@@ -427,6 +508,9 @@ class CubeConfig(_Strict):
     reuse_data_cube: str | None = None  # blend the merges of this other cube of the file instead of merging
     native_grid: bool = False  # merge: keep each scene on its own grid (no warp), in the tile's CRS only
     compression: str = DEFAULT_COMPRESSION  # codec of the merges' and composites' COGs (raster/cog.py)
+    # several sources on one grid: each scene classified by its source's quality, bands matched by role
+    sources: list[SourceConfig] | None = None
+    bandpass_adjustment: Literal["hls", "none"] | None = None  # default: hls when Landsat meets Sentinel-2
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, allow_inf_nan=False)
     _reused_cube: CubeConfig | None = PrivateAttr(None)
@@ -435,6 +519,26 @@ class CubeConfig(_Strict):
     def reused_cube(self) -> CubeConfig | None:
         """The cube whose merges this cube blends (``reuse_data_cube``), once the whole file is checked."""
         return self._reused_cube
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sources_fill_collection_and_quality(cls, value: Any) -> Any:
+        if not isinstance(value, dict) or value.get("sources") is None:
+            return value
+        given = [name for name in ("collection", "providers", "quality") if name in value]
+        if given:
+            raise _problem(
+                f"a cube with sources takes {', '.join(given)} from each source (sources[].{given[0]}); "
+                "remove the cube-level one",
+                given[0],
+            )
+        sources = value["sources"]
+        first = sources[0] if isinstance(sources, list) and sources and isinstance(sources[0], dict) else {}
+        return {
+            **value,
+            "collection": first.get("collection", "unknown"),
+            "quality": {"band": SOURCES_QUALITY_BAND, "rules": {"preset": "quality_class"}, "nodata": 0},
+        }
 
     @field_validator("name")
     @classmethod
@@ -600,6 +704,111 @@ class CubeConfig(_Strict):
         elif not math.isnan(value) and not abs(value) <= float(np.finfo(kind).max):
             raise ValueError(f"nodata {value} cannot be stored in {dtype} (a finite {dtype} or .nan)")
         return value
+
+    @field_validator("sources")
+    @classmethod
+    def _check_sources(cls, value: list[SourceConfig] | None) -> list[SourceConfig] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("sources: give at least one source, or leave sources out and give a collection")
+        if len(value) > MAX_SOURCES:
+            raise ValueError(
+                f"{len(value)} sources, more than {MAX_SOURCES} (each is one bit of the uint8 DATASOURCE band)"
+            )
+        names = [source.name for source in value]
+        _raise_any(
+            [((i, "name"), f"source {quoted(names[i])} repeats sources[{j}]") for i, j in _repeats(names).items()]
+        )
+        return value
+
+    @model_validator(mode="after")
+    def _check_source_bands(self) -> CubeConfig:
+        if self.sources is None:
+            return self
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        roles = [band.common_name for band in self.bands]
+        problems += [
+            (("bands", i, "common_name"), f"a cube with sources matches bands by role: give band {band.name} one")
+            for i, band in enumerate(self.bands)
+            if band.common_name is None
+        ]
+        problems += [
+            (("bands", i, "source"), f"in a cube with sources each source names band {band.name} (sources[].bands)")
+            for i, band in enumerate(self.bands)
+            if band.source is not None
+        ]
+        for i, source in enumerate(self.sources):
+            problems += [
+                (("sources", i, "bands"), f"band role {quoted(role)} (bands[{b}], {self.bands[b].name}) is missing")
+                for b, role in enumerate(roles)
+                if role is not None and role not in source.bands
+            ]
+            problems += [
+                (("sources", i, "bands", role), f"{quoted(role)} is not the common_name of a cube band ({roles})")
+                for role in source.bands
+                if role not in roles
+            ]
+        if self.landsat_bandpass == "hls" and any(s.is_landsat for s in self.sources):
+            problems += [
+                (("bands", i, "common_name"), f"bandpass_adjustment hls has no coefficients for role {quoted(role)}")
+                for i, role in enumerate(roles)
+                if role is not None and role not in HLS_MSI_TO_OLI
+            ]
+        _raise_any(problems)
+        return self
+
+    @property
+    def landsat_bandpass(self) -> str:
+        """The adjustment Landsat reflectance of this cube goes through: ``"hls"`` or ``"none"``.
+
+        ``bandpass_adjustment`` when given; otherwise ``"hls"`` when the cube's sources mix
+        Landsat and Sentinel-2, else ``"none"``.
+        """
+        if self.bandpass_adjustment is not None:
+            return self.bandpass_adjustment
+        sources = self.sources or []
+        mixed = any(s.is_landsat for s in sources) and any(s.is_sentinel2 for s in sources)
+        return "hls" if mixed else "none"
+
+    @property
+    def source_names(self) -> list[str]:
+        """The cube's source names in order (bit i of DATASOURCE is source i); none without ``sources``."""
+        return [source.name for source in self.sources or []]
+
+    def source_views(self) -> list[tuple[str | None, CubeConfig]]:
+        """``(source name, source_view)`` of every source in order; ``[(None, self)]`` for a cube without sources."""
+        if not self.sources:
+            return [(None, self)]
+        return [(source.name, self.source_view(source.name)) for source in self.sources]
+
+    def source_view(self, name: str) -> CubeConfig:
+        """This cube as its source ``name`` alone: its collection, providers, bands' product names and quality.
+
+        What finding, fetching and reading the source's scenes need (the cube's name, grid, bands
+        and storage stay the cube's); ``bandpass_adjustment`` is the cube's resolved
+        (``landsat_bandpass``).
+
+        Returns:
+            A ``CubeConfig`` without ``sources``, not validated again (its parts were).
+
+        Raises:
+            InvalidCubeConfig: if the cube has no source ``name``.
+        """
+        source = next((s for s in self.sources or [] if s.name == name), None)
+        if source is None:
+            raise InvalidCubeConfig(f"cube {self.name!r}: no source {name!r}; sources: {self.source_names}")
+        bands = [band.model_copy(update={"source": source.bands[band.common_name or ""]}) for band in self.bands]
+        return self.model_copy(
+            update={
+                "collection": source.collection,
+                "providers": list(source.providers),
+                "bands": bands,
+                "quality": source.quality,
+                "sources": None,
+                "bandpass_adjustment": self.landsat_bandpass,
+            }
+        )
 
     @model_validator(mode="after")
     def _check_valid_ranges(self) -> CubeConfig:
@@ -810,6 +1019,13 @@ class ProjectConfig(_Strict):
                 ((i, "providers", j), f"unknown provider {quoted(name)}; declared: {sorted(known)}")
                 for i, cube in enumerate(value)
                 for j, name in enumerate(cube.providers)
+                if name not in known
+            ]
+            problems += [
+                ((i, "sources", k, "providers", j), f"unknown provider {quoted(name)}; declared: {sorted(known)}")
+                for i, cube in enumerate(value)
+                for k, source in enumerate(cube.sources or [])
+                for j, name in enumerate(source.providers)
                 if name not in known
             ]
         _raise_any(problems)

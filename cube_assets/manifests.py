@@ -95,6 +95,7 @@ class RawScene(ManifestModel):
     raw_bands: dict[str, str] = Field(default_factory=dict)  # source band → file
     fetched_bands: tuple[str, ...] = ()  # the bands this run downloaded
     provider_failures: tuple[str, ...] = ()  # "provider: error" of the providers tried before ``provider``
+    source: str | None = Field(default=None, exclude_if=_absent_when_none)  # the cube's source (cubes with sources)
 
 
 class ReflectanceScene(RawScene, SceneRasters):
@@ -137,6 +138,7 @@ class Merge(ManifestModel):
     valid_pixels: int
     clear_pixels: int
     total_pixels: int
+    source: str | None = Field(default=None, exclude_if=_absent_when_none)  # the cube's source (cubes with sources)
 
 
 class Composite(ManifestModel):

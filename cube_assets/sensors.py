@@ -1,6 +1,7 @@
 """New-scene sensors: one per cube, polling its providers and requesting runs up to the merge.
 
-Each tick searches every provider of the cube for scenes of its collection over the cube's
+Each tick searches every provider of the cube for scenes of its collection (in a cube with
+``sources``, every source's providers for that source's collection) over the cube's
 tiles acquired since the cursor (the latest acquisition seen), then requests one run per
 ``(tile, period)`` partition that a new scene falls into, materializing ``raw_scene`` →
 ``surface_reflectance`` → ``scene_cog`` → ``tile_merge`` for it.
@@ -207,9 +208,13 @@ def build_new_scenes_sensor(
     def new_scenes(context: SensorEvaluationContext, providers: ProvidersResource) -> SensorResult | SkipReason:
         cursor = SceneCursor.parse(context.cursor)
         project = load_project_config(providers.config_file)
-        # The cube's own providers, or the provider registry's for its collection.
-        built = [providers.build_provider(config) for config in providers.cube_provider_configs(project, cube)]
-        scenes = search_new_scenes(cube, built, cursor)
+        found_by_id: dict[str, SceneRef] = {}
+        for _, view in cube.source_views():  # each source's collection (the cube's own without sources)
+            # The source's own providers, or the provider registry's for its collection.
+            built = [providers.build_provider(config) for config in providers.cube_provider_configs(project, view)]
+            for scene in search_new_scenes(view, built, cursor):
+                found_by_id.setdefault(scene.scene_id, scene)
+        scenes = sorted(found_by_id.values(), key=lambda s: (s.datetime, s.scene_id))
         if not scenes:
             return SkipReason(f"no scene acquired since {cursor.latest_acquisition or 'the cube start'}")
         by_partition = partitions_of_scenes(cube, scenes)

@@ -163,3 +163,25 @@ def test_sensor_over_a_stac_api_finds_items_added_between_ticks(stac_server, rea
         ]
         assert SceneCursor.parse(tick2.cursor).latest_acquisition == datetime(2020, 7, 6, 8, 6, 9, 24000, tzinfo=UTC)
         assert isinstance(_tick(setup, instance, tick2.cursor), SkipReason)
+
+
+def test_a_cube_with_sources_searches_every_sources_providers(tmp_path):
+    sources_cube = {k: v for k, v in CUBE.items() if k not in ("collection", "providers", "quality")}
+    roles = {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08"}
+    sources_cube["sources"] = [
+        {"name": "first", "collection": "sentinel-2-l2a", "providers": ["archive"], "bands": roles},
+        {"name": "second", "collection": "sentinel-2-l2a", "providers": ["other"], "bands": roles},
+    ]
+    other = {"name": "other", "driver": "local", "options": {"root": "other"}}
+    config = write_cube_file(tmp_path, sources_cube, [ARCHIVE_PROVIDER, other])
+    for folder in ("archive", "other"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+    only_second = _add_product(tmp_path / "data" / "other", "T23LLC", "2024-01-20T13:12:29+00:00")
+    setup = {
+        "cube": load_project_config(config).cube("small"),
+        "providers": ProvidersResource(config_file=str(config), data_root=str(tmp_path / "data")),
+    }
+    with instance_for_test() as instance:
+        tick = _tick(setup, instance, None)
+    assert sorted(r.partition_key for r in tick.run_requests) == ["2024-01-17|000000", "2024-01-17|001000"]
+    assert SceneCursor.parse(tick.cursor).scene_ids == frozenset({only_second})

@@ -38,16 +38,20 @@ def build_tile_merge(cube: CubeConfig, reused: CubeConfig | None = None) -> Asse
             merges = list(reused_merges(cube, reused, part.tile, part.period, raster_store))
             context.log.info(f"reused {len(merges)} merge(s) of cube {reused.name} on tile {part.tile.name}")
             return _output(part.tile.name, part.period.key, merges, _thumbnail(cube, merges, raster_store), reused.name)
-        by_date: dict[date, list[SceneCog]] = defaultdict(list)
+        # One merge per date and source (a date may have both sensors); sources in the cube's order.
+        by_date: dict[tuple[date, int], list[SceneCog]] = defaultdict(list)
+        positions = {name: i for i, name in enumerate(cube.source_names)}
         for scene in scene_cog.scenes:
-            by_date[scene.datetime.date()].append(scene)
+            by_date[(scene.datetime.date(), positions.get(scene.source or "", 0))].append(scene)
         merges = []
-        for day in sorted(by_date):
+        for day, position in sorted(by_date):
+            source = cube.source_names[position] if cube.sources else None
             # Within a date, the least cloudy scene has priority where scenes overlap.
-            ordered = sorted(by_date[day], key=lambda s: (s.cloud_cover or 0.0, s.scene_id))
+            ordered = sorted(by_date[(day, position)], key=lambda s: (s.cloud_cover or 0.0, s.scene_id))
             with raster_store.gdal_environment():
-                merges.append(merge_date(cube, part.tile, day, ordered, raster_store))
-            context.log.info(f"merged {len(ordered)} scene(s) of {day} onto tile {part.tile.name}")
+                merges.append(merge_date(cube, part.tile, day, ordered, raster_store, source=source))
+            of = f" of source {source}" if source else ""
+            context.log.info(f"merged {len(ordered)} scene(s){of} of {day} onto tile {part.tile.name}")
         return _output(part.tile.name, part.period.key, merges, _thumbnail(cube, merges, raster_store))
 
     return tile_merge
@@ -55,14 +59,19 @@ def build_tile_merge(cube: CubeConfig, reused: CubeConfig | None = None) -> Asse
 
 def _thumbnail(cube: CubeConfig, merges: list[Merge], raster_store: Any) -> MetadataValue:
     """The Markdown of small embedded thumbnails of the first four merges, shown by the Dagster UI."""
-    return thumbnail_markdown({m.date.isoformat(): rgb_thumbnail(cube, m.bands, raster_store) for m in merges[:4]})
+    return thumbnail_markdown(
+        {
+            m.date.isoformat() + (f" {m.source}" if m.source else ""): rgb_thumbnail(cube, m.bands, raster_store)
+            for m in merges[:4]
+        }
+    )
 
 
 def _output(
     tile: str, period: str, merges: list[Merge], thumbnail: MetadataValue, reused_from: str | None = None
 ) -> Output[TileMergeManifest]:
     """The ``tile_merge`` output: the manifest, and per-date efficacy, cloud ratio, paths and thumbnails as metadata."""
-    days = [m.date.isoformat() for m in merges]
+    days = [m.date.isoformat() + (f" {m.source}" if m.source else "") for m in merges]  # a date per source
     metadata: dict[str, Any] = {
         "merge_count": len(merges),
         "dates": days,

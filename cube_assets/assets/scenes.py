@@ -16,7 +16,7 @@ from cube_assets.resources.sen2cor import Sen2CorResource
 from cube_assets.resources.storage import RasterStoreResource
 from cube_assets.steps.indexes import total_nodata_pixels
 from cube_assets.steps.previews import local_preview, share_preview
-from cube_assets.steps.scenes import publish_scene, reflectance_for_scene
+from cube_assets.steps.scenes import publish_scene, reflectance_for_cube_scene
 
 # Provider downloads fail transiently (timeouts, throttling): retry the partition 4 times,
 # after about 30 s, 90 s, 210 s and 450 s (exponential backoff, ± 30 s of jitter so that
@@ -37,7 +37,8 @@ def build_raw_scene(cube: CubeConfig, retry_policy: RetryPolicy = DOWNLOAD_RETRY
         **stage_asset_arguments(
             cube,
             "raw_scene",
-            f"Raw {cube.collection} scenes over the tile in the period, found and fetched through the providers.",
+            f"Raw {', '.join(s.collection for s in cube.sources) if cube.sources else cube.collection} scenes over "
+            "the tile in the period, found and fetched through the providers.",
         ),
         retry_policy=retry_policy,
         pool=DOWNLOADS_POOL,
@@ -48,14 +49,11 @@ def build_raw_scene(cube: CubeConfig, retry_policy: RetryPolicy = DOWNLOAD_RETRY
         part = cube_partition(context, cube)
         # The store keeps the raw scenes too when the providers resource says so (prod). A cube
         # that reuses another cube's merges fetches nothing: its tile_merge takes those merges.
-        scenes = (
-            []
-            if cube.reuse_data_cube
-            else [
-                RawScene.model_validate(s)
-                for s in providers.fetch_scenes(cube, part.tile, part.period, store=store.get_store())
-            ]
-        )
+        scenes: list[RawScene] = []
+        for source, view in [] if cube.reuse_data_cube else cube.source_views():
+            found = providers.fetch_scenes(view, part.tile, part.period, store=store.get_store())
+            scenes += [RawScene.model_validate({**s, "source": source}) for s in found]
+        scenes = _first_of_each_scene(scenes)
         served = {s.scene_id: s.provider for s in scenes}
         return Output(
             RawSceneManifest(tile=part.tile.name, period=part.period.key, scenes=tuple(scenes)),
@@ -71,6 +69,14 @@ def build_raw_scene(cube: CubeConfig, retry_policy: RetryPolicy = DOWNLOAD_RETRY
         )
 
     return raw_scene
+
+
+def _first_of_each_scene(scenes: list[RawScene]) -> list[RawScene]:
+    """The scenes in datetime order, a scene id found by several sources kept for the first of them only."""
+    unique: dict[str, RawScene] = {}
+    for scene in scenes:
+        unique.setdefault(scene.scene_id, scene)
+    return sorted(unique.values(), key=lambda s: (s.datetime, s.scene_id))
 
 
 def build_surface_reflectance(cube: CubeConfig) -> AssetsDefinition:
@@ -94,7 +100,7 @@ def build_surface_reflectance(cube: CubeConfig) -> AssetsDefinition:
                 # This process's copy of the raw scene (pulled from S3 in prod), and the product's
                 # preview handed on through the store, for scene_cog wherever it runs.
                 local = RawScene.model_validate(providers.local_scene(scene.model_dump(mode="json"), raster_store))
-                entry = reflectance_for_scene(cube, local, raster_store, to_l2a=to_l2a)
+                entry = reflectance_for_cube_scene(cube, local, raster_store, to_l2a=to_l2a)
                 scenes.append(share_preview(cube.name, entry, raster_store))
         metadata: dict[str, Any] = {"scene_count": len(scenes), "files": sum(len(s.bands) + 1 for s in scenes)}
         if to_l2a is not None:

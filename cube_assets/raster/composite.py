@@ -33,8 +33,9 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from cube_assets.errors import InvalidCubeConfig
-from cube_assets.raster.composite_cube_rules import CubeRule, CubeWindow, cloud_distance
+from cube_assets.raster.composite_cube_rules import CubeRule, CubeWindow, OutputSpec, cloud_distance
 from cube_assets.raster.composite_rules import (
+    DATASOURCE_OUTPUTS,
     FUNCTIONS,
     PROVENANCE_NODATA,
     QUALITY_OUTPUTS,
@@ -46,6 +47,7 @@ from cube_assets.raster.composite_rules import (
     is_band_function,
     rank_observations,
 )
+from cube_assets.raster.datasource import DATASOURCE, DATASOURCE_NODATA, source_bits
 from cube_assets.raster.masks import (
     QualityClass,
     QualityRules,
@@ -166,6 +168,8 @@ def blend_quality(
     *,
     engine: str = "auto",
     io_threads: int | None = None,
+    sources: Sequence[int] | None = None,
+    datasource_paths: Mapping[str, PathLike] | None = None,
 ) -> dict[str, Path]:
     """Composite the quality band and write PROVENANCE, CLEAROB and TOTALOB for a tile and period.
 
@@ -183,15 +187,23 @@ def blend_quality(
     most 16 bits, ``"auto"`` takes numpy otherwise) and the same output files (compressed
     GeoTIFFs, or uncompressed temporary files handed to ``finalize``).
 
+    With ``sources`` (each observation's source index in the cube's ``sources``, 0..7) and
+    ``datasource_paths`` (``{"datasource_chosen": ..., "datasource_clear": ...}``) it also writes
+    the two DATASOURCE bands (uint8, nodata 0, bit ``1 << i`` for source i): the source of the
+    observation LCF chose, and the OR of the sources of the CLEAR observations (what MED, AVG,
+    the metrics and Pnn composite).
+
     Returns:
-        ``{"quality": ..., "provenance": ..., "clearob": ..., "totalob": ...}`` output paths.
+        ``{"quality": ..., "provenance": ..., "clearob": ..., "totalob": ...}`` output paths (and
+        the DATASOURCE ones when asked).
 
     Raises:
         InvalidRaster: naming the file, if an input cannot be opened or differs in grid or dtype
             from the first, or if the quality nodata does not fit the quality dtype.
         ValueError: if the inputs do not have one entry per observation, on an unknown
-            ``engine`` or a bad ``io_threads``, or if ``engine="numba"`` cannot handle the
-            quality dtype.
+            ``engine`` or a bad ``io_threads``, if ``engine="numba"`` cannot handle the
+            quality dtype, or if ``sources`` and ``datasource_paths`` are not given together
+            (with every DATASOURCE output) or a source index is outside 0..7.
     """
     _check_observations([quality_paths], ["quality_paths"], dates, efficacies)
     rules = _as_rules(quality_rules)
@@ -204,14 +216,23 @@ def blend_quality(
             strict=True,
         )
     )
+    bits = _datasource_bits(sources, bool(datasource_paths), len(dates))
+    if bits is not None:
+        missing = [name for name in DATASOURCE_OUTPUTS if name not in (datasource_paths or {})]
+        if missing:
+            raise ValueError(f"blend_quality: datasource_paths lack {missing}")
+        destinations |= {name: Path((datasource_paths or {})[name]) for name in DATASOURCE_OUTPUTS}
     with gdal_cache_limit(GDAL_CACHE_BYTES), contextlib.ExitStack() as inputs:
         qualities = open_aligned(inputs, quality_paths, None)
         quality_dtype = np.dtype(qualities[0].dtypes[0])
         check_nodata_fits(rules.quality_nodata, quality_dtype, f"{quality_paths[0]}")
         chosen_engine = _resolve_quality_engine(engine, quality_dtype)
         profiles = _quality_profiles(qualities[0], quality_dtype, rules.quality_nodata, compress=finalize is None)
+        if bits is not None:
+            datasource = _output_profile(qualities[0], np.uint8, DATASOURCE_NODATA, compress=finalize is None)
+            profiles |= dict.fromkeys(DATASOURCE_OUTPUTS, datasource)
         windows = list(block_windows(qualities[0].width, qualities[0].height, block_size))
-        job = _QualityJob(rules, order, days)
+        job = _QualityJob(rules, order, days, bits)
         workers = _quality_workers(inputs, qualities, job, chosen_engine, _worker_count(io_threads, windows))
         _composite_windows(inputs, windows, workers, destinations, profiles, finalize)
     return destinations
@@ -232,6 +253,7 @@ def blend_cube(
     engine: str = "auto",
     io_threads: int | None = None,
     view_zenith: Sequence[float | None] | None = None,
+    sources: Sequence[int] | None = None,
 ) -> dict[str, Path]:
     """Composite every band of a tile and period at once with a cube ``rule`` (MAXNDVI, BAP, GMED).
 
@@ -241,7 +263,9 @@ def blend_cube(
     A rule with a ``halo`` (BAP) gets, per observation, the distance to the nearest cloud or
     shadow pixel computed on the window and ``halo`` pixels around it, so its pixels do not
     depend on the windows. ``view_zenith`` gives each observation's view zenith in degrees
-    (None where unknown).
+    (None where unknown). With ``sources`` (each observation's source index, 0..7) the rule also
+    writes DATASOURCE (uint8, nodata 0): the chosen observation's source bit for MAXNDVI and BAP,
+    the OR of the CLEAR observations' bits for GMED (``raster.datasource``).
 
     Window by window like ``blend_band``, with the same ``engine`` and ``io_threads`` choices
     (both engines give identical pixels) and the same output files. In a window, the band files
@@ -249,7 +273,7 @@ def blend_cube(
 
     Returns:
         ``{band or information output: output path}`` (``out_paths`` must name every band of
-        ``merge_paths`` and every output of ``rule.outputs``).
+        ``merge_paths``, every output of ``rule.outputs`` and, with ``sources``, DATASOURCE).
 
     Raises:
         InvalidRaster: naming the file, if an input cannot be opened or differs in grid or dtype
@@ -267,7 +291,9 @@ def blend_cube(
         dates,
         efficacies,
     )
-    missing = [name for name in (*band_names, *rule.outputs) if name not in out_paths]
+    bits = _datasource_bits(sources, sources is not None, len(dates))
+    information = {**rule.outputs, **({DATASOURCE: OutputSpec("uint8", DATASOURCE_NODATA)} if bits is not None else {})}
+    missing = [name for name in (*band_names, *information) if name not in out_paths]
     if missing:
         raise InvalidCubeConfig(f"{rule.name}: outputs {missing} have no output path")
     zenith = (
@@ -280,6 +306,7 @@ def blend_cube(
         days=np.asarray([d.timetuple().tm_yday for d in dates], dtype=np.int16),
         years=np.asarray([d.year for d in dates], dtype=np.int64),
         view_zenith=zenith,
+        source_bits=bits,
     )
     with gdal_cache_limit(GDAL_CACHE_BYTES), contextlib.ExitStack() as inputs:
         stacks = {name: _BandStack.open(inputs, merge_paths[name], quality_paths, band_nodata) for name in band_names}
@@ -305,7 +332,7 @@ def blend_cube(
             name: _output_profile(first.merges[0], first.dtype, first.nodata, compress=finalize is None)
             for name in band_names
         }
-        for name, spec in rule.outputs.items():
+        for name, spec in information.items():
             profiles[name] = _output_profile(
                 first.merges[0], np.dtype(spec.dtype), spec.nodata, compress=finalize is None
             )
@@ -384,6 +411,17 @@ def _check_observations(
         raise ValueError(f"one entry per observation is required, got {lengths}")
     if not dates:
         raise ValueError("at least one observation is required")
+
+
+def _datasource_bits(sources: Sequence[int] | None, asked: bool, count: int) -> np.ndarray | None:
+    """Each observation's DATASOURCE bit, or None when no DATASOURCE is asked for."""
+    if (sources is None) != (not asked):
+        raise ValueError("DATASOURCE: give both the observations' sources and the DATASOURCE output path(s)")
+    if sources is None:
+        return None
+    if len(sources) != count:
+        raise ValueError(f"DATASOURCE: {len(sources)} sources for {count} observations")
+    return source_bits(sources)
 
 
 def _as_rules(quality_rules: QualityRules | Mapping[str, Any]) -> QualityRules:
@@ -732,6 +770,7 @@ class _CubeJob:
     days: np.ndarray
     years: np.ndarray
     view_zenith: np.ndarray | None
+    source_bits: np.ndarray | None = None
 
 
 class _CubeWindows:
@@ -768,6 +807,7 @@ class _CubeWindows:
             nodata=self.nodata,
             cloud_distance=distance,
             view_zenith=self.job.view_zenith,
+            source_bits=self.job.source_bits,
         )
         rule = self.job.rule
         return rule.kernel(cube) if self.engine == "numba" else rule.numpy(cube)
@@ -802,6 +842,7 @@ class _QualityJob:
     quality_rules: QualityRules
     order: Sequence[int]
     days: Sequence[int]
+    bits: np.ndarray | None = None
 
 
 class _NumpyQualityWindows:
@@ -815,7 +856,7 @@ class _NumpyQualityWindows:
         quality = self.reader.read(window, self.reader.empty(window))
         classes = classify_quality(quality, self.job.quality_rules)
         return composite_quality_window(
-            quality, classes, self.job.order, self.job.days, self.job.quality_rules.quality_nodata
+            quality, classes, self.job.order, self.job.days, self.job.quality_rules.quality_nodata, self.job.bits
         )
 
 
@@ -827,12 +868,13 @@ class _CompiledQualityWindows:
         self.order = np.asarray(job.order, dtype=np.int64)
         self.days = np.asarray(job.days, dtype=np.int16)
         self.fill = reader.dtype.type(job.quality_rules.quality_nodata)
+        self.bits = job.bits
 
     def __call__(self, window: Window) -> dict[str, np.ndarray]:
         """The quality outputs of ``window``."""
         quality = self.reader.read(window, self.reader.empty(window))
         return composite_quality_kernel(
-            quality, self.lookup.table, self.lookup.offset, self.order, self.days, self.fill
+            quality, self.lookup.table, self.lookup.offset, self.order, self.days, self.fill, self.bits
         )
 
 

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from cube_assets.raster.datasource import DATASOURCE, datasource_chosen, datasource_contributed
 from cube_assets.raster.masks import QualityClass
 
 PROVENANCE_NODATA = -1
@@ -70,6 +71,8 @@ class CubeWindow:
         cloud_distance: ``(T, H, W)`` distance in pixels to the nearest NOT_CLEAR pixel of the same
             observation, capped (only for rules with a ``halo``), else None.
         view_zenith: view zenith angle of each observation in degrees (NaN where unknown), or None.
+        source_bits: each observation's DATASOURCE bit (uint8), or None: the rule then writes no
+            DATASOURCE.
     """
 
     values: np.ndarray
@@ -81,6 +84,7 @@ class CubeWindow:
     nodata: float
     cloud_distance: np.ndarray | None = None
     view_zenith: np.ndarray | None = None
+    source_bits: np.ndarray | None = None
 
     @property
     def dtype(self) -> np.dtype:
@@ -209,9 +213,11 @@ def index_scores(window: CubeWindow, index: IndexFunction, variables: Mapping[st
 
 
 def _mosaic_outputs(window: CubeWindow, composite: np.ndarray, chosen: np.ndarray) -> dict[str, np.ndarray]:
-    """The bands of a quality mosaic and its PROVENANCE."""
+    """The bands of a quality mosaic, its PROVENANCE and (with source bits) its DATASOURCE."""
     results = {name: composite[b] for b, name in enumerate(window.band_names)}
     results["PROVENANCE"] = _gathered(chosen, window.days, PROVENANCE_NODATA, np.int16)
+    if window.source_bits is not None:
+        results[DATASOURCE] = datasource_chosen(chosen, window.source_bits)
     return results
 
 
@@ -626,6 +632,8 @@ def _geomedian_rule(options: GeomedianOptions, given: Mapping[str, Any]) -> Cube
             name: _to_band_dtype(median[b], window.dtype, window.nodata) for b, name in enumerate(window.band_names)
         }
         results.update(deviations)
+        if window.source_bits is not None:
+            results[DATASOURCE] = datasource_contributed(window.classes, window.source_bits)
         return results
 
     return CubeRule(

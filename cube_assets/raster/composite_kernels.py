@@ -14,7 +14,8 @@ stack, applying exactly the rule of its pure-numpy twin in ``composite_rules``:
   (percentiles, MIN, MAX, RANGE, IQR; STD);
 * ``quality_mosaic_window``, ``geomedian_window``, ``deviations_window``: the rules over all
   bands of ``composite_cube_rules`` (MAXNDVI and BAP, GMED and its deviations);
-* ``quality_window``: LCF of the quality band itself with PROVENANCE, CLEAROB and TOTALOB.
+* ``quality_window``: LCF of the quality band itself with PROVENANCE, CLEAROB and TOTALOB;
+  ``quality_sources_window`` the DATASOURCE of that choice and of the clear observations.
 
 The quality band is classified on the fly through a lookup table built by
 ``masks.classify_quality`` over every code of its dtype (so classification cannot differ from
@@ -387,6 +388,40 @@ def quality_window(  # type: ignore[no-untyped-def]  # numba types it per call
             else:
                 out_quality[row, col] = quality[pick, row, col]
                 out_provenance[row, col] = days[pick]
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def quality_sources_window(quality, lut, lut_offset, order, bits, out_chosen, out_clear):  # type: ignore[no-untyped-def]  # numba types it per call
+    """The two DATASOURCE outputs of one window, beside ``quality_window``'s LCF choice.
+
+    ``out_chosen`` gets the ``bits`` entry of the observation LCF chooses (the first CLEAR in
+    rank order, else the first present; 0 where none), ``out_clear`` the OR of the entries of the
+    CLEAR observations. A pass of its own, so cubes without sources pay nothing for it.
+    """
+    count, height, width = quality.shape
+    classes = np.empty(width, dtype=np.uint8)
+    picks = np.empty(width, dtype=np.int64)
+    presents = np.empty(width, dtype=np.int64)
+    sources = np.empty(width, dtype=np.uint8)
+    for row in range(height):
+        picks[:] = -1
+        presents[:] = -1
+        sources[:] = 0
+        for rank in range(count):
+            t = order[rank]
+            bit = bits[t]
+            for col in range(width):
+                classes[col] = lut[np.int64(quality[t, row, col]) + lut_offset]
+            for col in range(width):
+                present = classes[col] != _NODATA
+                clear = classes[col] == _CLEAR
+                presents[col] = t if present and presents[col] < 0 else presents[col]
+                picks[col] = t if clear and picks[col] < 0 else picks[col]
+                sources[col] |= bit if clear else np.uint8(0)
+        for col in range(width):
+            pick = picks[col] if picks[col] >= 0 else presents[col]
+            out_clear[row, col] = sources[col]
+            out_chosen[row, col] = 0 if pick < 0 else bits[pick]
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)

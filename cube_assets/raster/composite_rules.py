@@ -46,6 +46,7 @@ from cube_assets.raster.composite_metrics import (
     range_clear,
     std_clear,
 )
+from cube_assets.raster.datasource import datasource_chosen, datasource_contributed
 from cube_assets.raster.masks import QualityClass
 from cube_assets.raster.windowed_io import check_nodata_fits
 
@@ -569,15 +570,28 @@ def composite_rule(name: str) -> CompositeRule:
 
 QUALITY_OUTPUTS = ("quality", "provenance", "clearob", "totalob")
 """The outputs of ``blend_quality``, in order."""
+DATASOURCE_OUTPUTS = ("datasource_chosen", "datasource_clear")
+"""The DATASOURCE outputs of ``blend_quality`` for a cube with sources: of LCF (the chosen observation's
+source) and of the rules over the clear observations (the OR of their sources)."""
 
 
 def composite_quality_window(
-    quality: np.ndarray, classes: np.ndarray, order: Sequence[int], days: Sequence[int], quality_nodata: int
+    quality: np.ndarray,
+    classes: np.ndarray,
+    order: Sequence[int],
+    days: Sequence[int],
+    quality_nodata: int,
+    bits: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """The quality outputs of one window: the raw quality by LCF of its own classes, PROVENANCE, CLEAROB, TOTALOB.
 
+    With ``bits`` (each observation's DATASOURCE bit, ``source_bits``) also both
+    ``DATASOURCE_OUTPUTS``: ``datasource_chosen`` of LCF's choice, ``datasource_clear`` of the
+    CLEAR observations.
+
     Returns:
-        ``{"quality", "provenance", "clearob", "totalob"}`` arrays of the window's shape.
+        ``{"quality", "provenance", "clearob", "totalob"}`` (and the DATASOURCE outputs) arrays of
+        the window's shape.
 
     Raises:
         InvalidRaster: as ``lcf`` and ``provenance``.
@@ -585,23 +599,35 @@ def composite_quality_window(
     """
     # LCF of the raw quality values is composite_quality() of its own choice.
     quality_composite, chosen = lcf(quality, classes, order, quality_nodata)
-    return {
+    results = {
         "quality": quality_composite,
         "provenance": provenance(chosen, days),
         "clearob": clear_observation_count(classes),
         "totalob": total_observation_count(classes),
     }
+    if bits is not None:
+        results["datasource_chosen"] = datasource_chosen(chosen, bits)
+        results["datasource_clear"] = datasource_contributed(classes, bits)
+    return results
 
 
 def composite_quality_kernel(
-    quality: np.ndarray, table: np.ndarray, offset: int, order: np.ndarray, days: np.ndarray, fill: np.generic
+    quality: np.ndarray,
+    table: np.ndarray,
+    offset: int,
+    order: np.ndarray,
+    days: np.ndarray,
+    fill: np.generic,
+    bits: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """``composite_quality_window`` compiled (``quality_window``), classifying through ``table``.
+    """``composite_quality_window`` compiled (``quality_window``; ``quality_sources_window`` with ``bits``).
 
-    ``order`` is int64, ``days`` int16 and ``fill`` the quality nodata in the quality's dtype.
+    Classifies through ``table``; ``order`` is int64, ``days`` int16, ``fill`` the quality
+    nodata in the quality's dtype and ``bits`` (uint8, or None) each observation's DATASOURCE bit.
 
     Returns:
-        ``{"quality", "provenance", "clearob", "totalob"}`` arrays of the window's shape.
+        ``{"quality", "provenance", "clearob", "totalob"}`` (and, with ``bits``, the DATASOURCE
+        outputs) arrays of the window's shape.
 
     Raises:
         ImportError: if numba cannot be imported.
@@ -613,7 +639,8 @@ def composite_quality_kernel(
         "clearob": np.empty(shape, dtype=np.uint8),
         "totalob": np.empty(shape, dtype=np.uint8),
     }
-    _kernels().quality_window(
+    kernels = _kernels()
+    kernels.quality_window(
         quality,
         table,
         offset,
@@ -625,11 +652,24 @@ def composite_quality_kernel(
         results["clearob"],
         results["totalob"],
     )
+    if bits is not None:
+        results["datasource_chosen"] = np.empty(shape, dtype=np.uint8)
+        results["datasource_clear"] = np.empty(shape, dtype=np.uint8)
+        kernels.quality_sources_window(
+            quality,
+            table,
+            offset,
+            order,
+            np.asarray(bits, dtype=np.uint8),
+            results["datasource_chosen"],
+            results["datasource_clear"],
+        )
     return results
 
 
 __all__ = [
     "COMPOSITE_FUNCTIONS",
+    "DATASOURCE_OUTPUTS",
     "COMPOSITE_FUNCTION_NAMES",
     "CUBE_FUNCTIONS",
     "IDENTITY",

@@ -276,6 +276,14 @@ LANDSAT_C2_QA_PIXEL_RULES = LandsatQAPixelRules()
 
 QualityRules = ValueMaskRules | LandsatQAPixelRules
 
+QUALITY_CLASS_RULES = ValueMaskRules(
+    clear=(int(QualityClass.CLEAR),),
+    not_clear=(int(QualityClass.NOT_CLEAR),),
+    saturated=(int(QualityClass.SATURATED),),
+    nodata=(int(QualityClass.NODATA),),
+)
+"""A quality band that already holds ``QualityClass`` codes (what a cube with several sources stores)."""
+
 PRESETS: dict[str, QualityRules] = {
     "scl": SCL_RULES,
     "fmask4": FMASK4_RULES,
@@ -283,6 +291,7 @@ PRESETS: dict[str, QualityRules] = {
     "cbers4_mask_0clear_4cloud_255nodata": CBERS4_CLOUD_MASK_0_4_255_RULES,
     "cmask": CMASK_RULES,
     "landsat_c2_qa_pixel": LANDSAT_C2_QA_PIXEL_RULES,
+    "quality_class": QUALITY_CLASS_RULES,
 }
 
 
@@ -547,6 +556,7 @@ __all__ = [
     "LANDSAT_C2_REFLECTANCE_RANGE",
     "PRESETS",
     "QUALITY_CLASS_DTYPE",
+    "QUALITY_CLASS_RULES",
     "SCL_RULES",
     "ConfidenceRule",
     "LandsatQAPixelRules",

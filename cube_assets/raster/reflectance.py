@@ -35,7 +35,15 @@ from cube_assets.atomic import atomic_path
 from cube_assets.errors import InvalidRaster
 from cube_assets.raster.indexes import round_into_dtype
 from cube_assets.raster.inputs import open_input, reading_from
-from cube_assets.raster.masks import LANDSAT_C2_REFLECTANCE_RANGE, radsat_saturated, rescale_landsat_c2
+from cube_assets.raster.masks import (
+    LANDSAT_C2_REFLECTANCE_RANGE,
+    QUALITY_CLASS_DTYPE,
+    QualityClass,
+    QualityRules,
+    classify_quality,
+    radsat_saturated,
+    rescale_landsat_c2,
+)
 from cube_assets.raster.product_limits import ANY_SCENE, LANDSAT_C2, SENTINEL2, ProductLimits
 
 REFLECTANCE_DTYPE = np.int16
@@ -428,6 +436,41 @@ def write_quality_with_radsat(
                     saturated = radsat_saturated(sat.read(1, window=window))
                 block[saturated] = nodata
                 dst.write(block, 1, window=window)
+    return Path(destination)
+
+
+def write_quality_classes(
+    source: str | os.PathLike[str],
+    destination: str | os.PathLike[str],
+    rules: QualityRules,
+    *,
+    limits: ProductLimits = ANY_SCENE,
+    tile_size: int = DEFAULT_BLOCK_SIZE,
+) -> Path:
+    """Write a quality band (SCL, ``QA_PIXEL``…) classified by ``rules`` as ``QualityClass`` codes.
+
+    What a cube with several sources stores as its quality band: every source's own quality in
+    one encoding (uint8, 0 nodata, 1 clear, 2 not clear, 3 saturated; nodata tag 0), block by
+    block, tiled DEFLATE GeoTIFF written under a temporary name and moved into place.
+
+    Returns:
+        The destination path.
+
+    Raises:
+        InvalidRaster: naming ``source``, as :func:`copy_band`.
+    """
+    with open_input(source, limits=limits) as src:
+        profile = {
+            **_grid_profile(src, tile_size),
+            "dtype": QUALITY_CLASS_DTYPE.name,
+            "nodata": int(QualityClass.NODATA),
+            "compress": "deflate",
+        }
+        with atomic_path(destination) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+            for _, window in src.block_windows(1):
+                with reading_from(source, 1):
+                    block = src.read(1, window=window)
+                dst.write(classify_quality(block, rules), 1, window=window)
     return Path(destination)
 
 

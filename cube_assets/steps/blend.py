@@ -9,12 +9,14 @@ from datetime import date
 from pathlib import Path
 
 from cube_assets.cube_config import CubeConfig
+from cube_assets.errors import InvalidManifest
 from cube_assets.grids import Tile
 from cube_assets.manifests import Composite, IndexPixels, Merge, PeriodBlendManifest
 from cube_assets.raster.cog import COG_CONTENT_TYPE, cog_from_file
 from cube_assets.raster.composite import blend_band, blend_cube, blend_quality, identity_cube
 from cube_assets.raster.composite_cube_rules import CUBE_FUNCTION_NAMES, CubeContext, cube_rule
 from cube_assets.raster.composite_rules import IDENTITY, is_band_function
+from cube_assets.raster.datasource import DATASOURCE, DATASOURCE_DTYPE, DATASOURCE_NODATA
 from cube_assets.raster.indexes import compile_expression, write_index
 from cube_assets.raster.quicklook import REFLECTANCE_DISPLAY_RANGE, quicklook_from_files
 from cube_assets.steps.indexes import index_inputs, index_pixel_counts
@@ -43,6 +45,11 @@ def blend_period(
     carries CLEAROB and TOTALOB. Band indexes are computed from each composite's bands (not for
     IDT). A period without merges produces no composite (an empty ``composites`` mapping).
 
+    In a cube with several sources every composite but IDT also carries DATASOURCE (uint8, bit
+    ``1 << i`` for source i): LCF, MAXNDVI and BAP the source of the observation they chose,
+    the others the OR of the sources of the clear observations they composited. A cube without
+    sources writes none.
+
     Returns:
         The ``period_blend`` manifest: per function a ``Composite`` (item, bands, quicklook), the
         number of observations, their dates, and ``merges``; each composite's ``index_pixels``
@@ -51,6 +58,7 @@ def blend_period(
 
     Raises:
         InvalidRaster: when a merge file is unreadable or on another grid.
+        InvalidManifest: in a cube with sources, when a merge names none of them.
     """
     if not merges:
         return PeriodBlendManifest(tile=tile.name, period=period.key, composites={}, observations=0, merges=())
@@ -58,6 +66,7 @@ def blend_period(
     efficacies = [m.efficacy for m in merges]
     quality_paths = [store.gdal_path(m.quality) for m in merges]
     band_paths = {band: [store.gdal_path(m.bands[band]) for m in merges] for band in cube.band_names}
+    sources = _merge_sources(cube, merges)
     band_functions = [f for f in cube.composites if is_band_function(f)]
     cube_functions = [f for f in cube.composites if f in CUBE_FUNCTION_NAMES]
     composites: dict[str, Composite] = {}
@@ -83,7 +92,8 @@ def blend_period(
         context = cube_context(cube, period)
         for function in cube_functions:
             rule = cube_rule(function, cube.composite_options.get(function, {}), context)
-            outs = {name: staging / f"{function}_{name}.tif" for name in (*cube.band_names, *rule.outputs)}
+            names = (*cube.band_names, *rule.outputs, *([DATASOURCE] if sources is not None else []))
+            outs = {name: staging / f"{function}_{name}.tif" for name in names}
             blend_cube(
                 band_paths,
                 quality_paths,
@@ -94,10 +104,11 @@ def blend_period(
                 outs,
                 cube.nodata,
                 finalize=functools.partial(_to_cog, compression=cube.compression),
+                sources=sources,
             )
             local[function] = {band: outs[band] for band in cube.band_names}
-            extras[function] = {name: outs[name] for name in rule.outputs}
-        quality_outs = _blend_quality(cube, quality_paths, days, efficacies, staging)
+            extras[function] = {name: outs[name] for name in names if name not in cube.band_names}
+        quality_outs = _blend_quality(cube, quality_paths, days, efficacies, staging, sources)
         if IDENTITY in cube.composites:
             local[IDENTITY] = {
                 band: identity_cube(
@@ -125,6 +136,9 @@ def blend_period(
             if function == "LCF":
                 files[cube.quality.band] = quality_outs["quality"]
                 files["PROVENANCE"] = quality_outs["provenance"]
+            if sources is not None and function in band_functions:
+                chosen = function == "LCF"
+                files[DATASOURCE] = quality_outs["datasource_chosen" if chosen else "datasource_clear"]
             index_pixels: dict[str, IndexPixels] = {}
             quicklook = None
             if function != IDENTITY:
@@ -181,18 +195,37 @@ def information_bands(cube: CubeConfig, function: str) -> list[tuple[str, str, f
 
     Returns:
         ``(name, numpy dtype name, nodata)`` of each: LCF's PROVENANCE, MAXNDVI's and BAP's
-        outputs, GMED's deviations; none for the other functions.
+        outputs, GMED's deviations, and in a cube with sources DATASOURCE (every function but IDT).
     """
+    datasource = (
+        [(DATASOURCE, DATASOURCE_DTYPE, float(DATASOURCE_NODATA))] if cube.sources and function != IDENTITY else []
+    )
     if function == "LCF":
-        return [("PROVENANCE", "int16", -1.0)]
+        return [("PROVENANCE", "int16", -1.0), *datasource]
     if function in CUBE_FUNCTION_NAMES:
         rule = cube_rule(function, cube.composite_options.get(function, {}), cube_context(cube))
-        return [(name, spec.dtype, spec.nodata) for name, spec in rule.outputs.items()]
-    return []
+        return [*((name, spec.dtype, spec.nodata) for name, spec in rule.outputs.items()), *datasource]
+    return datasource
+
+
+def _merge_sources(cube: CubeConfig, merges: Sequence[Merge]) -> list[int] | None:
+    """Each merge's source index in the cube's ``sources``; None for a cube without sources."""
+    if not cube.sources:
+        return None
+    positions = {name: i for i, name in enumerate(cube.source_names)}
+    unknown = sorted({m.item for m in merges if m.source not in positions})
+    if unknown:
+        raise InvalidManifest(f"cube {cube.name}: merges {unknown} name no source of the cube ({cube.source_names})")
+    return [positions[m.source or ""] for m in merges]
 
 
 def _blend_quality(
-    cube: CubeConfig, quality_paths: Sequence[str], days: Sequence[date], efficacies: Sequence[float], staging: Path
+    cube: CubeConfig,
+    quality_paths: Sequence[str],
+    days: Sequence[date],
+    efficacies: Sequence[float],
+    staging: Path,
+    sources: Sequence[int] | None,
 ) -> dict[str, Path]:
     quality_outs = {
         "quality": staging / "quality.tif",
@@ -200,6 +233,12 @@ def _blend_quality(
         "clearob": staging / "CLEAROB.tif",
         "totalob": staging / "TOTALOB.tif",
     }
+    datasource = {
+        "datasource_chosen": staging / "DATASOURCE_chosen.tif",
+        "datasource_clear": staging / "DATASOURCE_clear.tif",
+    }
+    if sources is not None:
+        quality_outs |= datasource
     blend_quality(
         quality_paths,
         days,
@@ -210,6 +249,8 @@ def _blend_quality(
         quality_outs["clearob"],
         quality_outs["totalob"],
         finalize=functools.partial(_to_cog, compression=cube.compression),
+        sources=sources,
+        datasource_paths=datasource if sources is not None else None,
     )
     return quality_outs
 

@@ -16,6 +16,7 @@ from cube_assets.cube_config import CubeConfig
 from cube_assets.grids import Tile
 from cube_assets.manifests import PeriodBlendManifest, SceneCog
 from cube_assets.raster.composite_rules import IDENTITY
+from cube_assets.raster.datasource import DATASOURCE
 from cube_assets.raster.quicklook import REFLECTANCE_DISPLAY_RANGE
 from cube_assets.steps.blend import information_bands
 from cube_assets.storage.raster_store import RasterStore
@@ -100,7 +101,12 @@ def _products(cube: CubeConfig, tile: Tile) -> list[ProductRecord]:
             start_datetime=start,
             end_datetime=end,
             tags=("cube", function),
-            properties={"collection": cube.collection, "temporal_schema": cube.temporal.step, "grid": tile.grid_name},
+            properties={
+                "collection": cube.collection,
+                "temporal_schema": cube.temporal.step,
+                "grid": tile.grid_name,
+                **_sources_property(cube),
+            },
         )
         for function in cube.composites
     ]
@@ -112,11 +118,39 @@ def _products(cube: CubeConfig, tile: Tile) -> list[ProductRecord]:
             start_datetime=start,
             end_datetime=end,
             tags=("cube", "merge"),
-            properties={"collection": cube.collection, "grid": tile.grid_name},
+            properties={"collection": cube.collection, "grid": tile.grid_name, **_sources_property(cube)},
         )
     )
-    products.append(ProductRecord(id=cube.collection, name=cube.collection, tags=("source",)))
+    products += [ProductRecord(id=c, name=c, tags=("source",)) for c in _source_collections(cube)]
     return products
+
+
+def _sources_property(cube: CubeConfig) -> dict[str, Any]:
+    """``{"sources": [{name, collection, bit}, ...]}`` for a cube with sources, else nothing."""
+    if not cube.sources:
+        return {}
+    return {
+        "sources": [{"name": s.name, "collection": s.collection, "bit": 1 << i} for i, s in enumerate(cube.sources)]
+    }
+
+
+def _source_collections(cube: CubeConfig) -> list[str]:
+    """The collections the cube's scenes come from: each source's (once), or the cube's own."""
+    return list(dict.fromkeys(s.collection for s in cube.sources)) if cube.sources else [cube.collection]
+
+
+def datasource_description(cube: CubeConfig) -> str:
+    """What a composite's DATASOURCE band means in ``cube``: which bit is which source.
+
+    Returns:
+        E.g. ``"bit i (value 1 << i) is source i: 1 = s2 (sentinel-2-l2a), 2 = landsat (landsat-c2-l2);
+        0 = no observation"``.
+    """
+    bits = ", ".join(f"{1 << i} = {s.name} ({s.collection})" for i, s in enumerate(cube.sources or []))
+    return (
+        f"sources of each pixel, bit i (value 1 << i) is source i: {bits}; the chosen observation's source for "
+        "LCF, MAXNDVI and BAP, the OR of the clear observations' sources for the other functions; 0 = none"
+    )
 
 
 def _image_grid(
@@ -219,7 +253,7 @@ def _scene_images(cube: CubeConfig, scenes: Sequence[SceneCog], store: RasterSto
         images.append(
             ImageRecord(
                 id=scene.scene_id,
-                product_id=cube.collection,
+                product_id=scene.collection if cube.sources else cube.collection,
                 name=scene.scene_id,
                 acquired=scene.datetime,
                 geometry=scene.footprint,
@@ -235,7 +269,7 @@ def _scene_images(cube: CubeConfig, scenes: Sequence[SceneCog], store: RasterSto
 
 
 def _bands(cube: CubeConfig, product_id: str, tile: Tile) -> list[BandRecord]:
-    if product_id == cube.collection:
+    if product_id in _source_collections(cube):
         return []
     dtype = _DTYPE_NAMES[cube.dtype]
     records = [
@@ -264,6 +298,7 @@ def _bands(cube: CubeConfig, product_id: str, tile: Tile) -> list[BandRecord]:
         ]
         if function != IDENTITY:
             extra += [(name, "generic", "Int16", cube.index_nodata) for name in cube.indexes]
+    merges = merge_product_id(cube)
     for name, kind, dtype_name, nodata in extra:
         labels = SCL_LABELS if kind == "class" and cube.quality.band == "SCL" else None
         if kind == "class" and product_id != merge_product_id(cube) and not product_id.endswith(("-LCF", "-IDT")):
@@ -277,6 +312,7 @@ def _bands(cube: CubeConfig, product_id: str, tile: Tile) -> list[BandRecord]:
                 band_index=len(records),
                 nodata=nodata,
                 class_labels=labels,
+                description=datasource_description(cube) if name == DATASOURCE and product_id != merges else "",
             )
         )
     return records

@@ -35,6 +35,7 @@ def merge_date(
     store: RasterStore,
     *,
     window_size: int = MERGE_WINDOW,
+    source: str | None = None,
 ) -> Merge:
     """Warp the scenes of ``day`` onto ``tile``, mosaic them (first valid scene wins) and publish COGs.
 
@@ -51,6 +52,9 @@ def merge_date(
     GDAL's COG driver (overviews: average for spectral bands, nearest for the quality band and
     DATASOURCE), so memory does not grow with the tile. Nothing is published until every COG
     of the merge is written; the pixels and statistics do not depend on ``window_size``.
+
+    In a cube with several sources each date has one merge per ``source`` (the scenes of that
+    source only), named ``…_{date}_{source}``; a cube without sources keeps ``…_{date}``.
 
     Returns:
         The merge's manifest entry (``Merge``): date, item, band and quality URIs, DATASOURCE
@@ -79,7 +83,7 @@ def merge_date(
         quality_band: "nearest",
         DATASOURCE: "nearest",
     }
-    keys = {band: merge_key(cube.name, tile.name, day, band) for band in overview_resampling}
+    keys = {band: merge_key(cube.name, tile.name, day, band, source=source) for band in overview_resampling}
     files: dict[str, str] = {}
     with store.staging_dir() as staging:
         local = {band: staging / key.rsplit("/", 1)[-1] for band, key in keys.items()}
@@ -114,7 +118,7 @@ def merge_date(
             files[band] = store.publish(path, keys[band], content_type=COG_CONTENT_TYPE)
     return Merge(
         date=day,
-        item=merge_item(cube.name, tile.name, day),
+        item=merge_item(cube.name, tile.name, day, source),
         bands={band: files[band] for band in cube.band_names},
         quality=files[quality_band],
         datasource=files[DATASOURCE],
@@ -124,6 +128,7 @@ def merge_date(
         valid_pixels=statistics.valid_pixels,
         clear_pixels=statistics.clear_pixels,
         total_pixels=statistics.total_pixels,
+        source=source,
     )
 
 

@@ -40,10 +40,12 @@ from cube_assets.formats.stac_item import (
 from cube_assets.manifests import IndexPixels, RawScene, ReflectanceScene, SceneCog, Sen2CorRecord
 from cube_assets.providers.base import SENTINEL2_L1C
 from cube_assets.providers.local import PRODUCT_MANIFEST, ProductManifest, read_product_manifest
+from cube_assets.raster.bandpass import adjusted_scale_and_offset
 from cube_assets.raster.cog import COG_CONTENT_TYPE, cog_from_file
 from cube_assets.raster.footprint import valid_data_footprint
 from cube_assets.raster.indexes import CompiledExpression, IndexWrite, compile_expression, write_index
 from cube_assets.raster.inputs import enable_openjpeg_threads, open_input, reading_from
+from cube_assets.raster.masks import rules_from_config
 from cube_assets.raster.product_limits import LANDSAT_C2, SENTINEL2, ProductLimits, limits_for_collection
 from cube_assets.raster.quicklook import quicklook_from_files, write_quicklook
 from cube_assets.raster.reflectance import (
@@ -52,6 +54,7 @@ from cube_assets.raster.reflectance import (
     SENTINEL2_L2A_NODATA,
     copy_band,
     write_landsat_reflectance,
+    write_quality_classes,
     write_quality_with_radsat,
     write_reflectance,
 )
@@ -115,6 +118,48 @@ def reflectance_for_scene(
         )
     product, sen2cor = _open_l2a(cube, product_path, to_l2a)
     return _sentinel2_reflectance(cube, scene, store, product, sen2cor)
+
+
+def reflectance_for_cube_scene(
+    cube: CubeConfig,
+    scene: RawScene,
+    store: RasterStore,
+    *,
+    to_l2a: Callable[[Path], Sen2CorOutput] | None = None,
+) -> ReflectanceScene:
+    """:func:`reflectance_for_scene` of a scene of ``cube``, read as its source says.
+
+    A cube without ``sources`` reads every scene as itself. In a cube with sources the scene is
+    read through its source's view (:meth:`~cube_assets.cube_config.CubeConfig.source_view`:
+    that source's band names, quality band and, for Landsat, the cube's bandpass adjustment),
+    and its quality band is then classified by the source's rules into the cube's quality band
+    of ``QualityClass`` codes, so scenes of every source composite together.
+
+    Returns:
+        The scene entry, as :func:`reflectance_for_scene` returns it; ``quality`` is the
+        classified band in a cube with sources.
+
+    Raises:
+        InvalidScene: as :func:`reflectance_for_scene`, or when the scene names no source of the cube.
+        UnsafeArchive: as :func:`reflectance_for_scene`.
+        Sen2CorError: as :func:`reflectance_for_scene`.
+    """
+    if not cube.sources:
+        return reflectance_for_scene(cube, scene, store, to_l2a=to_l2a)
+    if scene.source not in cube.source_names:
+        raise InvalidScene(
+            f"{scene.scene_id}: source {scene.source!r} is not one of cube {cube.name}'s sources {cube.source_names}"
+        )
+    view = cube.source_view(scene.source)
+    entry = reflectance_for_scene(view, scene, store, to_l2a=to_l2a)
+    raw_quality = store.gdal_path(entry.quality)
+    rules = rules_from_config(view.quality.rules)
+    quality = _produce(
+        store,
+        scene_reflectance_key(cube.name, scene.scene_id, cube.quality.band),
+        lambda out: write_quality_classes(raw_quality, out, rules, tile_size=cube.file_block_size),
+    )
+    return entry.model_copy(update={"quality": quality})
 
 
 def _open_l2a(
@@ -218,7 +263,7 @@ def _landsat_reflectance(cube: CubeConfig, scene: RawScene, store: RasterStore, 
                 f"{metadata.product_id}: cube band {band.name} reads {name}, which is not a surface-reflectance "
                 f"band ({', '.join(metadata.surface_reflectance_bands)})"
             )
-        scale, offset = metadata.scale_and_offset(name)
+        scale, offset = landsat_rescaling(cube, band, *metadata.scale_and_offset(name))
         source = product.band_path(name)
         scales[band.name], offsets[band.name] = scale, offset
         bands[band.name] = _produce(
@@ -255,7 +300,12 @@ def _landsat_reflectance(cube: CubeConfig, scene: RawScene, store: RasterStore, 
         footprint=None,  # the MTL has only the image frame; publish_scene traces the valid data
         bands=bands,
         quality=quality,
-        radiometry={"processing_level": metadata.processing_level, "scales": scales, "offsets": offsets},
+        radiometry={
+            "processing_level": metadata.processing_level,
+            "scales": scales,
+            "offsets": offsets,
+            "bandpass_adjustment": cube.landsat_bandpass,
+        },
         pvi=None,
     )
 
@@ -346,11 +396,12 @@ def _stac_band_reflectance(
                 limits: ProductLimits = band_limits,
                 band: BandConfig = band,
             ) -> Path:
+                scale, offset = landsat_rescaling(cube, band, found.scale, found.offset)
                 return write_landsat_reflectance(
                     source,
                     out,
-                    scale=found.scale,
-                    offset=found.offset,
+                    scale=scale,
+                    offset=offset,
                     nodata_in=_source_nodata(band, found.nodata),
                     limits=limits,
                     storage=cube.band_storage(band),
@@ -412,6 +463,27 @@ def _stac_band_reflectance(
         },
         pvi=None,
     )
+
+
+def landsat_rescaling(cube: CubeConfig, band: BandConfig, scale: float, offset: float) -> tuple[float, float]:
+    """The scale and offset a Landsat band of ``cube`` is read with: the product's, with the cube's bandpass folded in.
+
+    With ``cube.landsat_bandpass == "hls"`` the OLI-to-MSI adjustment of the band's role
+    (``common_name``) is folded into ``DN × scale + offset``
+    (:func:`~cube_assets.raster.bandpass.adjusted_scale_and_offset`); otherwise they are unchanged.
+
+    Returns:
+        ``(scale, offset)`` giving reflectance (0..1) from the band's DNs.
+
+    Raises:
+        InvalidScene: naming the band, when the cube adjusts and the band has no role HLS knows.
+    """
+    if cube.landsat_bandpass != "hls":
+        return scale, offset
+    try:
+        return adjusted_scale_and_offset(scale, offset, band.common_name or "")
+    except KeyError as exc:
+        raise InvalidScene(f"cube {cube.name} band {band.name}: {exc.args[0]}") from None
 
 
 def _source_nodata(band: BandConfig, product_nodata: float | None) -> float | str | None:

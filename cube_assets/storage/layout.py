@@ -24,14 +24,15 @@ def scene_cog_key(cube: str, scene_id: str, band: str, suffix: str = "tif") -> s
     return f"{cube}/scenes/{scene_id}/{scene_id}_{band}.{suffix}"
 
 
-def merge_item(cube: str, tile: str, day: date) -> str:
-    """Item name of the merge of ``tile`` on ``day``."""
-    return f"{cube}_{tile}_{day:%Y%m%d}"
+def merge_item(cube: str, tile: str, day: date, source: str | None = None) -> str:
+    """Item name of the merge of ``tile`` on ``day`` (of ``source`` in a cube with sources: ``…_{date}_{source}``)."""
+    item = f"{cube}_{tile}_{day:%Y%m%d}"
+    return item if source is None else f"{item}_{source}"
 
 
-def merge_key(cube: str, tile: str, day: date, band: str, suffix: str = "tif") -> str:
-    """Key of one band of the merge of ``tile`` on ``day``."""
-    return f"{cube}/{tile}/{day.isoformat()}/{merge_item(cube, tile, day)}_{band}.{suffix}"
+def merge_key(cube: str, tile: str, day: date, band: str, suffix: str = "tif", source: str | None = None) -> str:
+    """Key of one band of the merge of ``tile`` on ``day`` (of ``source``, in a cube with sources)."""
+    return f"{cube}/{tile}/{day.isoformat()}/{merge_item(cube, tile, day, source)}_{band}.{suffix}"
 
 
 def composite_item(cube: str, tile: str, period_start: date, function: str) -> str:

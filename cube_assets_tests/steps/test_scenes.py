@@ -29,8 +29,14 @@ from cube_assets.manifests import RawScene
 from cube_assets.raster.codecs import DEFAULT_COMPRESSION
 from cube_assets.raster.cog import is_valid_cog
 from cube_assets.raster.footprint import iou, valid_data_footprint
-from cube_assets.raster.masks import rescale_landsat_c2
-from cube_assets.steps.scenes import publish_scene, reflectance_for_scene
+from cube_assets.raster.masks import (
+    LANDSAT_C2_QA_PIXEL_RULES,
+    QualityClass,
+    classify_quality,
+    radsat_saturated,
+    rescale_landsat_c2,
+)
+from cube_assets.steps.scenes import publish_scene, reflectance_for_cube_scene, reflectance_for_scene
 from cube_assets.storage.raster_store import LocalRasterStore
 
 pytestmark = [pytest.mark.real_data, pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")]
@@ -66,6 +72,8 @@ def _cube(**overrides) -> CubeConfig:
         "quality": {"band": "SCL", "rules": {"preset": "scl"}, "nodata": 0},
         "indexes": {"NDVI": "10000 * (nir - red) / (nir + red)"},
     }
+    if "sources" in overrides:  # the sources give collection, providers and quality
+        cube = {k: v for k, v in cube.items() if k not in ("collection", "providers", "quality")}
     return CubeConfig.model_validate({**cube, **overrides})
 
 
@@ -322,6 +330,89 @@ def test_landsat_bands_are_read_with_the_mtl_scale_and_offset(landsat):
     plain = (dn > 7300) & (dn < 40000)
     assert np.array_equal(values[plain], np.rint((dn[plain] * 2.75e-5 - 0.2) * 10000))
     assert ((values == -9999) == (dn == 0)).all()
+
+
+def test_landsat_bands_of_an_hls_cube_are_adjusted_to_sentinel2(tmp_path, real_data):
+    folder = real_data / LANDSAT_FOLDER
+    metadata = parse_mtl(folder)
+    cube = _cube(**LANDSAT_CUBE, bandpass_adjustment="hls")
+    scene = _scene(LANDSAT_ID, folder, mapping(metadata.frame), metadata.acquired).model_copy(
+        update={"collection": "landsat-c2-l2"}
+    )
+    reflectance = reflectance_for_scene(cube, scene, LocalRasterStore(tmp_path)).model_dump()
+
+    assert reflectance["radiometry"]["bandpass_adjustment"] == "hls"
+    assert reflectance["radiometry"]["scales"]["red"] == pytest.approx(2.75e-5 / 0.9765, rel=1e-12)
+    with rasterio.open(folder / f"{LANDSAT_ID}_SR_B4.TIF") as src, rasterio.open(reflectance["bands"]["red"]) as sr:
+        dn, values = src.read(1), sr.read(1)
+    plain = (dn > 7400) & (dn < 30000)
+    assert plain.sum() > 1000
+    hls = np.rint(((dn[plain] * 2.75e-5 - 0.2) - 0.0009) / 0.9765 * 10000)  # MSI = (OLI - b) / a
+    assert np.array_equal(values[plain], hls)
+    assert (values[plain] != np.rint((dn[plain] * 2.75e-5 - 0.2) * 10000)).mean() > 0.5  # not the unadjusted values
+    assert ((values == -9999) == (dn == 0)).all()
+
+
+MIXED_CUBE = {
+    **{k: v for k, v in LANDSAT_CUBE.items() if k not in ("collection", "quality")},
+    "name": "mixed",
+    "bands": [{"name": band["name"], "common_name": band["common_name"]} for band in LANDSAT_CUBE["bands"]],
+    "sources": [
+        {
+            "name": "s2",
+            "collection": "sentinel-2-l2a",
+            "bands": {"blue": "B02", "green": "B03", "red": "B04", "nir": "B8A"},
+        },
+        {
+            "name": "landsat",
+            "collection": "landsat-c2-l2",
+            "bands": {"blue": "SR_B2", "green": "SR_B3", "red": "SR_B4", "nir": "SR_B5"},
+            "quality": {
+                "band": "QA_PIXEL",
+                "rules": {"preset": "landsat_c2_qa_pixel"},
+                "nodata": 1,
+                "radsat": "QA_RADSAT",
+            },
+        },
+    ],
+}
+
+
+def test_a_landsat_scene_of_a_mixed_cube_is_read_by_role_adjusted_and_classified(tmp_path, real_data):
+    folder = real_data / LANDSAT_FOLDER
+    metadata = parse_mtl(folder)
+    cube = _cube(**MIXED_CUBE)
+    scene = _scene(LANDSAT_ID, folder, mapping(metadata.frame), metadata.acquired).model_copy(
+        update={"collection": "landsat-c2-l2", "source": "landsat"}
+    )
+    reflectance = reflectance_for_cube_scene(cube, scene, LocalRasterStore(tmp_path))
+
+    assert reflectance.radiometry["bandpass_adjustment"] == "hls"  # Landsat meets Sentinel-2: hls by default
+    with rasterio.open(folder / f"{LANDSAT_ID}_SR_B5.TIF") as src, rasterio.open(reflectance.bands["nir"]) as sr:
+        dn, nir = src.read(1), sr.read(1)
+    plain = (dn > 7400) & (dn < 30000)
+    assert np.array_equal(nir[plain], np.rint(((dn[plain] * 2.75e-5 - 0.2) + 0.0001) / 0.9983 * 10000))
+    with rasterio.open(folder / f"{LANDSAT_ID}_QA_PIXEL.TIF") as src, rasterio.open(reflectance.quality) as q:
+        qa, classes = src.read(1), q.read(1)
+        assert q.dtypes[0] == "uint8" and q.nodata == 0
+    with rasterio.open(folder / f"{LANDSAT_ID}_QA_RADSAT.TIF") as src:
+        saturated = radsat_saturated(src.read(1))
+    expected = classify_quality(np.where(saturated, 1, qa).astype(qa.dtype), LANDSAT_C2_QA_PIXEL_RULES)
+    np.testing.assert_array_equal(classes, expected)
+    unsaturated = ~saturated
+    assert (classes[(qa == 21824) & unsaturated] == QualityClass.CLEAR).all()  # clear land
+    assert (classes[(qa == 22280) & unsaturated] == QualityClass.NOT_CLEAR).all()  # high-confidence cloud
+    assert (classes[saturated] == QualityClass.NODATA).all() and saturated.any()
+    assert (classes[qa == 1] == QualityClass.NODATA).all()
+    assert reflectance.quality.endswith("QUALITY.tif")
+
+
+def test_a_scene_naming_no_source_of_the_cube_is_refused(tmp_path, real_data):
+    folder = real_data / LANDSAT_FOLDER
+    metadata = parse_mtl(folder)
+    scene = _scene(LANDSAT_ID, folder, mapping(metadata.frame), metadata.acquired)
+    with pytest.raises(InvalidScene, match=r"source None is not one of cube mixed's sources \['s2', 'landsat'\]"):
+        reflectance_for_cube_scene(_cube(**MIXED_CUBE), scene, LocalRasterStore(tmp_path))
 
 
 def test_landsat_qa_pixel_is_the_quality_band_with_fill_as_nodata(landsat):
