@@ -76,6 +76,8 @@ class SearchCatalog(Protocol):
 
     def session(self) -> AbstractContextManager[Session]: ...
 
+    def single_statement_session(self) -> AbstractContextManager[Session]: ...
+
 
 class Searchable(Protocol):
     """A class of catalog objects a search yields: its table, fields, order and how rows become objects."""
@@ -318,10 +320,11 @@ class Search(Generic[T]):
 
     def __iter__(self) -> Iterator[T]:
         statement = self.statement()
-        with self._catalog.session() as session:
-            if self._limit is not None and self._limit <= ITERATION_BATCH:
+        if self._limit is not None and self._limit <= ITERATION_BATCH:  # one statement: its own transaction
+            with self._catalog.single_statement_session() as session:
                 yield from self._cls._load(self._catalog, session, statement)
-                return
+            return
+        with self._catalog.session() as session:
             # Stream: the rows come in batches (a server-side cursor on PostgreSQL), objects per batch.
             result = session.connection().execute(statement.execution_options(yield_per=ITERATION_BATCH))
             for rows in result.partitions():

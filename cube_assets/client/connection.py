@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from cube_assets.catalog.database import (
+    CatalogSessions,
     create_catalog_engine,
     postgis_footprint_schema,
     session_factory,
@@ -81,7 +82,7 @@ class Catalog:
         self.url = redact_url(self.engine.url)  # shown in repr and messages: never a password or token
         if migrate:
             upgrade_schema(self.engine, postgis=postgis)
-        self._sessions: sessionmaker[Session] = session_factory(self.engine)
+        self._sessions: CatalogSessions = session_factory(self.engine)
         for name, cls in BOUND_CLASSES.items():
             setattr(self, name, BoundClass(cls, self))
 
@@ -113,6 +114,12 @@ class Catalog:
     def session(self) -> Iterator[Session]:
         """A session for reading; closed (and any transaction rolled back) on exit."""
         with self._sessions() as session:
+            yield session
+
+    @contextlib.contextmanager
+    def single_statement_session(self) -> Iterator[Session]:
+        """A session for one read statement (autocommit on PostgreSQL: no BEGIN or ROLLBACK); closed on exit."""
+        with self._sessions.single_statement() as session:
             yield session
 
     @contextlib.contextmanager
