@@ -14,6 +14,7 @@ stack, applying exactly the rule of its pure-numpy twin in ``composite_rules``:
   (percentiles, MIN, MAX, RANGE, IQR; STD);
 * ``quality_mosaic_window``, ``geomedian_window``, ``deviations_window``: the rules over all
   bands of ``composite_cube_rules`` (MAXNDVI and BAP, GMED and its deviations);
+  ``cloud_distance_window`` and ``bap_scores_window``: BAP's distance to cloud and its scores;
 * ``quality_window``: LCF of the quality band itself with PROVENANCE, CLEAROB and TOTALOB.
 
 The quality band is classified on the fly through a lookup table built by
@@ -36,6 +37,7 @@ import numpy as np
 
 _NODATA = 0  # QualityClass.NODATA
 _CLEAR = 1  # QualityClass.CLEAR
+_NOT_CLEAR = 2  # QualityClass.NOT_CLEAR
 _MAX_COUNT = 255
 
 
@@ -547,6 +549,107 @@ def deviations_window(values, clear, median, kind, out):  # type: ignore[no-unty
             out[row, col] = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2.0
 
 
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def cloud_distance_window(classes, cap, row_off, col_off, out):  # type: ignore[no-untyped-def]  # numba types it per call
+    """Capped distance to the nearest NOT_CLEAR pixel of each observation (``composite_cube_rules.cloud_distance``).
+
+    ``classes`` is ``(T, H, W)`` (the window and its halo); ``out`` ``(T, h, w)`` float64 gets
+    ``min(sqrt(d2), cap)`` of the pixels from ``(row_off, col_off)`` on: ``cap`` where the
+    observation has no NOT_CLEAR pixel, and everywhere in an observation without a CLEAR pixel
+    in the window (never scored). Meijster, Roerdink and Hesselink's exact transform in
+    integers: the distance ``g`` to the nearest NOT_CLEAR pixel of the same column, then per
+    row the lower envelope of the parabolas ``(x - i)**2 + g(i)**2``. Columns farther than
+    ``cap`` from any NOT_CLEAR pixel are left out of the envelope: their parabolas exceed
+    ``cap**2`` everywhere, so they change no capped distance. The square root of the exact
+    integer is scipy's (both correctly rounded).
+    """
+    count, height, width = classes.shape
+    rows, cols = out.shape[1], out.shape[2]
+    column = np.empty((height, width), dtype=np.int32)
+    sites = np.empty(width, dtype=np.int64)
+    starts = np.empty(width, dtype=np.int64)
+    limit = float(cap)
+    for t in range(count):
+        scored = False
+        for row in range(row_off, row_off + rows):
+            for col in range(col_off, col_off + cols):
+                scored |= classes[t, row, col] == _CLEAR
+        cloudy = False
+        for row in range(height):
+            for col in range(width):
+                if classes[t, row, col] == _NOT_CLEAR:
+                    column[row, col] = 0
+                    cloudy = True
+                elif row == 0 or column[row - 1, col] >= cap:
+                    column[row, col] = cap + 1
+                else:
+                    column[row, col] = column[row - 1, col] + 1
+        if not (scored and cloudy):
+            out[t] = limit
+            continue
+        for row in range(height - 2, -1, -1):
+            for col in range(width):
+                below = column[row + 1, col] + 1
+                if below < column[row, col]:
+                    column[row, col] = below
+        for row in range(row_off, row_off + rows):
+            g = column[row]
+            q = -1
+            for u in range(width):
+                if g[u] > cap:
+                    continue
+                gu = np.int64(g[u])
+                while q >= 0:
+                    s, x = sites[q], starts[q]
+                    if (x - s) * (x - s) + np.int64(g[s]) * g[s] <= (x - u) * (x - u) + gu * gu:
+                        break
+                    q -= 1
+                if q < 0:
+                    q = 0
+                    sites[0] = u
+                    starts[0] = 0
+                else:
+                    s = sites[q]
+                    start = 1 + (u * u - s * s + gu * gu - np.int64(g[s]) * g[s]) // (2 * (u - s))
+                    if start < width:
+                        q += 1
+                        sites[q] = u
+                        starts[q] = start
+            for u in range(col_off + cols - 1, col_off - 1, -1):
+                while q > 0 and u < starts[q]:
+                    q -= 1
+                if q < 0:
+                    out[t, row - row_off, u - col_off] = limit
+                    continue
+                s = sites[q]
+                distance = np.sqrt(np.float64((u - s) * (u - s) + np.int64(g[s]) * g[s]))
+                out[t, row - row_off, u - col_off] = distance if distance < limit else limit
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def bap_scores_window(  # type: ignore[no-untyped-def]  # numba types it per call
+    classes, distance, per_observation, cloud_terms, haze, use_haze, cloud_weight, haze_weight, total, out
+):
+    """BAP scores of one window (``composite_cube_rules.bap_scores``) from their tabulated terms.
+
+    ``out[t]`` is NaN where the observation is not CLEAR, else ``(per_observation[t] +
+    cloud_weight * s_cloud + haze_weight * s_haze) / total`` in that order: ``s_cloud`` is
+    ``cloud_terms[round(distance**2)]`` (``distance`` the square root of an integer, so its
+    square rounds back to it), ``s_haze`` ``haze[t, row, col]`` with ``use_haze``, else 1.
+    """
+    count, height, width = classes.shape
+    for t in range(count):
+        for row in range(height):
+            for col in range(width):
+                if classes[t, row, col] != _CLEAR:
+                    out[t, row, col] = np.nan
+                    continue
+                d = distance[t, row, col]
+                s_cloud = cloud_terms[np.int64(d * d + 0.5)]
+                s_haze = haze[t, row, col] if use_haze else 1.0
+                out[t, row, col] = (per_observation[t] + cloud_weight * s_cloud + haze_weight * s_haze) / total
+
+
 def sorting_network(count: int) -> np.ndarray:
     """Compare-exchange pairs (i, j), i < j, that sort ``count`` values ascending.
 
@@ -572,6 +675,8 @@ def sorting_network(count: int) -> np.ndarray:
 
 
 __all__ = [
+    "bap_scores_window",
+    "cloud_distance_window",
     "deviations_window",
     "geomedian_window",
     "lcf_window",
