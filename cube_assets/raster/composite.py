@@ -516,7 +516,8 @@ class _QualityLookup:
         """``classify_quality(quality)``, looked up in the table for tabulated dtypes."""
         if not self.direct:
             return classify_quality(quality, self.rules)
-        classes: np.ndarray = self.table[quality.astype(np.intp) + self.offset]
+        index = quality if self.offset == 0 else quality.astype(np.intp) + self.offset
+        classes: np.ndarray = self.table[index]
         return classes
 
     def prepare(self, quality: np.ndarray) -> np.ndarray:

@@ -31,7 +31,8 @@ Every function is a ``CubeRule``: a numpy rule and a compiled twin (the kernels 
 ``composite_kernels``) that give the same pixels. Every exponential in the scores of MAXNDVI
 and BAP is numpy's in both engines (so ``exp`` cannot round differently): MAXNDVI's scores are
 computed per window by ``index_scores`` and handed to both; the compiled BAP gets the distance
-to cloud from its own exact transform and combines tabulated terms (``_bap_scores_kernel``).
+to cloud from its own exact transform, then scores and chooses in one kernel from terms numpy
+tabulated (``_bap_mosaic_kernel``).
 ``cube_rule`` builds a rule by name from the cube's options, checking them.
 """
 
@@ -418,12 +419,18 @@ def bap_scores(window: CubeWindow, options: BapOptions, target_doy: int, target_
     return scores
 
 
-def _bap_scores_kernel(window: CubeWindow, options: BapOptions, target_doy: int, target_year: int) -> np.ndarray:
-    """``bap_scores`` compiled (``bap_scores_window``).
+def _bap_mosaic_kernel(
+    window: CubeWindow, options: BapOptions, target_doy: int, target_year: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``quality_mosaic`` of ``bap_scores`` compiled (``bap_mosaic_window``), with the chosen scores.
 
     The exponentials stay numpy's, so they cannot round differently: ``s_cloud`` is tabulated
     over every squared distance below ``cap**2`` (the distances are square roots of integers),
     ``s_haze`` computed over the whole window.
+
+    Returns:
+        ``(composite, chosen, picked)``: as ``quality_mosaic``, and the chosen observation's
+        score per pixel (float64, NaN where none).
     """
     if window.cloud_distance is None:
         raise ValueError("bap_scores: the window was read without cloud distances")
@@ -436,9 +443,14 @@ def _bap_scores_kernel(window: CubeWindow, options: BapOptions, target_doy: int,
         haze = _haze_term(blue, options.haze_max)
     else:
         haze = np.ones((1, 1, 1))
-    scores = np.empty(window.classes.shape)
-    _kernels().bap_scores_window(
+    values = window.values
+    composite = np.empty((values.shape[0], *window.classes.shape[1:]), dtype=values.dtype)
+    chosen = np.empty(window.classes.shape[1:], dtype=np.int32)
+    picked = np.empty(window.classes.shape[1:])
+    _kernels().bap_mosaic_window(
+        values,
         window.classes,
+        np.asarray(window.order, dtype=np.int64),
         window.cloud_distance,
         _observation_terms(window, options, target_doy, target_year),
         cloud_terms,
@@ -447,22 +459,31 @@ def _bap_scores_kernel(window: CubeWindow, options: BapOptions, target_doy: int,
         float(weights["cloud"]),
         float(weights["haze"]),
         float(sum(weights.values())),
-        scores,
+        values.dtype.type(window.nodata),
+        composite,
+        chosen,
+        picked,
     )
-    return scores
+    return composite, chosen, picked
+
+
+def _bap_numpy(
+    window: CubeWindow, options: BapOptions, target_doy: int, target_year: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``quality_mosaic`` of ``bap_scores``, with the chosen scores (as ``_bap_mosaic_kernel``)."""
+    scores = bap_scores(window, options, target_doy, target_year)
+    composite, chosen = quality_mosaic(window.values, window.classes, window.order, scores, window.nodata)
+    picked = np.take_along_axis(scores, np.maximum(chosen, 0)[np.newaxis], axis=0)[0]
+    return composite, chosen, np.where(chosen < 0, np.nan, picked)
 
 
 def _bap_rule(options: BapOptions, target_doy: int, target_year: int, given: Mapping[str, Any]) -> CubeRule:
     """BAP: the quality mosaic of ``bap_scores`` and its information outputs."""
 
-    def run(
-        window: CubeWindow, score: Callable[..., np.ndarray], mosaic: Callable[..., tuple[np.ndarray, np.ndarray]]
-    ) -> dict[str, np.ndarray]:
-        scores = score(window, options, target_doy, target_year)
-        composite, chosen = mosaic(window.values, window.classes, window.order, scores, window.nodata)
+    def run(window: CubeWindow, mosaic: Callable[..., tuple[np.ndarray, ...]]) -> dict[str, np.ndarray]:
+        composite, chosen, picked = mosaic(window, options, target_doy, target_year)
         results = _mosaic_outputs(window, composite, chosen)
-        picked = np.take_along_axis(scores, np.maximum(chosen, 0)[np.newaxis], axis=0)[0]
-        results["SCORE"] = np.where(chosen < 0, np.nan, picked).astype(np.float32)
+        results["SCORE"] = picked.astype(np.float32)
         results["DOY"] = results["PROVENANCE"]
         distances = [day_distance(d, target_doy) for d in window.days]
         results["DOY_DISTANCE"] = _gathered(chosen, distances, PROVENANCE_NODATA, np.int16)
@@ -471,8 +492,8 @@ def _bap_rule(options: BapOptions, target_doy: int, target_year: int, given: Map
 
     return CubeRule(
         "BAP",
-        numpy=lambda window: run(window, bap_scores, quality_mosaic),
-        kernel=lambda window: run(window, _bap_scores_kernel, _quality_mosaic_kernel),
+        numpy=lambda window: run(window, _bap_numpy),
+        kernel=lambda window: run(window, _bap_mosaic_kernel),
         outputs={
             "PROVENANCE": OutputSpec("int16", PROVENANCE_NODATA),
             "SCORE": OutputSpec("float32", float("nan")),

@@ -14,7 +14,7 @@ stack, applying exactly the rule of its pure-numpy twin in ``composite_rules``:
   (percentiles, MIN, MAX, RANGE, IQR; STD);
 * ``quality_mosaic_window``, ``geomedian_window``, ``deviations_window``: the rules over all
   bands of ``composite_cube_rules`` (MAXNDVI and BAP, GMED and its deviations);
-  ``cloud_distance_window`` and ``bap_scores_window``: BAP's distance to cloud and its scores;
+  ``cloud_distance_window`` and ``bap_mosaic_window``: BAP's distance to cloud, its scores and choice;
 * ``quality_window``: LCF of the quality band itself with PROVENANCE, CLEAROB and TOTALOB.
 
 The quality band is classified on the fly through a lookup table built by
@@ -627,27 +627,56 @@ def cloud_distance_window(classes, cap, row_off, col_off, out):  # type: ignore[
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
-def bap_scores_window(  # type: ignore[no-untyped-def]  # numba types it per call
-    classes, distance, per_observation, cloud_terms, haze, use_haze, cloud_weight, haze_weight, total, out
+def bap_mosaic_window(  # type: ignore[no-untyped-def]  # numba types it per call
+    values,
+    classes,
+    order,
+    distance,
+    per_observation,
+    cloud_terms,
+    haze,
+    use_haze,
+    cloud_weight,
+    haze_weight,
+    total,
+    fill,
+    out,
+    chosen,
+    picked,
 ):
-    """BAP scores of one window (``composite_cube_rules.bap_scores``) from their tabulated terms.
+    """BAP's quality mosaic of one window, scoring as it goes (``composite_cube_rules.bap_scores``).
 
-    ``out[t]`` is NaN where the observation is not CLEAR, else ``(per_observation[t] +
-    cloud_weight * s_cloud + haze_weight * s_haze) / total`` in that order: ``s_cloud`` is
-    ``cloud_terms[round(distance**2)]`` (``distance`` the square root of an integer, so its
-    square rounds back to it), ``s_haze`` ``haze[t, row, col]`` with ``use_haze``, else 1.
+    The score of a CLEAR observation is ``(per_observation[t] + cloud_weight * s_cloud +
+    haze_weight * s_haze) / total`` in that order: ``s_cloud`` is
+    ``cloud_terms[round(distance**2)]`` (``distance`` is the square root of an integer, so its
+    square rounds back to it), ``s_haze`` ``haze[t, row, col]`` with ``use_haze``, else 1. Then
+    ``quality_mosaic_window``'s choice: ``out`` gets every band, ``chosen`` the observation (-1),
+    ``picked`` its score (NaN where none).
     """
+    bands = values.shape[0]
     count, height, width = classes.shape
-    for t in range(count):
-        for row in range(height):
-            for col in range(width):
+    for row in range(height):
+        for col in range(width):
+            pick = -1
+            best = -np.inf
+            score_of_pick = np.nan
+            for rank in range(count):
+                t = order[rank]
                 if classes[t, row, col] != _CLEAR:
-                    out[t, row, col] = np.nan
                     continue
                 d = distance[t, row, col]
                 s_cloud = cloud_terms[np.int64(d * d + 0.5)]
                 s_haze = haze[t, row, col] if use_haze else 1.0
-                out[t, row, col] = (per_observation[t] + cloud_weight * s_cloud + haze_weight * s_haze) / total
+                score = (per_observation[t] + cloud_weight * s_cloud + haze_weight * s_haze) / total
+                value = -np.inf if score != score else score
+                if pick < 0 or value > best:
+                    pick = t
+                    best = value
+                    score_of_pick = score
+            chosen[row, col] = pick
+            picked[row, col] = score_of_pick
+            for b in range(bands):
+                out[b, row, col] = fill if pick < 0 else values[b, pick, row, col]
 
 
 def sorting_network(count: int) -> np.ndarray:
@@ -675,7 +704,7 @@ def sorting_network(count: int) -> np.ndarray:
 
 
 __all__ = [
-    "bap_scores_window",
+    "bap_mosaic_window",
     "cloud_distance_window",
     "deviations_window",
     "geomedian_window",

@@ -222,9 +222,10 @@ def test_compiled_cloud_distance_skips_observations_without_clear_pixels():
 
 
 def test_bap_engines_score_real_clouds_and_haze_alike(t29unu_safe):
-    from cube_assets.raster.composite_cube_rules import _bap_scores_kernel, bap_scores
+    from cube_assets.raster.composite_cube_rules import _bap_mosaic_kernel, bap_scores
 
     classes, blue = real_clouds(t29unu_safe, size=160)
+    classes[:, :10, :10] = CLOUD  # no observation to choose
     count = classes.shape[0]
     window = CubeWindow(
         values=np.stack([blue, blue[::-1]]).astype(np.int16),
@@ -242,8 +243,14 @@ def test_bap_engines_score_real_clouds_and_haze_alike(t29unu_safe):
     options["weights"] = {"cloud": 0.7, "haze": 0.4, "view": 0.2, "year": 0.1}
     bap = bap_options(options, ("blue", "red"))
     exact = bap_scores(window, bap, 100, 2024)
-    np.testing.assert_array_equal(_bap_scores_kernel(window, bap, 100, 2024), exact)
-    assert np.unique(exact[np.isfinite(exact)]).size > 10000
+    composite, chosen, picked = _bap_mosaic_kernel(window, bap, 100, 2024)
+    expected_composite, expected_chosen = quality_mosaic(window.values, classes, window.order, exact, -9999)
+    np.testing.assert_array_equal(chosen, expected_chosen)
+    np.testing.assert_array_equal(composite, expected_composite)
+    some = chosen >= 0
+    np.testing.assert_array_equal(picked[some], np.take_along_axis(exact, chosen[np.newaxis], axis=0)[0][some])
+    assert np.isnan(picked[~some]).all() and not some[:10, :10].any()
+    assert np.unique(picked[some]).size > 5000  # scores from many distances and haze values
     rule = cube_rule("BAP", options, context)
     by_numpy, compiled = rule.numpy(window), rule.kernel(window)
     for name, pixels in by_numpy.items():
