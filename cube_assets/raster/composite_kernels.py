@@ -655,13 +655,14 @@ def bap_mosaic_window(  # type: ignore[no-untyped-def]  # numba types it per cal
     """
     bands = values.shape[0]
     count, height, width = classes.shape
-    for row in range(height):
-        for col in range(width):
-            pick = -1
-            best = -np.inf
-            score_of_pick = np.nan
-            for rank in range(count):
-                t = order[rank]
+    best = np.empty(width)
+    for row in range(height):  # row by row, observations in rank order: contiguous reads
+        chosen[row, :] = -1
+        picked[row, :] = np.nan
+        best[:] = -np.inf
+        for rank in range(count):
+            t = order[rank]
+            for col in range(width):
                 if classes[t, row, col] != _CLEAR:
                     continue
                 d = distance[t, row, col]
@@ -669,13 +670,13 @@ def bap_mosaic_window(  # type: ignore[no-untyped-def]  # numba types it per cal
                 s_haze = haze[t, row, col] if use_haze else 1.0
                 score = (per_observation[t] + cloud_weight * s_cloud + haze_weight * s_haze) / total
                 value = -np.inf if score != score else score
-                if pick < 0 or value > best:
-                    pick = t
-                    best = value
-                    score_of_pick = score
-            chosen[row, col] = pick
-            picked[row, col] = score_of_pick
-            for b in range(bands):
+                if chosen[row, col] < 0 or value > best[col]:
+                    chosen[row, col] = t
+                    best[col] = value
+                    picked[row, col] = score
+        for b in range(bands):
+            for col in range(width):
+                pick = chosen[row, col]
                 out[b, row, col] = fill if pick < 0 else values[b, pick, row, col]
 
 
