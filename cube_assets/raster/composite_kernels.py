@@ -402,22 +402,24 @@ def quality_mosaic_window(values, classes, order, score, fill, out, chosen):  # 
     """
     bands = values.shape[0]
     count, height, width = classes.shape
-    for row in range(height):
-        for col in range(width):
-            pick = -1
-            best = -np.inf
-            for rank in range(count):
-                t = order[rank]
+    best = np.empty(width)
+    for row in range(height):  # row by row, observations in rank order: contiguous reads
+        chosen[row, :] = -1
+        best[:] = -np.inf
+        for rank in range(count):
+            t = order[rank]
+            for col in range(width):
                 if classes[t, row, col] != _CLEAR:
                     continue
                 value = score[t, row, col]
                 if value != value:
                     value = -np.inf
-                if pick < 0 or value > best:
-                    pick = t
-                    best = value
-            chosen[row, col] = pick
-            for b in range(bands):
+                if chosen[row, col] < 0 or value > best[col]:
+                    chosen[row, col] = t
+                    best[col] = value
+        for b in range(bands):
+            for col in range(width):
+                pick = chosen[row, col]
                 out[b, row, col] = fill if pick < 0 else values[b, pick, row, col]
 
 
