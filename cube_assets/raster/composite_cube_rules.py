@@ -32,8 +32,8 @@ Every function is a ``CubeRule``: a numpy rule and a compiled twin (the kernels 
 and BAP is numpy's in both engines (so ``exp`` cannot round differently): MAXNDVI's scores are
 computed per window by ``index_scores`` and handed to both; the compiled BAP gets the distance
 to cloud from its own exact transform, then scores and chooses in one kernel from terms numpy
-tabulated (``_bap_mosaic_kernel``).
-``cube_rule`` builds a rule by name from the cube's options, checking them.
+tabulated (``_bap_mosaic_kernel``). ``cube_rule`` builds a rule by name from the cube's
+options, checking them.
 """
 
 from __future__ import annotations
@@ -331,7 +331,8 @@ def cloud_distance(
     NOT_CLEAR pixel within ``cap``. Exact for a window cut out of a larger stack as long as it
     was computed with ``cap`` pixels of context around the window: ``classes`` is the window
     and its context, ``rows`` and ``cols`` (default: all) the window in it. ``compiled`` runs
-    ``composite_kernels.cloud_distance_window`` instead, which gives the same distances.
+    ``composite_kernels.cloud_distance_window`` instead: the same distances in every row of
+    the window with a CLEAR pixel, ``cap`` in the others (never scored).
 
     Returns:
         A ``(T, len(rows), len(cols))`` float64 array.

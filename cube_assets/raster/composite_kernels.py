@@ -557,8 +557,8 @@ def cloud_distance_window(classes, cap, row_off, col_off, out):  # type: ignore[
 
     ``classes`` is ``(T, H, W)`` (the window and its halo); ``out`` ``(T, h, w)`` float64 gets
     ``min(sqrt(d2), cap)`` of the pixels from ``(row_off, col_off)`` on: ``cap`` where the
-    observation has no NOT_CLEAR pixel, and everywhere in an observation without a CLEAR pixel
-    in the window (never scored). Meijster, Roerdink and Hesselink's exact transform in
+    observation has no NOT_CLEAR pixel, and in each row of the window without a CLEAR pixel
+    (never scored). Meijster, Roerdink and Hesselink's exact transform in
     integers: the distance ``g`` to the nearest NOT_CLEAR pixel of the same column, then per
     row the lower envelope of the parabolas ``(x - i)**2 + g(i)**2``. Columns farther than
     ``cap`` from any NOT_CLEAR pixel are left out of the envelope: their parabolas exceed
@@ -568,6 +568,7 @@ def cloud_distance_window(classes, cap, row_off, col_off, out):  # type: ignore[
     count, height, width = classes.shape
     rows, cols = out.shape[1], out.shape[2]
     column = np.empty((height, width), dtype=np.int32)
+    square = np.empty(width, dtype=np.int64)
     sites = np.empty(width, dtype=np.int64)
     starts = np.empty(width, dtype=np.int64)
     limit = float(cap)
@@ -595,15 +596,22 @@ def cloud_distance_window(classes, cap, row_off, col_off, out):  # type: ignore[
                 if below < column[row, col]:
                     column[row, col] = below
         for row in range(row_off, row_off + rows):
-            g = column[row]
+            scored = False
+            for col in range(col_off, col_off + cols):
+                scored |= classes[t, row, col] == _CLEAR
+            if not scored:
+                out[t, row - row_off] = limit
+                continue
+            for col in range(width):
+                g = np.int64(column[row, col])
+                square[col] = g * g
             q = -1
             for u in range(width):
-                if g[u] > cap:
+                if column[row, u] > cap:
                     continue
-                gu = np.int64(g[u])
                 while q >= 0:
                     s, x = sites[q], starts[q]
-                    if (x - s) * (x - s) + np.int64(g[s]) * g[s] <= (x - u) * (x - u) + gu * gu:
+                    if (x - s) * (x - s) + square[s] <= (x - u) * (x - u) + square[u]:
                         break
                     q -= 1
                 if q < 0:
@@ -612,7 +620,7 @@ def cloud_distance_window(classes, cap, row_off, col_off, out):  # type: ignore[
                     starts[0] = 0
                 else:
                     s = sites[q]
-                    start = 1 + (u * u - s * s + gu * gu - np.int64(g[s]) * g[s]) // (2 * (u - s))
+                    start = 1 + (u * u - s * s + square[u] - square[s]) // (2 * (u - s))
                     if start < width:
                         q += 1
                         sites[q] = u
@@ -624,7 +632,7 @@ def cloud_distance_window(classes, cap, row_off, col_off, out):  # type: ignore[
                     out[t, row - row_off, u - col_off] = limit
                     continue
                 s = sites[q]
-                distance = np.sqrt(np.float64((u - s) * (u - s) + np.int64(g[s]) * g[s]))
+                distance = np.sqrt(np.float64((u - s) * (u - s) + square[s]))
                 out[t, row - row_off, u - col_off] = distance if distance < limit else limit
 
 
