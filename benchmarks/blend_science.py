@@ -27,8 +27,9 @@ reading the merges to written COGs (the same ``cog_from_file`` conversion on eve
   ``blend_band`` calls and ``blend_quality``: quality, PROVENANCE, CLEAROB, TOTALOB); targets
   ``maxndvi_over_lcf`` and ``bap_over_lcf`` <= 1.5.
 
-P25, MED, LCF, MAXNDVI and BAP keep the fastest of ``--repeat`` runs; the references and GMED
-run once (minutes on a loaded machine).
+P25, MED, LCF, MAXNDVI and BAP keep the fastest of ``--repeat`` runs, interleaved (P25 with MED,
+LCF with MAXNDVI and BAP) so that a change of the machine's load does not fall on one side of a
+ratio; the references and GMED run once (minutes on a loaded machine).
 
 Prints the machine's load, one row per case and ends with ``gmed_ratio_vs_geomad: X``.
 """
@@ -284,15 +285,21 @@ def main(argv: Sequence[str] | None = None) -> float:
                 blend_band(bands[name], *args_common, ["LCF"], {"LCF": lcf_outs[name]}, BAND_NODATA, finalize=cog)
             blend_quality(*args_common, *(out / "project" / f"LCF_{n}.tif" for n in QUALITY_OUTPUTS), finalize=cog)
 
-        lcf_s, lcf_rss = min(timed(lcf) for _ in range(args.repeat))
-        rows.append(("LCF 4 bands", f"{lcf_s:.2f}", "-", "-", "-", format_bytes(lcf_rss), "-", "+ quality outputs"))
+        cases: dict[str, Callable[[TimedCog], object]] = {"LCF": lcf}
         for function in ("MAXNDVI", "BAP"):
             rule = cube_rule(function, {}, CONTEXT)
             outs = {n: out / "project" / f"{function}_{n}.tif" for n in (*BANDS, *rule.outputs)}
-            seconds, rss = min(
-                timed(lambda cog, r=rule, o=outs: blend_cube(bands, *args_common, r, o, BAND_NODATA, finalize=cog))
-                for _ in range(args.repeat)
+            cases[function] = lambda cog, r=rule, o=outs: blend_cube(
+                bands, *args_common, r, o, BAND_NODATA, finalize=cog
             )
+        runs: dict[str, list[tuple[float, int]]] = {name: [] for name in cases}
+        for _ in range(args.repeat):  # interleaved, fastest kept: the ratios must not follow the load
+            for name, case in cases.items():
+                runs[name].append(timed(case))
+        lcf_s, lcf_rss = min(runs["LCF"])
+        rows.append(("LCF 4 bands", f"{lcf_s:.2f}", "-", "-", "-", format_bytes(lcf_rss), "-", "+ quality outputs"))
+        for function in ("MAXNDVI", "BAP"):
+            seconds, rss = min(runs[function])
             figures[f"{function.lower()}_over_lcf"] = seconds / lcf_s
             rows.append((f"{function} 4 bands", f"{seconds:.2f}", "LCF 4 bands", f"{lcf_s:.2f}",
                          f"{lcf_s / seconds:.2f}", format_bytes(rss), format_bytes(lcf_rss),

@@ -550,6 +550,14 @@ class _QualityLookup:
             self.offset = 0
             self.direct = False
 
+    def classify(self, quality: np.ndarray) -> np.ndarray:
+        """``classify_quality(quality)``, looked up in the table for tabulated dtypes."""
+        if not self.direct:
+            return classify_quality(quality, self.rules)
+        index = quality if self.offset == 0 else quality.astype(np.intp) + self.offset
+        classes: np.ndarray = self.table[index]
+        return classes
+
     def prepare(self, quality: np.ndarray) -> np.ndarray:
         """The array the kernels read: the raw quality, or its classes for non-tabulated dtypes."""
         return quality if self.direct else classify_quality(quality, self.rules)
@@ -786,6 +794,8 @@ class _CubeWindows:
     ) -> None:
         self.band_readers, self.quality_reader, self.job, self.nodata = band_readers, quality_reader, job, nodata
         self.engine = engine
+        compiled = engine == "numba"
+        self.lookup = _QualityLookup(job.quality_rules, quality_reader.dtype) if compiled else None
 
     def __call__(self, window: Window) -> dict[str, np.ndarray]:
         """The rule's outputs of ``window``."""
@@ -817,19 +827,23 @@ class _CubeWindows:
         halo = self.job.rule.halo
         if not halo:
             quality = self.quality_reader.read(window, self.quality_reader.empty(window))
-            return classify_quality(quality, self.job.quality_rules), None
+            return self._classify(quality), None
         dataset = self.quality_reader.datasets[0]
         col0, row0 = max(0, int(window.col_off) - halo), max(0, int(window.row_off) - halo)
         col1 = min(dataset.width, int(window.col_off + window.width) + halo)
         row1 = min(dataset.height, int(window.row_off + window.height) + halo)
         around = Window(col0, row0, col1 - col0, row1 - row0)
-        classes = classify_quality(
-            self.quality_reader.read(around, self.quality_reader.empty(around)), self.job.quality_rules
-        )
-        distance = cloud_distance(classes, halo)
+        classes = self._classify(self.quality_reader.read(around, self.quality_reader.empty(around)))
         rows = slice(int(window.row_off) - row0, int(window.row_off) - row0 + int(window.height))
         cols = slice(int(window.col_off) - col0, int(window.col_off) - col0 + int(window.width))
-        return np.ascontiguousarray(classes[:, rows, cols]), np.ascontiguousarray(distance[:, rows, cols])
+        distance = cloud_distance(classes, halo, rows, cols, compiled=self.lookup is not None)
+        return np.ascontiguousarray(classes[:, rows, cols]), distance
+
+    def _classify(self, quality: np.ndarray) -> np.ndarray:
+        """The quality classes: ``classify_quality``, through its lookup table in the compiled engine."""
+        if self.lookup is None:
+            return classify_quality(quality, self.job.quality_rules)
+        return self.lookup.classify(quality)
 
 
 # --------------------------------------------------------------------------- quality workers

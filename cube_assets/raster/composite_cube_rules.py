@@ -28,10 +28,12 @@ band is already NODATA (``masks.propagate_spectral_nodata``). Only CLEAR observa
   geometric median.
 
 Every function is a ``CubeRule``: a numpy rule and a compiled twin (the kernels of
-``composite_kernels``) that give the same pixels. The scores of MAXNDVI and BAP are computed
-once per window by the numpy functions here and handed to both engines (so ``exp`` cannot
-round differently); the engines differ in the selection and gathering. ``cube_rule`` builds a
-rule by name from the cube's options, checking them.
+``composite_kernels``) that give the same pixels. Every exponential in the scores of MAXNDVI
+and BAP is numpy's in both engines (so ``exp`` cannot round differently): MAXNDVI's scores are
+computed per window by ``index_scores`` and handed to both; the compiled BAP gets the distance
+to cloud from its own exact transform, then scores and chooses in one kernel from terms numpy
+tabulated (``_bap_mosaic_kernel``). ``cube_rule`` builds a rule by name from the cube's
+options, checking them.
 """
 
 from __future__ import annotations
@@ -326,16 +328,27 @@ def _is_integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def cloud_distance(classes: np.ndarray, cap: int) -> np.ndarray:
+def cloud_distance(
+    classes: np.ndarray, cap: int, rows: slice | None = None, cols: slice | None = None, *, compiled: bool = False
+) -> np.ndarray:
     """Distance in pixels from each pixel to the nearest NOT_CLEAR pixel of its observation, capped at ``cap``.
 
     Euclidean (``scipy.ndimage.distance_transform_edt``); ``cap`` where the observation has no
     NOT_CLEAR pixel within ``cap``. Exact for a window cut out of a larger stack as long as it
-    was computed with ``cap`` pixels of context around the window.
+    was computed with ``cap`` pixels of context around the window: ``classes`` is the window
+    and its context, ``rows`` and ``cols`` (default: all) the window in it. ``compiled`` runs
+    ``composite_kernels.cloud_distance_window`` instead: the same distances in every row of
+    the window with a CLEAR pixel, ``cap`` in the others (never scored).
 
     Returns:
-        A ``(T, H, W)`` float64 array.
+        A ``(T, len(rows), len(cols))`` float64 array.
     """
+    row0, row1, _ = (rows or slice(None)).indices(classes.shape[1])
+    col0, col1, _ = (cols or slice(None)).indices(classes.shape[2])
+    if compiled:
+        out = np.empty((classes.shape[0], row1 - row0, col1 - col0))
+        _kernels().cloud_distance_window(classes, int(cap), row0, col0, out)
+        return out
     from scipy.ndimage import distance_transform_edt
 
     distances = np.full(classes.shape, float(cap))
@@ -343,13 +356,42 @@ def cloud_distance(classes: np.ndarray, cap: int) -> np.ndarray:
         cloudy = classes[t] == QualityClass.NOT_CLEAR
         if cloudy.any():
             distances[t] = np.minimum(distance_transform_edt(~cloudy), float(cap))
-    return distances
+    return np.ascontiguousarray(distances[:, row0:row1, col0:col1])
 
 
 def day_distance(day: int, target: int) -> int:
     """Days between two days of the year, around the year end (at most 183)."""
     gap = abs(int(day) - int(target)) % 365
     return min(gap, 365 - gap)
+
+
+def _observation_terms(window: CubeWindow, options: BapOptions, target_doy: int, target_year: int) -> np.ndarray:
+    """``w_doy * s_doy + w_year * s_year + w_view * s_view`` of each observation (float64)."""
+    weights = options.weights
+    count = window.classes.shape[0]
+    s_doy = [math.exp(-0.5 * (day_distance(d, target_doy) / options.doy_sigma) ** 2) for d in window.days]
+    s_year = [math.exp(-0.5 * ((int(y) - target_year) / options.year_sigma) ** 2) for y in window.years]
+    zenith = window.view_zenith if window.view_zenith is not None else np.full(count, np.nan)
+    s_view = [
+        1.0 if not math.isfinite(v) else 1.0 - min(abs(float(v)), options.view_max) / options.view_max for v in zenith
+    ]
+    return np.array(
+        [weights["doy"] * s_doy[t] + weights["year"] * s_year[t] + weights["view"] * s_view[t] for t in range(count)]
+    )
+
+
+def _cloud_term(distance: np.ndarray, cap: float) -> np.ndarray:
+    """``s_cloud`` of distances below ``cap``."""
+    with np.errstate(over="ignore"):
+        term: np.ndarray = 1.0 / (1.0 + np.exp(-10.0 / cap * (distance - cap / 2.0)))
+    return term
+
+
+def _haze_term(blue: np.ndarray, haze_max: float) -> np.ndarray:
+    """``s_haze`` of haze band values (float64)."""
+    with np.errstate(over="ignore"):
+        term: np.ndarray = 1.0 / (1.0 + np.exp(10.0 / haze_max * (blue - haze_max / 2.0)))
+    return term
 
 
 def bap_scores(window: CubeWindow, options: BapOptions, target_doy: int, target_year: int) -> np.ndarray:
@@ -365,16 +407,7 @@ def bap_scores(window: CubeWindow, options: BapOptions, target_doy: int, target_
         raise ValueError("bap_scores: the window was read without cloud distances")
     weights = options.weights
     total = sum(weights.values())
-    count = window.classes.shape[0]
-    s_doy = [math.exp(-0.5 * (day_distance(d, target_doy) / options.doy_sigma) ** 2) for d in window.days]
-    s_year = [math.exp(-0.5 * ((int(y) - target_year) / options.year_sigma) ** 2) for y in window.years]
-    zenith = window.view_zenith if window.view_zenith is not None else np.full(count, np.nan)
-    s_view = [
-        1.0 if not math.isfinite(v) else 1.0 - min(abs(float(v)), options.view_max) / options.view_max for v in zenith
-    ]
-    per_observation = np.array(
-        [weights["doy"] * s_doy[t] + weights["year"] * s_year[t] + weights["view"] * s_view[t] for t in range(count)]
-    )
+    per_observation = _observation_terms(window, options, target_doy, target_year)
     cap = float(options.max_cloud_distance)
     clear = window.clear
     scores: np.ndarray = np.full(window.classes.shape, np.nan)
@@ -382,28 +415,82 @@ def bap_scores(window: CubeWindow, options: BapOptions, target_doy: int, target_
     distance = window.cloud_distance[clear]
     s_cloud = np.ones(distance.shape)
     near = distance < cap
-    with np.errstate(over="ignore"):
-        s_cloud[near] = 1.0 / (1.0 + np.exp(-10.0 / cap * (distance[near] - cap / 2.0)))
-        if options.haze_band is not None:
-            blue = window.values[window.band_names.index(options.haze_band)][clear].astype(np.float64)
-            h = options.haze_max
-            s_haze = 1.0 / (1.0 + np.exp(10.0 / h * (blue - h / 2.0)))
-        else:
-            s_haze = np.ones(distance.shape)
+    s_cloud[near] = _cloud_term(distance[near], cap)
+    if options.haze_band is not None:
+        blue = window.values[window.band_names.index(options.haze_band)][clear].astype(np.float64)
+        s_haze = _haze_term(blue, options.haze_max)
+    else:
+        s_haze = np.ones(distance.shape)
     observation = np.broadcast_to(per_observation[:, None, None], window.classes.shape)[clear]
     scores[clear] = (observation + weights["cloud"] * s_cloud + weights["haze"] * s_haze) / total
     return scores
 
 
+def _bap_mosaic_kernel(
+    window: CubeWindow, options: BapOptions, target_doy: int, target_year: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``quality_mosaic`` of ``bap_scores`` compiled (``bap_mosaic_window``), with the chosen scores.
+
+    The exponentials stay numpy's, so they cannot round differently: ``s_cloud`` is tabulated
+    over every squared distance below ``cap**2`` (the distances are square roots of integers),
+    ``s_haze`` computed over the whole window.
+
+    Returns:
+        ``(composite, chosen, picked)``: as ``quality_mosaic``, and the chosen observation's
+        score per pixel (float64, NaN where none).
+    """
+    if window.cloud_distance is None:
+        raise ValueError("bap_scores: the window was read without cloud distances")
+    weights = options.weights
+    cap = options.max_cloud_distance
+    cloud_terms = np.ones(cap * cap + 1)
+    cloud_terms[:-1] = _cloud_term(np.sqrt(np.arange(cap * cap, dtype=np.float64)), float(cap))
+    if options.haze_band is not None:
+        blue = window.values[window.band_names.index(options.haze_band)].astype(np.float64)
+        haze = _haze_term(blue, options.haze_max)
+    else:
+        haze = np.ones((1, 1, 1))
+    values = window.values
+    composite = np.empty((values.shape[0], *window.classes.shape[1:]), dtype=values.dtype)
+    chosen = np.empty(window.classes.shape[1:], dtype=np.int32)
+    picked = np.empty(window.classes.shape[1:])
+    _kernels().bap_mosaic_window(
+        values,
+        window.classes,
+        np.asarray(window.order, dtype=np.int64),
+        window.cloud_distance,
+        _observation_terms(window, options, target_doy, target_year),
+        cloud_terms,
+        haze,
+        options.haze_band is not None,
+        float(weights["cloud"]),
+        float(weights["haze"]),
+        float(sum(weights.values())),
+        values.dtype.type(window.nodata),
+        composite,
+        chosen,
+        picked,
+    )
+    return composite, chosen, picked
+
+
+def _bap_numpy(
+    window: CubeWindow, options: BapOptions, target_doy: int, target_year: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``quality_mosaic`` of ``bap_scores``, with the chosen scores (as ``_bap_mosaic_kernel``)."""
+    scores = bap_scores(window, options, target_doy, target_year)
+    composite, chosen = quality_mosaic(window.values, window.classes, window.order, scores, window.nodata)
+    picked = np.take_along_axis(scores, np.maximum(chosen, 0)[np.newaxis], axis=0)[0]
+    return composite, chosen, np.where(chosen < 0, np.nan, picked)
+
+
 def _bap_rule(options: BapOptions, target_doy: int, target_year: int, given: Mapping[str, Any]) -> CubeRule:
     """BAP: the quality mosaic of ``bap_scores`` and its information outputs."""
 
-    def run(window: CubeWindow, mosaic: Callable[..., tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
-        scores = bap_scores(window, options, target_doy, target_year)
-        composite, chosen = mosaic(window.values, window.classes, window.order, scores, window.nodata)
+    def run(window: CubeWindow, mosaic: Callable[..., tuple[np.ndarray, ...]]) -> dict[str, np.ndarray]:
+        composite, chosen, picked = mosaic(window, options, target_doy, target_year)
         results = _mosaic_outputs(window, composite, chosen)
-        picked = np.take_along_axis(scores, np.maximum(chosen, 0)[np.newaxis], axis=0)[0]
-        results["SCORE"] = np.where(chosen < 0, np.nan, picked).astype(np.float32)
+        results["SCORE"] = picked.astype(np.float32)
         results["DOY"] = results["PROVENANCE"]
         distances = [day_distance(d, target_doy) for d in window.days]
         results["DOY_DISTANCE"] = _gathered(chosen, distances, PROVENANCE_NODATA, np.int16)
@@ -412,8 +499,8 @@ def _bap_rule(options: BapOptions, target_doy: int, target_year: int, given: Map
 
     return CubeRule(
         "BAP",
-        numpy=lambda window: run(window, quality_mosaic),
-        kernel=lambda window: run(window, _quality_mosaic_kernel),
+        numpy=lambda window: run(window, _bap_numpy),
+        kernel=lambda window: run(window, _bap_mosaic_kernel),
         outputs={
             "PROVENANCE": OutputSpec("int16", PROVENANCE_NODATA),
             "SCORE": OutputSpec("float32", float("nan")),

@@ -14,6 +14,7 @@ stack, applying exactly the rule of its pure-numpy twin in ``composite_rules``:
   (percentiles, MIN, MAX, RANGE, IQR; STD);
 * ``quality_mosaic_window``, ``geomedian_window``, ``deviations_window``: the rules over all
   bands of ``composite_cube_rules`` (MAXNDVI and BAP, GMED and its deviations);
+  ``cloud_distance_window`` and ``bap_mosaic_window``: BAP's distance to cloud, its scores and choice;
 * ``quality_window``: LCF of the quality band itself with PROVENANCE, CLEAROB and TOTALOB;
   ``quality_sources_window`` the DATASOURCE of that choice and of the clear observations.
 
@@ -37,6 +38,7 @@ import numpy as np
 
 _NODATA = 0  # QualityClass.NODATA
 _CLEAR = 1  # QualityClass.CLEAR
+_NOT_CLEAR = 2  # QualityClass.NOT_CLEAR
 _MAX_COUNT = 255
 
 
@@ -435,22 +437,24 @@ def quality_mosaic_window(values, classes, order, score, fill, out, chosen):  # 
     """
     bands = values.shape[0]
     count, height, width = classes.shape
-    for row in range(height):
-        for col in range(width):
-            pick = -1
-            best = -np.inf
-            for rank in range(count):
-                t = order[rank]
+    best = np.empty(width)
+    for row in range(height):  # row by row, observations in rank order: contiguous reads
+        chosen[row, :] = -1
+        best[:] = -np.inf
+        for rank in range(count):
+            t = order[rank]
+            for col in range(width):
                 if classes[t, row, col] != _CLEAR:
                     continue
                 value = score[t, row, col]
                 if value != value:
                     value = -np.inf
-                if pick < 0 or value > best:
-                    pick = t
-                    best = value
-            chosen[row, col] = pick
-            for b in range(bands):
+                if chosen[row, col] < 0 or value > best[col]:
+                    chosen[row, col] = t
+                    best[col] = value
+        for b in range(bands):
+            for col in range(width):
+                pick = chosen[row, col]
                 out[b, row, col] = fill if pick < 0 else values[b, pick, row, col]
 
 
@@ -582,6 +586,145 @@ def deviations_window(values, clear, median, kind, out):  # type: ignore[no-unty
             out[row, col] = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2.0
 
 
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def cloud_distance_window(classes, cap, row_off, col_off, out):  # type: ignore[no-untyped-def]  # numba types it per call
+    """Capped distance to the nearest NOT_CLEAR pixel of each observation (``composite_cube_rules.cloud_distance``).
+
+    ``classes`` is ``(T, H, W)`` (the window and its halo); ``out`` ``(T, h, w)`` float64 gets
+    ``min(sqrt(d2), cap)`` of the pixels from ``(row_off, col_off)`` on: ``cap`` where the
+    observation has no NOT_CLEAR pixel, and in each row of the window without a CLEAR pixel
+    (never scored). Meijster, Roerdink and Hesselink's exact transform in
+    integers: the distance ``g`` to the nearest NOT_CLEAR pixel of the same column, then per
+    row the lower envelope of the parabolas ``(x - i)**2 + g(i)**2``. Columns farther than
+    ``cap`` from any NOT_CLEAR pixel are left out of the envelope: their parabolas exceed
+    ``cap**2`` everywhere, so they change no capped distance. The square root of the exact
+    integer is scipy's (both correctly rounded).
+    """
+    count, height, width = classes.shape
+    rows, cols = out.shape[1], out.shape[2]
+    column = np.empty((height, width), dtype=np.int32)
+    square = np.empty(width, dtype=np.int64)
+    sites = np.empty(width, dtype=np.int64)
+    starts = np.empty(width, dtype=np.int64)
+    limit = float(cap)
+    for t in range(count):
+        scored = False
+        for row in range(row_off, row_off + rows):
+            for col in range(col_off, col_off + cols):
+                scored |= classes[t, row, col] == _CLEAR
+        cloudy = False
+        for row in range(height):
+            for col in range(width):
+                if classes[t, row, col] == _NOT_CLEAR:
+                    column[row, col] = 0
+                    cloudy = True
+                elif row == 0 or column[row - 1, col] >= cap:
+                    column[row, col] = cap + 1
+                else:
+                    column[row, col] = column[row - 1, col] + 1
+        if not (scored and cloudy):
+            out[t] = limit
+            continue
+        for row in range(height - 2, -1, -1):
+            for col in range(width):
+                below = column[row + 1, col] + 1
+                if below < column[row, col]:
+                    column[row, col] = below
+        for row in range(row_off, row_off + rows):
+            scored = False
+            for col in range(col_off, col_off + cols):
+                scored |= classes[t, row, col] == _CLEAR
+            if not scored:
+                out[t, row - row_off] = limit
+                continue
+            for col in range(width):
+                g = np.int64(column[row, col])
+                square[col] = g * g
+            q = -1
+            for u in range(width):
+                if column[row, u] > cap:
+                    continue
+                while q >= 0:
+                    s, x = sites[q], starts[q]
+                    if (x - s) * (x - s) + square[s] <= (x - u) * (x - u) + square[u]:
+                        break
+                    q -= 1
+                if q < 0:
+                    q = 0
+                    sites[0] = u
+                    starts[0] = 0
+                else:
+                    s = sites[q]
+                    start = 1 + (u * u - s * s + square[u] - square[s]) // (2 * (u - s))
+                    if start < width:
+                        q += 1
+                        sites[q] = u
+                        starts[q] = start
+            for u in range(col_off + cols - 1, col_off - 1, -1):
+                while q > 0 and u < starts[q]:
+                    q -= 1
+                if q < 0:
+                    out[t, row - row_off, u - col_off] = limit
+                    continue
+                s = sites[q]
+                distance = np.sqrt(np.float64((u - s) * (u - s) + square[s]))
+                out[t, row - row_off, u - col_off] = distance if distance < limit else limit
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def bap_mosaic_window(  # type: ignore[no-untyped-def]  # numba types it per call
+    values,
+    classes,
+    order,
+    distance,
+    per_observation,
+    cloud_terms,
+    haze,
+    use_haze,
+    cloud_weight,
+    haze_weight,
+    total,
+    fill,
+    out,
+    chosen,
+    picked,
+):
+    """BAP's quality mosaic of one window, scoring as it goes (``composite_cube_rules.bap_scores``).
+
+    The score of a CLEAR observation is ``(per_observation[t] + cloud_weight * s_cloud +
+    haze_weight * s_haze) / total`` in that order: ``s_cloud`` is
+    ``cloud_terms[round(distance**2)]`` (``distance`` is the square root of an integer, so its
+    square rounds back to it), ``s_haze`` ``haze[t, row, col]`` with ``use_haze``, else 1. Then
+    ``quality_mosaic_window``'s choice: ``out`` gets every band, ``chosen`` the observation (-1),
+    ``picked`` its score (NaN where none).
+    """
+    bands = values.shape[0]
+    count, height, width = classes.shape
+    best = np.empty(width)
+    for row in range(height):  # row by row, observations in rank order: contiguous reads
+        chosen[row, :] = -1
+        picked[row, :] = np.nan
+        best[:] = -np.inf
+        for rank in range(count):
+            t = order[rank]
+            for col in range(width):
+                if classes[t, row, col] != _CLEAR:
+                    continue
+                d = distance[t, row, col]
+                s_cloud = cloud_terms[np.int64(d * d + 0.5)]
+                s_haze = haze[t, row, col] if use_haze else 1.0
+                score = (per_observation[t] + cloud_weight * s_cloud + haze_weight * s_haze) / total
+                value = -np.inf if score != score else score
+                if chosen[row, col] < 0 or value > best[col]:
+                    chosen[row, col] = t
+                    best[col] = value
+                    picked[row, col] = score
+        for b in range(bands):
+            for col in range(width):
+                pick = chosen[row, col]
+                out[b, row, col] = fill if pick < 0 else values[b, pick, row, col]
+
+
 def sorting_network(count: int) -> np.ndarray:
     """Compare-exchange pairs (i, j), i < j, that sort ``count`` values ascending.
 
@@ -607,6 +750,8 @@ def sorting_network(count: int) -> np.ndarray:
 
 
 __all__ = [
+    "bap_mosaic_window",
+    "cloud_distance_window",
     "deviations_window",
     "geomedian_window",
     "lcf_window",
@@ -616,6 +761,7 @@ __all__ = [
     "percentiles_window",
     "quality_mosaic_window",
     "quality_window",
+    "quality_sources_window",
     "sorting_network",
     "std_window",
 ]

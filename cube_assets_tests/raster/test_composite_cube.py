@@ -186,6 +186,79 @@ def test_cloud_distance_is_euclidean_and_capped():
     assert cloud_distance(classes, 5)[0, 0].tolist() == [0, 1, 2, 3, 4, 5, 5, 5, 5]
 
 
+REAL_60M = "GRANULE/L2A_T29UNU_A038058_20221005T115407/IMG_DATA/R60m/T29UNU_20221005T115411_{}_60m.jp2"
+REAL_OFFSETS = ((0, 320), (160, 640), (320, 160), (800, 0), (0, 0))  # 0 % to 90 % cloud or shadow
+
+
+def real_clouds(safe: Path, size: int = 200):
+    """Windows of the real T29UNU 60 m SCL as observations: their classes and B02 values, (T, size, size)."""
+    from cube_assets.raster.masks import SCL_RULES, classify_quality
+
+    with rasterio.open(safe / REAL_60M.format("SCL")) as scl, rasterio.open(safe / REAL_60M.format("B02")) as b02:
+        windows = [((row, row + size), (col, col + size)) for row, col in REAL_OFFSETS]
+        classes = np.stack([classify_quality(scl.read(1, window=w), SCL_RULES) for w in windows])
+        blue = np.stack([b02.read(1, window=w) for w in windows])
+    return classes, blue
+
+
+@pytest.mark.parametrize("cap", [7, 50])
+def test_compiled_cloud_distance_equals_scipy_on_real_clouds(t29unu_safe, cap):
+    classes, _ = real_clouds(t29unu_safe)
+    rows, cols = slice(cap, 200 - cap + 3), slice(cap - 5, 200 - cap)
+    compiled = cloud_distance(classes, cap, rows, cols, compiled=True)
+    exact = cloud_distance(classes, cap, rows, cols)
+    scored = (classes[:, rows, cols] == CLEAR).any(axis=2)  # the rows with a CLEAR pixel
+    np.testing.assert_array_equal(compiled[scored], exact[scored])
+    assert (compiled[~scored] == cap).all() and scored.mean() > 0.5
+    between = (exact > 0) & (exact < cap)
+    assert between.sum() > 1000 and np.unique(exact[between]).size > cap  # not only 0 and the cap
+
+
+def test_compiled_cloud_distance_skips_rows_without_clear_pixels():
+    classes = np.full((2, 5, 5), CLOUD, dtype=np.uint8)
+    classes[0, 0, 0] = CLEAR  # outside the window
+    classes[1, 2, 2] = CLEAR
+    distance = cloud_distance(classes, 3, slice(1, 4), slice(1, 4), compiled=True)
+    assert (distance[0] == 3).all()  # never scored, so not computed
+    assert distance[1].tolist() == [[3, 3, 3], [0, 1, 0], [3, 3, 3]]
+
+
+def test_bap_engines_score_real_clouds_and_haze_alike(t29unu_safe):
+    from cube_assets.raster.composite_cube_rules import _bap_mosaic_kernel, bap_scores
+
+    classes, blue = real_clouds(t29unu_safe, size=160)
+    classes[:, :10, :10] = CLOUD  # no observation to choose
+    count = classes.shape[0]
+    window = CubeWindow(
+        values=np.stack([blue, blue[::-1]]).astype(np.int16),
+        classes=classes,
+        band_names=("blue", "red"),
+        order=np.arange(count),
+        days=np.array([20, 60, 110, 170, 300], dtype=np.int16),
+        years=np.full(count, 2024),
+        nodata=-9999,
+        cloud_distance=cloud_distance(classes, 30),
+        view_zenith=np.array([1.0, np.nan, 5.0, 9.0, 0.0]),
+    )
+    context = CubeContext(band_names=("blue", "red"), period_middle_doy=100, period_middle_year=2024)
+    options = {"haze_band": "blue", "haze_max": 800, "max_cloud_distance": 30}
+    options["weights"] = {"cloud": 0.7, "haze": 0.4, "view": 0.2, "year": 0.1}
+    bap = bap_options(options, ("blue", "red"))
+    exact = bap_scores(window, bap, 100, 2024)
+    composite, chosen, picked = _bap_mosaic_kernel(window, bap, 100, 2024)
+    expected_composite, expected_chosen = quality_mosaic(window.values, classes, window.order, exact, -9999)
+    np.testing.assert_array_equal(chosen, expected_chosen)
+    np.testing.assert_array_equal(composite, expected_composite)
+    some = chosen >= 0
+    np.testing.assert_array_equal(picked[some], np.take_along_axis(exact, chosen[np.newaxis], axis=0)[0][some])
+    assert np.isnan(picked[~some]).all() and not some[:10, :10].any()
+    assert np.unique(picked[some]).size > 5000  # scores from many distances and haze values
+    rule = cube_rule("BAP", options, context)
+    by_numpy, compiled = rule.numpy(window), rule.kernel(window)
+    for name, pixels in by_numpy.items():
+        np.testing.assert_array_equal(compiled[name], pixels, err_msg=name)
+
+
 def test_bap_options_are_checked():
     with pytest.raises(ValueError, match="target_doy"):
         bap_options({"target_doy": 400}, BANDS)
