@@ -40,7 +40,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -119,49 +119,60 @@ def search_bodies(count: int, seed: int) -> list[dict[str, Any]]:
     return bodies
 
 
-def in_process(catalog: Catalog, bodies: list[dict[str, Any]], clients: int = 1) -> tuple[list[float], int]:
-    """Milliseconds of each body's catalog search in this process, from ``clients`` threads; total images."""
+def _run_concurrently(
+    one: Callable[[dict[str, Any]], int],
+    bodies: list[dict[str, Any]],
+    clients: int,
+    prepare: Callable[[], None] | None = None,
+) -> tuple[list[float], int]:
+    """Milliseconds of ``one(body)`` for each body, from ``clients`` threads; the total of what they returned.
+
+    ``prepare`` runs before each call, outside its time (a thread's client is made there).
+    """
     lock = threading.Lock()
     times: list[float] = []
     found = [0]
 
-    def one(body: dict[str, Any]) -> None:
+    def timed(body: dict[str, Any]) -> None:
+        if prepare is not None:
+            prepare()
         started = time.perf_counter()
-        search = parse_search(body, default_limit=10, max_limit=10_000)
-        images = len(list(catalog_search(catalog, search).limit(search.limit + 1))[: search.limit])
+        count = one(body)
         elapsed = (time.perf_counter() - started) * 1000
         with lock:
             times.append(elapsed)
-            found[0] += images
+            found[0] += count
 
     with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(one, bodies))
+        list(pool.map(timed, bodies))
     return times, found[0]
+
+
+def in_process(catalog: Catalog, bodies: list[dict[str, Any]], clients: int = 1) -> tuple[list[float], int]:
+    """Milliseconds of each body's catalog search in this process, from ``clients`` threads; total images."""
+
+    def one(body: dict[str, Any]) -> int:
+        search = parse_search(body, default_limit=10, max_limit=10_000)
+        return len(list(catalog_search(catalog, search).limit(search.limit + 1))[: search.limit])
+
+    return _run_concurrently(one, bodies, clients)
 
 
 def over_http(root: str, bodies: list[dict[str, Any]], clients: int) -> tuple[list[float], int]:
     """Milliseconds of each body's ``POST /search`` from ``clients`` concurrent clients; total features."""
     local = threading.local()
-    lock = threading.Lock()
-    times: list[float] = []
-    found = [0]
 
-    def one(body: dict[str, Any]) -> None:
+    def prepare() -> None:
         if not hasattr(local, "client"):
             local.client = httpx.Client(base_url=root, timeout=120, headers={"Accept-Encoding": "identity"})
-        started = time.perf_counter()
+
+    def one(body: dict[str, Any]) -> int:
         response = local.client.post("search", json=body)
         if response.status_code != 200:
             raise SystemExit(f"stac_api: {root}search answered {response.status_code}: {response.text[:500]}")
-        features = len(response.json()["features"])
-        elapsed = (time.perf_counter() - started) * 1000
-        with lock:
-            times.append(elapsed)
-            found[0] += features
+        return len(response.json()["features"])
 
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(one, bodies))
-    return times, found[0]
+    return _run_concurrently(one, bodies, clients, prepare)
 
 
 def _percentiles(milliseconds: list[float]) -> tuple[float, float, float]:

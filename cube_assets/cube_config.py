@@ -139,6 +139,18 @@ def _repeats(values: Iterable[Any]) -> dict[int, int]:
     return repeats
 
 
+def _check_provider_names(value: list[str]) -> list[str]:
+    """Return ``value``, a list of provider names, once each is a valid name given once.
+
+    Raises:
+        _Problems: naming each bad or repeated entry by its index.
+    """
+    problems = [((i,), message) for i, name in enumerate(value) if (message := _name_problem(name, "provider name"))]
+    problems += [((i,), f"provider {quoted(value[i])} repeats providers[{j}]") for i, j in _repeats(value).items()]
+    _raise_any(problems)
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -375,12 +387,7 @@ class SourceConfig(_Strict):
     @field_validator("providers")
     @classmethod
     def _check_provider_names(cls, value: list[str]) -> list[str]:
-        problems = [
-            ((i,), message) for i, name in enumerate(value) if (message := _name_problem(name, "provider name"))
-        ]
-        problems += [((i,), f"provider {quoted(value[i])} repeats providers[{j}]") for i, j in _repeats(value).items()]
-        _raise_any(problems)
-        return value
+        return _check_provider_names(value)
 
     @field_validator("bands")
     @classmethod
@@ -565,12 +572,7 @@ class CubeConfig(_Strict):
     @field_validator("providers")
     @classmethod
     def _check_provider_names(cls, value: list[str]) -> list[str]:
-        problems = [
-            ((i,), message) for i, name in enumerate(value) if (message := _name_problem(name, "provider name"))
-        ]
-        problems += [((i,), f"provider {quoted(value[i])} repeats providers[{j}]") for i, j in _repeats(value).items()]
-        _raise_any(problems)
-        return value
+        return _check_provider_names(value)
 
     @field_validator("tiles")
     @classmethod
