@@ -62,6 +62,7 @@ from sqlalchemy import (
     Integer,
     Text,
     and_,
+    bindparam,
     case,
     cast,
     exists,
@@ -270,8 +271,105 @@ def _bound(field: SearchField, value: Any) -> Any:
     fail, and ``width <= 1.5`` to ``width <= 2``.
     """
     if field.kind == "number" and isinstance(field.column.type, Integer):
-        return literal(value, BigInteger() if isinstance(value, int) else Float())
-    return value
+        kind = BigInteger() if isinstance(value, int) else Float()
+        return literal(value, kind) if _RECORDED.get() is None else parameter(value, kind)
+    return parameter(value, field.column.type)
+
+
+#: While a search compiles its statement template: the values bound so far, in order (else None).
+_RECORDED: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("recorded_parameters", default=None)
+
+
+@contextlib.contextmanager
+def recorded_parameters() -> Iterator[list[Any]]:
+    """Within the block, :func:`parameter` binds values as named parameters ``v0``, ``v1``...
+
+    Returns:
+        A context manager yielding the list of the values bound, in the order of their names.
+    """
+    recorded: list[Any] = []
+    token = _RECORDED.set(recorded)
+    try:
+        yield recorded
+    finally:
+        _RECORDED.reset(token)
+
+
+def parameter(value: Any, type_: Any = None) -> Any:
+    """Return ``value`` as a search's SQL binds it: itself, or within :func:`recorded_parameters` a named parameter.
+
+    The named parameter ``v{n}`` (``n`` counts the values recorded) holds ``value`` with
+    ``type_`` (None: the type SQLAlchemy infers from the value, as for a plain value).
+    """
+    recorded = _RECORDED.get()
+    if recorded is None:
+        return value
+    recorded.append(value)
+    return bindparam(f"v{len(recorded) - 1}", value, type_=type_)
+
+
+def template_parameters(expression: Expression, resolve: FieldResolver, dialect: str) -> tuple[Any, list[Any]] | None:
+    """Return the shape of ``expression`` and the values its compiled SQL binds, in order, without compiling it.
+
+    Two expressions of the same shape compile to the same SQL but for the values of their
+    parameters: what :meth:`Expression.compile` binds through :func:`parameter`, in the same
+    order. Values are checked and converted as compiling them would (so bad values raise the
+    same errors). Expressions whose SQL holds values bound another way (JSON keys, tags,
+    prefixes) and comparisons compiling would refuse give None: they are compiled each time.
+
+    Returns:
+        ``(shape, values)`` (the shape is hashable), or None.
+
+    Raises:
+        CatalogError: for an unknown property or a value of the wrong type.
+    """
+    values: list[Any] = []
+    try:
+        shape = _template(expression, resolve, dialect, values)
+    except _NotTemplated:
+        return None
+    return shape, values
+
+
+class _NotTemplated(Exception):
+    """An expression whose SQL binds values outside :func:`parameter` (or that compiling refuses)."""
+
+
+def _template(expression: Expression, resolve: FieldResolver, dialect: str, values: list[Any]) -> Any:
+    """The shape of ``expression``; its values are appended to ``values`` in the order compiling binds them."""
+    if isinstance(expression, (And, Or)):
+        return (
+            type(expression).__name__,
+            tuple(_template(part, resolve, dialect, values) for part in expression.parts),
+        )
+    if isinstance(expression, Not):
+        return ("Not", _template(expression.part, resolve, dialect, values))
+    if isinstance(expression, Comparison):
+        field = _plain_field(expression.property, resolve)
+        if expression.value is None:
+            if expression.operator not in ("==", "!="):
+                raise _NotTemplated
+            return ("Comparison", field.name, expression.operator, None)
+        value = _coerce(field, expression.value)
+        values.append(value)
+        if dialect == "postgresql" and field.name == "acquired" and expression.operator != "!=":  # its tstzrange
+            values.extend([value, value] if expression.operator == "==" else [value])
+        return ("Comparison", field.name, expression.operator, type(value))
+    if isinstance(expression, In):
+        field = _plain_field(expression.property, resolve)
+        if any(v is None for v in expression.values):
+            raise _NotTemplated
+        coerced = [_coerce(field, v) for v in expression.values]
+        values.extend(coerced)
+        return ("In", field.name, tuple(map(type, coerced)))
+    raise _NotTemplated
+
+
+def _plain_field(prop: Property, resolve: FieldResolver) -> SearchField:
+    field = resolve(prop._name)
+    if prop._path or field.kind in ("json", "tags"):
+        raise _NotTemplated
+    return field
 
 
 def geometry_4326(value: object) -> BaseGeometry:
@@ -577,7 +675,12 @@ class Comparison(Expression):
                 ">": (value, None),
                 ">=": (value, None),
             }[self.operator]
-            wanted = func.tstzrange(lower, upper, literal(_RANGE_BOUNDS[self.operator]), type_=TSTZRANGE)
+            wanted = func.tstzrange(
+                None if lower is None else parameter(lower),
+                None if upper is None else parameter(upper),
+                literal(_RANGE_BOUNDS[self.operator]),
+                type_=TSTZRANGE,
+            )
             if not _BTREE_TIME_BOUNDS.get():
                 # Searches with a geometry: the GiST index bounds space and time at once; wrapped,
                 # the plain comparison cannot draw a B-tree on acquired into a costly BitmapAnd.
@@ -845,9 +948,12 @@ __all__ = [
     "SearchField",
     "geometry_4326",
     "p",
+    "parameter",
     "parse_date",
     "parse_datetime",
     "properties",
     "quote",
+    "recorded_parameters",
+    "template_parameters",
     "without_btree_time_bounds",
 ]

@@ -39,12 +39,13 @@ unaliased table. One statement holds at most one such predicate (its parameters 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import shapely
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import ColumnClause, ColumnElement, and_, bindparam, func, literal, literal_column, text
+from sqlalchemy import ColumnClause, ColumnElement, String, and_, bindparam, func, literal, literal_column, text
 from sqlalchemy.sql import column, select, table
 
 from cube_assets.errors import CatalogError
@@ -314,8 +315,23 @@ def exact_intersects(model: Any, geometry: BaseGeometry, dialect: str) -> Column
     return clause  # type: ignore[return-value]  # a boolean SQL text clause stands in a WHERE like a ColumnElement
 
 
-def postgis_intersects(model: Any, geometry: BaseGeometry, schema: str) -> ColumnElement[bool]:
+def postgis_geometry_text(geometry: BaseGeometry) -> str:
+    """Return the GeoJSON text :func:`footprint_intersects` binds for ``geometry`` with PostGIS (repaired if invalid).
+
+    Returns:
+        The text (lossless for doubles).
+    """
+    if not geometry.is_valid:
+        geometry = shapely.make_valid(geometry)
+    return json.dumps(shapely.geometry.mapping(geometry))
+
+
+def postgis_intersects(
+    model: Any, geometry: BaseGeometry, schema: str, bind: Callable[[Any, Any], Any] | None = None
+) -> ColumnElement[bool]:
     """Return ``ST_Intersects(images.footprint, geometry)``, PostGIS functions qualified with ``schema``.
+
+    ``bind`` (value, type), when given, makes the bound GeoJSON text (a search's named parameter).
 
     Returns:
         The boolean clause; the geometry is bound as GeoJSON text (lossless for doubles).
@@ -324,8 +340,9 @@ def postgis_intersects(model: Any, geometry: BaseGeometry, schema: str) -> Colum
         Nothing.
     """
     postgis = getattr(func, schema)
+    geojson = json.dumps(shapely.geometry.mapping(geometry))
     query = postgis.st_setsrid(
-        postgis.st_geomfromgeojson(literal(json.dumps(shapely.geometry.mapping(geometry)))), 4326
+        postgis.st_geomfromgeojson(literal(geojson) if bind is None else bind(geojson, String())), 4326
     )
     footprint: ColumnClause[Any] = literal_column(f"{model.__table__.name}.footprint")
     intersects: ColumnElement[bool] = postgis.st_intersects(footprint, query)
@@ -364,10 +381,12 @@ def footprint_intersects(
     bbox_clause: ColumnElement[bool],
     dialect: str,
     postgis_schema: str | None,
+    bind: Callable[[Any, Any], Any] | None = None,
 ) -> ColumnElement[bool]:
     """Return the predicate :meth:`Search.intersects` compiles to for this backend (see the module docstring).
 
-    ``bbox_clause`` is the bounding-box condition PostgreSQL's GiST index of 0003 serves.
+    ``bbox_clause`` is the bounding-box condition PostgreSQL's GiST index of 0003 serves;
+    ``bind`` is passed to :func:`postgis_intersects` (the other paths take no ``bind``).
 
     Returns:
         The boolean clause.
@@ -379,7 +398,7 @@ def footprint_intersects(
         geometry = shapely.make_valid(geometry)
     if dialect == "postgresql":
         if postgis_schema is not None:
-            exact = postgis_intersects(model, geometry, postgis_schema)
+            exact = postgis_intersects(model, geometry, postgis_schema, bind)
             return and_(bbox_clause, exact) if POSTGIS_BBOX_PREFILTER else exact
         return and_(bbox_clause, exact_intersects(model, geometry, dialect))
     if dialect == "sqlite":
@@ -394,6 +413,7 @@ __all__ = [
     "exact_intersects",
     "exact_intersects_sql",
     "footprint_intersects",
+    "postgis_geometry_text",
     "postgis_intersects",
     "rtree_candidates",
 ]

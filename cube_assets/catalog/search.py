@@ -32,7 +32,8 @@ candidates and ``acquired`` comparisons are plain.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -48,11 +49,14 @@ from cube_assets.catalog.expressions import (
     SearchField,
     geometry_4326,
     p,
+    parameter,
     properties,
     quote,
+    recorded_parameters,
+    template_parameters,
     without_btree_time_bounds,
 )
-from cube_assets.catalog.footprints import footprint_intersects
+from cube_assets.catalog.footprints import footprint_intersects, postgis_geometry_text
 from cube_assets.errors import CatalogError
 
 BBox = tuple[float, float, float, float]
@@ -60,6 +64,9 @@ BBox = tuple[float, float, float, float]
 
 #: Rows fetched per round trip when a search is iterated without a limit.
 ITERATION_BATCH = 1000
+
+#: Most statement templates kept (one per search shape; the cache is emptied when full).
+MAX_TEMPLATES = 512
 
 
 class SearchCatalog(Protocol):
@@ -97,7 +104,9 @@ class Searchable(Protocol):
     def _tiebreak(cls) -> Iterable[Any]: ...
 
     @classmethod
-    def _load(cls, catalog: Any, session: Session, statement: Select[Any]) -> Iterable[Any]: ...
+    def _load(
+        cls, catalog: Any, session: Session, statement: Select[Any], parameters: Mapping[str, Any] | None = None
+    ) -> Iterable[Any]: ...
 
     @classmethod
     def _build(cls, rows: Any, catalog: Any, session: Session) -> Iterable[Any]: ...
@@ -120,7 +129,7 @@ class Search(Generic[T]):
         catalog: SearchCatalog,
         *,
         filters: tuple[Expression, ...] = (),
-        clauses: tuple[ColumnElement[bool], ...] = (),
+        clauses: tuple[Any, ...] = (),
         bbox: BBox | None = None,
         geometry: BaseGeometry | None = None,
         order: tuple[tuple[str, bool], ...] = (),
@@ -133,9 +142,16 @@ class Search(Generic[T]):
         self._geometry = geometry
         self._order = order
         self._limit = limit
-        # The compiled filters, kept so a search is compiled once, when each filter is added (in
-        # the mode its geometry asks for: a search given its geometry first never compiles twice).
-        self._clauses = clauses if len(clauses) == len(filters) else tuple(map(self._compile, filters))
+        # Per filter: its template shape and values (template_parameters), or its compiled clause
+        # when it has no template (compiled once, when added, in the mode its geometry asks for:
+        # a search given its geometry first never compiles twice). Either checks it at once.
+        if len(clauses) != len(filters):
+            clauses = tuple(map(self._prepare, filters))
+        self._clauses = clauses
+
+    def _prepare(self, expression: Expression) -> Any:
+        templated = template_parameters(expression, self._resolve, self._dialect)
+        return templated if templated is not None else self._compile(expression)
 
     def _compile(self, expression: Expression) -> ColumnElement[bool]:
         if self._geometry is not None and self._dialect == "postgresql":
@@ -196,7 +212,7 @@ class Search(Generic[T]):
         terms = sum(f._terms for f in self._filters) + expression._terms
         if terms > MAX_SEARCH_TERMS:
             raise CatalogError(f"filter: the search would hold {terms} comparisons, at most {MAX_SEARCH_TERMS} allowed")
-        return self._copy(filters=(*self._filters, expression), clauses=(*self._clauses, self._compile(expression)))
+        return self._copy(filters=(*self._filters, expression), clauses=(*self._clauses, self._prepare(expression)))
 
     def intersects(self, geometry: object) -> Search[T]:
         """Return a search for images whose footprint intersects ``geometry``.
@@ -219,9 +235,10 @@ class Search(Generic[T]):
             raise CatalogError(f"{self._cls.__name__} objects have no footprint; intersects is for images")
         shape = geometry_4326(geometry)
         recompile = self._geometry is None and self._dialect == "postgresql"  # the filters' mode changes
-        return self._copy(
-            bbox=tuple(float(v) for v in shape.bounds), geometry=shape, clauses=() if recompile else self._clauses
-        )
+        clauses = self._clauses
+        if recompile and any(isinstance(clause, ColumnElement) for clause in clauses):
+            clauses = ()
+        return self._copy(bbox=tuple(float(v) for v in shape.bounds), geometry=shape, clauses=clauses)
 
     def sort(self, field: str, ascending: bool = True) -> Search[T]:
         """Return a search ordered by ``field`` (``"-field"`` also means descending); replaces earlier sorts.
@@ -267,7 +284,10 @@ class Search(Generic[T]):
     def where_clause(self) -> ColumnElement[bool]:
         """Return the SQL condition of every filter and the geometry, for this catalog's dialect."""
         model = self._cls._model
-        clauses = list(self._clauses)
+        clauses = [
+            clause if isinstance(clause, ColumnElement) else self._compile(expression)
+            for expression, clause in zip(self._filters, self._clauses, strict=True)
+        ]
         if self._bbox is not None and self._geometry is not None:
             clauses.append(
                 footprint_intersects(
@@ -276,6 +296,7 @@ class Search(Generic[T]):
                     bbox_intersects(model, self._bbox, self._dialect),
                     self._dialect,
                     self._catalog.postgis_schema,
+                    parameter,
                 )
             )
         return and_(true(), *clauses)
@@ -287,6 +308,46 @@ class Search(Generic[T]):
         if self._limit is not None:
             statement = statement.limit(self._limit)
         return statement
+
+    def _template(self) -> tuple[Select[Any], dict[str, Any]] | None:
+        """The cached statement of this search's shape and the values of its parameters, or None.
+
+        Searches that differ only in their values (another area, other dates, another cloud
+        limit) share one statement, built once with named parameters: building a statement and
+        SQLAlchemy's cache key for it cost more than running a page of it. The first search of a
+        shape checks that its values, taken without compiling, are the ones its statement binds;
+        shapes that fail (or whose SQL holds values bound otherwise) run :meth:`statement`.
+        """
+        values: list[Any] = []
+        shapes = []
+        for clause in self._clauses:
+            if isinstance(clause, ColumnElement):
+                return None
+            shapes.append(clause[0])
+            values.extend(clause[1])
+        schema = self._catalog.postgis_schema
+        if self._geometry is not None:
+            if self._dialect != "postgresql" or schema is None or self._bbox is None:
+                return None  # only the PostGIS test binds its geometry as one parameter
+            if self._bbox[0] > self._bbox[2] or self._bbox[1] > self._bbox[3]:
+                return None  # bbox_intersects refuses it
+            values.extend(self._bbox)
+            values.append(postgis_geometry_text(self._geometry))
+        key = (self._cls, self._dialect, schema, self._geometry is not None, tuple(shapes), self._order, self._limit)
+        with _TEMPLATES_LOCK:
+            found = _TEMPLATES.get(key, _MISSING)
+        if found is _MISSING:
+            with recorded_parameters() as recorded:
+                found = self.statement()
+            if recorded != values:
+                found = None
+            with _TEMPLATES_LOCK:
+                if len(_TEMPLATES) >= MAX_TEMPLATES:
+                    _TEMPLATES.clear()
+                _TEMPLATES[key] = found
+        if found is None:
+            return None
+        return found, {f"v{index}": value for index, value in enumerate(values)}
 
     def _order_by(self) -> list[ColumnElement[Any]]:
         order = self._order or self._cls._default_order
@@ -319,14 +380,15 @@ class Search(Generic[T]):
             return int(session.execute(statement).scalar_one())
 
     def __iter__(self) -> Iterator[T]:
-        statement = self.statement()
+        template = self._template()
+        statement, parameters = template if template is not None else (self.statement(), None)
         if self._limit is not None and self._limit <= ITERATION_BATCH:  # one statement: its own transaction
             with self._catalog.single_statement_session() as session:
-                yield from self._cls._load(self._catalog, session, statement)
+                yield from self._cls._load(self._catalog, session, statement, parameters)
             return
         with self._catalog.session() as session:
             # Stream: the rows come in batches (a server-side cursor on PostgreSQL), objects per batch.
-            result = session.connection().execute(statement.execution_options(yield_per=ITERATION_BATCH))
+            result = session.connection().execute(statement.execution_options(yield_per=ITERATION_BATCH), parameters)
             for rows in result.partitions():
                 yield from self._cls._build(rows, self._catalog, session)
 
@@ -347,6 +409,11 @@ class Search(Generic[T]):
         return f"Search({self._cls.__name__}: {'; '.join(parts) or 'everything'})"
 
 
+_TEMPLATES: dict[Any, Select[Any] | None] = {}
+_TEMPLATES_LOCK = threading.Lock()
+_MISSING: Any = object()
+
+
 def bbox_intersects(model: Any, bbox: BBox, dialect: str) -> ColumnElement[bool]:
     """SQL for "the row's ``min_lon``..``max_lat`` box intersects ``bbox``" (touching counts).
 
@@ -364,7 +431,8 @@ def bbox_intersects(model: Any, bbox: BBox, dialect: str) -> ColumnElement[bool]
     if min_lon > max_lon or min_lat > max_lat:
         raise CatalogError(f"bbox {bbox} has a minimum above its maximum (the antimeridian is not supported)")
     if dialect == "postgresql":
-        return image_box(model).op("&&")(func.box(func.point(min_lon, min_lat), func.point(max_lon, max_lat)))
+        lower_left = func.point(parameter(min_lon), parameter(min_lat))
+        return image_box(model).op("&&")(func.box(lower_left, func.point(parameter(max_lon), parameter(max_lat))))
     return and_(
         model.min_lon <= max_lon,
         model.max_lon >= min_lon,
