@@ -33,7 +33,7 @@ candidates and ``acquired`` comparisons are plain.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -380,17 +380,21 @@ class Search(Generic[T]):
             return int(session.execute(statement).scalar_one())
 
     def __iter__(self) -> Iterator[T]:
+        return self._run(self._cls._build)
+
+    def _run(self, build: Callable[[Any, Any, Session], Iterable[Any]]) -> Iterator[Any]:
+        """Run the search; yield what ``build(rows, catalog, session)`` makes of its rows (objects, or views)."""
         template = self._template()
         statement, parameters = template if template is not None else (self.statement(), None)
         if self._limit is not None and self._limit <= ITERATION_BATCH:  # one statement: its own transaction
             with self._catalog.single_statement_session() as session:
-                yield from self._cls._load(self._catalog, session, statement, parameters)
+                yield from build(session.connection().execute(statement, parameters).all(), self._catalog, session)
             return
         with self._catalog.session() as session:
             # Stream: the rows come in batches (a server-side cursor on PostgreSQL), objects per batch.
             result = session.connection().execute(statement.execution_options(yield_per=ITERATION_BATCH), parameters)
             for rows in result.partitions():
-                yield from self._cls._build(rows, self._catalog, session)
+                yield from build(rows, self._catalog, session)
 
     def first(self) -> T | None:
         """Return the first matching object in order, or None."""

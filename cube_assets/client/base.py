@@ -344,17 +344,22 @@ class CatalogObject:
         obj = target.__new__(target)
         object.__setattr__(obj, "_catalog", catalog)
         object.__setattr__(obj, "_deleted", False)
+        object.__setattr__(obj, "_values", target._row_values(row, extra))
+        object.__setattr__(obj, "_snapshot", obj._tracked())
+        return obj
+
+    @classmethod
+    def _row_values(cls, row: Any, extra: Mapping[str, Any]) -> dict[str, Any]:
+        """The attribute values of an object of this class read from ``row`` (``extra`` gives some of them)."""
         values = {}
-        for name, column, hooked in target._row_plan:  # the read hook only where a class converts the column
+        for name, column, hooked in cls._row_plan:  # the read hook only where a class converts the column
             if name in extra:
                 values[name] = extra[name]
             elif hooked:
-                values[name] = target._read_column(row, target._attributes[name])
+                values[name] = cls._read_column(row, cls._attributes[name])
             else:
                 values[name] = getattr(row, column)
-        object.__setattr__(obj, "_values", values)
-        object.__setattr__(obj, "_snapshot", obj._tracked())
-        return obj
+        return values
 
     @classmethod
     def _class_for(cls, row: Any) -> type[Any]:

@@ -35,6 +35,25 @@ from cube_assets.errors import CatalogError
 from cube_assets.storage.raster_store import RasterStore
 
 
+class ImageView:
+    """An image found by a search, read only: the attribute values an :class:`Image` of the same row holds.
+
+    What :meth:`~cube_assets.client.search.ObjectSearch.views` yields: reading a page of images
+    this way builds no objects (no change tracking), and the attributes (by their own names, not
+    the aliases) are those of the image: ``view.acquired == image.acquired``.
+    """
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        # The values are the instance's attributes: read at the speed of plain attributes.
+        object.__setattr__(self, "__dict__", values)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"an ImageView is read only; set {name!r} on an Image")
+
+    def __repr__(self) -> str:
+        return f"ImageView(id={self.__dict__.get('id')!r})"
+
+
 class Image(InProduct, CatalogObject):
     """One catalogued raster of a product: a composite, a merge or a scene.
 
@@ -152,15 +171,25 @@ class Image(InProduct, CatalogObject):
     @classmethod
     def _build(cls, rows: Sequence[Any], catalog: Catalog, session: Session) -> list[Image]:
         """Images from rows of :meth:`_select`."""
+        return [cls._from_row(row, catalog, extra) for row, extra in cls._read_rows(rows)]
+
+    @classmethod
+    def _build_views(cls, rows: Sequence[Any], catalog: Catalog, session: Session) -> list[ImageView]:
+        """Read-only views of the images of rows of :meth:`_select`: the values :meth:`_build` gives its images."""
+        return [ImageView(cls._row_values(row, extra)) for row, extra in cls._read_rows(rows)]
+
+    @classmethod
+    def _read_rows(cls, rows: Sequence[Any]) -> list[tuple[Any, dict[str, Any]]]:
+        """Each row with its footprint (GEOS parses all rows' at once) and its files by band."""
         if not rows:
             return []
         geometries = shapely.from_geojson([row.geometry for row in rows])
-        images = []
+        read = []
         for row, geometry in zip(rows, geometries, strict=True):
             listed = sorted(row.file_list or [], key=lambda entry: entry[0])
             files = {band: File(href, size) for band, href, size in listed}
-            images.append(cls._from_row(row, catalog, {"geometry": geometry, "files": files}))
-        return images
+            read.append((row, {"geometry": geometry, "files": files}))
+        return read
 
     _converted_columns = frozenset({"geotransform"})
 
@@ -500,4 +529,4 @@ def _overview_arguments(options: ImageUploadOptions) -> dict[str, Any]:
 bind_to_catalogs("images", Image)
 
 
-__all__ = ["Image"]
+__all__ = ["Image", "ImageView"]

@@ -4,12 +4,14 @@ The catalog search is :class:`~cube_assets.catalog.search.Search`.
 
 ``Image.search()``, ``Product.search()``, the band classes' ``search()`` and ``product.images()``
 return an :class:`ObjectSearch`: filters, geometry, order and limit as the catalog's search, and
-:meth:`ObjectSearch.collect` (the images as an ``ImageCollection``), :meth:`ObjectSearch.summary`
-and :meth:`ObjectSearch.summary_interval` (SQL aggregates, :mod:`cube_assets.catalog.summary`).
+:meth:`ObjectSearch.collect` (the images as an ``ImageCollection``), :meth:`ObjectSearch.views`
+(the images as read-only values, no objects built), :meth:`ObjectSearch.summary` and
+:meth:`ObjectSearch.summary_interval` (SQL aggregates, :mod:`cube_assets.catalog.summary`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 from cube_assets.catalog.search import Search, Searchable
@@ -41,6 +43,19 @@ class ObjectSearch(Search[T]):
                 raise CatalogError(f"a geocontext applies to images, not to {self._cls.__name__} searches")
             return Collection(list(self))
         return self._cls._collection(list(self), geocontext)
+
+    def views(self) -> Iterator[Any]:
+        """Yield the matching images in order as read-only :class:`~cube_assets.client.image.ImageView` values.
+
+        The same images as iterating the search, without building ``Image`` objects: for pages
+        that are only read (the STAC API's Items).
+
+        Raises:
+            CatalogError: if this is not a search of images.
+        """
+        if not self._cls._spatial:
+            raise CatalogError(f"views are of images, not of {self._cls.__name__} objects")
+        return self._run(self._cls._build_views)  # type: ignore[attr-defined]  # images have _build_views
 
     def summary(self) -> Summary:
         """Return the count, total file bytes and product ids of the matching images, from SQL aggregates.

@@ -39,7 +39,7 @@ from cube_assets.catalog.stac import (
 )
 from cube_assets.client.base import NotFoundError
 from cube_assets.client.connection import Catalog
-from cube_assets.client.image import Image
+from cube_assets.client.image import Image, ImageView
 from cube_assets.client.product import Product
 from cube_assets.errors import CatalogError
 
@@ -97,8 +97,11 @@ def product_stac(catalog: Catalog, product: Product) -> ProductStac:
     )
 
 
-def item_document(image: Image, context: ItemContext) -> dict[str, Any]:
+def item_document(image: Image | ImageView, context: ItemContext) -> dict[str, Any]:
     """Return the image's STAC Item as a dict naming its collection, without links.
+
+    The export writes the Items of ``Image`` objects, the API those of a search's views
+    (:meth:`~cube_assets.client.search.ObjectSearch.views`): the same values, the same Items.
 
     Returns:
         The Item dict (asset hrefs are the catalogued file locations).

@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cube_assets.client.connection import Catalog
-from cube_assets.client.image import Image
+from cube_assets.client.image import Image, ImageView
 from cube_assets.client.product import Product
 from cube_assets.client.stac_export import ItemContext, item_context, item_document, product_stac
 from cube_assets.service.hrefs import AssetHrefs
@@ -203,8 +203,11 @@ class CatalogCoreClient(BaseCoreClient):  # type: ignore[misc]  # stac-fastapi's
             self._contexts[product_id] = (now, context)
         return context
 
-    def _item_document(self, image: Image, base_url: str) -> dict[str, Any]:
-        document = self.hrefs.rewrite(item_document(image, self._context(image.product_id)))
+    def _item_document(
+        self, image: Image | ImageView, base_url: str, context: ItemContext | None = None
+    ) -> dict[str, Any]:
+        context = context if context is not None else self._context(image.product_id)
+        document = self.hrefs.rewrite(item_document(image, context))
         collection_url = _collection_url(base_url, image.product_id)
         document["links"] = [
             {"rel": "self", "type": GEOJSON, "href": collection_url + "/items/" + quote(image.id, safe="")},
@@ -225,9 +228,13 @@ class CatalogCoreClient(BaseCoreClient):  # type: ignore[misc]  # stac-fastapi's
     def _page(self, search: SearchParameters, request: Request, next_link: Mapping[str, Any]) -> Response:
         """Run one page of ``search``; return it as an ItemCollection response with a ``next`` link if more follow."""
         base_url = get_base_url(request)
-        images = list(catalog_search(self.catalog, search).limit(search.limit + 1))
+        images = list(catalog_search(self.catalog, search).limit(search.limit + 1).views())
         more, images = len(images) > search.limit, images[: search.limit]
-        features = [select_fields(self._item_document(image, base_url), search.fields) for image in images]
+        contexts = {product_id: self._context(product_id) for product_id in {image.product_id for image in images}}
+        features = [
+            select_fields(self._item_document(image, base_url, contexts[image.product_id]), search.fields)
+            for image in images
+        ]
         links: list[dict[str, Any]] = [
             {"rel": "root", "type": JSON, "href": base_url},
             {"rel": "self", "type": GEOJSON, "href": str(request.url)},
