@@ -31,9 +31,9 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
-import numpy as np
 import pystac
 import pystac.utils
+import shapely
 from jsonschema import Draft7Validator
 from jsonschema.exceptions import best_match
 from jsonschema.validators import validator_for
@@ -276,7 +276,8 @@ class StacValidationError(CatalogError):
 
 
 def _iso(value: dt.datetime | None) -> str | None:
-    return None if value is None else pystac.utils.datetime_to_str(value.astimezone(dt.UTC))
+    # pystac.utils.datetime_to_str of the UTC time: its isoformat with the "+00:00" it ends with as "Z".
+    return None if value is None else value.astimezone(dt.UTC).isoformat()[:-6] + "Z"
 
 
 def _media_type(href: str) -> str | None:
@@ -370,6 +371,8 @@ def band_asset_fields(band: Band | None) -> dict[str, Any]:
     Returns:
         The fields as a dict (empty for None).
     """
+    if band is None:  # a file without a band of its product: asked for each such asset of each item
+        return {}
     scratch = pystac.Asset(href="scratch")
     _band_assets_fields(band, scratch)
     return dict(scratch.extra_fields)
@@ -496,7 +499,8 @@ def _geojson(shape: BaseGeometry) -> dict[str, Any]:
 def _rings(polygon: Any) -> list[Any]:
     if polygon.is_empty:
         return []
-    return [np.asarray(ring.coords).tolist() for ring in (polygon.exterior, *polygon.interiors)]
+    with_z = bool(shapely.has_z(polygon))  # the rings' coordinates as ``ring.coords`` holds them
+    return [shapely.get_coordinates(ring, include_z=with_z).tolist() for ring in (polygon.exterior, *polygon.interiors)]
 
 
 def _item_extensions(properties: Mapping[str, Any], assets: Mapping[str, Mapping[str, Any]]) -> list[str]:
