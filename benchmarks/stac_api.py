@@ -21,12 +21,13 @@ two files per image), then times ``--searches`` typical STAC searches: ``POST /s
   same searches against stac-fastapi-pgstac with ``--workers`` processes from ``--clients``
   clients.
 
-It prints a table (p50, p95, max in milliseconds, items found, peak RSS of this process), the
-load average, ``pgstac_search_p95_ms`` when the anchor ran, then ``api_overhead_p95`` (p95 over
-HTTP from ``--clients`` clients to one worker ÷ p95 in process from as many threads: the cost of
-the API at the same concurrency, one process each; target ≤ 1.3) and, last,
-``stac_search_p95_ms`` (p95 over HTTP from ``--clients`` clients to ``--workers`` workers;
-target ≤ 60).
+It prints a table (p50, p95, max in milliseconds, items found, CPU milliseconds per search of
+the processes that searched: this one in process, the server's processes over HTTP, a figure a
+shared machine's load sways less than the latencies; peak RSS of this process), the load
+average, ``pgstac_search_p95_ms`` when the anchor ran, then ``api_overhead_p95`` (p95 over HTTP
+from ``--clients`` clients to one worker ÷ p95 in process from as many threads: the cost of the
+API at the same concurrency, one process each; target ≤ 1.3) and, last, ``stac_search_p95_ms``
+(p95 over HTTP from ``--clients`` clients to ``--workers`` workers; target ≤ 60).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 import shapely.geometry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -68,11 +70,28 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+class Server(str):
+    """A served root URL (``str``) that knows its process, to read the CPU time the server used."""
+
+    process: subprocess.Popen[str]
+
+    def cpu_seconds(self) -> float:
+        """Return the CPU seconds (user and system) of the server's process and its worker processes so far."""
+        root = psutil.Process(self.process.pid)
+        total = 0.0
+        for process in (root, *root.children(recursive=True)):
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
+
+
 @contextlib.contextmanager
-def served(command: list[str], environment: dict[str, str], port: int) -> Iterator[str]:
+def served(command: list[str], environment: dict[str, str], port: int) -> Iterator[Server]:
     """Run a server ``command`` listening on ``port``; yield its root URL once it answers; stop it on exit."""
     process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    root = f"http://127.0.0.1:{port}/"
+    root = Server(f"http://127.0.0.1:{port}/")
+    root.process = process
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -148,18 +167,30 @@ def _run_concurrently(
     return times, found[0]
 
 
-def in_process(catalog: Catalog, bodies: list[dict[str, Any]], clients: int = 1) -> tuple[list[float], int]:
-    """Milliseconds of each body's catalog search in this process, from ``clients`` threads; total images."""
+def in_process(catalog: Catalog, bodies: list[dict[str, Any]], clients: int = 1) -> tuple[list[float], int, float]:
+    """Milliseconds of each body's catalog search in this process, from ``clients`` threads; images; CPU ms each."""
 
     def one(body: dict[str, Any]) -> int:
         search = parse_search(body, default_limit=10, max_limit=10_000)
         return len(list(catalog_search(catalog, search).limit(search.limit + 1))[: search.limit])
 
-    return _run_concurrently(one, bodies, clients)
+    started = time.process_time()
+    times, found = _run_concurrently(one, bodies, clients)
+    return times, found, (time.process_time() - started) * 1000 / len(bodies)
 
 
-def over_http(root: str, bodies: list[dict[str, Any]], clients: int) -> tuple[list[float], int]:
-    """Milliseconds of each body's ``POST /search`` from ``clients`` concurrent clients; total features."""
+def over_http(root: str, bodies: list[dict[str, Any]], clients: int) -> tuple[list[float], int, float]:
+    """Milliseconds of each body's ``POST /search`` from ``clients`` concurrent clients; total features.
+
+    Also the server's CPU milliseconds per search (NaN when ``root`` is a plain URL).
+    """
+    cpu = root.cpu_seconds if isinstance(root, Server) else lambda: float("nan")
+    started = cpu()
+    times, found = _over_http(root, bodies, clients)
+    return times, found, (cpu() - started) * 1000 / len(bodies)
+
+
+def _over_http(root: str, bodies: list[dict[str, Any]], clients: int) -> tuple[list[float], int]:
     local = threading.local()
 
     def prepare() -> None:
@@ -237,12 +268,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# load average after the cases: {_load_average()}")
     rows = []
     for name, measured in cases:
-        times, found = measured.result
+        times, found, cpu = measured.result
         p50, p95, worst = _percentiles(times)
-        rows.append((name, f"{p50:.1f}", f"{p95:.1f}", f"{worst:.1f}", found, f"{measured.peak_rss / 2**20:.0f} MiB"))
+        rss = f"{measured.peak_rss / 2**20:.0f} MiB"
+        rows.append((name, f"{p50:.1f}", f"{p95:.1f}", f"{worst:.1f}", found, f"{cpu:.1f}", rss))
     if not anchor:
-        rows.append(("stac-fastapi-pgstac (anchor)", "-", "-", "-", "-", anchor_note))
-    print_table(rows, ["case", "p50_ms", "p95_ms", "max_ms", "items", "peak_rss"])
+        rows.append(("stac-fastapi-pgstac (anchor)", "-", "-", "-", "-", "-", anchor_note))
+    print_table(rows, ["case", "p50_ms", "p95_ms", "max_ms", "items", "cpu_ms", "peak_rss"])
     counts = {name: measured.result[1] for name, measured in cases}
     if len(set(counts.values())) > 1:
         print(f"# NOTE: the cases found different numbers of items: {counts}")
