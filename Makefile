@@ -26,6 +26,8 @@ $(STAMP): pyproject.toml cube_assets/service/static/package-lock.json
 	if command -v npm >/dev/null 2>&1; then \
 	  cd cube_assets/service/static && npm ci --no-audit --no-fund --loglevel=error; \
 	else echo "npm missing: install Debian's npm, then run make install again (the /viewer page needs MapLibre GL JS)"; fi
+	# numba's compositing kernels for the demo cube, compiled once into numba's cache (docs/operations.md).
+	$(BIN)/cube-assets compile-kernels
 	touch $(STAMP)
 
 # The embedded default instance: the repository's dagster.yaml under DAGSTER_HOME. A dagster.yaml
