@@ -3,6 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+RUNTIME_STAMP := $(VENV)/.runtime-stamp
 STAMP := $(VENV)/.installed-stamp
 DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 DATA_ROOT ?= $(or $(CUBE_ASSETS_DATA_ROOT),$(CURDIR)/cube-data)
@@ -18,14 +19,24 @@ QUIET_SUPERSEDED := PYTHONWARNINGS='ignore:Function `dev_command` is superseded,
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml cube_assets/service/static/package-lock.json
+# What the project runs with (`make demo`, `make dev`): the package, the viewer's
+# MapLibre GL JS from the npm registry (served by the app: no CDN), and numba's compositing kernels
+# for the demo cube compiled once into numba's cache (docs/operations.md). The test extras, about
+# as long again to install, wait for the targets that need them.
+$(RUNTIME_STAMP): pyproject.toml cube_assets/service/static/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test]"
-	# The viewer's MapLibre GL JS, from the npm registry (served by the app: no CDN).
+	$(BIN)/pip install --quiet -e .
 	if command -v npm >/dev/null 2>&1; then \
 	  cd cube_assets/service/static && npm ci --no-audit --no-fund --loglevel=error; \
 	else echo "npm missing: install Debian's npm, then run make install again (the /viewer page needs MapLibre GL JS)"; fi
+	$(BIN)/cube-assets compile-kernels
+	touch $(RUNTIME_STAMP)
+
+# Everything besides, for the tests, the linters, the documentation site, `make prod-local` (moto's
+# S3 server) and `make serve` (the README's odc-stac line after it).
+$(STAMP): $(RUNTIME_STAMP)
+	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
 # The embedded default instance: the repository's dagster.yaml under DAGSTER_HOME. A dagster.yaml
@@ -48,7 +59,7 @@ prod-local: $(STAMP)
 prod-local-stop: $(STAMP)
 	$(BIN)/cube-assets prod-local stop --root "$(PROD_ROOT)"
 
-demo: $(STAMP) instance
+demo: $(RUNTIME_STAMP) instance
 	CUBE_ASSETS_DATA_ROOT=$(DATA_ROOT) $(BIN)/cube-assets demo
 
 # The STAC API over the demo's catalog (CUBE_ENV=prod: $CUBE_ASSETS_CATALOG_URL) on http://127.0.0.1:8000/.
@@ -95,20 +106,20 @@ test: $(STAMP) system-packages
 lint: $(STAMP)
 	$(BIN)/ruff check cube_assets cube_assets_tests benchmarks && $(BIN)/ruff format --check cube_assets cube_assets_tests benchmarks && $(BIN)/mypy
 
-validate: $(STAMP) instance
+validate: $(RUNTIME_STAMP) instance
 	$(QUIET_SUPERSEDED) $(BIN)/dagster definitions validate -w workspace.yaml
 
 # NO_MKDOCS_2_WARNING: silences the banner mkdocs-material prints about MkDocs 2 on every build.
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(DOCS_SITE)
 
-dev: $(STAMP) instance
+dev: $(RUNTIME_STAMP) instance
 	$(QUIET_SUPERSEDED) CUBE_ASSETS_DATA_ROOT=$(DATA_ROOT) $(BIN)/dagster dev -w workspace.yaml
 
 # A backfill of one cube's job over the periods overlapping FROM..TO (YYYY-MM-DD), one run per
 # partition, launched by the daemon of `make dev` (or `dagster-daemon run -w workspace.yaml`):
 #   make backfill CUBE=s2_demo FROM=2024-01-01 TO=2024-01-16
-backfill: $(STAMP) instance
+backfill: $(RUNTIME_STAMP) instance
 	@test -n "$(CUBE)" -a -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make backfill CUBE=name FROM=YYYY-MM-DD TO=YYYY-MM-DD"; exit 2; }
 	CUBE_ASSETS_DATA_ROOT=$(DATA_ROOT) $(BIN)/cube-assets backfill --cube $(CUBE) --from $(FROM) --to $(TO)
 
@@ -117,7 +128,7 @@ backfill: $(STAMP) instance
 # with the same cube file and storage variables (docs/operations.md, "Scaling to a country"):
 #   make worker CUBE_ENV=prod WORKER=gpu-box-1
 WORKER ?= $(shell hostname)
-worker: $(STAMP) instance
+worker: $(RUNTIME_STAMP) instance
 	CUBE_ASSETS_DATA_ROOT=$(DATA_ROOT) CUBE_ASSETS_EXECUTOR=celery \
 	  $(BIN)/dagster-celery worker start -A cube_assets.celery_app -n $(WORKER) -- --concurrency=1
 

@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Each module in cube_assets.commands adds its sub-commands.
-COMMAND_MODULES = ("demo", "providers", "backfill", "catalog", "config", "serve", "prod_local")
+COMMAND_MODULES = ("demo", "providers", "backfill", "catalog", "config", "serve", "prod_local", "kernels")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -976,13 +976,21 @@ class ProviderConfig(_Strict):
         return _check_name(value, "provider name")
 
     @model_validator(mode="after")
-    def _check_stac_options(self) -> ProviderConfig:
+    def _check_driver_options(self) -> ProviderConfig:
         if self.driver == "stac":
             from cube_assets.errors import ProviderError
             from cube_assets.providers.stac import parse_stac_options
 
             try:
                 parse_stac_options(self.options, f"provider {self.name}")
+            except ProviderError as exc:
+                raise _problem(shortened(str(exc)), "options") from None
+        elif self.driver == "simulator":
+            from cube_assets.errors import ProviderError
+            from cube_assets.providers.simulated import simulated_scenes
+
+            try:
+                simulated_scenes(self.options)
             except ProviderError as exc:
                 raise _problem(shortened(str(exc)), "options") from None
         return self

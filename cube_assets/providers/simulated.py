@@ -17,7 +17,7 @@ from typing import Any
 from shapely.geometry.base import BaseGeometry
 
 from cube_assets.errors import ProviderError
-from cube_assets.formats.simulator import SimulatedScene, simulate_archive
+from cube_assets.formats.simulator import DEFAULT_BANDS, SimulatedScene, simulate_archive
 from cube_assets.providers.base import Provider, SceneRef
 from cube_assets.providers.local import LocalArchiveProvider
 
@@ -26,8 +26,10 @@ def simulated_scenes(options: Mapping[str, Any]) -> list[SimulatedScene]:
     """Expand the provider options (``products`` × ``acquisitions``) into simulated scenes.
 
     Every product footprint is simulated on every acquisition; ``swath_edge`` lists the
-    products cut by the swath edge on that date. Seeds derive from tile and time, so the
-    same options always give the same bytes.
+    products cut by the swath edge on that date; ``bands`` (optional, default B02, B03, B04,
+    B08, B8A and B11) lists the spectral bands every product holds beside SCL, so that a cube
+    reading four bands does not wait for six to be encoded. Seeds derive from tile and time, so
+    the same options always give the same bytes.
 
     Returns:
         The scenes, in acquisition then product order.
@@ -40,10 +42,18 @@ def simulated_scenes(options: Mapping[str, Any]) -> list[SimulatedScene]:
         acquisitions = options["acquisitions"]
     except KeyError as exc:
         raise ProviderError(f"simulator options need {exc.args[0]!r}") from exc
+    bands = options.get("bands", DEFAULT_BANDS)
+    if isinstance(bands, str) or not isinstance(bands, Sequence) or not all(isinstance(b, str) for b in bands):
+        raise ProviderError(f"simulator option 'bands': expected a list of band names like [B02, B04], not {bands!r}")
+    if not bands:
+        raise ProviderError("simulator option 'bands': give at least one band")
     scenes = []
     for acquisition in acquisitions:
-        when = datetime.fromisoformat(str(acquisition["datetime"]).replace("Z", "+00:00"))
-        edge = set(acquisition.get("swath_edge", []))
+        try:
+            when = datetime.fromisoformat(str(acquisition["datetime"]).replace("Z", "+00:00"))
+            edge = set(acquisition.get("swath_edge", []))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ProviderError(f"simulator acquisition {acquisition!r}: {exc!r}") from exc
         for product in products:
             seed = int(hashlib.sha256(f"{product['tile_id']}{when.isoformat()}".encode()).hexdigest()[:8], 16)
             try:
@@ -58,9 +68,10 @@ def simulated_scenes(options: Mapping[str, Any]) -> list[SimulatedScene]:
                         seed=seed,
                         cloud_fraction=float(acquisition.get("cloud_fraction", 0.2)),
                         swath_edge=product["tile_id"] in edge,
+                        bands=tuple(bands),
                     )
                 )
-            except (KeyError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError) as exc:
                 raise ProviderError(f"simulator product {product!r} on {when}: {exc}") from exc
     return scenes
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
@@ -9,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from pyproj import CRS
 from shapely.geometry import mapping
 
 from cube_assets.catalog.repository import BandRecord, ImageFileRecord, ImageRecord, ProductRecord
@@ -166,10 +168,19 @@ def _image_grid(
     return mapping(grid.geometry_4326), _tile_image_fields(grid)
 
 
+@functools.lru_cache(maxsize=64)
+def _crs_text(crs_wkt: str) -> str:
+    """The catalog's text of a CRS: ``pyproj``'s ``to_string`` (an authority code like ``EPSG:32723`` when one matches).
+
+    Cached by WKT: matching a custom CRS against the authorities' database takes about half a second.
+    """
+    return CRS.from_wkt(crs_wkt).to_string()
+
+
 def _tile_image_fields(tile: Tile) -> dict[str, Any]:
     """The fields every image on the tile's grid shares: CRS, geotransform, size, pixel size and tile name."""
     return {
-        "crs": tile.crs.to_string(),
+        "crs": _crs_text(tile.crs_wkt),
         "geotransform": tile.transform.to_gdal(),
         "width": tile.width,
         "height": tile.height,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import rasterio
+from rasterio.transform import from_origin
 
 from cube_assets.errors import InvalidRaster
 from cube_assets.raster.masks import rescale_landsat_c2
@@ -12,6 +14,7 @@ from cube_assets.raster.reflectance import (
     rescale,
     scale_landsat_to_reflectance,
     scale_to_reflectance,
+    write_reflectance,
 )
 
 
@@ -89,3 +92,17 @@ def test_landsat_with_apply_valid_range_makes_out_of_range_reflectance_nodata():
         3500,
         -9999,
     ]
+
+
+def test_a_written_band_is_tiled_zstd_with_a_predictor_and_holds_the_rule_values(tmp_path):
+    dn = np.random.default_rng(3).integers(0, 12000, size=(600, 700), dtype=np.uint16)
+    source = tmp_path / "B04.tif"
+    profile = {"driver": "GTiff", "width": 700, "height": 600, "count": 1, "dtype": "uint16", "nodata": 0}
+    with rasterio.open(source, "w", crs="EPSG:32723", transform=from_origin(200000, 8250000, 10, 10), **profile) as dst:
+        dst.write(dn, 1)
+    out = write_reflectance(source, tmp_path / "sr.tif", add_offset=-1000, quantification=10000, tile_size=256)
+    with rasterio.open(out) as written:
+        assert (written.compression.name, written.tags(ns="IMAGE_STRUCTURE").get("PREDICTOR")) == ("zstd", "2")
+        assert written.block_shapes == [(256, 256)] and written.nodata == -9999
+        expected = scale_to_reflectance(dn, add_offset=-1000, quantification=10000, nodata_in=0)
+        assert np.array_equal(written.read(1), expected)
