@@ -5,6 +5,7 @@ Run::
     .venv/bin/python benchmarks/blend.py                 # 2048 x 2048 x 10 dates, best of 3
     .venv/bin/python benchmarks/blend.py --size 10560    # a full BDC tile, one run (minutes)
     .venv/bin/python benchmarks/blend.py --cases science # P25, GMED, MAXNDVI, BAP (``blend_science``)
+    .venv/bin/python benchmarks/blend.py --size 10560 --no-reference --functions LCF  # the project alone
 
 It builds a synthetic period (``build_synthetic_period``): 10 dates of one tile, each an int16
 band (reflectance x 10000, nodata -9999) and a Sentinel-2 SCL band with cloud blobs, shadows,
@@ -39,6 +40,12 @@ printed and is not in the table.
 Each case also gets its floor (``_floor.floor_seconds``): the seconds to decode the case's
 merges once and encode its COGs once with the same codec and threads, nothing else; ``floor_s``
 and ``ratio_to_floor`` (the project's seconds over it) are columns of the table.
+
+``--functions`` keeps only some of the band functions (``LCF,MED,AVG`` by default; the one-pass
+case needs two or more). ``--no-reference`` times the project's side alone (no reference, no
+pixel comparison; for a full tile, where the references take minutes a case): per case its
+seconds, peak RSS, COG seconds and floor, then ``max_project_peak_rss`` and last
+``max_ratio_to_floor: X``.
 
 Prints a header, one row per case (seconds, reference seconds, ratio, peak RSS, then the
 compositing-only times and ratio, the lean reference's numbers with the COG write, and the
@@ -80,6 +87,7 @@ from _common import (
     peak_rss_method,
     pin_mmap_threshold,
     print_results,
+    print_table,
 )
 from _floor import floor_seconds
 from reference_blend import QUALITY_OUTPUTS, reference_blend_band, reference_blend_quality
@@ -417,6 +425,59 @@ def warm_up(directory: Path) -> float:
     return time.perf_counter() - start
 
 
+def project_only(
+    cases: Sequence[str],
+    period: SyntheticPeriod,
+    out_dir: Path,
+    engine: str,
+    io_threads: int | None,
+    repeat: int,
+    threads: int,
+) -> float:
+    """Time the project's side alone per case (best of ``repeat``); print its table and last lines.
+
+    Returns:
+        The largest ratio to the floor over the cases (also printed last, ``max_ratio_to_floor``).
+    """
+    rows, ratios, peaks = [], [], []
+    for case in cases:
+        runs = [_run_side("project", case, period, out_dir, engine, io_threads) for _ in range(repeat)]
+        best = min(runs, key=lambda run: run.seconds)
+        peaks.append(max(run.peak_rss for run in runs))
+        floor = case_floor(case, period, best.outputs, threads)
+        ratios.append(best.total / floor)
+        rows.append(
+            (
+                case,
+                f"{best.total:.3f}",
+                format_bytes(peaks[-1]),
+                f"{best.seconds:.3f}",
+                f"{best.cog_seconds:.2f}",
+                f"{floor:.3f}",
+                f"{ratios[-1]:.2f}",
+            )
+        )
+        print(f"# done: {case}", flush=True)
+    print_table(rows, ("case", "seconds", "peak_rss", "compositing_s", "project_cog_s", "floor_s", "ratio_to_floor"))
+    print(f"max_project_peak_rss: {format_bytes(max(peaks))}")
+    print(f"# machine after the cases: {machine_summary()}", flush=True)
+    print(f"max_ratio_to_floor: {max(ratios):.2f}", flush=True)
+    return max(ratios)
+
+
+def _print_summary(results: Sequence[CaseResult]) -> float:
+    """Print the summary lines and the table of ``results``; return the minimum ratio against the reference."""
+    print(f"min_ratio_compositing_only: {min(float(r.extras['compositing_ratio']) for r in results):.1f}")
+    if any("lean_ratio" in r.extras for r in results):
+        lean_min = min(float(r.extras["lean_ratio"]) for r in results if "lean_ratio" in r.extras)
+        print(f"min_ratio_vs_lean_numpy_ma: {lean_min:.1f}")
+    print(f"max_project_peak_rss: {format_bytes(max(r.peak_rss for r in results))}")
+    minimum = print_results(results)
+    print(f"# machine after the cases: {machine_summary()}", flush=True)
+    print(f"max_ratio_to_floor: {max(float(r.extras['ratio_to_floor']) for r in results):.2f}", flush=True)
+    return minimum
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -438,6 +499,12 @@ def main(argv: Sequence[str] | None = None) -> float:
     )
     parser.add_argument("--data-dir", type=Path, default=None, help="keep (and reuse) the synthetic merges here")
     parser.add_argument("--no-lean", action="store_true", help="skip the lean numpy.ma reference")
+    parser.add_argument(
+        "--no-reference", action="store_true", help="time the project alone (no reference, no pixel comparison)"
+    )
+    parser.add_argument(
+        "--functions", default=",".join(FUNCTIONS), help=f"band functions to time (default {','.join(FUNCTIONS)})"
+    )
     parser.add_argument("--engine", default="auto", choices=("auto", "numba", "numpy"), help="the project's engine")
     parser.add_argument("--io-threads", type=int, default=None, help="the project's decoding threads (default: CPUs)")
     parser.add_argument(
@@ -446,6 +513,9 @@ def main(argv: Sequence[str] | None = None) -> float:
         help="pin glibc's mmap threshold (order-independent peaks, slower GDAL work)",
     )
     args = parser.parse_args(argv)
+    functions = [name.strip().upper() for name in args.functions.split(",") if name.strip()]
+    if not functions or set(functions) - set(FUNCTIONS) or len(set(functions)) < len(functions):
+        parser.error(f"--functions must name distinct functions among {','.join(FUNCTIONS)}")
     repeat = args.repeat if args.repeat is not None else (3 if args.size <= 4096 else 1)
     sides = ["project", "cube_builder"] + ([] if args.no_lean else ["lean"])
     threads = args.io_threads or min(DEFAULT_IO_THREADS, os.cpu_count() or 1)
@@ -484,7 +554,11 @@ def main(argv: Sequence[str] | None = None) -> float:
             flush=True,
         )
 
-        cases = [f"{BAND} {function}" for function in FUNCTIONS] + [QUALITY_CASE]
+        cases = [f"{BAND} {function}" for function in functions] + [QUALITY_CASE]
+        if args.no_reference:
+            if len(functions) > 1:
+                cases.append(f"{BAND} {'+'.join(functions)}")
+            return project_only(cases, period, workdir / "out", args.engine, args.io_threads, repeat, threads)
         results = []
         per_function: dict[str, dict[str, Run]] = {}
         for case in cases:
@@ -515,24 +589,26 @@ def main(argv: Sequence[str] | None = None) -> float:
             print(f"# done: {case}", flush=True)
         # How steps/blend.py calls it: all functions of a band in one pass, against the
         # reference's three runs (one per function, as the cube builder runs them).
-        combined_case = f"{BAND} {'+'.join(FUNCTIONS)} (one pass; reference: 3 runs)"
+        if len(functions) < 2:
+            return _print_summary(results)
+        combined_case = f"{BAND} {'+'.join(functions)} (one pass; reference: {len(functions)} runs)"
         combined = min(
             (
                 _run_side(
-                    "project", f"{BAND} {'+'.join(FUNCTIONS)}", period, workdir / "out", args.engine, args.io_threads
+                    "project", f"{BAND} {'+'.join(functions)}", period, workdir / "out", args.engine, args.io_threads
                 )
                 for _ in range(repeat)
             ),
             key=lambda run: run.seconds,
         )
-        for function in FUNCTIONS:
+        for function in functions:
             assert_same_pixels(
                 combined_case,
                 "project (one function per run)",
                 {function: combined.outputs[function]},
                 {function: per_function[f"{BAND} {function}"]["project"].outputs[function]},
             )
-        summed = {side: [per_function[f"{BAND} {f}"][side] for f in FUNCTIONS] for side in sides[1:]}
+        summed = {side: [per_function[f"{BAND} {f}"][side] for f in functions] for side in sides[1:]}
         reference_sum = sum(run.seconds for run in summed["cube_builder"])
         reference_total = sum(run.total for run in summed["cube_builder"])
         extras = _compositing_extras(combined.seconds, reference_sum, combined.cog_seconds)
@@ -550,15 +626,7 @@ def main(argv: Sequence[str] | None = None) -> float:
                 extras,
             )
         )
-        print(f"min_ratio_compositing_only: {min(float(r.extras['compositing_ratio']) for r in results):.1f}")
-        if "lean" in sides:
-            lean_min = min(float(r.extras["lean_ratio"]) for r in results)
-            print(f"min_ratio_vs_lean_numpy_ma: {lean_min:.1f}")
-        print(f"max_project_peak_rss: {format_bytes(max(r.peak_rss for r in results))}")
-        minimum = print_results(results)
-        print(f"# machine after the cases: {machine_summary()}", flush=True)
-        print(f"max_ratio_to_floor: {max(float(r.extras['ratio_to_floor']) for r in results):.2f}", flush=True)
-        return minimum
+        return _print_summary(results)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

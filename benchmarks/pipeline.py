@@ -17,7 +17,7 @@ multiprocess executor (``--executors``), each on a fresh data root and a tempora
 stage: seconds (from the step's start to its success in the event log) and peak RSS (of the
 whole process tree, sampled every 20 ms: the stage's step process under the multiprocess
 executor). In the in-process run the steps' own functions (``providers.fetch_scenes``,
-``reflectance_for_scene``, ``publish_scene``, ``merge_date``, ``blend_period``,
+``reflectance_for_cube_scene``, ``publish_scene``, ``merge_date``, ``blend_period``,
 ``catalog_batch``) are timed too; ``dagster_overhead_share`` is the run's time outside them and
 outside the asset check steps (the project's own checks of the outputs) over the run's time:
 Dagster, the IO managers writing manifests and the catalog, logging.
@@ -231,7 +231,7 @@ def steps_timed(timer: StepTimer) -> Iterator[None]:
     from cube_assets.resources.providers import ProvidersResource
 
     targets: list[tuple[Any, str]] = [
-        (scene_assets, "reflectance_for_scene"),
+        (scene_assets, "reflectance_for_cube_scene"),
         (scene_assets, "publish_scene"),
         (merge_assets, "merge_date"),
         (blend_assets, "blend_period"),

@@ -11,6 +11,7 @@ from cube_assets.errors import InvalidRaster
 from cube_assets.raster.masks import rescale_landsat_c2
 from cube_assets.raster.reflectance import (
     BandStorage,
+    copy_band,
     rescale,
     scale_landsat_to_reflectance,
     scale_to_reflectance,
@@ -106,3 +107,28 @@ def test_a_written_band_is_tiled_zstd_with_a_predictor_and_holds_the_rule_values
         assert written.block_shapes == [(256, 256)] and written.nodata == -9999
         expected = scale_to_reflectance(dn, add_offset=-1000, quantification=10000, nodata_in=0)
         assert np.array_equal(written.read(1), expected)
+
+
+def test_a_jpeg2000_band_written_block_by_block_on_every_cpu_keeps_every_pixel(tmp_path) -> None:
+    """The JP2 is read in 1024 px windows and written in 512 px blocks compressed on all CPUs.
+
+    The sizes are not multiples of either, so a block written to the wrong place, or a
+    window the threads dropped, changes pixels.
+    """
+    rng = np.random.default_rng(7)
+    dn = rng.integers(0, 12000, size=(1300, 1100), dtype=np.uint16)
+    dn[:40] = 0  # the product's nodata
+    source = tmp_path / "B04.jp2"
+    profile = {"driver": "JP2OpenJPEG", "width": 1100, "height": 1300, "count": 1, "dtype": "uint16"}
+    with rasterio.open(
+        source, "w", **profile, crs="EPSG:32723", transform=from_origin(500000, 8800000, 10, 10), nodata=0,
+        QUALITY="100", REVERSIBLE="YES", YCC="NO",
+    ) as dst:  # fmt: skip
+        dst.write(dn, 1)
+    written = write_reflectance(source, tmp_path / "B04.tif", add_offset=-1000, quantification=10000, nodata_in=0)
+    copied = copy_band(source, tmp_path / "copy.tif")
+    expected = scale_to_reflectance(dn, add_offset=-1000, quantification=10000, nodata_in=0)
+    with rasterio.open(written) as out, rasterio.open(copied) as copy:
+        assert out.block_shapes == [(512, 512)] and out.compression.name == "zstd"
+        assert np.array_equal(out.read(1), expected)
+        assert np.array_equal(copy.read(1), dn)
