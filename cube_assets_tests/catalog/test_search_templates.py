@@ -132,9 +132,10 @@ def test_a_template_with_the_search_values_is_the_search_sql(filled: Catalog, ex
     assert _ids(search) == alone
 
 
+# The geometry is one parameter of the statement with PostGIS only (the other backends keep their own statement).
+@pytest.mark.parametrize("filled", ["postgresql"], indirect=True)
 def test_postgis_geometry_template_is_the_search_sql(filled: Catalog) -> None:
-    if filled.postgis_schema is None:
-        pytest.skip("the geometry is one parameter with PostGIS only")
+    assert filled.postgis_schema is not None
     area = shapely.geometry.Polygon([(-45.5, -9.5), (-44.5, -9.7), (-44.6, -9.2), (-45.5, -9.5)])
     search = Image.search(filled).intersects(area).filter(p.acquired >= "2023-06-01").limit(100)
     statement, values = _template(search)
