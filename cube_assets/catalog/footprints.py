@@ -340,7 +340,7 @@ def postgis_intersects(
         Nothing.
     """
     postgis = getattr(func, schema)
-    geojson = json.dumps(shapely.geometry.mapping(geometry))
+    geojson = postgis_geometry_text(geometry)
     query = postgis.st_setsrid(
         postgis.st_geomfromgeojson(literal(geojson) if bind is None else bind(geojson, String())), 4326
     )

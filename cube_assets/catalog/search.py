@@ -33,7 +33,7 @@ candidates and ``acquired`` comparisons are plain.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -102,11 +102,6 @@ class Searchable(Protocol):
 
     @classmethod
     def _tiebreak(cls) -> Iterable[Any]: ...
-
-    @classmethod
-    def _load(
-        cls, catalog: Any, session: Session, statement: Select[Any], parameters: Mapping[str, Any] | None = None
-    ) -> Iterable[Any]: ...
 
     @classmethod
     def _build(cls, rows: Any, catalog: Any, session: Session) -> Iterable[Any]: ...

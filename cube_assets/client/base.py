@@ -328,15 +328,9 @@ class CatalogObject:
         return [cls._from_row(row, catalog, {}) for row in rows]
 
     @classmethod
-    def _load(
-        cls: type[ObjectT],
-        catalog: Catalog,
-        session: Session,
-        statement: Select[Any],
-        parameters: Mapping[str, Any] | None = None,
-    ) -> list[ObjectT]:
+    def _load(cls: type[ObjectT], catalog: Catalog, session: Session, statement: Select[Any]) -> list[ObjectT]:
         # Core execution on the session's connection: no ORM layer between the rows and the objects.
-        return cls._build(session.connection().execute(statement, parameters).all(), catalog, session)
+        return cls._build(session.connection().execute(statement).all(), catalog, session)
 
     @classmethod
     def _from_row(cls: type[ObjectT], row: Any, catalog: Catalog, extra: Mapping[str, Any]) -> ObjectT:

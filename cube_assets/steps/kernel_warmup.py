@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Sequence
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -88,8 +87,8 @@ def _synthetic_period(cube: CubeConfig, folder: Path) -> tuple[dict[str, list[Pa
     return bands, qualities, days
 
 
-def compile_kernels(cube: CubeConfig, functions: Sequence[str] | None = None) -> float:
-    """Blend a tiny synthetic period with ``functions`` (default: the cube's composites), quality outputs included.
+def compile_kernels(cube: CubeConfig) -> float:
+    """Blend a tiny synthetic period with the cube's composites, quality outputs included.
 
     Nothing is published: the period is written and blended in a temporary folder, removed
     afterwards. What remains is numba's cache of the kernels that blend used.
@@ -100,7 +99,7 @@ def compile_kernels(cube: CubeConfig, functions: Sequence[str] | None = None) ->
     Raises:
         OSError: when the temporary folder cannot be written.
     """
-    functions = list(cube.composites if functions is None else functions)
+    functions = list(cube.composites)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cube-assets-kernels-") as tmp:
         folder = Path(tmp)
