@@ -9,7 +9,14 @@ from dagster import AssetExecutionContext, AssetsDefinition, Backoff, Jitter, Me
 from cube_assets.assets.common import cube_partition, index_pixels_json, quicklook_markdown, stage_asset_arguments
 from cube_assets.cube_config import CubeConfig
 from cube_assets.formats.sen2cor import SEN2COR_POOL, Sen2CorOutput
-from cube_assets.manifests import RawScene, RawSceneManifest, ReflectanceManifest, SceneCogManifest
+from cube_assets.manifests import (
+    RawScene,
+    RawSceneManifest,
+    ReflectanceManifest,
+    ReflectanceScene,
+    SceneCog,
+    SceneCogManifest,
+)
 from cube_assets.providers.base import SENTINEL2_L1C
 from cube_assets.resources.providers import ProvidersResource
 from cube_assets.resources.sen2cor import Sen2CorResource
@@ -17,6 +24,7 @@ from cube_assets.resources.storage import RasterStoreResource
 from cube_assets.steps.indexes import total_nodata_pixels
 from cube_assets.steps.previews import local_preview, share_preview
 from cube_assets.steps.scenes import publish_scene, reflectance_for_cube_scene
+from cube_assets.thread_map import map_in_threads
 
 # Provider downloads fail transiently (timeouts, throttling): retry the partition 4 times,
 # after about 30 s, 90 s, 210 s and 450 s (exponential backoff, ± 30 s of jitter so that
@@ -94,14 +102,21 @@ def build_surface_reflectance(cube: CubeConfig) -> AssetsDefinition:
         to_l2a: Callable[[Path], Sen2CorOutput] | None,
     ) -> Output[ReflectanceManifest]:
         raster_store = store.get_store()
-        with raster_store.gdal_environment():
-            scenes = []
-            for scene in raw_scene.scenes:
-                # This process's copy of the raw scene (pulled from S3 in prod), and the product's
-                # preview handed on through the store, for scene_cog wherever it runs.
-                local = RawScene.model_validate(providers.local_scene(scene.model_dump(mode="json"), raster_store))
-                entry = reflectance_for_cube_scene(cube, local, raster_store, to_l2a=to_l2a)
-                scenes.append(share_preview(cube.name, entry, raster_store))
+
+        def one(scene: RawScene) -> ReflectanceScene:
+            # This process's copy of the raw scene (pulled from S3 in prod), and the product's
+            # preview handed on through the store, for scene_cog wherever it runs.
+            local = RawScene.model_validate(providers.local_scene(scene.model_dump(mode="json"), raster_store))
+            entry = reflectance_for_cube_scene(cube, local, raster_store, to_l2a=to_l2a)
+            return share_preview(cube.name, entry, raster_store)
+
+        # Sen2Cor runs one container per scene, each needing several GiB: one at a time.
+        scenes = map_in_threads(
+            one,
+            raw_scene.scenes,
+            environment=raster_store.gdal_environment,
+            threads=1 if to_l2a is not None else None,
+        )
         metadata: dict[str, Any] = {"scene_count": len(scenes), "files": sum(len(s.bands) + 1 for s in scenes)}
         if to_l2a is not None:
             metadata["sen2cor"] = MetadataValue.json(
@@ -169,11 +184,12 @@ def build_scene_cog(cube: CubeConfig) -> AssetsDefinition:
         store: RasterStoreResource,
     ) -> Output[SceneCogManifest]:
         raster_store = store.get_store()
-        scenes = []
-        with raster_store.gdal_environment():
-            for scene in surface_reflectance.scenes:
-                with local_preview(scene, raster_store) as readable:  # the preview as a local file, if shared
-                    scenes.append(publish_scene(cube, readable, raster_store).model_copy(update={"pvi": scene.pvi}))
+
+        def one(scene: ReflectanceScene) -> SceneCog:
+            with local_preview(scene, raster_store) as readable:  # the preview as a local file, if shared
+                return publish_scene(cube, readable, raster_store).model_copy(update={"pvi": scene.pvi})
+
+        scenes = map_in_threads(one, surface_reflectance.scenes, environment=raster_store.gdal_environment)
         first_quicklook = next((s.quicklook_key for s in scenes if s.quicklook_key), None)
         return Output(
             SceneCogManifest(tile=surface_reflectance.tile, period=surface_reflectance.period, scenes=tuple(scenes)),

@@ -28,6 +28,7 @@ The same arguments give the same bytes on every run.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -48,6 +49,7 @@ from shapely.geometry import Polygon, box
 
 from cube_assets.atomic import atomic_path, atomic_write_text
 from cube_assets.formats.sentinel2_safe import BAND_NAMES, NATIVE_RESOLUTION_M
+from cube_assets.thread_map import map_in_threads
 
 DEFAULT_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B08", "B8A", "B11")
 #: Bands an L2A product can hold (L2A has no cirrus band B10).
@@ -249,13 +251,14 @@ def simulate_archive(archive_dir: str | os.PathLike[str], scenes: Sequence[Simul
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"{archive_dir}: several scenes would write {duplicates}")
-    paths = []
-    for scene in scenes:
+
+    def simulate(scene: SimulatedScene) -> Path:
         target = archive_dir / scene.product_name
         if not is_complete_product(target):
             write_simulated_product(archive_dir, scene)
-        paths.append(target)
-    return paths
+        return target
+
+    return map_in_threads(simulate, scenes)
 
 
 def write_simulated_product(archive_dir: str | os.PathLike[str], scene: SimulatedScene) -> Path:
@@ -381,9 +384,15 @@ class _Rendered:
     valid_polygon: Polygon | None = None  # in the tile CRS
 
 
-def _land_cover(scene: SimulatedScene, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Land-cover classes and crop greenness (0..1) on the base grid."""
-    seed = scene.landscape_seed
+@functools.lru_cache(maxsize=8)
+def _ground(seed: int, ulx: float, uly: float, size_px: int, resolution: float) -> tuple[np.ndarray, np.ndarray]:
+    """Land-cover classes and surface texture of a footprint on the base grid, read-only.
+
+    They depend on the place only, so every acquisition of a footprint shares them: computed
+    once per footprint (the noise is most of a product's rendering).
+    """
+    xs = ulx + (np.arange(size_px) + 0.5) * resolution
+    ys = uly - (np.arange(size_px) + 0.5) * resolution
     relief = _value_noise(xs, ys, seed=seed, cell_m=4000.0, octaves=4, offset=0)
     moisture = _value_noise(xs, ys, seed=seed, cell_m=2500.0, octaves=3, offset=10)
     settlement = _value_noise(xs, ys, seed=seed, cell_m=1200.0, octaves=2, offset=20)
@@ -392,6 +401,16 @@ def _land_cover(scene: SimulatedScene, xs: np.ndarray, ys: np.ndarray) -> tuple[
     classes[moisture < 0.36] = BARE_SOIL
     classes[settlement > 0.72] = URBAN
     classes[relief < 0.33] = WATER
+    texture = 1.0 + 0.06 * (_value_noise(xs, ys, seed=seed, cell_m=80.0, octaves=2, offset=30) - 0.5)
+    classes.flags.writeable = False
+    texture.flags.writeable = False
+    return classes, texture
+
+
+def _land_cover(scene: SimulatedScene, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Land-cover classes (read-only) and crop greenness (0..1) on the base grid."""
+    seed = scene.landscape_seed
+    classes, _ = _ground(seed, scene.ulx, scene.uly, scene.size_px, float(scene.resolution))
 
     # Crop parcels of about 250 m with their own crop calendar: greenness follows a seasonal
     # curve (peak in local summer) shifted per parcel, so harvested fields look like soil.
@@ -570,7 +589,7 @@ def _band_reflectance(
     Returns:
         Band → float32 reflectance on the band's grid.
     """
-    texture = 1.0 + 0.06 * (_value_noise(xs, ys, seed=scene.landscape_seed, cell_m=80.0, octaves=2, offset=30) - 0.5)
+    _, texture = _ground(scene.landscape_seed, scene.ulx, scene.uly, scene.size_px, float(scene.resolution))
     reflectance: dict[str, np.ndarray] = {}
     for band in scene.bands:
         i = _BAND_INDEX[band]

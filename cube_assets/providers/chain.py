@@ -20,6 +20,7 @@ from cube_assets.errors import ProviderError
 from cube_assets.providers.base import Provider, SceneRef
 from cube_assets.providers.raw_store import RawStore
 from cube_assets.redaction import redact_urls_in_text
+from cube_assets.thread_map import map_in_threads
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def search_and_fetch(
     *,
     store: RawStore | None = None,
     bands: Sequence[str] = (),
+    threads: int | None = None,
 ) -> list[FetchedScene]:
     """Find every scene over ``geometry`` in ``[start, end)`` and fetch each into ``raw_dir``.
 
@@ -61,6 +63,7 @@ def search_and_fetch(
 
     With ``store``, scenes go through :meth:`RawStore.load` with ``bands`` (only missing bands
     are fetched, band-by-band providers write into ``store``); ``raw_dir`` is then unused.
+    Scenes are fetched ``threads`` at a time (default: :func:`~cube_assets.thread_map.thread_count`).
 
     Returns:
         The fetched scenes, sorted by datetime then scene id.
@@ -83,31 +86,28 @@ def search_and_fetch(
             offers.setdefault(scene.scene_id, []).append((provider, scene))
     if search_errors and len(search_errors) == len(providers):
         raise ProviderError(f"every provider failed to search {collection}: {'; '.join(search_errors)}")
-    fetched = []
-    for scene_id, candidates in offers.items():
+
+    def fetch(offer: tuple[str, list[tuple[Provider, SceneRef]]]) -> FetchedScene:
+        scene_id, candidates = offer
         errors: list[str] = []
         for provider, scene in candidates:
             try:
                 if store is None:
-                    fetched.append(
-                        FetchedScene(scene, provider.name, provider.fetch(scene, raw_dir), failures=tuple(errors))
-                    )
-                else:
-                    stored = store.load(scene, bands, provider)
-                    fetched.append(
-                        FetchedScene(
-                            scene, provider.name, stored.path, dict(stored.bands), stored.fetched, tuple(errors)
-                        )
-                    )
+                    return FetchedScene(scene, provider.name, provider.fetch(scene, raw_dir), failures=tuple(errors))
+                stored = store.load(scene, bands, provider)
+                return FetchedScene(
+                    scene, provider.name, stored.path, dict(stored.bands), stored.fetched, tuple(errors)
+                )
             except (ProviderError, OSError) as exc:
                 # GDAL's and the OS's messages may quote a signed href: the failures go to run metadata.
                 reason = redact_urls_in_text(str(exc))
                 logger.warning("provider %s: fetching %s failed: %s", provider.name, scene_id, reason)
                 errors.append(f"{provider.name}: {reason}")
-                continue
-            break
-        else:
-            raise ProviderError(f"{scene_id}: no provider could deliver it ({'; '.join(errors)})")
+        raise ProviderError(f"{scene_id}: no provider could deliver it ({'; '.join(errors)})")
+
+    # A few scenes at once: downloads wait on the network, local products on GDAL (the raw
+    # store locks each scene's folder, so threads and processes never write one scene together).
+    fetched = map_in_threads(fetch, list(offers.items()), threads=threads)
     return sorted(fetched, key=lambda f: (f.scene.datetime, f.scene.scene_id))
 
 

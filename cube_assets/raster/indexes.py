@@ -35,6 +35,7 @@ from rasterio.windows import Window
 
 from cube_assets.atomic import atomic_path
 from cube_assets.errors import InvalidExpression, InvalidRaster
+from cube_assets.raster.codecs import WORKING_FILE_COMPRESSION
 from cube_assets.raster.inputs import open_input, reading_from
 
 _Evaluator = Callable[[Mapping[str, np.ndarray]], np.ndarray | np.float64]
@@ -514,7 +515,7 @@ def write_index(
     out_nodata: float = -9999,
     block_size: int = 512,
 ) -> IndexWrite:
-    """Evaluate ``compiled`` window by window over single-band rasters of one grid; write a tiled GeoTIFF.
+    """Evaluate ``compiled`` window by window over single-band rasters of one grid; write a tiled ZSTD GeoTIFF.
 
     ``band_paths`` maps every name the expression uses to a file (extra names are ignored);
     ``nodata`` is the input bands' nodata. Memory stays at a few windows whatever the raster size.
@@ -558,7 +559,10 @@ def write_index(
             "tiled": True,
             "blockxsize": 512,
             "blockysize": 512,
-            "compress": "deflate",
+            # A working file, made into a COG next: the cheapest codec, on every CPU.
+            **WORKING_FILE_COMPRESSION,
+            "predictor": 3 if np.dtype(out_dtype).kind == "f" else 2,
+            "num_threads": "all_cpus",
         }
         counts = IndexPixelCounts()
         with atomic_path(destination) as tmp, rasterio.open(tmp, "w", **profile) as dst:

@@ -33,6 +33,7 @@ from rasterio.windows import Window
 
 from cube_assets.atomic import atomic_path
 from cube_assets.errors import InvalidRaster
+from cube_assets.raster.codecs import WORKING_FILE_COMPRESSION
 from cube_assets.raster.indexes import round_into_dtype
 from cube_assets.raster.inputs import open_input, reading_from
 from cube_assets.raster.masks import (
@@ -57,10 +58,6 @@ SENTINEL2_L2A_NODATA = 0
 FROM_FILE = "file"
 """``nodata_in`` value meaning: the source file's own nodata tag (``None`` when it has none)."""
 DEFAULT_BLOCK_SIZE = 512
-# The codec of the scene files written here (reflectance, quality), which scene_cog reads once to
-# make its COGs: ZSTD level 1 wrote a 1400² int16 band with 1/4 of DEFLATE level 6's CPU time and
-# read it in 2/3, at the same size (horizontal predictor on bands).
-SCENE_FILE_COMPRESSION: dict[str, Any] = {"compress": "zstd", "zstd_level": 1}
 """Side, in pixels, of the GeoTIFF blocks the scene stage writes unless the cube says otherwise."""
 
 
@@ -343,7 +340,7 @@ def _write_converted(
             **_grid_profile(src, tile_size),
             "dtype": storage.dtype,
             "nodata": storage.nodata,
-            **SCENE_FILE_COMPRESSION,
+            **WORKING_FILE_COMPRESSION,
             "predictor": 3 if np.dtype(storage.dtype).kind == "f" else 2,
         }
         with atomic_path(destination) as tmp, rasterio.open(tmp, "w", **profile) as dst:
@@ -389,7 +386,7 @@ def copy_band(
             **_grid_profile(src, tile_size),
             "dtype": src.dtypes[band_index - 1],
             "nodata": nodata if nodata is not None else src.nodatavals[band_index - 1],
-            **SCENE_FILE_COMPRESSION,
+            **WORKING_FILE_COMPRESSION,
         }
         with atomic_path(destination) as tmp, rasterio.open(tmp, "w", **profile) as dst:
             for _, window in src.block_windows(band_index):
@@ -431,7 +428,7 @@ def write_quality_with_radsat(
                 f"{source} {src.width}×{src.height} px at {tuple(src.transform)[:6]}: not the same grid"
             )
         profile = {**_grid_profile(src, tile_size), "dtype": src.dtypes[band_index - 1], "nodata": nodata}
-        profile.update(SCENE_FILE_COMPRESSION)
+        profile.update(WORKING_FILE_COMPRESSION)
         with atomic_path(destination) as tmp, rasterio.open(tmp, "w", **profile) as dst:
             for _, window in src.block_windows(band_index):
                 with reading_from(source, band_index):
@@ -468,7 +465,7 @@ def write_quality_classes(
             **_grid_profile(src, tile_size),
             "dtype": QUALITY_CLASS_DTYPE.name,
             "nodata": int(QualityClass.NODATA),
-            **SCENE_FILE_COMPRESSION,
+            **WORKING_FILE_COMPRESSION,
         }
         with atomic_path(destination) as tmp, rasterio.open(tmp, "w", **profile) as dst:
             for _, window in src.block_windows(1):
