@@ -10,8 +10,8 @@ Run::
 It builds a synthetic period (``build_synthetic_period``): 10 dates of one tile, each an int16
 band (reflectance x 10000, nodata -9999) and a Sentinel-2 SCL band with cloud blobs, shadows,
 scattered saturated / dark / unclassified / snow pixels and a slanted nodata edge, written as
-tiled 512 x 512 DEFLATE GeoTIFFs like the project's merges (``--data-dir`` keeps and reuses
-them). Then, per case, it runs from reading the merges to a written COG:
+tiled 512 x 512 GeoTIFFs in the codec ``tile_merge`` writes by default (``--merge-codec``; ``--data-dir``
+keeps and reuses them). Then, per case, it runs from reading the merges to a written COG:
 
 * ``B04 LCF`` / ``B04 MED`` / ``B04 AVG``: one band, one function (``composite.blend_band``);
 * ``SCL quality+PROVENANCE+CLEAROB+TOTALOB``: ``composite.blend_quality``, four outputs;
@@ -92,6 +92,7 @@ from _common import (
 from _floor import floor_seconds
 from reference_blend import QUALITY_OUTPUTS, reference_blend_band, reference_blend_quality
 
+from cube_assets.raster.codecs import COMPRESSIONS, DEFAULT_COMPRESSION, compression_options
 from cube_assets.raster.cog import cog_from_file
 from cube_assets.raster.composite import DEFAULT_IO_THREADS, blend_band, blend_quality
 from cube_assets.raster.masks import SCL_RULES
@@ -174,12 +175,16 @@ def _date_window(
     return scl, values
 
 
-def build_synthetic_period(directory: Path, size: int, dates: int = 10, seed: int = 2024) -> SyntheticPeriod:
+def build_synthetic_period(
+    directory: Path, size: int, dates: int = 10, seed: int = 2024, codec: str = DEFAULT_COMPRESSION
+) -> SyntheticPeriod:
     """Write ``dates`` merges (``B04`` int16 and ``SCL`` uint8 GeoTIFFs) of a ``size`` x ``size`` tile.
 
     Generated per 1024 x 1024 window from seeds (a 10560 tile needs little memory, and the same
-    arguments give the same files). Dates are 5 days apart from 2024-01-01. A manifest in
-    ``directory`` lets a later call with the same arguments reuse the files.
+    arguments give the same files). Dates are 5 days apart from 2024-01-01. The files are
+    compressed with ``codec`` (with its default level and predictor, as ``tile_merge`` writes a
+    cube's merges; default: the project's default codec). A manifest in ``directory`` lets a
+    later call with the same arguments reuse the files.
 
     Returns:
         The paths, dates and efficacies (100 x clear / all pixels, clear meaning SCL 4-6 with
@@ -195,7 +200,7 @@ def build_synthetic_period(directory: Path, size: int, dates: int = 10, seed: in
     band_paths = [directory / f"{BAND}_{day:%Y%m%d}.tif" for day in day_list]
     quality_paths = [directory / f"SCL_{day:%Y%m%d}.tif" for day in day_list]
     manifest_path = directory / "manifest.json"
-    key = {"size": size, "dates": dates, "seed": seed, "version": GENERATOR_VERSION}
+    key = {"size": size, "dates": dates, "seed": seed, "codec": codec.upper(), "version": GENERATOR_VERSION}
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("key") == key and all(p.exists() for p in band_paths + quality_paths):
@@ -210,8 +215,6 @@ def build_synthetic_period(directory: Path, size: int, dates: int = 10, seed: in
         "tiled": True,
         "blockxsize": 512,
         "blockysize": 512,
-        "compress": "deflate",
-        "predictor": 2,
     }
     land_coarse = _coarse_field(seed, size)
     efficacies = []
@@ -219,8 +222,22 @@ def build_synthetic_period(directory: Path, size: int, dates: int = 10, seed: in
         fields = {"cloud": _coarse_field(seed + 1000 + index, size), "cirrus": _coarse_field(seed + 2000 + index, size)}
         clear = 0
         with (
-            rasterio.open(band_paths[index], "w", dtype="int16", nodata=BAND_NODATA, **profile) as band_out,
-            rasterio.open(quality_paths[index], "w", dtype="uint8", nodata=SCL_NODATA, **profile) as scl_out,
+            rasterio.open(
+                band_paths[index],
+                "w",
+                dtype="int16",
+                nodata=BAND_NODATA,
+                **profile,
+                **compression_options(codec, "int16"),
+            ) as band_out,
+            rasterio.open(
+                quality_paths[index],
+                "w",
+                dtype="uint8",
+                nodata=SCL_NODATA,
+                **profile,
+                **compression_options(codec, "uint8"),
+            ) as scl_out,
         ):
             for row in range(0, size, _GENERATION_BLOCK):
                 for col in range(0, size, _GENERATION_BLOCK):
@@ -498,6 +515,13 @@ def main(argv: Sequence[str] | None = None) -> float:
         "--repeat", type=int, default=None, help="runs per side, fastest kept (default 3; 1 above 4096)"
     )
     parser.add_argument("--data-dir", type=Path, default=None, help="keep (and reuse) the synthetic merges here")
+    parser.add_argument(
+        "--merge-codec",
+        type=str.upper,
+        choices=COMPRESSIONS,
+        default=DEFAULT_COMPRESSION,
+        help=f"codec of the synthetic merges (default {DEFAULT_COMPRESSION}, the project's: what tile_merge writes)",
+    )
     parser.add_argument("--no-lean", action="store_true", help="skip the lean numpy.ma reference")
     parser.add_argument(
         "--no-reference", action="store_true", help="time the project alone (no reference, no pixel comparison)"
@@ -525,7 +549,7 @@ def main(argv: Sequence[str] | None = None) -> float:
         data_dir = args.data_dir or workdir / "merges"
         print(
             f"# blend benchmark: {args.size} x {args.size} px x {args.dates} dates, int16 {BAND} + uint8 SCL, "
-            f"tiled 512 DEFLATE merges in {data_dir}",
+            f"tiled 512 {args.merge_codec} merges in {data_dir}",
             flush=True,
         )
         print(f"# machine: {machine_summary()}", flush=True)
@@ -535,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> float:
             flush=True,
         )
         start = time.perf_counter()
-        period = build_synthetic_period(data_dir, args.size, args.dates)
+        period = build_synthetic_period(data_dir, args.size, args.dates, codec=args.merge_codec)
         print(f"# merges ready in {time.perf_counter() - start:.1f} s; efficacies {period.efficacies}", flush=True)
         print(f"# numba warm-up (compile or load from cache), not in the timings: {warm_up(workdir):.2f} s", flush=True)
         baseline = measure(lambda: None).start_rss
