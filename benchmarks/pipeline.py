@@ -202,11 +202,25 @@ def sampling() -> Iterator[TreeSampler]:
         sampler.stop()
 
 
+def covered_seconds(spans: Sequence[tuple[float, float]]) -> float:
+    """Seconds covered by the union of the ``(start, end)`` spans (overlaps counted once)."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
 @dataclass
 class StepTimer:
-    """Seconds spent inside the steps' own functions, by function name (patched in for one run)."""
+    """Time spent inside the steps' own functions, by function name (patched in for one run).
 
-    seconds: dict[str, float] = field(default_factory=dict)
+    A step works on several scenes at once (in threads), so the calls' spans overlap: a name's
+    seconds are the time covered by at least one of its calls, not the sum of the calls.
+    """
+
+    spans: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def wrap(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
@@ -216,9 +230,14 @@ class StepTimer:
                 return function(*args, **kwargs)
             finally:
                 with self._lock:
-                    self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+                    self.spans.setdefault(name, []).append((start, time.perf_counter()))
 
         return timed
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Per function name, the seconds covered by its calls."""
+        return {name: covered_seconds(spans) for name, spans in self.spans.items()}
 
 
 @contextlib.contextmanager
