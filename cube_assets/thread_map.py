@@ -56,11 +56,8 @@ def map_in_threads(
     """
     count = thread_count(len(scenes), threads)
     if count == 1:
-        results = []
         with environment():
-            for scene in scenes:
-                results.append(work(scene))
-        return results
+            return [work(scene) for scene in scenes]
 
     def run(scene: T) -> R:
         with environment():

@@ -20,10 +20,6 @@ DEFAULT_COMPRESSION = "ZSTD"
 larger than DEFLATE's on merges and composites (``benchmarks/codecs.py``, docs/benchmarks.md)."""
 DEFAULT_LEVELS = {"DEFLATE": 6, "ZSTD": 3, "LERC_ZSTD": 3}
 """The compression level of each codec when the caller gives none (DEFLATE: libdeflate's 1-12)."""
-WORKING_FILE_COMPRESSION: dict[str, Any] = {"compress": "zstd", "zstd_level": 1}
-"""The codec of the files a stage writes for the next one to read once (reflectance, quality, an
-index before its COG): ZSTD level 1 wrote a 1400² int16 band with a quarter of DEFLATE level 6's
-CPU time and read it in two thirds, at the same size (with the horizontal predictor)."""
 _LEVEL_RANGES = {"DEFLATE": (1, 12), "ZSTD": (1, 22), "LERC_ZSTD": (1, 22)}
 _PREDICTED = ("DEFLATE", "ZSTD")  # LERC has its own lossless coding; a TIFF predictor does not apply
 
@@ -73,3 +69,22 @@ def compression_options(
 
 
 __all__ = ["COMPRESSIONS", "DEFAULT_COMPRESSION", "DEFAULT_LEVELS", "compression_options"]
+
+
+def working_file_options(dtype: Any, *, predictor: bool = True) -> dict[str, Any]:
+    """The creation options of a file a stage writes for the next one to read once: ZSTD level 1.
+
+    Reflectance and quality files, an index before its COG: ZSTD level 1 wrote a 1400² int16
+    band with a quarter of DEFLATE level 6's CPU time and read it in two thirds, at the same size
+    (with the horizontal predictor). ``predictor=False`` leaves the predictor out (class bands).
+
+    Returns:
+        ``compress``, ``zstd_level`` and, unless ``predictor`` is false, ``dtype``'s predictor.
+
+    Raises:
+        TypeError: if ``dtype`` is not a numpy data type.
+    """
+    options = compression_options("ZSTD", dtype, level=1)
+    if not predictor:
+        del options["predictor"]
+    return options

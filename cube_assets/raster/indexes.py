@@ -35,7 +35,7 @@ from rasterio.windows import Window
 
 from cube_assets.atomic import atomic_path
 from cube_assets.errors import InvalidExpression, InvalidRaster
-from cube_assets.raster.codecs import WORKING_FILE_COMPRESSION
+from cube_assets.raster.codecs import working_file_options
 from cube_assets.raster.inputs import open_input, reading_from
 
 _Evaluator = Callable[[Mapping[str, np.ndarray]], np.ndarray | np.float64]
@@ -560,8 +560,7 @@ def write_index(
             "blockxsize": 512,
             "blockysize": 512,
             # A working file, made into a COG next: the cheapest codec, on every CPU.
-            **WORKING_FILE_COMPRESSION,
-            "predictor": 3 if np.dtype(out_dtype).kind == "f" else 2,
+            **working_file_options(out_dtype),
             "num_threads": "all_cpus",
         }
         counts = IndexPixelCounts()

@@ -33,7 +33,7 @@ from rasterio.windows import Window
 
 from cube_assets.atomic import atomic_path
 from cube_assets.errors import InvalidRaster
-from cube_assets.raster.codecs import WORKING_FILE_COMPRESSION
+from cube_assets.raster.codecs import working_file_options
 from cube_assets.raster.indexes import round_into_dtype
 from cube_assets.raster.inputs import open_input, reading_from
 from cube_assets.raster.masks import (
@@ -340,8 +340,7 @@ def _write_converted(
             **_grid_profile(src, tile_size),
             "dtype": storage.dtype,
             "nodata": storage.nodata,
-            **WORKING_FILE_COMPRESSION,
-            "predictor": 3 if np.dtype(storage.dtype).kind == "f" else 2,
+            **working_file_options(storage.dtype),
         }
         with atomic_path(destination) as tmp, rasterio.open(tmp, "w", **profile) as dst:
             for row in range(0, src.height, block_size):
@@ -386,7 +385,7 @@ def copy_band(
             **_grid_profile(src, tile_size),
             "dtype": src.dtypes[band_index - 1],
             "nodata": nodata if nodata is not None else src.nodatavals[band_index - 1],
-            **WORKING_FILE_COMPRESSION,
+            **working_file_options(src.dtypes[band_index - 1], predictor=False),
         }
         with atomic_path(destination) as tmp, rasterio.open(tmp, "w", **profile) as dst:
             for _, window in src.block_windows(band_index):
@@ -428,7 +427,7 @@ def write_quality_with_radsat(
                 f"{source} {src.width}×{src.height} px at {tuple(src.transform)[:6]}: not the same grid"
             )
         profile = {**_grid_profile(src, tile_size), "dtype": src.dtypes[band_index - 1], "nodata": nodata}
-        profile.update(WORKING_FILE_COMPRESSION)
+        profile.update(working_file_options(src.dtypes[band_index - 1], predictor=False))
         with atomic_path(destination) as tmp, rasterio.open(tmp, "w", **profile) as dst:
             for _, window in src.block_windows(band_index):
                 with reading_from(source, band_index):
@@ -465,7 +464,7 @@ def write_quality_classes(
             **_grid_profile(src, tile_size),
             "dtype": QUALITY_CLASS_DTYPE.name,
             "nodata": int(QualityClass.NODATA),
-            **WORKING_FILE_COMPRESSION,
+            **working_file_options(QUALITY_CLASS_DTYPE, predictor=False),
         }
         with atomic_path(destination) as tmp, rasterio.open(tmp, "w", **profile) as dst:
             for _, window in src.block_windows(1):
