@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import shapely
 import shapely.geometry
 from sqlalchemy import JSON, Select, Text, cast, func, select, type_coerce
@@ -46,6 +47,28 @@ class ImageView:
     def __init__(self, values: dict[str, Any]) -> None:
         # The values are the instance's attributes: read at the speed of plain attributes.
         object.__setattr__(self, "__dict__", values)
+
+    def __getattr__(self, name: str) -> Any:
+        # Reached only for a name the values lack: the footprint, parsed by GEOS on first use
+        # (a page of Items reads its GeoJSON, :meth:`footprint_geojson`, and never needs it).
+        if name != "geometry":
+            raise AttributeError(f"an ImageView has no attribute {name!r}")
+        text = self.__dict__.get("_footprint_text")
+        geometry = None if text is None else shapely.from_geojson(text)
+        self.__dict__["geometry"] = geometry
+        return geometry
+
+    def footprint_geojson(self) -> dict[str, Any] | None:
+        """Return the footprint as the catalog stores it: a GeoJSON mapping (EPSG:4326), or None.
+
+        Returns:
+            A new dict each call, parsed from the row's GeoJSON text.
+        """
+        text = self.__dict__.get("_footprint_text")
+        if text is None:
+            return None
+        document: dict[str, Any] = orjson.loads(text)
+        return document
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"an ImageView is read only; set {name!r} on an Image")
@@ -176,14 +199,20 @@ class Image(InProduct, CatalogObject):
     @classmethod
     def _build_views(cls, rows: Sequence[Any], catalog: Catalog, session: Session) -> list[ImageView]:
         """Read-only views of the images of rows of :meth:`_select`: the values :meth:`_build` gives its images."""
-        return [ImageView(cls._row_values(row, extra)) for row, extra in cls._read_rows(rows)]
+        views = []
+        for row, extra in cls._read_rows(rows, parse_footprints=False):
+            values = cls._row_values(row, extra)
+            values["_footprint_text"] = values.pop("geometry")
+            views.append(ImageView(values))
+        return views
 
     @classmethod
-    def _read_rows(cls, rows: Sequence[Any]) -> list[tuple[Any, dict[str, Any]]]:
-        """Each row with its footprint (GEOS parses all rows' at once) and its files by band."""
+    def _read_rows(cls, rows: Sequence[Any], parse_footprints: bool = True) -> list[tuple[Any, dict[str, Any]]]:
+        """Each row with its files by band and footprint (parsed by GEOS for all rows at once, or left as text)."""
         if not rows:
             return []
-        geometries = shapely.from_geojson([row.geometry for row in rows])
+        texts = [row.geometry for row in rows]
+        geometries = shapely.from_geojson(texts) if parse_footprints else texts
         read = []
         for row, geometry in zip(rows, geometries, strict=True):
             listed = sorted(row.file_list or [], key=lambda entry: entry[0])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 from types import SimpleNamespace
 from typing import Any
 
@@ -188,3 +189,40 @@ def test_validation_catches_bad_core_and_extension_fields(filled: Catalog, chang
 
     with pytest.raises(StacValidationError, match=message):
         validate_stac(item)
+
+
+_STORED_FOOTPRINTS = [
+    {"type": "Polygon", "coordinates": [[[-48, -16], [-47, -16], [-47, -15], [-48, -15], [-48, -16]]]},
+    {
+        "type": "MultiPolygon",
+        "coordinates": [
+            [
+                [[-48.5, -16.25], [-47.125, -16.25], [-47.125, -15.0625], [-48.5, -15.0625], [-48.5, -16.25]],
+                [[-48, -16], [-47.5, -16], [-47.5, -15.5], [-48, -16]],
+            ],
+            [[[10.1, 1.3], [11.7, 1.3], [11.7, 2.9], [10.1, 1.3]]],
+        ],
+    },
+    {"type": "Polygon", "coordinates": [[[1, 2, 30], [3, 2, 31], [3, 4, 32.5], [1, 2, 30]]]},
+]
+
+
+@pytest.mark.parametrize("stored", _STORED_FOOTPRINTS, ids=["integers", "multi-with-hole", "3d"])
+def test_an_item_from_a_stored_footprint_is_the_item_from_its_shape(filled: Catalog, stored: dict[str, Any]) -> None:
+    # A search's views give the footprint as the catalog stores it; the Item must not depend on which.
+    image = Image.get("lcf_A_202301", catalog=filled)
+    assert image is not None
+    shape = shapely.geometry.shape(stored)
+    fields = {name: getattr(image, name) for name in ("id", "product_id", "name", "acquired", "acquired_end")}
+    fields.update({name: getattr(image, name) for name in ("created", "modified", "crs", "geotransform", "width")})
+    fields.update({name: getattr(image, name) for name in ("height", "cloud_fraction", "fill_fraction", "provider")})
+    fields.update({name: getattr(image, name) for name in ("provider_id", "tile", "period_start", "properties")})
+    fields.update(tags=image.tags, files=image.files)
+    from_shape = SimpleNamespace(**fields, geometry=shape)
+    from_stored = SimpleNamespace(**fields, geometry=None, footprint_geojson=lambda: copy.deepcopy(stored))
+
+    expected = image_item_dict(from_shape)  # type: ignore[arg-type]  # duck-typed images
+    item = image_item_dict(from_stored)  # type: ignore[arg-type]
+
+    assert json.dumps(item) == json.dumps(expected)
+    assert item["bbox"] == list(shape.bounds) and all(isinstance(value, float) for value in item["bbox"])

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import shapely.geometry
 
 from cube_assets.client import Catalog, Image
 from cube_assets.client.stac_export import export_static_catalog, item_context, item_document
@@ -80,5 +81,6 @@ def test_views_hold_the_values_of_the_images(api: RunningApi) -> None:
     contexts = {image.product_id: item_context(image.product()) for image in images}
     for image, view in zip(images, views, strict=True):
         assert view.files == image.files and view.geotransform == image.geotransform
+        assert view.geometry == image.geometry and shapely.geometry.shape(view.footprint_geojson()) == image.geometry
         context = contexts[image.product_id]
         assert json.dumps(item_document(view, context)) == json.dumps(item_document(image, context))
