@@ -16,6 +16,10 @@ two files per image), then times ``--searches`` typical STAC searches: ``POST /s
 * over HTTP: ``cube-assets serve`` in its own process, one worker, from one client and from
   ``--clients`` concurrent clients (one ``httpx`` client each, responses uncompressed, JSON
   parsed); then with ``--workers`` processes (``serve --workers``) from ``--clients`` clients;
+* the HTTP floor: the page of median size among these searches, pre-encoded, served by a bare
+  ASGI app under uvicorn (``benchmarks/_http_floor.py``: no database, no routing, no encoding)
+  with one worker to the same ``--clients`` clients: what a page of that size costs the clients
+  and the network stack of this machine alone, the lowest p95 any server could reach here;
 * with ``--pgstac``, where ``pypgstac`` and ``stac-fastapi-pgstac`` are installed, the anchor:
   the same Items (built by this project's code) loaded into pgstac on the same server, and the
   same searches against stac-fastapi-pgstac with ``--workers`` processes from ``--clients``
@@ -23,8 +27,9 @@ two files per image), then times ``--searches`` typical STAC searches: ``POST /s
 
 It prints a table (p50, p95, max in milliseconds, items found, CPU milliseconds per search of
 the processes that searched: this one in process, the server's processes over HTTP, a figure a
-shared machine's load sways less than the latencies; peak RSS of this process), the load
-average, ``pgstac_search_p95_ms`` when the anchor ran, then ``api_overhead_p95`` (p95 over HTTP
+shared machine's load sways less than the latencies; the CPU milliseconds per search of the
+clients, this process; peak RSS of this process), the load average, ``http_floor_p95_ms``,
+``pgstac_search_p95_ms`` when the anchor ran, then ``api_overhead_p95`` (p95 over HTTP
 from ``--clients`` clients to one worker ÷ p95 in process from as many threads: the cost of the
 API at the same concurrency, one process each; target ≤ 1.3) and, last, ``stac_search_p95_ms``
 (p95 over HTTP from ``--clients`` clients to ``--workers`` workers; target ≤ 60).
@@ -35,10 +40,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -167,8 +175,13 @@ def _run_concurrently(
     return times, found[0]
 
 
-def in_process(catalog: Catalog, bodies: list[dict[str, Any]], clients: int = 1) -> tuple[list[float], int, float]:
-    """Milliseconds of each body's catalog search in this process, from ``clients`` threads; images; CPU ms each."""
+def in_process(
+    catalog: Catalog, bodies: list[dict[str, Any]], clients: int = 1
+) -> tuple[list[float], int, float, float]:
+    """Milliseconds of each body's catalog search in this process, from ``clients`` threads; images; CPU ms each.
+
+    The CPU figure is given twice (server and clients): one process both searched and asked.
+    """
 
     def one(body: dict[str, Any]) -> int:
         search = parse_search(body, default_limit=10, max_limit=10_000)
@@ -176,18 +189,38 @@ def in_process(catalog: Catalog, bodies: list[dict[str, Any]], clients: int = 1)
 
     started = time.process_time()
     times, found = _run_concurrently(one, bodies, clients)
-    return times, found, (time.process_time() - started) * 1000 / len(bodies)
+    cpu = (time.process_time() - started) * 1000 / len(bodies)
+    return times, found, cpu, cpu
 
 
-def over_http(root: str, bodies: list[dict[str, Any]], clients: int) -> tuple[list[float], int, float]:
+def over_http(root: str, bodies: list[dict[str, Any]], clients: int) -> tuple[list[float], int, float, float]:
     """Milliseconds of each body's ``POST /search`` from ``clients`` concurrent clients; total features.
 
-    Also the server's CPU milliseconds per search (NaN when ``root`` is a plain URL).
+    Also the server's CPU milliseconds per search (NaN when ``root`` is a plain URL) and the
+    clients' (this process's).
     """
     cpu = root.cpu_seconds if isinstance(root, Server) else lambda: float("nan")
-    started = cpu()
+    started, client_started = cpu(), time.process_time()
     times, found = _over_http(root, bodies, clients)
-    return times, found, (cpu() - started) * 1000 / len(bodies)
+    client = (time.process_time() - client_started) * 1000 / len(bodies)
+    return times, found, (cpu() - started) * 1000 / len(bodies), client
+
+
+def median_page(root: str, bodies: list[dict[str, Any]], path: Path) -> int:
+    """Write to ``path`` the response of median size among ``POST /search`` of ``bodies``; return its Item count."""
+    with httpx.Client(base_url=root, timeout=120, headers={"Accept-Encoding": "identity"}) as client:
+        pages = sorted((client.post("search", json=body).raise_for_status().content for body in bodies), key=len)
+    page = pages[len(pages) // 2]
+    path.write_bytes(page)
+    return len(json.loads(page)["features"])
+
+
+def http_floor(page: Path) -> tuple[list[str], dict[str, str], int]:
+    """The command, environment and port of the bare ASGI app serving ``page`` (``_http_floor.py``)."""
+    port = _free_port()
+    environment = {**os.environ, "HTTP_FLOOR_PAGE": str(page)}
+    command = [sys.executable, "-m", "uvicorn", "_http_floor:app", "--app-dir", str(Path(__file__).parent)]
+    return [*command, "--port", str(port), "--no-access-log", "--log-level", "warning"], environment, port
 
 
 def _over_http(root: str, bodies: list[dict[str, Any]], clients: int) -> tuple[list[float], int]:
@@ -231,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# peak RSS: {peak_rss_method()}")
     cases: list[tuple[str, Any]] = []
     anchor_note = "not run (--pgstac)"
+    floor_page = Path(tempfile.mkdtemp(prefix="stac-api-floor-")) / "page.json"
     with postgresql_server(tcp_port=_free_port()) as url, Catalog(url) as catalog:
         seconds = load(url, args.images)
         print(f"# loaded {args.images} images into PostgreSQL in {seconds:.0f} s")
@@ -248,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             (f"in process ({args.clients} threads)", measure(lambda: in_process(catalog, bodies, args.clients)))
         )
         with served(*ours(url, 1)) as root:
+            floor_items = median_page(root, bodies[:50], floor_page)
             over_http(root, bodies[: args.clients], args.clients)  # warm-up
             cases.append(("HTTP, 1 worker (1 client)", measure(lambda: over_http(root, bodies, 1))))
             one_worker = measure(lambda: over_http(root, bodies, args.clients))
@@ -258,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
                 over_http(root, bodies[: args.clients * 2], args.clients)  # warm-up: every worker
                 workers = measure(lambda: over_http(root, bodies, args.clients))
             cases.append((f"HTTP, {args.workers} workers ({args.clients} clients)", workers))
+        with served(*http_floor(floor_page)) as root:
+            over_http(root, bodies[: args.clients], args.clients)  # warm-up
+            floor = measure(lambda: over_http(root, bodies, args.clients))
+        cases.append((f"HTTP floor: 1 page of {floor_items} Items ({args.clients} clients)", floor))
         if anchor:
             port = _free_port()
             command, environment = pgstac_command(url, port, args.workers)
@@ -268,17 +307,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# load average after the cases: {_load_average()}")
     rows = []
     for name, measured in cases:
-        times, found, cpu = measured.result
+        times, found, cpu, client = measured.result
         p50, p95, worst = _percentiles(times)
         rss = f"{measured.peak_rss / 2**20:.0f} MiB"
-        rows.append((name, f"{p50:.1f}", f"{p95:.1f}", f"{worst:.1f}", found, f"{cpu:.1f}", rss))
+        rows.append((name, f"{p50:.1f}", f"{p95:.1f}", f"{worst:.1f}", found, f"{cpu:.1f}", f"{client:.1f}", rss))
     if not anchor:
-        rows.append(("stac-fastapi-pgstac (anchor)", "-", "-", "-", "-", "-", anchor_note))
-    print_table(rows, ["case", "p50_ms", "p95_ms", "max_ms", "items", "cpu_ms", "peak_rss"])
-    counts = {name: measured.result[1] for name, measured in cases}
+        rows.append(("stac-fastapi-pgstac (anchor)", "-", "-", "-", "-", "-", "-", anchor_note))
+    print_table(rows, ["case", "p50_ms", "p95_ms", "max_ms", "items", "cpu_ms", "client_cpu_ms", "peak_rss"])
+    shutil.rmtree(floor_page.parent, ignore_errors=True)
+    counts = {name: measured.result[1] for name, measured in cases if not name.startswith("HTTP floor")}
     if len(set(counts.values())) > 1:
         print(f"# NOTE: the cases found different numbers of items: {counts}")
     threads = cases[1][1].result[0]
+    print(f"http_floor_p95_ms: {_percentiles(floor.result[0])[1]:.1f}")
     if anchor:
         print(f"pgstac_search_p95_ms: {_percentiles(pgstac.result[0])[1]:.1f}")
     print(f"api_overhead_p95: {_percentiles(one_worker.result[0])[1] / _percentiles(threads)[1]:.2f}")
