@@ -277,7 +277,10 @@ class StacValidationError(CatalogError):
 
 def _iso(value: dt.datetime | None) -> str | None:
     # pystac.utils.datetime_to_str of the UTC time: its isoformat with the "+00:00" it ends with as "Z".
-    return None if value is None else value.astimezone(dt.UTC).isoformat()[:-6] + "Z"
+    # The catalog's times are read in UTC already, where astimezone would only copy them.
+    if value is None:
+        return None
+    return (value if value.tzinfo is dt.UTC else value.astimezone(dt.UTC)).isoformat()[:-6] + "Z"
 
 
 def _media_type(href: str) -> str | None:
