@@ -12,6 +12,7 @@ raster store uses them: the keys given, else boto3's own chain) valid for ``expi
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,10 @@ from urllib.parse import quote_from_bytes, unquote, urlsplit
 
 #: How long a presigned URL stays valid, in seconds.
 PRESIGN_EXPIRES_S = 3600
+#: An absolute path of segments that URI quoting leaves as they are (no empty segment, no trailing "/").
+_PLAIN_PATH = re.compile(r"(?:/[A-Za-z0-9_.~-]+)+")
+#: A "." or ".." segment, which ``abspath`` would resolve.
+_DOT_SEGMENT = re.compile(r"/\.\.?(?:/|$)")
 
 
 @dataclass
@@ -44,6 +49,8 @@ class AssetHrefs:
             botocore.exceptions.BotoCoreError: if presigning is on and no credentials are found.
         """
         if location.startswith("/"):  # the common case, without urlsplit and pathlib: as Path(...).as_uri()
+            if _PLAIN_PATH.fullmatch(location) and not _DOT_SEGMENT.search(location):
+                return "file://" + location  # already normal, and nothing in it to quote
             return "file://" + quote_from_bytes(os.fsencode(os.path.abspath(location)))
         parts = urlsplit(location)
         if parts.scheme == "s3":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import quote_from_bytes
 
 import httpx
 import pytest
@@ -24,6 +25,28 @@ def test_local_paths_become_file_uris_of_absolute_paths(tmp_path: Path, monkeypa
     assert hrefs.href("/data/a b.tif") == "file:///data/a%20b.tif"
     assert hrefs.href("s3://bucket/key/B04.tif") == "s3://bucket/key/B04.tif"
     assert hrefs.href("https://example.org/B04.tif") == "https://example.org/B04.tif"
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "/data/cube/B04.tif",
+        "/data/a b.tif",
+        "/data/./cube/B04.tif",
+        "/data/cube/../B04.tif",
+        "/data/cube/..",
+        "/data/cube/.",
+        "/data//cube/B04.tif",
+        "/data/cube/",
+        "/data/.hidden/..x/B04.tif",
+        "/data/ç/B04.tif",
+        "/data/x%20y/B04~1_a-b.tif",
+        "/",
+    ],
+)
+def test_a_local_path_is_the_uri_of_its_absolute_path(location: str) -> None:
+    # Plain absolute paths skip abspath and quoting: they must give what the full rule gives.
+    assert AssetHrefs().href(location) == "file://" + quote_from_bytes(os.fsencode(os.path.abspath(location)))
 
 
 @pytest.fixture
