@@ -74,7 +74,11 @@ class File(Protocol):
 
 
 class Image(Protocol):
-    """What STAC reads of an image: a client ``Image``, or anything with these attributes."""
+    """What STAC reads of an image: a client ``Image``, or anything with these attributes.
+
+    An image may also have ``footprint_geojson()`` (a search's views do), returning its footprint
+    as the catalog stores it; the Item's geometry and bbox are then read from that GeoJSON.
+    """
 
     id: str
     product_id: str
@@ -491,8 +495,7 @@ def _footprint(image: Image) -> tuple[dict[str, Any], list[float]] | None:
     """The Item geometry and bbox of an image's footprint, or None if it has none.
 
     A search's views hold the footprint as the catalog stores it (GeoJSON, rings closed); its
-    positions give the same values as the shapely geometry without GEOS calls per Item (a
-    search's views are read about a third faster, their Items built about a quarter faster).
+    positions give the same values as the shapely geometry, without GEOS calls per Item.
     """
     stored = getattr(image, "footprint_geojson", None)
     document = stored() if stored is not None else None

@@ -68,9 +68,6 @@ def compression_options(
     return options
 
 
-__all__ = ["COMPRESSIONS", "DEFAULT_COMPRESSION", "DEFAULT_LEVELS", "compression_options"]
-
-
 def working_file_options(dtype: Any, *, predictor: bool = True) -> dict[str, Any]:
     """The creation options of a file a stage writes for the next one to read once: ZSTD level 1.
 
@@ -88,3 +85,6 @@ def working_file_options(dtype: Any, *, predictor: bool = True) -> dict[str, Any
     if not predictor:
         del options["predictor"]
     return options
+
+
+__all__ = ["COMPRESSIONS", "DEFAULT_COMPRESSION", "DEFAULT_LEVELS", "compression_options", "working_file_options"]

@@ -207,17 +207,21 @@ _STORED_FOOTPRINTS = [
 ]
 
 
+#: What ``image_item_dict`` reads of an image besides its footprint.
+_ITEM_FIELDS = (
+    "id", "product_id", "name", "acquired", "acquired_end", "created", "modified", "crs", "geotransform", "width",
+    "height", "cloud_fraction", "fill_fraction", "provider", "provider_id", "tile", "period_start", "properties",
+    "tags", "files",
+)  # fmt: skip
+
+
 @pytest.mark.parametrize("stored", _STORED_FOOTPRINTS, ids=["integers", "multi-with-hole", "3d"])
 def test_an_item_from_a_stored_footprint_is_the_item_from_its_shape(filled: Catalog, stored: dict[str, Any]) -> None:
     # A search's views give the footprint as the catalog stores it; the Item must not depend on which.
     image = Image.get("lcf_A_202301", catalog=filled)
     assert image is not None
     shape = shapely.geometry.shape(stored)
-    fields = {name: getattr(image, name) for name in ("id", "product_id", "name", "acquired", "acquired_end")}
-    fields.update({name: getattr(image, name) for name in ("created", "modified", "crs", "geotransform", "width")})
-    fields.update({name: getattr(image, name) for name in ("height", "cloud_fraction", "fill_fraction", "provider")})
-    fields.update({name: getattr(image, name) for name in ("provider_id", "tile", "period_start", "properties")})
-    fields.update(tags=image.tags, files=image.files)
+    fields = {name: getattr(image, name) for name in _ITEM_FIELDS}
     from_shape = SimpleNamespace(**fields, geometry=shape)
     from_stored = SimpleNamespace(**fields, geometry=None, footprint_geojson=lambda: copy.deepcopy(stored))
 
