@@ -28,6 +28,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.io import DatasetReader, MemoryFile
 from rasterio.shutil import copy as rio_copy
@@ -140,6 +141,7 @@ def cog_from_file(
     overview_resampling: str = "nearest",
     driver: str = "rio-cogeo",
     limits: ProductLimits | None = None,
+    overviews_in_source: bool = False,
 ) -> Path:
     """Translate the GeoTIFF (or any GDAL raster) at ``src_path`` into a COG at ``destination``.
 
@@ -153,6 +155,16 @@ def cog_from_file(
     ``limits`` (a product's, for files from outside) its declared size is checked before any
     pixel is read. On any error ``destination`` is left untouched and no temporary file remains.
 
+    ``overviews_in_source=True`` (GDAL's driver only) is for a staging GeoTIFF of the caller's,
+    which is changed: the overviews the COG will have (:func:`cog_overview_factors`, with
+    ``overview_resampling``) are first built into it in place, and the COG driver copies them
+    (unless it has overviews already, or a level's size would differ from the driver's: GDAL's
+    overview builder rounds sizes up where the COG driver rounds them down, so an odd size
+    at some level leaves the overviews to the driver).
+    Left to itself the driver computes them into a compressed temporary file and compresses them
+    again; on uncompressed tiled staging files this takes 30 to 50 % less time for the same
+    pixels at every level (``cube_assets_tests/raster/test_cog.py`` compares them).
+
     Returns:
         The destination path.
 
@@ -161,23 +173,77 @@ def cog_from_file(
             CRS, declares more than ``limits`` allow, cannot be read to its end (truncated or
             corrupt), or the translated file does not pass ``cog_validate``.
         ValueError: if ``compress``, ``level``, ``overview_resampling``, ``predictor``,
-            ``blocksize`` or ``driver`` is not one this module supports.
+            ``blocksize`` or ``driver`` is not one this module supports, or
+            ``overviews_in_source`` is asked of rio-cogeo.
     """
     if driver not in DRIVERS:
         raise ValueError(f"driver {driver!r} is not one of {DRIVERS}")
+    if overviews_in_source and driver != "gdal":
+        raise ValueError(f"overviews_in_source needs driver 'gdal', not {driver!r}")
+    if not _is_overview_resampling(overview_resampling):
+        raise ValueError(f"overview_resampling {overview_resampling!r} is not one of {OVERVIEW_RESAMPLINGS}")
     src_path = Path(src_path)
     env = gdal_cache_limit(GDAL_DRIVER_CACHE_BYTES, **_GDAL_ENV) if driver == "gdal" else rasterio.Env(**_GDAL_ENV)
-    with env, open_input(src_path, limits=limits) as source, reading_from(src_path, "all bands"):
-        return _translate(
-            source,
-            destination,
-            compress=compress,
-            level=level,
-            predictor=predictor,
-            blocksize=blocksize,
-            overview_resampling=overview_resampling,
-            driver=driver,
-        )
+    with env:
+        if overviews_in_source:
+            _build_overviews_in_place(src_path, overview_resampling, blocksize, limits)
+        with open_input(src_path, limits=limits) as source, reading_from(src_path, "all bands"):
+            return _translate(
+                source,
+                destination,
+                compress=compress,
+                level=level,
+                predictor=predictor,
+                blocksize=blocksize,
+                overview_resampling=overview_resampling,
+                driver=driver,
+            )
+
+
+def cog_overview_factors(width: int, height: int, blocksize: int = 512) -> list[int]:
+    """The decimation factors of the overviews GDAL's COG driver gives a ``width`` x ``height`` raster.
+
+    The driver halves the size (rounding down) until both sides fit in one ``blocksize`` block;
+    each halving is one overview.
+
+    Returns:
+        ``[2, 4, ...]``, one factor per overview; empty when the raster fits in one block.
+
+    Raises:
+        ValueError: if a size or ``blocksize`` is not positive.
+    """
+    if width <= 0 or height <= 0 or blocksize <= 0:
+        raise ValueError(f"sizes must be positive, not {width} x {height} with blocks of {blocksize}")
+    factors: list[int] = []
+    while width > blocksize or height > blocksize:
+        width, height = width // 2, height // 2
+        factors.append(2 ** (len(factors) + 1))
+    return factors
+
+
+def _build_overviews_in_place(
+    path: Path, overview_resampling: OverviewResampling, blocksize: int, limits: ProductLimits | None
+) -> None:
+    """Build into the GeoTIFF at ``path`` the overviews its COG gets, unless it has overviews already."""
+    with open_input(path, limits=limits):
+        pass  # a clear error for a file that is no raster, before it is opened for writing
+    with reading_from(path, "all bands"), rasterio.open(path, "r+") as dataset:
+        if dataset.overviews(1):
+            return
+        factors = cog_overview_factors(dataset.width, dataset.height, blocksize)
+        if factors and _built_sizes_match(dataset.width, dataset.height, factors):
+            dataset.build_overviews(factors, Resampling[overview_resampling])
+
+
+def _built_sizes_match(width: int, height: int, factors: list[int]) -> bool:
+    # GDAL's BuildOverviews rounds each level's size up (ceil(size / factor)) where the COG driver
+    # halves and rounds down: on sizes where the two differ the driver must compute its own.
+    halved_width, halved_height = width, height
+    for factor in factors:
+        halved_width, halved_height = halved_width // 2, halved_height // 2
+        if (halved_width, halved_height) != (-(-width // factor), -(-height // factor)):
+            return False
+    return True
 
 
 def is_valid_cog(path: str | os.PathLike[str]) -> bool:

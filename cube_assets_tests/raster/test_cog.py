@@ -214,3 +214,132 @@ def test_cog_from_file_keeps_type_nodata_description_and_tags_with_either_driver
 def test_cog_from_file_refuses_an_unknown_driver(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="driver 'pillow'"):
         cog_from_file(tmp_path / "any.tif", tmp_path / "out.tif", driver="pillow")
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "blocksize"),
+    [
+        (100, 100, 512),
+        (1024, 1024, 512),
+        (1025, 1025, 512),
+        (1025, 3, 512),
+        (2049, 2049, 512),
+        (3000, 700, 512),
+        (1027, 1027, 256),
+        (1030, 1030, 256),
+    ],
+)
+def test_cog_overview_factors_are_the_ones_gdal_s_cog_driver_makes(
+    tmp_path: Path, width: int, height: int, blocksize: int
+) -> None:
+    source = tmp_path / "staging.tif"
+    with rasterio.open(
+        source, "w", driver="GTiff", width=width, height=height, count=1, dtype="uint8", crs=UTM33, transform=TRANSFORM
+    ) as dst:
+        dst.write(np.zeros((height, width), dtype=np.uint8), 1)
+
+    path = cog_from_file(source, tmp_path / "out.tif", driver="gdal", blocksize=blocksize)
+
+    with rasterio.open(path) as out:
+        assert cog.cog_overview_factors(width, height, blocksize) == out.overviews(1)
+
+
+def _staging_copies(tmp_path: Path, values: np.ndarray, nodata: float) -> tuple[Path, Path]:
+    """Two identical uncompressed tiled staging GeoTIFFs of ``values`` (bands, height, width)."""
+    count, height, width = values.shape
+    paths = (tmp_path / "left.tif", tmp_path / "right.tif")
+    for path in paths:
+        with rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=width,
+            height=height,
+            count=count,
+            dtype=values.dtype.name,
+            crs=UTM33,
+            transform=TRANSFORM,
+            nodata=nodata,
+            tiled=True,
+            blockxsize=256,
+            blockysize=256,
+        ) as dst:
+            dst.write(values)
+    return paths
+
+
+def _every_level(path: Path) -> list[np.ndarray]:
+    with rasterio.open(path) as dataset:
+        levels = [dataset.read()]
+        count = len(dataset.overviews(1))
+    for level in range(count):
+        with rasterio.open(path, overview_level=level) as overview:
+            levels.append(overview.read())
+    return levels
+
+
+def _assert_same_cog(left: Path, right: Path) -> None:
+    assert is_valid_cog(left) and is_valid_cog(right)
+    with rasterio.open(left) as a, rasterio.open(right) as b:
+        assert a.overviews(1) == b.overviews(1) != []
+        assert {**a.profile, "nodata": None} == {**b.profile, "nodata": None}
+        np.testing.assert_array_equal(a.nodata, b.nodata)  # NaN equals NaN here
+    for level_a, level_b in zip(_every_level(left), _every_level(right), strict=True):
+        np.testing.assert_array_equal(level_a, level_b)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "nodata", "resampling"),
+    [("int16", -9999, "average"), ("int16", -9999, "nearest"), ("uint8", 0, "mode"), ("float32", np.nan, "average")],
+)
+def test_overviews_built_in_the_staging_file_give_the_cog_gdal_s_driver_computes(
+    tmp_path: Path, dtype: str, nodata: float, resampling: str
+) -> None:
+    rng = np.random.default_rng(7)
+    values = rng.normal(1200, 400, size=(1, 1100, 1300)).clip(1, 250 if dtype == "uint8" else None).astype(dtype)
+    values[:, :, :133] = nodata  # a slanted edge of nodata and a stripe: averages must leave them out
+    values[:, 400:437, 200:900] = nodata
+    left, right = _staging_copies(tmp_path, values, nodata)
+
+    computed = cog_from_file(left, tmp_path / "computed.tif", overview_resampling=resampling, driver="gdal")
+    copied = cog_from_file(
+        right, tmp_path / "copied.tif", overview_resampling=resampling, driver="gdal", overviews_in_source=True
+    )
+
+    _assert_same_cog(computed, copied)
+    with rasterio.open(right) as staging, rasterio.open(left) as untouched:
+        assert staging.overviews(1) == [2, 4] and untouched.overviews(1) == []
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize(("width", "built"), [(790, True), (791, False)])
+def test_a_staged_real_rgb_gets_the_cog_gdal_s_driver_computes_with_its_overviews_built_where_sizes_agree(
+    real_data: Path, tmp_path: Path, width: int, built: bool
+) -> None:
+    # 791 x 718: GDAL's overview builder would make level 2 396 wide, the COG driver 395
+    with rasterio.open(real_data / RGB_BYTE) as source:
+        values, nodata = source.read()[:, :, :width], source.nodata
+    left, right = _staging_copies(tmp_path, values, nodata)
+
+    computed = cog_from_file(left, tmp_path / "computed.tif", overview_resampling="average", driver="gdal")
+    copied = cog_from_file(
+        right, tmp_path / "copied.tif", overview_resampling="average", driver="gdal", overviews_in_source=True
+    )
+
+    _assert_same_cog(computed, copied)
+    with rasterio.open(right) as staging:
+        assert staging.overviews(1) == ([2] if built else [])
+
+
+def test_overviews_in_source_is_refused_with_rio_cogeo_and_a_bad_resampling(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="overviews_in_source needs driver 'gdal'"):
+        cog_from_file(tmp_path / "any.tif", tmp_path / "out.tif", overviews_in_source=True)
+    with pytest.raises(ValueError, match="overview_resampling 'lanczos'"):
+        cog_from_file(
+            tmp_path / "any.tif",
+            tmp_path / "out.tif",
+            driver="gdal",
+            overview_resampling="lanczos",
+            overviews_in_source=True,
+        )
+    assert not (tmp_path / "out.tif").exists()
