@@ -290,8 +290,16 @@ def _private_copy(path: Path) -> Path:
 
 
 def _to_cog(tmp_tiff: Path, final_path: Path, compression: str) -> None:
-    # Whole-tile composites: GDAL's COG driver streams them through a bounded cache.
-    cog_from_file(tmp_tiff, final_path, compress=compression, overview_resampling="nearest", driver="gdal")
+    # Whole-tile composites: GDAL's COG driver streams them through a bounded cache; the staging
+    # file is ours, so its overviews are built in it and copied, not computed and compressed twice.
+    cog_from_file(
+        tmp_tiff,
+        final_path,
+        compress=compression,
+        overview_resampling="nearest",
+        driver="gdal",
+        overviews_in_source=True,
+    )
 
 
 def _to_cog_now(tiff: Path, final_path: Path, compression: str) -> Path:

@@ -90,7 +90,8 @@ def merge_date(
         band_of = {path: band for band, path in local.items()}
 
         def to_cog(tmp_tiff: Path, final_path: Path) -> None:
-            # Whole-tile merges: GDAL's COG driver streams the staging file through a bounded cache.
+            # Whole-tile merges: GDAL's COG driver streams the staging file through a bounded cache;
+            # the staging file is ours, so its overviews are built in it and copied.
             cog_from_file(
                 tmp_tiff,
                 final_path,
@@ -98,6 +99,7 @@ def merge_date(
                 overview_resampling=overview_resampling[band_of[final_path]],
                 driver="gdal",
                 blocksize=cube.file_block_size,
+                overviews_in_source=True,
             )
 
         statistics = merge_scenes_to_files(
