@@ -8,9 +8,12 @@ step is anything else: compositing, staging files, validation, Python.
 
 * decoding: the inputs are shared out over ``threads`` threads, each reading every block of its
   files with its own handle (GDAL decodes outside the GIL, as in the step);
-* encoding: each output's full-resolution pixels are first read into an in-memory GeoTIFF
-  (not timed), then GDAL's COG driver writes it with ``cog.cog_driver_options`` (the step's
-  codec, level, block size and overview resampling), the outputs ``threads`` at a time.
+* encoding: each output's full-resolution pixels are first read into an uncompressed tiled
+  in-memory GeoTIFF (not timed); then its overviews are built into it (``cog_overview_factors``,
+  the step's overview resampling) and GDAL's COG driver copies it with ``cog.cog_driver_options``
+  (the step's codec, level and block size), so that every block of every level is compressed
+  once; the outputs ``threads`` at a time. (Left to compute the overviews itself, the COG driver
+  compresses them twice, into a temporary file and into the COG.)
 """
 
 from __future__ import annotations
@@ -24,10 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import rasterio
+from rasterio.enums import Resampling
 from rasterio.io import MemoryFile
 from rasterio.shutil import copy as rio_copy
 
-from cube_assets.raster.cog import DEFAULT_COMPRESSION, cog_driver_options
+from cube_assets.raster.cog import DEFAULT_COMPRESSION, cog_driver_options, cog_overview_factors
+
+_BLOCK = 512  # the COGs' block size, as the steps write them
 
 
 @dataclass(frozen=True)
@@ -81,15 +87,18 @@ def encode_seconds(
     try:
         for path in outputs:
             with rasterio.open(path) as source:
-                profile = source.profile | {"driver": "GTiff", "compress": None, "tiled": False}
-                profile.pop("blockxsize", None)
-                profile.pop("blockysize", None)
+                profile = source.profile | {"driver": "GTiff", "compress": None, "tiled": True}
+                profile.update(blockxsize=_BLOCK, blockysize=_BLOCK)
                 memfile = MemoryFile()
                 with memfile.open(**profile) as staging:
                     staging.write(source.read())
                 memfiles[path] = memfile
 
         def encode(path: Path) -> None:
+            with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"), rasterio.open(memfiles[path].name, "r+") as staging:
+                factors = cog_overview_factors(staging.width, staging.height, _BLOCK)
+                if factors:
+                    staging.build_overviews(factors, Resampling[overview_resampling(path)])
             with memfiles[path].open() as source:
                 options = cog_driver_options(
                     source.dtypes[0],

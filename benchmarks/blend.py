@@ -272,7 +272,7 @@ class TimedCog:
 
     def __call__(self, staging: Path, destination: Path) -> None:
         start = time.perf_counter()
-        cog_from_file(staging, destination, overview_resampling="nearest", driver="gdal")
+        cog_from_file(staging, destination, overview_resampling="nearest", driver="gdal", overviews_in_source=True)
         with self._lock:
             self._spans.append((start, time.perf_counter()))
 
