@@ -162,8 +162,9 @@ def cog_from_file(
     overview builder rounds sizes up where the COG driver rounds them down, so an odd size
     at some level leaves the overviews to the driver).
     Left to itself the driver computes them into a compressed temporary file and compresses them
-    again; on uncompressed tiled staging files this takes 30 to 50 % less time for the same
-    pixels at every level (``cube_assets_tests/raster/test_cog.py`` compares them).
+    again. On uncompressed tiled int16 staging files of 2048² and 10560² pixels, building them in
+    place took a fifth to a half less time in all, for the same pixels at every level
+    (``cube_assets_tests/raster/test_cog.py`` compares them).
 
     Returns:
         The destination path.

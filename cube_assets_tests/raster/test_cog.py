@@ -244,6 +244,11 @@ def test_cog_overview_factors_are_the_ones_gdal_s_cog_driver_makes(
         assert cog.cog_overview_factors(width, height, blocksize) == out.overviews(1)
 
 
+def test_cog_overview_factors_refuse_a_size_that_is_not_positive() -> None:
+    with pytest.raises(ValueError, match="sizes must be positive, not 0 x 10"):
+        cog.cog_overview_factors(0, 10)
+
+
 def _staging_copies(tmp_path: Path, values: np.ndarray, nodata: float) -> tuple[Path, Path]:
     """Two identical uncompressed tiled staging GeoTIFFs of ``values`` (bands, height, width)."""
     count, height, width = values.shape
