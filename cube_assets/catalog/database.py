@@ -46,6 +46,11 @@ _ALEMBIC_LOCK = threading.Lock()
 #: Seconds a SQLite connection waits for another writer's lock before failing with "database is locked".
 PING_AFTER_IDLE_S = 10.0
 """A PostgreSQL connection idle in the pool this long is tested before it is handed out."""
+POSTGRESQL_POOL_SIZE = 10
+"""PostgreSQL connections an engine keeps open once it has needed them (as many more are opened
+and closed for a burst). With SQLAlchemy's 5, a STAC API worker answering 8 searches at once
+closed the connections above five as they came back and opened them again for the next ones
+(each a new PostgreSQL backend); stac-fastapi-pgstac's pool also holds up to 10."""
 SQLITE_BUSY_TIMEOUT_S = 60.0
 
 #: How many busy timeouts a locked ``BEGIN IMMEDIATE`` (or the switch to WAL) waits through.
@@ -90,7 +95,8 @@ def create_catalog_engine(url: str | URL) -> Engine:
     SQLAlchemy 2.1 already maps a bare ``postgresql://`` to psycopg 3, but 2.0 maps it to psycopg2;
     naming the driver keeps behaviour (and the one driver we install and test) the same whatever
     SQLAlchemy version is present. An explicit other driver (``postgresql+psycopg2://``) is kept.
-    Every connection runs ``SET jit = off`` (see :func:`_configure_postgresql_connection`).
+    Every connection runs ``SET jit = off`` (see :func:`_configure_postgresql_connection`); the
+    pool keeps up to :data:`POSTGRESQL_POOL_SIZE` connections (and as many more for a burst).
     Secret query parameters (``?password=…``, see :func:`~cube_assets.redaction.is_secret_query_key`)
     are moved out of the engine's URL into the driver's connect arguments, so the URL the engine
     holds (and ``repr(engine)`` shows) carries no secret; the user-info password stays in the URL,
@@ -126,7 +132,13 @@ def create_catalog_engine(url: str | URL) -> Engine:
         if parsed.drivername in ("postgresql", "postgres"):
             parsed = parsed.set(drivername="postgresql+psycopg")
         parsed, secret_arguments = _split_secret_query(parsed)
-        engine = create_engine(parsed, json_serializer=_json_dumps, connect_args=secret_arguments)
+        engine = create_engine(
+            parsed,
+            json_serializer=_json_dumps,
+            connect_args=secret_arguments,
+            pool_size=POSTGRESQL_POOL_SIZE,
+            max_overflow=POSTGRESQL_POOL_SIZE,
+        )
         event.listen(engine, "connect", _configure_postgresql_connection)
         event.listen(engine, "checkin", _note_idle)
         event.listen(engine, "checkout", _ping_after_idle)

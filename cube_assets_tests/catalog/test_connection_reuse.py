@@ -7,9 +7,11 @@ server restart or an idle timeout would, to tell a ping from no ping.
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
 
 from cube_assets.catalog import database
@@ -79,3 +81,25 @@ def test_a_connection_used_moments_ago_is_not_pinged(
     with pytest.raises(OperationalError):  # no ping: the dead connection is handed out, and found dead
         _ids(catalog)
     assert _ids(catalog) == ["i1", "i2"]  # the pool dropped it: the next search gets a new one
+
+
+def test_eight_concurrent_searches_reuse_their_connections_the_next_time(catalog: Catalog) -> None:
+    # A STAC API worker answers several searches at once; SQLAlchemy's default pool (5) closed
+    # the connections above five when they came back, so every burst opened them again.
+    opened: list[object] = []
+    event.listen(catalog.engine, "connect", lambda dbapi_connection, record: opened.append(dbapi_connection))
+    together = threading.Barrier(8)
+
+    def search() -> list[str]:
+        with catalog.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+            together.wait(timeout=30)  # all eight connections are checked out at once
+        return _ids(catalog)
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(lambda _: search(), range(8))) == [["i1", "i2"]] * 8
+        first_burst = len(opened)
+        assert list(pool.map(lambda _: search(), range(8))) == [["i1", "i2"]] * 8
+
+    assert first_burst >= 7  # the burst needed them (one may have been pooled by the fixture)
+    assert len(opened) == first_burst
