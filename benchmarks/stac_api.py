@@ -28,7 +28,8 @@ two files per image), then times ``--searches`` typical STAC searches: ``POST /s
 It prints a table (p50, p95, max in milliseconds, items found, CPU milliseconds per search of
 the processes that searched: this one in process, the server's processes over HTTP, a figure a
 shared machine's load sways less than the latencies; the CPU milliseconds per search of the
-clients, this process; peak RSS of this process), the load average, ``http_floor_p95_ms``,
+clients, this process; those of the PostgreSQL server, its ended backends included; peak RSS of
+this process), the load average, ``http_floor_p95_ms``,
 ``pgstac_search_p95_ms`` when the anchor ran, then ``api_overhead_p95`` (p95 over HTTP
 from ``--clients`` clients to one worker ÷ p95 in process from as many threads: the cost of the
 API at the same concurrency, one process each; target ≤ 1.3) and, last, ``stac_search_p95_ms``
@@ -206,6 +207,40 @@ def over_http(root: str, bodies: list[dict[str, Any]], clients: int) -> tuple[li
     return times, found, (cpu() - started) * 1000 / len(bodies), client
 
 
+def postgres_cpu_seconds(port: int) -> float:
+    """CPU seconds (user and system) of the PostgreSQL server listening on ``port`` so far.
+
+    The postmaster's own time, the time of its ended children (backends it has reaped) and that
+    of its live ones; 0.0 when no such server runs.
+    """
+    for process in psutil.process_iter(["name", "cmdline"]):
+        command = process.info["cmdline"] or []
+        if process.info["name"] != "postgres" or "-p" not in command[:-1]:
+            continue
+        if command[command.index("-p") + 1] != str(port):
+            continue
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total = times.user + times.system + times.children_user + times.children_system
+            for child in process.children():
+                with contextlib.suppress(psutil.Error):
+                    child_times = child.cpu_times()
+                    total += child_times.user + child_times.system
+            return total
+    return 0.0
+
+
+def with_postgres_cpu(port: int, searches: int, run: Callable[[], tuple[Any, ...]]) -> Callable[[], tuple[Any, ...]]:
+    """``run`` with one more result: the PostgreSQL server's CPU milliseconds per search meanwhile."""
+
+    def case() -> tuple[Any, ...]:
+        before = postgres_cpu_seconds(port)
+        result = run()
+        return (*result, (postgres_cpu_seconds(port) - before) * 1000 / searches)
+
+    return case
+
+
 def median_page(root: str, bodies: list[dict[str, Any]], path: Path) -> int:
     """Write to ``path`` the response of median size among ``POST /search`` of ``bodies``; return its Item count."""
     with httpx.Client(base_url=root, timeout=120, headers={"Accept-Encoding": "identity"}) as client:
@@ -265,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     cases: list[tuple[str, Any]] = []
     anchor_note = "not run (--pgstac)"
     floor_page = Path(tempfile.mkdtemp(prefix="stac-api-floor-")) / "page.json"
-    with postgresql_server(tcp_port=_free_port()) as url, Catalog(url) as catalog:
+    pg_port = _free_port()
+    with postgresql_server(tcp_port=pg_port) as url, Catalog(url) as catalog:
         seconds = load(url, args.images)
         print(f"# loaded {args.images} images into PostgreSQL in {seconds:.0f} s")
         bodies = search_bodies(args.searches, args.seed)
@@ -277,43 +313,60 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# loaded the same {loaded} Items into pgstac in {seconds:.0f} s")
         in_process(catalog, bodies[:3])  # warm-up: connection and statement caches
         print(f"# load average before the cases: {_load_average()}")
-        cases.append(("in process (1 client)", measure(lambda: in_process(catalog, bodies))))
         cases.append(
-            (f"in process ({args.clients} threads)", measure(lambda: in_process(catalog, bodies, args.clients)))
+            (
+                "in process (1 client)",
+                measure(with_postgres_cpu(pg_port, len(bodies), lambda: in_process(catalog, bodies))),
+            )
+        )
+        cases.append(
+            (
+                f"in process ({args.clients} threads)",
+                measure(with_postgres_cpu(pg_port, len(bodies), lambda: in_process(catalog, bodies, args.clients))),
+            )
         )
         with served(*ours(url, 1)) as root:
             floor_items = median_page(root, bodies[:50], floor_page)
             over_http(root, bodies[: args.clients], args.clients)  # warm-up
-            cases.append(("HTTP, 1 worker (1 client)", measure(lambda: over_http(root, bodies, 1))))
-            one_worker = measure(lambda: over_http(root, bodies, args.clients))
+            cases.append(
+                (
+                    "HTTP, 1 worker (1 client)",
+                    measure(with_postgres_cpu(pg_port, len(bodies), lambda: over_http(root, bodies, 1))),
+                )
+            )
+            one_worker = measure(with_postgres_cpu(pg_port, len(bodies), lambda: over_http(root, bodies, args.clients)))
             cases.append((f"HTTP, 1 worker ({args.clients} clients)", one_worker))
         workers = one_worker
         if args.workers > 1:
             with served(*ours(url, args.workers)) as root:
                 over_http(root, bodies[: args.clients * 2], args.clients)  # warm-up: every worker
-                workers = measure(lambda: over_http(root, bodies, args.clients))
+                workers = measure(
+                    with_postgres_cpu(pg_port, len(bodies), lambda: over_http(root, bodies, args.clients))
+                )
             cases.append((f"HTTP, {args.workers} workers ({args.clients} clients)", workers))
         with served(*http_floor(floor_page)) as root:
             over_http(root, bodies[: args.clients], args.clients)  # warm-up
-            floor = measure(lambda: over_http(root, bodies, args.clients))
+            floor = measure(with_postgres_cpu(pg_port, len(bodies), lambda: over_http(root, bodies, args.clients)))
         cases.append((f"HTTP floor: 1 page of {floor_items} Items ({args.clients} clients)", floor))
         if anchor:
             port = _free_port()
             command, environment = pgstac_command(url, port, args.workers)
             with served(command, environment, port) as root:
                 over_http(root, bodies[: args.clients * 2], args.clients)  # warm-up
-                pgstac = measure(lambda: over_http(root, bodies, args.clients))
+                pgstac = measure(with_postgres_cpu(pg_port, len(bodies), lambda: over_http(root, bodies, args.clients)))
             cases.append((f"stac-fastapi-pgstac, {args.workers} workers ({args.clients} clients)", pgstac))
         print(f"# load average after the cases: {_load_average()}")
     rows = []
     for name, measured in cases:
-        times, found, cpu, client = measured.result
+        times, found, cpu, client, postgres = measured.result
         p50, p95, worst = _percentiles(times)
         rss = f"{measured.peak_rss / 2**20:.0f} MiB"
-        rows.append((name, f"{p50:.1f}", f"{p95:.1f}", f"{worst:.1f}", found, f"{cpu:.1f}", f"{client:.1f}", rss))
+        cpus = (f"{cpu:.1f}", f"{client:.1f}", f"{postgres:.1f}")
+        rows.append((name, f"{p50:.1f}", f"{p95:.1f}", f"{worst:.1f}", found, *cpus, rss))
     if not anchor:
-        rows.append(("stac-fastapi-pgstac (anchor)", "-", "-", "-", "-", "-", "-", anchor_note))
-    print_table(rows, ["case", "p50_ms", "p95_ms", "max_ms", "items", "cpu_ms", "client_cpu_ms", "peak_rss"])
+        rows.append(("stac-fastapi-pgstac (anchor)", "-", "-", "-", "-", "-", "-", "-", anchor_note))
+    columns = ["case", "p50_ms", "p95_ms", "max_ms", "items", "cpu_ms", "client_cpu_ms", "postgres_cpu_ms", "peak_rss"]
+    print_table(rows, columns)
     shutil.rmtree(floor_page.parent, ignore_errors=True)
     counts = {name: measured.result[1] for name, measured in cases if not name.startswith("HTTP floor")}
     if len(set(counts.values())) > 1:
