@@ -138,15 +138,15 @@ _RASTER_DATA_TYPES = {
     "Float32": DataType.FLOAT32, "Float64": DataType.FLOAT64,
 }  # fmt: skip
 
-_MEDIA_TYPES = {
-    ".tif": pystac.MediaType.COG,
-    ".tiff": pystac.MediaType.COG,
-    ".png": pystac.MediaType.PNG,
-    ".jpg": pystac.MediaType.JPEG,
-    ".jpeg": pystac.MediaType.JPEG,
-    ".jp2": pystac.MediaType.JPEG2000,
-    ".json": pystac.MediaType.JSON,
-    ".xml": pystac.MediaType.XML,
+_MEDIA_TYPES: dict[str, str] = {
+    ".tif": str(pystac.MediaType.COG),
+    ".tiff": str(pystac.MediaType.COG),
+    ".png": str(pystac.MediaType.PNG),
+    ".jpg": str(pystac.MediaType.JPEG),
+    ".jpeg": str(pystac.MediaType.JPEG),
+    ".jp2": str(pystac.MediaType.JPEG2000),
+    ".json": str(pystac.MediaType.JSON),
+    ".xml": str(pystac.MediaType.XML),
 }
 
 _NUMBER_OR_SPECIAL = {"oneOf": [{"type": "number"}, {"enum": ["nan", "inf", "-inf"]}]}
@@ -289,8 +289,7 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 def _media_type(href: str) -> str | None:
     suffix = os.path.splitext(href.split("?", 1)[0])[1].lower()
-    media = _MEDIA_TYPES.get(suffix)
-    return None if media is None else str(media)
+    return _MEDIA_TYPES.get(suffix)
 
 
 def _common_name(band: Band) -> str | None:
@@ -416,6 +415,7 @@ def image_item_dict(
     *,
     composite_function: str | None = None,
     asset_fields: Mapping[str, Mapping[str, Any]] | None = None,
+    stac_version: str | None = None,
 ) -> dict[str, Any]:
     """Return the image as a STAC Item dict, one asset per file, without links or collection.
 
@@ -426,7 +426,8 @@ def image_item_dict(
 
     ``bands`` maps band name to the product's band (:class:`Band`) and
     provides each asset's ``eo:bands``/``raster:bands``; files of bands not in it get plain assets.
-    ``asset_fields`` (band name to :func:`band_asset_fields`) saves computing them per image.
+    ``asset_fields`` (band name to :func:`band_asset_fields`) saves computing them per image, and
+    ``stac_version`` (default: ``pystac.get_stac_version()``) reading pystac's setting per image.
     The dict is built directly, as ``pystac.Item.to_dict`` would give it (same keys, values
     and order): the API builds a page of Items this way without a pystac object per Item.
 
@@ -478,7 +479,7 @@ def image_item_dict(
     properties["datetime"] = pystac.utils.datetime_to_str(image.acquired)
     item: dict[str, Any] = {
         "type": "Feature",
-        "stac_version": pystac.get_stac_version(),
+        "stac_version": stac_version or pystac.get_stac_version(),
         "stac_extensions": [],
         "id": image.id,
         "geometry": geometry,

@@ -46,10 +46,14 @@ from cube_assets.errors import CatalogError
 
 @dataclass(frozen=True)
 class ItemContext:
-    """What building a product's items needs: its bands by name, its composite function, each band's asset fields."""
+    """What building a product's items needs: its bands by name, its composite function, each band's asset fields.
+
+    ``stac_version`` is pystac's STAC version when the context was made.
+    """
 
     bands: Mapping[str, Band]
     composite_function: str | None
+    stac_version: str = field(default_factory=pystac.get_stac_version)
     asset_fields: Mapping[str, Mapping[str, Any]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -110,7 +114,11 @@ def item_document(image: Image | ImageView, context: ItemContext) -> dict[str, A
         CatalogError: if the image has no footprint or acquisition time.
     """
     document = image_item_dict(
-        image, context.bands, composite_function=context.composite_function, asset_fields=context.asset_fields
+        image,
+        context.bands,
+        composite_function=context.composite_function,
+        asset_fields=context.asset_fields,
+        stac_version=context.stac_version,
     )
     document["collection"] = image.product_id
     return document

@@ -108,6 +108,24 @@ def test_an_item_dict_is_what_pystac_reads_and_writes_back(filled: Catalog, imag
     validate_stac(item)
 
 
+def test_an_item_dict_takes_the_stac_version_it_is_given_and_plain_media_types(filled: Catalog) -> None:
+    image = Image.get("lcf_A_202301", catalog=filled)
+    assert image is not None
+    bands = {band.name: band for band in Product.get(image.product_id, catalog=filled).bands()}  # type: ignore[union-attr]  # the product was saved by the fixture
+
+    default = image_item_dict(image, bands)
+    older = image_item_dict(image, bands, stac_version="1.0.0")
+
+    assert default["stac_version"] == pystac.get_stac_version() != "1.0.0"
+    assert older["stac_version"] == "1.0.0"
+    assert {key: value for key, value in older.items() if key != "stac_version"} == {
+        key: value for key, value in default.items() if key != "stac_version"
+    }
+    types = [asset["type"] for asset in default["assets"].values() if "type" in asset]
+    assert types and all(type(media) is str for media in types)
+    assert str(pystac.MediaType.COG) in types
+
+
 def _core_only() -> Any:
     from pystac.validation.stac_validator import JsonSchemaSTACValidator
 
