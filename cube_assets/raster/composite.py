@@ -75,11 +75,14 @@ DEFAULT_IO_THREADS = 4
 """At most this many windows (each decoding one file at a time) are composited at once by
 default (fewer on fewer CPUs)."""
 
-GDAL_CACHE_BYTES = 64 * 1024 * 1024
-"""GDAL block cache while blending (and finalizing): every block is read once, so a small cache
-suffices, and GDAL's default (5 % of RAM) would otherwise fill with decoded blocks of a large
-tile. Given in bytes: rasterio applies it with ``GDALSetCacheMax64`` (bytes) once GDAL's cache
-exists, while GDAL itself would read a small number such as 64 as megabytes."""
+GDAL_CACHE_BYTES = 8 * 1024 * 1024
+"""GDAL block cache while blending (and finalizing): every block of a (512-tiled) merge is read
+once, so a small cache suffices, and GDAL's default (5 % of RAM) would otherwise fill with decoded
+blocks of a large tile. A larger cache only costs fresh pages: at 64 MB the peak RSS of a 2048²
+band was about 100 MiB higher for the same seconds (``benchmarks/blend.py``); striped inputs
+would re-read their strips at either size. Given in bytes: rasterio applies it with
+``GDALSetCacheMax64`` (bytes) once GDAL's cache exists, while GDAL itself would read a small
+number such as 64 as megabytes."""
 
 WindowWorker = Callable[[Window], Mapping[str, np.ndarray]]
 """Composites one window: ``{output name: (H, W) array}``."""

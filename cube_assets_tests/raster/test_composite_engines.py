@@ -282,5 +282,5 @@ def test_blend_holds_gdal_block_cache_small_until_finalized(tmp_path):
     blend_quality(
         quality, DATES[:2], EFFICACIES[:2], RULES, *(tmp_path / f"{n}.tif" for n in "abcd"), finalize=finalize
     )
-    assert seen == [GDAL_CACHE_BYTES] * 5 and GDAL_CACHE_BYTES == 64 * 1024 * 1024
+    assert seen == [GDAL_CACHE_BYTES] * 5 and GDAL_CACHE_BYTES == 8 * 1024 * 1024
     assert rasterio.env.get_gdal_config("GDAL_CACHEMAX") != GDAL_CACHE_BYTES  # restored afterwards
