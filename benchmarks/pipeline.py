@@ -2,7 +2,7 @@
 
 Run::
 
-    .venv/bin/python benchmarks/pipeline.py                         # a BDC SM tile, 10560², 10 dates (hours)
+    .venv/bin/python benchmarks/pipeline.py                         # a BDC SM tile, 10560², 10 dates (about an hour)
     .venv/bin/python benchmarks/pipeline.py --size 2048 --dates 10  # a reduced tile (minutes)
 
 It simulates Sentinel-2 L2A products (``formats/simulator.py``: lossless JPEG 2000 bands, a 20 m
